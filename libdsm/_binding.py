@@ -1,0 +1,94 @@
+"""The only module that touches the compiled cffi module (`libdsm._core`).
+
+Every C return code is checked here and becomes a typed exception."""
+from libdsm import errors
+
+try:
+    from libdsm._core import ffi, lib
+except ImportError as e:  # pragma: no cover - depends on the build
+    raise errors.CoreVersionError(
+        "the C core is not built (%s); run `make build` or `pip install -e .`" % e) from None
+
+CORE_VERSION = (1, 0)   # the major.minor of csrc/ this package was written for
+
+_ERRORS = {
+    lib.DSM_EINVAL: errors.ConfigError,
+    lib.DSM_EADDR: errors.AddressInUseError,
+    lib.DSM_ELIMIT: errors.MappingLimitError,
+    lib.DSM_EPEER: errors.PeerError,
+    lib.DSM_ESYS: errors.DsmError,
+    lib.DSM_ESTATE: errors.StateError,
+}
+PROT_NAMES = {lib.DSM_PROT_NONE: "none", lib.DSM_PROT_READ: "read", lib.DSM_PROT_RW: "rw"}
+_where = {"rank": None, "host": None}
+
+
+def core_version():
+    major, minor = ffi.new("int *"), ffi.new("int *")
+    lib.dsm_core_version(major, minor)
+    return major[0], minor[0]
+
+
+def check_core_version():
+    """Refuse a compiled core whose major version differs from ours."""
+    built = core_version()
+    if built[0] != CORE_VERSION[0]:
+        raise errors.CoreVersionError(
+            "the compiled C core is version %d.%d but this libdsm needs %d.x; "
+            "rebuild it with `make build`" % (built + CORE_VERSION[:1]))
+
+
+def _check(rc, err):
+    if rc != lib.DSM_OK:
+        raise _ERRORS.get(rc, errors.DsmError)(ffi.string(err).decode(errors="replace"),
+                                               **_where)
+
+
+def page_size():
+    return int(lib.dsm_page_size())
+
+
+def start(rank, nranks, base, size, block_pages, hold_us, master_fd, peer_fds, debug,
+          host=None):
+    """Map the region, install the handler, start the comm thread."""
+    _where.update(rank=rank, host=host)
+    cfg = ffi.new("struct dsm_config *", {
+        "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
+        "rank": rank, "nranks": nranks, "master_fd": master_fd, "debug": int(debug)})
+    fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_start(cfg, fds, err), err)
+
+
+def barrier():
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_barrier(err), err)
+
+
+def finalize():
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_finalize(err), err)
+
+
+def ensure_handler():
+    """Reinstall the SIGSEGV handler if it was displaced; True if it was."""
+    return lib.dsm_handler_ensure() == 1
+
+
+def page_prot(page):
+    return PROT_NAMES.get(lib.dsm_page_prot(page))
+
+
+def page_home(page):
+    return lib.dsm_page_home(page)
+
+
+def stats():
+    out = ffi.new("struct dsm_stats *")
+    lib.dsm_get_stats(out)
+    return {name: getattr(out, name) for name, _ in ffi.typeof("struct dsm_stats").fields}
+
+
+def region_view(base, size):
+    """A writable memoryview of size bytes at address base."""
+    return memoryview(ffi.buffer(ffi.cast("char *", base), size))

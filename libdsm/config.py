@@ -1,0 +1,72 @@
+"""Configuration: init() arguments over DSM_* environment variables over
+defaults, checked once with messages that say how to fix them.
+
+DSM_SIZE             region bytes; suffixes K, M, G (default 64M)
+DSM_BASE             fixed address of the region (default 0x200000000000)
+DSM_BLOCK_PAGES      pages per round-robin block (default: npages // 4096, at least 1)
+DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
+DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
+DSM_DEBUG            trace protocol messages to stderr when set to 1
+"""
+import os
+
+from libdsm.errors import ConfigError
+
+DEFAULTS = {
+    "size": 64 << 20,
+    "base": 0x200000000000,
+    "block_pages": None,
+    "hold_us": 50,
+    "connect_timeout": 30.0,
+    "debug": False,
+}
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+TARGET_BLOCKS = 4096
+
+
+def parse_size(text):
+    """'64M' -> 67108864.  Raises ValueError."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    return int(t[:len(t) - len(unit)]) * _UNITS[unit]
+
+
+_PARSERS = {
+    "size": ("DSM_SIZE", parse_size),
+    "base": ("DSM_BASE", lambda s: int(s, 0)),
+    "block_pages": ("DSM_BLOCK_PAGES", int),
+    "hold_us": ("DSM_HOLD_US", int),
+    "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
+    "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
+}
+
+
+def resolve(page_size, environ=None, **given):
+    """Return the checked configuration as a dict."""
+    environ = os.environ if environ is None else environ
+    cfg = dict(DEFAULTS)
+    for key, (var, parse) in _PARSERS.items():
+        if given.get(key) is not None:
+            cfg[key] = given[key]
+        elif environ.get(var, "").strip():
+            try:
+                cfg[key] = parse(environ[var])
+            except ValueError:
+                raise ConfigError("%s=%r is not valid" % (var, environ[var])) from None
+    unknown = set(given) - set(_PARSERS)
+    if unknown:
+        raise TypeError("init() got unexpected arguments %s" % sorted(unknown))
+    if cfg["size"] <= 0 or cfg["size"] % page_size:
+        raise ConfigError("region size %d must be a positive multiple of the page size %d"
+                          % (cfg["size"], page_size))
+    if cfg["base"] <= 0 or cfg["base"] % page_size:
+        raise ConfigError("region base %#x must be a positive multiple of the page size %d"
+                          % (cfg["base"], page_size))
+    npages = cfg["size"] // page_size
+    if cfg["block_pages"] is None:
+        cfg["block_pages"] = max(1, npages // TARGET_BLOCKS)
+    if cfg["block_pages"] < 1:
+        raise ConfigError("DSM_BLOCK_PAGES must be at least 1, got %d" % cfg["block_pages"])
+    if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:
+        raise ConfigError("DSM_HOLD_US must be >= 0 and DSM_CONNECT_TIMEOUT > 0")
+    return cfg

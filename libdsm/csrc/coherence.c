@@ -1,0 +1,288 @@
+/* Sequential consistency by write-invalidate with multiple readers, after
+ * IVY's distributed manager: every page has a round-robin home that keeps
+ * its directory entry (owner and copyset) and serialises the faults on it.
+ *
+ *  read fault   R -REQ-> home -FWD-> owner -PAGE(data)-> R -UPDATE-> home
+ *  write fault  home -INV-> each other copy -INV_ACK-> home, then as above;
+ *               a requester that already holds a current copy gets a grant
+ *               without data.
+ *
+ * A fault costs the same few messages however many ranks there are, plus
+ * one INV/INV_ACK pair per copy that must go.  Only the comm thread runs
+ * the handlers below; coh_fault runs in the faulting thread. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+/* The home's view of a page. */
+struct dir {
+    uint64_t copyset;       /* ranks holding read copies, the owner excluded */
+    uint16_t owner;         /* holds the current data, READ or RW */
+    uint16_t origin;        /* the fault being served while busy */
+    uint16_t acks;          /* INV_ACKs still to come */
+    uint8_t busy;
+    uint8_t mode;
+};
+
+/* A fault waiting at its home for an earlier one on the same page. */
+struct waiter {
+    uint64_t page;
+    uint16_t origin;
+    uint8_t mode;
+    struct waiter *next;
+};
+
+static struct dir *dirs;
+static struct waiter *wait_head, **wait_tail = &wait_head;
+
+/* Index of a homed page in this rank's directory. */
+static struct dir *dir_of(uint64_t page)
+{
+    uint64_t blk = page / st.block;
+    return &dirs[(blk / (uint64_t)st.nranks) * st.block + page % st.block];
+}
+
+int coh_init(char *err)
+{
+    uint64_t nblocks = (st.npages + st.block - 1) / st.block;
+    uint64_t mine = (nblocks + (uint64_t)st.nranks - 1) / (uint64_t)st.nranks;
+    uint64_t p;
+    dirs = calloc(mine * st.block, sizeof *dirs);
+    if (!dirs) {
+        dsm_err(err, "directory for %llu pages: out of memory",
+                (unsigned long long)(mine * st.block));
+        return DSM_ESYS;
+    }
+    for (p = 0; p < st.npages; p++)
+        if (page_home(p) == st.rank)
+            dir_of(p)->owner = (uint16_t)st.rank;
+    return DSM_OK;
+}
+
+/* ---------------------------------------------------------- requester */
+
+/* Block the faulting thread until the page allows the access.  Runs inside
+ * the SIGSEGV handler: it only takes st.mu (never held by a thread that can
+ * fault on the region) and posts a request to the comm thread. */
+void coh_fault(uint64_t page, int write)
+{
+    struct page *pg = &st.pages[page];
+    struct request r = { DSM_REQ, 0, page };
+    pthread_mutex_lock(&st.mu);
+    for (;;) {
+        if (pg->prot == DSM_PROT_RW || (!write && pg->prot == DSM_PROT_READ))
+            break;
+        if (st.failed) {
+            pthread_mutex_unlock(&st.mu);
+            dsm_panic("page %llu needed, but %s", (unsigned long long)page, st.failure);
+        }
+        if (st.phase != PHASE_RUNNING) {
+            pthread_mutex_unlock(&st.mu);
+            dsm_panic("page %llu touched %s", (unsigned long long)page,
+                      st.phase == PHASE_FINISHED ? "after finalize()" : "before init()");
+        }
+        if (!pg->pending) {
+            r.mode = write ? MODE_WRITE : MODE_READ;
+            if (comm_post(&r) == DSM_OK) {
+                pg->pending = r.mode;
+                if (write)
+                    st.stats.write_faults++;
+                else
+                    st.stats.read_faults++;
+            }
+        }
+        pthread_cond_wait(&st.cv, &st.mu);
+    }
+    pthread_mutex_unlock(&st.mu);
+}
+
+/* A posted DSM_REQ leaves for the page's home. */
+void coh_request(const struct request *r)
+{
+    struct msg m = { .type = DSM_REQ, .mode = r->mode, .origin = (uint16_t)st.rank,
+                     .page = r->page };
+    comm_send(page_home(r->page), &m, NULL);
+}
+
+/* DSM_PAGE: install the data (if any) through the read/write view, then
+ * open the application view, wake the faulting threads, tell the home. */
+static void on_page(const struct msg *m, const unsigned char *payload)
+{
+    struct msg up = { .type = DSM_UPDATE, .mode = m->mode, .origin = (uint16_t)st.rank,
+                      .page = m->page };
+    if (payload)
+        memcpy(st.rw + m->page * st.page_size, payload, st.page_size);
+    if (region_set_prot(m->page, m->mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ))
+        return;
+    st.pages[m->page].installed_ns = now_ns();
+    pthread_mutex_lock(&st.mu);
+    st.pages[m->page].pending = 0;
+    pthread_cond_broadcast(&st.cv);
+    pthread_mutex_unlock(&st.mu);
+    comm_send(page_home(m->page), &up, NULL);
+}
+
+/* ---------------------------------------------------------- owner, holder */
+
+/* Within the hold window of a freshly received page, give it up later. */
+static int held(const struct msg *m)
+{
+    uint64_t due = st.pages[m->page].installed_ns + st.hold_ns;
+    if (st.hold_ns && now_ns() < due) {
+        comm_defer(m, due);
+        return 1;
+    }
+    return 0;
+}
+
+/* DSM_FWD: serve the page to the requester and downgrade our copy first,
+ * so the data cannot change after it is read from the read/write view. */
+static void on_fwd(const struct msg *m)
+{
+    struct msg out = { .type = DSM_PAGE, .mode = m->mode, .origin = m->origin,
+                       .page = m->page };
+    int send_data = !(m->arg & FWD_NODATA);
+    if (held(m))
+        return;
+    if (st.pages[m->page].prot == DSM_PROT_NONE) {
+        comm_fail("protocol error: asked to serve page %llu, which this rank does not hold",
+                  (unsigned long long)m->page);
+        return;
+    }
+    if (region_set_prot(m->page, m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ))
+        return;
+    comm_send(m->origin, &out, send_data ? st.rw + m->page * st.page_size : NULL);
+}
+
+/* DSM_INV: drop our read copy and acknowledge to the home. */
+static void on_inv(const struct msg *m)
+{
+    struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .page = m->page };
+    if (held(m))
+        return;
+    if (region_set_prot(m->page, DSM_PROT_NONE))
+        return;
+    st.stats.invalidations++;
+    comm_send(m->from, &ack, NULL);
+}
+
+/* ---------------------------------------------------------- home */
+
+/* Every other copy is gone: let the owner hand over (or grant directly). */
+static void write_proceed(struct dir *d, uint64_t page)
+{
+    struct msg m = { .mode = MODE_WRITE, .origin = d->origin, .page = page };
+    int has_copy = d->origin == d->owner || (d->copyset >> d->origin & 1);
+    if (d->origin == d->owner) {
+        m.type = DSM_PAGE;
+        comm_send(d->origin, &m, NULL);
+        return;
+    }
+    m.type = DSM_FWD;
+    m.arg = has_copy ? FWD_NODATA : 0;
+    comm_send(d->owner, &m, NULL);
+}
+
+/* Start serving one fault at the home. */
+static void home_start(uint64_t page, int origin, int mode)
+{
+    struct dir *d = dir_of(page);
+    struct msg m = { .type = DSM_FWD, .mode = (uint8_t)mode, .origin = (uint16_t)origin,
+                     .page = page };
+    uint64_t targets;
+    int r;
+    d->busy = 1;
+    d->origin = (uint16_t)origin;
+    d->mode = (uint8_t)mode;
+    if (mode == MODE_READ) {
+        comm_send(d->owner, &m, NULL);
+        return;
+    }
+    targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
+    d->acks = (uint16_t)__builtin_popcountll(targets);
+    m.type = DSM_INV;
+    for (r = 0; r < st.nranks; r++)
+        if (targets >> r & 1)
+            comm_send(r, &m, NULL);
+    if (!d->acks)
+        write_proceed(d, page);
+}
+
+static void on_req(const struct msg *m)
+{
+    struct waiter *w;
+    if (!dir_of(m->page)->busy) {
+        home_start(m->page, m->origin, m->mode);
+        return;
+    }
+    w = malloc(sizeof *w);
+    if (!w) {
+        comm_fail("out of memory queueing a request for page %llu",
+                  (unsigned long long)m->page);
+        return;
+    }
+    *w = (struct waiter){ m->page, m->origin, m->mode, NULL };
+    *wait_tail = w;
+    wait_tail = &w->next;
+}
+
+/* Serve the oldest fault that waited for this page, if any. */
+static void home_next(uint64_t page)
+{
+    struct waiter **pp, *w;
+    for (pp = &wait_head; (w = *pp); pp = &w->next) {
+        if (w->page != page)
+            continue;
+        *pp = w->next;
+        if (wait_tail == &w->next)
+            wait_tail = pp;
+        home_start(w->page, w->origin, w->mode);
+        free(w);
+        return;
+    }
+}
+
+static void on_update(const struct msg *m)
+{
+    struct dir *d = dir_of(m->page);
+    if (m->mode == MODE_READ) {
+        d->copyset |= 1ULL << m->origin;
+    } else {
+        d->owner = m->origin;
+        d->copyset = 0;
+    }
+    d->busy = 0;
+    home_next(m->page);
+}
+
+static void on_inv_ack(const struct msg *m)
+{
+    struct dir *d = dir_of(m->page);
+    if (d->acks && --d->acks == 0)
+        write_proceed(d, m->page);
+}
+
+/* Run one protocol message (comm thread). */
+void coh_dispatch(const struct msg *m, const unsigned char *payload)
+{
+    if (m->page >= st.npages) {
+        comm_fail("protocol error: %s from rank %d names page %llu of %llu",
+                  msg_name(m->type), m->from, (unsigned long long)m->page,
+                  (unsigned long long)st.npages);
+        return;
+    }
+    TRACE("%s page %llu mode %d origin %d from %d", msg_name(m->type),
+          (unsigned long long)m->page, m->mode, m->origin, m->from);
+    switch (m->type) {
+    case DSM_REQ: on_req(m); break;
+    case DSM_FWD: on_fwd(m); break;
+    case DSM_PAGE: on_page(m, payload); break;
+    case DSM_UPDATE: on_update(m); break;
+    case DSM_INV: on_inv(m); break;
+    case DSM_INV_ACK: on_inv_ack(m); break;
+    default:
+        comm_fail("protocol error: unexpected %s from rank %d", msg_name(m->type), m->from);
+    }
+}

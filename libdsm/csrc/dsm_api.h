@@ -1,0 +1,70 @@
+/* The C core's public API: the only declarations the cffi binding sees.
+ * This file is fed to ffi.cdef() as it is, so it holds plain declarations
+ * only: no includes, no guards, no macros beyond integer constants. */
+
+#define DSM_CORE_MAJOR 1
+#define DSM_CORE_MINOR 0
+#define DSM_ERRLEN 256
+
+/* Return codes.  Every call that can fail fills a caller's err[DSM_ERRLEN]
+ * with "what: why". */
+#define DSM_OK 0
+#define DSM_EINVAL -1   /* bad configuration */
+#define DSM_EADDR -2    /* the fixed address is already mapped */
+#define DSM_ELIMIT -3   /* the mapping would exceed vm.max_map_count */
+#define DSM_EPEER -4    /* a peer was lost or broke the protocol */
+#define DSM_ESYS -5     /* a system call failed */
+#define DSM_ESTATE -6   /* called in the wrong state */
+
+#define DSM_PROT_NONE 0
+#define DSM_PROT_READ 1
+#define DSM_PROT_RW 2
+
+struct dsm_config {
+    uint64_t base;         /* fixed address of the application view */
+    uint64_t size;         /* region bytes, a multiple of the page size */
+    uint32_t block_pages;  /* block-cyclic unit of the round-robin homes */
+    uint32_t hold_us;      /* how long a received page is kept before it is given away */
+    int rank;
+    int nranks;
+    int master_fd;         /* connection to dsmexec, watched for close; -1 if none */
+    int debug;             /* trace protocol events to stderr */
+};
+
+struct dsm_stats {
+    uint64_t read_faults;     /* faults that requested a read copy */
+    uint64_t write_faults;    /* faults that requested ownership */
+    uint64_t msgs_sent;
+    uint64_t msgs_recv;
+    uint64_t pages_sent;      /* DSM_PAGE messages that carried data */
+    uint64_t invalidations;   /* copies this rank dropped on DSM_INV */
+    uint64_t deferred;        /* requests held back by the hold window */
+    uint64_t vma_runs;        /* protection runs in the region now */
+    uint64_t vma_budget;      /* runs the region may use */
+};
+
+void dsm_core_version(int *major, int *minor);
+uint64_t dsm_page_size(void);
+
+/* Map the region, install the SIGSEGV handler and start the comm thread.
+ * peer_fds[r] is the connected socket to rank r (ignored for r == rank);
+ * the core owns them from here on. */
+int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err);
+
+/* Collective: return when every rank has called it. */
+int dsm_barrier(char *err);
+
+/* Collective: DSM_FINALIZE to every peer, drain, close, join the thread. */
+int dsm_finalize(char *err);
+
+/* Reinstall the handler if something (faulthandler) replaced it.
+ * Returns 1 if it had to, 0 if it was in place, <0 if not started. */
+int dsm_handler_ensure(void);
+
+/* Local protection of a page (DSM_PROT_*), or -1 if out of range. */
+int dsm_page_prot(uint64_t page);
+
+/* Home (round-robin) rank of a page. */
+int dsm_page_home(uint64_t page);
+
+void dsm_get_stats(struct dsm_stats *out);

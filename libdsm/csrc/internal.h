@@ -1,0 +1,108 @@
+/* State and interfaces shared by the C files of the core.
+ *
+ *   fault.c      SIGSEGV dispatch: in the region -> coh_fault, else chain
+ *   region.c     the two views of the memory, the page table, protections
+ *   coherence.c  the write-invalidate protocol (requester, home, owner, holder)
+ *   comm.c       the comm pthread: poll loop, framing, outboxes, barrier, finalize
+ *   net.c        socket and wire-format helpers
+ *
+ * Threads: application threads only ever block in coh_fault (inside the
+ * signal handler) or in dsm_barrier/dsm_finalize; they post requests to the
+ * comm thread through a ring under st.mu.  The comm thread alone sends and
+ * receives, changes protections, and keeps the home directory. */
+#ifndef DSM_INTERNAL_H
+#define DSM_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "dsm_api.h"
+#include "proto.h"
+
+#define DSM_MAX_RANKS 64        /* copysets are 64-bit masks */
+#define RING_CAP 1024
+
+enum dsm_phase { PHASE_IDLE, PHASE_RUNNING, PHASE_FINISHED };
+
+/* One page as this rank sees it.  prot and pending are guarded by st.mu. */
+struct page {
+    uint8_t prot;               /* DSM_PROT_* of the application view */
+    uint8_t pending;            /* mode of our outstanding DSM_REQ, or 0 */
+    uint64_t installed_ns;      /* when it was last received (hold window) */
+};
+
+/* A request an application thread posts to the comm thread. */
+struct request {
+    uint8_t kind;               /* DSM_REQ, DSM_BARRIER or DSM_FINALIZE */
+    uint8_t mode;
+    uint64_t page;
+};
+
+struct dsm_state {
+    /* configuration, fixed after dsm_start */
+    int rank, nranks, debug;
+    uint64_t base, size, npages, page_size, block;
+    uint64_t hold_ns;
+    int master_fd;
+
+    /* region.c */
+    int memfd;
+    unsigned char *app;         /* the protected application view */
+    unsigned char *rw;          /* the always read/write view */
+    struct page *pages;
+    uint64_t runs, run_budget;  /* protection runs in the app view */
+
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct request ring[RING_CAP];
+    unsigned ring_head, ring_len;
+    uint64_t barrier_done;
+    int phase;
+    int failed;
+    char failure[DSM_ERRLEN];
+
+    int evfd;                   /* wakes the comm thread */
+    pthread_t thread;
+    struct dsm_stats stats;
+};
+
+extern struct dsm_state st;
+
+/* Tracing that costs one branch when DSM_DEBUG is off. */
+#define TRACE(...) do { if (st.debug) dsm_trace(__VA_ARGS__); } while (0)
+void dsm_trace(const char *fmt, ...);
+void dsm_panic(const char *fmt, ...) __attribute__((noreturn));
+void dsm_err(char *err, const char *fmt, ...);
+uint64_t now_ns(void);
+
+/* region.c */
+int region_map(char *err);
+int region_set_prot(uint64_t page, int prot);     /* comm thread only */
+static inline int page_home(uint64_t page)
+{
+    return (int)((page / st.block) % (uint64_t)st.nranks);
+}
+
+/* fault.c */
+int fault_install(char *err);
+int fault_ensure(void);
+
+/* coherence.c */
+int coh_init(char *err);
+void coh_fault(uint64_t page, int write);         /* application thread */
+void coh_dispatch(const struct msg *m, const unsigned char *payload);
+void coh_request(const struct request *r);        /* comm thread */
+
+/* comm.c */
+int comm_start(const int *peer_fds, char *err);
+int comm_post(const struct request *r);           /* caller holds st.mu */
+void comm_send(int dst, struct msg *m, const void *payload);
+void comm_defer(const struct msg *m, uint64_t due_ns);
+void comm_fail(const char *fmt, ...);
+void comm_barrier_arrive(void);
+
+/* net.c */
+int net_prepare(int fd, char *err);
+ssize_t net_send_frame(int fd, const unsigned char *hdr, const void *payload, size_t len);
+#endif

@@ -1,0 +1,40 @@
+"""Typed errors.  Each says where (rank, host) and what; each also inherits
+the builtin a caller would naturally catch (ValueError, OSError, ...)."""
+
+
+class DsmError(Exception):
+    """Base class of every libdsm error."""
+
+    def __init__(self, what, rank=None, host=None):
+        self.what, self.rank, self.host = what, rank, host
+        where = ""
+        if rank is not None:
+            where = "rank %d%s: " % (rank, " on host %s" % host if host else "")
+        super().__init__(where + what)
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigError(DsmError, ValueError):
+    """The configuration (DSM_* variables or init arguments) is invalid."""
+
+
+class AddressInUseError(DsmError, OSError):
+    """The region's fixed address is already mapped in this process."""
+
+
+class MappingLimitError(DsmError, MemoryError):
+    """The region would need more mappings than vm.max_map_count allows."""
+
+
+class PeerError(DsmError, ConnectionError):
+    """A peer rank was lost, refused us, or broke the protocol."""
+
+
+class StateError(DsmError, RuntimeError):
+    """A call made in the wrong state (before init, after finalize, twice)."""
+
+
+class CoreVersionError(DsmError, ImportError):
+    """The compiled C core does not match this Python package."""

@@ -1,0 +1,4 @@
+"""The launcher's services: spawn and ssh, child processes, I/O multiplexing, network.
+
+Nothing here imports libdsm; libdsm imports `services.wire` and `services.rank`.
+"""

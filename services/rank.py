@@ -1,0 +1,145 @@
+"""The rank bootstrap: what dsmexec runs on every host, before the user's program.
+
+    python -u -m services.rank --rank R --master HOST:PORT PROG [ARGS...]
+
+1. Print the READY marker on stdout, so the launcher knows ssh got through.
+2. Read the job secret (hex) as one line on stdin: it never appears on a
+   command line or in the environment.  ``--master ssh:PORT`` means "the
+   address I was reached from over ssh" (the first field of $SSH_CLIENT).
+3. Connect back to dsmexec, handshake, open a listening socket, REGISTER it
+   and receive the connection TABLE.
+4. Watch the dsmexec connection: when it closes, the rank exits at once, so
+   no rank outlives its job on any host.
+5. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
+
+Stdlib only; never imports libdsm.
+"""
+import argparse
+import faulthandler
+import os
+import runpy
+import select
+import socket
+import sys
+import threading
+
+from services import wire
+
+READY = "DSMEXEC-READY"
+SECRET_TIMEOUT = 60.0
+EXIT_LOST_LAUNCHER = 1
+
+
+class Context:
+    """What a rank knows about its job once registration finished."""
+
+    def __init__(self, rank, size, table, hostnames, secret, master, listener):
+        self.rank, self.size = rank, size
+        self.table = [tuple(t) for t in table]
+        self.hostnames = hostnames
+        self.secret = secret
+        self.master = master            # connected socket to dsmexec
+        self.listener = listener        # where peers connect to us
+        self._send_lock = threading.Lock()
+
+    def notify(self, type):
+        """Tell dsmexec something (Message.INIT, Message.FINALIZED)."""
+        with self._send_lock:
+            wire.Message(type).to_io(self.master)
+
+
+CONTEXT = None
+
+
+def read_secret(stream, timeout=SECRET_TIMEOUT):
+    """One hex line from stream (a file with fileno), within timeout seconds."""
+    fd = stream.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise wire.WireError("no job secret on stdin within %.0f s" % timeout)
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise wire.WireError("stdin closed before the job secret arrived")
+        line += chunk
+    try:
+        secret = bytes.fromhex(line.decode().strip())
+    except ValueError:
+        raise wire.WireError("the job secret on stdin is not hex") from None
+    if len(secret) != wire.SECRET_BYTES:
+        raise wire.WireError("expected a %d-byte secret, got %d" % (wire.SECRET_BYTES, len(secret)))
+    return secret
+
+
+def master_address(spec, environ):
+    """Resolve --master; 'ssh:PORT' takes the host from $SSH_CLIENT."""
+    host, port = wire.parse_hostport(spec)
+    if host == "ssh":
+        client = environ.get("SSH_CLIENT", "").split()
+        if not client:
+            raise wire.WireError("--master ssh:PORT needs $SSH_CLIENT, which is not set")
+        host = client[0]
+    return host, port
+
+
+def register(rank, master_addr, secret, timeout):
+    """Connect to dsmexec, handshake, register a listener; return a Context."""
+    master = wire.connect(master_addr[0], master_addr[1], timeout)
+    wire.handshake(master, secret, wire.ROLE_CONNECT, rank)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(128)
+    wire.Message(wire.Message.REGISTER, {
+        "rank": rank, "host": master.getsockname()[0],
+        "port": listener.getsockname()[1]}).to_io(master)
+    master.settimeout(None)
+    msg = wire.Message.from_io(master)
+    if msg.type != wire.Message.TABLE or msg.body.get("rank") != rank:
+        raise wire.WireError("expected the TABLE for rank %d, got %r" % (rank, msg))
+    b = msg.body
+    return Context(rank, b["size"], b["table"], b["hostnames"], secret, master, listener)
+
+
+def _watch(master):
+    """Exit the process when dsmexec's connection closes."""
+    try:
+        while master.recv(4096):
+            pass
+    except OSError:
+        pass
+    os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
+    os._exit(EXIT_LOST_LAUNCHER)
+
+
+def main(argv=None):
+    global CONTEXT
+    p = argparse.ArgumentParser(prog="services.rank")
+    p.add_argument("--rank", type=int, required=True)
+    p.add_argument("--master", required=True)
+    p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
+    p.add_argument("prog")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    sys.stdout.write("%s %d\n" % (READY, a.rank))
+    sys.stdout.flush()
+    try:
+        secret = read_secret(sys.stdin, a.timeout)
+        CONTEXT = register(a.rank, master_address(a.master, os.environ), secret, a.timeout)
+    except (OSError, wire.WireError) as e:
+        sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
+        return EXIT_LOST_LAUNCHER
+    threading.Thread(target=_watch, args=(CONTEXT.master,), name="dsm-watch", daemon=True).start()
+    faulthandler.enable()
+    sys.argv = [a.prog] + a.args
+    sys.path[0] = os.path.dirname(os.path.abspath(a.prog))
+    runpy.run_path(a.prog, run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run main() in the module as imported by name, so that libdsm finds
+    # CONTEXT in `services.rank` and not in `__main__`.
+    from services import rank as _named
+    sys.exit(_named.main())

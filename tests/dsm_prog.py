@@ -1,0 +1,177 @@
+"""One runtime program for the tests: run under dsmexec, it does what the
+test asks and prints lines the test checks.
+
+    dsm_prog.py SCENARIO [--rounds N] [--fail-rank R]
+"""
+import argparse
+import ctypes
+import faulthandler
+import struct
+import sys
+import time
+
+import libdsm
+
+Q = struct.Struct("<q")
+
+
+def get(dsm, off):
+    return Q.unpack_from(dsm.mem, off)[0]
+
+
+def put(dsm, off, value):
+    Q.pack_into(dsm.mem, off, value)
+
+
+def own_pages(dsm, a):
+    """Every rank writes its own page, then reads all of them."""
+    ps = dsm.page_size
+    for i in range(ps // 8):
+        put(dsm, dsm.rank * ps + 8 * i, dsm.rank * 1000003 + i)
+    dsm.barrier()
+    bad = sum(get(dsm, r * ps + 8 * i) != r * 1000003 + i
+              for r in range(dsm.size) for i in range(ps // 8))
+    print("own_pages bad=%d" % bad)
+
+
+def alternation(dsm, a):
+    """Strict alternation on one shared counter: exact total."""
+    counter, turn = 0, 8
+    for _ in range(a.rounds):
+        while get(dsm, turn) % dsm.size != dsm.rank:
+            pass
+        put(dsm, counter, get(dsm, counter) + 1)
+        put(dsm, turn, get(dsm, turn) + 1)
+    dsm.barrier()
+    print("alternation total=%d expected=%d" % (get(dsm, counter), a.rounds * dsm.size))
+
+
+def false_sharing(dsm, a):
+    """All ranks write their own slot of the same pages at once: mutual
+    concurrent write faults on pages homed everywhere."""
+    npages = 2 * dsm.size
+    for rnd in range(a.rounds):
+        for p in range(npages):
+            put(dsm, p * dsm.page_size + 8 * dsm.rank, rnd)
+    dsm.barrier()
+    bad = sum(get(dsm, p * dsm.page_size + 8 * r) != a.rounds - 1
+              for p in range(npages) for r in range(dsm.size))
+    print("false_sharing bad=%d" % bad)
+
+
+def mutual(dsm, a):
+    """Each rank reads and writes pages homed on the next rank, all at once."""
+    ps, blk = dsm.page_size, dsm.block_pages
+    target = (dsm.rank + 1) % dsm.size
+    pages = [p for p in range(0, dsm.nbytes // ps) if dsm.page_home(p) == target][:a.rounds]
+    for p in pages:
+        put(dsm, p * ps + 8, get(dsm, p * ps) + dsm.rank + 1)
+    dsm.barrier()
+    bad = sum(get(dsm, p * ps + 8) != dsm.rank + 1 for p in pages)
+    print("mutual pages=%d bad=%d blk=%d" % (len(pages), bad, blk))
+
+
+def busy_owner(dsm, a):
+    """Rank 0 is busy in pure Python, then in a GIL-holding C call, while
+    rank 1 faults on rank 0's page; the fault must be served meanwhile."""
+    if dsm.rank == 0:
+        put(dsm, 0, 4242)
+    dsm.barrier()
+    if dsm.rank == 0:
+        end = time.monotonic() + a.busy
+        while time.monotonic() < end:       # pure Python, never sleeps
+            pass
+        data = list(range(3000000, 0, -3))
+        data.sort(key=None, reverse=False)  # one C call that keeps the GIL
+        print("busy done")
+    elif dsm.rank == 1:
+        t = time.monotonic()
+        v = get(dsm, 0)
+        print("busy_owner value=%d fault_s=%.3f busy_s=%.1f" % (v, time.monotonic() - t, a.busy))
+    dsm.barrier()
+
+
+def big(dsm, a):
+    """A big region: every rank writes pages spread over all of it."""
+    npages = dsm.nbytes // dsm.page_size
+    stride = npages // 64
+    mine = [p for p in range(dsm.rank, npages, stride)]
+    for p in mine:
+        put(dsm, p * dsm.page_size, p + 1)
+    dsm.barrier()
+    bad = sum(get(dsm, p * dsm.page_size) != p + 1
+              for r in range(dsm.size) for p in range(r, npages, stride))
+    print("big nbytes=%d pages_checked=%d bad=%d runs=%d" % (
+        dsm.nbytes, len(mine) * dsm.size, bad, dsm.stats()["vma_runs"]))
+
+
+def faulthandler_displaced(dsm, a):
+    """faulthandler.enable() after init replaces our handler; the next entry
+    point must put it back."""
+    faulthandler.enable()
+    dsm.barrier()
+    other = (dsm.rank + 1) % dsm.size
+    p = next(p for p in range(dsm.nbytes // dsm.page_size) if dsm.page_home(p) == other)
+    put(dsm, p * dsm.page_size + 8 * dsm.rank, 7)
+    dsm.barrier()
+    print("displaced ok=%d" % (get(dsm, p * dsm.page_size + 8 * dsm.rank) == 7))
+
+
+def raises(dsm, a):
+    dsm.barrier()
+    if dsm.rank == a.fail_rank:
+        raise RuntimeError("rank %d fails on purpose" % dsm.rank)
+    dsm.barrier()
+
+
+def segv(dsm, a):
+    dsm.barrier()
+    if dsm.rank == a.fail_rank:
+        ctypes.string_at(8)                 # a genuine crash outside the region
+    dsm.barrier()
+
+
+def no_finalize(dsm, a):
+    dsm.barrier()
+    if dsm.rank == a.fail_rank:
+        sys.exit(0)
+    dsm.barrier()
+    dsm.finalize()
+
+
+def messages(dsm, a):
+    """Messages per fault: rank 1 reads then writes pages homed on rank 0."""
+    if dsm.rank == 1:
+        pages = [p for p in range(dsm.nbytes // dsm.page_size) if dsm.page_home(p) == 0]
+        pages = pages[:a.rounds]
+        before = dsm.stats()
+        for p in pages:
+            get(dsm, p * dsm.page_size)
+            put(dsm, p * dsm.page_size, 1)
+        s = dsm.stats()
+        faults = (s["read_faults"] + s["write_faults"]) - (before["read_faults"] + before["write_faults"])
+        sent = s["msgs_sent"] - before["msgs_sent"]
+        print("messages faults=%d sent=%d" % (faults, sent))
+    dsm.barrier()
+
+
+SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
+                                     big, faulthandler_displaced, raises, segv, no_finalize,
+                                     messages)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--fail-rank", type=int, default=1)
+    p.add_argument("--busy", type=float, default=2.0)
+    a = p.parse_args()
+    dsm = libdsm.init()
+    SCENARIOS[a.scenario](dsm, a)
+    if a.scenario != "no_finalize":
+        dsm.finalize()
+
+
+if __name__ == "__main__":
+    main()
