@@ -61,7 +61,31 @@ int coh_init(char *err)
     return DSM_OK;
 }
 
+static void home_complete(uint64_t page, int mode, int origin);
+
 /* ---------------------------------------------------------- requester */
+
+/* Ask the page's home for it (caller holds st.mu, which this may drop and
+ * retake).  A remote home gets the DSM_REQ straight from this thread; our
+ * own home logic runs in the comm thread, so a local one is posted there.
+ * Returns 1 if st.mu was dropped (the state must be looked at again). */
+static int request(uint64_t page, struct page *pg, int write)
+{
+    uint8_t mode = write ? MODE_WRITE : MODE_READ;
+    int home = page_home(page);
+    struct request r = { DSM_REQ, mode, page };
+    struct msg m = { .type = DSM_REQ, .mode = mode, .origin = (uint16_t)st.rank, .page = page };
+    if (home == st.rank && comm_post(&r) != DSM_OK)
+        return 0;   /* the ring is full: wait for the comm thread to drain it */
+    pg->pending = mode;
+    *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
+    if (home == st.rank)
+        return 0;
+    pthread_mutex_unlock(&st.mu);
+    comm_send_direct(home, &m);
+    pthread_mutex_lock(&st.mu);
+    return 1;
+}
 
 /* Block the faulting thread until the page allows the access.  Runs inside
  * the SIGSEGV handler: it only takes st.mu (never held by a thread that can
@@ -69,7 +93,6 @@ int coh_init(char *err)
 void coh_fault(uint64_t page, int write)
 {
     struct page *pg = &st.pages[page];
-    struct request r = { DSM_REQ, 0, page };
     pthread_mutex_lock(&st.mu);
     for (;;) {
         if (pg->prot == DSM_PROT_RW || (!write && pg->prot == DSM_PROT_READ))
@@ -83,16 +106,8 @@ void coh_fault(uint64_t page, int write)
             dsm_panic("page %llu touched %s", (unsigned long long)page,
                       st.phase == PHASE_FINISHED ? "after finalize()" : "before init()");
         }
-        if (!pg->pending) {
-            r.mode = write ? MODE_WRITE : MODE_READ;
-            if (comm_post(&r) == DSM_OK) {
-                pg->pending = r.mode;
-                if (write)
-                    st.stats.write_faults++;
-                else
-                    st.stats.read_faults++;
-            }
-        }
+        if (!pg->pending && request(page, pg, write))
+            continue;
         pthread_cond_wait(&st.cv, &st.mu);
     }
     pthread_mutex_unlock(&st.mu);
@@ -121,7 +136,8 @@ static void on_page(const struct msg *m, const unsigned char *payload)
     st.pages[m->page].pending = 0;
     pthread_cond_broadcast(&st.cv);
     pthread_mutex_unlock(&st.mu);
-    comm_send(page_home(m->page), &up, NULL);
+    if (m->arg & PAGE_NEEDS_UPDATE)
+        comm_send(page_home(m->page), &up, NULL);
 }
 
 /* ---------------------------------------------------------- owner, holder */
@@ -137,12 +153,25 @@ static int held(const struct msg *m)
     return 0;
 }
 
+/* Send DSM_PAGE to the requester.  When the home itself sends it, the home
+ * records the outcome at once: anything it sends the requester later travels
+ * behind the page on the same connection, so no DSM_UPDATE is needed.  A
+ * page from a third party asks the requester to confirm with DSM_UPDATE. */
+static void send_page(uint64_t page, int mode, int origin, const void *data)
+{
+    struct msg out = { .type = DSM_PAGE, .mode = (uint8_t)mode, .origin = (uint16_t)origin,
+                       .page = page };
+    int home = page_home(page);
+    out.arg = home == st.rank && origin != st.rank ? 0 : PAGE_NEEDS_UPDATE;
+    comm_send(origin, &out, data);
+    if (!out.arg)
+        home_complete(page, mode, origin);
+}
+
 /* DSM_FWD: serve the page to the requester and downgrade our copy first,
  * so the data cannot change after it is read from the read/write view. */
 static void on_fwd(const struct msg *m)
 {
-    struct msg out = { .type = DSM_PAGE, .mode = m->mode, .origin = m->origin,
-                       .page = m->page };
     int send_data = !(m->arg & FWD_NODATA);
     if (held(m))
         return;
@@ -153,7 +182,7 @@ static void on_fwd(const struct msg *m)
     }
     if (region_set_prot(m->page, m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ))
         return;
-    comm_send(m->origin, &out, send_data ? st.rw + m->page * st.page_size : NULL);
+    send_page(m->page, m->mode, m->origin, send_data ? st.rw + m->page * st.page_size : NULL);
 }
 
 /* DSM_INV: drop our read copy and acknowledge to the home. */
@@ -176,8 +205,7 @@ static void write_proceed(struct dir *d, uint64_t page)
     struct msg m = { .mode = MODE_WRITE, .origin = d->origin, .page = page };
     int has_copy = d->origin == d->owner || (d->copyset >> d->origin & 1);
     if (d->origin == d->owner) {
-        m.type = DSM_PAGE;
-        comm_send(d->origin, &m, NULL);
+        send_page(page, MODE_WRITE, d->origin, NULL);
         return;
     }
     m.type = DSM_FWD;
@@ -244,17 +272,24 @@ static void home_next(uint64_t page)
     }
 }
 
-static void on_update(const struct msg *m)
+/* The fault being served is done: record who holds the page now and
+ * serve the next one waiting for it. */
+static void home_complete(uint64_t page, int mode, int origin)
 {
-    struct dir *d = dir_of(m->page);
-    if (m->mode == MODE_READ) {
-        d->copyset |= 1ULL << m->origin;
+    struct dir *d = dir_of(page);
+    if (mode == MODE_READ) {
+        d->copyset |= 1ULL << origin;
     } else {
-        d->owner = m->origin;
+        d->owner = (uint16_t)origin;
         d->copyset = 0;
     }
     d->busy = 0;
-    home_next(m->page);
+    home_next(page);
+}
+
+static void on_update(const struct msg *m)
+{
+    home_complete(m->page, m->mode, m->origin);
 }
 
 static void on_inv_ack(const struct msg *m)

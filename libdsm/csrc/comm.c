@@ -29,7 +29,9 @@ struct peer {
     int finalized;              /* its DSM_FINALIZE arrived */
     int eof;                    /* it closed its side */
     int shut;                   /* we closed ours */
-    struct buf rx, tx;
+    struct buf rx;
+    pthread_mutex_t txmu;       /* tx: the comm thread and faulting threads send */
+    struct buf tx;
 };
 
 struct deferred {
@@ -103,49 +105,71 @@ int comm_post(const struct request *r)
     return DSM_OK;
 }
 
-/* Send a message to a rank (ourselves included).  Page data is read from
- * `payload` now, so the caller may change it afterwards. */
-void comm_send(int dst, struct msg *m, const void *payload)
+/* Send to a peer: straight onto the socket when nothing is queued before
+ * it, the rest into the outbox that the comm thread flushes on POLLOUT.
+ * Returns 1 if something was left in the outbox. */
+static int peer_send(int dst, struct msg *m, const void *payload)
 {
     unsigned char hdr[MSG_WIRE_SIZE];
     struct peer *p = &peers[dst];
-    size_t total;
     ssize_t n = 0;
+    int queued;
     m->len = payload ? (uint32_t)st.page_size : 0;
-    if (dst == st.rank) {
-        if (selfq_len == selfq_cap) {
-            size_t cap = selfq_cap ? selfq_cap * 2 : 64;
-            struct msg *q = realloc(selfq, cap * sizeof *q);
-            if (!q) {
-                comm_fail("out of memory queueing %s", msg_name(m->type));
-                return;
-            }
-            selfq = q;
-            selfq_cap = cap;
-        }
-        m->from = (uint16_t)st.rank;
-        selfq[selfq_len++] = *m;
-        return;
-    }
-    if (p->eof || p->shut) {
-        comm_fail("cannot send %s to rank %d: its connection is closed", msg_name(m->type), dst);
-        return;
-    }
-    st.stats.msgs_sent++;
-    st.stats.pages_sent += payload != NULL;
     msg_encode(m, hdr);
-    total = MSG_WIRE_SIZE + m->len;
-    if (p->tx.off == p->tx.len && (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
-        comm_fail("send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
-        return;
+    __atomic_fetch_add(&st.stats.msgs_sent, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&st.stats.pages_sent, payload != NULL, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->txmu);
+    if (p->eof || p->shut) {
+        pthread_mutex_unlock(&p->txmu);
+        comm_fail("cannot send %s to rank %d: its connection is closed", msg_name(m->type), dst);
+        return 0;
     }
-    if ((size_t)n == total)
-        return;
+    if (p->tx.off == p->tx.len && (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
+        pthread_mutex_unlock(&p->txmu);
+        comm_fail("send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
+        return 0;
+    }
     if ((size_t)n < MSG_WIRE_SIZE)
         buf_append(&p->tx, hdr + n, MSG_WIRE_SIZE - (size_t)n);
     n = (size_t)n > MSG_WIRE_SIZE ? n - MSG_WIRE_SIZE : 0;
-    if (m->len)
+    if (m->len > (size_t)n)
         buf_append(&p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
+    queued = p->tx.off < p->tx.len;
+    pthread_mutex_unlock(&p->txmu);
+    return queued;
+}
+
+/* Send a message to a rank (ourselves included), from the comm thread.
+ * Page data is read from `payload` now, so the caller may change it after. */
+void comm_send(int dst, struct msg *m, const void *payload)
+{
+    if (dst != st.rank) {
+        peer_send(dst, m, payload);
+        return;
+    }
+    if (selfq_len == selfq_cap) {
+        size_t cap = selfq_cap ? selfq_cap * 2 : 64;
+        struct msg *q = realloc(selfq, cap * sizeof *q);
+        if (!q) {
+            comm_fail("out of memory queueing %s", msg_name(m->type));
+            return;
+        }
+        selfq = q;
+        selfq_cap = cap;
+    }
+    m->from = (uint16_t)st.rank;
+    m->len = 0;
+    selfq[selfq_len++] = *m;
+}
+
+/* Send a small message to another rank from an application thread (the
+ * faulting one), saving the hand-off to the comm thread.  If it could not
+ * all go out at once, wake the comm thread to flush the outbox. */
+void comm_send_direct(int dst, struct msg *m)
+{
+    uint64_t one = 1;
+    if (peer_send(dst, m, NULL) && write(st.evfd, &one, sizeof one) < 0 && errno != EAGAIN)
+        comm_fail("write of the wake-up eventfd: %s", strerror(errno));
 }
 
 /* Run a message again at `due` (the hold window). */
@@ -218,10 +242,12 @@ static void finalize_progress(void)
         struct peer *p = &peers[r];
         if (r == st.rank)
             continue;
+        pthread_mutex_lock(&p->txmu);
         if (!p->shut && p->tx.off == p->tx.len) {
             shutdown(p->fd, SHUT_WR);
             p->shut = 1;
         }
+        pthread_mutex_unlock(&p->txmu);
         open += !p->shut || !p->eof;
     }
     stopping = !open;
@@ -330,6 +356,7 @@ static void on_readable(int r, struct peer *p)
 static void on_writable(int r, struct peer *p)
 {
     ssize_t n;
+    pthread_mutex_lock(&p->txmu);
     do {
         n = send(p->fd, p->tx.data + p->tx.off, p->tx.len - p->tx.off,
                  MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -342,6 +369,7 @@ static void on_writable(int r, struct peer *p)
     }
     if (p->tx.off == p->tx.len)
         p->tx.off = p->tx.len = 0;
+    pthread_mutex_unlock(&p->txmu);
 }
 
 static void run_deferred(void)
@@ -378,7 +406,9 @@ static void *comm_main(void *arg)
         for (r = 0; r < n; r++) {
             struct peer *p = &peers[r];
             fds[2 + r].fd = r == st.rank || p->eof ? -1 : p->fd;
+            pthread_mutex_lock(&p->txmu);
             fds[2 + r].events = (short)(POLLIN | (p->tx.off < p->tx.len ? POLLOUT : 0));
+            pthread_mutex_unlock(&p->txmu);
         }
         if (ppoll(fds, (nfds_t)(2 + n), poll_timeout(&ts), NULL) < 0 && errno != EINTR)
             comm_fail("ppoll: %s", strerror(errno));
@@ -421,6 +451,7 @@ int comm_start(const int *peer_fds, char *err)
     }
     for (r = 0; r < st.nranks; r++) {
         peers[r].fd = r == st.rank ? -1 : peer_fds[r];
+        pthread_mutex_init(&peers[r].txmu, NULL);
         if (r != st.rank && (rc = net_prepare(peers[r].fd, err)))
             return rc;
     }

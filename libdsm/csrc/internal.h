@@ -98,6 +98,7 @@ void coh_request(const struct request *r);        /* comm thread */
 int comm_start(const int *peer_fds, char *err);
 int comm_post(const struct request *r);           /* caller holds st.mu */
 void comm_send(int dst, struct msg *m, const void *payload);
+void comm_send_direct(int dst, struct msg *m);    /* application thread */
 void comm_defer(const struct msg *m, uint64_t due_ns);
 void comm_fail(const char *fmt, ...);
 void comm_barrier_arrive(void);

@@ -9,7 +9,7 @@ enum msg_type {
     DSM_REQ = 1,        /* requester -> home: I need page (mode) */
     DSM_FWD,            /* home -> owner: serve page (mode) to origin */
     DSM_PAGE,           /* owner -> requester: page data, or a grant without data */
-    DSM_UPDATE,         /* requester -> home: installed; ownership/copyset changed */
+    DSM_UPDATE,         /* requester -> home: installed a page a third rank sent */
     DSM_INV,            /* home -> copy holder: drop your read copy */
     DSM_INV_ACK,        /* copy holder -> home: dropped */
     DSM_BARRIER,        /* rank -> rank 0: arrived */
@@ -22,6 +22,9 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
 
 /* DSM_FWD arg: the requester already holds a current copy; send no data. */
 #define FWD_NODATA 1
+/* DSM_PAGE arg: it came from a rank other than the home; confirm to the
+ * home with DSM_UPDATE once installed. */
+#define PAGE_NEEDS_UPDATE 1
 
 /* In memory (host order).  `from` is filled in by the receiver. */
 struct msg {
