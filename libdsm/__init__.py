@@ -2,26 +2,39 @@
 
     import libdsm
     with libdsm.init() as dsm:
-        dsm.mem[0:4] = b"ping"       # every rank sees the same bytes
+        counter = dsm.array((1,), "int64")      # on shared pages, same on every rank
+        with dsm.lock(0):
+            counter[0] += 1
         dsm.barrier()
 
 Run the program under ``./dsmexec.py machine_file prog.py``; run alone it is
 a single rank.  Configuration: see libdsm.config (DSM_* variables).
 """
 import faulthandler
+import math
+import pickle
+import threading
 
 from libdsm import _binding, config, mesh
-from libdsm.errors import (AddressInUseError, ConfigError, CoreVersionError, DsmError,
-                           MappingLimitError, PeerError, StateError)
+from libdsm.alloc import Allocation, Heap
+from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
+                           DsmError, LockError, MappingLimitError, PeerError, StateError)
+from libdsm.locks import Lock
 
 __all__ = [
-    "init", "Dsm",
+    "init", "instance", "Dsm", "Allocation", "Lock",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
-    "StateError", "CoreVersionError",
+    "StateError", "CoreVersionError", "CollectiveError", "LockError",
 ]
 __version__ = "0.1.0"
 
 _binding.check_core_version()
+
+# The system area follows the user's region: the heap's free list lives there.
+SYS_BYTES = 256 << 10
+HEAP_META_BYTES = 128 << 10
+SYS_LOCKS = 16                  # locks past the user's: the heap's is the first
+HEAP_LOCK = 0
 
 
 def _job_context():
@@ -34,11 +47,17 @@ def _job_context():
 
 
 class Dsm:
-    """One rank's handle on the shared region.  Get it from `libdsm.init()`."""
+    """One rank's handle on the shared region.  Get it from `libdsm.init()`.
+
+    Collective calls (barrier, bcast, array, finalize) must be made by every
+    rank in the same order, from one thread per rank.
+    """
 
     def __init__(self, ctx, cfg):
         self._ctx = ctx
         self._finalized = False
+        self._arrays = {}
+        self._coll = threading.Lock()
         self.rank = ctx.rank if ctx else 0
         """This rank's number, 0 to size - 1."""
         self.size = ctx.size if ctx else 1
@@ -49,35 +68,21 @@ class Dsm:
         self.nbytes = cfg["size"]
         """The region's size in bytes."""
         self.block_pages = cfg["block_pages"]
+        self.nlocks = cfg["locks"]
         self.mem = _binding.region_view(self.base, self.nbytes)
         """A writable memoryview of the whole region."""
+        sys_area = _binding.region_view(self.base + self.nbytes, SYS_BYTES)
+        self._heap = Heap(sys_area[:HEAP_META_BYTES], self.nbytes,
+                          self._sys_lock(HEAP_LOCK))
+        self._locks = {}
 
+    # ------------------------------------------------------------ who and where
     def hostname(self, rank=None):
         """The machine-file host of a rank (default: this one)."""
         rank = self.rank if rank is None else rank
         if not 0 <= rank < self.size:
             raise ValueError("rank %d out of range 0..%d" % (rank, self.size - 1))
         return self._ctx.hostnames[rank] if self._ctx else "localhost"
-
-    def _entry(self):
-        """Checks at every entry point: still running, handler still ours."""
-        if self._finalized:
-            raise StateError("the DSM was finalized", self.rank, self.hostname())
-        _binding.ensure_handler()
-
-    def barrier(self):
-        """Wait until every rank has called barrier()."""
-        self._entry()
-        _binding.barrier()
-
-    def finalize(self):
-        """Collective end: no rank leaves while another may need its pages."""
-        self._entry()
-        _binding.finalize()
-        self._finalized = True
-        if self._ctx:
-            from services import wire
-            self._ctx.notify(wire.Message.FINALIZED)
 
     def page_of(self, offset):
         """The page number holding a byte offset of the region."""
@@ -97,6 +102,112 @@ class Dsm:
         """Counters of this rank: faults, messages, pages, mappings."""
         return _binding.stats()
 
+    # ------------------------------------------------------------ collectives
+    def _entry(self):
+        """Checks at every entry point: still running, handler still ours."""
+        if self._finalized:
+            raise StateError("the DSM was finalized", self.rank, self.hostname())
+        _binding.ensure_handler()
+
+    def barrier(self):
+        """Wait until every rank has called barrier().  One round trip to
+        rank 0's comm thread; no Python runs on the way."""
+        self._entry()
+        with self._coll:
+            _binding.barrier()
+
+    def bcast(self, value=None, root=0):
+        """Collective: every rank returns root's value (anything picklable,
+        an Allocation included).  Writes root made before the call are
+        visible to every rank after it."""
+        self._entry()
+        if not isinstance(root, int) or not 0 <= root < self.size:
+            raise ValueError("bcast root %r out of range 0..%d" % (root, self.size - 1))
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL) if root == self.rank else None
+        with self._coll:
+            out = _binding.bcast(root, data)
+        return value if root == self.rank else pickle.loads(out)
+
+    def finalize(self):
+        """Collective end: no rank leaves while another may need its pages."""
+        self._entry()
+        with self._coll:
+            _binding.finalize()
+        self._finalized = True
+        if self._ctx:
+            from services import wire
+            self._ctx.notify(wire.Message.FINALIZED)
+
+    # ------------------------------------------------------------ memory
+    def malloc(self, nbytes, align=16):
+        """Allocate nbytes of the shared region (not collective).
+
+        Returns an Allocation (offset, nbytes, .mem) that can be bcast to the
+        other ranks.  Raises MemoryError when the region is exhausted.
+        Don't mix raw offsets into `mem` with malloc in one program: the heap
+        hands out the whole region.
+        """
+        self._entry()
+        return self._heap.malloc(nbytes, align)
+
+    def free(self, obj):
+        """Give back an Allocation, or an array made by `array()`."""
+        self._entry()
+        if not isinstance(obj, Allocation):
+            addr = obj.__array_interface__["data"][0] if hasattr(obj, "__array_interface__") \
+                else None
+            if addr is None or addr - self.base not in self._arrays:
+                raise ValueError("free() takes an Allocation or an array from dsm.array()")
+            obj = self._arrays.pop(addr - self.base)
+        self._heap.free(obj)
+
+    def array(self, shape, dtype="float64"):
+        """Collective: a numpy array on shared pages, the same on every rank.
+
+        It starts on a page boundary.  To keep ranks from sharing pages,
+        give each rank whole pages of rows: see `row_block`.
+        """
+        import numpy as np
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        alloc = None
+        if self.rank == 0:
+            alloc = self.malloc(max(1, count * dtype.itemsize), align=self.page_size)
+        alloc = self.bcast(alloc, root=0)
+        self._arrays[alloc.offset] = alloc
+        arr = np.frombuffer(self.mem, dtype=dtype, count=count, offset=alloc.offset)
+        return arr.reshape(shape)
+
+    def row_block(self, nrows, row_bytes, rank=None):
+        """The slice of rows a rank should own so ranks share no page.
+
+        Blocks are whole multiples of the rows that fill a page exactly, so
+        each rank's rows start on a page boundary of an array from `array()`.
+        When the rows are too few for that, they are split evenly.
+        """
+        rank = self.rank if rank is None else rank
+        unit = self.page_size // math.gcd(row_bytes, self.page_size)
+        if unit * self.size > nrows:
+            unit = 1
+        units = -(-nrows // unit)
+        per = -(-units // self.size)
+        start = min(nrows, rank * per * unit)
+        return slice(start, min(nrows, start + per * unit))
+
+    # ------------------------------------------------------------ locks
+    def lock(self, k):
+        """Global lock k (0 <= k < DSM_LOCKS).  Kept by rank k % size."""
+        if not isinstance(k, int) or not 0 <= k < self.nlocks:
+            raise ValueError("lock %r out of range 0..%d (DSM_LOCKS)" % (k, self.nlocks - 1))
+        if k not in self._locks:
+            self._locks[k] = Lock(k, k % self.size)
+        return self._locks[k]
+
+    def _sys_lock(self, k):
+        return Lock(self.nlocks + k, (self.nlocks + k) % self.size)
+
+    # ------------------------------------------------------------ context
     def __enter__(self):
         return self
 
@@ -110,11 +221,18 @@ class Dsm:
 _instance = None
 
 
+def instance():
+    """The Dsm of this process; StateError before init()."""
+    if _instance is None:
+        raise StateError("libdsm.init() has not been called in this process")
+    return _instance
+
+
 def init(**options):
     """Join the job (or run alone) and map the shared region.
 
     Options override DSM_* variables: size, base, block_pages, hold_us,
-    connect_timeout, debug.  Returns a `Dsm`; call it once per process.
+    locks, connect_timeout, debug.  Returns a `Dsm`; call it once per process.
     """
     global _instance
     if _instance is not None:
@@ -123,14 +241,16 @@ def init(**options):
     cfg = config.resolve(_binding.page_size(), **options)
     rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
     host = ctx.hostnames[rank] if ctx else None
+    mapped = cfg["size"] + SYS_BYTES
     fds = [None]
     if ctx:
-        layout = (cfg["size"], cfg["base"], cfg["block_pages"], _binding.page_size())
+        layout = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size())
         fds = mesh.build(ctx, layout, cfg["connect_timeout"])
     if not faulthandler.is_enabled():
         faulthandler.enable()
-    _binding.start(rank, size, cfg["base"], cfg["size"], cfg["block_pages"], cfg["hold_us"],
-                   ctx.master.fileno() if ctx else -1, fds, cfg["debug"], host)
+    _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],
+                   cfg["locks"] + SYS_LOCKS, ctx.master.fileno() if ctx else -1, fds,
+                   cfg["debug"], host)
     _instance = Dsm(ctx, cfg)
     if ctx:
         from services import wire

@@ -18,6 +18,8 @@ _ERRORS = {
     lib.DSM_EPEER: errors.PeerError,
     lib.DSM_ESYS: errors.DsmError,
     lib.DSM_ESTATE: errors.StateError,
+    lib.DSM_ECOLL: errors.CollectiveError,
+    lib.DSM_ENOTHELD: errors.LockError,
 }
 PROT_NAMES = {lib.DSM_PROT_NONE: "none", lib.DSM_PROT_READ: "read", lib.DSM_PROT_RW: "rw"}
 _where = {"rank": None, "host": None}
@@ -48,13 +50,14 @@ def page_size():
     return int(lib.dsm_page_size())
 
 
-def start(rank, nranks, base, size, block_pages, hold_us, master_fd, peer_fds, debug,
+def start(rank, nranks, base, size, block_pages, hold_us, nlocks, master_fd, peer_fds, debug,
           host=None):
     """Map the region, install the handler, start the comm thread."""
     _where.update(rank=rank, host=host)
     cfg = ffi.new("struct dsm_config *", {
         "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
-        "rank": rank, "nranks": nranks, "master_fd": master_fd, "debug": int(debug)})
+        "nlocks": nlocks, "rank": rank, "nranks": nranks, "master_fd": master_fd,
+        "debug": int(debug)})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_start(cfg, fds, err), err)
@@ -68,6 +71,31 @@ def barrier():
 def finalize():
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_finalize(err), err)
+
+
+def bcast(root, data):
+    """Collective: root's bytes on every rank (root passes them, others None)."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    out, out_len = ffi.new("void **"), ffi.new("uint32_t *")
+    src = ffi.from_buffer(data) if data is not None else ffi.NULL
+    _check(lib.dsm_bcast(root, src, len(data) if data is not None else 0, out, out_len, err),
+           err)
+    if out[0] == ffi.NULL:
+        return data
+    try:
+        return ffi.buffer(out[0], out_len[0])[:]
+    finally:
+        lib.dsm_buffer_free(out[0])
+
+
+def lock_acquire(lock):
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_lock_acquire(lock, err), err)
+
+
+def lock_release(lock):
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_lock_release(lock, err), err)
 
 
 def ensure_handler():

@@ -8,7 +8,7 @@ import cffi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-C_FILES = ["core.c", "region.c", "fault.c", "coherence.c", "comm.c", "net.c"]
+C_FILES = ["core.c", "region.c", "fault.c", "coherence.c", "comm.c", "sync.c", "net.c"]
 
 ffibuilder = cffi.FFI()
 with open(os.path.join(CSRC, "dsm_api.h")) as f:

@@ -38,3 +38,11 @@ class StateError(DsmError, RuntimeError):
 
 class CoreVersionError(DsmError, ImportError):
     """The compiled C core does not match this Python package."""
+
+
+class CollectiveError(DsmError, RuntimeError):
+    """Ranks called different collectives (or one had finalized)."""
+
+
+class LockError(DsmError, RuntimeError):
+    """A lock was released by a rank that does not hold it."""

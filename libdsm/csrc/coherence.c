@@ -73,16 +73,15 @@ static int request(uint64_t page, struct page *pg, int write)
 {
     uint8_t mode = write ? MODE_WRITE : MODE_READ;
     int home = page_home(page);
-    struct request r = { DSM_REQ, mode, page };
     struct msg m = { .type = DSM_REQ, .mode = mode, .origin = (uint16_t)st.rank, .page = page };
-    if (home == st.rank && comm_post(&r) != DSM_OK)
+    if (home == st.rank && comm_post(&m) != DSM_OK)
         return 0;   /* the ring is full: wait for the comm thread to drain it */
     pg->pending = mode;
     *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
     if (home == st.rank)
         return 0;
     pthread_mutex_unlock(&st.mu);
-    comm_send_direct(home, &m);
+    comm_send_app(home, &m, NULL, 0);
     pthread_mutex_lock(&st.mu);
     return 1;
 }
@@ -113,14 +112,6 @@ void coh_fault(uint64_t page, int write)
     pthread_mutex_unlock(&st.mu);
 }
 
-/* A posted DSM_REQ leaves for the page's home. */
-void coh_request(const struct request *r)
-{
-    struct msg m = { .type = DSM_REQ, .mode = r->mode, .origin = (uint16_t)st.rank,
-                     .page = r->page };
-    comm_send(page_home(r->page), &m, NULL);
-}
-
 /* DSM_PAGE: install the data (if any) through the read/write view, then
  * open the application view, wake the faulting threads, tell the home. */
 static void on_page(const struct msg *m, const unsigned char *payload)
@@ -137,7 +128,7 @@ static void on_page(const struct msg *m, const unsigned char *payload)
     pthread_cond_broadcast(&st.cv);
     pthread_mutex_unlock(&st.mu);
     if (m->arg & PAGE_NEEDS_UPDATE)
-        comm_send(page_home(m->page), &up, NULL);
+        comm_send(page_home(m->page), &up, NULL, 0);
 }
 
 /* ---------------------------------------------------------- owner, holder */
@@ -163,7 +154,7 @@ static void send_page(uint64_t page, int mode, int origin, const void *data)
                        .page = page };
     int home = page_home(page);
     out.arg = home == st.rank && origin != st.rank ? 0 : PAGE_NEEDS_UPDATE;
-    comm_send(origin, &out, data);
+    comm_send(origin, &out, data, data ? (uint32_t)st.page_size : 0);
     if (!out.arg)
         home_complete(page, mode, origin);
 }
@@ -194,7 +185,7 @@ static void on_inv(const struct msg *m)
     if (region_set_prot(m->page, DSM_PROT_NONE))
         return;
     st.stats.invalidations++;
-    comm_send(m->from, &ack, NULL);
+    comm_send(m->from, &ack, NULL, 0);
 }
 
 /* ---------------------------------------------------------- home */
@@ -210,7 +201,7 @@ static void write_proceed(struct dir *d, uint64_t page)
     }
     m.type = DSM_FWD;
     m.arg = has_copy ? FWD_NODATA : 0;
-    comm_send(d->owner, &m, NULL);
+    comm_send(d->owner, &m, NULL, 0);
 }
 
 /* Start serving one fault at the home. */
@@ -225,7 +216,7 @@ static void home_start(uint64_t page, int origin, int mode)
     d->origin = (uint16_t)origin;
     d->mode = (uint8_t)mode;
     if (mode == MODE_READ) {
-        comm_send(d->owner, &m, NULL);
+        comm_send(d->owner, &m, NULL, 0);
         return;
     }
     targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
@@ -233,7 +224,7 @@ static void home_start(uint64_t page, int origin, int mode)
     m.type = DSM_INV;
     for (r = 0; r < st.nranks; r++)
         if (targets >> r & 1)
-            comm_send(r, &m, NULL);
+            comm_send(r, &m, NULL, 0);
     if (!d->acks)
         write_proceed(d, page);
 }

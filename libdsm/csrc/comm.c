@@ -1,8 +1,9 @@
 /* The comm thread: one ppoll() loop over the peer sockets, the wake-up
  * eventfd and the connection to dsmexec.  It frames messages, keeps a
  * non-blocking outbox per peer (so two ranks sending to each other can never
- * both block), runs deferred work, and implements barrier and finalize.
- * It never takes the GIL and never runs Python. */
+ * both block), runs deferred work, dispatches to coherence.c and sync.c,
+ * and closes the connections at finalize.  It never takes the GIL and
+ * never runs Python. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -44,7 +45,7 @@ static struct peer *peers;
 static struct msg *selfq;
 static size_t selfq_len, selfq_cap;
 static struct deferred *deferred;  /* sorted by due */
-static int barrier_arrivals, self_finalized, stopping;
+static int self_finalized, stopping;
 
 /* Make room for n more bytes at the end of b; 0 or -1 (out of memory). */
 static int buf_reserve(struct buf *b, size_t n)
@@ -93,13 +94,14 @@ void comm_fail(const char *fmt, ...)
     pthread_mutex_unlock(&st.mu);
 }
 
-/* Queue a request for the comm thread.  The caller holds st.mu. */
-int comm_post(const struct request *r)
+/* Queue a message to ourselves for the comm thread.  The caller holds
+ * st.mu.  DSM_ESTATE if the ring is full (wait on st.cv and retry). */
+int comm_post(const struct msg *m)
 {
     uint64_t one = 1;
     if (st.ring_len == RING_CAP)
         return DSM_ESTATE;
-    st.ring[(st.ring_head + st.ring_len++) % RING_CAP] = *r;
+    st.ring[(st.ring_head + st.ring_len++) % RING_CAP] = *m;
     if (write(st.evfd, &one, sizeof one) < 0 && errno != EAGAIN)
         return DSM_ESYS;
     return DSM_OK;
@@ -108,16 +110,16 @@ int comm_post(const struct request *r)
 /* Send to a peer: straight onto the socket when nothing is queued before
  * it, the rest into the outbox that the comm thread flushes on POLLOUT.
  * Returns 1 if something was left in the outbox. */
-static int peer_send(int dst, struct msg *m, const void *payload)
+static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len)
 {
     unsigned char hdr[MSG_WIRE_SIZE];
     struct peer *p = &peers[dst];
     ssize_t n = 0;
     int queued;
-    m->len = payload ? (uint32_t)st.page_size : 0;
+    m->len = len;
     msg_encode(m, hdr);
     __atomic_fetch_add(&st.stats.msgs_sent, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&st.stats.pages_sent, payload != NULL, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&st.stats.pages_sent, m->type == DSM_PAGE && len, __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->txmu);
     if (p->eof || p->shut) {
         pthread_mutex_unlock(&p->txmu);
@@ -140,11 +142,12 @@ static int peer_send(int dst, struct msg *m, const void *payload)
 }
 
 /* Send a message to a rank (ourselves included), from the comm thread.
- * Page data is read from `payload` now, so the caller may change it after. */
-void comm_send(int dst, struct msg *m, const void *payload)
+ * The payload is copied or sent now, so the caller may change it after.
+ * Messages to ourselves carry no payload. */
+void comm_send(int dst, struct msg *m, const void *payload, uint32_t len)
 {
     if (dst != st.rank) {
-        peer_send(dst, m, payload);
+        peer_send(dst, m, payload, len);
         return;
     }
     if (selfq_len == selfq_cap) {
@@ -162,14 +165,24 @@ void comm_send(int dst, struct msg *m, const void *payload)
     selfq[selfq_len++] = *m;
 }
 
-/* Send a small message to another rank from an application thread (the
- * faulting one), saving the hand-off to the comm thread.  If it could not
- * all go out at once, wake the comm thread to flush the outbox. */
-void comm_send_direct(int dst, struct msg *m)
+/* Send from an application thread that does not hold st.mu: straight onto
+ * the socket (saving a hand-off to the comm thread, which is woken only to
+ * flush what did not fit), or through the ring for ourselves. */
+int comm_send_app(int dst, struct msg *m, const void *payload, uint32_t len)
 {
     uint64_t one = 1;
-    if (peer_send(dst, m, NULL) && write(st.evfd, &one, sizeof one) < 0 && errno != EAGAIN)
+    int rc = DSM_OK;
+    if (dst == st.rank) {
+        pthread_mutex_lock(&st.mu);
+        while ((rc = comm_post(m)) == DSM_ESTATE && !st.failed)
+            pthread_cond_wait(&st.cv, &st.mu);
+        pthread_mutex_unlock(&st.mu);
+        return rc == DSM_ESTATE ? DSM_EPEER : rc;
+    }
+    if (peer_send(dst, m, payload, len) && write(st.evfd, &one, sizeof one) < 0 &&
+        errno != EAGAIN)
         comm_fail("write of the wake-up eventfd: %s", strerror(errno));
+    return st.failed ? DSM_EPEER : DSM_OK;
 }
 
 /* Run a message again at `due` (the hold window). */
@@ -189,33 +202,7 @@ void comm_defer(const struct msg *m, uint64_t due)
     st.stats.deferred++;
 }
 
-/* ---------------------------------------------------------- barrier, finalize */
-
-void comm_barrier_arrive(void)
-{
-    struct msg m = { .type = DSM_BARRIER, .origin = (uint16_t)st.rank };
-    comm_send(0, &m, NULL);
-}
-
-static void on_barrier(void)
-{
-    int r;
-    if (++barrier_arrivals < st.nranks)
-        return;
-    barrier_arrivals = 0;
-    for (r = 0; r < st.nranks; r++) {
-        struct msg go = { .type = DSM_BARRIER_GO, .origin = (uint16_t)st.rank };
-        comm_send(r, &go, NULL);
-    }
-}
-
-static void on_barrier_go(void)
-{
-    pthread_mutex_lock(&st.mu);
-    st.barrier_done++;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
-}
+/* ---------------------------------------------------------- finalize */
 
 static void finalize_begin(void)
 {
@@ -223,9 +210,10 @@ static void finalize_begin(void)
     for (r = 0; r < st.nranks; r++) {
         struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)st.rank };
         if (r != st.rank)
-            comm_send(r, &m, NULL);
+            comm_send(r, &m, NULL, 0);
     }
     self_finalized = 1;
+    sync_finalized(st.rank);
 }
 
 /* Once every rank said DSM_FINALIZE, flush, shut our side, and stop when
@@ -258,10 +246,20 @@ static void finalize_progress(void)
 static void dispatch(const struct msg *m, const unsigned char *payload)
 {
     switch (m->type) {
-    case DSM_BARRIER: on_barrier(); break;
-    case DSM_BARRIER_GO: on_barrier_go(); break;
-    case DSM_FINALIZE: peers[m->from].finalized = 1; break;
-    default: coh_dispatch(m, payload);
+    case DSM_REQ: case DSM_FWD: case DSM_PAGE: case DSM_UPDATE: case DSM_INV:
+    case DSM_INV_ACK:
+        coh_dispatch(m, payload);
+        break;
+    case DSM_FINALIZE:
+        if (m->from == st.rank) {
+            finalize_begin();
+        } else {
+            peers[m->from].finalized = 1;
+            sync_finalized(m->from);
+        }
+        break;
+    default:
+        sync_dispatch(m, payload);
     }
 }
 
@@ -275,10 +273,10 @@ static void drain_self(void)
     selfq_len = 0;
 }
 
-/* Take the requests application threads posted. */
+/* Take the messages application threads posted to us. */
 static void drain_ring(void)
 {
-    struct request batch[RING_CAP];
+    struct msg batch[RING_CAP];
     unsigned i, n;
     uint64_t v;
     if (read(st.evfd, &v, sizeof v) < 0 && errno != EAGAIN)
@@ -293,12 +291,20 @@ static void drain_ring(void)
         pthread_cond_broadcast(&st.cv);
     pthread_mutex_unlock(&st.mu);
     for (i = 0; i < n; i++) {
-        switch (batch[i].kind) {
-        case DSM_REQ: coh_request(&batch[i]); break;
-        case DSM_BARRIER: comm_barrier_arrive(); break;
-        case DSM_FINALIZE: finalize_begin(); break;
-        }
+        batch[i].from = (uint16_t)st.rank;
+        dispatch(&batch[i], NULL);
         drain_self();
+    }
+}
+
+/* Payload bytes a message of this type may carry. */
+static int valid_len(const struct msg *m)
+{
+    switch (m->type) {
+    case DSM_PAGE: return m->len == 0 || m->len == st.page_size;
+    case DSM_BARRIER_GO: return m->len < DSM_ERRLEN;
+    case DSM_BCAST: return m->len <= DSM_MAX_BCAST;
+    default: return m->len == 0;
     }
 }
 
@@ -310,8 +316,7 @@ static void parse(int r, struct peer *p)
         unsigned char *h = p->rx.data + p->rx.off;
         msg_decode(h, &m);
         m.from = (uint16_t)r;
-        if (m.type == 0 || m.type >= DSM_MSG_MAX || (m.len && m.len != st.page_size) ||
-            m.origin >= st.nranks) {
+        if (m.type == 0 || m.type >= DSM_MSG_MAX || !valid_len(&m) || m.origin >= st.nranks) {
             comm_fail("protocol error from rank %d: type %d, %u payload bytes", r, m.type,
                       m.len);
             p->rx.off = p->rx.len;

@@ -88,6 +88,10 @@ static int check_config(const struct dsm_config *c, const int *peer_fds, char *e
                 DSM_MAX_RANKS);
         return DSM_EINVAL;
     }
+    if (!c->nlocks) {
+        dsm_err(err, "there must be at least one lock (DSM_LOCKS)");
+        return DSM_EINVAL;
+    }
     if (!c->size || c->size % ps || c->base % ps || !c->block_pages) {
         dsm_err(err, "size %llu and base 0x%llx must be non-zero multiples of the page "
                 "size %llu, and block_pages at least 1", (unsigned long long)c->size,
@@ -141,7 +145,8 @@ int dsm_start(const struct dsm_config *c, const int *peer_fds, char *err)
         dsm_err(err, "eventfd: %s", strerror(errno));
         return DSM_ESYS;
     }
-    if ((rc = region_map(err)) || (rc = coh_init(err)) || (rc = fault_install(err))) {
+    if ((rc = region_map(err)) || (rc = coh_init(err)) || (rc = sync_init(c->nlocks, err)) ||
+        (rc = fault_install(err))) {
         undo_start();
         return rc;
     }
@@ -153,30 +158,8 @@ int dsm_start(const struct dsm_config *c, const int *peer_fds, char *err)
     return rc;
 }
 
-/* Wait (holding st.mu) until *counter reaches target, or a failure. */
-static int wait_for(const uint64_t *counter, uint64_t target, char *err)
-{
-    while (*counter < target && !st.failed)
-        pthread_cond_wait(&st.cv, &st.mu);
-    if (*counter < target) {
-        dsm_err(err, "%s", st.failure);
-        return DSM_EPEER;
-    }
-    return DSM_OK;
-}
-
-/* Post a request, retrying while the ring is full. */
-static int post(const struct request *r, char *err)
-{
-    int rc;
-    while ((rc = comm_post(r)) == DSM_ESTATE && !st.failed)
-        pthread_cond_wait(&st.cv, &st.mu);
-    if (rc)
-        dsm_err(err, "%s", st.failed ? st.failure : "cannot wake the comm thread");
-    return rc ? (st.failed ? DSM_EPEER : rc) : DSM_OK;
-}
-
-static int running(char *err)
+/* DSM_OK if started and not finalized, else DSM_ESTATE with err filled. */
+int dsm_running(char *err)
 {
     if (st.phase == PHASE_RUNNING)
         return DSM_OK;
@@ -184,23 +167,14 @@ static int running(char *err)
     return DSM_ESTATE;
 }
 
-int dsm_barrier(char *err)
-{
-    struct request r = { .kind = DSM_BARRIER };
-    int rc;
-    pthread_mutex_lock(&st.mu);
-    if (!(rc = running(err)) && !(rc = post(&r, err)))
-        rc = wait_for(&st.barrier_done, st.barrier_done + 1, err);
-    pthread_mutex_unlock(&st.mu);
-    return rc;
-}
-
 int dsm_finalize(char *err)
 {
-    struct request r = { .kind = DSM_FINALIZE };
+    struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)st.rank };
     int rc;
     pthread_mutex_lock(&st.mu);
-    if (!(rc = running(err)) && !(rc = post(&r, err))) {
+    if (!(rc = dsm_running(err))) {
+        while ((rc = comm_post(&m)) == DSM_ESTATE && !st.failed)
+            pthread_cond_wait(&st.cv, &st.mu);
         while (st.phase != PHASE_FINISHED && !st.failed)
             pthread_cond_wait(&st.cv, &st.mu);
         if (st.phase != PHASE_FINISHED) {

@@ -15,6 +15,8 @@
 #define DSM_EPEER -4    /* a peer was lost or broke the protocol */
 #define DSM_ESYS -5     /* a system call failed */
 #define DSM_ESTATE -6   /* called in the wrong state */
+#define DSM_ECOLL -7    /* ranks called different collectives */
+#define DSM_ENOTHELD -8 /* released a lock this rank does not hold */
 
 #define DSM_PROT_NONE 0
 #define DSM_PROT_READ 1
@@ -25,6 +27,7 @@ struct dsm_config {
     uint64_t size;         /* region bytes, a multiple of the page size */
     uint32_t block_pages;  /* block-cyclic unit of the round-robin homes */
     uint32_t hold_us;      /* how long a received page is kept before it is given away */
+    uint32_t nlocks;       /* locks 0 .. nlocks - 1 exist */
     int rank;
     int nranks;
     int master_fd;         /* connection to dsmexec, watched for close; -1 if none */
@@ -51,8 +54,20 @@ uint64_t dsm_page_size(void);
  * the core owns them from here on. */
 int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err);
 
-/* Collective: return when every rank has called it. */
+/* Collective: return when every rank has called it.  Ranks that call
+ * different collectives get DSM_ECOLL instead of a hang. */
 int dsm_barrier(char *err);
+
+/* Collective: every rank gets root's bytes.  On return *out holds a buffer
+ * of *out_len bytes to give back with dsm_buffer_free (NULL at the root,
+ * which keeps its own). */
+int dsm_bcast(int root, const void *data, uint32_t len, void **out, uint32_t *out_len,
+              char *err);
+void dsm_buffer_free(void *buf);
+
+/* Global locks, each kept by its round-robin home rank (lock % nranks). */
+int dsm_lock_acquire(uint32_t lock, char *err);
+int dsm_lock_release(uint32_t lock, char *err);
 
 /* Collective: DSM_FINALIZE to every peer, drain, close, join the thread. */
 int dsm_finalize(char *err);

@@ -3,13 +3,16 @@
  *   fault.c      SIGSEGV dispatch: in the region -> coh_fault, else chain
  *   region.c     the two views of the memory, the page table, protections
  *   coherence.c  the write-invalidate protocol (requester, home, owner, holder)
- *   comm.c       the comm pthread: poll loop, framing, outboxes, barrier, finalize
+ *   comm.c       the comm pthread: poll loop, framing, outboxes, finalize
+ *   sync.c       collectives (barrier, bcast) and locks
  *   net.c        socket and wire-format helpers
  *
  * Threads: application threads only ever block in coh_fault (inside the
- * signal handler) or in dsm_barrier/dsm_finalize; they post requests to the
- * comm thread through a ring under st.mu.  The comm thread alone sends and
- * receives, changes protections, and keeps the home directory. */
+ * signal handler) or in the blocking entry points (barrier, lock, ...).  They
+ * send small messages to peers themselves, and post messages meant for their
+ * own rank to the comm thread through a ring under st.mu.  The comm thread
+ * alone receives, changes protections, and keeps the home directory and the
+ * lock queues. */
 #ifndef DSM_INTERNAL_H
 #define DSM_INTERNAL_H
 
@@ -31,11 +34,12 @@ struct page {
     uint64_t installed_ns;      /* when it was last received (hold window) */
 };
 
-/* A request an application thread posts to the comm thread. */
-struct request {
-    uint8_t kind;               /* DSM_REQ, DSM_BARRIER or DSM_FINALIZE */
-    uint8_t mode;
-    uint64_t page;
+/* A broadcast value received, waiting for dsm_bcast to take it. */
+struct bcast_value {
+    uint64_t seq;
+    uint32_t len;
+    unsigned char *data;
+    struct bcast_value *next;
 };
 
 struct dsm_state {
@@ -55,9 +59,14 @@ struct dsm_state {
     /* guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct request ring[RING_CAP];
+    struct msg ring[RING_CAP];  /* messages to ourselves from application threads */
     unsigned ring_head, ring_len;
-    uint64_t barrier_done;
+    uint64_t coll_seq;          /* collectives this rank started */
+    uint64_t coll_done;         /* collectives that completed */
+    char coll_error[DSM_ERRLEN];/* why the last one failed, or "" */
+    struct bcast_value *inbox;
+    uint32_t nlocks;
+    uint8_t *lock_state;        /* LOCK_* of each lock, as this rank sees it */
     int phase;
     int failed;
     char failure[DSM_ERRLEN];
@@ -75,6 +84,7 @@ void dsm_trace(const char *fmt, ...);
 void dsm_panic(const char *fmt, ...) __attribute__((noreturn));
 void dsm_err(char *err, const char *fmt, ...);
 uint64_t now_ns(void);
+int dsm_running(char *err);
 
 /* region.c */
 int region_map(char *err);
@@ -92,16 +102,19 @@ int fault_ensure(void);
 int coh_init(char *err);
 void coh_fault(uint64_t page, int write);         /* application thread */
 void coh_dispatch(const struct msg *m, const unsigned char *payload);
-void coh_request(const struct request *r);        /* comm thread */
+
+/* sync.c */
+int sync_init(uint32_t nlocks, char *err);
+void sync_dispatch(const struct msg *m, const unsigned char *payload);
+void sync_finalized(int rank);                    /* comm thread */
 
 /* comm.c */
 int comm_start(const int *peer_fds, char *err);
-int comm_post(const struct request *r);           /* caller holds st.mu */
-void comm_send(int dst, struct msg *m, const void *payload);
-void comm_send_direct(int dst, struct msg *m);    /* application thread */
+int comm_post(const struct msg *m);               /* caller holds st.mu */
+void comm_send(int dst, struct msg *m, const void *payload, uint32_t len);
+int comm_send_app(int dst, struct msg *m, const void *payload, uint32_t len);
 void comm_defer(const struct msg *m, uint64_t due_ns);
 void comm_fail(const char *fmt, ...);
-void comm_barrier_arrive(void);
 
 /* net.c */
 int net_prepare(int fd, char *err);

@@ -15,7 +15,9 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_REQ] = "DSM_REQ", [DSM_FWD] = "DSM_FWD", [DSM_PAGE] = "DSM_PAGE",
     [DSM_UPDATE] = "DSM_UPDATE", [DSM_INV] = "DSM_INV", [DSM_INV_ACK] = "DSM_INV_ACK",
     [DSM_BARRIER] = "DSM_BARRIER", [DSM_BARRIER_GO] = "DSM_BARRIER_GO",
-    [DSM_FINALIZE] = "DSM_FINALIZE",
+    [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
+    [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
+    [DSM_BCAST] = "DSM_BCAST",
 };
 
 const char *msg_name(int type)

@@ -12,9 +12,13 @@ enum msg_type {
     DSM_UPDATE,         /* requester -> home: installed a page a third rank sent */
     DSM_INV,            /* home -> copy holder: drop your read copy */
     DSM_INV_ACK,        /* copy holder -> home: dropped */
-    DSM_BARRIER,        /* rank -> rank 0: arrived */
-    DSM_BARRIER_GO,     /* rank 0 -> every rank: all arrived */
+    DSM_BARRIER,        /* rank -> rank 0: arrived at collective `page` (kind, root) */
+    DSM_BARRIER_GO,     /* rank 0 -> every rank: all arrived (or the error text) */
     DSM_FINALIZE,       /* rank -> every peer: I will need nothing more */
+    DSM_LOCK_ACQ,       /* rank -> lock home: I want lock `page` */
+    DSM_LOCK_GRANT,     /* lock home -> rank: it is yours */
+    DSM_LOCK_REL,       /* rank -> lock home: I give it back */
+    DSM_BCAST,          /* root -> rank: the value of collective `page` */
     DSM_MSG_MAX
 };
 
@@ -38,6 +42,7 @@ struct msg {
 };
 
 #define MSG_WIRE_SIZE 24
+#define DSM_MAX_BCAST (1u << 30)
 
 void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE]);
 void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m);

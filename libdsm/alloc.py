@@ -1,0 +1,140 @@
+"""The shared heap: `dsm.malloc` and `dsm.free` over the region.
+
+The free list lives in the region's system area (shared memory like any
+other) and is guarded by a DSM lock, so every rank allocates from one heap
+and no two allocations overlap, with no allocator process.  Free extents
+are kept sorted by offset and merged on free; small allocations are packed
+together (16-byte granules), never one per page.
+"""
+import bisect
+
+import numpy as np
+
+MAGIC = 0x5041_4548_4d53_44          # "DSMHEAP", little-endian
+GRANULE = 16
+
+
+def _round_up(n, align):
+    return (n + align - 1) // align * align
+
+
+class Allocation:
+    """A piece of the shared region: picklable, so it can be bcast; every
+    rank that receives it sees the same bytes through `.mem`."""
+    __slots__ = ("offset", "nbytes")
+
+    def __init__(self, offset, nbytes):
+        self.offset = offset
+        self.nbytes = nbytes
+
+    @property
+    def mem(self):
+        """A writable memoryview of the allocation in this rank."""
+        from libdsm import instance
+        return instance().mem[self.offset:self.offset + self.nbytes]
+
+    @property
+    def address(self):
+        """The virtual address: the same in every rank."""
+        from libdsm import instance
+        return instance().base + self.offset
+
+    def __getstate__(self):
+        return (self.offset, self.nbytes)
+
+    def __setstate__(self, state):
+        self.offset, self.nbytes = state
+
+    def __eq__(self, other):
+        return isinstance(other, Allocation) and (self.offset, self.nbytes) == (
+            other.offset, other.nbytes)
+
+    def __hash__(self):
+        return hash((self.offset, self.nbytes))
+
+    def __repr__(self):
+        return "Allocation(offset=%d, nbytes=%d)" % (self.offset, self.nbytes)
+
+
+class Heap:
+    """First-fit allocator whose free list is in shared memory.
+
+    `meta` is a memoryview of the metadata area: magic, extent count, then
+    (offset, size) pairs.  `lock` guards it; `size` is the heap's extent.
+    """
+
+    def __init__(self, meta, size, lock):
+        self._words = np.frombuffer(meta, dtype=np.uint64)
+        self._size = size
+        self._lock = lock
+        self.capacity = (len(self._words) - 2) // 2
+
+    def _load(self):
+        w = self._words
+        if int(w[0]) != MAGIC:          # first use anywhere: one free extent
+            w[1], w[2], w[3] = 1, 0, self._size
+            w[0] = MAGIC
+        n = int(w[1])
+        return [tuple(e) for e in w[2:2 + 2 * n].reshape(n, 2).tolist()]
+
+    def _store(self, extents):
+        if len(extents) > self.capacity:
+            raise MemoryError("the heap's free list is full (%d extents): free some "
+                              "allocations or allocate fewer, larger pieces" % self.capacity)
+        w = self._words
+        if extents:
+            w[2:2 + 2 * len(extents)] = np.array(extents, dtype=np.uint64).ravel()
+        w[1] = len(extents)
+
+    def malloc(self, nbytes, align=GRANULE):
+        """Reserve nbytes aligned to `align` (a power of two); an Allocation."""
+        if not isinstance(nbytes, int) or nbytes <= 0:
+            raise ValueError("malloc needs a positive number of bytes, got %r" % (nbytes,))
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise ValueError("alignment must be a power of two, got %r" % (align,))
+        size, align = _round_up(nbytes, GRANULE), max(align, GRANULE)
+        with self._lock:
+            extents = self._load()
+            for i, (off, length) in enumerate(extents):
+                start = _round_up(off, align)
+                if start + size <= off + length:
+                    break
+            else:
+                free = sum(length for _, length in extents)
+                largest = max((length for _, length in extents), default=0)
+                raise MemoryError(
+                    "cannot allocate %d bytes (alignment %d): %d bytes free in a heap of %d, "
+                    "the largest free block is %d" % (nbytes, align, free, self._size, largest))
+            pieces = [(off, start - off)] if start > off else []
+            if start + size < off + length:
+                pieces.append((start + size, off + length - start - size))
+            self._store(extents[:i] + pieces + extents[i + 1:])
+        return Allocation(start, nbytes)
+
+    def free(self, alloc):
+        """Give an Allocation back; freeing what is not allocated is an error."""
+        start, end = alloc.offset, alloc.offset + _round_up(alloc.nbytes, GRANULE)
+        if start < 0 or end > self._size:
+            raise ValueError("%r lies outside the heap of %d bytes" % (alloc, self._size))
+        with self._lock:
+            extents = self._load()
+            i = bisect.bisect_left(extents, (start, 0))
+            prev = extents[i - 1] if i > 0 else None
+            nxt = extents[i] if i < len(extents) else None
+            if (prev and prev[0] + prev[1] > start) or (nxt and nxt[0] < end):
+                raise ValueError("%r is not allocated (double free?)" % (alloc,))
+            if prev and prev[0] + prev[1] == start:
+                i, start = i - 1, prev[0]
+                extents.pop(i)
+            if nxt and nxt[0] == end:
+                end = nxt[0] + nxt[1]
+                extents.pop(i)
+            extents.insert(i, (start, end - start))
+            self._store(extents)
+
+    def usage(self):
+        """(free bytes, largest free block, number of free extents)."""
+        with self._lock:
+            extents = self._load()
+        return (sum(e[1] for e in extents), max((e[1] for e in extents), default=0),
+                len(extents))
