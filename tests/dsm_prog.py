@@ -155,9 +155,95 @@ def messages(dsm, a):
     dsm.barrier()
 
 
+def bcast_values(dsm, a):
+    """Every rank is root once, with values of several kinds."""
+    import numpy as np
+    ok = True
+    for root in range(dsm.size):
+        value = {"root": root, "arr": np.arange(root + 5), "text": "x" * 100000 * root}
+        got = dsm.bcast(value if dsm.rank == root else None, root=root)
+        ok &= got["root"] == root and list(got["arr"]) == list(range(root + 5)) \
+            and got["text"] == "x" * 100000 * root
+    # writes made by the root before bcast are visible after it
+    alloc = dsm.malloc(64) if dsm.rank == 0 else None
+    if dsm.rank == 0:
+        put(dsm, alloc.offset, 9876)
+    alloc = dsm.bcast(alloc)
+    ok &= get(dsm, alloc.offset) == 9876
+    print("bcast_values ok=%d" % ok)
+
+
+def malloc_disjoint(dsm, a):
+    """Allocations from every rank at once never overlap; free coalesces."""
+    import random
+    rnd = random.Random(dsm.rank)
+    mine = []
+    for i in range(a.rounds):
+        align = rnd.choice([8, 16, 64, 4096])
+        alloc = dsm.malloc(rnd.randint(1, 3000), align=align)
+        mine.append((alloc, align))
+        alloc.mem[:] = bytes([dsm.rank + 1]) * alloc.nbytes
+    everyone = [dsm.bcast(mine if dsm.rank == r else None, root=r) for r in range(dsm.size)]
+    spans = sorted((al.offset, al.offset + al.nbytes) for lst in everyone for al, _ in lst)
+    overlap = sum(1 for x, y in zip(spans, spans[1:]) if x[1] > y[0])
+    misaligned = sum(1 for lst in everyone for al, align in lst if al.offset % align)
+    wrong = sum(1 for r, lst in enumerate(everyone) for al, _ in lst
+                if bytes(al.mem) != bytes([r + 1]) * al.nbytes)
+    dsm.barrier()
+    for al, _ in mine:
+        dsm.free(al)
+    dsm.barrier()
+    free, largest, extents = dsm._heap.usage()
+    print("malloc_disjoint n=%d overlap=%d misaligned=%d wrong=%d whole=%d" % (
+        len(spans), overlap, misaligned, wrong, free == largest == dsm.nbytes and extents == 1))
+
+
+def lock_invariant(dsm, a):
+    """Fields updated together under a lock are never seen inconsistent."""
+    f = dsm.array(3, "int64")             # a, b = 2a, c = a + b
+    lock = dsm.lock(7)
+    broken = 0
+    for _ in range(a.rounds):
+        with lock:
+            x = int(f[0]) + 1
+            f[0] = x
+            f[1] = 2 * x
+            f[2] = 3 * x
+        with lock:
+            broken += not (f[1] == 2 * f[0] and f[2] == f[0] + f[1])
+    dsm.barrier()
+    print("lock_invariant a=%d expected=%d broken=%d" % (f[0], a.rounds * dsm.size, broken))
+
+
+def expect_error(kind, fn):
+    try:
+        fn()
+    except kind as e:
+        return str(e)
+    return "NO ERROR"
+
+
+def api_errors(dsm, a):
+    """Every API error case, one line each."""
+    lock = dsm.lock(2)
+    lock.acquire()
+    lock.release()
+    print("err release: " + expect_error(libdsm.LockError, lock.release))
+    print("err lock range: " + expect_error(ValueError, lambda: dsm.lock(dsm.nlocks)))
+    print("err exhausted: " + expect_error(MemoryError, lambda: dsm.malloc(dsm.nbytes + 1)))
+    print("err align: " + expect_error(ValueError, lambda: dsm.malloc(8, align=3)))
+    print("err root: " + expect_error(ValueError, lambda: dsm.bcast(1, root=dsm.size)))
+    dsm.barrier()
+    mismatch = (lambda: dsm.barrier()) if dsm.rank == 0 else (lambda: dsm.bcast(0, root=0))
+    print("err mismatch: " + expect_error(libdsm.CollectiveError, mismatch))
+    dsm.barrier()
+    print("err free: " + expect_error(ValueError, lambda: dsm.free(libdsm.Allocation(0, 16))))
+
+
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
-                                     messages)}
+                                     messages, bcast_values, malloc_disjoint, lock_invariant,
+                                     api_errors)}
 
 
 def main():

@@ -1,0 +1,52 @@
+"""The programming model (barrier, malloc, bcast, locks, arrays) under real
+ranks, with its error cases."""
+import re
+
+import pytest
+
+from dsmrun import DSM_PROG, rank_lines, run
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_bcast_from_every_root(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "bcast_values")
+    assert p.returncode == 0, p.stderr
+    assert len(rank_lines(p.stdout, "bcast_values ok=1")) == n, p.stdout
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_malloc_from_all_ranks_never_overlaps(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "malloc_disjoint", "--rounds", "40")
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "malloc_disjoint")
+    assert len(got) == n
+    for text in got.values():
+        assert text == "malloc_disjoint n=%d overlap=0 misaligned=0 wrong=0 whole=1" % (40 * n)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_lock_protected_invariant_under_contention(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "lock_invariant", "--rounds", "150")
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "lock_invariant")
+    assert len(got) == n
+    for text in got.values():
+        assert text == "lock_invariant a=%d expected=%d broken=0" % (150 * n, 150 * n)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_api_error_cases(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "api_errors")
+    assert p.returncode == 0, p.stderr
+    for r in range(n):
+        lines = {m.group(1): m.group(2) for m in re.finditer(
+            r"^\[rank %d\] err ([\w ]+): (.*)$" % r, p.stdout, re.M)}
+        assert lines["release"].endswith("lock 2 is not held by rank %d" % r)
+        assert "out of range" in lines["lock range"]
+        assert lines["exhausted"].startswith("cannot allocate")
+        assert "power of two" in lines["align"]
+        assert lines["root"] == "bcast root %d out of range 0..%d" % (n, n - 1)
+        assert "rank 0 called barrier(), rank 1 called bcast(root=0)" in lines["mismatch"]
+        assert "not allocated" in lines["free"]

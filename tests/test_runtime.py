@@ -1,0 +1,133 @@
+"""The runtime under real ranks (local, through dsmexec): coherence,
+concurrency, scale, and failures."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from dsmrun import DSM_PROG, ROOT, rank_lines, run
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_double_touch(tmp_path, n):
+    p = run(tmp_path, n, os.path.join(ROOT, "examples", "double_touch.py"))
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "integer value")
+    assert sorted(got) == list(range(n))
+    for r, text in got.items():
+        assert text == "rank %d of %d: integer value: %d" % (r, n, n * (n + 1) // 2)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("scenario,args,expect", [
+    ("own_pages", [], "own_pages bad=0"),
+    ("alternation", ["--rounds", "150"], None),
+    ("false_sharing", ["--rounds", "40"], "false_sharing bad=0"),
+    ("mutual", ["--rounds", "60"], "bad=0"),
+])
+def test_coherence(tmp_path, n, scenario, args, expect):
+    p = run(tmp_path, n, DSM_PROG, scenario, *args)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, scenario)
+    assert sorted(got) == list(range(n)), p.stdout
+    for text in got.values():
+        if expect:
+            assert expect in text
+        else:   # strict alternation: the exact total
+            total, expected = re.search(r"total=(\d+) expected=(\d+)", text).groups()
+            assert total == expected == str(150 * n)
+
+
+def test_messages_per_fault_do_not_grow_with_ranks(tmp_path):
+    per_fault = {}
+    for n in (2, 4):
+        p = run(tmp_path, n, DSM_PROG, "messages", "--rounds", "100")
+        assert p.returncode == 0, p.stderr
+        faults, sent = map(int, re.search(r"faults=(\d+) sent=(\d+)", p.stdout).groups())
+        assert faults == 200            # a read then a write fault per page
+        per_fault[n] = sent / faults
+    assert per_fault[2] == per_fault[4] <= 2
+
+
+def test_fault_served_while_owner_busy_in_python(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "busy_owner", "--busy", "3")
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"value=(\d+) fault_s=([\d.]+)", p.stdout)
+    assert m and m.group(1) == "4242"
+    # the owner was busy for 3 s more; the fault did not wait for it
+    assert float(m.group(2)) < 1.5
+
+
+def test_one_gib_region_at_four_ranks(tmp_path):
+    p = run(tmp_path, 4, DSM_PROG, "big", env={"DSM_SIZE": "1G"})
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "big nbytes")
+    assert len(got) == 4
+    for text in got.values():
+        assert "nbytes=1073741824" in text and "bad=0" in text
+
+
+def test_mapping_limit_is_a_clear_error(tmp_path):
+    # one page per round-robin block would alternate 262144 protections
+    p = run(tmp_path, 2, DSM_PROG, "own_pages", env={"DSM_SIZE": "1G", "DSM_BLOCK_PAGES": "1"})
+    assert p.returncode == 1
+    assert "MappingLimitError" in p.stderr and "DSM_BLOCK_PAGES" in p.stderr
+
+
+def test_faulthandler_displacing_the_handler_is_repaired(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "faulthandler_displaced")
+    assert p.returncode == 0, p.stderr
+    assert len(rank_lines(p.stdout, "displaced ok=1")) == 2
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_rank_that_raises(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "raises", "--fail-rank", "1")
+    assert p.returncode == 1
+    assert "RuntimeError: rank 1 fails on purpose" in p.stderr
+    assert re.search(r"dsmexec: rank 1 .*exited with status 1", p.stderr), p.stderr
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_rank_that_segfaults(tmp_path, n):
+    p = run(tmp_path, n, DSM_PROG, "segv", "--fail-rank", "1", timeout=60)
+    assert p.returncode == 128 + 11, p.stderr
+    assert "Fatal Python error: Segmentation fault" in p.stderr
+    assert "in segv" in p.stderr            # faulthandler's traceback names the function
+    assert re.search(r"dsmexec: rank 1 .*signal 11", p.stderr), p.stderr
+
+
+def test_exit_without_finalize_is_an_error(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "no_finalize", "--fail-rank", "1", timeout=60)
+    assert p.returncode != 0
+    assert "finalize" in p.stderr
+
+
+def test_single_rank_without_dsmexec():
+    code = ("import libdsm, struct\n"
+            "with libdsm.init(size=1 << 20) as d:\n"
+            "    struct.pack_into('<q', d.mem, 4096, 77)\n"
+            "    d.barrier()\n"
+            "    print(d.rank, d.size, struct.unpack_from('<q', d.mem, 4096)[0])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "1", "77"]
+
+
+def test_address_in_use_is_a_clear_error():
+    code = ("import mmap, ctypes, libdsm\n"
+            "m = mmap.mmap(-1, 1 << 20)\n"
+            "addr = ctypes.addressof(ctypes.c_char.from_buffer(m))\n"
+            "try:\n"
+            "    libdsm.init(size=1 << 20, base=addr)\n"
+            "except libdsm.AddressInUseError as e:\n"
+            "    print('refused:', e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "refused:" in p.stdout and "already in use" in p.stdout
