@@ -20,9 +20,10 @@ from libdsm.alloc import Allocation, Heap
 from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
                            DsmError, LockError, MappingLimitError, PeerError, StateError)
 from libdsm.locks import Lock
+from libdsm.regions import BUCKETS, TABLE_BYTES, Region, Regions, Table
 
 __all__ = [
-    "init", "instance", "Dsm", "Allocation", "Lock",
+    "init", "instance", "Dsm", "Allocation", "Lock", "Region",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError",
 ]
@@ -30,11 +31,13 @@ __version__ = "0.1.0"
 
 _binding.check_core_version()
 
-# The system area follows the user's region: the heap's free list lives there.
+# The system area follows the user's region: the heap's free list and the
+# named-region table live there, each guarded by locks past the user's.
 SYS_BYTES = 256 << 10
 HEAP_META_BYTES = 128 << 10
-SYS_LOCKS = 16                  # locks past the user's: the heap's is the first
 HEAP_LOCK = 0
+REGION_LOCKS = 1                # bucket b uses system lock REGION_LOCKS + b
+SYS_LOCKS = REGION_LOCKS + BUCKETS
 
 
 def _job_context():
@@ -74,6 +77,9 @@ class Dsm:
         sys_area = _binding.region_view(self.base + self.nbytes, SYS_BYTES)
         self._heap = Heap(sys_area[:HEAP_META_BYTES], self.nbytes,
                           self._sys_lock(HEAP_LOCK))
+        table = Table(sys_area[HEAP_META_BYTES:HEAP_META_BYTES + TABLE_BYTES], self._heap,
+                      lambda b: self._sys_lock(REGION_LOCKS + b), self.page_size, self.rank)
+        self._regions = Regions(table, self.mem, self.base)
         self._locks = {}
 
     # ------------------------------------------------------------ who and where
@@ -161,9 +167,12 @@ class Dsm:
             obj = self._arrays.pop(addr - self.base)
         self._heap.free(obj)
 
-    def array(self, shape, dtype="float64"):
-        """Collective: a numpy array on shared pages, the same on every rank.
+    def array(self, shape, dtype="float64", name=None):
+        """A numpy array on shared pages, the same on every rank.
 
+        Without a name it is collective: rank 0 allocates, every rank gets
+        the same array.  With a name it is not: the first rank to ask creates
+        the named region, the others map it (see `map_region`).
         It starts on a page boundary.  To keep ranks from sharing pages,
         give each rank whole pages of rows: see `row_block`.
         """
@@ -171,6 +180,8 @@ class Dsm:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         dtype = np.dtype(dtype)
         count = math.prod(shape)
+        if name is not None:
+            return self._named_array(name, shape, dtype, count)
         alloc = None
         if self.rank == 0:
             alloc = self.malloc(max(1, count * dtype.itemsize), align=self.page_size)
@@ -178,6 +189,69 @@ class Dsm:
         self._arrays[alloc.offset] = alloc
         arr = np.frombuffer(self.mem, dtype=dtype, count=count, offset=alloc.offset)
         return arr.reshape(shape)
+
+    def _named_array(self, name, shape, dtype, count):
+        self._entry()
+        try:
+            self._regions.create(name, max(1, count * dtype.itemsize))
+        except FileExistsError:
+            pass
+        region = self._regions.map(name)
+        if region.size < count * dtype.itemsize:
+            self._regions.unmap(region)
+            raise ValueError("region %r has %d bytes, too few for %s of %s"
+                             % (name, region.size, shape, dtype))
+        return region.array(dtype, shape)
+
+    # ------------------------------------------------------------ named regions
+    def create_region(self, name, size):
+        """Create a region called name, of size bytes; returns its id.
+        FileExistsError if the name is taken, MemoryError if there is no room.
+        Two ranks racing to create one name: exactly one succeeds."""
+        self._entry()
+        return self._regions.create(name, size)
+
+    def map_region(self, name):
+        """Map the region called name: a Region whose .mem (and .array())
+        sit at the same address on every rank.  Each mapping counts.
+        FileNotFoundError if there is no such region."""
+        self._entry()
+        return self._regions.map(name)
+
+    def unmap_region(self, region):
+        """Drop one mapping; ValueError if it is not mapped by this rank."""
+        self._entry()
+        self._regions.unmap(region)
+
+    def destroy_region(self, name):
+        """Remove a region.  ValueError while this rank still maps it.  Its
+        name goes at once; its memory is freed now if no rank maps it, else
+        at the last unmap anywhere (as IPC_RMID).  True if freed now."""
+        self._entry()
+        return self._regions.destroy(name)
+
+    def regions(self):
+        """(name, id, size, mappings) of every region in use, a snapshot."""
+        return [(e.name, e.shmid, e.size, e.refcount) for e in self._regions.table.entries()]
+
+    # ------------------------------------------------------------ partitions (seed 004)
+    def partition_id(self):
+        """This partition (rank)."""
+        return self.rank
+
+    def partition_count(self):
+        return self.size
+
+    def partition_list(self):
+        return list(range(self.size))
+
+    def partition_hostnames(self):
+        return [self.hostname(r) for r in range(self.size)]
+
+    def segment_owner(self, shmid):
+        """The rank whose memory homes a segment: the home of its first page."""
+        return self._regions.control(
+            shmid, lambda table, e: self.page_home(e.offset // self.page_size))
 
     def row_block(self, nrows, row_bytes, rank=None):
         """The slice of rows a rank should own so ranks share no page.

@@ -31,13 +31,14 @@ def core_version():
     return major[0], minor[0]
 
 
-def check_core_version():
-    """Refuse a compiled core whose major version differs from ours."""
-    built = core_version()
+def check_core_version(built=None):
+    """Refuse a compiled core whose major version differs from ours.  A
+    different minor is fine: the newer side keeps compatibility."""
+    built = core_version() if built is None else built
     if built[0] != CORE_VERSION[0]:
         raise errors.CoreVersionError(
-            "the compiled C core is version %d.%d but this libdsm needs %d.x; "
-            "rebuild it with `make build`" % (built + CORE_VERSION[:1]))
+            "the compiled C core is version %d.%d but this libdsm needs %d.%d; "
+            "rebuild it with `make build`" % (built + CORE_VERSION))
 
 
 def _check(rc, err):

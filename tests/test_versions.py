@@ -1,0 +1,64 @@
+"""Versioned pieces: the wire protocol and the compiled core."""
+import socket
+import threading
+
+import pytest
+
+from services import wire
+from libdsm import _binding
+from libdsm.errors import CoreVersionError
+
+SECRET = b"s" * wire.SECRET_BYTES
+
+
+def shake(version_a, version_b):
+    """Handshake over a socketpair with the two versions; each side's result
+    (a (peer_ident, peer_minor) tuple or the exception)."""
+    a, b = socket.socketpair()
+    out = {}
+
+    def side(name, sock, role, version):
+        try:
+            out[name] = wire.handshake(sock, SECRET, role, 7 if name == "a" else 9, version)
+        except Exception as e:      # noqa: BLE001 - the test inspects it
+            out[name] = e
+        finally:
+            sock.close()
+    t = threading.Thread(target=side, args=("b", b, wire.ROLE_ACCEPT, version_b))
+    t.start()
+    side("a", a, wire.ROLE_CONNECT, version_a)
+    t.join(10)
+    return out["a"], out["b"]
+
+
+@pytest.mark.timeout(20)
+def test_a_newer_minor_interoperates_and_learns_the_older_one():
+    ours = (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR)
+    newer = (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR + 1)
+    a, b = shake(newer, ours)
+    assert a == (9, wire.PROTOCOL_MINOR)        # the newer side sees it must talk down
+    assert b == (7, wire.PROTOCOL_MINOR + 1)
+
+
+@pytest.mark.timeout(20)
+def test_a_different_major_is_refused_naming_both():
+    ours = (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR)
+    other = (wire.PROTOCOL_MAJOR + 1, 0)
+    a, b = shake(other, ours)
+    for result in (a, b):
+        assert isinstance(result, wire.VersionMismatch)
+    assert "we speak %d.0, the peer speaks %d.%d" % (other[0], ours[0], ours[1]) in str(a)
+    assert "same libdsm version" in str(a)
+
+
+def test_core_major_mismatch_names_both_versions_and_the_fix():
+    major, minor = _binding.CORE_VERSION
+    _binding.check_core_version((major, minor + 3))         # a newer minor is fine
+    with pytest.raises(CoreVersionError) as e:
+        _binding.check_core_version((major + 1, 2))
+    assert "version %d.2" % (major + 1) in str(e.value)
+    assert "needs %d.%d" % (major, minor) in str(e.value) and "make build" in str(e.value)
+
+
+def test_the_built_core_matches():
+    assert _binding.core_version()[0] == _binding.CORE_VERSION[0]
