@@ -14,7 +14,9 @@ test: $(STAMP)
 	$(VPY) -m pytest
 
 bench: $(STAMP)
-	$(VPY) bench/fault_latency.py
+	$(VPY) dsmexec.py --no-prefix machine_file.example bench/fault_latency.py
+	$(VPY) dsmexec.py --no-prefix machine_file.example bench/sync_latency.py
+	$(VPY) dsmexec.py --no-prefix bench/machines-4 bench/sync_latency.py
 
 build: $(STAMP)
 
