@@ -83,21 +83,21 @@ def handshake(sock, secret, role, ident, version=(PROTOCOL_MAJOR, PROTOCOL_MINOR
     if role not in (ROLE_CONNECT, ROLE_ACCEPT):
         raise ValueError("role must be ROLE_CONNECT or ROLE_ACCEPT, got %r" % (role,))
     nonce = os.urandom(NONCE_BYTES)
-    sock.sendall(_HELLO.pack(MAGIC, version[0], version[1], nonce, ident))
     try:
+        sock.sendall(_HELLO.pack(MAGIC, version[0], version[1], nonce, ident))
         magic, major, minor, peer_nonce, peer_ident = _HELLO.unpack(
             recv_exact(sock, _HELLO.size, "handshake hello"))
-    except WireError as e:
+    except (WireError, ConnectionError) as e:
         raise HandshakeError("handshake: %s" % e) from None
     if magic != MAGIC:
         raise HandshakeError("handshake: bad magic %r, expected %r" % (magic, MAGIC))
     if major != version[0]:
         raise VersionMismatch(tuple(version), (major, minor))
-    sock.sendall(_mac(secret, role, nonce, peer_nonce))
     peer_role = ROLE_ACCEPT if role == ROLE_CONNECT else ROLE_CONNECT
     try:
+        sock.sendall(_mac(secret, role, nonce, peer_nonce))
         peer_mac = recv_exact(sock, _MAC_BYTES, "handshake proof")
-    except WireError as e:
+    except (WireError, ConnectionError) as e:
         raise HandshakeError("handshake: %s" % e) from None
     if not hmac.compare_digest(peer_mac, _mac(secret, peer_role, peer_nonce, nonce)):
         raise HandshakeError("handshake: the peer does not know the job secret")

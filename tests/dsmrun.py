@@ -1,20 +1,12 @@
 """Run a program under dsmexec for the runtime tests, and prove nothing of
 the job is left afterwards."""
 import os
-import subprocess
-import sys
 import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DSMEXEC = os.path.join(ROOT, "dsmexec.py")
+from conftest import REPO as ROOT, machine_file, run_dsmexec
+
 DSM_PROG = os.path.join(ROOT, "tests", "dsm_prog.py")
-
-
-def machine_file(tmp_path, n, host="localhost"):
-    path = tmp_path / ("machines-%d" % n)
-    path.write_text("".join("%s\n" % host for _ in range(n)))
-    return str(path)
 
 
 def processes_tagged(tag):
@@ -39,9 +31,8 @@ def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=100, host="localhos
     tag = "DSM_TEST_TAG=%s" % uuid.uuid4().hex
     full_env = dict(os.environ, **(env or {}))
     full_env["DSM_TEST_TAG"] = tag.split("=", 1)[1]
-    cmd = [sys.executable, DSMEXEC, *opts, machine_file(tmp_path, n, host), prog, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env,
-                          cwd=ROOT)
+    machines = machine_file(tmp_path, *[host] * n, name="machines-%d" % n)
+    proc = run_dsmexec(*opts, machines, prog, *args, timeout=timeout, env=full_env)
     deadline = time.monotonic() + 5
     while processes_tagged(tag) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -62,3 +62,15 @@ def test_core_major_mismatch_names_both_versions_and_the_fix():
 
 def test_the_built_core_matches():
     assert _binding.core_version()[0] == _binding.CORE_VERSION[0]
+
+
+def test_dsmexec_version_prints_every_piece():
+    import subprocess
+    import sys
+    from conftest import DSMEXEC
+    p = subprocess.run([sys.executable, DSMEXEC, "--version"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0
+    assert p.stdout.splitlines() == [
+        "dsmexec 1.0", "wire protocol %d.%d" % (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR),
+        "C core %d.%d" % _binding.core_version()]

@@ -1,0 +1,328 @@
+"""One dsmexec job: start the ranks, run the poll loop, decide the exit status, tear down.
+
+The exit status is the status of the FIRST rank that failed (its exit
+code, or 128 + the signal that killed it), 1 for a failure dsmexec itself
+detected (a rank that could not start or register, or that exited 0 after
+init() without finalize()), 128 + N after dsmexec got signal N (130 for
+SIGINT, 143 for SIGTERM), and 0 when every rank exited 0.
+
+Teardown is bounded: close the master connections (every rank exits by
+itself when its connection closes), after CLOSE_GRACE s SIGTERM to each
+rank's process group, after TERM_GRACE s more SIGKILL; then reap.
+"""
+import functools
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from services import iomux, machinefile, procs, spawn, ssh, wire
+from services import rank as bootstrap
+from services.master import Master, Refused
+
+EXIT_LAUNCH = 1
+REGISTER_SLACK = 5.0
+"""Seconds beyond --connect-timeout that ranks get to register."""
+DRAIN_GRACE = 1.0
+"""Seconds to wait for a dead rank's output and connection to close."""
+CLOSE_GRACE = 2.0
+"""Seconds ranks get to exit by themselves once their connections closed."""
+MAX_WAIT = 0.5
+
+
+@dataclass
+class Options:
+    """What dsmexec was asked to run, and how."""
+    machine_file: str
+    prog: str
+    args: list = field(default_factory=list)
+    ssh_all: bool = False
+    ssh_options: list = field(default_factory=list)
+    identity: Optional[str] = None
+    connect_timeout: float = 10.0
+    prefix: bool = True
+    python: str = sys.executable
+    cwd: str = field(default_factory=os.getcwd)
+    environ: dict = field(default_factory=lambda: dict(os.environ))
+
+
+class Rank:
+    """The job's view of one rank: where it runs, its process, streams and verdict."""
+
+    def __init__(self, index, host, local):
+        self.index, self.host, self.local = index, host, local
+        self.proc = None
+        self.streams = {}           # fd -> (LineBuffer, Sink), until EOF
+        self.init = self.finalized = False
+        self.exited_at = None
+        self.judged = False
+
+    def label(self):
+        return "rank %d (host %s, line %d)" % (self.index, self.host.host, self.host.lineno)
+
+
+class Job:
+    """Run one job; `run()` returns dsmexec's exit status.
+
+    Raises machinefile.MachineFileError from the constructor for a bad
+    machine file.  ``out_fd``/``err_fd`` receive the ranks' lines and
+    dsmexec's own messages.
+    """
+
+    def __init__(self, opts, out_fd=1, err_fd=2):
+        self.opts = opts
+        hosts = machinefile.parse(opts.machine_file)
+        self.ranks = [Rank(i, h, self._is_local(h)) for i, h in enumerate(hosts)]
+        self.secret = wire.new_secret()
+        self.out, self.err = iomux.Sink(out_fd), iomux.Sink(err_fd)
+        self.loop = iomux.Loop()
+        self.master = self.signals = None
+        self.exit_code = None
+        self.teardown = None        # [(when, action)] once the teardown began
+        self.register_deadline = None
+
+    def _is_local(self, host):
+        return not self.opts.ssh_all and host.user is None and machinefile.is_local(host.host)
+
+    def log(self, message):
+        """One line on dsmexec's stderr, in one write."""
+        self.err.write(("dsmexec: %s\n" % message).encode(errors="replace"))
+
+    # ------------------------------------------------------------ the run
+
+    def run(self):
+        """Start every rank, loop until each is judged, tear down; return the exit status."""
+        with iomux.SignalWake() as self.signals:
+            try:
+                self._start()
+                while not all(r.judged for r in self.ranks):
+                    self.loop.run_once(self._wait_time())
+                    self._step()
+            finally:
+                self._cleanup()
+        return self.exit_code or 0
+
+    def _start(self):
+        """Listen, start the local ranks, then the ssh ranks (concurrently)."""
+        self.master = Master(self.secret, len(self.ranks),
+                             bind_all=any(not r.local for r in self.ranks))
+        self.loop.add(self.signals.fd, self._on_signal)
+        self.loop.add(self.master.sock.fileno(), self._on_accept)
+        self.register_deadline = time.monotonic() + self.opts.connect_timeout + REGISTER_SLACK
+        for r in self.ranks:
+            if r.local:
+                self._start_local(r)
+        self._start_ssh([r for r in self.ranks if not r.local])
+
+    def _start_local(self, rank):
+        """Start one local rank; a failure to start is the job's failure."""
+        o = self.opts
+        argv = spawn.rank_argv(o.python, rank.index, spawn.local_master(self.master.port),
+                               o.prog, o.args)
+        if self.teardown is not None:       # an earlier rank failed to start: stop here
+            rank.judged = True
+            return
+        try:
+            proc = procs.LocalProcess(argv, spawn.local_env(o.environ), o.cwd, self.secret)
+        except OSError as e:
+            rank.judged = True
+            self._fail(EXIT_LAUNCH, "%s: cannot start %s: %s" % (rank.label(), o.python,
+                                                                 e.strerror or e))
+            return
+        self._attach(rank, proc)
+
+    def _start_ssh(self, ranks):
+        o, env = self.opts, spawn.remote_env(self.opts.environ)
+        specs = [(r.index, r.host, spawn.ssh_argv(
+            r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
+                                    o.prog, o.args),
+            o.ssh_options, o.identity, o.connect_timeout, env, o.cwd)) for r in ranks]
+        if not specs or self.teardown is not None:
+            for r in ranks:
+                r.judged = True
+            return
+        try:
+            started = ssh.start_all(specs, self.secret, o.connect_timeout, self._interrupted)
+        except (ssh.SpawnError, ssh.Interrupted) as e:
+            for r in ranks:
+                r.judged = True
+            if isinstance(e, ssh.SpawnError):
+                self._fail(EXIT_LAUNCH, str(e))
+            return
+        for r, proc in zip(ranks, started):
+            self._attach(r, proc)
+
+    def _attach(self, rank, proc):
+        """Put a started rank's stdout and stderr into the loop."""
+        rank.proc = proc
+        prefix = b"" if not self.opts.prefix else b"[rank %d] " % rank.index
+        ready = ("%s %d" % (bootstrap.READY, rank.index)).encode() if rank.local else None
+        out = iomux.LineBuffer(prefix, drop=ready, strip_cr=not rank.local)
+        rank.streams = {proc.stdout_fd: (out, self.out),
+                        proc.stderr_fd: (iomux.LineBuffer(prefix), self.err)}
+        for fd in rank.streams:
+            self.loop.add(fd, functools.partial(self._on_output, rank))
+        self.out.write(out.feed(proc.early_output))
+
+    # ------------------------------------------------------------ loop handlers
+
+    def _on_output(self, rank, fd, revents):
+        data = iomux.read_chunk(fd)
+        buf, sink = rank.streams[fd]
+        if data:
+            sink.write(buf.feed(data))
+        else:
+            self._end_stream(rank, fd)
+
+    def _end_stream(self, rank, fd):
+        buf, sink = rank.streams.pop(fd)
+        sink.write(buf.flush())
+        self.loop.remove(fd)
+
+    def _on_accept(self, fd, revents):
+        try:
+            reg = self.master.accept()
+        except (Refused, OSError) as e:
+            self.log(str(e))
+            return
+        conn = self.master.conns[reg.rank]
+        self.loop.add(conn.fileno(), functools.partial(self._on_message, self.ranks[reg.rank]))
+        if self.master.complete:
+            self.loop.remove(fd)
+            self.master.stop_listening()
+            self.master.send_tables([r.host.host for r in self.ranks])
+
+    def _on_message(self, rank, fd, revents):
+        try:
+            msg = self.master.receive(rank.index)
+        except (wire.WireError, OSError) as e:
+            self.log("%s: bad control message, closing its connection: %s" % (rank.label(), e))
+            msg = None
+        if msg is None:
+            self._close_conn(rank.index)
+        elif msg.type == wire.Message.INIT:
+            rank.init = True
+        elif msg.type == wire.Message.FINALIZED:
+            rank.finalized = True
+        else:
+            self.log("%s: unexpected %r ignored" % (rank.label(), msg))
+
+    def _close_conn(self, index):
+        conn = self.master.conns.get(index)
+        if conn is not None:
+            self.loop.remove(conn.fileno())
+            self.master.close(index)
+
+    def _on_signal(self, fd, revents):
+        for sig in self.signals.drain():
+            if sig in (signal.SIGINT, signal.SIGTERM):
+                self._interrupt(sig)
+
+    def _interrupted(self):
+        """For the ssh start: handle pending signals; True once the job is being stopped."""
+        self._on_signal(self.signals.fd, 0)
+        return self.teardown is not None
+
+    def _interrupt(self, sig):
+        """First SIGINT/SIGTERM: stop the job; a second one: kill at once."""
+        if self.teardown is not None:
+            self._advance_teardown(float("inf"))
+            return
+        if self.exit_code is None:
+            self.exit_code = 128 + sig
+        self.log("got %s, stopping the job" % signal.Signals(sig).name)
+        self._begin_teardown()
+
+    # ------------------------------------------------------------ verdicts
+
+    def _step(self):
+        """After each poll: reap, judge drained ranks, check the deadline, tear down."""
+        now = time.monotonic()
+        for r in self.ranks:
+            if r.proc and r.exited_at is None and r.proc.poll() is not None:
+                r.exited_at = now
+        for r in self.ranks:
+            if not r.judged and r.exited_at is not None and (
+                    self._drained(r) or now >= r.exited_at + DRAIN_GRACE):
+                self._judge(r)
+        if self.teardown is None and not self.master.complete and now > self.register_deadline:
+            late = ", ".join(self.ranks[i].label() for i in self.master.missing())
+            self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
+                late, self.opts.connect_timeout + REGISTER_SLACK))
+        self._advance_teardown(now)
+
+    def _drained(self, rank):
+        return not rank.streams and rank.index not in self.master.conns
+
+    def _judge(self, rank):
+        """A rank ended and its output is out: was it a failure?"""
+        for fd in list(rank.streams):
+            self._end_stream(rank, fd)
+        rank.judged = True
+        status, sig = rank.proc.status, rank.proc.signal
+        if status != 0:
+            self._fail(status, "%s %s" % (rank.label(), procs.describe(status, sig)))
+        elif rank.init and not rank.finalized:
+            self._fail(EXIT_LAUNCH, "%s exited without calling finalize()" % rank.label())
+
+    def _fail(self, status, message):
+        """The first failure sets the exit status and starts the teardown; later ones are its echo."""
+        if self.teardown is None:
+            if self.exit_code is None:
+                self.exit_code = status
+            self.log(message)
+        self._begin_teardown()
+
+    # ------------------------------------------------------------ teardown
+
+    def _begin_teardown(self):
+        if self.teardown is not None:
+            return
+        t = time.monotonic()
+        self.teardown = [
+            (t, self._close_all),
+            (t + CLOSE_GRACE, functools.partial(self._signal_all, signal.SIGTERM)),
+            (t + CLOSE_GRACE + procs.TERM_GRACE, functools.partial(self._signal_all, signal.SIGKILL)),
+        ]
+        self._advance_teardown(t)
+
+    def _advance_teardown(self, now):
+        while self.teardown and self.teardown[0][0] <= now:
+            self.teardown.pop(0)[1]()
+
+    def _close_all(self):
+        """Close the master socket and every rank connection: ranks exit by themselves."""
+        if self.master.sock.fileno() in self.loop:
+            self.loop.remove(self.master.sock.fileno())
+        self.master.stop_listening()
+        for index in list(self.master.conns):
+            self._close_conn(index)
+
+    def _signal_all(self, sig):
+        for r in self.ranks:
+            if r.proc:
+                r.proc.signal_group(sig)
+
+    def _wait_time(self):
+        """Seconds until the next deadline (teardown step, registration, drain), at most MAX_WAIT."""
+        now = time.monotonic()
+        times = [now + MAX_WAIT]
+        if self.teardown:
+            times.append(self.teardown[0][0])
+        if not self.master.complete and self.teardown is None:
+            times.append(self.register_deadline)
+        times += [r.exited_at + DRAIN_GRACE for r in self.ranks
+                  if r.exited_at is not None and not r.judged]
+        return max(0.0, min(times) - now)
+
+    def _cleanup(self):
+        """Whatever happened: nothing outlives the job, every fd is closed."""
+        started = [r.proc for r in self.ranks if r.proc]
+        if self.master is not None:
+            self._close_all()
+        procs.shutdown(started)
+        for p in started:
+            p.kill_leftovers()
+            p.close()

@@ -1,0 +1,235 @@
+"""Start ranks over ssh.  The only module that imports pexpect.
+
+Each ssh client runs behind a pty (stdin and stdout) with a separate pipe
+as its stderr, so the rank's stderr stays apart from its stdout.  A short
+dialogue, written as a table of (pattern, action), waits for the
+bootstrap's READY marker and answers with the job secret; prompts, EOF and
+a timeout become a `SpawnError` that says which rank, host and machine-file
+line failed and why.  The dialogues of all ranks run at once, one thread
+each, so N hosts start in about the time of one.
+"""
+import os
+import re
+import select
+import signal
+import termios
+import threading
+import time
+
+import pexpect
+import ptyprocess
+
+from services import rank as bootstrap
+from services.procs import SshProcess
+
+STDERR_WAIT = 2.0
+"""Seconds to wait for ssh's last words on stderr after it failed."""
+
+
+class SpawnError(Exception):
+    """A rank could not be started: ``rank``, ``host`` (machinefile.Host), ``reason``."""
+
+    def __init__(self, rank, host, reason):
+        self.rank, self.host, self.lineno, self.reason = rank, host, host.lineno, reason
+        super().__init__("rank %d: %s" % (rank, reason))
+
+
+class Interrupted(Exception):
+    """The start was abandoned because dsmexec got a signal."""
+
+
+class _Child(pexpect.spawn):
+    """A pexpect child whose fd 2 is a pipe and whose pty does no output processing."""
+
+    def __init__(self, argv, stderr_w):
+        self._stderr_w = stderr_w
+        super().__init__(argv[0], argv[1:], echo=False, preexec_fn=self._in_child)
+        self.ptyproc.delayafterclose = 0.0
+
+    def _spawnpty(self, args, **kwargs):
+        # ptyprocess closes every fd above 2 before preexec_fn runs: keep ours.
+        return ptyprocess.PtyProcess.spawn(args, pass_fds=(self._stderr_w,), **kwargs)
+
+    def _in_child(self):
+        """After fork, before exec: stderr to the pipe; OPOST off, so '\\n' stays '\\n'.
+
+        Doing it on the pty slave here, before ssh runs, leaves no window in
+        which output could still be translated.
+        """
+        os.dup2(self._stderr_w, 2)
+        attrs = termios.tcgetattr(1)
+        attrs[1] &= ~termios.OPOST
+        termios.tcsetattr(1, termios.TCSANOW, attrs)
+
+
+class Launch:
+    """One ssh rank being started: its rank, machine-file host and child."""
+
+    def __init__(self, rank, host, argv):
+        self.rank, self.host, self.argv = rank, host, argv
+        r, w = os.pipe()
+        try:
+            self.child = _Child(argv, w)
+        except Exception:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self.stderr_fd = r
+        self.output = b""       # stdout seen around the READY marker, for the rank's output
+
+    def error(self, reason, detail=""):
+        """A SpawnError for this rank; reason may use {host} and {line}; detail is appended."""
+        text = reason.format(host=self.host.host, line=self.host.lineno)
+        return SpawnError(self.rank, self.host, text + (": " + detail if detail else ""))
+
+    def fail(self, reason, detail=""):
+        """Close the child, then return the SpawnError to raise."""
+        self.close()
+        return self.error(reason, detail)
+
+    def close(self, wait=0.0):
+        """Close the child, after letting it exit by itself for up to wait seconds."""
+        deadline = time.monotonic() + wait
+        while self.child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.child.close(force=True)
+
+    def stderr_text(self):
+        """What ssh wrote on stderr (waits briefly for the pipe to close)."""
+        data, deadline = b"", time.monotonic() + STDERR_WAIT
+        while time.monotonic() < deadline:
+            if not select.select([self.stderr_fd], [], [], deadline - time.monotonic())[0]:
+                break
+            chunk = os.read(self.stderr_fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace").strip()
+
+
+# ---------------------------------------------------------------- the dialogue
+
+def _ready(launch, secret, timeout):
+    """The bootstrap runs: keep what came around the marker, answer with the secret."""
+    launch.output = launch.child.before + launch.child.buffer
+    launch.child.buffer = b""
+    launch.child.sendline(secret.hex().encode())
+
+
+def _fails_with(reason):
+    """An action that fails the start with a fixed reason."""
+    def action(launch, secret, timeout):
+        raise launch.fail(reason)
+    return action
+
+
+HOST_KEY_UNKNOWN = "host key of {host} is not known (line {line})"
+
+# What ssh's stderr says when it gave up -> what dsmexec says.  First match wins.
+_EOF_CAUSES = [
+    (re.compile(r"Permission denied \("),
+     "permission denied by {host} (line {line}): the key was refused"),
+    (re.compile(r"Could not resolve hostname"), "cannot resolve host {host} (line {line})"),
+    (re.compile(r"Host key verification failed"), HOST_KEY_UNKNOWN),
+    (re.compile(r"Connection refused"), "{host} refused the connection (line {line})"),
+    (re.compile(r"timed out"), "the connection to {host} timed out (line {line})"),
+]
+
+
+def _eof(launch, secret, timeout):
+    """ssh ended before the bootstrap ran: say why, from its stderr and exit status."""
+    said = launch.stderr_text()
+    launch.close(wait=STDERR_WAIT)
+    for pattern, reason in _EOF_CAUSES:
+        if pattern.search(said):
+            raise launch.error(reason)
+    raise launch.error("ssh to {host} (line {line}) ended with status %s before the rank "
+                       "started" % launch.child.exitstatus, said)
+
+
+def _timeout(launch, secret, timeout):
+    raise launch.fail("{host} did not answer within %g s (line {line})" % timeout)
+
+
+def dialogue_table(rank):
+    """(pattern, action) rows for the start of `rank`; expect() picks the first that matches."""
+    marker = re.escape(("%s %d" % (bootstrap.READY, rank)).encode())
+    return [
+        (re.compile(marker + rb"\r?\n"), _ready),
+        (re.compile(rb"\(yes/no(/\[fingerprint\])?\)\?"), _fails_with(HOST_KEY_UNKNOWN)),
+        (re.compile(rb"[Pp]assword:"),
+         _fails_with("{host} asks for a password (line {line}); set up key authentication")),
+        (pexpect.EOF, _eof),
+        (pexpect.TIMEOUT, _timeout),
+    ]
+
+
+def converse(launch, secret, timeout):
+    """Run the dialogue of one launch; return None or raise SpawnError."""
+    table = dialogue_table(launch.rank)
+    index = launch.child.expect([pattern for pattern, _ in table], timeout=timeout)
+    table[index][1](launch, secret, timeout)
+
+
+# ---------------------------------------------------------------- all ranks at once
+
+def start_all(specs, secret, timeout, interrupted=lambda: False):
+    """Start and run every dialogue concurrently; return one SshProcess per spec.
+
+    ``specs`` are (rank, machinefile.Host, ssh argv).  ``interrupted`` is
+    polled while waiting; when it returns true the children are killed and
+    `Interrupted` is raised.  If any rank fails, every child is closed and
+    the SpawnError of the lowest failing rank is raised.
+    """
+    launches, errors = [], {}
+    for rank, host, argv in specs:
+        try:
+            launches.append(Launch(rank, host, argv))
+        except (OSError, pexpect.ExceptionPexpect) as e:
+            errors[rank] = SpawnError(rank, host, "cannot run %s: %s" % (argv[0], e))
+            break
+    threads = [threading.Thread(target=_converse_into, args=(l, secret, timeout, errors),
+                                name="ssh-rank-%d" % l.rank, daemon=True)
+               for l in launches if not errors]
+    for t in threads:
+        t.start()
+    stopped = _join(threads, launches, interrupted)
+    if stopped or errors:
+        for l in launches:
+            l.close()
+            os.close(l.stderr_fd)
+        if stopped:
+            raise Interrupted()
+        raise errors[min(errors)]
+    return [SshProcess(l.child, l.stderr_fd, l.output) for l in launches]
+
+
+def _converse_into(launch, secret, timeout, errors):
+    """Thread body: run one dialogue, file its failure under its rank."""
+    try:
+        converse(launch, secret, timeout)
+    except SpawnError as e:
+        errors[launch.rank] = e
+    except Exception as e:      # a pexpect or OS error is still this rank's failure
+        errors[launch.rank] = launch.fail("ssh to {host} (line {line}) failed", str(e))
+
+
+def _join(threads, launches, interrupted):
+    """Wait for the threads; kill every child if interrupted() says so.  True if it did."""
+    stopped = False
+    for t in threads:
+        while t.is_alive():
+            if not stopped and interrupted():
+                stopped = True
+                for l in launches:
+                    _kill(l.child.pid)
+            t.join(0.05)
+    return stopped
+
+
+def _kill(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

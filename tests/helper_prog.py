@@ -1,0 +1,70 @@
+"""One helper program for the launcher tests: run under dsmexec, it does what a test asks.
+
+    helper_prog.py [--rank-print] [--fail RANK:STATUS] [--exception RANK:MSG]
+                   [--kill RANK:SIGNAL] [--sleep SECONDS] [--lines N]
+                   [--init-no-finalize] [--orphan] [--tag TEXT]
+
+It never imports libdsm: it reads its rank from the bootstrap's context.
+``--tag`` does nothing; it puts a marker in the command line of every rank
+process so a test can find leftovers in /proc.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import services.rank
+from services import wire
+
+
+def rank_of(spec):
+    """'R:VALUE' -> (R, VALUE)."""
+    rank, _, value = spec.partition(":")
+    return int(rank), value
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rank-print", action="store_true")
+    p.add_argument("--fail", type=rank_of)
+    p.add_argument("--exception", type=rank_of)
+    p.add_argument("--kill", type=rank_of)
+    p.add_argument("--sleep", type=float)
+    p.add_argument("--lines", type=int)
+    p.add_argument("--init-no-finalize", action="store_true")
+    p.add_argument("--orphan", action="store_true")
+    p.add_argument("--tag")
+    a = p.parse_args()
+    ctx = services.rank.CONTEXT
+    rank = ctx.rank if ctx else 0
+    if a.rank_print:
+        print("hello from rank %d of %d" % (rank, ctx.size if ctx else 1))
+        print("stderr of rank %d" % rank, file=sys.stderr)
+    if a.lines:
+        for i in range(a.lines):
+            # Long lines, written in pieces, on both streams: none may be split or mixed.
+            body = ("r%d-i%d-" % (rank, i)) * 40
+            sys.stdout.write(body[:100])
+            sys.stdout.write(body[100:] + "|end\n")
+            sys.stderr.write("err " + body + "|end\n")
+    if a.init_no_finalize:
+        ctx.notify(wire.Message.INIT)
+    if a.orphan:
+        # A child that would outlive the rank, tagged like the rank.
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(a.tag)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if a.kill and a.kill[0] == rank:
+        os.kill(os.getpid(), int(a.kill[1]))
+        time.sleep(10)          # the signal is delivered before this ends
+    if a.sleep:
+        print("rank %d sleeping" % rank, flush=True)
+        time.sleep(a.sleep)
+    if a.exception and a.exception[0] == rank:
+        raise RuntimeError(a.exception[1])
+    if a.fail and a.fail[0] == rank:
+        sys.exit(int(a.fail[1]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The pure argv builders (services/spawn.py), and the secret's way into a rank."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from services import procs, spawn, wire
+from services.machinefile import Host
+
+AWKWARD = ["a b", "it's", '"q"', "$HOME", "`id`", "; rm -rf /", "ünï", "", "*", "\\n", "-x"]
+HOST = Host(None, "node2", 3, "node2")
+
+
+def test_repo_root_holds_dsmexec():
+    assert os.path.isfile(os.path.join(spawn.REPO_ROOT, "dsmexec.py"))
+    assert os.path.isabs(spawn.REPO_ROOT)
+
+
+def test_rank_argv():
+    assert spawn.rank_argv("/usr/bin/python3", 2, "127.0.0.1:5000", "prog.py", ["-x", "1"]) == [
+        "/usr/bin/python3", "-u", "-m", "services.rank", "--rank", "2",
+        "--master", "127.0.0.1:5000", "prog.py", "-x", "1"]
+
+
+def test_masters():
+    assert spawn.local_master(4242) == "127.0.0.1:4242"
+    assert spawn.ssh_master(4242) == "ssh:4242"
+
+
+def test_ssh_argv_minimal():
+    argv = spawn.ssh_argv(HOST, ["python", "-V"], cwd="/w")
+    assert argv == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "node2",
+                    "cd /w && exec env python -V"]
+
+
+def test_ssh_argv_with_user_options_identity_and_timeout():
+    argv = spawn.ssh_argv(Host("dsm", "node2", 3, ""), ["p"], options=["Port=2222", "A=b"],
+                          identity="/k/id", connect_timeout=2.5, env={"X": "1"}, cwd="/w")
+    assert argv == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
+                    "-o", "Port=2222", "-o", "A=b", "-i", "/k/id", "-l", "dsm", "node2",
+                    "cd /w && exec env X=1 p"]
+
+
+def test_remote_command_is_one_string_that_a_shell_splits_back():
+    env = {"PYTHONPATH": "/r o/ot", "DSM_V": "a'b"}
+    cmd = spawn.remote_command(["prog", *AWKWARD], env, "/c w'd")
+    assert shlex.split(cmd) == ["cd", "/c w'd", "&&", "exec", "env", "PYTHONPATH=/r o/ot",
+                                "DSM_V=a'b", "prog", *AWKWARD]
+
+
+def test_awkward_args_and_env_survive_a_real_shell(tmp_path):
+    """What sshd does with the string: $SHELL -c STRING.  Run it with sh here."""
+    code = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['DSM_V'], os.getcwd()]))"
+    cmd = spawn.remote_command([sys.executable, "-c", code, *AWKWARD], {"DSM_V": "x $y"},
+                               str(tmp_path))
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(out.stdout) == [AWKWARD, "x $y", str(tmp_path)]
+
+
+def test_only_dsm_variables_are_forwarded():
+    environ = {"DSM_SIZE": "64M", "DSM_DEBUG": "1", "PATH": "/bin", "DSMX": "no", "dsm_x": "no"}
+    assert spawn.forwarded_env(environ) == {"DSM_DEBUG": "1", "DSM_SIZE": "64M"}
+    assert list(spawn.remote_env(environ, "/repo").items()) == [
+        ("PYTHONPATH", "/repo"), ("PYTHONUNBUFFERED", "1"), ("DSM_DEBUG", "1"), ("DSM_SIZE", "64M")]
+
+
+def test_dsm_variables_land_in_the_ssh_command():
+    argv = spawn.ssh_argv(HOST, ["p"], env=spawn.remote_env({"DSM_HOLD_US": "20"}, "/repo"),
+                          cwd="/w")
+    assert argv[-1] == "cd /w && exec env PYTHONPATH=/repo PYTHONUNBUFFERED=1 DSM_HOLD_US=20 p"
+
+
+def test_local_env_prepends_the_repo_root():
+    env = spawn.local_env({"PYTHONPATH": "/old", "DSM_A": "1", "HOME": "/h"}, "/repo")
+    assert env == {"PYTHONPATH": "/repo" + os.pathsep + "/old", "DSM_A": "1", "HOME": "/h",
+                   "PYTHONUNBUFFERED": "1"}
+    assert spawn.local_env({}, "/repo")["PYTHONPATH"] == "/repo"
+
+
+def test_the_secret_reaches_a_local_rank_on_stdin_only(tmp_path):
+    secret = wire.new_secret()
+    code = ("import os, sys; print(repr(sys.argv)); print(repr(dict(os.environ)));"
+            "print(sys.stdin.readline().strip()); print(repr(sys.stdin.read()))")
+    argv = spawn.rank_argv(sys.executable, 0, "127.0.0.1:1", "prog.py", [])[:1] + ["-c", code]
+    p = procs.LocalProcess(argv, spawn.local_env(os.environ), str(tmp_path), secret)
+    out = b""
+    while True:
+        chunk = os.read(p.stdout_fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    procs.reap([p])
+    p.close()
+    assert p.status == 0
+    shown_argv, shown_env, line, rest = out.decode().splitlines()
+    assert secret.hex() not in shown_argv and secret.hex() not in shown_env
+    assert line == secret.hex()
+    assert rest == "''"             # stdin was closed after the secret
