@@ -156,6 +156,37 @@ class Dsm:
         self._entry()
         return self._heap.malloc(nbytes, align)
 
+    def prefetch(self, obj, write=False):
+        """Fetch the pages under obj now, in bulk, instead of one fault per
+        page: for reading, or (write=True) for writing.  obj is an
+        Allocation, a Region, an array on the region, or (offset, nbytes)."""
+        self._entry()
+        offset, nbytes = self._span(obj)
+        if nbytes:
+            first = offset // self.page_size
+            last = (offset + nbytes - 1) // self.page_size
+            _binding.prefetch(first, last - first + 1, write)
+
+    def _span(self, obj):
+        """(offset, nbytes) of something on the region."""
+        if isinstance(obj, Allocation):
+            span = obj.offset, obj.nbytes
+        elif isinstance(obj, Region):
+            span = obj.offset, obj.size
+        elif isinstance(obj, tuple):
+            span = obj
+        elif hasattr(obj, "__array_interface__"):
+            lo = hi = obj.__array_interface__["data"][0]
+            for n, stride in zip(obj.shape, obj.strides):
+                lo, hi = lo + min(0, (n - 1) * stride), hi + max(0, (n - 1) * stride)
+            span = lo - self.base, hi + obj.itemsize - lo if obj.size else 0
+        else:
+            raise TypeError("prefetch takes an Allocation, a Region, an array or "
+                            "(offset, nbytes), got %s" % type(obj).__name__)
+        if span[0] < 0 or span[1] < 0 or span[0] + span[1] > self.nbytes:
+            raise ValueError("%r is not inside the region" % (span,))
+        return span
+
     def free(self, obj):
         """Give back an Allocation, or an array made by `array()`."""
         self._entry()
@@ -323,7 +354,8 @@ def init(**options):
     if not faulthandler.is_enabled():
         faulthandler.enable()
     _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],
-                   cfg["locks"] + SYS_LOCKS, ctx.master.fileno() if ctx else -1, fds,
+                   cfg["locks"] + SYS_LOCKS, cfg["readahead"], ctx.master.fileno() if ctx else -1,
+                   fds,
                    cfg["debug"], host)
     _instance = Dsm(ctx, cfg)
     if ctx:

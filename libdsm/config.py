@@ -5,6 +5,7 @@ DSM_SIZE             region bytes; suffixes K, M, G (default 64M)
 DSM_BASE             fixed address of the region (default 0x200000000000)
 DSM_BLOCK_PAGES      pages per round-robin block (default: npages // 4096, at least 1)
 DSM_LOCKS            number of locks for dsm.lock() (default 4096)
+DSM_READAHEAD        most pages a sequential read fault fetches; 1 turns it off (64)
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
 DSM_DEBUG            trace protocol messages to stderr when set to 1
@@ -19,6 +20,7 @@ DEFAULTS = {
     "block_pages": None,
     "hold_us": 50,
     "locks": 4096,
+    "readahead": 64,
     "connect_timeout": 30.0,
     "debug": False,
 }
@@ -39,6 +41,7 @@ _PARSERS = {
     "block_pages": ("DSM_BLOCK_PAGES", int),
     "hold_us": ("DSM_HOLD_US", int),
     "locks": ("DSM_LOCKS", int),
+    "readahead": ("DSM_READAHEAD", int),
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
 }
@@ -72,6 +75,8 @@ def resolve(page_size, environ=None, **given):
         raise ConfigError("DSM_BLOCK_PAGES must be at least 1, got %d" % cfg["block_pages"])
     if not 1 <= cfg["locks"] <= 1 << 24:
         raise ConfigError("DSM_LOCKS must be 1..%d, got %d" % (1 << 24, cfg["locks"]))
+    if not 1 <= cfg["readahead"] <= 4096:
+        raise ConfigError("DSM_READAHEAD must be 1..4096, got %d" % cfg["readahead"])
     if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:
         raise ConfigError("DSM_HOLD_US must be >= 0 and DSM_CONNECT_TIMEOUT > 0")
     return cfg

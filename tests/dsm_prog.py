@@ -155,6 +155,41 @@ def messages(dsm, a):
     dsm.barrier()
 
 
+def streaming(dsm, a):
+    """Rank 1 reads 4 MiB rank 0 wrote: read-ahead makes few faults; after
+    dsm.prefetch, reading or writing makes none."""
+    import numpy as np
+    arrs = [dsm.array(1 << 19, "int64") for _ in range(3)]
+    if dsm.rank == 0:
+        for i, arr in enumerate(arrs):
+            arr[:] = np.arange(arr.size) * (i + 1)
+    dsm.barrier()
+    if dsm.rank == 1:
+        s0 = dsm.stats()
+        ok = all(int(arr.sum()) == (i + 1) * arr.size * (arr.size - 1) // 2
+                 for i, arr in enumerate(arrs[:1]))
+        s1 = dsm.stats()
+        dsm.prefetch(arrs[1])
+        s2 = dsm.stats()
+        arrs[1].sum()
+        s3 = dsm.stats()
+        dsm.prefetch(arrs[2], write=True)
+        s4 = dsm.stats()
+        arrs[2][:] = 5
+        s5 = dsm.stats()
+
+        def faults(x, y):
+            return (y["read_faults"] + y["write_faults"]) - (x["read_faults"] + x["write_faults"])
+        print("streaming pages=%d ok=%d seq_faults=%d prefetched=%d after_prefetch_faults=%d "
+              "after_write_prefetch_faults=%d" % (
+                  arrs[0].nbytes // dsm.page_size, ok, faults(s0, s1),
+                  s1["pages_prefetched"] - s0["pages_prefetched"], faults(s2, s3),
+                  faults(s4, s5)))
+    dsm.barrier()
+    if dsm.rank == 0:
+        print("streaming writes seen=%d" % int((arrs[2] == 5).all()))
+
+
 def bcast_values(dsm, a):
     """Every rank is root once, with values of several kinds."""
     import numpy as np
@@ -242,7 +277,7 @@ def api_errors(dsm, a):
 
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
-                                     messages, bcast_values, malloc_disjoint, lock_invariant,
+                                     messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
                                      api_errors)}
 
 

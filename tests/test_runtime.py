@@ -45,7 +45,8 @@ def test_coherence(tmp_path, n, scenario, args, expect):
 def test_messages_per_fault_do_not_grow_with_ranks(tmp_path):
     per_fault = {}
     for n in (2, 4):
-        p = run(tmp_path, n, DSM_PROG, "messages", "--rounds", "100")
+        p = run(tmp_path, n, DSM_PROG, "messages", "--rounds", "100",
+                env={"DSM_READAHEAD": "1"})         # one fault, one page
         assert p.returncode == 0, p.stderr
         faults, sent = map(int, re.search(r"faults=(\d+) sent=(\d+)", p.stdout).groups())
         assert faults == 200            # a read then a write fault per page
@@ -131,3 +132,14 @@ def test_address_in_use_is_a_clear_error():
                        timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "refused:" in p.stdout and "already in use" in p.stdout
+
+
+def test_read_ahead_and_prefetch(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "streaming")
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"streaming pages=(\d+) ok=1 seq_faults=(\d+) prefetched=(\d+) "
+                  r"after_prefetch_faults=0 after_write_prefetch_faults=0", p.stdout)
+    assert m, p.stdout
+    pages, faults, prefetched = map(int, m.groups())
+    assert faults < pages / 8                   # read-ahead grew to many pages a fault
+    assert faults + prefetched >= pages

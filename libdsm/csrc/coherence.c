@@ -65,19 +65,29 @@ static void home_complete(uint64_t page, int mode, int origin);
 
 /* ---------------------------------------------------------- requester */
 
-/* Ask the page's home for it (caller holds st.mu, which this may drop and
- * retake).  A remote home gets the DSM_REQ straight from this thread; our
- * own home logic runs in the comm thread, so a local one is posted there.
+/* Does the page allow the access already? */
+static int satisfied(uint64_t page, int write)
+{
+    int prot = st.pages[page].prot;
+    return prot == DSM_PROT_RW || (!write && prot == DSM_PROT_READ);
+}
+
+/* Ask the home for pages [page, page + n), all in one home block, and mark
+ * them pending (caller holds st.mu, which this may drop and retake).  A
+ * remote home gets the DSM_REQ straight from this thread; our own home
+ * logic runs in the comm thread, so a local one is posted there.
  * Returns 1 if st.mu was dropped (the state must be looked at again). */
-static int request(uint64_t page, struct page *pg, int write)
+static int send_run(uint64_t page, uint64_t n, int write)
 {
     uint8_t mode = write ? MODE_WRITE : MODE_READ;
     int home = page_home(page);
-    struct msg m = { .type = DSM_REQ, .mode = mode, .origin = (uint16_t)st.rank, .page = page };
+    struct msg m = { .type = DSM_REQ, .mode = mode, .origin = (uint16_t)st.rank, .page = page,
+                     .arg = n };
+    uint64_t i;
     if (home == st.rank && comm_post(&m) != DSM_OK)
         return 0;   /* the ring is full: wait for the comm thread to drain it */
-    pg->pending = mode;
-    *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
+    for (i = 0; i < n; i++)
+        st.pages[page + i].pending = mode;
     if (home == st.rank)
         return 0;
     pthread_mutex_unlock(&st.mu);
@@ -86,15 +96,51 @@ static int request(uint64_t page, struct page *pg, int write)
     return 1;
 }
 
+/* Request up to `want` pages from `page` on: the run stops at the first
+ * page that is already good enough or pending, and goes out as one DSM_REQ
+ * per home block.  Caller holds st.mu; returns 1 if it was dropped. */
+static int request_run(uint64_t page, uint64_t want, int write)
+{
+    uint64_t n = 1, cut;
+    int dropped = 0;
+    while (n < want && page + n < st.npages && !st.pages[page + n].pending &&
+           !satisfied(page + n, write))
+        n++;
+    st.stats.pages_prefetched += n - 1;
+    while (n) {
+        cut = (page / st.block + 1) * st.block - page;    /* to the block's end */
+        cut = cut < n ? cut : n;
+        dropped |= send_run(page, cut, write);
+        page += cut;
+        n -= cut;
+    }
+    return dropped;
+}
+
+/* A fault's request.  Reads that keep running into the page after the last
+ * run fetch twice as many pages each time, up to the read-ahead limit. */
+static int request(uint64_t page, int write)
+{
+    static uint64_t next_expected = UINT64_MAX;
+    static uint64_t window = 1;
+    *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
+    if (write)
+        return request_run(page, 1, 1);
+    window = page == next_expected ? window * 2 : 1;
+    if (window > st.readahead)
+        window = st.readahead;
+    next_expected = page + window;
+    return request_run(page, window, 0);
+}
+
 /* Block the faulting thread until the page allows the access.  Runs inside
  * the SIGSEGV handler: it only takes st.mu (never held by a thread that can
  * fault on the region) and posts a request to the comm thread. */
 void coh_fault(uint64_t page, int write)
 {
-    struct page *pg = &st.pages[page];
     pthread_mutex_lock(&st.mu);
     for (;;) {
-        if (pg->prot == DSM_PROT_RW || (!write && pg->prot == DSM_PROT_READ))
+        if (satisfied(page, write))
             break;
         if (st.failed) {
             pthread_mutex_unlock(&st.mu);
@@ -105,11 +151,42 @@ void coh_fault(uint64_t page, int write)
             dsm_panic("page %llu touched %s", (unsigned long long)page,
                       st.phase == PHASE_FINISHED ? "after finalize()" : "before init()");
         }
-        if (!pg->pending && request(page, pg, write))
+        if (!st.pages[page].pending && request(page, write))
             continue;
         pthread_cond_wait(&st.cv, &st.mu);
     }
     pthread_mutex_unlock(&st.mu);
+}
+
+/* Fetch pages [first, first + n) for reading or writing and wait for them:
+ * the bulk form of a fault, with no signal per page. */
+int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
+{
+    uint64_t p;
+    int rc;
+    if ((rc = dsm_running(err)))
+        return rc;
+    if (first >= st.npages || n > st.npages - first) {
+        dsm_err(err, "pages %llu..%llu are outside the region's %llu pages",
+                (unsigned long long)first, (unsigned long long)(first + n),
+                (unsigned long long)st.npages);
+        return DSM_EINVAL;
+    }
+    pthread_mutex_lock(&st.mu);
+    for (p = first; p < first + n && !st.failed; p++)
+        if (!satisfied(p, write) && !st.pages[p].pending)
+            request_run(p, first + n - p, write);
+    for (p = first; p < first + n && !st.failed; ) {
+        if (satisfied(p, write))
+            p++;
+        else if (st.pages[p].pending || !request_run(p, first + n - p, write))
+            pthread_cond_wait(&st.cv, &st.mu);
+    }
+    rc = st.failed ? DSM_EPEER : DSM_OK;
+    if (rc)
+        dsm_err(err, "%s", st.failure);
+    pthread_mutex_unlock(&st.mu);
+    return rc;
 }
 
 /* DSM_PAGE: install the data (if any) through the read/write view, then
@@ -229,22 +306,37 @@ static void home_start(uint64_t page, int origin, int mode)
         write_proceed(d, page);
 }
 
-static void on_req(const struct msg *m)
+/* A fault on one page reaches its home: serve it now, or queue it behind
+ * the one being served. */
+static void home_request(uint64_t page, int origin, int mode)
 {
     struct waiter *w;
-    if (!dir_of(m->page)->busy) {
-        home_start(m->page, m->origin, m->mode);
+    if (!dir_of(page)->busy) {
+        home_start(page, origin, mode);
         return;
     }
     w = malloc(sizeof *w);
     if (!w) {
-        comm_fail("out of memory queueing a request for page %llu",
-                  (unsigned long long)m->page);
+        comm_fail("out of memory queueing a request for page %llu", (unsigned long long)page);
         return;
     }
-    *w = (struct waiter){ m->page, m->origin, m->mode, NULL };
+    *w = (struct waiter){ page, (uint16_t)origin, (uint8_t)mode, NULL };
     *wait_tail = w;
     wait_tail = &w->next;
+}
+
+/* DSM_REQ: `arg` pages from `page` on, all in one of our blocks. */
+static void on_req(const struct msg *m)
+{
+    uint64_t i, n = m->arg ? m->arg : 1;
+    if (n > st.npages - m->page || page_home(m->page) != st.rank ||
+        m->page / st.block != (m->page + n - 1) / st.block) {
+        comm_fail("protocol error: DSM_REQ from rank %d for %llu pages at %llu, not one of "
+                  "our blocks", m->from, (unsigned long long)n, (unsigned long long)m->page);
+        return;
+    }
+    for (i = 0; i < n; i++)
+        home_request(m->page + i, m->origin, m->mode);
 }
 
 /* Serve the oldest fault that waited for this page, if any. */

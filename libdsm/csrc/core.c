@@ -140,6 +140,7 @@ int dsm_start(const struct dsm_config *c, const int *peer_fds, char *err)
     st.npages = c->size / st.page_size;
     st.block = c->block_pages;
     st.hold_ns = (uint64_t)c->hold_us * 1000;
+    st.readahead = c->readahead ? c->readahead : 1;
     st.master_fd = c->master_fd;
     if ((st.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         dsm_err(err, "eventfd: %s", strerror(errno));

@@ -28,6 +28,7 @@ struct dsm_config {
     uint32_t block_pages;  /* block-cyclic unit of the round-robin homes */
     uint32_t hold_us;      /* how long a received page is kept before it is given away */
     uint32_t nlocks;       /* locks 0 .. nlocks - 1 exist */
+    uint32_t readahead;    /* most pages a sequential read fault fetches (1: off) */
     int rank;
     int nranks;
     int master_fd;         /* connection to dsmexec, watched for close; -1 if none */
@@ -42,6 +43,7 @@ struct dsm_stats {
     uint64_t pages_sent;      /* DSM_PAGE messages that carried data */
     uint64_t invalidations;   /* copies this rank dropped on DSM_INV */
     uint64_t deferred;        /* requests held back by the hold window */
+    uint64_t pages_prefetched;/* pages requested beyond the faulting one */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
 };
@@ -53,6 +55,10 @@ uint64_t dsm_page_size(void);
  * peer_fds[r] is the connected socket to rank r (ignored for r == rank);
  * the core owns them from here on. */
 int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err);
+
+/* Fetch pages [first, first + n) for reading (write = 0) or writing, and
+ * wait until they are all here. */
+int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err);
 
 /* Collective: return when every rank has called it.  Ranks that call
  * different collectives get DSM_ECOLL instead of a hang. */

@@ -47,6 +47,7 @@ struct dsm_state {
     int rank, nranks, debug;
     uint64_t base, size, npages, page_size, block;
     uint64_t hold_ns;
+    uint64_t readahead;         /* most pages one read fault asks for */
     int master_fd;
 
     /* region.c */
