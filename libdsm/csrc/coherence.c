@@ -98,14 +98,16 @@ static int send_run(uint64_t page, uint64_t n, int write)
 
 /* Request up to `want` pages from `page` on: the run stops at the first
  * page that is already good enough or pending, and goes out as one DSM_REQ
- * per home block.  Caller holds st.mu; returns 1 if it was dropped. */
-static int request_run(uint64_t page, uint64_t want, int write)
+ * per home block.  Caller holds st.mu; returns 1 if it was dropped.  *got
+ * receives the length of the run. */
+static int request_run(uint64_t page, uint64_t want, int write, uint64_t *got)
 {
     uint64_t n = 1, cut;
     int dropped = 0;
     while (n < want && page + n < st.npages && !st.pages[page + n].pending &&
            !satisfied(page + n, write))
         n++;
+    *got = n;
     st.stats.pages_prefetched += n - 1;
     while (n) {
         cut = (page / st.block + 1) * st.block - page;    /* to the block's end */
@@ -117,20 +119,27 @@ static int request_run(uint64_t page, uint64_t want, int write)
     return dropped;
 }
 
-/* A fault's request.  Reads that keep running into the page after the last
- * run fetch twice as many pages each time, up to the read-ahead limit. */
+/* A fault's request.  Reads that keep running into the page just past the
+ * last run, upwards or downwards (memmove copies large buffers backwards),
+ * fetch twice as many pages each time, up to the read-ahead limit. */
 static int request(uint64_t page, int write)
 {
-    static uint64_t next_expected = UINT64_MAX;
-    static uint64_t window = 1;
+    static uint64_t up_next = UINT64_MAX, down_next = UINT64_MAX, window = 1;
+    uint64_t start = page, n;
+    int down = page == down_next, dropped;
     *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
     if (write)
-        return request_run(page, 1, 1);
-    window = page == next_expected ? window * 2 : 1;
+        return request_run(page, 1, 1, &n);
+    window = page == up_next || down ? window * 2 : 1;
     if (window > st.readahead)
         window = st.readahead;
-    next_expected = page + window;
-    return request_run(page, window, 0);
+    while (down && page - start + 1 < window && start > 0 && !st.pages[start - 1].pending &&
+           !satisfied(start - 1, 0))
+        start--;
+    dropped = request_run(start, down ? page - start + 1 : window, 0, &n);
+    up_next = start + n;
+    down_next = start ? start - 1 : UINT64_MAX;
+    return dropped;
 }
 
 /* Block the faulting thread until the page allows the access.  Runs inside
@@ -173,13 +182,14 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
         return DSM_EINVAL;
     }
     pthread_mutex_lock(&st.mu);
+    uint64_t got;
     for (p = first; p < first + n && !st.failed; p++)
         if (!satisfied(p, write) && !st.pages[p].pending)
-            request_run(p, first + n - p, write);
+            request_run(p, first + n - p, write, &got);
     for (p = first; p < first + n && !st.failed; ) {
         if (satisfied(p, write))
             p++;
-        else if (st.pages[p].pending || !request_run(p, first + n - p, write))
+        else if (st.pages[p].pending || !request_run(p, first + n - p, write, &got))
             pthread_cond_wait(&st.cv, &st.mu);
     }
     rc = st.failed ? DSM_EPEER : DSM_OK;
@@ -189,23 +199,60 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
     return rc;
 }
 
-/* DSM_PAGE: install the data (if any) through the read/write view, then
- * open the application view, wake the faulting threads, tell the home. */
-static void on_page(const struct msg *m, const unsigned char *payload)
+/* Pages received but not yet opened to the application (comm thread only):
+ * a burst of DSM_PAGEs is installed with one mprotect per run. */
+#define INSTALL_MAX 512
+static struct install {
+    uint64_t page;
+    uint8_t prot;
+    uint8_t confirm;            /* send DSM_UPDATE to the home */
+} installs[INSTALL_MAX];
+static unsigned n_installs;
+
+/* Open the received pages, wake the faulting threads, confirm to the homes. */
+static void flush_installs(void)
 {
-    struct msg up = { .type = DSM_UPDATE, .mode = m->mode, .origin = (uint16_t)st.rank,
-                      .page = m->page };
-    if (payload)
-        memcpy(st.rw + m->page * st.page_size, payload, st.page_size);
-    if (region_set_prot(m->page, m->mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ))
+    unsigned i, j;
+    uint64_t now = now_ns();
+    if (!n_installs)
         return;
-    st.pages[m->page].installed_ns = now_ns();
+    for (i = 0; i < n_installs; i = j) {
+        for (j = i + 1; j < n_installs && installs[j].page == installs[j - 1].page + 1 &&
+             installs[j].prot == installs[i].prot; j++)
+            ;
+        if (region_set_prot(installs[i].page, j - i, installs[i].prot)) {
+            n_installs = 0;
+            return;
+        }
+    }
     pthread_mutex_lock(&st.mu);
-    st.pages[m->page].pending = 0;
+    for (i = 0; i < n_installs; i++) {
+        st.pages[installs[i].page].installed_ns = now;
+        st.pages[installs[i].page].pending = 0;
+    }
     pthread_cond_broadcast(&st.cv);
     pthread_mutex_unlock(&st.mu);
-    if (m->arg & PAGE_NEEDS_UPDATE)
-        comm_send(page_home(m->page), &up, NULL, 0);
+    for (i = 0; i < n_installs; i++) {
+        struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)st.rank,
+                          .page = installs[i].page,
+                          .mode = installs[i].prot == DSM_PROT_RW ? MODE_WRITE : MODE_READ };
+        if (installs[i].confirm)
+            comm_send(page_home(installs[i].page), &up, NULL, 0);
+    }
+    n_installs = 0;
+}
+
+/* DSM_PAGE: copy the data (if any) in through the read/write view; the
+ * page opens at the next coh_flush, before any other message is handled. */
+static void on_page(const struct msg *m, const unsigned char *payload)
+{
+    if (payload)
+        memcpy(st.rw + m->page * st.page_size, payload, st.page_size);
+    installs[n_installs++] = (struct install){
+        m->page, m->mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
+        (m->arg & PAGE_NEEDS_UPDATE) != 0 };
+    if (n_installs == INSTALL_MAX)
+        flush_installs();
 }
 
 /* ---------------------------------------------------------- owner, holder */
@@ -236,11 +283,40 @@ static void send_page(uint64_t page, int mode, int origin, const void *data)
         home_complete(page, mode, origin);
 }
 
-/* DSM_FWD: serve the page to the requester and downgrade our copy first,
- * so the data cannot change after it is read from the read/write view. */
+/* Pages this rank serves, batched like installs: a run of DSM_FWDs is
+ * downgraded with one mprotect per run before any data is read. */
+static struct serve {
+    uint64_t page;
+    uint8_t prot;               /* what we keep: READ, or NONE for a writer */
+    uint8_t mode;
+    uint8_t data;               /* send the data (else the requester has it) */
+    uint16_t origin;
+} serves[INSTALL_MAX];
+static unsigned n_serves;
+
+/* Downgrade our copies first, so the data cannot change after it is read
+ * from the read/write view, then send the pages. */
+static void flush_serves(void)
+{
+    unsigned i, j;
+    for (i = 0; i < n_serves; i = j) {
+        for (j = i + 1; j < n_serves && serves[j].page == serves[j - 1].page + 1 &&
+             serves[j].prot == serves[i].prot; j++)
+            ;
+        if (region_set_prot(serves[i].page, j - i, serves[i].prot)) {
+            n_serves = 0;
+            return;
+        }
+    }
+    for (i = 0; i < n_serves; i++)
+        send_page(serves[i].page, serves[i].mode, serves[i].origin,
+                  serves[i].data ? st.rw + serves[i].page * st.page_size : NULL);
+    n_serves = 0;
+}
+
+/* DSM_FWD: serve the page to the requester (at the next flush). */
 static void on_fwd(const struct msg *m)
 {
-    int send_data = !(m->arg & FWD_NODATA);
     if (held(m))
         return;
     if (st.pages[m->page].prot == DSM_PROT_NONE) {
@@ -248,9 +324,11 @@ static void on_fwd(const struct msg *m)
                   (unsigned long long)m->page);
         return;
     }
-    if (region_set_prot(m->page, m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ))
-        return;
-    send_page(m->page, m->mode, m->origin, send_data ? st.rw + m->page * st.page_size : NULL);
+    if (n_serves == INSTALL_MAX)
+        flush_serves();
+    serves[n_serves++] = (struct serve){
+        m->page, m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ, m->mode,
+        !(m->arg & FWD_NODATA), m->origin };
 }
 
 /* DSM_INV: drop our read copy and acknowledge to the home. */
@@ -259,7 +337,7 @@ static void on_inv(const struct msg *m)
     struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .page = m->page };
     if (held(m))
         return;
-    if (region_set_prot(m->page, DSM_PROT_NONE))
+    if (region_set_prot(m->page, 1, DSM_PROT_NONE))
         return;
     st.stats.invalidations++;
     comm_send(m->from, &ack, NULL, 0);
@@ -380,6 +458,16 @@ static void on_inv_ack(const struct msg *m)
     struct dir *d = dir_of(m->page);
     if (d->acks && --d->acks == 0)
         write_proceed(d, m->page);
+}
+
+/* Make batched work take effect, except that on messages of `type` (which
+ * may keep batching): every other message must see it done. */
+void coh_flush(int type)
+{
+    if (type != DSM_PAGE)
+        flush_installs();
+    if (type != DSM_FWD)
+        flush_serves();
 }
 
 /* Run one protocol message (comm thread). */

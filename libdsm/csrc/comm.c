@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include "internal.h"
 
-#define RX_CHUNK 65536
+#define RX_CHUNK (256 * 1024)
 
 struct buf {
     unsigned char *data;
@@ -107,10 +107,12 @@ int comm_post(const struct msg *m)
     return DSM_OK;
 }
 
-/* Send to a peer: straight onto the socket when nothing is queued before
- * it, the rest into the outbox that the comm thread flushes on POLLOUT.
- * Returns 1 if something was left in the outbox. */
-static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len)
+/* Send to a peer.  `now`: straight onto the socket when nothing is queued
+ * before it (application threads, to save a hand-off).  Otherwise, and for
+ * what did not fit, into the outbox, which the comm thread flushes at the
+ * end of each round of events, so that a burst of pages leaves in a few
+ * large writes.  Returns 1 if something is left in the outbox. */
+static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len, int now)
 {
     unsigned char hdr[MSG_WIRE_SIZE];
     struct peer *p = &peers[dst];
@@ -126,7 +128,8 @@ static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len)
         comm_fail("cannot send %s to rank %d: its connection is closed", msg_name(m->type), dst);
         return 0;
     }
-    if (p->tx.off == p->tx.len && (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
+    if (now && p->tx.off == p->tx.len &&
+        (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
         pthread_mutex_unlock(&p->txmu);
         comm_fail("send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
         return 0;
@@ -147,7 +150,7 @@ static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len)
 void comm_send(int dst, struct msg *m, const void *payload, uint32_t len)
 {
     if (dst != st.rank) {
-        peer_send(dst, m, payload, len);
+        peer_send(dst, m, payload, len, 0);
         return;
     }
     if (selfq_len == selfq_cap) {
@@ -179,7 +182,7 @@ int comm_send_app(int dst, struct msg *m, const void *payload, uint32_t len)
         pthread_mutex_unlock(&st.mu);
         return rc == DSM_ESTATE ? DSM_EPEER : rc;
     }
-    if (peer_send(dst, m, payload, len) && write(st.evfd, &one, sizeof one) < 0 &&
+    if (peer_send(dst, m, payload, len, 1) && write(st.evfd, &one, sizeof one) < 0 &&
         errno != EAGAIN)
         comm_fail("write of the wake-up eventfd: %s", strerror(errno));
     return st.failed ? DSM_EPEER : DSM_OK;
@@ -245,6 +248,7 @@ static void finalize_progress(void)
 
 static void dispatch(const struct msg *m, const unsigned char *payload)
 {
+    coh_flush(m->type);     /* batched work on other messages takes effect first */
     switch (m->type) {
     case DSM_REQ: case DSM_FWD: case DSM_PAGE: case DSM_UPDATE: case DSM_INV:
     case DSM_INV_ACK:
@@ -263,7 +267,8 @@ static void dispatch(const struct msg *m, const unsigned char *payload)
     }
 }
 
-static void drain_self(void)
+/* Dispatch the messages to ourselves; how many there were. */
+static size_t drain_self(void)
 {
     size_t i;
     for (i = 0; i < selfq_len; i++) {
@@ -271,6 +276,16 @@ static void drain_self(void)
         dispatch(&m, NULL);
     }
     selfq_len = 0;
+    return i;
+}
+
+/* End of a round of events: make batched work take effect and handle what
+ * it sent to ourselves, until nothing is left. */
+static void settle(void)
+{
+    do
+        coh_flush(0);
+    while (drain_self());
 }
 
 /* Take the messages application threads posted to us. */
@@ -358,10 +373,15 @@ static void on_readable(int r, struct peer *p)
         p->rx.off = p->rx.len = 0;
 }
 
-static void on_writable(int r, struct peer *p)
+/* Write as much of a peer's outbox as the socket takes. */
+static void flush_peer(int r, struct peer *p)
 {
     ssize_t n;
     pthread_mutex_lock(&p->txmu);
+    if (p->tx.off == p->tx.len || p->shut) {
+        pthread_mutex_unlock(&p->txmu);
+        return;
+    }
     do {
         n = send(p->fd, p->tx.data + p->tx.off, p->tx.len - p->tx.off,
                  MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -423,12 +443,14 @@ static void *comm_main(void *arg)
             drain_ring();
         for (r = 0; r < n; r++) {
             short ev = fds[2 + r].fd < 0 ? 0 : fds[2 + r].revents;
-            if (ev & POLLOUT)
-                on_writable(r, &peers[r]);
             if (ev & (POLLIN | POLLHUP | POLLERR))
                 on_readable(r, &peers[r]);
         }
         run_deferred();
+        settle();
+        for (r = 0; r < n; r++)
+            if (r != st.rank)
+                flush_peer(r, &peers[r]);
         finalize_progress();
     }
     for (r = 0; r < n; r++)

@@ -89,7 +89,7 @@ int dsm_running(char *err);
 
 /* region.c */
 int region_map(char *err);
-int region_set_prot(uint64_t page, int prot);     /* comm thread only */
+int region_set_prot(uint64_t first, uint64_t n, int prot);   /* comm thread only */
 static inline int page_home(uint64_t page)
 {
     return (int)((page / st.block) % (uint64_t)st.nranks);
@@ -103,6 +103,7 @@ int fault_ensure(void);
 int coh_init(char *err);
 void coh_fault(uint64_t page, int write);         /* application thread */
 void coh_dispatch(const struct msg *m, const unsigned char *payload);
+void coh_flush(int type);   /* batched work not of this message type takes effect */
 
 /* sync.c */
 int sync_init(uint32_t nlocks, char *err);

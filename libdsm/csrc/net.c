@@ -57,16 +57,21 @@ void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m)
     m->arg = be64toh(arg);
 }
 
-/* Make a connected peer socket non-blocking, with Nagle off. */
+#define SOCKET_BUFFER (4 << 20)     /* a burst of read-ahead pages fits */
+
+/* Make a connected peer socket non-blocking, with Nagle off and buffers
+ * big enough for a burst of pages. */
 int net_prepare(int fd, char *err)
 {
-    int one = 1, flags = fcntl(fd, F_GETFL);
+    int one = 1, flags = fcntl(fd, F_GETFL), bufsize = SOCKET_BUFFER;
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
         dsm_err(err, "fcntl(O_NONBLOCK) on fd %d: %s", fd, strerror(errno));
         return DSM_ESYS;
     }
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
-        dsm_err(err, "setsockopt(TCP_NODELAY) on fd %d: %s", fd, strerror(errno));
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize) < 0) {
+        dsm_err(err, "setsockopt on fd %d: %s", fd, strerror(errno));
         return DSM_ESYS;
     }
     return DSM_OK;

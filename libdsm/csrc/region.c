@@ -129,41 +129,52 @@ int region_map(char *err)
     return apply_initial(err);
 }
 
-/* Boundaries between page i and its neighbours if page i had prot p. */
-static int edges(uint64_t i, int p)
+/* Protection boundaries among pages first - 1 .. first + n. */
+static uint64_t edges(uint64_t first, uint64_t n)
 {
-    int n = 0;
-    if (i > 0)
-        n += st.pages[i - 1].prot != p;
-    if (i + 1 < st.npages)
-        n += st.pages[i + 1].prot != p;
-    return n;
+    uint64_t i, e = 0, end = first + n < st.npages ? first + n : st.npages - 1;
+    for (i = first ? first : 1; i <= end; i++)
+        e += st.pages[i - 1].prot != st.pages[i].prot;
+    return e;
 }
 
-/* Change one page's protection (comm thread only).  Refuses, with a clear
- * failure, a change that would need more mappings than the budget: an
- * mprotect ENOMEM inside the protocol would be unrecoverable. */
-int region_set_prot(uint64_t page, int prot)
+/* The same if pages first .. first + n - 1 all had prot p. */
+static uint64_t edges_if(uint64_t first, uint64_t n, int p)
 {
-    int old = st.pages[page].prot;
-    uint64_t runs;
-    if (old == prot)
+    uint64_t e = 0;
+    if (first > 0)
+        e += st.pages[first - 1].prot != p;
+    if (first + n < st.npages)
+        e += st.pages[first + n].prot != p;
+    return e;
+}
+
+/* Give pages [first, first + n) one protection (comm thread only), with one
+ * mprotect.  Refuses, with a clear failure, a change that would need more
+ * mappings than the budget: an mprotect ENOMEM inside the protocol would be
+ * unrecoverable. */
+int region_set_prot(uint64_t first, uint64_t n, int prot)
+{
+    uint64_t runs, i;
+    if (n == 1 && st.pages[first].prot == prot)
         return DSM_OK;
-    runs = st.runs - (uint64_t)edges(page, old) + (uint64_t)edges(page, prot);
+    runs = st.runs - edges(first, n) + edges_if(first, n, prot);
     if (runs > st.run_budget) {
         comm_fail("page %llu: the region would need %llu mappings, over the %llu that "
                   "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
-                  "vm.max_map_count", (unsigned long long)page,
+                  "vm.max_map_count", (unsigned long long)first,
                   (unsigned long long)runs, (unsigned long long)st.run_budget);
         return DSM_ELIMIT;
     }
-    if (mprotect(st.app + page * st.page_size, st.page_size, mprot[prot])) {
-        comm_fail("page %llu: mprotect: %s", (unsigned long long)page, strerror(errno));
+    if (mprotect(st.app + first * st.page_size, n * st.page_size, mprot[prot])) {
+        comm_fail("pages %llu..%llu: mprotect: %s", (unsigned long long)first,
+                  (unsigned long long)(first + n - 1), strerror(errno));
         return DSM_ESYS;
     }
     st.runs = runs;
     pthread_mutex_lock(&st.mu);
-    st.pages[page].prot = (uint8_t)prot;
+    for (i = first; i < first + n; i++)
+        st.pages[i].prot = (uint8_t)prot;
     pthread_mutex_unlock(&st.mu);
     return DSM_OK;
 }
