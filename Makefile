@@ -13,10 +13,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest
 
+# The reference peers: Open MPI from Debian, mpi4py into the venv.
 bench: $(STAMP)
-	$(VPY) dsmexec.py --no-prefix machine_file.example bench/fault_latency.py
-	$(VPY) dsmexec.py --no-prefix machine_file.example bench/sync_latency.py
-	$(VPY) dsmexec.py --no-prefix bench/machines-4 bench/sync_latency.py
+	command -v mpirun >/dev/null || { apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev; }
+	$(VPY) -c 'import mpi4py' 2>/dev/null || $(VPY) -m pip install -q mpi4py
+	$(VPY) bench/run.py
 
 build: $(STAMP)
 

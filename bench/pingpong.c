@@ -1,5 +1,6 @@
-/* The reference for the benchmarks: a raw request/reply ping-pong over a
- * TCP socket, in C, timed per round trip.  Compiled by bench/reference.py. */
+/* The references for the benchmarks, in C over a TCP socket: a raw
+ * request/reply ping-pong timed per round trip, and a one-way stream.
+ * Compiled by bench/reference.py. */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -46,4 +47,35 @@ int pingpong(int fd, int client, int iters, int req_bytes, int reply_bytes, uint
         }
     }
     return 0;
+}
+
+/* Sender: total bytes in chunks of `chunk`, then wait for a 1-byte ack.
+ * Receiver: read them all, send the ack.  Returns the ns it took on the
+ * receiver's side (from the first byte read), or 0 on error. */
+uint64_t stream(int fd, int sender, uint64_t total, int chunk)
+{
+    static char buf[1 << 20];
+    uint64_t done = 0, t = 0;
+    char ack = 1;
+    if (chunk > (int)sizeof buf)
+        return 0;
+    while (done < total) {
+        size_t n = total - done < (uint64_t)chunk ? (size_t)(total - done) : (size_t)chunk;
+        if (sender) {
+            if (xfer(fd, buf, n, 1))
+                return 0;
+        } else {
+            ssize_t k = recv(fd, buf, n, 0);
+            if (k <= 0)
+                return 0;
+            if (!t)
+                t = ns();
+            n = (size_t)k;
+        }
+        done += n;
+    }
+    if (sender)
+        return xfer(fd, &ack, 1, 0) ? 0 : 1;
+    t = ns() - t;
+    return xfer(fd, &ack, 1, 1) ? 0 : t;
 }

@@ -2,7 +2,9 @@
 request/reply ping-pong between the same two rank processes.
 
 Each process compiles the C with cffi into its own temporary directory."""
+import functools
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -14,10 +16,12 @@ import cffi
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@functools.lru_cache(maxsize=None)
 def _lib():
     ffi = cffi.FFI()
     ffi.cdef("int pingpong(int fd, int client, int iters, int req_bytes, "
-             "int reply_bytes, uint64_t *out_ns);")
+             "int reply_bytes, uint64_t *out_ns);"
+             "uint64_t stream(int fd, int sender, uint64_t total, int chunk);")
     with open(os.path.join(HERE, "pingpong.c")) as f:
         ffi.set_source("_pingpong", f.read(), extra_compile_args=["-O2"])
     tmp = tempfile.mkdtemp(prefix="dsm-bench-")
@@ -37,12 +41,10 @@ def _rank0_address():
     return rank.CONTEXT.table[0][0] if rank.CONTEXT else "127.0.0.1"
 
 
-def pingpong(dsm, iters, req=16, reply=4096, offset=0):
-    """Rank 0 serves, rank 1 measures.  They meet through the DSM itself:
-    rank 0 puts its port at `offset` of the region.  Returns the round-trip
-    times (ns) on rank 1, None elsewhere."""
-    ffi, lib = _lib()
-    result = None
+def _pair(dsm, offset):
+    """A TCP connection between ranks 0 and 1 (None elsewhere), set up
+    through the DSM itself: rank 0 puts its port at `offset`."""
+    sock = None
     if dsm.rank == 0:
         ls = socket.socket()
         ls.bind(("0.0.0.0", 0))
@@ -52,21 +54,48 @@ def pingpong(dsm, iters, req=16, reply=4096, offset=0):
     if dsm.rank == 1:
         port = struct.unpack_from("<q", dsm.mem, offset)[0]
         sock = socket.create_connection((_rank0_address(), port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        out = ffi.new("uint64_t[]", iters)
-        if lib.pingpong(sock.fileno(), 1, iters, req, reply, out):
-            raise OSError("ping-pong client failed")
-        result = list(out)
-        sock.close()
     elif dsm.rank == 0:
         sock, _ = ls.accept()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if lib.pingpong(sock.fileno(), 0, iters, req, reply, ffi.NULL):
-            raise OSError("ping-pong server failed")
-        sock.close()
         ls.close()
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def pingpong(dsm, iters, req=16, reply=4096, offset=0):
+    """Raw C ping-pong between ranks 0 and 1: the round-trip times (ns) on
+    rank 1, None elsewhere."""
+    ffi, lib = _lib()
+    sock = _pair(dsm, offset)
+    result = None
+    if sock is not None:
+        out = ffi.new("uint64_t[]", iters) if dsm.rank == 1 else ffi.NULL
+        if lib.pingpong(sock.fileno(), dsm.rank == 1, iters, req, reply, out):
+            raise OSError("ping-pong failed on rank %d" % dsm.rank)
+        result = list(out) if dsm.rank == 1 else None
+        sock.close()
     dsm.barrier()
     return result
+
+
+def tcp_bandwidth(dsm, nbytes, chunk=1 << 16, offset=0):
+    """Raw C stream of nbytes from rank 0 to rank 1: MB/s on rank 1."""
+    ffi, lib = _lib()
+    sock = _pair(dsm, offset)
+    result = None
+    if sock is not None:
+        ns = lib.stream(sock.fileno(), dsm.rank == 0, nbytes, chunk)
+        if not ns:
+            raise OSError("stream failed on rank %d" % dsm.rank)
+        result = nbytes / (ns / 1e9) / 1e6 if dsm.rank == 1 else None
+        sock.close()
+    dsm.barrier()
+    return result
+
+
+def emit(**fields):
+    """One machine-readable result line for bench/run.py."""
+    print("BENCH " + json.dumps(fields), flush=True)
 
 
 def summary(ns_list):

@@ -62,6 +62,7 @@ def main():
         for name, ts in results.items():
             med, p99 = reference.summary(ts)
             print("%-28s %10.1f %10.1f %7.2fx" % (name, med, p99, med / ref[0]))
+            reference.emit(row=name, median_us=med, p99_us=p99, ref_us=ref[0])
     dsm.finalize()
 
 

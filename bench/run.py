@@ -1,0 +1,159 @@
+"""Run every benchmark and write BENCHMARKS.md (what `make bench` does).
+
+Each benchmark prints `BENCH {json}` lines; every reference is measured in
+the same run, since this machine is noisy.  The table gives the result, its
+reference, the ratio and the target of issue 5.
+"""
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PY = sys.executable
+DSMEXEC = [PY, os.path.join(REPO, "dsmexec.py"), "--no-prefix"]
+M2 = os.path.join(REPO, "machine_file.example")
+M4, M8 = os.path.join(HERE, "machines-4"), os.path.join(HERE, "machines-8")
+MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "tcp,self",
+          "--mca", "pml", "ob1", "--mca", "osc", "pt2pt"]
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+           OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", MPI4PY_RC_THREAD_LEVEL="serialized")
+
+
+def bench(name):
+    return os.path.join(HERE, name)
+
+
+RUNS = [
+    DSMEXEC + [M2, bench("fault_latency.py")],
+    DSMEXEC + [M2, bench("sync_latency.py")],
+    DSMEXEC + [M4, bench("sync_latency.py")],
+    MPIRUN + ["-n", "2", PY, bench("mpi_ref.py"), "barrier"],
+    MPIRUN + ["-n", "4", PY, bench("mpi_ref.py"), "barrier"],
+    DSMEXEC + [M2, bench("stream.py")],
+] + [cmd for kind in ("jacobi", "matmul", "ep") for cmd in (
+    DSMEXEC + [M2, bench("apps.py"), kind],
+    MPIRUN + ["-n", "2", PY, bench("mpi_ref.py"), kind])] + [
+    DSMEXEC + [m, bench("messages.py")] for m in (M2, M4, M8)] + [
+    DSMEXEC + [M4, bench("region_init.py")],
+    [PY, bench("launch.py")],
+]
+
+
+def collect():
+    """{row: fields} from every run."""
+    rows = {}
+    for cmd in RUNS:
+        print("$", " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c
+                            for c in cmd), flush=True)
+        p = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+        sys.stdout.write("".join(line + "\n" for line in p.stdout.splitlines()
+                                 if not line.startswith("BENCH ")))
+        if p.returncode:
+            sys.stderr.write(p.stderr)
+            raise SystemExit("benchmark failed: %s" % " ".join(cmd))
+        for line in p.stdout.splitlines():
+            if line.startswith("BENCH "):
+                fields = json.loads(line[6:])
+                rows[fields.pop("row")] = fields
+    return rows
+
+
+def us(x):
+    return "%.1f µs" % x
+
+
+def table(r):
+    """Markdown rows: benchmark, result, reference, ratio, target, met."""
+    out = []
+
+    def add(name, result, ref, ratio, target, met):
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            name, result, ref, ratio, target, "yes" if met else "**no**"))
+    pp = r["ping-pong"]
+    ref_pp = "raw C ping-pong %s (p99 %s)" % (us(pp["median_us"]), us(pp["p99_us"]))
+    for row, target in (("read fault", 1.3), ("write fault", 2.5), ("upgrade write", 2.5)):
+        x = r[row]
+        ratio = x["median_us"] / x["ref_us"]
+        add("%s, 4 KiB, 2 ranks" % row, "%s (p99 %s)" % (us(x["median_us"]), us(x["p99_us"])),
+            ref_pp, "%.2f×" % ratio, "≤ %.1f×" % target, ratio <= target)
+    for n in (2, 4):
+        x, m = r["barrier (%d ranks)" % n], r["mpi barrier %d" % n]
+        ratio = x["median_us"] / m["median_us"]
+        add("barrier, %d ranks" % n, "%s (p99 %s)" % (us(x["median_us"]), us(x["p99_us"])),
+            "Open MPI TCP barrier %s" % us(m["median_us"]), "%.2f×" % ratio, "≤ 1.5×",
+            ratio <= 1.5)
+    x = r["lock, uncontended"]
+    ratio = x["median_us"] / x["ref_us"]
+    add("lock acquire+release, remote home, uncontended", us(x["median_us"]),
+        "ping-pong %s" % us(x["ref_us"]), "%.2f×" % ratio, "≤ 1.5×", ratio <= 1.5)
+    for n in (2, 4):
+        x = r["lock, contended (%d ranks)" % n]
+        add("lock acquire+release, contended, %d ranks" % n, us(x["median_us"]),
+            "ping-pong %s" % us(x["ref_us"]), "%.2f×" % (x["median_us"] / x["ref_us"]),
+            "(information)", True)
+    for how in ("faults", "prefetch"):
+        x = r["sequential read 256 MiB (%s)" % how]
+        frac = x["mb_s"] / x["ref_mb_s"]
+        add("sequential read of 256 MiB owned by another rank (%s)" % how,
+            "%.0f MB/s" % x["mb_s"], "loopback TCP %.0f MB/s" % x["ref_mb_s"],
+            "%.0f%%" % (100 * frac), "≥ 50%", frac >= 0.5)
+    for kind in ("jacobi", "matmul", "ep"):
+        d, m = r["dsm " + kind]["seconds"], r["mpi " + kind]["seconds"]
+        add("%s, 2 ranks" % kind, "%.3f s" % d, "mpi4py %.3f s" % m, "%.2f×" % (d / m),
+            "≤ 1.10×", d / m <= 1.10)
+    per = [r["messages per fault, %d ranks" % n]["per_fault"] for n in (2, 4, 8)]
+    add("messages per fault at 2, 4, 8 ranks", " / ".join("%.2f" % p for p in per), "n/a",
+        "n/a", "constant", len(set(per)) == 1)
+    x = r["4 GiB region, 4 ranks: init"]
+    add("4 GiB region over 4 ranks", "init %.2f s, %s" % (
+        x["seconds"], "works" if x["ok"] else "WRONG DATA"), "default vm.max_map_count",
+        "n/a", "works, init < 2 s", x["ok"] and x["seconds"] < 2)
+    x = r["launch 8 ranks via ssh"]
+    add("launch of 8 ranks through ssh", "%.2f s" % x["seconds"],
+        "one serial ssh %.2f s" % x["ref_seconds"], "%.1f×" % (x["seconds"] / x["ref_seconds"]),
+        "≤ 1.5 s", x["seconds"] <= 1.5)
+    return out
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return "%s, %d vCPUs, Linux %s, Python %s" % (cpu, os.cpu_count(), platform.release(),
+                                                  platform.python_version())
+
+
+def main():
+    rows = collect()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (which runs `bench/run.py`) on %s." % (
+            datetime.date.today().isoformat()),
+        "Machine: %s.  Every reference was measured in the same run: the machine is a "
+        "shared VM and absolute numbers move by tens of percent from run to run; the "
+        "ratios are what to compare." % machine(),
+        "",
+        "| benchmark | result (median) | reference, same run | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ] + table(rows) + [
+        "",
+        "Each benchmark can be run alone; the commands are in the scripts' docstrings "
+        "and in `bench/run.py`.  Where a target is not met, the closing notes of the "
+        "issues say where the time goes.",
+        "",
+    ]
+    with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
