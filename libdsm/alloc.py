@@ -6,9 +6,8 @@ and no two allocations overlap, with no allocator process.  Free extents
 are kept sorted by offset and merged on free; small allocations are packed
 together (16-byte granules), never one per page.
 """
+import array
 import bisect
-
-import numpy as np
 
 MAGIC = 0x5041_4548_4d53_44          # "DSMHEAP", little-endian
 GRANULE = 16
@@ -64,7 +63,7 @@ class Heap:
     """
 
     def __init__(self, meta, size, lock):
-        self._words = np.frombuffer(meta, dtype=np.uint64)
+        self._words = meta.cast("Q")
         self._size = size
         self._lock = lock
         self.capacity = (len(self._words) - 2) // 2
@@ -74,16 +73,15 @@ class Heap:
         if int(w[0]) != MAGIC:          # first use anywhere: one free extent
             w[1], w[2], w[3] = 1, 0, self._size
             w[0] = MAGIC
-        n = int(w[1])
-        return [tuple(e) for e in w[2:2 + 2 * n].reshape(n, 2).tolist()]
+        flat = w[2:2 + 2 * int(w[1])].tolist()
+        return list(zip(flat[0::2], flat[1::2]))
 
     def _store(self, extents):
         if len(extents) > self.capacity:
             raise MemoryError("the heap's free list is full (%d extents): free some "
                               "allocations or allocate fewer, larger pieces" % self.capacity)
         w = self._words
-        if extents:
-            w[2:2 + 2 * len(extents)] = np.array(extents, dtype=np.uint64).ravel()
+        w[2:2 + 2 * len(extents)] = array.array("Q", [x for e in extents for x in e])
         w[1] = len(extents)
 
     def malloc(self, nbytes, align=GRANULE):
