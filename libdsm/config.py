@@ -5,7 +5,7 @@ DSM_SIZE             region bytes; suffixes K, M, G (default 64M)
 DSM_BASE             fixed address of the region (default 0x200000000000)
 DSM_BLOCK_PAGES      pages per round-robin block (default: npages // 4096, at least 1)
 DSM_LOCKS            number of locks for dsm.lock() (default 4096)
-DSM_READAHEAD        most pages a sequential read fault fetches; 1 turns it off (64)
+DSM_READAHEAD        most pages a sequential read fault fetches; 1 turns it off (256)
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
 DSM_DEBUG            trace protocol messages to stderr when set to 1
@@ -20,7 +20,7 @@ DEFAULTS = {
     "block_pages": None,
     "hold_us": 50,
     "locks": 4096,
-    "readahead": 64,
+    "readahead": 256,
     "connect_timeout": 30.0,
     "debug": False,
 }

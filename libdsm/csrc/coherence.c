@@ -13,8 +13,11 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "internal.h"
+
+#define PREFETCH_CHUNK 1024     /* pages; two chunks at most in flight */
 
 /* The home's view of a page. */
 struct dir {
@@ -96,6 +99,14 @@ static int send_run(uint64_t page, uint64_t n, int write)
     return 1;
 }
 
+/* Back the read/write view of pages about to arrive with memory now, in
+ * the waiting thread, so the comm thread does not take a page fault (and
+ * zero a page) for each page it copies in. */
+static void populate(uint64_t first, uint64_t n)
+{
+    madvise(st.rw + first * st.page_size, n * st.page_size, MADV_POPULATE_WRITE);
+}
+
 /* Request up to `want` pages from `page` on: the run stops at the first
  * page that is already good enough or pending, and goes out as one DSM_REQ
  * per home block.  Caller holds st.mu; returns 1 if it was dropped.  *got
@@ -139,6 +150,12 @@ static int request(uint64_t page, int write)
     dropped = request_run(start, down ? page - start + 1 : window, 0, &n);
     up_next = start + n;
     down_next = start ? start - 1 : UINT64_MAX;
+    if (n > 1) {
+        pthread_mutex_unlock(&st.mu);
+        populate(start, n);
+        pthread_mutex_lock(&st.mu);
+        dropped = 1;
+    }
     return dropped;
 }
 
@@ -167,30 +184,47 @@ void coh_fault(uint64_t page, int write)
     pthread_mutex_unlock(&st.mu);
 }
 
+/* Request every page of [first, first + n) that needs it (caller holds
+ * st.mu, which this may drop). */
+static void request_range(uint64_t first, uint64_t n, int write)
+{
+    uint64_t p, got;
+    for (p = first; p < first + n && !st.failed; p++)
+        if (!satisfied(p, write) && !st.pages[p].pending)
+            request_run(p, first + n - p, write, &got);
+}
+
 /* Fetch pages [first, first + n) for reading or writing and wait for them:
- * the bulk form of a fault, with no signal per page. */
+ * the bulk form of a fault, with no signal per page.  At most two chunks
+ * are in flight, so the owner never queues more than that for us. */
 int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
 {
-    uint64_t p;
+    uint64_t c, p, end = first + n, got;
     int rc;
     if ((rc = dsm_running(err)))
         return rc;
     if (first >= st.npages || n > st.npages - first) {
         dsm_err(err, "pages %llu..%llu are outside the region's %llu pages",
-                (unsigned long long)first, (unsigned long long)(first + n),
+                (unsigned long long)first, (unsigned long long)end,
                 (unsigned long long)st.npages);
         return DSM_EINVAL;
     }
     pthread_mutex_lock(&st.mu);
-    uint64_t got;
-    for (p = first; p < first + n && !st.failed; p++)
-        if (!satisfied(p, write) && !st.pages[p].pending)
-            request_run(p, first + n - p, write, &got);
-    for (p = first; p < first + n && !st.failed; ) {
-        if (satisfied(p, write))
-            p++;
-        else if (st.pages[p].pending || !request_run(p, first + n - p, write, &got))
-            pthread_cond_wait(&st.cv, &st.mu);
+    request_range(first, end - first < PREFETCH_CHUNK ? end - first : PREFETCH_CHUNK, write);
+    for (c = first; c < end && !st.failed; c += PREFETCH_CHUNK) {
+        uint64_t stop = end - c < PREFETCH_CHUNK ? end : c + PREFETCH_CHUNK;
+        if (stop < end)
+            request_range(stop, end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK,
+                          write);
+        pthread_mutex_unlock(&st.mu);
+        populate(c, stop - c);
+        pthread_mutex_lock(&st.mu);
+        for (p = c; p < stop && !st.failed; ) {
+            if (satisfied(p, write))
+                p++;
+            else if (st.pages[p].pending || !request_run(p, stop - p, write, &got))
+                pthread_cond_wait(&st.cv, &st.mu);
+        }
     }
     rc = st.failed ? DSM_EPEER : DSM_OK;
     if (rc)
