@@ -343,7 +343,8 @@ def init(**options):
     if _instance is not None:
         raise StateError("libdsm.init() was already called in this process")
     ctx = _job_context()
-    cfg = config.resolve(_binding.page_size(), **options)
+    here = ctx.hostnames.count(ctx.hostnames[ctx.rank]) if ctx else 1
+    cfg = config.resolve(_binding.page_size(), ranks_here=here, **options)
     rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
     host = ctx.hostnames[rank] if ctx else None
     mapped = cfg["size"] + SYS_BYTES
@@ -354,7 +355,8 @@ def init(**options):
     if not faulthandler.is_enabled():
         faulthandler.enable()
     _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],
-                   cfg["locks"] + SYS_LOCKS, cfg["readahead"], ctx.master.fileno() if ctx else -1,
+                   cfg["locks"] + SYS_LOCKS, cfg["readahead"], cfg["spin_us"],
+                   ctx.master.fileno() if ctx else -1,
                    fds,
                    cfg["debug"], host)
     _instance = Dsm(ctx, cfg)

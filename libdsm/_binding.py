@@ -51,13 +51,13 @@ def page_size():
     return int(lib.dsm_page_size())
 
 
-def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, master_fd,
-          peer_fds, debug, host=None):
+def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
+          master_fd, peer_fds, debug, host=None):
     """Map the region, install the handler, start the comm thread."""
     _where.update(rank=rank, host=host)
     cfg = ffi.new("struct dsm_config *", {
         "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
-        "nlocks": nlocks, "readahead": readahead, "rank": rank, "nranks": nranks, "master_fd": master_fd,
+        "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank, "nranks": nranks, "master_fd": master_fd,
         "debug": int(debug)})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)

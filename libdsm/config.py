@@ -6,6 +6,8 @@ DSM_BASE             fixed address of the region (default 0x200000000000)
 DSM_BLOCK_PAGES      pages per round-robin block (default: npages // 4096, at least 1)
 DSM_LOCKS            number of locks for dsm.lock() (default 4096)
 DSM_READAHEAD        most pages a sequential read fault fetches; 1 turns it off (256)
+DSM_SPIN_US          microseconds a waiting thread yields before it sleeps (default: 50
+                     when this host runs no more ranks than it has CPUs, else 0)
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
 DSM_DEBUG            trace protocol messages to stderr when set to 1
@@ -21,11 +23,13 @@ DEFAULTS = {
     "hold_us": 50,
     "locks": 4096,
     "readahead": 256,
+    "spin_us": None,
     "connect_timeout": 30.0,
     "debug": False,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
+SPIN_US = 50
 
 
 def parse_size(text):
@@ -42,13 +46,15 @@ _PARSERS = {
     "hold_us": ("DSM_HOLD_US", int),
     "locks": ("DSM_LOCKS", int),
     "readahead": ("DSM_READAHEAD", int),
+    "spin_us": ("DSM_SPIN_US", int),
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
 }
 
 
-def resolve(page_size, environ=None, **given):
-    """Return the checked configuration as a dict."""
+def resolve(page_size, environ=None, ranks_here=1, **given):
+    """Return the checked configuration as a dict.  ranks_here: how many
+    ranks of the job run on this host (the spin default depends on it)."""
     environ = os.environ if environ is None else environ
     cfg = dict(DEFAULTS)
     for key, (var, parse) in _PARSERS.items():
@@ -75,6 +81,10 @@ def resolve(page_size, environ=None, **given):
         raise ConfigError("DSM_BLOCK_PAGES must be at least 1, got %d" % cfg["block_pages"])
     if not 1 <= cfg["locks"] <= 1 << 24:
         raise ConfigError("DSM_LOCKS must be 1..%d, got %d" % (1 << 24, cfg["locks"]))
+    if cfg["spin_us"] is None:
+        cfg["spin_us"] = SPIN_US if ranks_here <= (os.cpu_count() or 1) else 0
+    if not 0 <= cfg["spin_us"] <= 1_000_000:
+        raise ConfigError("DSM_SPIN_US must be 0..1000000, got %d" % cfg["spin_us"])
     if not 1 <= cfg["readahead"] <= 4096:
         raise ConfigError("DSM_READAHEAD must be 1..4096, got %d" % cfg["readahead"])
     if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:

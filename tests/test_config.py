@@ -39,3 +39,11 @@ def test_bad_values_say_how_to_fix(env, match):
 def test_unknown_argument():
     with pytest.raises(TypeError, match="unexpected"):
         config.resolve(4096, environ={}, sise=1)
+
+
+def test_spin_defaults_to_off_when_ranks_outnumber_cpus():
+    import os
+    cpus = os.cpu_count()
+    assert config.resolve(4096, environ={}, ranks_here=cpus)["spin_us"] == config.SPIN_US
+    assert config.resolve(4096, environ={}, ranks_here=cpus + 1)["spin_us"] == 0
+    assert config.resolve(4096, environ={"DSM_SPIN_US": "7"}, ranks_here=99)["spin_us"] == 7

@@ -159,6 +159,19 @@ static int request(uint64_t page, int write)
     return dropped;
 }
 
+struct want {
+    uint64_t page;
+    int write;
+};
+
+/* Is there something for a faulting thread to do: the page arrived, or it
+ * must ask again? */
+static int fault_ready(const void *arg)
+{
+    const struct want *w = arg;
+    return satisfied(w->page, w->write) || !st.pages[w->page].pending;
+}
+
 /* Block the faulting thread until the page allows the access.  Runs inside
  * the SIGSEGV handler: it only takes st.mu (never held by a thread that can
  * fault on the region) and posts a request to the comm thread. */
@@ -179,7 +192,9 @@ void coh_fault(uint64_t page, int write)
         }
         if (!st.pages[page].pending && request(page, write))
             continue;
-        pthread_cond_wait(&st.cv, &st.mu);
+        dsm_spin(fault_ready, &(struct want){ page, write });
+        if (!fault_ready(&(struct want){ page, write }) && !st.failed)
+            pthread_cond_wait(&st.cv, &st.mu);
     }
     pthread_mutex_unlock(&st.mu);
 }

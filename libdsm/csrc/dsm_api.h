@@ -29,6 +29,7 @@ struct dsm_config {
     uint32_t hold_us;      /* how long a received page is kept before it is given away */
     uint32_t nlocks;       /* locks 0 .. nlocks - 1 exist */
     uint32_t readahead;    /* most pages a sequential read fault fetches (1: off) */
+    uint32_t spin_us;      /* a waiting thread yields this long before it sleeps */
     int rank;
     int nranks;
     int master_fd;         /* connection to dsmexec, watched for close; -1 if none */

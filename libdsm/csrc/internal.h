@@ -48,6 +48,7 @@ struct dsm_state {
     uint64_t base, size, npages, page_size, block;
     uint64_t hold_ns;
     uint64_t readahead;         /* most pages one read fault asks for */
+    uint64_t spin_ns;           /* how long a waiting thread yields before sleeping */
     int master_fd;
 
     /* region.c */
@@ -86,6 +87,7 @@ void dsm_panic(const char *fmt, ...) __attribute__((noreturn));
 void dsm_err(char *err, const char *fmt, ...);
 uint64_t now_ns(void);
 int dsm_running(char *err);
+void dsm_spin(int (*cond)(const void *), const void *arg);
 
 /* region.c */
 int region_map(char *err);
