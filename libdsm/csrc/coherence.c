@@ -150,9 +150,11 @@ static int request(uint64_t page, int write)
     dropped = request_run(start, down ? page - start + 1 : window, 0, &n);
     up_next = start + n;
     down_next = start ? start - 1 : UINT64_MAX;
-    if (n > 1) {
+    if (n > 1) {                /* back the pages the next run will want */
+        uint64_t ahead = down ? (start > 2 * n ? start - 2 * n : 0) : start + n;
+        uint64_t len = ahead + 2 * n <= st.npages ? 2 * n : st.npages - ahead;
         pthread_mutex_unlock(&st.mu);
-        populate(start, n);
+        populate(ahead, len);
         pthread_mutex_lock(&st.mu);
         dropped = 1;
     }
@@ -224,16 +226,18 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
                 (unsigned long long)st.npages);
         return DSM_EINVAL;
     }
+    populate(first, end - first < PREFETCH_CHUNK ? end - first : PREFETCH_CHUNK);
     pthread_mutex_lock(&st.mu);
     request_range(first, end - first < PREFETCH_CHUNK ? end - first : PREFETCH_CHUNK, write);
     for (c = first; c < end && !st.failed; c += PREFETCH_CHUNK) {
         uint64_t stop = end - c < PREFETCH_CHUNK ? end : c + PREFETCH_CHUNK;
-        if (stop < end)
-            request_range(stop, end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK,
-                          write);
-        pthread_mutex_unlock(&st.mu);
-        populate(c, stop - c);
-        pthread_mutex_lock(&st.mu);
+        uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
+        if (next) {             /* the next chunk: memory first, then the request */
+            pthread_mutex_unlock(&st.mu);
+            populate(stop, next);
+            pthread_mutex_lock(&st.mu);
+            request_range(stop, next, write);
+        }
         for (p = c; p < stop && !st.failed; ) {
             if (satisfied(p, write))
                 p++;
