@@ -194,7 +194,7 @@ void coh_fault(uint64_t page, int write)
         }
         if (!st.pages[page].pending && request(page, write))
             continue;
-        dsm_spin(fault_ready, &(struct want){ page, write });
+        dsm_spin(fault_ready, &(struct want){ page, write }, 0);
         if (!fault_ready(&(struct want){ page, write }) && !st.failed)
             pthread_cond_wait(&st.cv, &st.mu);
     }

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -409,10 +410,16 @@ static void run_deferred(void)
     }
 }
 
-/* ppoll timeout until the next deferred message, or NULL for none. */
+/* ppoll timeout until the next deferred message, NULL for none, or zero
+ * (after yielding the CPU) while a waiting thread asks for busy polling. */
 static struct timespec *poll_timeout(struct timespec *ts)
 {
     uint64_t now, wait;
+    if (__atomic_load_n(&st.busy_poll, __ATOMIC_RELAXED) > 0) {
+        sched_yield();
+        *ts = (struct timespec){ 0, 0 };
+        return ts;
+    }
     if (!deferred)
         return NULL;
     now = now_ns();

@@ -165,18 +165,25 @@ int dsm_start(const struct dsm_config *c, const int *peer_fds, char *err)
  * for up to st.spin_ns while cond() is false.  A reply that comes within a
  * few tens of microseconds then finds this thread awake, which saves a
  * futex wake-up on the way back; yielding rather than spinning lets the
- * comm thread have the CPU at once. */
-void dsm_spin(int (*cond)(const void *), const void *arg)
+ * comm thread have the CPU at once.  With `poll_comm`, the comm thread
+ * also polls without sleeping meanwhile, which saves its own wake-up when
+ * the reply arrives (used for barriers and locks; for faults it cost more
+ * than it saved, measured). */
+void dsm_spin(int (*cond)(const void *), const void *arg, int poll_comm)
 {
     uint64_t until;
     if (!st.spin_ns || cond(arg))
         return;
     until = now_ns() + st.spin_ns;
+    if (poll_comm)
+        __atomic_fetch_add(&st.busy_poll, 1, __ATOMIC_RELAXED);
     do {
         pthread_mutex_unlock(&st.mu);
         sched_yield();
         pthread_mutex_lock(&st.mu);
     } while (!cond(arg) && !st.failed && now_ns() < until);
+    if (poll_comm)
+        __atomic_fetch_sub(&st.busy_poll, 1, __ATOMIC_RELAXED);
 }
 
 /* DSM_OK if started and not finalized, else DSM_ESTATE with err filled. */

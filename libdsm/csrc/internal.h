@@ -74,6 +74,7 @@ struct dsm_state {
     char failure[DSM_ERRLEN];
 
     int evfd;                   /* wakes the comm thread */
+    int busy_poll;              /* threads asking the comm thread not to sleep */
     pthread_t thread;
     struct dsm_stats stats;
 };
@@ -87,7 +88,7 @@ void dsm_panic(const char *fmt, ...) __attribute__((noreturn));
 void dsm_err(char *err, const char *fmt, ...);
 uint64_t now_ns(void);
 int dsm_running(char *err);
-void dsm_spin(int (*cond)(const void *), const void *arg);
+void dsm_spin(int (*cond)(const void *), const void *arg, int poll_comm);
 
 /* region.c */
 int region_map(char *err);

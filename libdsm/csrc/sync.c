@@ -149,7 +149,7 @@ static void on_go(const struct msg *m, const unsigned char *payload)
 /* Wait, holding st.mu, until cond() holds or the job failed. */
 static int wait_until(int (*cond)(const void *), const void *arg, char *err)
 {
-    dsm_spin(cond, arg);
+    dsm_spin(cond, arg, 1);
     while (!cond(arg) && !st.failed)
         pthread_cond_wait(&st.cv, &st.mu);
     if (cond(arg))
