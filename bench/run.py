@@ -146,10 +146,11 @@ def main():
     ] + table(rows) + [
         "",
         "Each benchmark can be run alone; the commands are in the scripts' docstrings "
-        "and in `bench/run.py`.  Where a target is not met, the closing notes of the "
-        "issues say where the time goes.",
+        "and in `bench/run.py`.",
         "",
     ]
+    with open(os.path.join(HERE, "ANALYSIS.md")) as f:     # written by hand
+        lines.append(f.read())
     with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
