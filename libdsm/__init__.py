@@ -104,6 +104,15 @@ class Dsm:
         """This rank's access to a page now: 'none', 'read' or 'rw'."""
         return _binding.page_prot(page)
 
+    def hot_pages(self, count=10):
+        """The pages this rank gave up most often (served to another rank or
+        dropped on invalidation), as (page, times), most first: where the
+        program thrashes.  Give each rank its own pages (see row_block)."""
+        import heapq
+        times = _binding.pages_given_up(0, self.nbytes // self.page_size)
+        top = heapq.nlargest(count, enumerate(times), key=lambda pt: pt[1])
+        return [(page, n) for page, n in top if n]
+
     def stats(self):
         """Counters of this rank: faults, messages, pages, mappings."""
         return _binding.stats()

@@ -113,6 +113,15 @@ def page_prot(page):
     return PROT_NAMES.get(lib.dsm_page_prot(page))
 
 
+def pages_given_up(first, n):
+    """Per page of [first, first + n): how often this rank gave it up."""
+    out = ffi.new("uint32_t[]", n)
+    if lib.dsm_pages_given_up(first, n, out) != lib.DSM_OK:
+        raise errors.StateError("pages %d..%d are not in the region" % (first, first + n),
+                                **_where)
+    return ffi.unpack(out, n)
+
+
 def page_home(page):
     return lib.dsm_page_home(page)
 

@@ -43,7 +43,9 @@ def alternation(dsm, a):
         put(dsm, counter, get(dsm, counter) + 1)
         put(dsm, turn, get(dsm, turn) + 1)
     dsm.barrier()
-    print("alternation total=%d expected=%d" % (get(dsm, counter), a.rounds * dsm.size))
+    hot = dsm.hot_pages(3)
+    print("alternation total=%d expected=%d hottest=%s" % (
+        get(dsm, counter), a.rounds * dsm.size, hot[0][0] if hot else None))
 
 
 def false_sharing(dsm, a):

@@ -361,9 +361,11 @@ static void flush_serves(void)
             return;
         }
     }
-    for (i = 0; i < n_serves; i++)
+    for (i = 0; i < n_serves; i++) {
+        st.pages[serves[i].page].given_up++;
         send_page(serves[i].page, serves[i].mode, serves[i].origin,
                   serves[i].data ? st.rw + serves[i].page * st.page_size : NULL);
+    }
     n_serves = 0;
 }
 
@@ -393,6 +395,7 @@ static void on_inv(const struct msg *m)
     if (region_set_prot(m->page, 1, DSM_PROT_NONE))
         return;
     st.stats.invalidations++;
+    st.pages[m->page].given_up++;
     comm_send(m->from, &ack, NULL, 0);
 }
 

@@ -226,6 +226,16 @@ int dsm_page_prot(uint64_t page)
     return st.pages && page < st.npages ? st.pages[page].prot : -1;
 }
 
+int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out)
+{
+    uint64_t i;
+    if (!st.pages || first > st.npages || n > st.npages - first)
+        return DSM_EINVAL;
+    for (i = 0; i < n; i++)
+        out[i] = st.pages[first + i].given_up;
+    return DSM_OK;
+}
+
 int dsm_page_home(uint64_t page)
 {
     return st.nranks ? page_home(page) : -1;

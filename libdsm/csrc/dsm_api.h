@@ -86,6 +86,10 @@ int dsm_handler_ensure(void);
 /* Local protection of a page (DSM_PROT_*), or -1 if out of range. */
 int dsm_page_prot(uint64_t page);
 
+/* How often this rank gave up each of pages [first, first + n): served it
+ * to another rank or dropped its copy.  High counts mean thrashing. */
+int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out);
+
 /* Home (round-robin) rank of a page. */
 int dsm_page_home(uint64_t page);
 
