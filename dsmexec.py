@@ -60,7 +60,9 @@ def build_parser():
     p.add_argument("--ssh-all", action="store_true",
                    help="start every rank through ssh, local hosts too")
     p.add_argument("-o", dest="ssh_options", metavar="OPTION", action="append", default=[],
-                   help="pass '-o OPTION' to ssh (repeatable)")
+                   help="pass '-o OPTION' to ssh (repeatable); a ControlMaster, ControlPath or "
+                   "ControlPersist option turns off dsmexec's own sharing of one ssh "
+                   "connection by the ranks on a host")
     p.add_argument("-i", dest="identity", metavar="IDENTITY_FILE", help="ssh identity file")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="ssh ConnectTimeout, and the time a rank gets to register (default 10)")

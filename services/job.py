@@ -8,12 +8,16 @@ SIGINT, 143 for SIGTERM), and 0 when every rank exited 0.
 
 Teardown is bounded: close the master connections (every rank exits by
 itself when its connection closes), after CLOSE_GRACE s SIGTERM to each
-rank's process group, after TERM_GRACE s more SIGKILL; then reap.
+rank's process group, after TERM_GRACE s more SIGKILL; then reap.  The ssh
+control masters (ranks on one host share a connection) are stopped after
+the ranks, and their private directory is removed.
 """
 import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -82,6 +86,8 @@ class Job:
         self.exit_code = None
         self.teardown = None        # [(when, action)] once the teardown began
         self.register_deadline = None
+        self.control_dir = None     # the private directory of the ssh control sockets
+        self.control_masters = []   # ssh.ControlMaster, one per shared connection
 
     def _is_local(self, host):
         return not self.opts.ssh_all and host.user is None and machinefile.is_local(host.host)
@@ -134,17 +140,20 @@ class Job:
         self._attach(rank, proc)
 
     def _start_ssh(self, ranks):
-        o, env = self.opts, spawn.remote_env(self.opts.environ)
-        specs = [(r.index, r.host, spawn.ssh_argv(
-            r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
-                                    o.prog, o.args),
-            o.ssh_options, o.identity, o.connect_timeout, env, o.cwd)) for r in ranks]
-        if not specs or self.teardown is not None:
+        if not ranks or self.teardown is not None:
             for r in ranks:
                 r.judged = True
             return
+        o, env = self.opts, spawn.remote_env(self.opts.environ)
+        paths = self._plan_sharing(ranks)
+        specs = [(r.index, r.host, spawn.ssh_argv(
+            r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
+                                    o.prog, o.args),
+            o.ssh_options, o.identity, o.connect_timeout, env, o.cwd,
+            control_path=paths.get(r.index))) for r in ranks]
         try:
-            started = ssh.start_all(specs, self.secret, o.connect_timeout, self._interrupted)
+            started = ssh.start_all(specs, self.secret, o.connect_timeout, self._interrupted,
+                                    self.control_masters)
         except (ssh.SpawnError, ssh.Interrupted) as e:
             for r in ranks:
                 r.judged = True
@@ -153,6 +162,29 @@ class Job:
             return
         for r, proc in zip(ranks, started):
             self._attach(r, proc)
+
+    def _plan_sharing(self, ranks):
+        """Make a control master for each group of ranks that share a connection.
+
+        Returns {rank index: control path} for the ranks that use one.
+        """
+        groups = spawn.share_groups([r.host for r in ranks], self.opts.ssh_options)
+        if not groups:
+            return {}
+        self.control_dir = tempfile.mkdtemp(prefix="dsm-ssh-")
+        sockets = [spawn.control_path(self.control_dir, n) for n in range(len(groups))]
+        if None in sockets:         # $TMPDIR is too long for a socket path: no sharing
+            return {}
+        o, paths = self.opts, {}
+        for path, members in zip(sockets, groups):
+            first = ranks[members[0]]
+            self.control_masters.append(ssh.ControlMaster(
+                first.index, first.host,
+                spawn.control_master_argv(first.host, path, o.ssh_options, o.identity,
+                                          o.connect_timeout),
+                path, [ranks[i].index for i in members]))
+            paths.update((ranks[i].index, path) for i in members)
+        return paths
 
     def _attach(self, rank, proc):
         """Put a started rank's stdout and stderr into the loop."""
@@ -326,3 +358,11 @@ class Job:
         for p in started:
             p.kill_leftovers()
             p.close()
+        # The masters last: stopping one ends every session still going through it.
+        masters = [m.proc for m in self.control_masters if m.proc]
+        procs.shutdown(masters)
+        for p in masters:
+            p.kill_leftovers()
+            p.close()
+        if self.control_dir is not None:
+            shutil.rmtree(self.control_dir, ignore_errors=True)

@@ -7,6 +7,10 @@ bootstrap's READY marker and answers with the job secret; prompts, EOF and
 a timeout become a `SpawnError` that says which rank, host and machine-file
 line failed and why.  The dialogues of all ranks run at once, one thread
 each, so N hosts start in about the time of one.
+
+Ranks that share a connection (services/spawn.py: share_groups) wait for
+their `ControlMaster` to connect first; a master that fails is the failure
+of the first rank of its group.
 """
 import os
 import re
@@ -24,6 +28,8 @@ from services.procs import SshProcess
 
 STDERR_WAIT = 2.0
 """Seconds to wait for ssh's last words on stderr after it failed."""
+SOCKET_POLL = 0.01
+"""Seconds between two looks for a control master's socket."""
 
 
 class SpawnError(Exception):
@@ -172,58 +178,164 @@ def converse(launch, secret, timeout):
     table[index][1](launch, secret, timeout)
 
 
+def connect_master(launch, control_path, timeout):
+    """Wait until a control master listens on control_path; return None or raise SpawnError.
+
+    The dialogue of a rank without its READY row: the socket appearing is the
+    sign that the master connected and authenticated.
+    """
+    table = dialogue_table(launch.rank)[1:]
+    patterns = [pattern for pattern, _ in table]
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(control_path):
+        left = deadline - time.monotonic()
+        index = launch.child.expect(patterns, timeout=max(0.0, min(SOCKET_POLL, left)))
+        if table[index][0] is pexpect.TIMEOUT and left > SOCKET_POLL:
+            continue
+        table[index][1](launch, None, timeout)
+
+
+class ControlMaster:
+    """An ssh control master that the ranks in `ranks` share; see spawn.control_master_argv.
+
+    `start_all` starts it (``launch``) and, once it listens, the ranks; the
+    job stops it (``proc``, an SshProcess) after the ranks ended, since
+    killing it ends every session that goes through it.
+    """
+
+    def __init__(self, rank, host, argv, control_path, ranks):
+        self.rank, self.host, self.argv = rank, host, argv
+        self.control_path, self.ranks = control_path, set(ranks)
+        self.launch = self.proc = None
+        self.done = threading.Event()       # set once it listens or failed
+        self.ok = False
+
+
 # ---------------------------------------------------------------- all ranks at once
 
-def start_all(specs, secret, timeout, interrupted=lambda: False):
+def start_all(specs, secret, timeout, interrupted=lambda: False, masters=()):
     """Start and run every dialogue concurrently; return one SshProcess per spec.
 
-    ``specs`` are (rank, machinefile.Host, ssh argv).  ``interrupted`` is
-    polled while waiting; when it returns true the children are killed and
-    `Interrupted` is raised.  If any rank fails, every child is closed and
-    the SpawnError of the lowest failing rank is raised.
+    ``specs`` are (rank, machinefile.Host, ssh argv).  ``masters`` are
+    `ControlMaster`s: the ranks of one start once it listens; on success each
+    gets its ``proc``.  ``interrupted`` is polled while waiting; when it
+    returns true the children are killed and `Interrupted` is raised.  If any
+    rank fails, every child is closed and the SpawnError of the lowest
+    failing rank is raised.
     """
-    launches, errors = [], {}
-    for rank, host, argv in specs:
-        try:
-            launches.append(Launch(rank, host, argv))
-        except (OSError, pexpect.ExceptionPexpect) as e:
-            errors[rank] = SpawnError(rank, host, "cannot run %s: %s" % (argv[0], e))
+    run = _Run(secret, timeout)
+    gate = {rank: m for m in masters for rank in m.ranks}
+    threads = []
+    for m in masters:
+        if not run.spawn(m, m.rank, m.host, m.argv):
             break
-    threads = [threading.Thread(target=_converse_into, args=(l, secret, timeout, errors),
-                                name="ssh-rank-%d" % l.rank, daemon=True)
-               for l in launches if not errors]
-    for t in threads:
-        t.start()
-    stopped = _join(threads, launches, interrupted)
-    if stopped or errors:
-        for l in launches:
-            l.close()
-            os.close(l.stderr_fd)
+        threads.append(threading.Thread(target=run.connect, args=(m,),
+                                        name="ssh-master-%d" % m.rank, daemon=True))
+    launches = {}
+    for rank, host, argv in specs:
+        if run.errors:
+            break
+        if rank in gate:
+            threads.append(threading.Thread(target=run.after_master, daemon=True,
+                                            args=(gate[rank], rank, host, argv, launches),
+                                            name="ssh-rank-%d" % rank))
+        else:
+            launch = launches[rank] = run.spawn(None, rank, host, argv)
+            if launch:
+                threads.append(threading.Thread(target=run.converse, args=(launch,),
+                                                name="ssh-rank-%d" % rank, daemon=True))
+    if not run.errors:
+        for t in threads:
+            t.start()
+    stopped = _join([t for t in threads if t.is_alive()], run, interrupted)
+    if stopped or run.errors:
+        run.close_all()
         if stopped:
             raise Interrupted()
-        raise errors[min(errors)]
-    return [SshProcess(l.child, l.stderr_fd, l.output) for l in launches]
+        raise run.errors[min(run.errors)]
+    for m in masters:
+        m.proc = SshProcess(m.launch.child, m.launch.stderr_fd)
+    return [SshProcess(launches[rank].child, launches[rank].stderr_fd, launches[rank].output)
+            for rank, _, _ in specs]
 
 
-def _converse_into(launch, secret, timeout, errors):
-    """Thread body: run one dialogue, file its failure under its rank."""
-    try:
-        converse(launch, secret, timeout)
-    except SpawnError as e:
-        errors[launch.rank] = e
-    except Exception as e:      # a pexpect or OS error is still this rank's failure
-        errors[launch.rank] = launch.fail("ssh to {host} (line {line}) failed", str(e))
+class _Run:
+    """The state of one start_all: every child started so far, the failures by rank."""
+
+    def __init__(self, secret, timeout):
+        self.secret, self.timeout = secret, timeout
+        self.errors = {}
+        self.launches = []
+        self.lock = threading.Lock()        # launches, stopped
+        self.stopped = False
+
+    def spawn(self, master, rank, host, argv):
+        """A new Launch (kept in master.launch if given), or None after filing the failure."""
+        with self.lock:
+            if self.stopped:
+                return None
+            try:
+                launch = Launch(rank, host, argv)
+            except (OSError, pexpect.ExceptionPexpect) as e:
+                self.errors[rank] = SpawnError(rank, host, "cannot run %s: %s" % (argv[0], e))
+                return None
+            self.launches.append(launch)
+            if master is not None:
+                master.launch = launch
+            return launch
+
+    def connect(self, master):
+        """Thread body: wait for a control master to listen, then open its gate."""
+        try:
+            self._guard(master.launch, connect_master, master.launch, master.control_path,
+                        self.timeout)
+            master.ok = master.rank not in self.errors
+        finally:
+            master.done.set()
+
+    def after_master(self, master, rank, host, argv, launches):
+        """Thread body: once the master listens, start one rank through it and converse."""
+        master.done.wait()
+        if master.ok:
+            launch = launches[rank] = self.spawn(None, rank, host, argv)
+            if launch:
+                self.converse(launch)
+
+    def converse(self, launch):
+        """Thread body: run one dialogue, file its failure under its rank."""
+        self._guard(launch, converse, launch, self.secret, self.timeout)
+
+    def _guard(self, launch, step, *args):
+        try:
+            step(*args)
+        except SpawnError as e:
+            self.errors[launch.rank] = e
+        except Exception as e:      # a pexpect or OS error is still this rank's failure
+            self.errors[launch.rank] = launch.fail("ssh to {host} (line {line}) failed", str(e))
+
+    def kill_all(self):
+        """SIGKILL every child started so far, and start no more."""
+        with self.lock:
+            self.stopped = True
+            for l in self.launches:
+                _kill(l.child.pid)
+
+    def close_all(self):
+        with self.lock:
+            self.stopped = True
+            for l in self.launches:
+                l.close()
+                os.close(l.stderr_fd)
 
 
-def _join(threads, launches, interrupted):
+def _join(threads, run, interrupted):
     """Wait for the threads; kill every child if interrupted() says so.  True if it did."""
     stopped = False
     for t in threads:
         while t.is_alive():
             if not stopped and interrupted():
                 stopped = True
-                for l in launches:
-                    _kill(l.child.pid)
+                run.kill_all()
             t.join(0.05)
     return stopped
 

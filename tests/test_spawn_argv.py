@@ -5,6 +5,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from services import procs, spawn, wire
 from services.machinefile import Host
 
@@ -97,3 +99,54 @@ def test_the_secret_reaches_a_local_rank_on_stdin_only(tmp_path):
     assert secret.hex() not in shown_argv and secret.hex() not in shown_env
     assert line == secret.hex()
     assert rest == "''"             # stdin was closed after the secret
+
+
+# ---------------------------------------------------------------- connection sharing
+
+def test_ssh_argv_through_a_control_master():
+    argv = spawn.ssh_argv(HOST, ["p"], options=["Port=2222"], cwd="/w", control_path="/t/m0")
+    assert argv == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                    "-o", "ControlMaster=no", "-o", "ControlPath=/t/m0", "-o", "Port=2222",
+                    "node2", "cd /w && exec env p"]
+
+
+def test_control_master_argv_runs_nothing_and_stays_in_the_foreground():
+    argv = spawn.control_master_argv(Host("dsm", "node2", 3, ""), "/t/50%/m1", ["Port=2222"],
+                                     "/k/id", 2.5)
+    assert argv == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
+                    "-o", "ControlMaster=yes", "-o", "ControlPath=/t/50%%/m1",
+                    "-o", "ControlPersist=no", "-o", "Port=2222", "-i", "/k/id", "-l", "dsm",
+                    "-N", "node2"]
+
+
+def test_share_groups_are_ranks_with_the_same_user_and_host():
+    h = [Host(None, "a", 1, "a"), Host(None, "b", 2, "b"), Host(None, "a", 3, "a"),
+         Host("u", "a", 4, "u@a"), Host(None, "c", 5, "c"), Host("u", "a", 6, "u@a"),
+         Host(None, "a", 7, "a")]
+    assert spawn.share_groups(h) == [[0, 2, 6], [3, 5]]        # b and c: alone, no sharing
+
+
+def test_share_groups_are_at_most_max_shared_ranks():
+    h = [Host(None, "a", i + 1, "a") for i in range(7)]
+    assert spawn.share_groups(h, max_shared=3) == [[0, 1, 2], [3, 4, 5]]     # rank 6 alone
+    assert spawn.share_groups(h[:2], max_shared=1) == []
+    assert spawn.MAX_SHARED == 10
+
+
+@pytest.mark.parametrize("option", ["ControlMaster=no", "controlpath none",
+                                    " CONTROLPERSIST\t5"])
+def test_a_user_sharing_option_turns_ours_off(option):
+    h = [Host(None, "a", 1, "a"), Host(None, "a", 2, "a")]
+    assert spawn.user_controls_sharing(["Port=22", option])
+    assert spawn.share_groups(h, ["Port=22", option]) == []
+    assert spawn.share_groups(h, ["Port=22", "ControlMasterX=1"]) == [[0, 1]]
+
+
+def test_option_name():
+    assert [spawn.option_name(o) for o in ["Port=22", "Port 22", " port\t22", "A"]] == [
+        "port", "port", "port", "a"]
+
+
+def test_control_path_fits_a_socket_address():
+    assert spawn.control_path("/tmp/dsm-ssh-x", 3) == "/tmp/dsm-ssh-x/m3"
+    assert spawn.control_path("/" + "d" * 100, 0) is None

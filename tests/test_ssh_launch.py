@@ -1,4 +1,5 @@
 """dsmexec through a real (private) sshd on 127.0.0.1: the ssh path end to end."""
+import os
 import select
 import signal
 import subprocess
@@ -7,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import (DSMEXEC, HELPER, REPO, machine_file, run_dsmexec, wait_for_lines,
-                      wait_gone)
+from conftest import (DSMEXEC, HELPER, REPO, machine_file, pids_with, run_dsmexec,
+                      wait_for_lines, wait_gone)
 from services import iomux, procs, spawn, ssh, wire
 from services.machinefile import Host
 
@@ -74,19 +75,65 @@ def test_closed_port_is_a_clear_error(tmp_path, sshd, tag):
     assert "localhost refused the connection (line 1)" in r.stderr
 
 
-def test_sigterm_leaves_no_remote_rank_behind(tmp_path, sshd, tag):
-    hosts = machine_file(tmp_path, "localhost", "127.0.0.1")
+@pytest.mark.parametrize("lines", [["localhost", "127.0.0.1"], ["127.0.0.1"] * 3],
+                         ids=["two-hosts", "shared-connection"])
+def test_sigterm_leaves_no_remote_rank_behind(tmp_path, sshd, tag, lines):
+    hosts = machine_file(tmp_path, *lines)
     proc = subprocess.Popen([sys.executable, DSMEXEC, *sshd.options(), hosts, HELPER,
                              "--sleep", "60", "--tag", tag],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
-        wait_for_lines(proc, 2, "sleeping")
+        wait_for_lines(proc, len(lines), "sleeping")
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     finally:
         proc.kill()
     assert proc.returncode == 143
     assert wait_gone(tag, 10) == []
+    assert wait_gone("ControlPath=" + str(tmp_path), 10) == []     # the control master too
+    assert list(tmp_path.glob("dsm-ssh-*")) == []
+
+
+def test_ranks_on_one_host_share_a_connection_that_ends_with_the_job(tmp_path, sshd, tag):
+    # dsmexec's private directory for the control sockets goes to $TMPDIR = tmp_path.
+    hosts = machine_file(tmp_path, *["localhost"] * 4)
+    proc = subprocess.Popen([sys.executable, DSMEXEC, *sshd.options(), hosts, HELPER,
+                             "--rank-print", "--sleep", "1", "--tag", tag],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)))
+    try:
+        seen = wait_for_lines(proc, 4, "sleeping")
+        sharing = pids_with("ControlPath=" + str(tmp_path))
+        masters = [pid for pid in pids_with("ControlMaster=yes") if pid in sharing]
+        assert len(masters) == 1 and len(sharing) == 5      # one master, four ranks
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert sorted(line for line in (seen + out).decode().splitlines() if "hello" in line) == [
+        "[rank %d] hello from rank %d of 4" % (r, r) for r in range(4)]
+    assert wait_gone("ControlPath=" + str(tmp_path), 10) == []
+    assert list(tmp_path.glob("dsm-ssh-*")) == []
+
+
+def test_a_refused_shared_connection_is_the_error_of_its_first_rank(tmp_path, sshd, tag):
+    hosts = machine_file(tmp_path, "# first", "localhost", "localhost", "localhost")
+    r = run_dsmexec(*sshd.options(key=sshd.refused_key), hosts, HELPER, "--tag", tag, timeout=30,
+                    env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert r.returncode != 0
+    assert "dsmexec: rank 0: permission denied by localhost (line 2): the key was refused" \
+        in r.stderr
+    assert list(tmp_path.glob("dsm-ssh-*")) == []
+
+
+def test_a_sharing_option_of_the_user_wins(tmp_path, sshd, tag):
+    hosts = machine_file(tmp_path, "localhost", "localhost")
+    r = run_dsmexec(*sshd.options(), "-o", "ControlMaster=no", hosts, HELPER, "--rank-print",
+                    "--tag", tag, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert len([line for line in r.stdout.splitlines() if "hello" in line]) == 2
+    assert list(tmp_path.glob("dsm-ssh-*")) == []       # dsmexec made no control directory
 
 
 def fake_rank_specs(sshd, n, tag):
