@@ -48,7 +48,8 @@ def main():
     lock0 = dsm.lock(dsm.size * 3)          # homed on rank 0
     dsm.barrier()
     if dsm.rank == 1:
-        rows["lock, uncontended"] = loop(a.iters, lambda: acquire_release(lock0))
+        name = "lock, uncontended (%d ranks)" % dsm.size
+        rows[name] = loop(a.iters, lambda: acquire_release(lock0))
     dsm.barrier()
     shared = dsm.lock(dsm.size * 5)
     t = loop(a.iters // 5, lambda: acquire_release(shared))

@@ -109,14 +109,19 @@ static void populate(uint64_t first, uint64_t n)
 
 /* Request up to `want` pages from `page` on: the run stops at the first
  * page that is already good enough or pending, and goes out as one DSM_REQ
- * per home block.  Caller holds st.mu; returns 1 if it was dropped.  *got
- * receives the length of the run. */
-static int request_run(uint64_t page, uint64_t want, int write, uint64_t *got)
+ * per home block.  A `speculative` run (read-ahead) also stops at a page
+ * whose read copy a writer has taken from us before: such a page is written
+ * elsewhere, and fetching it unasked would only make its writer invalidate
+ * it again.
+ * Caller holds st.mu; returns 1 if it was dropped.  *got receives the
+ * length of the run. */
+static int request_run(uint64_t page, uint64_t want, int write, int speculative,
+                       uint64_t *got)
 {
     uint64_t n = 1, cut;
     int dropped = 0;
     while (n < want && page + n < st.npages && !st.pages[page + n].pending &&
-           !satisfied(page + n, write))
+           !satisfied(page + n, write) && !(speculative && st.pages[page + n].invalidated))
         n++;
     *got = n;
     st.stats.pages_prefetched += n - 1;
@@ -140,14 +145,14 @@ static int request(uint64_t page, int write)
     int down = page == down_next, dropped;
     *(write ? &st.stats.write_faults : &st.stats.read_faults) += 1;
     if (write)
-        return request_run(page, 1, 1, &n);
+        return request_run(page, 1, 1, 0, &n);
     window = page == up_next || down ? window * 2 : 1;
     if (window > st.readahead)
         window = st.readahead;
     while (down && page - start + 1 < window && start > 0 && !st.pages[start - 1].pending &&
-           !satisfied(start - 1, 0))
+           !satisfied(start - 1, 0) && !st.pages[start - 1].invalidated)
         start--;
-    dropped = request_run(start, down ? page - start + 1 : window, 0, &n);
+    dropped = request_run(start, down ? page - start + 1 : window, 0, 1, &n);
     up_next = start + n;
     down_next = start ? start - 1 : UINT64_MAX;
     if (n > 1) {                /* back the pages the next run will want */
@@ -208,7 +213,7 @@ static void request_range(uint64_t first, uint64_t n, int write)
     uint64_t p, got;
     for (p = first; p < first + n && !st.failed; p++)
         if (!satisfied(p, write) && !st.pages[p].pending)
-            request_run(p, first + n - p, write, &got);
+            request_run(p, first + n - p, write, 0, &got);
 }
 
 /* Fetch pages [first, first + n) for reading or writing and wait for them:
@@ -241,7 +246,7 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
         for (p = c; p < stop && !st.failed; ) {
             if (satisfied(p, write))
                 p++;
-            else if (st.pages[p].pending || !request_run(p, stop - p, write, &got))
+            else if (st.pages[p].pending || !request_run(p, stop - p, write, 0, &got))
                 pthread_cond_wait(&st.cv, &st.mu);
         }
     }
@@ -396,6 +401,7 @@ static void on_inv(const struct msg *m)
         return;
     st.stats.invalidations++;
     st.pages[m->page].given_up++;
+    st.pages[m->page].invalidated = 1;
     comm_send(m->from, &ack, NULL, 0);
 }
 

@@ -31,6 +31,7 @@ enum dsm_phase { PHASE_IDLE, PHASE_RUNNING, PHASE_FINISHED };
 struct page {
     uint8_t prot;               /* DSM_PROT_* of the application view */
     uint8_t pending;            /* mode of our outstanding DSM_REQ, or 0 */
+    uint8_t invalidated;        /* a writer has taken a read copy of ours away */
     uint32_t given_up;          /* times this rank served or dropped it (thrashing) */
     uint64_t installed_ns;      /* when it was last received (hold window) */
 };
