@@ -115,11 +115,12 @@ def test_single_rank_without_dsmexec():
             "with libdsm.init(size=1 << 20) as d:\n"
             "    struct.pack_into('<q', d.mem, 4096, 77)\n"
             "    d.barrier()\n"
-            "    print(d.rank, d.size, struct.unpack_from('<q', d.mem, 4096)[0])\n")
+            "    print(d.rank, d.size, struct.unpack_from('<q', d.mem, 4096)[0],\n"
+            "          d.page_of(4096), d.page_access(1))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["0", "1", "77"]
+    assert p.stdout.split() == ["0", "1", "77", "1", "rw"]
 
 
 def test_address_in_use_is_a_clear_error():
