@@ -222,10 +222,15 @@ class Dsm:
         count = math.prod(shape)
         if name is not None:
             return self._named_array(name, shape, dtype, count)
-        alloc = None
+        made = None
         if self.rank == 0:
-            alloc = self.malloc(max(1, count * dtype.itemsize), align=self.page_size)
-        alloc = self.bcast(alloc, root=0)
+            made = (self.malloc(max(1, count * dtype.itemsize), align=self.page_size),
+                    shape, dtype.str)
+        alloc, root_shape, root_dtype = self.bcast(made, root=0)
+        if (root_shape, root_dtype) != (shape, dtype.str):
+            raise CollectiveError("array(): this rank asked for %s %s, rank 0 for %s %s"
+                                  % (shape, dtype.str, root_shape, root_dtype),
+                                  self.rank, self.hostname())
         self._arrays[alloc.offset] = alloc
         arr = np.frombuffer(self.mem, dtype=dtype, count=count, offset=alloc.offset)
         return arr.reshape(shape)

@@ -42,9 +42,22 @@ def check_core_version(built=None):
 
 
 def _check(rc, err):
-    if rc != lib.DSM_OK:
-        raise _ERRORS.get(rc, errors.DsmError)(ffi.string(err).decode(errors="replace"),
-                                               **_where)
+    if rc == lib.DSM_OK:
+        return
+    what = ffi.string(err).decode(errors="replace")
+    if rc == lib.DSM_EPEER:
+        _tell_launcher_peer_lost(what)
+    raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
+
+
+def _tell_launcher_peer_lost(what):
+    """Let dsmexec blame the rank that failed first, not this one."""
+    from services import rank, wire
+    if rank.CONTEXT is not None:
+        try:
+            rank.CONTEXT.notify(wire.Message.LOST_PEER, {"peer_error": what})
+        except OSError:
+            pass                # dsmexec is gone too; nothing to tell
 
 
 def page_size():

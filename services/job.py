@@ -60,6 +60,7 @@ class Rank:
         self.proc = None
         self.streams = {}           # fd -> (LineBuffer, Sink), until EOF
         self.init = self.finalized = False
+        self.lost_peer = False      # it failed because another rank went away
         self.exited_at = None
         self.judged = False
 
@@ -238,6 +239,8 @@ class Job:
             rank.init = True
         elif msg.type == wire.Message.FINALIZED:
             rank.finalized = True
+        elif msg.type == wire.Message.LOST_PEER:
+            rank.lost_peer = True
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
@@ -275,10 +278,17 @@ class Job:
         for r in self.ranks:
             if r.proc and r.exited_at is None and r.proc.poll() is not None:
                 r.exited_at = now
-        for r in self.ranks:
-            if not r.judged and r.exited_at is not None and (
-                    self._drained(r) or now >= r.exited_at + DRAIN_GRACE):
-                self._judge(r)
+        # Judge in the order the ranks exited, and never one before an earlier
+        # one.  A rank that said it lost a peer waits out the grace: the rank
+        # that really failed must take the blame, not the ones it took down.
+        ended = sorted((r for r in self.ranks if not r.judged and r.exited_at is not None),
+                       key=lambda r: (r.lost_peer, r.exited_at))
+        for r in ended:
+            grace_over = now >= r.exited_at + DRAIN_GRACE
+            waiting = r.lost_peer and self.teardown is None     # no culprit yet
+            if not grace_over and (waiting or not self._drained(r)):
+                break
+            self._judge(r)
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (

@@ -42,10 +42,10 @@ class Context:
         self.listener = listener        # where peers connect to us
         self._send_lock = threading.Lock()
 
-    def notify(self, type):
-        """Tell dsmexec something (Message.INIT, Message.FINALIZED)."""
+    def notify(self, type, body=None):
+        """Tell dsmexec something (Message.INIT, FINALIZED, LOST_PEER)."""
         with self._send_lock:
-            wire.Message(type).to_io(self.master)
+            wire.Message(type, body).to_io(self.master)
 
 
 CONTEXT = None

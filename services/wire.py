@@ -116,9 +116,11 @@ class Message:
                                 "hostnames": [...]}
     INIT      rank -> dsmexec  {}: libdsm.init() ran
     FINALIZED rank -> dsmexec  {}: finalize() completed
+    LOST_PEER rank -> dsmexec  {"peer_error": text}: this rank is failing
+                               because another rank went away first
     """
-    REGISTER, TABLE, INIT, FINALIZED = 1, 2, 3, 4
-    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED"}
+    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER = 1, 2, 3, 4, 5
+    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

@@ -275,6 +275,8 @@ def api_errors(dsm, a):
     print("err mismatch: " + expect_error(libdsm.CollectiveError, mismatch))
     dsm.barrier()
     print("err free: " + expect_error(ValueError, lambda: dsm.free(libdsm.Allocation(0, 16))))
+    shape = (4, 4) if dsm.rank == 0 else (4, 5)
+    print("err array: " + expect_error(libdsm.CollectiveError, lambda: dsm.array(shape, "int32")))
 
 
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
