@@ -13,7 +13,6 @@ Each is timed 3 times (after a barrier); rank 0 prints the median.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -23,17 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernels                     # noqa: E402
 import libdsm                      # noqa: E402
 import reference                   # noqa: E402
-
-REPEATS = 3
-
-
-def repeated(dsm, run):
-    """Median seconds of REPEATS runs of run() (which returns its own seconds)."""
-    times = []
-    for _ in range(REPEATS):
-        dsm.barrier()
-        times.append(run())
-    return statistics.median(times)
 
 
 def jacobi(dsm):
@@ -52,7 +40,7 @@ def jacobi(dsm):
             dsm.barrier()
             a, b = b, a
         return time.perf_counter() - t
-    seconds = repeated(dsm, run)
+    seconds = reference.repeated(dsm.barrier, run, kernels.REPEATS)
     if dsm.rank == 0:
         p, q = kernels.jacobi_initial(n), kernels.jacobi_initial(n)
         for _ in range(sweeps):
@@ -78,7 +66,7 @@ def matmul(dsm):
         c[lo:hi] = a[lo:hi] @ b
         dsm.barrier()
         return time.perf_counter() - t
-    seconds = repeated(dsm, run)
+    seconds = reference.repeated(dsm.barrier, run, kernels.REPEATS)
     if dsm.rank == 0:
         assert np.allclose(c, inputs[0] @ inputs[1])
     return seconds
@@ -98,7 +86,7 @@ def ep(dsm):
             total[0] += hits
         dsm.barrier()
         return time.perf_counter() - t
-    seconds = repeated(dsm, run)
+    seconds = reference.repeated(dsm.barrier, run, kernels.REPEATS)
     assert total[0] == sum(kernels.ep_hits(r, kernels.EP_DARTS) for r in range(dsm.size))
     return seconds
 

@@ -11,7 +11,6 @@ Rank 1 touches pages whose home and owner is rank 0, one access each:
 """
 import argparse
 import os
-import struct
 import sys
 import time
 

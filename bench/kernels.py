@@ -7,6 +7,7 @@ import numpy as np
 JACOBI_N, JACOBI_SWEEPS = 2048, 40
 MATMUL_N = 1024
 EP_DARTS = 4_000_000            # per rank
+REPEATS = 3                     # timed runs of each application; the median counts
 
 
 def jacobi_initial(n):

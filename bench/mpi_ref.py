@@ -15,7 +15,6 @@ Rank 0 prints the results, and one BENCH line per row.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -27,17 +26,6 @@ import kernels                     # noqa: E402
 import reference                   # noqa: E402
 
 clock = time.perf_counter_ns
-REPEATS = 3                        # timed runs of an application kernel; the median counts
-
-
-def repeated(comm, run):
-    """Median seconds of REPEATS runs of run() (which returns its own seconds),
-    each after a barrier."""
-    times = []
-    for _ in range(REPEATS):
-        comm.Barrier()
-        times.append(run())
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- barrier
@@ -96,13 +84,13 @@ def jacobi(comm):
         state["grid"] = src
         return seconds
 
-    seconds = repeated(comm, run)
+    seconds = reference.repeated(comm.Barrier, run, kernels.REPEATS)
     bands = comm.gather(state["grid"][lo:hi], root=0)
     if comm.rank == 0:
         assert np.array_equal(np.vstack(bands), jacobi_sequential(n, sweeps)), \
             "the MPI Jacobi differs from the sequential one"
         print("mpi jacobi  %dx%d, %d sweeps, %d ranks: %.3f s (median of %d)"
-              % (n, n, sweeps, comm.size, seconds, REPEATS))
+              % (n, n, sweeps, comm.size, seconds, kernels.REPEATS))
         reference.emit(row="mpi jacobi", seconds=seconds)
 
 
@@ -128,11 +116,11 @@ def matmul(comm):
         comm.Gather(block, C, root=0)
         return time.perf_counter() - t
 
-    seconds = repeated(comm, run)
+    seconds = reference.repeated(comm.Barrier, run, kernels.REPEATS)
     if comm.rank == 0:
         assert np.allclose(C, A @ B), "the MPI matmul differs from A @ B"
         print("mpi matmul  %dx%d, %d ranks: %.3f s (median of %d)"
-              % (n, n, comm.size, seconds, REPEATS))
+              % (n, n, comm.size, seconds, kernels.REPEATS))
         reference.emit(row="mpi matmul", seconds=seconds)
 
 
@@ -147,14 +135,14 @@ def ep(comm):
         state["total"] = comm.allreduce(kernels.ep_hits(comm.rank, darts))
         return time.perf_counter() - t
 
-    seconds = repeated(comm, run)
+    seconds = reference.repeated(comm.Barrier, run, kernels.REPEATS)
     if comm.rank == 0:
         expected = sum(kernels.ep_hits(r, darts) for r in range(comm.size))
         assert state["total"] == expected, "the MPI ep total differs: %d != %d" \
             % (state["total"], expected)
         pi = 4.0 * state["total"] / (darts * comm.size)
         print("mpi ep  %d darts x %d ranks (pi ~ %.5f): %.3f s (median of %d)"
-              % (darts, comm.size, pi, seconds, REPEATS))
+              % (darts, comm.size, pi, seconds, kernels.REPEATS))
         reference.emit(row="mpi ep", seconds=seconds)
 
 

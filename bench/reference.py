@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import struct
 import tempfile
 
@@ -96,6 +97,16 @@ def tcp_bandwidth(dsm, nbytes, chunk=1 << 16, offset=0):
 def emit(**fields):
     """One machine-readable result line for bench/run.py."""
     print("BENCH " + json.dumps(fields), flush=True)
+
+
+def repeated(barrier, run, times=3):
+    """Median seconds of `times` runs of run() (which returns its own
+    seconds), each after barrier(): for the application rows, DSM and MPI."""
+    out = []
+    for _ in range(times):
+        barrier()
+        out.append(run())
+    return statistics.median(out)
 
 
 def summary(ns_list):

@@ -223,23 +223,23 @@ class Regions:
                 raise FileNotFoundError("no segment %s" % name)
             return self.table.create(name, size, key, flags).shmid
 
-    def map(self, name):
-        """Map a region by name.  FileNotFoundError if there is none."""
+    def _named(self, name, action):
+        """Apply action(entry) to the live region called name, under its
+        lock; FileNotFoundError if there is none."""
         Table.check_name(name)
         with self.table.locked(bucket_of(name)):
             e = self.table.lookup(name)
             if e is None:
                 raise FileNotFoundError("no region named %r" % name)
-            return self._attach(e)
+            return action(e)
+
+    def map(self, name):
+        """Map a region by name.  FileNotFoundError if there is none."""
+        return self._named(name, self._attach)
 
     def map_id(self, shmid):
         """Map a region by id, even one removed but still mapped somewhere."""
-        bucket, slot, generation = Table.locate(shmid)
-        with self.table.locked(bucket):
-            e = self.table.read_if(slot, generation)
-            if e is None:
-                raise FileNotFoundError("no region with id %d" % shmid)
-            return self._attach(e)
+        return self.control(shmid, lambda table, e: self._attach(e))
 
     def _attach(self, e):
         self.table.attach(e)
@@ -266,15 +266,12 @@ class Regions:
 
     def destroy(self, name):
         """Remove a region by name (see the module's destroy semantics)."""
-        Table.check_name(name)
-        with self.table.locked(bucket_of(name)):
-            e = self.table.lookup(name)
-            if e is None:
-                raise FileNotFoundError("no region named %r" % name)
+        def remove(e):
             if self.maps(e.shmid):
                 raise ValueError("region %r is still mapped by this rank; unmap it first"
                                  % name)
             return self.table.remove(e)
+        return self._named(name, remove)
 
     def control(self, shmid, action):
         """Apply action(table, entry) under the entry's lock; FileNotFoundError

@@ -33,14 +33,15 @@ def machine_file(tmp_path, *lines, name="machines"):
     return str(path)
 
 
-def pids_with(marker):
-    """Pids of the processes (not this one) whose command line contains marker."""
+def pids_with(marker, where="cmdline"):
+    """Pids of the processes (not this one) whose /proc/PID/<where> (cmdline,
+    or environ) contains marker."""
     found, me = [], os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
+            with open("/proc/%s/%s" % (entry, where), "rb") as f:
                 if marker.encode() in f.read():
                     found.append(int(entry))
         except OSError:
@@ -48,12 +49,12 @@ def pids_with(marker):
     return found
 
 
-def wait_gone(marker, timeout=10.0):
+def wait_gone(marker, timeout=10.0, where="cmdline"):
     """Wait until no process carries marker; return the pids still there at the deadline."""
     deadline = time.monotonic() + timeout
-    while pids_with(marker) and time.monotonic() < deadline:
+    while pids_with(marker, where) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return pids_with(marker)
+    return pids_with(marker, where)
 
 
 def wait_for_lines(proc, count, word, timeout=20.0):

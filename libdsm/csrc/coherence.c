@@ -257,31 +257,47 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
     return rc;
 }
 
-/* Pages received but not yet opened to the application (comm thread only):
- * a burst of DSM_PAGEs is installed with one mprotect per run. */
-#define INSTALL_MAX 512
-static struct install {
+/* Protection changes the comm thread batches, so that a burst of pages
+ * costs one mprotect per run of consecutive pages: pages received but not
+ * yet opened to the application (installs), and pages to downgrade before
+ * they are sent (serves). */
+#define BATCH_MAX 512
+struct batched {
     uint64_t page;
-    uint8_t prot;
-    uint8_t confirm;            /* send DSM_UPDATE to the home */
-} installs[INSTALL_MAX];
-static unsigned n_installs;
+    uint8_t prot;               /* the protection the page gets */
+    uint8_t confirm;            /* installs: send DSM_UPDATE to the home */
+    uint8_t mode;               /* serves: what the requester asked for */
+    uint8_t data;               /* serves: send the data (else the requester has it) */
+    uint16_t origin;            /* serves: the requester */
+};
+static struct batched installs[BATCH_MAX], serves[BATCH_MAX];
+static unsigned n_installs, n_serves;
+
+/* Apply the protections of a batch, one mprotect per run of consecutive
+ * pages with the same protection.  Nonzero (the failure recorded) if one
+ * could not be applied. */
+static int protect_runs(const struct batched *b, unsigned n)
+{
+    unsigned i, j;
+    for (i = 0; i < n; i = j) {
+        for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot; j++)
+            ;
+        if (region_set_prot(b[i].page, j - i, b[i].prot))
+            return 1;
+    }
+    return 0;
+}
 
 /* Open the received pages, wake the faulting threads, confirm to the homes. */
 static void flush_installs(void)
 {
-    unsigned i, j;
+    unsigned i;
     uint64_t now = now_ns();
     if (!n_installs)
         return;
-    for (i = 0; i < n_installs; i = j) {
-        for (j = i + 1; j < n_installs && installs[j].page == installs[j - 1].page + 1 &&
-             installs[j].prot == installs[i].prot; j++)
-            ;
-        if (region_set_prot(installs[i].page, j - i, installs[i].prot)) {
-            n_installs = 0;
-            return;
-        }
+    if (protect_runs(installs, n_installs)) {
+        n_installs = 0;
+        return;
     }
     pthread_mutex_lock(&st.mu);
     for (i = 0; i < n_installs; i++) {
@@ -306,10 +322,10 @@ static void on_page(const struct msg *m, const unsigned char *payload)
 {
     if (payload)
         memcpy(st.rw + m->page * st.page_size, payload, st.page_size);
-    installs[n_installs++] = (struct install){
-        m->page, m->mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
-        (m->arg & PAGE_NEEDS_UPDATE) != 0 };
-    if (n_installs == INSTALL_MAX)
+    installs[n_installs++] = (struct batched){
+        .page = m->page, .prot = m->mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
+        .confirm = (m->arg & PAGE_NEEDS_UPDATE) != 0 };
+    if (n_installs == BATCH_MAX)
         flush_installs();
 }
 
@@ -341,30 +357,14 @@ static void send_page(uint64_t page, int mode, int origin, const void *data)
         home_complete(page, mode, origin);
 }
 
-/* Pages this rank serves, batched like installs: a run of DSM_FWDs is
- * downgraded with one mprotect per run before any data is read. */
-static struct serve {
-    uint64_t page;
-    uint8_t prot;               /* what we keep: READ, or NONE for a writer */
-    uint8_t mode;
-    uint8_t data;               /* send the data (else the requester has it) */
-    uint16_t origin;
-} serves[INSTALL_MAX];
-static unsigned n_serves;
-
 /* Downgrade our copies first, so the data cannot change after it is read
  * from the read/write view, then send the pages. */
 static void flush_serves(void)
 {
-    unsigned i, j;
-    for (i = 0; i < n_serves; i = j) {
-        for (j = i + 1; j < n_serves && serves[j].page == serves[j - 1].page + 1 &&
-             serves[j].prot == serves[i].prot; j++)
-            ;
-        if (region_set_prot(serves[i].page, j - i, serves[i].prot)) {
-            n_serves = 0;
-            return;
-        }
+    unsigned i;
+    if (protect_runs(serves, n_serves)) {
+        n_serves = 0;
+        return;
     }
     for (i = 0; i < n_serves; i++) {
         st.pages[serves[i].page].given_up++;
@@ -384,11 +384,11 @@ static void on_fwd(const struct msg *m)
                   (unsigned long long)m->page);
         return;
     }
-    if (n_serves == INSTALL_MAX)
+    if (n_serves == BATCH_MAX)
         flush_serves();
-    serves[n_serves++] = (struct serve){
-        m->page, m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ, m->mode,
-        !(m->arg & FWD_NODATA), m->origin };
+    serves[n_serves++] = (struct batched){     /* we keep READ, or NONE for a writer */
+        .page = m->page, .prot = m->mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ,
+        .mode = m->mode, .data = !(m->arg & FWD_NODATA), .origin = m->origin };
 }
 
 /* DSM_INV: drop our read copy and acknowledge to the home. */
