@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py libdsm/_build.py $(wildcard libdsm/csrc/*.c libdsm/csrc/*.h)
 
-.PHONY: run test bench build clean
+.PHONY: run test bench build clean sim
 
 run: $(STAMP)
 	$(VPY) dsmexec.py machine_file.example examples/double_touch.py
@@ -30,3 +30,17 @@ $(STAMP): $(SOURCES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info libdsm/_core*.so libdsm/_core.c libdsm/_core.o
+
+# The protocol simulation (tests/sim): the real coherence and sync code,
+# N ranks in one process.  `make sim` runs 10,000 seeds; `make sim SEED=n`
+# replays one with its trace (SIMFLAGS=--drop kills a rank on the way).
+CSRC := libdsm/csrc
+SIM_SOURCES := tests/sim/sim.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c \
+	ring.c transport.c coh_app.c coh_serve.c sync.c)
+build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
+	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
+
+sim: build/sim
+	build/sim $(if $(SEED),--seed $(SEED),--seeds 0:10000) $(SIMFLAGS)

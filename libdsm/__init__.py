@@ -27,7 +27,7 @@ __all__ = [
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError",
 ]
-__version__ = "0.1.0"
+from libdsm._version import __version__  # noqa: F401  (re-exported)
 
 _binding.check_core_version()
 

@@ -2,6 +2,7 @@
 
 Every C return code is checked here and becomes a typed exception."""
 from libdsm import errors
+from libdsm._version import __version__
 
 try:
     from libdsm._core import ffi, lib
@@ -9,14 +10,12 @@ except ImportError as e:  # pragma: no cover - depends on the build
     raise errors.CoreVersionError(
         "the C core is not built (%s); run `make build` or `pip install -e .`" % e) from None
 
-CORE_VERSION = (1, 0)   # the major.minor of csrc/ this package was written for
-
 _ERRORS = {
     lib.DSM_EINVAL: errors.ConfigError,
     lib.DSM_EADDR: errors.AddressInUseError,
     lib.DSM_ELIMIT: errors.MappingLimitError,
     lib.DSM_EPEER: errors.PeerError,
-    lib.DSM_ESYS: errors.DsmError,
+    lib.DSM_ESYS: errors.SystemCallError,
     lib.DSM_ESTATE: errors.StateError,
     lib.DSM_ECOLL: errors.CollectiveError,
     lib.DSM_ENOTHELD: errors.LockError,
@@ -31,14 +30,19 @@ def core_version():
     return major[0], minor[0]
 
 
+def build_version():
+    """The libdsm version the compiled core was built for."""
+    return ffi.string(lib.dsm_build_version()).decode()
+
+
 def check_core_version(built=None):
-    """Refuse a compiled core whose major version differs from ours.  A
-    different minor is fine: the newer side keeps compatibility."""
-    built = core_version() if built is None else built
-    if built[0] != CORE_VERSION[0]:
+    """Refuse a compiled core stamped with another libdsm version: it is a
+    stale build, whose C may not match this Python."""
+    built = build_version() if built is None else built
+    if built != __version__:
         raise errors.CoreVersionError(
-            "the compiled C core is version %d.%d but this libdsm needs %d.%d; "
-            "rebuild it with `make build`" % (built + CORE_VERSION))
+            "the compiled C core was built for libdsm %s but this is libdsm %s; "
+            "rebuild it with `make build`" % (built, __version__))
 
 
 def _check(rc, err):
@@ -47,6 +51,8 @@ def _check(rc, err):
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
         _tell_launcher_peer_lost(what)
+    if rc == lib.DSM_ESYS:
+        raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
 
 

@@ -16,6 +16,15 @@ class DsmError(Exception):
         return self.args[0]
 
 
+class SystemCallError(DsmError, OSError):
+    """A system call failed; `.errno` says which errno, the message where."""
+
+    def __init__(self, what, errno=None, rank=None, host=None):
+        DsmError.__init__(self, what, rank, host)
+        self.errno = errno
+        self.strerror = what
+
+
 class ConfigError(DsmError, ValueError):
     """The configuration (DSM_* variables or init arguments) is invalid."""
 

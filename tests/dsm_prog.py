@@ -252,6 +252,41 @@ def lock_invariant(dsm, a):
     print("lock_invariant a=%d expected=%d broken=%d" % (f[0], a.rounds * dsm.size, broken))
 
 
+def ring_full(dsm, a):
+    """Four threads per rank at once: strided numpy updates (which fault
+    with the GIL released) of every page, homed here and elsewhere, bulk
+    prefetches, and locks homed on every rank; a barrier between rounds.
+    Built with a tiny ring (DSM_RING_CAP=2), this keeps the ring to the comm
+    thread full."""
+    import threading
+    import numpy as np
+    threads, width = 4, 8
+    rows = 64 * dsm.size
+    arr = dsm.array((rows, dsm.page_size // 8), "int64")       # one page a row
+    counters = dsm.array(dsm.size, "int64")
+
+    def work(t):
+        col = (dsm.rank * threads + t) * width
+        dsm.prefetch(arr[:, col:col + width])
+        np.add(arr[:, col:col + width], 1, out=arr[:, col:col + width])
+        for k in range(dsm.size):                 # lock k is homed on rank k
+            with dsm.lock(k):
+                counters[k] += 1
+
+    for _ in range(a.rounds):
+        pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        dsm.barrier()
+    used = arr[:, :dsm.size * threads * width]
+    bad = int(np.count_nonzero(used != a.rounds))
+    want = a.rounds * threads * dsm.size
+    print("ring_full bad=%d counters=%s expected=%d ring_full=%d"
+          % (bad, counters.tolist(), want, dsm.stats()["ring_full"]))
+
+
 def expect_error(kind, fn):
     try:
         fn()
@@ -282,7 +317,7 @@ def api_errors(dsm, a):
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
                                      messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
-                                     api_errors)}
+                                     api_errors, ring_full)}
 
 
 def main():

@@ -1,6 +1,8 @@
 """Run a program under dsmexec for the runtime tests, and prove nothing of
 the job is left afterwards."""
 import os
+import subprocess
+import sys
 import uuid
 
 from conftest import REPO as ROOT, machine_file, run_dsmexec, wait_gone
@@ -8,14 +10,21 @@ from conftest import REPO as ROOT, machine_file, run_dsmexec, wait_gone
 DSM_PROG = os.path.join(ROOT, "tests", "dsm_prog.py")
 
 
-def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=100, host="localhost"):
+def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=100, host="localhost",
+        dsmexec=None, cwd=ROOT):
     """dsmexec with n ranks; returns the CompletedProcess (text).  Fails the
-    test if any process of the job outlives it."""
+    test if any process of the job outlives it.  `dsmexec` and `cwd` run
+    another copy of the package (a core built differently)."""
     tag = "DSM_TEST_TAG=%s" % uuid.uuid4().hex
     full_env = dict(os.environ, **(env or {}))
     full_env["DSM_TEST_TAG"] = tag.split("=", 1)[1]
     machines = machine_file(tmp_path, *[host] * n, name="machines-%d" % n)
-    proc = run_dsmexec(*opts, machines, prog, *args, timeout=timeout, env=full_env)
+    if dsmexec is None:
+        proc = run_dsmexec(*opts, machines, prog, *args, timeout=timeout, env=full_env, cwd=cwd)
+    else:
+        proc = subprocess.run([sys.executable, dsmexec, *opts, machines, prog, *args],
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env=full_env)
     left = wait_gone(tag, timeout=5, where="environ")
     assert not left, "processes outlived the job: %s" % left
     return proc
@@ -29,3 +38,10 @@ def rank_lines(out, needle):
             prefix, _, text = line.partition("] ")
             got[int(prefix[len("[rank "):])] = text
     return got
+
+
+def run_code(code, timeout=60):
+    """Run Python source in a fresh interpreter, one rank without dsmexec;
+    returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)

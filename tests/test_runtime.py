@@ -2,12 +2,10 @@
 concurrency, scale, and failures."""
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from dsmrun import DSM_PROG, ROOT, rank_lines, run
+from dsmrun import DSM_PROG, ROOT, rank_lines, run, run_code
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -117,8 +115,7 @@ def test_single_rank_without_dsmexec():
             "    d.barrier()\n"
             "    print(d.rank, d.size, struct.unpack_from('<q', d.mem, 4096)[0],\n"
             "          d.page_of(4096), d.page_access(1))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60, cwd=ROOT)
+    p = run_code(code)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["0", "1", "77", "1", "rw"]
 
@@ -131,8 +128,7 @@ def test_address_in_use_is_a_clear_error():
             "    libdsm.init(size=1 << 20, base=addr)\n"
             "except libdsm.AddressInUseError as e:\n"
             "    print('refused:', e)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60, cwd=ROOT)
+    p = run_code(code)
     assert p.returncode == 0, p.stderr
     assert "refused:" in p.stdout and "already in use" in p.stdout
 

@@ -1,23 +1,22 @@
-/* The comm thread: one ppoll() loop over the peer sockets, the wake-up
- * eventfd and the connection to dsmexec.  It frames messages, keeps a
- * non-blocking outbox per peer (so two ranks sending to each other can never
- * both block), runs deferred work, dispatches to coherence.c and sync.c,
- * and closes the connections at finalize.  It never takes the GIL and
- * never runs Python. */
+/* Layer 1: the socket backend of the transport.  One comm thread runs a
+ * ppoll() loop over the peer sockets, the wake-up eventfd and the
+ * connection to dsmexec.  It frames messages, keeps a non-blocking outbox
+ * per peer (so two ranks sending to each other can never both block), runs
+ * deferred messages, delivers through transport.c, and closes the
+ * connections at finalize.  It never takes the GIL and never runs Python. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "comm.h"
+#include "net.h"
 
 #define RX_CHUNK (256 * 1024)
 
@@ -42,11 +41,18 @@ struct deferred {
     struct deferred *next;
 };
 
-static struct peer *peers;
-static struct msg *selfq;
-static size_t selfq_len, selfq_cap;
-static struct deferred *deferred;  /* sorted by due */
-static int self_finalized, stopping;
+/* The backend's state; only the comm thread touches it, except peers[].tx
+ * (under txmu) and evfd. */
+struct comm {
+    struct transport *t;
+    struct core *c;
+    struct peer *peers;
+    struct pollfd *fds;         /* evfd, master, then one per rank */
+    struct deferred *deferred;  /* sorted by due */
+    int evfd, master_fd;
+    int self_finalized, stopping;
+    pthread_t thread;
+};
 
 /* Make room for n more bytes at the end of b; 0 or -1 (out of memory). */
 static int buf_reserve(struct buf *b, size_t n)
@@ -69,43 +75,21 @@ static int buf_reserve(struct buf *b, size_t n)
     return 0;
 }
 
-static void buf_append(struct buf *b, const void *p, size_t n)
+static void buf_append(struct comm *cm, struct buf *b, const void *p, size_t n)
 {
     if (buf_reserve(b, n)) {
-        comm_fail("out of memory buffering %zu bytes", n);
+        core_fail(cm->c, "out of memory buffering %zu bytes", n);
         return;
     }
     memcpy(b->data + b->len, p, n);
     b->len += n;
 }
 
-/* Record a failure once; every waiting thread wakes and reports it. */
-void comm_fail(const char *fmt, ...)
-{
-    va_list ap;
-    pthread_mutex_lock(&st.mu);
-    if (!st.failed) {
-        va_start(ap, fmt);
-        vsnprintf(st.failure, sizeof st.failure, fmt, ap);
-        va_end(ap);
-        st.failed = 1;
-        TRACE("failure: %s", st.failure);
-    }
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
-}
-
-/* Queue a message to ourselves for the comm thread.  The caller holds
- * st.mu.  DSM_ESTATE if the ring is full (wait on st.cv and retry). */
-int comm_post(const struct msg *m)
+static void wake(struct comm *cm)
 {
     uint64_t one = 1;
-    if (st.ring_len == RING_CAP)
-        return DSM_ESTATE;
-    st.ring[(st.ring_head + st.ring_len++) % RING_CAP] = *m;
-    if (write(st.evfd, &one, sizeof one) < 0 && errno != EAGAIN)
-        return DSM_ESYS;
-    return DSM_OK;
+    if (write(cm->evfd, &one, sizeof one) < 0 && errno != EAGAIN)
+        core_fail(cm->c, "write of the wake-up eventfd: %s", strerror(errno));
 }
 
 /* Send to a peer.  `now`: straight onto the socket when nothing is queued
@@ -113,88 +97,66 @@ int comm_post(const struct msg *m)
  * what did not fit, into the outbox, which the comm thread flushes at the
  * end of each round of events, so that a burst of pages leaves in a few
  * large writes.  Returns 1 if something is left in the outbox. */
-static int peer_send(int dst, struct msg *m, const void *payload, uint32_t len, int now)
+static int peer_send(struct comm *cm, int dst, const struct msg *m, const void *payload,
+                     int now)
 {
     unsigned char hdr[MSG_WIRE_SIZE];
-    struct peer *p = &peers[dst];
+    struct peer *p = &cm->peers[dst];
     ssize_t n = 0;
     int queued;
-    m->len = len;
     msg_encode(m, hdr);
-    __atomic_fetch_add(&st.stats.msgs_sent, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&st.stats.pages_sent, m->type == DSM_PAGE && len, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&cm->c->stats.msgs_sent, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&cm->c->stats.pages_sent, m->type == DSM_PAGE && m->len,
+                       __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->txmu);
     if (p->eof || p->shut) {
         pthread_mutex_unlock(&p->txmu);
-        comm_fail("cannot send %s to rank %d: its connection is closed", msg_name(m->type), dst);
+        core_fail(cm->c, "cannot send %s to rank %d: its connection is closed",
+                  msg_name(m->type), dst);
         return 0;
     }
     if (now && p->tx.off == p->tx.len &&
         (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
         pthread_mutex_unlock(&p->txmu);
-        comm_fail("send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
+        core_fail(cm->c, "send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
         return 0;
     }
     if ((size_t)n < MSG_WIRE_SIZE)
-        buf_append(&p->tx, hdr + n, MSG_WIRE_SIZE - (size_t)n);
+        buf_append(cm, &p->tx, hdr + n, MSG_WIRE_SIZE - (size_t)n);
     n = (size_t)n > MSG_WIRE_SIZE ? n - MSG_WIRE_SIZE : 0;
     if (m->len > (size_t)n)
-        buf_append(&p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
+        buf_append(cm, &p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
     queued = p->tx.off < p->tx.len;
     pthread_mutex_unlock(&p->txmu);
     return queued;
 }
 
-/* Send a message to a rank (ourselves included), from the comm thread.
- * The payload is copied or sent now, so the caller may change it after.
- * Messages to ourselves carry no payload. */
-void comm_send(int dst, struct msg *m, const void *payload, uint32_t len)
+/* ---------------------------------------------------------- transport ops */
+
+static void op_send(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    if (dst != st.rank) {
-        peer_send(dst, m, payload, len, 0);
-        return;
-    }
-    if (selfq_len == selfq_cap) {
-        size_t cap = selfq_cap ? selfq_cap * 2 : 64;
-        struct msg *q = realloc(selfq, cap * sizeof *q);
-        if (!q) {
-            comm_fail("out of memory queueing %s", msg_name(m->type));
-            return;
-        }
-        selfq = q;
-        selfq_cap = cap;
-    }
-    m->from = (uint16_t)st.rank;
-    m->len = 0;
-    selfq[selfq_len++] = *m;
+    peer_send(t->backend, dst, m, payload, 0);
 }
 
-/* Send from an application thread that does not hold st.mu: straight onto
- * the socket (saving a hand-off to the comm thread, which is woken only to
- * flush what did not fit), or through the ring for ourselves. */
-int comm_send_app(int dst, struct msg *m, const void *payload, uint32_t len)
+/* Straight onto the socket (saving a hand-off to the comm thread, which is
+ * woken only to flush what did not fit). */
+static void op_send_app(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    uint64_t one = 1;
-    int rc = DSM_OK;
-    if (dst == st.rank) {
-        pthread_mutex_lock(&st.mu);
-        while ((rc = comm_post(m)) == DSM_ESTATE && !st.failed)
-            pthread_cond_wait(&st.cv, &st.mu);
-        pthread_mutex_unlock(&st.mu);
-        return rc == DSM_ESTATE ? DSM_EPEER : rc;
-    }
-    if (peer_send(dst, m, payload, len, 1) && write(st.evfd, &one, sizeof one) < 0 &&
-        errno != EAGAIN)
-        comm_fail("write of the wake-up eventfd: %s", strerror(errno));
-    return st.failed ? DSM_EPEER : DSM_OK;
+    if (peer_send(t->backend, dst, m, payload, 1))
+        wake(t->backend);
 }
 
-/* Run a message again at `due` (the hold window). */
-void comm_defer(const struct msg *m, uint64_t due)
+static void op_wake(struct transport *t)
 {
-    struct deferred *d = malloc(sizeof *d), **pp = &deferred;
+    wake(t->backend);
+}
+
+static void op_defer(struct transport *t, const struct msg *m, uint64_t due)
+{
+    struct comm *cm = t->backend;
+    struct deferred *d = malloc(sizeof *d), **pp = &cm->deferred;
     if (!d) {
-        comm_fail("out of memory deferring %s", msg_name(m->type));
+        core_fail(cm->c, "out of memory deferring %s", msg_name(m->type));
         return;
     }
     d->due = due;
@@ -203,36 +165,45 @@ void comm_defer(const struct msg *m, uint64_t due)
         pp = &(*pp)->next;
     d->next = *pp;
     *pp = d;
-    st.stats.deferred++;
+    cm->c->stats.deferred++;
 }
+
+static const struct transport_ops socket_ops = { op_send, op_send_app, op_wake, op_defer };
 
 /* ---------------------------------------------------------- finalize */
 
-static void finalize_begin(void)
+/* DSM_FINALIZE: from ourselves (posted by dsm_finalize) tell every peer;
+ * from a peer, note it. */
+static void on_finalize(void *ctx, const struct msg *m, const unsigned char *payload)
 {
+    struct comm *cm = ctx;
     int r;
-    for (r = 0; r < st.nranks; r++) {
-        struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)st.rank };
-        if (r != st.rank)
-            comm_send(r, &m, NULL, 0);
+    if (m->from == cm->c->rank) {
+        for (r = 0; r < cm->c->nranks; r++) {
+            struct msg f = { .type = DSM_FINALIZE, .origin = (uint16_t)cm->c->rank };
+            if (r != cm->c->rank)
+                tp_send(cm->t, r, &f, NULL);
+        }
+        cm->self_finalized = 1;
+    } else {
+        cm->peers[m->from].finalized = 1;
     }
-    self_finalized = 1;
-    sync_finalized(st.rank);
+    tp_finalized(cm->t, m->from);
 }
 
 /* Once every rank said DSM_FINALIZE, flush, shut our side, and stop when
  * every peer has shut theirs: nothing anyone still needs is in flight. */
-static void finalize_progress(void)
+static void finalize_progress(struct comm *cm)
 {
     int r, open = 0;
-    if (!self_finalized)
+    if (!cm->self_finalized)
         return;
-    for (r = 0; r < st.nranks; r++)
-        if (r != st.rank && !peers[r].finalized)
+    for (r = 0; r < cm->c->nranks; r++)
+        if (r != cm->c->rank && !cm->peers[r].finalized)
             return;
-    for (r = 0; r < st.nranks; r++) {
-        struct peer *p = &peers[r];
-        if (r == st.rank)
+    for (r = 0; r < cm->c->nranks; r++) {
+        struct peer *p = &cm->peers[r];
+        if (r == cm->c->rank)
             continue;
         pthread_mutex_lock(&p->txmu);
         if (!p->shut && p->tx.off == p->tx.len) {
@@ -242,117 +213,37 @@ static void finalize_progress(void)
         pthread_mutex_unlock(&p->txmu);
         open += !p->shut || !p->eof;
     }
-    stopping = !open;
+    cm->stopping = !open;
 }
 
 /* ---------------------------------------------------------- the loop */
 
-static void dispatch(const struct msg *m, const unsigned char *payload)
-{
-    coh_flush(m->type);     /* batched work on other messages takes effect first */
-    switch (m->type) {
-    case DSM_REQ: case DSM_FWD: case DSM_PAGE: case DSM_UPDATE: case DSM_INV:
-    case DSM_INV_ACK:
-        coh_dispatch(m, payload);
-        break;
-    case DSM_FINALIZE:
-        if (m->from == st.rank) {
-            finalize_begin();
-        } else {
-            peers[m->from].finalized = 1;
-            sync_finalized(m->from);
-        }
-        break;
-    default:
-        sync_dispatch(m, payload);
-    }
-}
-
-/* Dispatch the messages to ourselves; how many there were. */
-static size_t drain_self(void)
-{
-    size_t i;
-    for (i = 0; i < selfq_len; i++) {
-        struct msg m = selfq[i];    /* dispatch may grow selfq */
-        dispatch(&m, NULL);
-    }
-    selfq_len = 0;
-    return i;
-}
-
-/* End of a round of events: make batched work take effect and handle what
- * it sent to ourselves, until nothing is left. */
-static void settle(void)
-{
-    do
-        coh_flush(0);
-    while (drain_self());
-}
-
-/* Take the messages application threads posted to us. */
-static void drain_ring(void)
-{
-    struct msg batch[RING_CAP];
-    unsigned i, n;
-    uint64_t v;
-    if (read(st.evfd, &v, sizeof v) < 0 && errno != EAGAIN)
-        comm_fail("read of the wake-up eventfd: %s", strerror(errno));
-    pthread_mutex_lock(&st.mu);
-    n = st.ring_len;
-    for (i = 0; i < n; i++)
-        batch[i] = st.ring[(st.ring_head + i) % RING_CAP];
-    st.ring_head = (st.ring_head + n) % RING_CAP;
-    st.ring_len = 0;
-    if (n == RING_CAP)
-        pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
-    for (i = 0; i < n; i++) {
-        batch[i].from = (uint16_t)st.rank;
-        dispatch(&batch[i], NULL);
-        drain_self();
-    }
-}
-
-/* Payload bytes a message of this type may carry. */
-static int valid_len(const struct msg *m)
-{
-    switch (m->type) {
-    case DSM_PAGE: return m->len == 0 || m->len == st.page_size;
-    case DSM_BARRIER_GO: return m->len < DSM_ERRLEN;
-    case DSM_BCAST: return m->len <= DSM_MAX_BCAST;
-    default: return m->len == 0;
-    }
-}
-
-/* Parse every complete message in a peer's receive buffer. */
-static void parse(int r, struct peer *p)
+/* Deliver every complete message in a peer's receive buffer. */
+static void parse(struct comm *cm, int r, struct peer *p)
 {
     struct msg m;
     while (p->rx.len - p->rx.off >= MSG_WIRE_SIZE) {
         unsigned char *h = p->rx.data + p->rx.off;
         msg_decode(h, &m);
         m.from = (uint16_t)r;
-        if (m.type == 0 || m.type >= DSM_MSG_MAX || !valid_len(&m) || m.origin >= st.nranks) {
-            comm_fail("protocol error from rank %d: type %d, %u payload bytes", r, m.type,
-                      m.len);
+        if (tp_check(cm->t, &m)) {
             p->rx.off = p->rx.len;
             return;
         }
         if (p->rx.len - p->rx.off < MSG_WIRE_SIZE + m.len)
             return;
         p->rx.off += MSG_WIRE_SIZE + m.len;
-        st.stats.msgs_recv++;
-        dispatch(&m, m.len ? h + MSG_WIRE_SIZE : NULL);
-        drain_self();
+        cm->c->stats.msgs_recv++;
+        tp_deliver(cm->t, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
     }
 }
 
-static void on_readable(int r, struct peer *p)
+static void on_readable(struct comm *cm, int r, struct peer *p)
 {
     for (;;) {
         ssize_t n;
         if (buf_reserve(&p->rx, RX_CHUNK)) {
-            comm_fail("out of memory receiving from rank %d", r);
+            core_fail(cm->c, "out of memory receiving from rank %d", r);
             return;
         }
         n = recv(p->fd, p->rx.data + p->rx.len, p->rx.cap - p->rx.len, MSG_DONTWAIT);
@@ -360,22 +251,22 @@ static void on_readable(int r, struct peer *p)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        if (n <= 0) {
+        if (n <= 0) {           /* a peer closes only once every rank, we too, finalized */
             p->eof = 1;
-            if (!p->finalized)
-                comm_fail("rank %d closed its connection before finalize (%s)", r,
+            if (!p->finalized || !cm->self_finalized)
+                core_fail(cm->c, "rank %d closed its connection before finalize (%s)", r,
                           n < 0 ? strerror(errno) : "end of stream");
             break;
         }
         p->rx.len += (size_t)n;
-        parse(r, p);
+        parse(cm, r, p);
     }
     if (p->rx.off == p->rx.len)
         p->rx.off = p->rx.len = 0;
 }
 
 /* Write as much of a peer's outbox as the socket takes. */
-static void flush_peer(int r, struct peer *p)
+static void flush_peer(struct comm *cm, int r, struct peer *p)
 {
     ssize_t n;
     pthread_mutex_lock(&p->txmu);
@@ -388,7 +279,7 @@ static void flush_peer(int r, struct peer *p)
                  MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        comm_fail("send to rank %d: %s", r, strerror(errno));
+        core_fail(cm->c, "send to rank %d: %s", r, strerror(errno));
         p->tx.off = p->tx.len;
     } else if (n > 0) {
         p->tx.off += (size_t)n;
@@ -398,106 +289,169 @@ static void flush_peer(int r, struct peer *p)
     pthread_mutex_unlock(&p->txmu);
 }
 
-static void run_deferred(void)
+static void run_deferred(struct comm *cm)
 {
     uint64_t now = now_ns();
-    while (deferred && deferred->due <= now) {
-        struct deferred *d = deferred;
-        deferred = d->next;
-        dispatch(&d->m, NULL);
+    while (cm->deferred && cm->deferred->due <= now) {
+        struct deferred *d = cm->deferred;
+        cm->deferred = d->next;
+        tp_deliver(cm->t, &d->m, NULL);
         free(d);
-        drain_self();
     }
 }
 
 /* ppoll timeout until the next deferred message, NULL for none, or zero
  * (after yielding the CPU) while a waiting thread asks for busy polling. */
-static struct timespec *poll_timeout(struct timespec *ts)
+static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts)
 {
     uint64_t now, wait;
-    if (__atomic_load_n(&st.busy_poll, __ATOMIC_RELAXED) > 0) {
+    if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0) {
         sched_yield();
         *ts = (struct timespec){ 0, 0 };
         return ts;
     }
-    if (!deferred)
+    if (!cm->deferred)
         return NULL;
     now = now_ns();
-    wait = deferred->due > now ? deferred->due - now : 0;
+    wait = cm->deferred->due > now ? cm->deferred->due - now : 0;
     ts->tv_sec = (time_t)(wait / 1000000000ULL);
     ts->tv_nsec = (long)(wait % 1000000000ULL);
     return ts;
 }
 
+/* One round: wait for events, deliver what came, settle, flush outboxes. */
+static void round_of_events(struct comm *cm)
+{
+    struct pollfd *fds = cm->fds;
+    struct timespec ts;
+    int r, n = cm->c->nranks;
+    for (r = 0; r < n; r++) {
+        struct peer *p = &cm->peers[r];
+        fds[2 + r].fd = r == cm->c->rank || p->eof ? -1 : p->fd;
+        pthread_mutex_lock(&p->txmu);
+        fds[2 + r].events = (short)(POLLIN | (p->tx.off < p->tx.len ? POLLOUT : 0));
+        pthread_mutex_unlock(&p->txmu);
+    }
+    if (ppoll(fds, (nfds_t)(2 + n), poll_timeout(cm, &ts), NULL) < 0 && errno != EINTR)
+        core_fail(cm->c, "ppoll: %s", strerror(errno));
+    if (fds[1].revents)
+        dsm_panic(cm->c->rank, "lost the connection to dsmexec, exiting");
+    if (fds[0].revents & POLLIN) {
+        uint64_t v;
+        if (read(cm->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
+            core_fail(cm->c, "read of the wake-up eventfd: %s", strerror(errno));
+        tp_drain_ring(cm->t);
+    }
+    for (r = 0; r < n; r++) {
+        short ev = fds[2 + r].fd < 0 ? 0 : fds[2 + r].revents;
+        if (ev & (POLLIN | POLLHUP | POLLERR))
+            on_readable(cm, r, &cm->peers[r]);
+    }
+    run_deferred(cm);
+    tp_settle(cm->t);
+    for (r = 0; r < n; r++)
+        if (r != cm->c->rank)
+            flush_peer(cm, r, &cm->peers[r]);
+    finalize_progress(cm);
+}
+
 static void *comm_main(void *arg)
 {
-    struct pollfd *fds = arg;
-    struct timespec ts;
-    int r, n = st.nranks;
-    while (!stopping) {
-        for (r = 0; r < n; r++) {
-            struct peer *p = &peers[r];
-            fds[2 + r].fd = r == st.rank || p->eof ? -1 : p->fd;
-            pthread_mutex_lock(&p->txmu);
-            fds[2 + r].events = (short)(POLLIN | (p->tx.off < p->tx.len ? POLLOUT : 0));
-            pthread_mutex_unlock(&p->txmu);
-        }
-        if (ppoll(fds, (nfds_t)(2 + n), poll_timeout(&ts), NULL) < 0 && errno != EINTR)
-            comm_fail("ppoll: %s", strerror(errno));
-        if (fds[1].revents)
-            dsm_panic("lost the connection to dsmexec, exiting");
-        if (fds[0].revents & POLLIN)
-            drain_ring();
-        for (r = 0; r < n; r++) {
-            short ev = fds[2 + r].fd < 0 ? 0 : fds[2 + r].revents;
-            if (ev & (POLLIN | POLLHUP | POLLERR))
-                on_readable(r, &peers[r]);
-        }
-        run_deferred();
-        settle();
-        for (r = 0; r < n; r++)
-            if (r != st.rank)
-                flush_peer(r, &peers[r]);
-        finalize_progress();
-    }
-    for (r = 0; r < n; r++)
-        if (r != st.rank)
-            close(peers[r].fd);
-    pthread_mutex_lock(&st.mu);
-    st.phase = PHASE_FINISHED;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
-    free(fds);
+    struct comm *cm = arg;
+    int r;
+    while (!cm->stopping)
+        round_of_events(cm);
+    for (r = 0; r < cm->c->nranks; r++)
+        if (r != cm->c->rank)
+            close(cm->peers[r].fd);
+    pthread_mutex_lock(&cm->c->mu);
+    cm->c->phase = PHASE_FINISHED;
+    pthread_cond_broadcast(&cm->c->cv);
+    pthread_mutex_unlock(&cm->c->mu);
     return NULL;
 }
 
-/* Take over the peer sockets and start the thread, with every signal
- * blocked in it so that signals go to the application's threads. */
-int comm_start(const int *peer_fds, char *err)
+/* ---------------------------------------------------------- life cycle */
+
+int comm_open(struct transport *t, struct core *c, const int *peer_fds, int master_fd,
+              char *err)
 {
-    struct pollfd *fds = calloc((size_t)st.nranks + 2, sizeof *fds);
+    struct comm *cm = calloc(1, sizeof *cm);
+    int r, rc = DSM_ESYS;
+    if (cm)
+        cm->evfd = -1;
+    if (!cm || !(cm->peers = calloc((size_t)c->nranks, sizeof *cm->peers)) ||
+        !(cm->fds = calloc((size_t)c->nranks + 2, sizeof *cm->fds))) {
+        dsm_err_sys(err, ENOMEM, "comm thread state");
+        goto err;
+    }
+    cm->t = t;
+    cm->c = c;
+    cm->master_fd = master_fd;
+    if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        rc = dsm_err_sys(err, errno, "eventfd");
+        goto err;
+    }
+    for (r = 0; r < c->nranks; r++) {
+        cm->peers[r].fd = r == c->rank ? -1 : peer_fds[r];
+        pthread_mutex_init(&cm->peers[r].txmu, NULL);
+        if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
+            goto err;
+    }
+    cm->fds[0] = (struct pollfd){ .fd = cm->evfd, .events = POLLIN };
+    cm->fds[1] = (struct pollfd){ .fd = master_fd, .events = POLLRDHUP };
+    tp_init(t, c, &socket_ops, cm);
+    tp_register(t, DSM_FINALIZE, on_finalize, cm, 0);
+    return DSM_OK;
+err:
+    if (cm) {
+        if (cm->evfd >= 0)
+            close(cm->evfd);
+        free(cm->peers);
+        free(cm->fds);
+        free(cm);
+    }
+    return rc;
+}
+
+int comm_run(struct transport *t, char *err)
+{
+    struct comm *cm = t->backend;
     sigset_t all, old;
-    int r, rc;
-    peers = calloc((size_t)st.nranks, sizeof *peers);
-    if (!fds || !peers) {
-        dsm_err(err, "comm thread state: out of memory");
-        return DSM_ESYS;
-    }
-    for (r = 0; r < st.nranks; r++) {
-        peers[r].fd = r == st.rank ? -1 : peer_fds[r];
-        pthread_mutex_init(&peers[r].txmu, NULL);
-        if (r != st.rank && (rc = net_prepare(peers[r].fd, err)))
-            return rc;
-    }
-    fds[0] = (struct pollfd){ .fd = st.evfd, .events = POLLIN };
-    fds[1] = (struct pollfd){ .fd = st.master_fd, .events = POLLRDHUP };
+    int rc;
+    /* every signal blocked in the thread, so signals go to the application's */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&st.thread, NULL, comm_main, fds);
+    rc = pthread_create(&cm->thread, NULL, comm_main, cm);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        dsm_err(err, "pthread_create: %s", strerror(rc));
-        return DSM_ESYS;
+    return rc ? dsm_err_sys(err, rc, "pthread_create") : DSM_OK;
+}
+
+void comm_join(struct transport *t)
+{
+    pthread_join(((struct comm *)t->backend)->thread, NULL);
+}
+
+void comm_close(struct transport *t)
+{
+    struct comm *cm = t->backend;
+    int r;
+    if (!cm)
+        return;
+    while (cm->deferred) {
+        struct deferred *d = cm->deferred;
+        cm->deferred = d->next;
+        free(d);
     }
-    return DSM_OK;
+    for (r = 0; r < cm->c->nranks; r++) {
+        free(cm->peers[r].rx.data);
+        free(cm->peers[r].tx.data);
+        pthread_mutex_destroy(&cm->peers[r].txmu);
+    }
+    close(cm->evfd);
+    free(cm->peers);
+    free(cm->fds);
+    free(cm);
+    tp_free(t);
+    t->backend = NULL;
 }

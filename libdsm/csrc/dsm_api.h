@@ -2,7 +2,7 @@
  * This file is fed to ffi.cdef() as it is, so it holds plain declarations
  * only: no includes, no guards, no macros beyond integer constants. */
 
-#define DSM_CORE_MAJOR 1
+#define DSM_CORE_MAJOR 2
 #define DSM_CORE_MINOR 0
 #define DSM_ERRLEN 256
 
@@ -13,7 +13,7 @@
 #define DSM_EADDR -2    /* the fixed address is already mapped */
 #define DSM_ELIMIT -3   /* the mapping would exceed vm.max_map_count */
 #define DSM_EPEER -4    /* a peer was lost or broke the protocol */
-#define DSM_ESYS -5     /* a system call failed */
+#define DSM_ESYS -5     /* a system call failed: dsm_last_errno() says which errno */
 #define DSM_ESTATE -6   /* called in the wrong state */
 #define DSM_ECOLL -7    /* ranks called different collectives */
 #define DSM_ENOTHELD -8 /* released a lock this rank does not hold */
@@ -45,11 +45,16 @@ struct dsm_stats {
     uint64_t invalidations;   /* copies this rank dropped on DSM_INV */
     uint64_t deferred;        /* requests held back by the hold window */
     uint64_t pages_prefetched;/* pages requested beyond the faulting one */
+    uint64_t ring_full;       /* times a thread found the ring to the comm thread full */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
 };
 
 void dsm_core_version(int *major, int *minor);
+/* The libdsm package version this core was built for (stamped by the build). */
+const char *dsm_build_version(void);
+/* The errno behind the last DSM_ESYS returned in this thread. */
+int dsm_last_errno(void);
 uint64_t dsm_page_size(void);
 
 /* Map the region, install the SIGSEGV handler and start the comm thread.

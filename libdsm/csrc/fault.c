@@ -1,28 +1,32 @@
-/* SIGSEGV dispatch.  The handler decides one thing: is the address inside
- * the region?  If so the fault goes to the coherence layer, which returns
- * once the access may be retried; if not, it goes to whatever handler was
- * installed before us (faulthandler, usually), so a genuine crash still
- * prints its traceback and kills the process. */
+/* Layer 3: SIGSEGV entry.  The handler decides one thing: is the address
+ * inside the region?  If so the fault goes to the registered function (the
+ * coherence layer), which returns once the access may be retried; if not,
+ * it goes to whatever handler was installed before us (faulthandler,
+ * usually), so a genuine crash still prints its traceback and kills the
+ * process.  A signal handler can only find its state in globals: these
+ * are the core's only ones, set once before the handler is installed. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <ucontext.h>
-#include "internal.h"
+#include "fault.h"
+#include "ground.h"
 
 static struct sigaction previous;
+static uintptr_t lo, hi;
+static fault_fn handler_fn;
+static void *handler_ctx;
 
 /* Was the faulting access a write?  x86-64 reports it in the page-fault
- * error code; elsewhere we say "read", and a write then faults a second
- * time on the read-only copy, which is correct, only slower. */
-static int is_write(void *uctx, uint64_t page)
+ * error code; elsewhere we do not know. */
+static int is_write(void *uctx)
 {
 #if defined(__x86_64__)
-    (void)page;
     return (((ucontext_t *)uctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
 #else
     (void)uctx;
-    return st.pages[page].prot == DSM_PROT_READ;
+    return -1;
 #endif
 }
 
@@ -43,35 +47,36 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
     uintptr_t a = (uintptr_t)si->si_addr;
     int saved = errno;
-    if (st.app && a >= (uintptr_t)st.app && a < (uintptr_t)st.app + st.size) {
-        uint64_t page = (a - (uintptr_t)st.app) / st.page_size;
-        coh_fault(page, is_write(uctx, page));
-    } else {
+    if (a >= lo && a < hi)
+        handler_fn(handler_ctx, a - lo, is_write(uctx));
+    else
         chain(sig, si, uctx);
-    }
     errno = saved;
 }
 
-/* Install the handler, remembering the current one to chain to. */
-int fault_install(char *err)
+static int install(void)
 {
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &old)) {
-        if (err)
-            dsm_err(err, "sigaction(SIGSEGV): %s", strerror(errno));
-        return DSM_ESYS;
-    }
+    if (sigaction(SIGSEGV, &sa, &old))
+        return -1;
     previous = old;
-    return DSM_OK;
+    return 0;
 }
 
-/* Reinstall the handler if another one took its place (faulthandler.enable()
- * run after us does that).  The displaced handler becomes the one we chain to.
- * Returns 1 if it reinstalled, 0 if ours was in place. */
+int fault_install(uintptr_t base, uint64_t size, fault_fn fn, void *ctx, char *err)
+{
+    lo = base;
+    hi = base + size;
+    handler_fn = fn;
+    handler_ctx = ctx;
+    return install() ? dsm_err_sys(err, errno, "sigaction(SIGSEGV)") : DSM_OK;
+}
+
+/* The displaced handler becomes the one we chain to. */
 int fault_ensure(void)
 {
     struct sigaction cur;
@@ -79,5 +84,5 @@ int fault_ensure(void)
         return DSM_ESYS;
     if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_segv)
         return 0;
-    return fault_install(NULL) == DSM_OK ? 1 : DSM_ESYS;
+    return install() ? DSM_ESYS : 1;
 }

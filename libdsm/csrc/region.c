@@ -1,5 +1,5 @@
-/* The region: one memfd seen through two views, the page table, and
- * protection changes that keep count of the mappings they create.
+/* Layer 1: the region: one memfd seen through two views, the page table,
+ * and protection changes that keep count of the mappings they create.
  *
  * The application view sits at the fixed address and carries per-page
  * protections; the read/write view is where the comm thread copies page data
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include "internal.h"
+#include "region.h"
 
 #define RUN_RESERVE 2048    /* mappings left to the rest of the process */
 
@@ -21,131 +21,174 @@ static const int mprot[] = {
     [DSM_PROT_RW] = PROT_READ | PROT_WRITE,
 };
 
-/* Read one unsigned number from a /proc file; 0 if unreadable. */
-static uint64_t read_proc_number(const char *path)
+/* Read one unsigned number from a /proc file: 0, or -1 with errno set. */
+static int read_proc_number(const char *path, uint64_t *out)
 {
-    unsigned long long v = 0;
+    unsigned long long v;
     FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%llu", &v) != 1)
-            v = 0;
-        fclose(f);
+    int ok;
+    if (!f)
+        return -1;
+    ok = fscanf(f, "%llu", &v) == 1;
+    fclose(f);
+    if (!ok) {
+        errno = EINVAL;
+        return -1;
     }
-    return v;
+    *out = v;
+    return 0;
 }
 
-/* Number of mappings the process has now. */
-static uint64_t count_maps(void)
+/* Number of mappings the process has now: 0, or -1 with errno set. */
+static int count_maps(uint64_t *out)
 {
     uint64_t n = 0;
     int c;
     FILE *f = fopen("/proc/self/maps", "r");
     if (!f)
-        return 0;
+        return -1;
     while ((c = fgetc(f)) != EOF)
         n += c == '\n';
     fclose(f);
-    return n;
+    *out = n;
+    return 0;
 }
 
-static int initial_prot(uint64_t page)
+static int initial_prot(const struct core *c, uint64_t page)
 {
-    return page_home(page) == st.rank ? DSM_PROT_RW : DSM_PROT_NONE;
+    return page_home(c, page) == c->rank ? DSM_PROT_RW : DSM_PROT_NONE;
 }
 
 /* Runs of equal protection the initial layout needs. */
-static uint64_t initial_runs(void)
+static uint64_t initial_runs(const struct core *c)
 {
     uint64_t runs = 1, p;
-    if (st.nranks == 1)
+    if (c->nranks == 1)
         return 1;
-    for (p = st.block; p < st.npages; p += st.block)
-        runs += initial_prot(p) != initial_prot(p - st.block);
+    for (p = c->block; p < c->npages; p += c->block)
+        runs += initial_prot(c, p) != initial_prot(c, p - c->block);
     return runs;
 }
 
 /* Apply the initial protections, one mprotect per owned block. */
-static int apply_initial(char *err)
+static int apply_initial(struct region *r, char *err)
 {
+    struct core *c = r->c;
     uint64_t p, n;
-    for (p = 0; p < st.npages; p++)
-        st.pages[p].prot = (uint8_t)initial_prot(p);
-    for (p = 0; p < st.npages; p += st.block) {
-        if (initial_prot(p) != DSM_PROT_RW)
+    for (p = 0; p < c->npages; p++)
+        c->pages[p].prot = (uint8_t)initial_prot(c, p);
+    for (p = 0; p < c->npages; p += c->block) {
+        if (initial_prot(c, p) != DSM_PROT_RW)
             continue;
-        n = st.block < st.npages - p ? st.block : st.npages - p;
-        if (mprotect(st.app + p * st.page_size, n * st.page_size, PROT_READ | PROT_WRITE)) {
-            dsm_err(err, "mprotect of the initial pages: %s", strerror(errno));
-            return DSM_ESYS;
-        }
+        n = c->block < c->npages - p ? c->block : c->npages - p;
+        if (mprotect(r->app + p * c->page_size, n * c->page_size, PROT_READ | PROT_WRITE))
+            return dsm_err_sys(err, errno, "mprotect of the initial pages");
     }
     return DSM_OK;
 }
 
+static int protect(void *ctx, uint64_t first, uint64_t n, int prot);
+static void populate(void *ctx, uint64_t first, uint64_t n);
+
 /* Create the memfd, map both views and set the initial protections.
  * The application view never replaces an existing mapping. */
-int region_map(char *err)
+int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, char *err)
 {
-    void *want = (void *)(uintptr_t)st.base, *got;
-    uint64_t max_maps = read_proc_number("/proc/sys/vm/max_map_count");
-    uint64_t in_use = count_maps();
+    void *want = (void *)(uintptr_t)base, *got;
+    uint64_t max_maps, in_use;
+    int rc = DSM_ESYS;
 
-    st.runs = initial_runs();
-    st.run_budget = max_maps > in_use + RUN_RESERVE ? max_maps - in_use - RUN_RESERVE : 0;
-    if (st.runs > st.run_budget) {
+    *r = (struct region){ .c = c, .base = base, .size = size, .memfd = -1 };
+    if (read_proc_number("/proc/sys/vm/max_map_count", &max_maps))
+        return dsm_err_sys(err, errno, "reading /proc/sys/vm/max_map_count");
+    if (count_maps(&in_use))
+        return dsm_err_sys(err, errno, "reading /proc/self/maps");
+    r->runs = initial_runs(c);
+    r->run_budget = max_maps > in_use + RUN_RESERVE ? max_maps - in_use - RUN_RESERVE : 0;
+    if (r->runs > r->run_budget) {
         dsm_err(err, "the initial layout needs %llu mappings but vm.max_map_count (%llu) "
                 "leaves room for %llu: set DSM_BLOCK_PAGES larger than %llu",
-                (unsigned long long)st.runs, (unsigned long long)max_maps,
-                (unsigned long long)st.run_budget, (unsigned long long)st.block);
+                (unsigned long long)r->runs, (unsigned long long)max_maps,
+                (unsigned long long)r->run_budget, (unsigned long long)c->block);
         return DSM_ELIMIT;
     }
-    st.pages = calloc(st.npages, sizeof *st.pages);
-    if (!st.pages) {
-        dsm_err(err, "page table for %llu pages: out of memory", (unsigned long long)st.npages);
-        return DSM_ESYS;
+    if (!(c->pages = calloc(c->npages, sizeof *c->pages))) {
+        rc = dsm_err_sys(err, ENOMEM, "page table for %llu pages",
+                         (unsigned long long)c->npages);
+        goto err;
     }
-    st.memfd = memfd_create("libdsm", MFD_CLOEXEC);
-    if (st.memfd < 0 || ftruncate(st.memfd, (off_t)st.size)) {
-        dsm_err(err, "memfd of %llu bytes: %s", (unsigned long long)st.size, strerror(errno));
-        return DSM_ESYS;
+    r->memfd = memfd_create("libdsm", MFD_CLOEXEC);
+    if (r->memfd < 0 || ftruncate(r->memfd, (off_t)size)) {
+        rc = dsm_err_sys(err, errno, "memfd of %llu bytes", (unsigned long long)size);
+        goto err;
     }
-    got = mmap(want, st.size, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, st.memfd, 0);
+    got = mmap(want, size, PROT_NONE, MAP_SHARED | MAP_FIXED_NOREPLACE, r->memfd, 0);
     if (got == MAP_FAILED || got != want) {
         int e = got == MAP_FAILED ? errno : EEXIST;
         if (got != MAP_FAILED)
-            munmap(got, st.size);
-        dsm_err(err, "cannot map %llu bytes at 0x%llx: %s; choose another DSM_BASE",
-                (unsigned long long)st.size, (unsigned long long)st.base,
-                e == EEXIST ? "the address range is already in use" : strerror(e));
-        return e == EEXIST ? DSM_EADDR : DSM_ESYS;
+            munmap(got, size);
+        if (e == EEXIST) {
+            dsm_err(err, "cannot map %llu bytes at 0x%llx: the address range is already in "
+                    "use; choose another DSM_BASE", (unsigned long long)size,
+                    (unsigned long long)base);
+            rc = DSM_EADDR;
+        } else {
+            rc = dsm_err_sys(err, e, "cannot map %llu bytes at 0x%llx (choose another "
+                             "DSM_BASE)", (unsigned long long)size, (unsigned long long)base);
+        }
+        goto err;
     }
-    st.app = got;
-    st.rw = mmap(NULL, st.size, PROT_READ | PROT_WRITE, MAP_SHARED, st.memfd, 0);
-    if (st.rw == MAP_FAILED) {
-        dsm_err(err, "read/write view of %llu bytes: %s", (unsigned long long)st.size,
-                strerror(errno));
-        return DSM_ESYS;
+    r->app = got;
+    r->rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+    if (r->rw == MAP_FAILED) {
+        r->rw = NULL;
+        rc = dsm_err_sys(err, errno, "read/write view of %llu bytes", (unsigned long long)size);
+        goto err;
     }
-    return apply_initial(err);
+    if ((rc = apply_initial(r, err)))
+        goto err;
+    c->rw = r->rw;
+    c->mem = (struct mem_ops){ protect, populate, r };
+    c->stats.vma_runs = r->runs;
+    c->stats.vma_budget = r->run_budget;
+    return DSM_OK;
+err:
+    region_unmap(r);
+    return rc;
+}
+
+void region_unmap(struct region *r)
+{
+    if (r->app)
+        munmap(r->app, r->size);
+    if (r->rw)
+        munmap(r->rw, r->size);
+    if (r->memfd >= 0)
+        close(r->memfd);
+    free(r->c->pages);
+    r->c->pages = NULL;
+    r->c->rw = NULL;
+    r->app = r->rw = NULL;
+    r->memfd = -1;
 }
 
 /* Protection boundaries among pages first - 1 .. first + n. */
-static uint64_t edges(uint64_t first, uint64_t n)
+static uint64_t edges(const struct core *c, uint64_t first, uint64_t n)
 {
-    uint64_t i, e = 0, end = first + n < st.npages ? first + n : st.npages - 1;
+    uint64_t i, e = 0, end = first + n < c->npages ? first + n : c->npages - 1;
     for (i = first ? first : 1; i <= end; i++)
-        e += st.pages[i - 1].prot != st.pages[i].prot;
+        e += c->pages[i - 1].prot != c->pages[i].prot;
     return e;
 }
 
 /* The same if pages first .. first + n - 1 all had prot p. */
-static uint64_t edges_if(uint64_t first, uint64_t n, int p)
+static uint64_t edges_if(const struct core *c, uint64_t first, uint64_t n, int p)
 {
     uint64_t e = 0;
     if (first > 0)
-        e += st.pages[first - 1].prot != p;
-    if (first + n < st.npages)
-        e += st.pages[first + n].prot != p;
+        e += c->pages[first - 1].prot != p;
+    if (first + n < c->npages)
+        e += c->pages[first + n].prot != p;
     return e;
 }
 
@@ -153,28 +196,37 @@ static uint64_t edges_if(uint64_t first, uint64_t n, int p)
  * mprotect.  Refuses, with a clear failure, a change that would need more
  * mappings than the budget: an mprotect ENOMEM inside the protocol would be
  * unrecoverable. */
-int region_set_prot(uint64_t first, uint64_t n, int prot)
+static int protect(void *ctx, uint64_t first, uint64_t n, int prot)
 {
-    uint64_t runs, i;
-    if (n == 1 && st.pages[first].prot == prot)
+    struct region *r = ctx;
+    struct core *c = r->c;
+    uint64_t runs;
+    if (n == 1 && c->pages[first].prot == prot)
         return DSM_OK;
-    runs = st.runs - edges(first, n) + edges_if(first, n, prot);
-    if (runs > st.run_budget) {
-        comm_fail("page %llu: the region would need %llu mappings, over the %llu that "
+    runs = r->runs - edges(c, first, n) + edges_if(c, first, n, prot);
+    if (runs > r->run_budget) {
+        core_fail(c, "page %llu: the region would need %llu mappings, over the %llu that "
                   "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
                   "vm.max_map_count", (unsigned long long)first,
-                  (unsigned long long)runs, (unsigned long long)st.run_budget);
+                  (unsigned long long)runs, (unsigned long long)r->run_budget);
         return DSM_ELIMIT;
     }
-    if (mprotect(st.app + first * st.page_size, n * st.page_size, mprot[prot])) {
-        comm_fail("pages %llu..%llu: mprotect: %s", (unsigned long long)first,
+    if (mprotect(r->app + first * c->page_size, n * c->page_size, mprot[prot])) {
+        core_fail(c, "pages %llu..%llu: mprotect: %s", (unsigned long long)first,
                   (unsigned long long)(first + n - 1), strerror(errno));
         return DSM_ESYS;
     }
-    st.runs = runs;
-    pthread_mutex_lock(&st.mu);
-    for (i = first; i < first + n; i++)
-        st.pages[i].prot = (uint8_t)prot;
-    pthread_mutex_unlock(&st.mu);
+    r->runs = runs;
+    c->stats.vma_runs = runs;
+    core_record_prot(c, first, n, prot);
     return DSM_OK;
+}
+
+/* Back pages about to arrive with memory now, in the waiting thread, so
+ * the comm thread does not take a page fault (and zero a page) for each
+ * page it copies in. */
+static void populate(void *ctx, uint64_t first, uint64_t n)
+{
+    struct region *r = ctx;
+    madvise(r->rw + first * r->c->page_size, n * r->c->page_size, MADV_POPULATE_WRITE);
 }

@@ -1,53 +1,12 @@
-/* Synchronisation: collectives (barrier, bcast) and global locks.
- *
- * A collective is a round trip to rank 0's comm thread: each rank sends
- * DSM_BARRIER tagged with what it called (kind and root); when all have
- * arrived, rank 0 answers DSM_BARRIER_GO.  If the tags differ, or a rank
- * called finalize() meanwhile, the answer carries the error text, so
- * mismatched collectives fail on every rank instead of hanging.
- *
- * Lock k lives with its home rank k % nranks, which keeps the holder and a
- * FIFO of waiting ranks: acquire is one round trip, release one message. */
+/* Layer 2: collectives and locks (the protocol is described in sync.h).
+ * The handlers run in the comm thread; the steps and blocking calls in
+ * application threads. */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
-
-enum coll_kind { COLL_BARRIER = 1, COLL_BCAST };
-enum lock_state { LOCK_FREE, LOCK_ASKING, LOCK_HELD };
-
-struct lock_waiter {
-    uint16_t rank;
-    struct lock_waiter *next;
-};
-
-struct lock_home {
-    int holder;                     /* rank, or -1 */
-    struct lock_waiter *head, *tail;
-};
-
-/* Rank 0's record of the collective in progress (comm thread only). */
-static int arrived, finalized_by = -1;
-static uint8_t here[DSM_MAX_RANKS], kinds[DSM_MAX_RANKS];
-static uint16_t roots[DSM_MAX_RANKS];
-
-static struct lock_home *homes;     /* the locks homed here (comm thread only) */
-
-int sync_init(uint32_t nlocks, char *err)
-{
-    uint32_t mine = (nlocks + (uint32_t)st.nranks - 1) / (uint32_t)st.nranks, i;
-    st.nlocks = nlocks;
-    st.lock_state = calloc(nlocks ? nlocks : 1, 1);
-    homes = calloc(mine ? mine : 1, sizeof *homes);
-    if (!st.lock_state || !homes) {
-        dsm_err(err, "lock tables for %u locks: out of memory", nlocks);
-        return DSM_ESYS;
-    }
-    for (i = 0; i < mine; i++)
-        homes[i].holder = -1;
-    return DSM_OK;
-}
+#include "sync.h"
 
 /* ---------------------------------------------------------- collectives */
 
@@ -61,194 +20,223 @@ static const char *describe(char *buf, size_t n, int kind, int root)
 }
 
 /* A collective completed, with an error text or NULL. */
-static void collective_done(const char *error, size_t len)
+static void collective_done(struct sync *s, const char *error, size_t len)
 {
-    pthread_mutex_lock(&st.mu);
-    snprintf(st.coll_error, sizeof st.coll_error, "%.*s", (int)len, error ? error : "");
-    st.coll_done++;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
+    pthread_mutex_lock(&s->c->mu);
+    snprintf(s->coll_error, sizeof s->coll_error, "%.*s", (int)len, error ? error : "");
+    s->coll_done++;
+    pthread_cond_broadcast(&s->c->cv);
+    pthread_mutex_unlock(&s->c->mu);
 }
 
 /* Rank 0: answer every rank that arrived, with an error text or NULL. */
-static void release_all(const char *error)
+static void release_all(struct sync *s, const char *error)
 {
+    struct coll_root *cr = &s->root;
+    uint32_t len = error ? (uint32_t)strlen(error) : 0;
     int r;
-    for (r = 0; r < st.nranks; r++) {
-        struct msg go = { .type = DSM_BARRIER_GO, .arg = error != NULL };
-        if (!here[r])
+    for (r = 0; r < s->c->nranks; r++) {
+        struct msg go = { .type = DSM_BARRIER_GO, .origin = (uint16_t)r, .len = len,
+                          .coll = { .epoch = cr->epochs[r], .failed = error != NULL } };
+        if (!cr->here[r])
             continue;
-        here[r] = 0;
-        if (r == st.rank)   /* messages to ourselves carry no payload */
-            collective_done(error, error ? strlen(error) : 0);
+        cr->here[r] = 0;
+        if (r == s->c->rank)    /* messages to ourselves carry no payload */
+            collective_done(s, error, len);
         else
-            comm_send(r, &go, error, error ? (uint32_t)strlen(error) : 0);
+            tp_send(s->t, r, &go, error);
     }
-    arrived = 0;
+    cr->arrived = 0;
 }
 
-static void on_arrive(const struct msg *m)
+static void on_arrive(struct sync *s, const struct msg *m)
 {
+    struct coll_root *cr = &s->root;
     char text[DSM_ERRLEN], a[48], b[48];
     int r = m->origin;
-    if (st.rank != 0 || here[r]) {
-        comm_fail("protocol error: unexpected DSM_BARRIER from rank %d", r);
+    if (s->c->rank != 0 || cr->here[r]) {
+        core_fail(s->c, "protocol error: unexpected DSM_BARRIER from rank %d", r);
         return;
     }
-    here[r] = 1;
-    kinds[r] = m->mode;
-    roots[r] = (uint16_t)m->arg;
-    arrived++;
-    if (finalized_by >= 0) {
+    cr->here[r] = 1;
+    cr->kinds[r] = m->coll.kind;
+    cr->roots[r] = m->coll.root;
+    cr->epochs[r] = m->coll.epoch;
+    cr->arrived++;
+    if (cr->finalized_by >= 0) {
         snprintf(text, sizeof text, "rank %d called %s after rank %d called finalize()", r,
-                 describe(a, sizeof a, kinds[r], roots[r]), finalized_by);
-        release_all(text);
+                 describe(a, sizeof a, cr->kinds[r], cr->roots[r]), cr->finalized_by);
+        release_all(s, text);
         return;
     }
-    if (arrived < st.nranks)
+    if (cr->arrived < s->c->nranks)
         return;
-    for (r = 1; r < st.nranks; r++)
-        if (kinds[r] != kinds[0] || roots[r] != roots[0])
+    for (r = 1; r < s->c->nranks; r++)
+        if (cr->kinds[r] != cr->kinds[0] || cr->roots[r] != cr->roots[0] ||
+            cr->epochs[r] != cr->epochs[0])
             break;
-    if (r == st.nranks) {
-        release_all(NULL);
+    if (r == s->c->nranks) {
+        release_all(s, NULL);
         return;
     }
     snprintf(text, sizeof text, "ranks called different collectives: rank 0 called %s, "
-             "rank %d called %s", describe(a, sizeof a, kinds[0], roots[0]), r,
-             describe(b, sizeof b, kinds[r], roots[r]));
-    release_all(text);
+             "rank %d called %s", describe(a, sizeof a, cr->kinds[0], cr->roots[0]), r,
+             describe(b, sizeof b, cr->kinds[r], cr->roots[r]));
+    release_all(s, text);
 }
 
 /* Rank 0 learns that a rank finalized: whoever waits in a collective now
  * waits in vain. */
-void sync_finalized(int rank)
+static void on_finalized(void *ctx, int rank)
 {
+    struct sync *s = ctx;
+    struct coll_root *cr = &s->root;
     char text[DSM_ERRLEN], a[48];
     int r;
-    if (st.rank != 0 || finalized_by >= 0)
+    if (s->c->rank != 0 || cr->finalized_by >= 0)
         return;
-    finalized_by = rank;
-    for (r = 0; r < st.nranks && !here[r]; r++)
+    cr->finalized_by = rank;
+    for (r = 0; r < s->c->nranks && !cr->here[r]; r++)
         ;
-    if (r == st.nranks)
+    if (r == s->c->nranks)
         return;
     snprintf(text, sizeof text, "rank %d called finalize() while rank %d waits in %s", rank, r,
-             describe(a, sizeof a, kinds[r], roots[r]));
-    release_all(text);
+             describe(a, sizeof a, cr->kinds[r], cr->roots[r]));
+    release_all(s, text);
 }
 
-static void on_go(const struct msg *m, const unsigned char *payload)
+static void on_go(struct sync *s, const struct msg *m, const unsigned char *payload)
 {
-    if (m->arg && !m->len)
-        collective_done("collective failed", sizeof "collective failed" - 1);
+    if (m->coll.failed && !m->len)
+        collective_done(s, "collective failed", sizeof "collective failed" - 1);
     else
-        collective_done(m->arg ? (const char *)payload : NULL, m->len);
+        collective_done(s, m->coll.failed ? (const char *)payload : NULL, m->len);
 }
 
-/* Wait, holding st.mu, until cond() holds or the job failed. */
-static int wait_until(int (*cond)(const void *), const void *arg, char *err)
+int sync_coll_arrive(struct sync *s, int kind, int root, uint64_t *epoch, char *err)
 {
-    dsm_spin(cond, arg, 1);
-    while (!cond(arg) && !st.failed)
-        pthread_cond_wait(&st.cv, &st.mu);
-    if (cond(arg))
-        return DSM_OK;
-    dsm_err(err, "%s", st.failure);
-    return DSM_EPEER;
-}
-
-static int coll_reached(const void *seq)
-{
-    return st.coll_done >= *(const uint64_t *)seq;
-}
-
-/* Arrive at a collective and wait for rank 0's answer; *seq gets its number. */
-static int collective(int kind, int root, uint64_t *seq, char *err)
-{
-    struct msg m = { .type = DSM_BARRIER, .mode = (uint8_t)kind, .origin = (uint16_t)st.rank,
-                     .arg = (uint64_t)root };
+    struct msg m = { .type = DSM_BARRIER, .origin = (uint16_t)s->c->rank,
+                     .coll = { .epoch = s->coll_seq + 1, .root = (uint16_t)root,
+                               .kind = (uint8_t)kind } };
     int rc;
-    if ((rc = dsm_running(err)))
+    if ((rc = core_running(s->c, err)))
         return rc;
-    pthread_mutex_lock(&st.mu);
-    m.page = *seq = ++st.coll_seq;
-    pthread_mutex_unlock(&st.mu);
-    if ((rc = comm_send_app(0, &m, NULL, 0))) {
-        dsm_err(err, "%s", st.failure);
-        return rc;
+    *epoch = ++s->coll_seq;
+    if ((rc = tp_send_app(s->t, 0, &m, NULL)) == TP_FULL)
+        s->coll_seq--;
+    return rc == TP_FULL ? TP_FULL : DSM_OK;
+}
+
+int sync_coll_reached(struct sync *s, uint64_t epoch)
+{
+    return s->coll_done >= epoch;
+}
+
+int sync_coll_result(struct sync *s, char *err)
+{
+    if (!s->coll_error[0])
+        return DSM_OK;
+    dsm_err(err, "%s", s->coll_error);
+    return DSM_ECOLL;
+}
+
+/* Blocking calls wait until pred(s, arg) holds (caller holds core.mu). */
+struct until {
+    struct sync *s;
+    int (*pred)(struct sync *, uint64_t);
+    uint64_t arg;
+};
+
+static int until_ready(void *p)
+{
+    struct until *u = p;
+    return u->pred(u->s, u->arg);
+}
+
+static int wait_for(struct sync *s, int (*pred)(struct sync *, uint64_t), uint64_t arg,
+                    char *err)
+{
+    struct until u = { s, pred, arg };
+    return core_wait(s->c, until_ready, &u, 1, err);
+}
+
+/* Arrive at a collective and wait for rank 0's answer; *epoch gets its number. */
+static int collective(struct sync *s, int kind, int root, uint64_t *epoch, char *err)
+{
+    int rc;
+    pthread_mutex_lock(&s->c->mu);
+    while ((rc = sync_coll_arrive(s, kind, root, epoch, err)) == TP_FULL && !s->c->failed)
+        pthread_cond_wait(&s->c->cv, &s->c->mu);
+    if (rc == TP_FULL) {
+        dsm_err(err, "%s", s->c->failure);
+        rc = DSM_EPEER;
     }
-    pthread_mutex_lock(&st.mu);
-    rc = wait_until(coll_reached, seq, err);
-    if (!rc && st.coll_error[0]) {
-        dsm_err(err, "%s", st.coll_error);
-        rc = DSM_ECOLL;
-    }
-    pthread_mutex_unlock(&st.mu);
+    if (!rc && !(rc = wait_for(s, sync_coll_reached, *epoch, err)))
+        rc = sync_coll_result(s, err);
+    pthread_mutex_unlock(&s->c->mu);
     return rc;
 }
 
-int dsm_barrier(char *err)
+int sync_barrier(struct sync *s, char *err)
 {
-    uint64_t seq;
-    return collective(COLL_BARRIER, 0, &seq, err);
+    uint64_t epoch;
+    return collective(s, COLL_BARRIER, 0, &epoch, err);
 }
 
-static void on_bcast(const struct msg *m, const unsigned char *payload)
+static void on_bcast(struct sync *s, const struct msg *m, const unsigned char *payload)
 {
     struct bcast_value *v = malloc(sizeof *v), **pp;
     if (!v || !(v->data = malloc(m->len ? m->len : 1))) {
         free(v);
-        comm_fail("out of memory receiving a bcast of %u bytes", m->len);
+        core_fail(s->c, "out of memory receiving a bcast of %u bytes", m->len);
         return;
     }
     memcpy(v->data, payload, m->len);
     v->len = m->len;
-    v->seq = m->page;
+    v->epoch = m->coll.epoch;
     v->next = NULL;
-    pthread_mutex_lock(&st.mu);
-    for (pp = &st.inbox; *pp; pp = &(*pp)->next)
+    pthread_mutex_lock(&s->c->mu);
+    for (pp = &s->inbox; *pp; pp = &(*pp)->next)
         ;
     *pp = v;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
+    pthread_cond_broadcast(&s->c->cv);
+    pthread_mutex_unlock(&s->c->mu);
 }
 
-static int inbox_ready(const void *unused)
+static int inbox_ready(struct sync *s, uint64_t unused)
 {
-    return st.inbox != NULL;
+    return s->inbox != NULL;
 }
 
-int dsm_bcast(int root, const void *data, uint32_t len, void **out, uint32_t *out_len,
-              char *err)
+int sync_bcast(struct sync *s, int root, const void *data, uint32_t len, void **out,
+               uint32_t *out_len, char *err)
 {
     struct bcast_value *v;
-    uint64_t seq;
+    uint64_t epoch;
     int r, rc;
     *out = NULL;
     *out_len = 0;
-    if (root < 0 || root >= st.nranks || len > DSM_MAX_BCAST) {
-        dsm_err(err, "bcast from root %d of %u bytes: the root must be 0..%d and the value "
-                "at most %u bytes", root, len, st.nranks - 1, DSM_MAX_BCAST);
-        return DSM_EINVAL;
-    }
-    if ((rc = collective(COLL_BCAST, root, &seq, err)))
+    if ((rc = collective(s, COLL_BCAST, root, &epoch, err)))
         return rc;
-    if (root == st.rank) {
-        for (r = 0; r < st.nranks && !rc; r++) {
-            struct msg m = { .type = DSM_BCAST, .origin = (uint16_t)root, .page = seq };
-            if (r != root && (rc = comm_send_app(r, &m, data, len)))
-                dsm_err(err, "%s", st.failure);
+    pthread_mutex_lock(&s->c->mu);
+    if (root == s->c->rank) {
+        for (r = 0; r < s->c->nranks; r++) {
+            struct msg m = { .type = DSM_BCAST, .origin = (uint16_t)root, .len = len,
+                             .coll = { .epoch = epoch, .root = (uint16_t)root,
+                                       .kind = COLL_BCAST } };
+            if (r != root)
+                tp_send_app(s->t, r, &m, data);
         }
-        return rc;
-    }
-    pthread_mutex_lock(&st.mu);
-    if (!(rc = wait_until(inbox_ready, NULL, err))) {
-        v = st.inbox;
-        st.inbox = v->next;
-        if (v->seq != seq) {
+        if (s->c->failed) {
+            dsm_err(err, "%s", s->c->failure);
+            rc = DSM_EPEER;
+        }
+    } else if (!(rc = wait_for(s, inbox_ready, 0, err))) {
+        v = s->inbox;
+        s->inbox = v->next;
+        if (v->epoch != epoch) {
             dsm_err(err, "protocol error: bcast value of collective %llu arrived during %llu",
-                    (unsigned long long)v->seq, (unsigned long long)seq);
+                    (unsigned long long)v->epoch, (unsigned long long)epoch);
             rc = DSM_EPEER;
             free(v->data);
         } else {
@@ -257,39 +245,39 @@ int dsm_bcast(int root, const void *data, uint32_t len, void **out, uint32_t *ou
         }
         free(v);
     }
-    pthread_mutex_unlock(&st.mu);
+    pthread_mutex_unlock(&s->c->mu);
     return rc;
-}
-
-void dsm_buffer_free(void *buf)
-{
-    free(buf);
 }
 
 /* ---------------------------------------------------------- locks */
 
-static struct lock_home *home_of(uint64_t lock)
+static struct lock_home *home_of(struct sync *s, uint32_t lock)
 {
-    return &homes[lock / (uint64_t)st.nranks];
+    return &s->homes[lock / (uint32_t)s->c->nranks];
 }
 
-static void grant(uint64_t lock, int rank)
+static int lock_home_rank(struct sync *s, uint32_t lock)
 {
-    struct msg m = { .type = DSM_LOCK_GRANT, .origin = (uint16_t)rank, .page = lock };
-    home_of(lock)->holder = rank;
-    comm_send(rank, &m, NULL, 0);
+    return (int)(lock % (uint32_t)s->c->nranks);
 }
 
-static void on_lock_acq(const struct msg *m)
+static void grant(struct sync *s, uint32_t lock, int rank)
 {
-    struct lock_home *h = home_of(m->page);
+    struct msg m = { .type = DSM_LOCK_GRANT, .origin = (uint16_t)rank, .lk = { lock } };
+    home_of(s, lock)->holder = rank;
+    tp_send(s->t, rank, &m, NULL);
+}
+
+static void on_lock_acq(struct sync *s, const struct msg *m)
+{
+    struct lock_home *h = home_of(s, m->lk.lock);
     struct lock_waiter *w;
     if (h->holder < 0) {
-        grant(m->page, m->origin);
+        grant(s, m->lk.lock, m->origin);
         return;
     }
     if (!(w = malloc(sizeof *w))) {
-        comm_fail("out of memory queueing for lock %llu", (unsigned long long)m->page);
+        core_fail(s->c, "out of memory queueing for lock %u", m->lk.lock);
         return;
     }
     w->rank = m->origin;
@@ -301,13 +289,13 @@ static void on_lock_acq(const struct msg *m)
     h->tail = w;
 }
 
-static void on_lock_rel(const struct msg *m)
+static void on_lock_rel(struct sync *s, const struct msg *m)
 {
-    struct lock_home *h = home_of(m->page);
+    struct lock_home *h = home_of(s, m->lk.lock);
     struct lock_waiter *w = h->head;
     if (h->holder != m->origin) {
-        comm_fail("protocol error: rank %d released lock %llu held by %d", m->origin,
-                  (unsigned long long)m->page, h->holder);
+        core_fail(s->c, "protocol error: rank %d released lock %u held by %d", m->origin,
+                  m->lk.lock, h->holder);
         return;
     }
     h->holder = -1;
@@ -316,104 +304,177 @@ static void on_lock_rel(const struct msg *m)
     h->head = w->next;
     if (!h->head)
         h->tail = NULL;
-    grant(m->page, w->rank);
+    grant(s, m->lk.lock, w->rank);
     free(w);
 }
 
-static void on_lock_grant(const struct msg *m)
+static void on_lock_grant(struct sync *s, const struct msg *m)
 {
-    pthread_mutex_lock(&st.mu);
-    st.lock_state[m->page] = LOCK_HELD;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
+    pthread_mutex_lock(&s->c->mu);
+    if (s->lock_state[m->lk.lock] != LOCK_ASKING) {
+        pthread_mutex_unlock(&s->c->mu);
+        core_fail(s->c, "protocol error: lock %u granted by rank %d, but not asked for",
+                  m->lk.lock, m->from);
+        return;
+    }
+    s->lock_state[m->lk.lock] = LOCK_HELD;
+    pthread_cond_broadcast(&s->c->cv);
+    pthread_mutex_unlock(&s->c->mu);
 }
 
-static int lock_free(const void *lock)
+static int check_lock(struct sync *s, uint32_t lock, char *err)
 {
-    return st.lock_state[*(const uint32_t *)lock] == LOCK_FREE;
-}
-
-static int lock_held(const void *lock)
-{
-    return st.lock_state[*(const uint32_t *)lock] == LOCK_HELD;
-}
-
-static int check_lock(uint32_t lock, char *err)
-{
-    int rc = dsm_running(err);
-    if (!rc && lock >= st.nlocks) {
+    int rc = core_running(s->c, err);
+    if (!rc && lock >= s->nlocks) {
         dsm_err(err, "lock %u does not exist: locks are 0..%u (DSM_LOCKS)", lock,
-                st.nlocks - 1);
+                s->nlocks - 1);
         rc = DSM_EINVAL;
     }
     return rc;
 }
 
-int dsm_lock_acquire(uint32_t lock, char *err)
+int sync_lock_ask(struct sync *s, uint32_t lock, char *err)
 {
-    struct msg m = { .type = DSM_LOCK_ACQ, .origin = (uint16_t)st.rank, .page = lock };
+    struct msg m = { .type = DSM_LOCK_ACQ, .origin = (uint16_t)s->c->rank, .lk = { lock } };
     int rc;
-    if ((rc = check_lock(lock, err)))
+    if ((rc = check_lock(s, lock, err)))
         return rc;
-    pthread_mutex_lock(&st.mu);     /* one request per rank: other threads queue here */
-    if (!(rc = wait_until(lock_free, &lock, err)))
-        st.lock_state[lock] = LOCK_ASKING;
-    pthread_mutex_unlock(&st.mu);
-    if (rc)
-        return rc;
-    if ((rc = comm_send_app((int)(lock % (uint32_t)st.nranks), &m, NULL, 0))) {
-        dsm_err(err, "%s", st.failure);
-        return rc;
-    }
-    pthread_mutex_lock(&st.mu);
-    rc = wait_until(lock_held, &lock, err);
-    pthread_mutex_unlock(&st.mu);
-    return rc;
+    if (s->lock_state[lock] != LOCK_FREE)   /* one request per rank: other threads queue */
+        return TP_FULL;
+    s->lock_state[lock] = LOCK_ASKING;
+    if ((rc = tp_send_app(s->t, lock_home_rank(s, lock), &m, NULL)) == TP_FULL)
+        s->lock_state[lock] = LOCK_FREE;
+    return rc == TP_FULL ? TP_FULL : DSM_OK;
 }
 
-int dsm_lock_release(uint32_t lock, char *err)
+int sync_lock_held(struct sync *s, uint64_t lock)
 {
-    struct msg m = { .type = DSM_LOCK_REL, .origin = (uint16_t)st.rank, .page = lock };
+    return s->lock_state[lock] == LOCK_HELD;
+}
+
+int sync_lock_give(struct sync *s, uint32_t lock, char *err)
+{
+    struct msg m = { .type = DSM_LOCK_REL, .origin = (uint16_t)s->c->rank, .lk = { lock } };
     int rc;
-    if ((rc = check_lock(lock, err)))
+    if ((rc = check_lock(s, lock, err)))
         return rc;
-    pthread_mutex_lock(&st.mu);
-    if (st.lock_state[lock] != LOCK_HELD) {
-        pthread_mutex_unlock(&st.mu);
-        dsm_err(err, "lock %u is not held by rank %d", lock, st.rank);
+    if (s->lock_state[lock] != LOCK_HELD) {
+        dsm_err(err, "lock %u is not held by rank %d", lock, s->c->rank);
         return DSM_ENOTHELD;
     }
-    st.lock_state[lock] = LOCK_FREE;
-    pthread_cond_broadcast(&st.cv);
-    pthread_mutex_unlock(&st.mu);
-    if ((rc = comm_send_app((int)(lock % (uint32_t)st.nranks), &m, NULL, 0)))
-        dsm_err(err, "%s", st.failure);
+    s->lock_state[lock] = LOCK_FREE;
+    if (tp_send_app(s->t, lock_home_rank(s, lock), &m, NULL) == TP_FULL) {
+        s->lock_state[lock] = LOCK_HELD;
+        return TP_FULL;
+    }
+    pthread_cond_broadcast(&s->c->cv);
+    return DSM_OK;
+}
+
+/* Repeat a step while it answers TP_FULL (another thread of ours holds the
+ * way, or the ring is full); both wake core.cv when they change. */
+static int step_until_done(struct sync *s, int (*step)(struct sync *, uint32_t, char *),
+                           uint32_t lock, char *err)
+{
+    int rc;
+    while ((rc = step(s, lock, err)) == TP_FULL && !s->c->failed)
+        pthread_cond_wait(&s->c->cv, &s->c->mu);
+    if (rc == TP_FULL) {
+        dsm_err(err, "%s", s->c->failure);
+        rc = DSM_EPEER;
+    }
     return rc;
 }
 
-/* Run one collective or lock message (comm thread). */
-void sync_dispatch(const struct msg *m, const unsigned char *payload)
+int sync_lock_acquire(struct sync *s, uint32_t lock, char *err)
 {
-    TRACE("%s #%llu origin %d from %d", msg_name(m->type), (unsigned long long)m->page,
-          m->origin, m->from);
+    int rc;
+    pthread_mutex_lock(&s->c->mu);
+    if (!(rc = step_until_done(s, sync_lock_ask, lock, err)))
+        rc = wait_for(s, sync_lock_held, lock, err);
+    pthread_mutex_unlock(&s->c->mu);
+    return rc;
+}
+
+int sync_lock_release(struct sync *s, uint32_t lock, char *err)
+{
+    int rc;
+    pthread_mutex_lock(&s->c->mu);
+    rc = step_until_done(s, sync_lock_give, lock, err);
+    pthread_mutex_unlock(&s->c->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------- the table */
+
+static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+    struct sync *s = ctx;
+    TRACE(s->c, "%s origin %d from %d", msg_name(m->type), m->origin, m->from);
     switch (m->type) {
-    case DSM_BARRIER: on_arrive(m); break;
-    case DSM_BARRIER_GO: on_go(m, payload); break;
-    case DSM_BCAST: on_bcast(m, payload); break;
-    case DSM_LOCK_ACQ:
-    case DSM_LOCK_REL:
-        if (m->page >= st.nlocks || (int)(m->page % (uint64_t)st.nranks) != st.rank) {
-            comm_fail("protocol error: %s for lock %llu, not homed here", msg_name(m->type),
-                      (unsigned long long)m->page);
-            return;
-        }
-        (m->type == DSM_LOCK_ACQ ? on_lock_acq : on_lock_rel)(m);
-        break;
-    case DSM_LOCK_GRANT:
-        if (m->page < st.nlocks)
-            on_lock_grant(m);
-        break;
-    default:
-        comm_fail("protocol error: unexpected %s from rank %d", msg_name(m->type), m->from);
+    case DSM_BARRIER: on_arrive(s, m); return;
+    case DSM_BARRIER_GO: on_go(s, m, payload); return;
+    case DSM_BCAST: on_bcast(s, m, payload); return;
     }
+    if (m->lk.lock >= s->nlocks ||
+        ((m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL) &&
+         lock_home_rank(s, m->lk.lock) != s->c->rank)) {
+        core_fail(s->c, "protocol error: %s for lock %u, not homed here", msg_name(m->type),
+                  m->lk.lock);
+        return;
+    }
+    if (m->type == DSM_LOCK_ACQ)
+        on_lock_acq(s, m);
+    else if (m->type == DSM_LOCK_REL)
+        on_lock_rel(s, m);
+    else
+        on_lock_grant(s, m);
+}
+
+int sync_init(struct sync *s, struct core *c, struct transport *t, uint32_t nlocks, char *err)
+{
+    uint32_t mine = (nlocks + (uint32_t)c->nranks - 1) / (uint32_t)c->nranks, i;
+    int type;
+    memset(s, 0, sizeof *s);
+    s->c = c;
+    s->t = t;
+    s->root.finalized_by = -1;
+    s->nlocks = nlocks;
+    s->lock_state = calloc(nlocks ? nlocks : 1, 1);
+    s->homes = calloc(mine ? mine : 1, sizeof *s->homes);
+    if (!s->lock_state || !s->homes) {
+        sync_free(s);
+        return dsm_err_sys(err, ENOMEM, "lock tables for %u locks", nlocks);
+    }
+    for (i = 0; i < mine; i++)
+        s->homes[i].holder = -1;
+    tp_register(t, DSM_BARRIER, on_message, s, 0);
+    tp_register(t, DSM_BARRIER_GO, on_message, s, DSM_ERRLEN - 1);
+    tp_register(t, DSM_BCAST, on_message, s, DSM_MAX_BCAST);
+    for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_REL; type++)
+        tp_register(t, type, on_message, s, 0);
+    tp_on_finalized(t, on_finalized, s);
+    return DSM_OK;
+}
+
+void sync_free(struct sync *s)
+{
+    uint32_t i, mine = s->homes ? (s->nlocks + (uint32_t)s->c->nranks - 1) /
+                                  (uint32_t)s->c->nranks : 0;
+    for (i = 0; i < mine; i++)
+        while (s->homes[i].head) {
+            struct lock_waiter *w = s->homes[i].head;
+            s->homes[i].head = w->next;
+            free(w);
+        }
+    while (s->inbox) {
+        struct bcast_value *v = s->inbox;
+        s->inbox = v->next;
+        free(v->data);
+        free(v);
+    }
+    free(s->lock_state);
+    free(s->homes);
+    s->lock_state = NULL;
+    s->homes = NULL;
 }

@@ -1,0 +1,213 @@
+/* Layer 2: coherence, the faulting side.  Application threads (inside the
+ * SIGSEGV handler, or in dsm_prefetch) ask the home for pages and wait for
+ * the comm thread to install them.  A remote home gets the DSM_REQ straight
+ * from the faulting thread; our own home logic runs in the comm thread, so
+ * a request to ourselves goes through the ring. */
+#define _GNU_SOURCE
+#include "coherence.h"
+
+#define PREFETCH_CHUNK 1024     /* pages; two chunks at most in flight */
+
+/* Ask the home for pages [page, page + n), all in one home block, and mark
+ * them pending (caller holds core.mu).  0, TP_DROPPED (core.mu was dropped:
+ * look at the state again) or TP_FULL (nothing asked, nothing marked). */
+static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
+{
+    struct core *c = h->c;
+    uint8_t mode = write ? MODE_WRITE : MODE_READ;
+    struct msg m = { .type = DSM_REQ, .origin = (uint16_t)c->rank,
+                     .pg = { .page = page, .count = (uint32_t)n, .mode = mode } };
+    uint64_t i;
+    int rc;
+    for (i = 0; i < n; i++)
+        c->pages[page + i].pending = mode;
+    if ((rc = tp_send_app(h->t, page_home(c, page), &m, NULL)) == TP_FULL)
+        for (i = 0; i < n; i++)
+            c->pages[page + i].pending = 0;
+    return rc;
+}
+
+/* Request up to `want` pages from `page` on: the run stops at the first
+ * page that is already good enough or pending, and goes out as one DSM_REQ
+ * per home block.  A `speculative` run (read-ahead) also stops at a page
+ * whose read copy a writer has taken from us before: such a page is written
+ * elsewhere, and fetching it unasked would only make its writer invalidate
+ * it again.  Caller holds core.mu; returns the TP_DROPPED and TP_FULL bits
+ * of the sends.  *got receives the length of the run. */
+static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
+                       int speculative, uint64_t *got)
+{
+    struct core *c = h->c;
+    uint64_t n = 1, cut;
+    int rc = 0;
+    while (n < want && page + n < c->npages && !c->pages[page + n].pending &&
+           !coh_satisfied(c, page + n, write) &&
+           !(speculative && c->pages[page + n].invalidated))
+        n++;
+    *got = n;
+    c->stats.pages_prefetched += n - 1;
+    while (n) {
+        cut = (page / c->block + 1) * c->block - page;    /* to the block's end */
+        cut = cut < n ? cut : n;
+        rc |= send_run(h, page, cut, write);
+        page += cut;
+        n -= cut;
+    }
+    return rc;
+}
+
+/* Back pages [first, first + n) with memory, core.mu dropped meanwhile. */
+static void populate(struct core *c, uint64_t first, uint64_t n)
+{
+    pthread_mutex_unlock(&c->mu);
+    c->mem.populate(c->mem.ctx, first, n);
+    pthread_mutex_lock(&c->mu);
+}
+
+/* A fault's request.  Reads that keep running into the page just past the
+ * last run, upwards or downwards (memmove copies large buffers backwards),
+ * fetch twice as many pages each time, up to the read-ahead limit.
+ * Returns request_run's bits. */
+static int request(struct coh *h, uint64_t page, int write)
+{
+    struct core *c = h->c;
+    struct readahead *ra = &h->ra;
+    uint64_t start = page, n;
+    int down = page == ra->down_next, rc;
+    *(write ? &c->stats.write_faults : &c->stats.read_faults) += 1;
+    if (write)
+        return request_run(h, page, 1, 1, 0, &n);
+    ra->window = page == ra->up_next || down ? ra->window * 2 : 1;
+    if (ra->window > c->readahead)
+        ra->window = c->readahead;
+    while (down && page - start + 1 < ra->window && start > 0 &&
+           !c->pages[start - 1].pending && !coh_satisfied(c, start - 1, 0) &&
+           !c->pages[start - 1].invalidated)
+        start--;
+    rc = request_run(h, start, down ? page - start + 1 : ra->window, 0, 1, &n);
+    ra->up_next = start + n;
+    ra->down_next = start ? start - 1 : UINT64_MAX;
+    if (n > 1) {                /* back the pages the next run will want */
+        uint64_t ahead = down ? (start > 2 * n ? start - 2 * n : 0) : start + n;
+        uint64_t len = ahead + 2 * n <= c->npages ? 2 * n : c->npages - ahead;
+        populate(c, ahead, len);
+        rc |= TP_DROPPED;
+    }
+    return rc;
+}
+
+int coh_fault_ready(struct coh *h, uint64_t page, int write)
+{
+    return coh_satisfied(h->c, page, write) || !h->c->pages[page].pending;
+}
+
+enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
+{
+    struct core *c = h->c;
+    int rc;
+    if (coh_satisfied(c, page, write))
+        return COH_DONE;
+    if (c->pages[page].pending)
+        return COH_WAIT;
+    rc = request(h, page, write);
+    if (coh_satisfied(c, page, write))
+        return COH_DONE;
+    if (c->pages[page].pending)
+        return COH_WAIT;
+    if (rc & TP_FULL)
+        return COH_FULL;
+    return COH_AGAIN;           /* it came and went while core.mu was dropped */
+}
+
+struct want {
+    struct coh *h;
+    uint64_t page;
+    int write;
+};
+
+static int want_ready(void *arg)
+{
+    struct want *w = arg;
+    return coh_fault_ready(w->h, w->page, w->write);
+}
+
+/* Runs inside the SIGSEGV handler: it only takes core.mu (never held by a
+ * thread that can fault on the region) and sends requests. */
+void coh_fault(struct coh *h, uint64_t page, int write)
+{
+    struct core *c = h->c;
+    struct want w = { h, page, write };
+    pthread_mutex_lock(&c->mu);
+    if (write < 0)
+        w.write = write = coh_satisfied(c, page, 0);
+    while (!coh_satisfied(c, page, write)) {
+        if (c->failed) {
+            pthread_mutex_unlock(&c->mu);
+            dsm_panic(c->rank, "page %llu needed, but %s", (unsigned long long)page,
+                      c->failure);
+        }
+        if (c->phase != PHASE_RUNNING) {
+            pthread_mutex_unlock(&c->mu);
+            dsm_panic(c->rank, "page %llu touched %s", (unsigned long long)page,
+                      c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
+        }
+        switch (coh_fault_step(h, page, write)) {
+        case COH_DONE:
+        case COH_AGAIN:
+            break;
+        case COH_WAIT:
+            core_spin(c, want_ready, &w, 0);
+            if (!want_ready(&w) && !c->failed)
+                pthread_cond_wait(&c->cv, &c->mu);
+            break;
+        case COH_FULL:          /* the comm thread wakes us when it drains the ring */
+            pthread_cond_wait(&c->cv, &c->mu);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Request every page of [first, first + n) that needs it (caller holds
+ * core.mu, which this may drop).  A full ring leaves pages unrequested:
+ * coh_prefetch's wait loop asks for them again. */
+static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
+{
+    struct core *c = h->c;
+    uint64_t p, got;
+    for (p = first; p < first + n && !c->failed; p++)
+        if (!coh_satisfied(c, p, write) && !c->pages[p].pending)
+            request_run(h, p, first + n - p, write, 0, &got);
+}
+
+/* The bulk form of a fault, with no signal per page.  At most two chunks
+ * are in flight, so the owner never queues more than that for us. */
+int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, char *err)
+{
+    struct core *c = h->c;
+    uint64_t ch, p, end = first + n, got;
+    int rc;
+    c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
+    pthread_mutex_lock(&c->mu);
+    request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, write);
+    for (ch = first; ch < end && !c->failed; ch += PREFETCH_CHUNK) {
+        uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
+        uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
+        if (next) {             /* the next chunk: memory first, then the request */
+            populate(c, stop, next);
+            request_range(h, stop, next, write);
+        }
+        for (p = ch; p < stop && !c->failed; ) {
+            if (coh_satisfied(c, p, write))
+                p++;
+            else if (c->pages[p].pending ||
+                     !(request_run(h, p, stop - p, write, 0, &got) & TP_DROPPED))
+                pthread_cond_wait(&c->cv, &c->mu);
+        }
+    }
+    rc = c->failed ? DSM_EPEER : DSM_OK;
+    if (rc)
+        dsm_err(err, "%s", c->failure);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}

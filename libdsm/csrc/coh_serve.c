@@ -1,0 +1,369 @@
+/* Layer 2: coherence, the serving side: the handlers the comm thread runs
+ * as requester (install), owner (serve), copy holder (invalidate) and home
+ * (directory).  They are registered in the transport's table at coh_init. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "coherence.h"
+
+static void home_complete(struct coh *h, uint64_t page, int mode, int origin);
+
+/* The directory entry of a page homed here. */
+struct dir *coh_dir(struct coh *h, uint64_t page)
+{
+    const struct core *c = h->c;
+    uint64_t blk = page / c->block;
+    return &h->dirs[(blk / (uint64_t)c->nranks) * c->block + page % c->block];
+}
+
+/* Apply the protections of a batch, one protect() per run of consecutive
+ * pages with the same protection.  Nonzero (the failure recorded) if one
+ * could not be applied. */
+static int protect_runs(struct coh *h, const struct batched *b, unsigned n)
+{
+    struct core *c = h->c;
+    unsigned i, j;
+    for (i = 0; i < n; i = j) {
+        for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot; j++)
+            ;
+        if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- requester */
+
+/* Open the received pages, wake the faulting threads, confirm to the homes. */
+static void flush_installs(struct coh *h)
+{
+    struct core *c = h->c;
+    uint64_t now = c->clock();
+    unsigned i;
+    if (!h->n_installs)
+        return;
+    if (protect_runs(h, h->installs, h->n_installs)) {
+        h->n_installs = 0;
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    for (i = 0; i < h->n_installs; i++) {
+        c->pages[h->installs[i].page].installed_ns = now;
+        c->pages[h->installs[i].page].pending = 0;
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    for (i = 0; i < h->n_installs; i++) {
+        const struct batched *b = &h->installs[i];
+        struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)c->rank,
+                          .pg = { .page = b->page,
+                                  .mode = b->prot == DSM_PROT_RW ? MODE_WRITE : MODE_READ } };
+        if (b->confirm)
+            tp_send(h->t, page_home(c, b->page), &up, NULL);
+    }
+    h->n_installs = 0;
+}
+
+/* DSM_PAGE: copy the data (if any) in through the read/write view; the
+ * page opens at the next flush, before any other message is handled. */
+static void on_page(struct coh *h, const struct msg *m, const unsigned char *payload)
+{
+    struct core *c = h->c;
+    if (m->len && m->len != c->page_size) {
+        core_fail(c, "protocol error: DSM_PAGE from rank %d with %u bytes", m->from, m->len);
+        return;
+    }
+    if (payload)
+        memcpy(c->rw + m->pg.page * c->page_size, payload, c->page_size);
+    h->installs[h->n_installs++] = (struct batched){
+        .page = m->pg.page, .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
+        .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0 };
+    if (h->n_installs == BATCH_MAX)
+        flush_installs(h);
+}
+
+/* ---------------------------------------------------------- owner, holder */
+
+/* Within the hold window of a freshly received page, give it up later. */
+static int held(struct coh *h, const struct msg *m)
+{
+    struct core *c = h->c;
+    uint64_t due = c->pages[m->pg.page].installed_ns + c->hold_ns;
+    if (c->hold_ns && c->clock() < due) {
+        h->t->ops->defer(h->t, m, due);
+        return 1;
+    }
+    return 0;
+}
+
+/* Send DSM_PAGE to the requester.  When the home itself sends it, the home
+ * records the outcome at once: anything it sends the requester later travels
+ * behind the page on the same connection, so no DSM_UPDATE is needed.  A
+ * page from a third party asks the requester to confirm with DSM_UPDATE. */
+static void send_page(struct coh *h, uint64_t page, int mode, int origin, const void *data)
+{
+    struct core *c = h->c;
+    int by_home = page_home(c, page) == c->rank && origin != c->rank;
+    struct msg out = { .type = DSM_PAGE, .origin = (uint16_t)origin,
+                       .len = data ? (uint32_t)c->page_size : 0,
+                       .pg = { .page = page, .mode = (uint8_t)mode,
+                               .flags = by_home ? 0 : PAGE_NEEDS_UPDATE } };
+    tp_send(h->t, origin, &out, data);
+    if (by_home)
+        home_complete(h, page, mode, origin);
+}
+
+/* Downgrade our copies first, so the data cannot change after it is read
+ * from the read/write view, then send the pages. */
+static void flush_serves(struct coh *h)
+{
+    struct core *c = h->c;
+    unsigned i;
+    if (protect_runs(h, h->serves, h->n_serves)) {
+        h->n_serves = 0;
+        return;
+    }
+    for (i = 0; i < h->n_serves; i++) {
+        const struct batched *b = &h->serves[i];
+        c->pages[b->page].given_up++;
+        send_page(h, b->page, b->mode, b->origin,
+                  b->data ? c->rw + b->page * c->page_size : NULL);
+    }
+    h->n_serves = 0;
+}
+
+/* DSM_FWD: serve the page to the requester (at the next flush). */
+static void on_fwd(struct coh *h, const struct msg *m)
+{
+    if (held(h, m))
+        return;
+    if (h->c->pages[m->pg.page].prot == DSM_PROT_NONE) {
+        core_fail(h->c, "protocol error: asked to serve page %llu, which this rank does "
+                  "not hold", (unsigned long long)m->pg.page);
+        return;
+    }
+    if (h->n_serves == BATCH_MAX)
+        flush_serves(h);
+    h->serves[h->n_serves++] = (struct batched){     /* we keep READ, or NONE for a writer */
+        .page = m->pg.page, .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ,
+        .mode = m->pg.mode, .data = !(m->pg.flags & FWD_NODATA), .origin = m->origin };
+}
+
+/* DSM_INV: drop our read copy and acknowledge to the home. */
+static void on_inv(struct coh *h, const struct msg *m)
+{
+    struct core *c = h->c;
+    struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
+    if (held(h, m))
+        return;
+    if (c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE))
+        return;
+    c->stats.invalidations++;
+    c->pages[m->pg.page].given_up++;
+    c->pages[m->pg.page].invalidated = 1;
+    tp_send(h->t, m->from, &ack, NULL);
+}
+
+/* ---------------------------------------------------------- home */
+
+/* Every other copy is gone: let the owner hand over (or grant directly). */
+static void write_proceed(struct coh *h, struct dir *d, uint64_t page)
+{
+    struct msg m = { .type = DSM_FWD, .origin = d->origin,
+                     .pg = { .page = page, .mode = MODE_WRITE } };
+    int has_copy = d->origin == d->owner || (d->copyset >> d->origin & 1);
+    if (d->origin == d->owner) {
+        send_page(h, page, MODE_WRITE, d->origin, NULL);
+        return;
+    }
+    m.pg.flags = has_copy ? FWD_NODATA : 0;
+    tp_send(h->t, d->owner, &m, NULL);
+}
+
+/* Start serving one fault at the home. */
+static void home_start(struct coh *h, uint64_t page, int origin, int mode)
+{
+    struct dir *d = coh_dir(h, page);
+    struct msg m = { .type = DSM_FWD, .origin = (uint16_t)origin,
+                     .pg = { .page = page, .mode = (uint8_t)mode } };
+    uint64_t targets;
+    int r;
+    d->busy = 1;
+    d->origin = (uint16_t)origin;
+    d->mode = (uint8_t)mode;
+    if (mode == MODE_READ) {
+        tp_send(h->t, d->owner, &m, NULL);
+        return;
+    }
+    targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
+    d->acks = (uint16_t)__builtin_popcountll(targets);
+    m.type = DSM_INV;
+    for (r = 0; r < h->c->nranks; r++)
+        if (targets >> r & 1)
+            tp_send(h->t, r, &m, NULL);
+    if (!d->acks)
+        write_proceed(h, d, page);
+}
+
+/* A fault on one page reaches its home: serve it now, or queue it behind
+ * the one being served. */
+static void home_request(struct coh *h, uint64_t page, int origin, int mode)
+{
+    struct waiter *w;
+    if (!coh_dir(h, page)->busy) {
+        home_start(h, page, origin, mode);
+        return;
+    }
+    if (!(w = malloc(sizeof *w))) {
+        core_fail(h->c, "out of memory queueing a request for page %llu",
+                  (unsigned long long)page);
+        return;
+    }
+    *w = (struct waiter){ page, (uint16_t)origin, (uint8_t)mode, NULL };
+    *h->wait_tail = w;
+    h->wait_tail = &w->next;
+}
+
+/* DSM_REQ: `count` pages from `page` on, all in one of our blocks. */
+static void on_req(struct coh *h, const struct msg *m)
+{
+    const struct core *c = h->c;
+    uint64_t i, n = m->pg.count ? m->pg.count : 1;
+    if (n > c->npages - m->pg.page || page_home(c, m->pg.page) != c->rank ||
+        m->pg.page / c->block != (m->pg.page + n - 1) / c->block ||
+        (m->pg.mode != MODE_READ && m->pg.mode != MODE_WRITE)) {
+        core_fail(h->c, "protocol error: DSM_REQ from rank %d for %llu pages at %llu, not "
+                  "one of our blocks", m->from, (unsigned long long)n,
+                  (unsigned long long)m->pg.page);
+        return;
+    }
+    for (i = 0; i < n; i++)
+        home_request(h, m->pg.page + i, m->origin, m->pg.mode);
+}
+
+/* Serve the oldest fault that waited for this page, if any. */
+static void home_next(struct coh *h, uint64_t page)
+{
+    struct waiter **pp, *w;
+    for (pp = &h->wait_head; (w = *pp); pp = &w->next) {
+        if (w->page != page)
+            continue;
+        *pp = w->next;
+        if (h->wait_tail == &w->next)
+            h->wait_tail = pp;
+        home_start(h, w->page, w->origin, w->mode);
+        free(w);
+        return;
+    }
+}
+
+/* The fault being served is done: record who holds the page now and
+ * serve the next one waiting for it. */
+static void home_complete(struct coh *h, uint64_t page, int mode, int origin)
+{
+    struct dir *d = coh_dir(h, page);
+    if (mode == MODE_READ) {
+        d->copyset |= 1ULL << origin;
+    } else {
+        d->owner = (uint16_t)origin;
+        d->copyset = 0;
+    }
+    d->busy = 0;
+    home_next(h, page);
+}
+
+/* DSM_UPDATE and DSM_INV_ACK come only for a fault the home is serving. */
+static int serving(struct coh *h, const struct msg *m)
+{
+    struct dir *d;
+    if (page_home(h->c, m->pg.page) == h->c->rank && (d = coh_dir(h, m->pg.page))->busy &&
+        d->origin == m->origin)
+        return 1;
+    core_fail(h->c, "protocol error: %s from rank %d for page %llu, which is not being "
+              "served for rank %d", msg_name(m->type), m->from,
+              (unsigned long long)m->pg.page, m->origin);
+    return 0;
+}
+
+static void on_update(struct coh *h, const struct msg *m)
+{
+    if (serving(h, m))
+        home_complete(h, m->pg.page, m->pg.mode, m->origin);
+}
+
+static void on_inv_ack(struct coh *h, const struct msg *m)
+{
+    struct dir *d = coh_dir(h, m->pg.page);
+    if (serving(h, m) && d->acks && --d->acks == 0)
+        write_proceed(h, d, m->pg.page);
+}
+
+/* ---------------------------------------------------------- the table */
+
+/* Every coherence message names a page of the region. */
+static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+    struct coh *h = ctx;
+    if (m->pg.page >= h->c->npages) {
+        core_fail(h->c, "protocol error: %s from rank %d names page %llu of %llu",
+                  msg_name(m->type), m->from, (unsigned long long)m->pg.page,
+                  (unsigned long long)h->c->npages);
+        return;
+    }
+    TRACE(h->c, "%s page %llu mode %d origin %d from %d", msg_name(m->type),
+          (unsigned long long)m->pg.page, m->pg.mode, m->origin, m->from);
+    switch (m->type) {
+    case DSM_REQ: on_req(h, m); break;
+    case DSM_FWD: on_fwd(h, m); break;
+    case DSM_PAGE: on_page(h, m, payload); break;
+    case DSM_UPDATE: on_update(h, m); break;
+    case DSM_INV: on_inv(h, m); break;
+    case DSM_INV_ACK: on_inv_ack(h, m); break;
+    }
+}
+
+/* Batched work takes effect, except that on messages of `type` (which may
+ * keep batching): every other message must see it done. */
+static void on_flush(void *ctx, int type)
+{
+    struct coh *h = ctx;
+    if (type != DSM_PAGE)
+        flush_installs(h);
+    if (type != DSM_FWD)
+        flush_serves(h);
+}
+
+int coh_init(struct coh *h, struct core *c, struct transport *t, char *err)
+{
+    uint64_t nblocks = (c->npages + c->block - 1) / c->block;
+    uint64_t mine = (nblocks + (uint64_t)c->nranks - 1) / (uint64_t)c->nranks, p;
+    int type;
+    memset(h, 0, sizeof *h);
+    h->c = c;
+    h->t = t;
+    h->wait_tail = &h->wait_head;
+    h->ra = (struct readahead){ UINT64_MAX, UINT64_MAX, 1 };
+    if (!(h->dirs = calloc(mine * c->block, sizeof *h->dirs))) {
+        return dsm_err_sys(err, ENOMEM, "directory for %llu pages",
+                           (unsigned long long)(mine * c->block));
+    }
+    for (p = 0; p < c->npages; p++)
+        if (page_home(c, p) == c->rank)
+            coh_dir(h, p)->owner = (uint16_t)c->rank;
+    for (type = DSM_REQ; type <= DSM_INV_ACK; type++)
+        tp_register(t, type, on_message, h, type == DSM_PAGE ? (uint32_t)c->page_size : 0);
+    tp_on_flush(t, on_flush, h);
+    return DSM_OK;
+}
+
+void coh_free(struct coh *h)
+{
+    while (h->wait_head) {
+        struct waiter *w = h->wait_head;
+        h->wait_head = w->next;
+        free(w);
+    }
+    free(h->dirs);
+    h->dirs = NULL;
+}

@@ -1,0 +1,154 @@
+/* Layer 0, the ground: errors, the recorded failure, panic, tracing, the
+ * clock and the one way a thread waits.  It calls nothing above it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "ground.h"
+
+static __thread int last_errno;     /* of the last dsm_err_sys in this thread */
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void dsm_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, DSM_ERRLEN, fmt, ap);
+    va_end(ap);
+}
+
+int dsm_err_sys(char *err, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(err, DSM_ERRLEN, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && n < DSM_ERRLEN)
+        snprintf(err + n, DSM_ERRLEN - (size_t)n, ": %s", strerror(errnum));
+    last_errno = errnum;
+    return DSM_ESYS;
+}
+
+int dsm_last_errno(void)
+{
+    return last_errno;
+}
+
+/* One line to stderr with a single write; safe in the signal handler as
+ * long as the format has no floating point. */
+static void say(int rank, const char *tag, const char *fmt, va_list ap)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "libdsm: rank %d: %s", rank, tag);
+    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    if (write(2, line, (size_t)n) < 0)
+        return;
+}
+
+void dsm_trace(int rank, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say(rank, "", fmt, ap);
+    va_end(ap);
+}
+
+/* The one can't-continue case: a faulting access that can never be served. */
+void dsm_panic(int rank, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say(rank, "fatal: ", fmt, ap);
+    va_end(ap);
+    _exit(1);
+}
+
+void core_init(struct core *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->clock = now_ns;
+}
+
+void core_fail(struct core *c, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&c->mu);
+    if (!c->failed) {
+        va_start(ap, fmt);
+        vsnprintf(c->failure, sizeof c->failure, fmt, ap);
+        va_end(ap);
+        c->failed = 1;
+        TRACE(c, "failure: %s", c->failure);
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot)
+{
+    uint64_t i;
+    pthread_mutex_lock(&c->mu);
+    for (i = first; i < first + n; i++)
+        c->pages[i].prot = (uint8_t)prot;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int core_running(struct core *c, char *err)
+{
+    if (c->phase == PHASE_RUNNING)
+        return DSM_OK;
+    dsm_err(err, c->phase == PHASE_IDLE ? "the DSM is not started" : "the DSM was finalized");
+    return DSM_ESTATE;
+}
+
+/* Yield the CPU in a loop for up to spin_ns while cond() is false.  A reply
+ * that comes within a few tens of microseconds then finds this thread
+ * awake, which saves a futex wake-up on the way back; yielding rather than
+ * spinning lets the comm thread have the CPU at once.  With `poll_comm`,
+ * the comm thread also polls without sleeping meanwhile, which saves its
+ * own wake-up when the reply arrives (used for barriers and locks; for
+ * faults it cost more than it saved, measured). */
+void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm)
+{
+    uint64_t until;
+    if (!c->spin_ns || cond(arg))
+        return;
+    until = now_ns() + c->spin_ns;
+    if (poll_comm)
+        __atomic_fetch_add(&c->busy_poll, 1, __ATOMIC_RELAXED);
+    do {
+        pthread_mutex_unlock(&c->mu);
+        sched_yield();
+        pthread_mutex_lock(&c->mu);
+    } while (!cond(arg) && !c->failed && now_ns() < until);
+    if (poll_comm)
+        __atomic_fetch_sub(&c->busy_poll, 1, __ATOMIC_RELAXED);
+}
+
+int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err)
+{
+    core_spin(c, cond, arg, poll_comm);
+    while (!cond(arg) && !c->failed)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (cond(arg))
+        return DSM_OK;
+    dsm_err(err, "%s", c->failure);
+    return DSM_EPEER;
+}

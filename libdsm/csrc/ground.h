@@ -1,0 +1,105 @@
+/* Layer 0, the ground: what every layer of one rank shares, and calls
+ * nothing above it.
+ *
+ *   ground.c     errors, failure, panic, tracing, clock, waiting
+ *   wire.c       the message header and its wire encoding (proto.h)
+ *   ring.c       the bounded queue from application threads to the comm thread
+ *   region.c     layer 1: the two views of the memory, protections
+ *   transport.c  layer 1: the handler table, messages to ourselves, settling
+ *   comm.c       layer 1: the socket backend of the transport (the comm thread)
+ *   net.c        layer 1: socket helpers
+ *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
+ *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
+ *   sync.c       layer 2: collectives and locks
+ *   fault.c      layer 3: SIGSEGV entry: in the region or not
+ *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
+ *
+ * Calls go down only.  The transport reaches the protocols through the
+ * handlers they register (transport.h); nothing else calls upwards.
+ * A simulated rank (tests/sim) has a `struct core` of its own: no layer
+ * below the API keeps state in globals. */
+#ifndef DSM_GROUND_H
+#define DSM_GROUND_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "dsm_api.h"
+
+#define DSM_MAX_RANKS 64        /* copysets are 64-bit masks */
+
+enum dsm_phase { PHASE_IDLE, PHASE_RUNNING, PHASE_FINISHED };
+
+/* One page as this rank sees it.  prot and pending are guarded by core.mu. */
+struct page {
+    uint8_t prot;               /* DSM_PROT_* of the application view */
+    uint8_t pending;            /* mode of our outstanding DSM_REQ, or 0 */
+    uint8_t invalidated;        /* a writer has taken a read copy of ours away */
+    uint32_t given_up;          /* times this rank served or dropped it (thrashing) */
+    uint64_t installed_ns;      /* when it was last received (hold window) */
+};
+
+/* How protections reach the application view: region.c on a real rank,
+ * a plain record in the simulator.  protect() applies `prot` to pages
+ * [first, first + n) and records it with core_record_prot; on failure it
+ * calls core_fail and returns nonzero. */
+struct mem_ops {
+    int (*protect)(void *ctx, uint64_t first, uint64_t n, int prot);
+    void (*populate)(void *ctx, uint64_t first, uint64_t n);  /* back with memory, may no-op */
+    void *ctx;
+};
+
+struct core {
+    /* configuration, fixed after start */
+    int rank, nranks, debug;
+    uint64_t npages, page_size, block;
+    uint64_t hold_ns;           /* a received page is kept this long */
+    uint64_t readahead;         /* most pages one read fault asks for */
+    uint64_t spin_ns;           /* a waiting thread yields this long before sleeping */
+    uint64_t (*clock)(void);    /* monotonic ns: now_ns, or simulated time */
+    unsigned char *rw;          /* page data, always read/write */
+    struct page *pages;
+    struct mem_ops mem;
+
+    pthread_mutex_t mu;         /* guards the page table, phase, failure, waits */
+    pthread_cond_t cv;          /* every state change a waiter may want */
+    int phase;
+    int failed;
+    char failure[DSM_ERRLEN];
+    int busy_poll;              /* threads asking the comm thread not to sleep */
+    struct dsm_stats stats;
+};
+
+/* Tracing that costs one branch when DSM_DEBUG is off. */
+#define TRACE(c, ...) do { if ((c)->debug) dsm_trace((c)->rank, __VA_ARGS__); } while (0)
+void dsm_trace(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dsm_panic(int rank, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+
+/* "what: why" into a caller's err[DSM_ERRLEN]. */
+void dsm_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a failed system call: appends strerror(errnum) and keeps
+ * errnum for dsm_last_errno() in this thread.  Returns DSM_ESYS. */
+int dsm_err_sys(char *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+uint64_t now_ns(void);
+
+void core_init(struct core *c);
+/* Record the first failure and wake every waiter (takes c->mu). */
+void core_fail(struct core *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Set the recorded protection of pages [first, first + n) (takes c->mu). */
+void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot);
+/* DSM_OK if running, else DSM_ESTATE with err filled (caller holds c->mu or
+ * runs before the comm thread starts). */
+int core_running(struct core *c, char *err);
+/* Caller holds c->mu: yield for up to spin_ns while cond() is false, then
+ * sleep on c->cv until cond() holds or the job failed.  0 or DSM_EPEER
+ * with err filled. */
+int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
+/* Only the yielding part of core_wait. */
+void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
+
+static inline int page_home(const struct core *c, uint64_t page)
+{
+    return (int)((page / c->block) % (uint64_t)c->nranks);
+}
+#endif

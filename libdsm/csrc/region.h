@@ -1,0 +1,22 @@
+/* Layer 1: the region: one memfd seen through two views, and protection
+ * changes that keep count of the mappings they create. */
+#ifndef DSM_REGION_H
+#define DSM_REGION_H
+#include "ground.h"
+
+struct region {
+    struct core *c;
+    uint64_t base, size;
+    int memfd;
+    unsigned char *app;         /* the protected application view */
+    unsigned char *rw;          /* the always read/write view */
+    uint64_t runs, run_budget;  /* protection runs in the app view, and the most allowed */
+};
+
+/* Map both views at r->base (never replacing a mapping), allocate the page
+ * table into c->pages and c->rw, apply the initial protections (the pages a
+ * rank homes start read/write), and point c->mem at region_protect.
+ * On failure everything is undone. */
+int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, char *err);
+void region_unmap(struct region *r);
+#endif

@@ -1,0 +1,26 @@
+/* Layer 0: the ring, a bounded FIFO of message headers that application
+ * threads post to their own rank's comm thread.  It has no lock of its own:
+ * the caller holds the lock that guards it (core.mu). */
+#ifndef DSM_RING_H
+#define DSM_RING_H
+#include "proto.h"
+
+#ifndef DSM_RING_CAP
+#define DSM_RING_CAP 1024       /* tests build a tiny one: -DDSM_RING_CAP=2 */
+#endif
+
+/* ring_put's answer when there is no room.  It is not an error: the poster
+ * waits until the comm thread drains the ring (which wakes core.cv) and
+ * tries again. */
+#define RING_FULL 1
+
+struct ring {
+    struct msg slot[DSM_RING_CAP];
+    unsigned head, len;
+};
+
+int ring_put(struct ring *r, const struct msg *m);              /* 0 or RING_FULL */
+/* Move up to `max` messages out, oldest first; sets *was_full if the ring
+ * was full before (a poster may be waiting).  Returns how many. */
+unsigned ring_take(struct ring *r, struct msg *out, unsigned max, int *was_full);
+#endif

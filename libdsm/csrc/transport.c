@@ -1,0 +1,163 @@
+/* Layer 1: the common part of the transport: the handler table, the hooks,
+ * the ring from application threads and the queue to ourselves.  Both
+ * backends (comm.c, the simulator) deliver through here, so the order in
+ * which handlers, flushes and self-messages run is the same in both. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include "transport.h"
+
+void tp_init(struct transport *t, struct core *c, const struct transport_ops *ops,
+             void *backend)
+{
+    memset(t, 0, sizeof *t);
+    t->core = c;
+    t->ops = ops;
+    t->backend = backend;
+}
+
+void tp_free(struct transport *t)
+{
+    free(t->selfq);
+    t->selfq = NULL;
+    t->selfq_len = t->selfq_cap = 0;
+}
+
+void tp_register(struct transport *t, int type, tp_handler fn, void *ctx, uint32_t max_len)
+{
+    t->table[type] = (struct tp_entry){ fn, ctx, max_len };
+}
+
+static void add_hook(struct tp_hooks *h, tp_hook fn, void *ctx)
+{
+    if (h->n == TP_HOOKS)
+        dsm_panic(-1, "more than %d transport hooks registered", TP_HOOKS);
+    h->fn[h->n] = fn;
+    h->ctx[h->n++] = ctx;
+}
+
+void tp_on_flush(struct transport *t, tp_hook fn, void *ctx)
+{
+    add_hook(&t->flush, fn, ctx);
+}
+
+void tp_on_finalized(struct transport *t, tp_hook fn, void *ctx)
+{
+    add_hook(&t->finalized, fn, ctx);
+}
+
+static void run_hooks(const struct tp_hooks *h, int arg)
+{
+    unsigned i;
+    for (i = 0; i < h->n; i++)
+        h->fn[i](h->ctx[i], arg);
+}
+
+void tp_send(struct transport *t, int dst, struct msg *m, const void *payload)
+{
+    if (dst != t->core->rank) {
+        t->ops->send(t, dst, m, payload);
+        return;
+    }
+    if (t->selfq_len == t->selfq_cap) {
+        size_t cap = t->selfq_cap ? t->selfq_cap * 2 : 64;
+        struct msg *q = realloc(t->selfq, cap * sizeof *q);
+        if (!q) {
+            core_fail(t->core, "out of memory queueing %s", msg_name(m->type));
+            return;
+        }
+        t->selfq = q;
+        t->selfq_cap = cap;
+    }
+    m->from = (uint16_t)dst;
+    m->len = 0;
+    t->selfq[t->selfq_len++] = *m;
+}
+
+int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload)
+{
+    struct core *c = t->core;
+    if (dst == c->rank) {
+        if (ring_put(&t->ring, m)) {
+            c->stats.ring_full++;
+            return TP_FULL;
+        }
+        t->ops->wake(t);
+        return 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    t->ops->send_app(t, dst, m, payload);
+    pthread_mutex_lock(&c->mu);
+    return TP_DROPPED;
+}
+
+int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *payload)
+{
+    struct core *c = t->core;
+    int rc;
+    while ((rc = tp_send_app(t, dst, m, payload)) == TP_FULL && !c->failed)
+        pthread_cond_wait(&c->cv, &c->mu);
+    return rc == TP_FULL ? DSM_EPEER : rc;
+}
+
+int tp_check(struct transport *t, const struct msg *m)
+{
+    struct core *c = t->core;
+    if (m->type == 0 || m->type >= DSM_MSG_MAX || !t->table[m->type].fn ||
+        m->len > t->table[m->type].max_len || m->origin >= c->nranks) {
+        core_fail(c, "protocol error from rank %d: type %d, origin %d, %u payload bytes",
+                  m->from, m->type, m->origin, m->len);
+        return -1;
+    }
+    return 0;
+}
+
+/* Dispatch the messages handlers sent to ourselves; how many there were. */
+static size_t drain_self(struct transport *t)
+{
+    size_t i;
+    for (i = 0; i < t->selfq_len; i++) {
+        struct msg m = t->selfq[i];     /* a handler may grow selfq */
+        run_hooks(&t->flush, m.type);
+        t->table[m.type].fn(t->table[m.type].ctx, &m, NULL);
+    }
+    t->selfq_len = 0;
+    return i;
+}
+
+void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *payload)
+{
+    run_hooks(&t->flush, m->type);      /* batched work on other types takes effect first */
+    t->table[m->type].fn(t->table[m->type].ctx, m, payload);
+    drain_self(t);
+}
+
+unsigned tp_drain_ring(struct transport *t)
+{
+    struct msg batch[DSM_RING_CAP];
+    struct core *c = t->core;
+    unsigned i, n;
+    int was_full;
+    pthread_mutex_lock(&c->mu);
+    n = ring_take(&t->ring, batch, DSM_RING_CAP, &was_full);
+    if (was_full)
+        pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    for (i = 0; i < n; i++) {
+        batch[i].from = (uint16_t)c->rank;
+        tp_deliver(t, &batch[i], NULL);
+    }
+    return n;
+}
+
+void tp_settle(struct transport *t)
+{
+    do
+        run_hooks(&t->flush, 0);
+    while (drain_self(t));
+}
+
+void tp_finalized(struct transport *t, int rank)
+{
+    run_hooks(&t->finalized, rank);
+}

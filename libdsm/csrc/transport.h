@@ -1,0 +1,92 @@
+/* Layer 1: the transport interface.  A backend moves messages between
+ * ranks: comm.c over sockets with a comm thread, or the simulator
+ * (tests/sim) through in-process queues.  Both deliver through this
+ * common part, which holds
+ *   - the handler table: one handler per message type, registered by the
+ *     protocols at init (the transport knows no protocol by name);
+ *   - flush hooks: batched work a protocol finishes before a message of
+ *     another type, and at the end of each round of events;
+ *   - finalized hooks: a rank said DSM_FINALIZE;
+ *   - the ring from application threads, and the queue of messages a
+ *     handler sends to its own rank (dispatched right after that handler).
+ *
+ * Threads: tp_send and the handlers run in the comm thread (the simulator's
+ * single thread); tp_send_app and tp_post run in application threads. */
+#ifndef DSM_TRANSPORT_H
+#define DSM_TRANSPORT_H
+#include <stddef.h>
+#include "ground.h"
+#include "proto.h"
+#include "ring.h"
+
+#define TP_FULL RING_FULL       /* tp_send_app/tp_post: the ring is full, wait and retry */
+#define TP_DROPPED 2            /* tp_send_app: sent; core.mu was dropped meanwhile */
+#define TP_HOOKS 4
+
+struct transport;
+typedef void (*tp_handler)(void *ctx, const struct msg *m, const unsigned char *payload);
+typedef void (*tp_hook)(void *ctx, int arg);
+
+struct transport_ops {
+    /* To a peer, from the comm thread: queued, payload (m->len bytes) copied. */
+    void (*send)(struct transport *t, int dst, const struct msg *m, const void *payload);
+    /* To a peer, from an application thread not holding core.mu. */
+    void (*send_app)(struct transport *t, int dst, const struct msg *m, const void *payload);
+    /* The ring has something new: wake the comm thread. */
+    void (*wake)(struct transport *t);
+    /* Deliver m again at `due` (core clock): the hold window. */
+    void (*defer)(struct transport *t, const struct msg *m, uint64_t due);
+};
+
+struct tp_entry {
+    tp_handler fn;
+    void *ctx;
+    uint32_t max_len;           /* payload bytes a message of this type may carry */
+};
+
+struct tp_hooks {
+    tp_hook fn[TP_HOOKS];
+    void *ctx[TP_HOOKS];
+    unsigned n;
+};
+
+struct transport {
+    const struct transport_ops *ops;
+    void *backend;
+    struct core *core;
+    struct tp_entry table[DSM_MSG_MAX];
+    struct tp_hooks flush, finalized;
+    struct ring ring;           /* guarded by core.mu */
+    struct msg *selfq;          /* comm thread only */
+    size_t selfq_len, selfq_cap;
+};
+
+void tp_init(struct transport *t, struct core *c, const struct transport_ops *ops,
+             void *backend);
+void tp_free(struct transport *t);
+void tp_register(struct transport *t, int type, tp_handler fn, void *ctx, uint32_t max_len);
+void tp_on_flush(struct transport *t, tp_hook fn, void *ctx);        /* fn(ctx, type) */
+void tp_on_finalized(struct transport *t, tp_hook fn, void *ctx);    /* fn(ctx, rank) */
+
+/* From the comm thread, to any rank.  Messages to ourselves carry no payload. */
+void tp_send(struct transport *t, int dst, struct msg *m, const void *payload);
+/* From an application thread holding core.mu, to any rank: 0 (posted to
+ * ourselves), TP_DROPPED (sent to a peer, core.mu dropped meanwhile), or
+ * TP_FULL (nothing sent). */
+int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload);
+/* tp_send_app that waits for room in the ring: 0 or TP_DROPPED, or
+ * DSM_EPEER once the job failed. */
+int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *payload);
+
+/* Backends: a received header is sane (known type, payload size, origin)?
+ * 0, or -1 with the failure recorded. */
+int tp_check(struct transport *t, const struct msg *m);
+/* Backends: run one message and what it sent to ourselves. */
+void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *payload);
+/* Backends: the messages application threads posted; how many. */
+unsigned tp_drain_ring(struct transport *t);
+/* Backends: end of a round of events: batched work takes effect. */
+void tp_settle(struct transport *t);
+/* Backends: rank said DSM_FINALIZE (ourselves included). */
+void tp_finalized(struct transport *t, int rank);
+#endif

@@ -1,0 +1,99 @@
+/* Layer 0: the wire header of a message, and message names.  Nothing here
+ * knows what a message means; it only lays out the fields of each family.
+ *
+ * Layout, big-endian: type u8 @0, a u8 @1, origin u16 @2, len u32 @4,
+ * b u64 @8, c u32 @16, d u32 @20, where
+ *   page family: a = mode, b = page,  c = count, d = flags
+ *   collectives: a = kind, b = epoch, c = root,  d = failed
+ *   locks:                 b = lock */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <string.h>
+#include "proto.h"
+
+static const char *names[DSM_MSG_MAX] = {
+    [DSM_REQ] = "DSM_REQ", [DSM_FWD] = "DSM_FWD", [DSM_PAGE] = "DSM_PAGE",
+    [DSM_UPDATE] = "DSM_UPDATE", [DSM_INV] = "DSM_INV", [DSM_INV_ACK] = "DSM_INV_ACK",
+    [DSM_BARRIER] = "DSM_BARRIER", [DSM_BARRIER_GO] = "DSM_BARRIER_GO",
+    [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
+    [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
+    [DSM_BCAST] = "DSM_BCAST",
+};
+
+const char *msg_name(int type)
+{
+    return type > 0 && type < DSM_MSG_MAX ? names[type] : "unknown message";
+}
+
+/* The four generic slots of a header. */
+struct slots {
+    uint8_t a;
+    uint64_t b;
+    uint32_t c, d;
+};
+
+static void to_slots(const struct msg *m, struct slots *s)
+{
+    memset(s, 0, sizeof *s);
+    if (m->type >= DSM_REQ && m->type <= DSM_INV_ACK)
+        *s = (struct slots){ m->pg.mode, m->pg.page, m->pg.count, m->pg.flags };
+    else if (m->type == DSM_BARRIER || m->type == DSM_BARRIER_GO || m->type == DSM_BCAST)
+        *s = (struct slots){ m->coll.kind, m->coll.epoch, m->coll.root, m->coll.failed };
+    else if (m->type >= DSM_LOCK_ACQ && m->type <= DSM_LOCK_REL)
+        s->b = m->lk.lock;
+}
+
+/* Fields wider on the wire than in memory are checked by the receiver's
+ * handler (a page number, a lock index); here they are only truncated to
+ * the in-memory width, so a value out of range stays out of range. */
+static void from_slots(struct msg *m, const struct slots *s)
+{
+    if (m->type >= DSM_REQ && m->type <= DSM_INV_ACK) {
+        m->pg = (struct page_fields){ s->b, s->c, s->a, (uint8_t)s->d };
+    } else if (m->type == DSM_BARRIER || m->type == DSM_BARRIER_GO || m->type == DSM_BCAST) {
+        m->coll = (struct coll_fields){ s->b, (uint16_t)(s->c > UINT16_MAX ? UINT16_MAX : s->c),
+                                        s->a, (uint8_t)(s->d != 0) };
+    } else if (m->type >= DSM_LOCK_ACQ && m->type <= DSM_LOCK_REL) {
+        m->lk.lock = (uint32_t)(s->b > UINT32_MAX ? UINT32_MAX : s->b);
+    }
+}
+
+void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE])
+{
+    struct slots s;
+    uint16_t origin = htobe16(m->origin);
+    uint32_t len = htobe32(m->len), c, d;
+    uint64_t b;
+    to_slots(m, &s);
+    b = htobe64(s.b);
+    c = htobe32(s.c);
+    d = htobe32(s.d);
+    out[0] = m->type;
+    out[1] = s.a;
+    memcpy(out + 2, &origin, 2);
+    memcpy(out + 4, &len, 4);
+    memcpy(out + 8, &b, 8);
+    memcpy(out + 16, &c, 4);
+    memcpy(out + 20, &d, 4);
+}
+
+void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m)
+{
+    struct slots s;
+    uint16_t origin;
+    uint32_t len;
+    memset(m, 0, sizeof *m);
+    memcpy(&origin, in + 2, 2);
+    memcpy(&len, in + 4, 4);
+    memcpy(&s.b, in + 8, 8);
+    memcpy(&s.c, in + 16, 4);
+    memcpy(&s.d, in + 20, 4);
+    m->type = in[0];
+    m->origin = be16toh(origin);
+    m->len = be32toh(len);
+    s.a = in[1];
+    s.b = be64toh(s.b);
+    s.c = be32toh(s.c);
+    s.d = be32toh(s.d);
+    from_slots(m, &s);
+}

@@ -1,0 +1,184 @@
+"""The C core in layers: its shape, the protocol simulation, a core built
+with a tiny ring, and typed system-call errors."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dsmrun import DSM_PROG, ROOT, rank_lines, run, run_code
+
+CSRC = os.path.join(ROOT, "libdsm", "csrc")
+SIM = os.path.join(ROOT, "build", "sim")
+pytestmark = pytest.mark.timeout(240)
+
+# The layer of every C file (ground.h says what each one does): a file may
+# include headers of its own layer or below, never above.
+LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "dsm_api": 0,
+          "region": 1, "transport": 1, "comm": 1, "net": 1,
+          "coherence": 2, "coh_app": 2, "coh_serve": 2, "sync": 2,
+          "fault": 3, "api": 4}
+
+
+def c_files():
+    return sorted(f for f in os.listdir(CSRC) if f.endswith((".c", ".h")))
+
+
+def includes(name):
+    with open(os.path.join(CSRC, name)) as f:
+        return re.findall(r'#include "([\w.]+)\.h"', f.read())
+
+
+def test_every_c_file_has_a_layer_and_stays_small():
+    for name in c_files():
+        stem = name.rsplit(".", 1)[0]
+        assert stem in LAYERS, "%s has no layer: add it to ground.h and LAYERS" % name
+        with open(os.path.join(CSRC, name)) as f:
+            text = f.read()
+        assert text.count("\n") <= 600, name
+        if stem != "dsm_api":   # cffi reads dsm_api.h as it is
+            assert re.match(r"/\* Layer \d", text), \
+                "%s: the opening comment says its layer and its job" % name
+
+
+def test_includes_go_down_the_layers_and_have_no_cycle():
+    graph = {name.rsplit(".", 1)[0]: set() for name in c_files()}
+    for name in c_files():
+        stem = name.rsplit(".", 1)[0]
+        for dep in includes(name):
+            assert LAYERS[dep] <= LAYERS[stem], "%s includes %s.h, a layer above" % (name, dep)
+            if dep != stem:
+                graph[stem].add(dep)
+    seen, done = set(), set()
+
+    def visit(node, path):
+        assert node not in seen or node in done, "include cycle: %s" % " -> ".join(path)
+        if node in done:
+            return
+        seen.add(node)
+        for nxt in graph[node]:
+            visit(nxt, path + [nxt])
+        done.add(node)
+
+    for node in graph:
+        visit(node, [node])
+
+
+def test_protocol_code_keeps_no_file_static_state():
+    """The protocols own their state in structs: a simulated rank has its
+    own copy.  Only fault.c (a signal handler) and api.c (the one real
+    instance) keep globals."""
+    for name in ("wire.c", "ring.c", "transport.c", "comm.c", "net.c", "region.c",
+                 "coh_app.c", "coh_serve.c", "sync.c"):
+        with open(os.path.join(CSRC, name)) as f:
+            text = f.read()
+        state = [line for line in text.splitlines()
+                 if re.match(r"\s*static\s+(?!const\b|inline\b)", line)
+                 and "(" not in line and line.rstrip().endswith(";")]
+        assert not state, "%s keeps state in file statics: %s" % (name, state)
+
+
+# ---------------------------------------------------------------- the simulation
+
+@pytest.fixture(scope="module")
+def sim():
+    subprocess.run(["make", "-s", "build/sim"], cwd=ROOT, check=True, timeout=120)
+    return SIM
+
+
+def test_ten_thousand_seeds_keep_every_invariant(sim):
+    p = subprocess.run([sim, "--seeds", "0:10000"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert p.stdout.strip().endswith("10000 seeds passed")
+
+
+def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):
+    p = subprocess.run([sim, "--seeds", "0:3000", "--drop"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "3000 seeds passed (--drop)" in p.stdout
+
+
+def test_the_checker_catches_a_wrong_copy_and_prints_seed_and_trace(sim):
+    p = subprocess.run([sim, "--seeds", "0:50", "--corrupt"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    m = re.search(r"FAILED seed (\d+) at step \d+: rank \d+ may read page 0, but its copy is "
+                  r"not the last write", p.stdout)
+    assert m, p.stdout[-2000:]
+    assert "flips" in p.stdout and "replay: make sim SEED=%s" % m.group(1) in p.stdout
+    # the replay of that seed fails the same way, with every step traced
+    again = subprocess.run([sim, "--seed", m.group(1), "--corrupt"], capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 1 and m.group(0) in again.stdout
+    assert again.stdout.count("\n  ") > p.stdout.count("FAILED")
+
+
+def test_a_seed_replays_exactly(sim):
+    runs = [subprocess.run([sim, "--seed", "4242"], capture_output=True, text=True, timeout=60)
+            for _ in range(2)]
+    assert runs[0].returncode == 0 and runs[0].stdout == runs[1].stdout
+    assert runs[0].stdout.count("deliver") > 10
+
+
+# ---------------------------------------------------------------- a tiny ring, for real
+
+@pytest.fixture(scope="module")
+def tiny_ring_tree(tmp_path_factory):
+    """A copy of the package whose core is built with a ring of 2 messages."""
+    tree = tmp_path_factory.mktemp("tiny-ring")
+    skip = shutil.ignore_patterns("*.so", "*.o", "_core.c", "__pycache__")
+    for d in ("libdsm", "services"):
+        shutil.copytree(os.path.join(ROOT, d), tree / d, ignore=skip)
+    for f in ("dsmexec.py", os.path.join("tests", "dsm_prog.py")):
+        os.makedirs(tree / os.path.dirname(f), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, f), tree / f)
+    subprocess.run([sys.executable, os.path.join("libdsm", "_build.py")], cwd=tree, check=True,
+                   capture_output=True, timeout=180, env=dict(os.environ, DSM_RING_CAP="2"))
+    return tree
+
+
+@pytest.mark.parametrize("scenario,args,expect", [
+    ("ring_full", ["--rounds", "4"], "ring_full bad=0"),
+    ("lock_invariant", ["--rounds", "40"], "broken=0"),
+    ("false_sharing", ["--rounds", "20"], "false_sharing bad=0"),
+])
+def test_the_ring_full_path_on_real_ranks(tmp_path, tiny_ring_tree, scenario, args, expect):
+    prog = str(tiny_ring_tree / "tests" / "dsm_prog.py")
+    p = run(tmp_path, 2, prog, scenario, *args, cwd=str(tiny_ring_tree),
+            dsmexec=str(tiny_ring_tree / "dsmexec.py"))
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, scenario)
+    assert sorted(got) == [0, 1], p.stdout
+    for text in got.values():
+        assert expect in text
+        if scenario == "ring_full":
+            assert "counters=[32, 32] expected=32" in text
+            assert int(re.search(r"ring_full=(\d+)", text).group(1)) > 0   # it was full
+
+
+def test_ring_full_scenario_with_the_normal_ring(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "ring_full", "--rounds", "4")
+    assert p.returncode == 0, p.stderr
+    for text in rank_lines(p.stdout, "ring_full").values():
+        assert "ring_full bad=0 counters=[32, 32] expected=32" in text
+
+
+# ---------------------------------------------------------------- typed errors
+
+def test_a_failed_system_call_is_an_oserror_with_its_errno():
+    code = ("import errno, resource, libdsm\n"
+            "from libdsm import _binding\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "import os; used = len(os.listdir('/proc/self/fd')) - 1   # less listdir's own\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (used, hard))\n"
+            "try:\n"
+            "    _binding.start(0, 1, 0x7e0000000000, 1 << 20, 1, 0, 1, 1, 0, -1, [None], 0)\n"
+            "except OSError as e:\n"
+            "    print(type(e).__name__, errno.errorcode[e.errno], e)\n")
+    p = run_code(code)
+    assert p.returncode == 0, p.stderr
+    assert re.match(r"SystemCallError EMFILE rank 0: \S.*: Too many open files$", p.stdout), \
+        p.stdout
