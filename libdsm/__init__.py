@@ -9,18 +9,33 @@
 
 Run the program under ``./dsmexec.py machine_file prog.py``; run alone it is
 a single rank.  Configuration: see libdsm.config (DSM_* variables).
-"""
-import faulthandler
-import math
-import pickle
-import threading
 
-from libdsm import _binding, config, mesh
-from libdsm.alloc import Allocation, Heap
+This module is the public face: `Dsm` checks the state at each entry point
+and hands the work to one module per job, each given what it needs when the
+Dsm is made (none of them imports this package):
+
+    job          joining the job, starting the C core
+    memory       the region's view, addresses and pages; what Allocations bind to
+    layout       the system area: where the heap and the region table live
+    alloc        the heap and Allocation
+    regions      named regions (Dsm.named_regions)
+    collectives  barrier, bcast, finalize, and the check at every entry point
+    arrays       dsm.array
+    partitions   ranks, hosts, row_block
+    locks        dsm.lock and the system locks
+
+libdsm.sysv sits on top, beside this module, and uses Dsm.named_regions.
+"""
+from libdsm import _binding, job, layout
+from libdsm.alloc import Allocation
+from libdsm.arrays import Arrays
+from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
                            DsmError, LockError, MappingLimitError, PeerError, StateError)
-from libdsm.locks import Lock
-from libdsm.regions import BUCKETS, TABLE_BYTES, Region, Regions, Table
+from libdsm.locks import Lock, Locks
+from libdsm.memory import Memory
+from libdsm.partitions import Partitions
+from libdsm.regions import Region
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region",
@@ -30,23 +45,6 @@ __all__ = [
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
 _binding.check_core_version()
-
-# The system area follows the user's region: the heap's free list and the
-# named-region table live there, each guarded by locks past the user's.
-SYS_BYTES = 256 << 10
-HEAP_META_BYTES = 128 << 10
-HEAP_LOCK = 0
-REGION_LOCKS = 1                # bucket b uses system lock REGION_LOCKS + b
-SYS_LOCKS = REGION_LOCKS + BUCKETS
-
-
-def _job_context():
-    """The job dsmexec started us in, or None when run alone."""
-    try:
-        from services import rank
-    except ImportError:
-        return None
-    return rank.CONTEXT
 
 
 class Dsm:
@@ -58,9 +56,6 @@ class Dsm:
 
     def __init__(self, ctx, cfg):
         self._ctx = ctx
-        self._finalized = False
-        self._arrays = {}
-        self._coll = threading.Lock()
         self.rank = ctx.rank if ctx else 0
         """This rank's number, 0 to size - 1."""
         self.size = ctx.size if ctx else 1
@@ -72,29 +67,28 @@ class Dsm:
         """The region's size in bytes."""
         self.block_pages = cfg["block_pages"]
         self.nlocks = cfg["locks"]
-        self.mem = _binding.region_view(self.base, self.nbytes)
+        memory = Memory(self.base, _binding.region_view(self.base, self.nbytes), self.page_size)
+        self.mem = memory.mem
         """A writable memoryview of the whole region."""
-        sys_area = _binding.region_view(self.base + self.nbytes, SYS_BYTES)
-        self._heap = Heap(sys_area[:HEAP_META_BYTES], self.nbytes,
-                          self._sys_lock(HEAP_LOCK))
-        table = Table(sys_area[HEAP_META_BYTES:HEAP_META_BYTES + TABLE_BYTES], self._heap,
-                      lambda b: self._sys_lock(REGION_LOCKS + b), self.page_size, self.rank)
-        self._regions = Regions(table, self.mem, self.base)
-        self._locks = {}
+        self._memory = memory
+        self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
+                                 self.page_size)
+        self._locks = Locks(self.nlocks, self.size)
+        self._heap, self._regions = layout.open_system_area(
+            _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
+            self._locks.system, self.rank)
+        self._coll = Collectives(memory, self.rank, self.size, self.hostname())
+        self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self.rank,
+                              self.hostname())
 
     # ------------------------------------------------------------ who and where
     def hostname(self, rank=None):
         """The machine-file host of a rank (default: this one)."""
-        rank = self.rank if rank is None else rank
-        if not 0 <= rank < self.size:
-            raise ValueError("rank %d out of range 0..%d" % (rank, self.size - 1))
-        return self._ctx.hostnames[rank] if self._ctx else "localhost"
+        return self._where.hostname(rank)
 
     def page_of(self, offset):
         """The page number holding a byte offset of the region."""
-        if not 0 <= offset < self.nbytes:
-            raise ValueError("offset %d outside the region of %d bytes" % (offset, self.nbytes))
-        return offset // self.page_size
+        return self._memory.page_of(offset)
 
     def page_home(self, page):
         """The round-robin home rank of a page."""
@@ -118,40 +112,21 @@ class Dsm:
         return _binding.stats()
 
     # ------------------------------------------------------------ collectives
-    def _entry(self):
-        """Checks at every entry point: still running, handler still ours."""
-        if self._finalized:
-            raise StateError("the DSM was finalized", self.rank, self.hostname())
-        _binding.ensure_handler()
-
     def barrier(self):
         """Wait until every rank has called barrier().  One round trip to
         rank 0's comm thread; no Python runs on the way."""
-        self._entry()
-        with self._coll:
-            _binding.barrier()
+        self._coll.barrier()
 
     def bcast(self, value=None, root=0):
         """Collective: every rank returns root's value (anything picklable,
-        an Allocation included).  Writes root made before the call are
-        visible to every rank after it."""
-        self._entry()
-        if not isinstance(root, int) or not 0 <= root < self.size:
-            raise ValueError("bcast root %r out of range 0..%d" % (root, self.size - 1))
-        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL) if root == self.rank else None
-        with self._coll:
-            out = _binding.bcast(root, data)
-        return value if root == self.rank else pickle.loads(out)
+        an Allocation included, bound to this rank's region).  Writes root
+        made before the call are visible to every rank after it."""
+        return self._coll.bcast(value, root)
 
     def finalize(self):
         """Collective end: no rank leaves while another may need its pages."""
-        self._entry()
-        with self._coll:
-            _binding.finalize()
-        self._finalized = True
-        if self._ctx:
-            from services import wire
-            self._ctx.notify(wire.Message.FINALIZED)
+        self._coll.finalize()
+        job.finished(self._ctx)
 
     # ------------------------------------------------------------ memory
     def malloc(self, nbytes, align=16):
@@ -162,50 +137,35 @@ class Dsm:
         Don't mix raw offsets into `mem` with malloc in one program: the heap
         hands out the whole region.
         """
-        self._entry()
+        self._coll.check()
         return self._heap.malloc(nbytes, align)
+
+    def free(self, obj):
+        """Give back an Allocation, or an array made by `array()`."""
+        self._coll.check()
+        self._heap.free(obj if isinstance(obj, Allocation) else self._arrays.forget(obj))
 
     def prefetch(self, obj, write=False):
         """Fetch the pages under obj now, in bulk, instead of one fault per
         page: for reading, or (write=True) for writing.  obj is an
         Allocation, a Region, an array on the region, or (offset, nbytes)."""
-        self._entry()
-        offset, nbytes = self._span(obj)
-        if nbytes:
-            first = offset // self.page_size
-            last = (offset + nbytes - 1) // self.page_size
-            _binding.prefetch(first, last - first + 1, write)
+        self._coll.check()
+        first, count = self._memory.pages(*self._span(obj))
+        if count:
+            _binding.prefetch(first, count, write)
 
     def _span(self, obj):
         """(offset, nbytes) of something on the region."""
         if isinstance(obj, Allocation):
-            span = obj.offset, obj.nbytes
-        elif isinstance(obj, Region):
-            span = obj.offset, obj.size
-        elif isinstance(obj, tuple):
-            span = obj
-        elif hasattr(obj, "__array_interface__"):
-            lo = hi = obj.__array_interface__["data"][0]
-            for n, stride in zip(obj.shape, obj.strides):
-                lo, hi = lo + min(0, (n - 1) * stride), hi + max(0, (n - 1) * stride)
-            span = lo - self.base, hi + obj.itemsize - lo if obj.size else 0
-        else:
-            raise TypeError("prefetch takes an Allocation, a Region, an array or "
-                            "(offset, nbytes), got %s" % type(obj).__name__)
-        if span[0] < 0 or span[1] < 0 or span[0] + span[1] > self.nbytes:
-            raise ValueError("%r is not inside the region" % (span,))
-        return span
-
-    def free(self, obj):
-        """Give back an Allocation, or an array made by `array()`."""
-        self._entry()
-        if not isinstance(obj, Allocation):
-            addr = obj.__array_interface__["data"][0] if hasattr(obj, "__array_interface__") \
-                else None
-            if addr is None or addr - self.base not in self._arrays:
-                raise ValueError("free() takes an Allocation or an array from dsm.array()")
-            obj = self._arrays.pop(addr - self.base)
-        self._heap.free(obj)
+            return obj.offset, obj.nbytes
+        if isinstance(obj, Region):
+            return obj.offset, obj.size
+        if isinstance(obj, tuple):
+            return obj
+        if hasattr(obj, "__array_interface__"):
+            return self._memory.array_span(obj)
+        raise TypeError("prefetch takes an Allocation, a Region, an array or "
+                        "(offset, nbytes), got %s" % type(obj).__name__)
 
     def array(self, shape, dtype="float64", name=None):
         """A numpy array on shared pages, the same on every rank.
@@ -216,68 +176,54 @@ class Dsm:
         It starts on a page boundary.  To keep ranks from sharing pages,
         give each rank whole pages of rows: see `row_block`.
         """
-        import numpy as np
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        dtype = np.dtype(dtype)
-        count = math.prod(shape)
-        if name is not None:
-            return self._named_array(name, shape, dtype, count)
-        made = None
-        if self.rank == 0:
-            made = (self.malloc(max(1, count * dtype.itemsize), align=self.page_size),
-                    shape, dtype.str)
-        alloc, root_shape, root_dtype = self.bcast(made, root=0)
-        if (root_shape, root_dtype) != (shape, dtype.str):
-            raise CollectiveError("array(): this rank asked for %s %s, rank 0 for %s %s"
-                                  % (shape, dtype.str, root_shape, root_dtype),
-                                  self.rank, self.hostname())
-        self._arrays[alloc.offset] = alloc
-        arr = np.frombuffer(self.mem, dtype=dtype, count=count, offset=alloc.offset)
-        return arr.reshape(shape)
+        self._coll.check()
+        return self._arrays.array(shape, dtype, name)
 
-    def _named_array(self, name, shape, dtype, count):
-        self._entry()
-        try:
-            self._regions.create(name, max(1, count * dtype.itemsize))
-        except FileExistsError:
-            pass
-        region = self._regions.map(name)
-        if region.size < count * dtype.itemsize:
-            self._regions.unmap(region)
-            raise ValueError("region %r has %d bytes, too few for %s of %s"
-                             % (name, region.size, shape, dtype))
-        return region.array(dtype, shape)
+    def row_block(self, nrows, row_bytes, rank=None):
+        """The slice of rows a rank should own so ranks share no page.
+
+        Blocks are whole multiples of the rows that fill a page exactly, so
+        each rank's rows start on a page boundary of an array from `array()`.
+        When the rows are too few for that, they are split evenly.
+        """
+        return self._where.row_block(nrows, row_bytes, rank)
 
     # ------------------------------------------------------------ named regions
+    @property
+    def named_regions(self):
+        """This rank's named regions (a libdsm.regions.Regions), for layers
+        built on them such as libdsm.sysv; programs use the calls below."""
+        return self._regions
+
     def create_region(self, name, size):
         """Create a region called name, of size bytes; returns its id.
         FileExistsError if the name is taken, MemoryError if there is no room.
         Two ranks racing to create one name: exactly one succeeds."""
-        self._entry()
+        self._coll.check()
         return self._regions.create(name, size)
 
     def map_region(self, name):
         """Map the region called name: a Region whose .mem (and .array())
         sit at the same address on every rank.  Each mapping counts.
         FileNotFoundError if there is no such region."""
-        self._entry()
+        self._coll.check()
         return self._regions.map(name)
 
     def unmap_region(self, region):
         """Drop one mapping; ValueError if it is not mapped by this rank."""
-        self._entry()
+        self._coll.check()
         self._regions.unmap(region)
 
     def destroy_region(self, name):
         """Remove a region.  ValueError while this rank still maps it.  Its
         name goes at once; its memory is freed now if no rank maps it, else
         at the last unmap anywhere (as IPC_RMID).  True if freed now."""
-        self._entry()
+        self._coll.check()
         return self._regions.destroy(name)
 
     def regions(self):
         """(name, id, size, mappings) of every region in use, a snapshot."""
-        return [(e.name, e.shmid, e.size, e.refcount) for e in self._regions.table.entries()]
+        return self._regions.entries()
 
     # ------------------------------------------------------------ partitions (seed 004)
     def partition_id(self):
@@ -291,40 +237,16 @@ class Dsm:
         return list(range(self.size))
 
     def partition_hostnames(self):
-        return [self.hostname(r) for r in range(self.size)]
+        return self._where.hostnames()
 
     def segment_owner(self, shmid):
         """The rank whose memory homes a segment: the home of its first page."""
-        return self._regions.control(
-            shmid, lambda table, e: self.page_home(e.offset // self.page_size))
-
-    def row_block(self, nrows, row_bytes, rank=None):
-        """The slice of rows a rank should own so ranks share no page.
-
-        Blocks are whole multiples of the rows that fill a page exactly, so
-        each rank's rows start on a page boundary of an array from `array()`.
-        When the rows are too few for that, they are split evenly.
-        """
-        rank = self.rank if rank is None else rank
-        unit = self.page_size // math.gcd(row_bytes, self.page_size)
-        if unit * self.size > nrows:
-            unit = 1
-        units = -(-nrows // unit)
-        per = -(-units // self.size)
-        start = min(nrows, rank * per * unit)
-        return slice(start, min(nrows, start + per * unit))
+        return self.page_home(self._regions.stat(shmid).offset // self.page_size)
 
     # ------------------------------------------------------------ locks
     def lock(self, k):
         """Global lock k (0 <= k < DSM_LOCKS).  Kept by rank k % size."""
-        if not isinstance(k, int) or not 0 <= k < self.nlocks:
-            raise ValueError("lock %r out of range 0..%d (DSM_LOCKS)" % (k, self.nlocks - 1))
-        if k not in self._locks:
-            self._locks[k] = Lock(k, k % self.size)
-        return self._locks[k]
-
-    def _sys_lock(self, k):
-        return Lock(self.nlocks + k, (self.nlocks + k) % self.size)
+        return self._locks.user(k)
 
     # ------------------------------------------------------------ context
     def __enter__(self):
@@ -332,7 +254,7 @@ class Dsm:
 
     def __exit__(self, exc_type, exc, tb):
         # On an exception, leave without finalize: dsmexec tears the job down.
-        if exc_type is None and not self._finalized:
+        if exc_type is None and not self._coll.finalized:
             self.finalize()
         return False
 
@@ -356,25 +278,7 @@ def init(**options):
     global _instance
     if _instance is not None:
         raise StateError("libdsm.init() was already called in this process")
-    ctx = _job_context()
-    here = ctx.hostnames.count(ctx.hostnames[ctx.rank]) if ctx else 1
-    cfg = config.resolve(_binding.page_size(), ranks_here=here, **options)
-    rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
-    host = ctx.hostnames[rank] if ctx else None
-    mapped = cfg["size"] + SYS_BYTES
-    fds = [None]
-    if ctx:
-        layout = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size())
-        fds = mesh.build(ctx, layout, cfg["connect_timeout"])
-    if not faulthandler.is_enabled():
-        faulthandler.enable()
-    _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],
-                   cfg["locks"] + SYS_LOCKS, cfg["readahead"], cfg["spin_us"],
-                   ctx.master.fileno() if ctx else -1,
-                   fds,
-                   cfg["debug"], host)
-    _instance = Dsm(ctx, cfg)
-    if ctx:
-        from services import wire
-        ctx.notify(wire.Message.INIT)
+    ctx = job.context()
+    _instance = Dsm(ctx, job.start(ctx, options))
+    job.joined(ctx)
     return _instance

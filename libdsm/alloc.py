@@ -9,6 +9,8 @@ together (16-byte granules), never one per page.
 import array
 import bisect
 
+from libdsm.errors import StateError
+
 MAGIC = 0x5041_4548_4d53_44          # "DSMHEAP", little-endian
 GRANULE = 16
 
@@ -18,31 +20,45 @@ def _round_up(n, align):
 
 
 class Allocation:
-    """A piece of the shared region: picklable, so it can be bcast; every
-    rank that receives it sees the same bytes through `.mem`."""
-    __slots__ = ("offset", "nbytes")
+    """A piece of the shared region: an offset and a size.
 
-    def __init__(self, offset, nbytes):
+    The heap binds each Allocation it returns to this rank's `Memory`, and
+    `dsm.bcast` binds each one it delivers to the receiving rank's, so
+    `.mem` and `.address` work on every rank that got it from either.  An
+    Allocation built by hand, or unpickled outside bcast, carries no memory
+    (pickles hold only offset and size): use `dsm.mem[a.offset:...]`.
+    """
+    __slots__ = ("offset", "nbytes", "_memory")
+
+    def __init__(self, offset, nbytes, memory=None):
         self.offset = offset
         self.nbytes = nbytes
+        self._memory = memory
+
+    def _bound(self, what):
+        if self._memory is None:
+            raise StateError("%r has no .%s: only an Allocation from dsm.malloc or dsm.bcast "
+                             "is bound to the region; slice dsm.mem instead" % (self, what))
+        return self._memory
 
     @property
     def mem(self):
         """A writable memoryview of the allocation in this rank."""
-        from libdsm import instance
-        return instance().mem[self.offset:self.offset + self.nbytes]
+        return self._bound("mem").view(self.offset, self.nbytes)
 
     @property
     def address(self):
         """The virtual address: the same in every rank."""
-        from libdsm import instance
-        return instance().base + self.offset
+        return self._bound("address").address(self.offset)
 
-    def __getstate__(self):
-        return (self.offset, self.nbytes)
+    def __reduce__(self):
+        return Allocation, (self.offset, self.nbytes)
 
-    def __setstate__(self, state):
-        self.offset, self.nbytes = state
+    def __copy__(self):
+        return Allocation(self.offset, self.nbytes, self._memory)
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
     def __eq__(self, other):
         return isinstance(other, Allocation) and (self.offset, self.nbytes) == (
@@ -59,12 +75,14 @@ class Heap:
     """First-fit allocator whose free list is in shared memory.
 
     `meta` is a memoryview of the metadata area: magic, extent count, then
-    (offset, size) pairs.  `lock` guards it; `size` is the heap's extent.
+    (offset, size) pairs.  `lock` guards it.  The heap hands out all of
+    `memory` (a libdsm.memory.Memory) and binds its Allocations to it.
     """
 
-    def __init__(self, meta, size, lock):
+    def __init__(self, meta, memory, lock):
         self._words = meta.cast("Q")
-        self._size = size
+        self._memory = memory
+        self._size = memory.nbytes
         self._lock = lock
         self.capacity = (len(self._words) - 2) // 2
 
@@ -107,7 +125,7 @@ class Heap:
             if start + size < off + length:
                 pieces.append((start + size, off + length - start - size))
             self._store(extents[:i] + pieces + extents[i + 1:])
-        return Allocation(start, nbytes)
+        return Allocation(start, nbytes, self._memory)
 
     def free(self, alloc):
         """Give an Allocation back; freeing what is not allocated is an error."""

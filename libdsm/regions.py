@@ -45,13 +45,13 @@ class Entry:
 class Region:
     """One mapping of a named region: the same address on every rank."""
 
-    def __init__(self, entry, mem, base):
+    def __init__(self, entry, memory):
         self.name = entry.name
         self.shmid = entry.shmid
         self.offset = entry.offset
         self.size = entry.size
-        self.address = base + entry.offset
-        self.mem = mem[entry.offset:entry.offset + entry.size]
+        self.address = memory.address(entry.offset)
+        self.mem = memory.view(entry.offset, entry.size)
         """A writable memoryview of the region."""
         self.mapped = True
 
@@ -192,26 +192,28 @@ class Table:
 
 class Regions:
     """This rank's side of the named regions: the table plus the mappings
-    this rank holds.  Behind `Dsm.create_region` & co. and `libdsm.sysv`."""
+    this rank holds.  Behind `Dsm.create_region` & co. and, through
+    `Dsm.named_regions`, `libdsm.sysv`: its public methods are the whole
+    interface, and the Table stays inside it.  `memory` is the
+    region's libdsm.memory.Memory, which mappings are views of."""
 
-    def __init__(self, table, mem, base):
-        self.table = table
-        self._mem = mem
-        self._base = base
+    def __init__(self, table, memory):
+        self._table = table
+        self._memory = memory
         self._mapped = {}           # id(Region) -> Region, this rank's live mappings
 
     def create(self, name, size, key=0, flags=0):
         """Create a region; its id.  FileExistsError, MemoryError."""
         Table.check_name(name)
-        with self.table.locked(bucket_of(name)):
-            return self.table.create(name, size, key, flags).shmid
+        with self._table.locked(bucket_of(name)):
+            return self._table.create(name, size, key, flags).shmid
 
     def get(self, name, size, create, exclusive, key=0, flags=0):
         """shmget's lookup-or-create, atomic under the name's lock; the id.
         FileExistsError, FileNotFoundError, ValueError (size), MemoryError."""
         Table.check_name(name)
-        with self.table.locked(bucket_of(name)):
-            e = self.table.lookup(name)
+        with self._table.locked(bucket_of(name)):
+            e = self._table.lookup(name)
             if e is not None:
                 if create and exclusive:
                     raise FileExistsError("segment %s exists" % name)
@@ -221,14 +223,14 @@ class Regions:
                 return e.shmid
             if not create:
                 raise FileNotFoundError("no segment %s" % name)
-            return self.table.create(name, size, key, flags).shmid
+            return self._table.create(name, size, key, flags).shmid
 
     def _named(self, name, action):
         """Apply action(entry) to the live region called name, under its
         lock; FileNotFoundError if there is none."""
         Table.check_name(name)
-        with self.table.locked(bucket_of(name)):
-            e = self.table.lookup(name)
+        with self._table.locked(bucket_of(name)):
+            e = self._table.lookup(name)
             if e is None:
                 raise FileNotFoundError("no region named %r" % name)
             return action(e)
@@ -239,11 +241,11 @@ class Regions:
 
     def map_id(self, shmid):
         """Map a region by id, even one removed but still mapped somewhere."""
-        return self.control(shmid, lambda table, e: self._attach(e))
+        return self._control(shmid, self._attach)
 
     def _attach(self, e):
-        self.table.attach(e)
-        region = Region(e, self._mem, self._base)
+        self._table.attach(e)
+        region = Region(e, self._memory)
         self._mapped[id(region)] = region
         return region
 
@@ -252,13 +254,13 @@ class Regions:
         if self._mapped.get(id(region)) is not region:
             raise ValueError("%r is not mapped by this rank" % (region,))
         bucket, slot, generation = Table.locate(region.shmid)
-        with self.table.locked(bucket):
-            e = self.table.read_if(slot, generation)
+        with self._table.locked(bucket):
+            e = self._table.read_if(slot, generation)
             del self._mapped[id(region)]
             region.mapped = False
             region.mem.release()
             if e is not None:
-                self.table.detach(e)
+                self._table.detach(e)
 
     def maps(self, shmid):
         """How many live mappings of a region this rank holds."""
@@ -270,15 +272,33 @@ class Regions:
             if self.maps(e.shmid):
                 raise ValueError("region %r is still mapped by this rank; unmap it first"
                                  % name)
-            return self.table.remove(e)
+            return self._table.remove(e)
         return self._named(name, remove)
 
-    def control(self, shmid, action):
-        """Apply action(table, entry) under the entry's lock; FileNotFoundError
-        if the id names nothing."""
+    def stat(self, shmid):
+        """The entry of a region by id (size, refcount, creator, key,
+        offset...), read under its lock."""
+        return self._control(shmid, lambda e: e)
+
+    def remove(self, shmid):
+        """IPC_RMID by id: the name goes now, the memory at the last unmap
+        anywhere.  True if freed now."""
+        return self._control(shmid, self._table.remove)
+
+    def auto_remove(self, shmid):
+        """IPC_AUTORMID by id: free at the last unmap; the name stays until then."""
+        self._control(shmid, self._table.auto_remove)
+
+    def entries(self):
+        """(name, id, size, mappings) of every live region, a snapshot."""
+        return [(e.name, e.shmid, e.size, e.refcount) for e in self._table.entries()]
+
+    def _control(self, shmid, action):
+        """Apply action(entry) under the entry's lock; FileNotFoundError if
+        the id names nothing."""
         bucket, slot, generation = Table.locate(shmid)
-        with self.table.locked(bucket):
-            e = self.table.read_if(slot, generation)
+        with self._table.locked(bucket):
+            e = self._table.read_if(slot, generation)
             if e is None:
                 raise FileNotFoundError("no region with id %d" % shmid)
-            return action(self.table, e)
+            return action(e)

@@ -8,7 +8,8 @@
     sysv.shmctl(shmid, sysv.IPC_RMID)
 
 Segments are named regions (called "sysv:KEY"), so they share the table,
-the heap and the locks of `Dsm.create_region`.  Errors are OSError with the
+the heap and the locks of `Dsm.create_region`; this module goes through
+`Dsm.named_regions` and nothing private.  Errors are OSError with the
 System V errno: EEXIST, ENOENT, EINVAL, ENOMEM.  Call `libdsm.init()` first.
 """
 import collections
@@ -61,11 +62,12 @@ def ftok(path, proj_id):
 
 def shmget(key, size, flags=0):
     """The id of the segment for key, created if IPC_CREAT says so."""
-    regions = instance()._regions
+    dsm = instance()
+    regions = dsm.named_regions
     if not isinstance(size, int) or size < 0:
         raise _os_error(errno.EINVAL, "size must be a non-negative int, got %r" % (size,))
     if key == IPC_PRIVATE:
-        name = "sysv:private:%d:%d" % (instance().rank, next(_private))
+        name = "sysv:private:%d:%d" % (dsm.rank, next(_private))
         return _call(regions.get, name, size, True, True, 0, PRIVATE)
     return _call(regions.get, "sysv:%d" % key, size, bool(flags & IPC_CREAT),
                  bool(flags & IPC_EXCL), key)
@@ -73,22 +75,26 @@ def shmget(key, size, flags=0):
 
 def shmat(shmid):
     """Attach a segment: a Region at the same address on every rank."""
-    return _call(instance()._regions.map_id, shmid, missing=errno.EINVAL)
+    return _call(instance().named_regions.map_id, shmid, missing=errno.EINVAL)
 
 
 def shmdt(region):
     """Detach a segment attached by this rank."""
-    _call(instance()._regions.unmap, region)
+    _call(instance().named_regions.unmap, region)
 
 
 def shmctl(shmid, cmd):
     """IPC_STAT -> ShmStat; IPC_RMID removes after the last detach (the key
     goes at once); IPC_AUTORMID removes at the last detach (the key stays)."""
     actions = {
-        IPC_STAT: lambda t, e: ShmStat(e.size, e.refcount, e.creator, e.key),
-        IPC_RMID: lambda t, e: t.remove(e) and None,
-        IPC_AUTORMID: lambda t, e: t.auto_remove(e),
+        IPC_STAT: lambda regions: _stat(regions.stat(shmid)),
+        IPC_RMID: lambda regions: regions.remove(shmid) and None,
+        IPC_AUTORMID: lambda regions: regions.auto_remove(shmid),
     }
     if cmd not in actions:
         raise _os_error(errno.EINVAL, "unsupported shmctl command %r" % (cmd,))
-    return _call(instance()._regions.control, shmid, actions[cmd], missing=errno.EINVAL)
+    return _call(actions[cmd], instance().named_regions, missing=errno.EINVAL)
+
+
+def _stat(entry):
+    return ShmStat(entry.size, entry.refcount, entry.creator, entry.key)

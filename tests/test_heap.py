@@ -4,11 +4,20 @@ import threading
 import pytest
 
 from libdsm.alloc import GRANULE, Allocation, Heap
+from libdsm.errors import StateError
+from libdsm.memory import Memory
+
+pytestmark = pytest.mark.timeout(30)
+BASE = 0x7000_0000
+
+
+def memory(nbytes=1 << 20):
+    return Memory(BASE, memoryview(bytearray(nbytes)), 4096)
 
 
 @pytest.fixture
 def heap():
-    return Heap(memoryview(bytearray(64 * 1024)), 1 << 20, threading.Lock())
+    return Heap(memoryview(bytearray(64 * 1024)), memory(), threading.Lock())
 
 
 def test_small_allocations_pack_together(heap):
@@ -50,7 +59,7 @@ def test_double_free_and_bad_arguments(heap):
 
 
 def test_free_list_capacity_is_an_error_not_corruption():
-    heap = Heap(memoryview(bytearray(16 + 4 * 16)), 1 << 20, threading.Lock())
+    heap = Heap(memoryview(bytearray(16 + 4 * 16)), memory(), threading.Lock())
     allocs = [heap.malloc(16) for _ in range(8)]
     heap.free(allocs[0])
     heap.free(allocs[2])
@@ -60,7 +69,33 @@ def test_free_list_capacity_is_an_error_not_corruption():
     assert heap.usage()[2] == 4
 
 
-def test_allocation_pickles():
+def test_allocation_pickles_as_offset_and_size_only(heap):
     import pickle
-    a = Allocation(4096, 100)
-    assert pickle.loads(pickle.dumps(a)) == a
+    a = heap.malloc(100)
+    b = pickle.loads(pickle.dumps(a))
+    assert b == a
+    with pytest.raises(StateError, match="has no .mem"):
+        b.mem
+
+
+def test_malloc_binds_allocations_to_the_memory():
+    region = memory()
+    heap = Heap(memoryview(bytearray(1024)), region, threading.Lock())
+    heap.malloc(20)
+    a = heap.malloc(5)
+    a.mem[:] = b"hello"
+    assert bytes(region.mem[GRANULE * 2:GRANULE * 2 + 5]) == b"hello"
+    assert a.address == BASE + 2 * GRANULE
+    assert len(a.mem) == 5
+
+
+def test_copies_keep_the_binding(heap):
+    import copy
+    a = heap.malloc(8)
+    a.mem[:] = b"12345678"
+    assert bytes(copy.copy(a).mem) == bytes(copy.deepcopy([a])[0].mem) == b"12345678"
+
+
+def test_an_allocation_made_by_hand_says_how_to_reach_its_bytes():
+    with pytest.raises(StateError, match="slice dsm.mem"):
+        Allocation(0, 16).address

@@ -1,0 +1,65 @@
+"""Numpy arrays on shared pages: `dsm.array`, collective or by name.
+
+A collective array is an Allocation that rank 0 makes and bcasts; this
+module remembers it by offset so that `dsm.free(arr)` can give it back.  A
+named array is a view of a named region, created by the first rank to ask.
+Both start on a page boundary.
+"""
+import math
+
+from libdsm.errors import CollectiveError
+
+
+class Arrays:
+    """This rank's arrays.  memory: the region's Memory; heap, regions and
+    collectives: what arrays are made of; rank, host: for errors."""
+
+    def __init__(self, memory, heap, regions, collectives, rank, host):
+        self._memory = memory
+        self._heap = heap
+        self._regions = regions
+        self._coll = collectives
+        self._rank, self._host = rank, host
+        self._allocations = {}          # offset -> Allocation of a collective array
+
+    def array(self, shape, dtype, name=None):
+        """A numpy array of shape and dtype: collective without a name, else
+        on the named region (see `Dsm.array`)."""
+        import numpy as np
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if name is not None:
+            return self._named(name, shape, dtype, count)
+        made = None
+        if self._rank == 0:
+            made = (self._heap.malloc(max(1, count * dtype.itemsize),
+                                      align=self._memory.page_size), shape, dtype.str)
+        alloc, root_shape, root_dtype = self._coll.bcast(made, root=0)
+        if (root_shape, root_dtype) != (shape, dtype.str):
+            raise CollectiveError("array(): this rank asked for %s %s, rank 0 for %s %s"
+                                  % (shape, dtype.str, root_shape, root_dtype),
+                                  self._rank, self._host)
+        self._allocations[alloc.offset] = alloc
+        return np.frombuffer(alloc.mem, dtype=dtype, count=count).reshape(shape)
+
+    def _named(self, name, shape, dtype, count):
+        try:
+            self._regions.create(name, max(1, count * dtype.itemsize))
+        except FileExistsError:
+            pass
+        region = self._regions.map(name)
+        if region.size < count * dtype.itemsize:
+            self._regions.unmap(region)
+            raise ValueError("region %r has %d bytes, too few for %s of %s"
+                             % (name, region.size, shape, dtype))
+        return region.array(dtype, shape)
+
+    def forget(self, arr):
+        """The Allocation behind a collective array, which this rank stops
+        tracking; ValueError if arr is not one."""
+        addr = arr.__array_interface__["data"][0] if hasattr(arr, "__array_interface__") \
+            else None
+        if addr is None or addr - self._memory.base not in self._allocations:
+            raise ValueError("free() takes an Allocation or an array from dsm.array()")
+        return self._allocations.pop(addr - self._memory.base)

@@ -1,0 +1,51 @@
+"""Joining the job: the context dsmexec started this rank in, the checked
+configuration, the mesh between ranks, starting the C core, and the
+notices a rank sends dsmexec (INIT, FINALIZED)."""
+import faulthandler
+
+from libdsm import _binding, config, layout, mesh
+from services import wire
+
+
+def context():
+    """The job dsmexec started us in, or None when run alone."""
+    try:
+        from services import rank
+    except ImportError:
+        return None
+    return rank.CONTEXT
+
+
+def start(ctx, options):
+    """Check the configuration, connect the ranks and start the core: map
+    the region and its system area, install the handler, start the comm
+    thread.  Returns the configuration."""
+    here = ctx.hostnames.count(ctx.hostnames[ctx.rank]) if ctx else 1
+    cfg = config.resolve(_binding.page_size(), ranks_here=here, **options)
+    rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
+    host = ctx.hostnames[rank] if ctx else None
+    mapped = layout.mapped_bytes(cfg["size"])
+    fds = [None]
+    if ctx:
+        shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size())
+        fds = mesh.build(ctx, shape, cfg["connect_timeout"])
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
+    _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],
+                   layout.core_locks(cfg["locks"]), cfg["readahead"], cfg["spin_us"],
+                   ctx.master.fileno() if ctx else -1,
+                   fds,
+                   cfg["debug"], host)
+    return cfg
+
+
+def joined(ctx):
+    """Tell dsmexec (if there is one) that this rank called init()."""
+    if ctx:
+        ctx.notify(wire.Message.INIT)
+
+
+def finished(ctx):
+    """Tell dsmexec (if there is one) that this rank finalized."""
+    if ctx:
+        ctx.notify(wire.Message.FINALIZED)
