@@ -113,9 +113,28 @@ class Dsm:
 
     # ------------------------------------------------------------ collectives
     def barrier(self):
-        """Wait until every rank has called barrier().  One round trip to
-        rank 0's comm thread; no Python runs on the way."""
+        """Wait until every rank has called barrier().  log2(N) exchanges
+        between the comm threads; no Python runs on the way."""
         self._coll.barrier()
+
+    def allreduce(self, x, op="sum"):
+        """Collective: x (a number or a numpy array) combined elementwise over
+        every rank with op ("sum", "prod", "min" or "max"); every rank gets
+        the result, a number for a number, an array for an array."""
+        return self._coll.reduce(x, op, None)
+
+    def reduce(self, x, op="sum", root=0):
+        """Like allreduce, but only root gets the result; the others None."""
+        return self._coll.reduce(x, op, root)
+
+    def gather(self, value, root=0):
+        """Collective: root gets the list of every rank's value (anything
+        picklable), in rank order; the others None."""
+        return self._coll.gather(value, root)
+
+    def allgather(self, value):
+        """Collective: every rank gets the list of every rank's value."""
+        return self._coll.gather(value, None)
 
     def bcast(self, value=None, root=0):
         """Collective: every rank returns root's value (anything picklable,

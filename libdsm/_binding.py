@@ -93,15 +93,30 @@ def finalize():
     _check(lib.dsm_finalize(err), err)
 
 
-def bcast(root, data):
-    """Collective: root's bytes on every rank (root passes them, others None)."""
+COLLECTIVES = {"bcast": lib.DSM_COLL_BCAST, "reduce": lib.DSM_COLL_REDUCE,
+               "gather": lib.DSM_COLL_GATHER}
+OPS = {"sum": lib.DSM_OP_SUM, "prod": lib.DSM_OP_PROD, "min": lib.DSM_OP_MIN,
+       "max": lib.DSM_OP_MAX}
+DTYPES = {"float64": lib.DSM_DT_F64, "float32": lib.DSM_DT_F32, "int64": lib.DSM_DT_I64,
+          "int32": lib.DSM_DT_I32, "int16": lib.DSM_DT_I16, "int8": lib.DSM_DT_I8,
+          "uint64": lib.DSM_DT_U64, "uint32": lib.DSM_DT_U32, "uint16": lib.DSM_DT_U16,
+          "uint8": lib.DSM_DT_U8}
+ROOT_ALL = lib.DSM_ROOT_ALL
+
+
+def collective(kind, root, data=None, op=None, dtype=None, sig=0):
+    """Collective `kind` (a key of COLLECTIVES) with this rank's bytes (a
+    buffer, or None): the bytes this rank gets back, or None.  op and dtype
+    are keys of OPS and DTYPES (reduce); sig identifies the arguments' shape."""
     err = ffi.new("char[]", lib.DSM_ERRLEN)
-    out, out_len = ffi.new("void **"), ffi.new("uint32_t *")
+    out, out_len = ffi.new("void **"), ffi.new("uint64_t *")
     src = ffi.from_buffer(data) if data is not None else ffi.NULL
-    _check(lib.dsm_bcast(root, src, len(data) if data is not None else 0, out, out_len, err),
-           err)
+    nbytes = len(src) if data is not None else 0
+    _check(lib.dsm_collective(COLLECTIVES[kind], root, OPS[op] if op else 0,
+                              DTYPES[dtype] if dtype else 0, sig, src, nbytes, out, out_len,
+                              err), err)
     if out[0] == ffi.NULL:
-        return data
+        return None
     try:
         return ffi.buffer(out[0], out_len[0])[:]
     finally:

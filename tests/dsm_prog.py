@@ -287,6 +287,56 @@ def ring_full(dsm, a):
           % (bad, counters.tolist(), want, dsm.stats()["ring_full"]))
 
 
+def collectives(dsm, a):
+    """allreduce, reduce, gather and allgather against numpy, with inputs
+    every rank can compute for every rank; then mismatched calls."""
+    import numpy as np
+
+    def inputs(r, dtype, shape):
+        rng = np.random.default_rng(1000 + r)
+        return (rng.integers(-50, 50, size=shape)).astype(dtype)
+
+    ranks = range(dsm.size)
+    bad = []
+    for dtype, shape in (("float64", (8,)), ("int32", (3, 4)), ("uint8", (5,)),
+                         ("float32", (2, 2, 2)), ("int64", ())):
+        stack = np.stack([inputs(r, dtype, shape) for r in ranks])
+        mine = inputs(dsm.rank, dtype, shape)
+        for op, fn in (("sum", np.sum), ("prod", np.prod), ("min", np.min), ("max", np.max)):
+            want = fn(stack, axis=0).astype(dtype)
+            got = dsm.allreduce(mine, op=op)
+            if not (isinstance(got, np.ndarray) and got.dtype == want.dtype and
+                    np.array_equal(got, want)):
+                bad.append("allreduce %s %s" % (dtype, op))
+            got = dsm.reduce(mine, op=op, root=dsm.size - 1)
+            if (dsm.rank == dsm.size - 1) != (got is not None) or \
+                    (got is not None and not np.array_equal(got, want)):
+                bad.append("reduce %s %s" % (dtype, op))
+    total = dsm.allreduce(dsm.rank + 1)
+    if total != dsm.size * (dsm.size + 1) // 2 or not isinstance(total, int):
+        bad.append("allreduce of ints gave %r" % (total,))
+    biggest = dsm.allreduce(float(dsm.rank) / 2, op="max")
+    if biggest != (dsm.size - 1) / 2 or not isinstance(biggest, float):
+        bad.append("allreduce of floats gave %r" % (biggest,))
+    values = [{"rank": r, "tag": "x" * r} for r in ranks]
+    if dsm.allgather(values[dsm.rank]) != values:
+        bad.append("allgather")
+    got = dsm.gather(values[dsm.rank], root=0)
+    if got != (values if dsm.rank == 0 else None):
+        bad.append("gather")
+    print("collectives bad=%s" % (bad or 0))
+    shape = (3,) if dsm.rank == 0 else (4,)
+    print("err shape: " + expect_error(libdsm.CollectiveError,
+                                       lambda: dsm.allreduce(np.zeros(shape))))
+    print("err op: " + expect_error(libdsm.CollectiveError, lambda: dsm.allreduce(
+        1.0, op="sum" if dsm.rank else "max")))
+    print("err kind: " + expect_error(libdsm.CollectiveError, lambda: dsm.allgather(1)
+                                      if dsm.rank else dsm.barrier()))
+    print("err dtype: " + expect_error(TypeError, lambda: dsm.allreduce(np.zeros(2, "c16"))))
+    dsm.barrier()
+    print("after errors sum=%d" % dsm.allreduce(1))
+
+
 def expect_error(kind, fn):
     try:
         fn()
@@ -317,7 +367,7 @@ def api_errors(dsm, a):
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
                                      messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
-                                     api_errors, ring_full)}
+                                     api_errors, ring_full, collectives)}
 
 
 def main():

@@ -11,7 +11,8 @@
 #include "comm.h"
 #include "fault.h"
 #include "region.h"
-#include "sync.h"
+#include "coll.h"
+#include "locks.h"
 
 #ifndef DSM_BUILD_VERSION
 #define DSM_BUILD_VERSION "unknown"
@@ -22,7 +23,8 @@ static struct dsm {
     struct region region;
     struct transport tp;
     struct coh coh;
-    struct sync sync;
+    struct coll coll;
+    struct locks locks;
 } D;
 
 void dsm_core_version(int *major, int *minor)
@@ -100,16 +102,20 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         goto err_region;
     if ((rc = coh_init(&D.coh, c, &D.tp, err)))
         goto err_comm;
-    if ((rc = sync_init(&D.sync, c, &D.tp, cfg->nlocks, err)))
+    if ((rc = coll_init(&D.coll, c, &D.tp, err)))
         goto err_coh;
+    if ((rc = locks_init(&D.locks, c, &D.tp, cfg->nlocks, err)))
+        goto err_coll;
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
-        goto err_sync;
+        goto err_locks;
     c->phase = PHASE_RUNNING;
     if (!(rc = comm_run(&D.tp, err)))
         return DSM_OK;
     c->phase = PHASE_IDLE;
-err_sync:
-    sync_free(&D.sync);
+err_locks:
+    locks_free(&D.locks);
+err_coll:
+    coll_free(&D.coll);
 err_coh:
     coh_free(&D.coh);
 err_comm:
@@ -135,24 +141,29 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
 
 int dsm_barrier(char *err)
 {
-    int rc = core_running(&D.core, err);
-    return rc ? rc : sync_barrier(&D.sync, err);
+    struct coll_call call = { .kind = DSM_COLL_BARRIER };
+    void *out;
+    uint64_t len;
+    return coll_run(&D.coll, &call, &out, &len, err);
 }
 
-int dsm_bcast(int root, const void *data, uint32_t len, void **out, uint32_t *out_len,
-              char *err)
+int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                   uint64_t len, void **out, uint64_t *out_len, char *err)
 {
-    int rc;
+    struct coll_call call = { kind, root, op, dtype, sig, data, len };
+    int rc, all = root == DSM_ROOT_ALL && (kind == DSM_COLL_REDUCE || kind == DSM_COLL_GATHER);
     *out = NULL;
     *out_len = 0;
     if ((rc = core_running(&D.core, err)))
         return rc;
-    if (root < 0 || root >= D.core.nranks || len > DSM_MAX_BCAST) {
-        dsm_err(err, "bcast from root %d of %u bytes: the root must be 0..%d and the value "
-                "at most %u bytes", root, len, D.core.nranks - 1, DSM_MAX_BCAST);
+    if (kind < DSM_COLL_BARRIER || kind > DSM_COLL_GATHER ||
+        ((root < 0 || root >= D.core.nranks) && !all) || len > DSM_MAX_COLL / 2) {
+        dsm_err(err, "collective %d from root %d of %llu bytes: the root must be 0..%d and "
+                "the value at most %u bytes", kind, root, (unsigned long long)len,
+                D.core.nranks - 1, DSM_MAX_COLL / 2);
         return DSM_EINVAL;
     }
-    return sync_bcast(&D.sync, root, data, len, out, out_len, err);
+    return coll_run(&D.coll, &call, out, out_len, err);
 }
 
 void dsm_buffer_free(void *buf)
@@ -162,12 +173,12 @@ void dsm_buffer_free(void *buf)
 
 int dsm_lock_acquire(uint32_t lock, char *err)
 {
-    return sync_lock_acquire(&D.sync, lock, err);
+    return locks_acquire(&D.locks, lock, err);
 }
 
 int dsm_lock_release(uint32_t lock, char *err)
 {
-    return sync_lock_release(&D.sync, lock, err);
+    return locks_release(&D.locks, lock, err);
 }
 
 static int finished(void *arg)
@@ -183,6 +194,7 @@ int dsm_finalize(char *err)
     struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)c->rank };
     int rc;
     pthread_mutex_lock(&c->mu);
+    m.coll.epoch = coll_count(&D.coll);
     if (!(rc = core_running(c, err)) && (rc = tp_send_app_wait(&D.tp, c->rank, &m, NULL)))
         dsm_err(err, "%s", c->failure);
     if (!rc)

@@ -7,7 +7,7 @@
 #include <string.h>
 #include "coherence.h"
 
-static void home_complete(struct coh *h, uint64_t page, int mode, int origin);
+static void home_complete(struct coh *h, uint64_t page, int mode, int origin, int server);
 
 /* The directory entry of a page homed here. */
 struct dir *coh_dir(struct coh *h, uint64_t page)
@@ -57,7 +57,7 @@ static void flush_installs(struct coh *h)
     for (i = 0; i < h->n_installs; i++) {
         const struct batched *b = &h->installs[i];
         struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)c->rank,
-                          .pg = { .page = b->page,
+                          .pg = { .page = b->page, .server = b->server,
                                   .mode = b->prot == DSM_PROT_RW ? MODE_WRITE : MODE_READ } };
         if (b->confirm)
             tp_send(h->t, page_home(c, b->page), &up, NULL);
@@ -78,7 +78,7 @@ static void on_page(struct coh *h, const struct msg *m, const unsigned char *pay
         memcpy(c->rw + m->pg.page * c->page_size, payload, c->page_size);
     h->installs[h->n_installs++] = (struct batched){
         .page = m->pg.page, .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
-        .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0 };
+        .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0, .server = m->from };
     if (h->n_installs == BATCH_MAX)
         flush_installs(h);
 }
@@ -111,7 +111,7 @@ static void send_page(struct coh *h, uint64_t page, int mode, int origin, const 
                                .flags = by_home ? 0 : PAGE_NEEDS_UPDATE } };
     tp_send(h->t, origin, &out, data);
     if (by_home)
-        home_complete(h, page, mode, origin);
+        home_complete(h, page, mode, origin, c->rank);
 }
 
 /* Downgrade our copies first, so the data cannot change after it is read
@@ -181,24 +181,15 @@ static void write_proceed(struct coh *h, struct dir *d, uint64_t page)
     tp_send(h->t, d->owner, &m, NULL);
 }
 
-/* Start serving one fault at the home. */
-static void home_start(struct coh *h, uint64_t page, int origin, int mode)
+/* Start serving a write: invalidate every other copy, then hand over. */
+static void start_write(struct coh *h, struct dir *d, uint64_t page, int origin)
 {
-    struct dir *d = coh_dir(h, page);
-    struct msg m = { .type = DSM_FWD, .origin = (uint16_t)origin,
-                     .pg = { .page = page, .mode = (uint8_t)mode } };
-    uint64_t targets;
+    struct msg m = { .type = DSM_INV, .origin = (uint16_t)origin, .pg = { .page = page } };
+    uint64_t targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
     int r;
     d->busy = 1;
     d->origin = (uint16_t)origin;
-    d->mode = (uint8_t)mode;
-    if (mode == MODE_READ) {
-        tp_send(h->t, d->owner, &m, NULL);
-        return;
-    }
-    targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
     d->acks = (uint16_t)__builtin_popcountll(targets);
-    m.type = DSM_INV;
     for (r = 0; r < h->c->nranks; r++)
         if (targets >> r & 1)
             tp_send(h->t, r, &m, NULL);
@@ -206,15 +197,49 @@ static void home_start(struct coh *h, uint64_t page, int origin, int mode)
         write_proceed(h, d, page);
 }
 
+/* A holder free to serve a read: ourselves if we hold it (no DSM_UPDATE
+ * then), else the owner, else any reader; -1 if all are serving. */
+static int pick_server(struct coh *h, struct dir *d)
+{
+    uint64_t free = (d->copyset | 1ULL << d->owner) & ~d->lending;
+    if (free >> h->c->rank & 1)
+        return h->c->rank;
+    if (free >> d->owner & 1)
+        return d->owner;
+    return free ? __builtin_ctzll(free) : -1;
+}
+
+/* Start a fault now if nothing stands in its way: 1 if it started. */
+static int try_start(struct coh *h, uint64_t page, int origin, int mode)
+{
+    struct dir *d = coh_dir(h, page);
+    struct msg fwd = { .type = DSM_FWD, .origin = (uint16_t)origin,
+                       .pg = { .page = page, .mode = MODE_READ } };
+    int server;
+    if (d->busy)
+        return 0;
+    if (mode == MODE_WRITE) {
+        if (d->reads)
+            return 0;
+        start_write(h, d, page, origin);
+        return 1;
+    }
+    if ((server = pick_server(h, d)) < 0)
+        return 0;
+    d->reads++;
+    d->lending |= 1ULL << server;
+    tp_send(h->t, server, &fwd, NULL);
+    return 1;
+}
+
 /* A fault on one page reaches its home: serve it now, or queue it behind
- * the one being served. */
+ * the ones before it (first come, first served). */
 static void home_request(struct coh *h, uint64_t page, int origin, int mode)
 {
+    struct dir *d = coh_dir(h, page);
     struct waiter *w;
-    if (!coh_dir(h, page)->busy) {
-        home_start(h, page, origin, mode);
+    if (!d->queued && try_start(h, page, origin, mode))
         return;
-    }
     if (!(w = malloc(sizeof *w))) {
         core_fail(h->c, "out of memory queueing a request for page %llu",
                   (unsigned long long)page);
@@ -223,6 +248,7 @@ static void home_request(struct coh *h, uint64_t page, int origin, int mode)
     *w = (struct waiter){ page, (uint16_t)origin, (uint8_t)mode, NULL };
     *h->wait_tail = w;
     h->wait_tail = &w->next;
+    d->queued++;
 }
 
 /* DSM_REQ: `count` pages from `page` on, all in one of our blocks. */
@@ -242,43 +268,51 @@ static void on_req(struct coh *h, const struct msg *m)
         home_request(h, m->pg.page + i, m->origin, m->pg.mode);
 }
 
-/* Serve the oldest fault that waited for this page, if any. */
+/* Start the faults that waited for this page, oldest first, as far as
+ * they can go now. */
 static void home_next(struct coh *h, uint64_t page)
 {
-    struct waiter **pp, *w;
-    for (pp = &h->wait_head; (w = *pp); pp = &w->next) {
-        if (w->page != page)
+    struct dir *d = coh_dir(h, page);
+    struct waiter **pp = &h->wait_head, *w;
+    while (d->queued && (w = *pp)) {
+        if (w->page != page) {
+            pp = &w->next;
             continue;
+        }
+        if (!try_start(h, page, w->origin, w->mode))
+            return;
         *pp = w->next;
         if (h->wait_tail == &w->next)
             h->wait_tail = pp;
-        home_start(h, w->page, w->origin, w->mode);
+        d->queued--;
         free(w);
-        return;
     }
 }
 
-/* The fault being served is done: record who holds the page now and
- * serve the next one waiting for it. */
-static void home_complete(struct coh *h, uint64_t page, int mode, int origin)
+/* A fault is done: record who holds the page now and start what waited. */
+static void home_complete(struct coh *h, uint64_t page, int mode, int origin, int server)
 {
     struct dir *d = coh_dir(h, page);
     if (mode == MODE_READ) {
         d->copyset |= 1ULL << origin;
+        d->lending &= ~(1ULL << server);
+        d->reads--;
     } else {
         d->owner = (uint16_t)origin;
         d->copyset = 0;
+        d->busy = 0;
     }
-    d->busy = 0;
     home_next(h, page);
 }
 
-/* DSM_UPDATE and DSM_INV_ACK come only for a fault the home is serving. */
+/* DSM_UPDATE and DSM_INV_ACK come only for a fault the home is serving:
+ * a read lent by `server`, or the write of `origin`. */
 static int serving(struct coh *h, const struct msg *m)
 {
-    struct dir *d;
-    if (page_home(h->c, m->pg.page) == h->c->rank && (d = coh_dir(h, m->pg.page))->busy &&
-        d->origin == m->origin)
+    struct dir *d = page_home(h->c, m->pg.page) == h->c->rank ? coh_dir(h, m->pg.page) : NULL;
+    int read = m->type == DSM_UPDATE && m->pg.mode == MODE_READ;
+    if (d && (read ? d->reads && m->pg.server < h->c->nranks && (d->lending >> m->pg.server & 1)
+                   : d->busy && d->origin == m->origin))
         return 1;
     core_fail(h->c, "protocol error: %s from rank %d for page %llu, which is not being "
               "served for rank %d", msg_name(m->type), m->from,
@@ -289,7 +323,7 @@ static int serving(struct coh *h, const struct msg *m)
 static void on_update(struct coh *h, const struct msg *m)
 {
     if (serving(h, m))
-        home_complete(h, m->pg.page, m->pg.mode, m->origin);
+        home_complete(h, m->pg.page, m->pg.mode, m->origin, m->pg.server);
 }
 
 static void on_inv_ack(struct coh *h, const struct msg *m)

@@ -21,17 +21,22 @@
 
 #define BATCH_MAX 512
 
-/* The home's view of a page. */
+/* The home's view of a page.  Reads of one page are served at once, each
+ * by a different holder (the owner or a reader that already has it), so N
+ * readers of a hot page take O(log N) rounds, not N; a write waits for
+ * them and is served alone. */
 struct dir {
     uint64_t copyset;       /* ranks holding read copies, the owner excluded */
+    uint64_t lending;       /* holders serving a read now */
     uint16_t owner;         /* holds the current data, READ or RW */
-    uint16_t origin;        /* the fault being served while busy */
+    uint16_t origin;        /* the write being served while busy */
     uint16_t acks;          /* INV_ACKs still to come */
-    uint8_t busy;
-    uint8_t mode;
+    uint16_t reads;         /* reads being served */
+    uint16_t queued;        /* requests waiting for this page */
+    uint8_t busy;           /* a write is being served */
 };
 
-/* A fault waiting at its home for an earlier one on the same page. */
+/* A fault waiting at its home for earlier ones on the same page. */
 struct waiter {
     uint64_t page;
     uint16_t origin;
@@ -50,6 +55,7 @@ struct batched {
     uint8_t mode;               /* serves: what the requester asked for */
     uint8_t data;               /* serves: send the data (else the requester has it) */
     uint16_t origin;            /* serves: the requester */
+    uint16_t server;            /* installs: who sent it (for DSM_UPDATE) */
 };
 
 /* Sequential read-ahead: reads that keep running into the page just past

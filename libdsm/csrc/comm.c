@@ -180,7 +180,7 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     int r;
     if (m->from == cm->c->rank) {
         for (r = 0; r < cm->c->nranks; r++) {
-            struct msg f = { .type = DSM_FINALIZE, .origin = (uint16_t)cm->c->rank };
+            struct msg f = *m;
             if (r != cm->c->rank)
                 tp_send(cm->t, r, &f, NULL);
         }
@@ -188,7 +188,7 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     } else {
         cm->peers[m->from].finalized = 1;
     }
-    tp_finalized(cm->t, m->from);
+    tp_finalized(cm->t, m);
 }
 
 /* Once every rank said DSM_FINALIZE, flush, shut our side, and stop when

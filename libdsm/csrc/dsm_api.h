@@ -18,6 +18,27 @@
 #define DSM_ECOLL -7    /* ranks called different collectives */
 #define DSM_ENOTHELD -8 /* released a lock this rank does not hold */
 
+/* Collectives (dsm_collective): what, how to combine, of which type. */
+#define DSM_COLL_BARRIER 1
+#define DSM_COLL_BCAST 2
+#define DSM_COLL_REDUCE 3   /* elementwise over typed arrays */
+#define DSM_COLL_GATHER 4   /* every rank's bytes, tagged with its rank */
+#define DSM_ROOT_ALL 65535  /* reduce and gather: every rank gets the result */
+#define DSM_OP_SUM 1
+#define DSM_OP_PROD 2
+#define DSM_OP_MIN 3
+#define DSM_OP_MAX 4
+#define DSM_DT_F64 1
+#define DSM_DT_F32 2
+#define DSM_DT_I64 3
+#define DSM_DT_I32 4
+#define DSM_DT_I16 5
+#define DSM_DT_I8 6
+#define DSM_DT_U64 7
+#define DSM_DT_U32 8
+#define DSM_DT_U16 9
+#define DSM_DT_U8 10
+
 #define DSM_PROT_NONE 0
 #define DSM_PROT_READ 1
 #define DSM_PROT_RW 2
@@ -70,11 +91,16 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err);
  * different collectives get DSM_ECOLL instead of a hang. */
 int dsm_barrier(char *err);
 
-/* Collective: every rank gets root's bytes.  On return *out holds a buffer
- * of *out_len bytes to give back with dsm_buffer_free (NULL at the root,
- * which keeps its own). */
-int dsm_bcast(int root, const void *data, uint32_t len, void **out, uint32_t *out_len,
-              char *err);
+/* Collective: kind DSM_COLL_*, run in O(log N) exchanges by the comm
+ * threads.  `sig` is the caller's identity of its arguments (a shape and
+ * type hash): ranks whose kind, root, op, dtype or sig differ all get
+ * DSM_ECOLL.  BCAST: the root's bytes; REDUCE: `len` bytes of dtype,
+ * combined with op; GATHER: a sequence of (u32 rank, u32 len, bytes), one
+ * per rank.  Ranks that get a result (every rank but the root for BCAST;
+ * the root, or all for DSM_ROOT_ALL, otherwise) find it in *out, a buffer
+ * of *out_len bytes to give back with dsm_buffer_free; others get NULL. */
+int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                   uint64_t len, void **out, uint64_t *out_len, char *err);
 void dsm_buffer_free(void *buf);
 
 /* Global locks, each kept by its round-robin home rank (lock % nranks). */

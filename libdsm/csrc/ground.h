@@ -4,13 +4,15 @@
  *   ground.c     errors, failure, panic, tracing, clock, waiting
  *   wire.c       the message header and its wire encoding (proto.h)
  *   ring.c       the bounded queue from application threads to the comm thread
+ *   reduce.c     elementwise reductions of typed arrays
  *   region.c     layer 1: the two views of the memory, protections
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
  *   net.c        layer 1: socket helpers
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
- *   sync.c       layer 2: collectives and locks
+ *   coll.c       layer 2: collectives by recursive doubling
+ *   locks.c      layer 2: locks as distributed FIFO queues
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
  *

@@ -10,16 +10,16 @@ enum msg_type {
     DSM_REQ = 1,        /* requester -> home: I need `count` pages (mode) */
     DSM_FWD,            /* home -> owner: serve page (mode) to origin */
     DSM_PAGE,           /* owner -> requester: page data, or a grant without data */
-    DSM_UPDATE,         /* requester -> home: installed a page a third rank sent */
+    DSM_UPDATE,         /* requester -> home: installed a page `server` sent */
     DSM_INV,            /* home -> copy holder: drop your read copy */
     DSM_INV_ACK,        /* copy holder -> home: dropped */
-    DSM_BARRIER,        /* rank -> rank 0: arrived at collective `epoch` (kind, root) */
-    DSM_BARRIER_GO,     /* rank 0 -> every rank: all arrived (or the error text) */
-    DSM_FINALIZE,       /* rank -> every peer: I will need nothing more */
-    DSM_LOCK_ACQ,       /* rank -> lock home: I want `lock` */
-    DSM_LOCK_GRANT,     /* lock home -> rank: it is yours */
-    DSM_LOCK_REL,       /* rank -> lock home: I give it back */
-    DSM_BCAST,          /* root -> rank: the value of collective `epoch` */
+    DSM_FINALIZE,       /* rank -> every peer: I will need nothing more, after
+                         * `epoch` collectives */
+    DSM_LOCK_ACQ,       /* rank -> lock home: I want `lock` (my request `seq`) */
+    DSM_LOCK_GRANT,     /* home or last holder -> rank: it is yours */
+    DSM_LOCK_REL,       /* holder -> lock home: I gave it back, knowing no successor */
+    DSM_LOCK_NEXT,      /* lock home -> tail: `succ` comes after your request `seq` */
+    DSM_COLL,           /* rank -> partner: step `round` of collective `epoch` */
     DSM_MSG_MAX
 };
 
@@ -36,17 +36,18 @@ struct page_fields {            /* DSM_REQ .. DSM_INV_ACK */
     uint32_t count;             /* DSM_REQ: pages from `page` on, one home block */
     uint8_t mode;               /* MODE_* */
     uint8_t flags;              /* FWD_NODATA, PAGE_NEEDS_UPDATE */
+    uint16_t server;            /* DSM_UPDATE: the rank that sent the page */
 };
 
-struct coll_fields {            /* DSM_BARRIER, DSM_BARRIER_GO, DSM_BCAST */
+struct coll_fields {            /* DSM_COLL (the payload is coll.c's), DSM_FINALIZE */
     uint64_t epoch;             /* the collective's number, counted on every rank */
-    uint16_t root;
-    uint8_t kind;               /* COLL_* of sync.c */
-    uint8_t failed;             /* DSM_BARRIER_GO: the payload is the error text */
+    uint32_t round;             /* which exchange of the collective */
 };
 
 struct lock_fields {            /* DSM_LOCK_* */
     uint32_t lock;
+    uint32_t seq;               /* the requester's count of its requests for the lock */
+    uint16_t succ;              /* DSM_LOCK_NEXT: the next in the queue */
 };
 
 /* In memory (host order).  `from` is filled in by the receiver. */
@@ -63,7 +64,7 @@ struct msg {
 };
 
 #define MSG_WIRE_SIZE 24
-#define DSM_MAX_BCAST (1u << 30)
+#define DSM_MAX_COLL (1u << 31)    /* payload bytes of one collective message */
 
 void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE]);
 void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m);

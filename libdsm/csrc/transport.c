@@ -41,9 +41,12 @@ void tp_on_flush(struct transport *t, tp_hook fn, void *ctx)
     add_hook(&t->flush, fn, ctx);
 }
 
-void tp_on_finalized(struct transport *t, tp_hook fn, void *ctx)
+void tp_on_finalized(struct transport *t, tp_handler fn, void *ctx)
 {
-    add_hook(&t->finalized, fn, ctx);
+    if (t->nfinalized == TP_HOOKS)
+        dsm_panic(-1, "more than %d finalize handlers registered", TP_HOOKS);
+    t->finalized[t->nfinalized] = fn;
+    t->finalized_ctx[t->nfinalized++] = ctx;
 }
 
 static void run_hooks(const struct tp_hooks *h, int arg)
@@ -157,7 +160,9 @@ void tp_settle(struct transport *t)
     while (drain_self(t));
 }
 
-void tp_finalized(struct transport *t, int rank)
+void tp_finalized(struct transport *t, const struct msg *m)
 {
-    run_hooks(&t->finalized, rank);
+    unsigned i;
+    for (i = 0; i < t->nfinalized; i++)
+        t->finalized[i](t->finalized_ctx[i], m, NULL);
 }

@@ -6,7 +6,7 @@
  *     protocols at init (the transport knows no protocol by name);
  *   - flush hooks: batched work a protocol finishes before a message of
  *     another type, and at the end of each round of events;
- *   - finalized hooks: a rank said DSM_FINALIZE;
+ *   - finalized handlers: a rank said DSM_FINALIZE (ourselves included);
  *   - the ring from application threads, and the queue of messages a
  *     handler sends to its own rank (dispatched right after that handler).
  *
@@ -55,7 +55,10 @@ struct transport {
     void *backend;
     struct core *core;
     struct tp_entry table[DSM_MSG_MAX];
-    struct tp_hooks flush, finalized;
+    struct tp_hooks flush;
+    tp_handler finalized[TP_HOOKS];
+    void *finalized_ctx[TP_HOOKS];
+    unsigned nfinalized;
     struct ring ring;           /* guarded by core.mu */
     struct msg *selfq;          /* comm thread only */
     size_t selfq_len, selfq_cap;
@@ -66,7 +69,8 @@ void tp_init(struct transport *t, struct core *c, const struct transport_ops *op
 void tp_free(struct transport *t);
 void tp_register(struct transport *t, int type, tp_handler fn, void *ctx, uint32_t max_len);
 void tp_on_flush(struct transport *t, tp_hook fn, void *ctx);        /* fn(ctx, type) */
-void tp_on_finalized(struct transport *t, tp_hook fn, void *ctx);    /* fn(ctx, rank) */
+/* fn(ctx, the DSM_FINALIZE message) */
+void tp_on_finalized(struct transport *t, tp_handler fn, void *ctx);
 
 /* From the comm thread, to any rank.  Messages to ourselves carry no payload. */
 void tp_send(struct transport *t, int dst, struct msg *m, const void *payload);
@@ -87,6 +91,6 @@ void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *p
 unsigned tp_drain_ring(struct transport *t);
 /* Backends: end of a round of events: batched work takes effect. */
 void tp_settle(struct transport *t);
-/* Backends: rank said DSM_FINALIZE (ourselves included). */
-void tp_finalized(struct transport *t, int rank);
+/* Backends: a rank said DSM_FINALIZE (m->from; ourselves included). */
+void tp_finalized(struct transport *t, const struct msg *m);
 #endif

@@ -3,9 +3,9 @@
  *
  * Layout, big-endian: type u8 @0, a u8 @1, origin u16 @2, len u32 @4,
  * b u64 @8, c u32 @16, d u32 @20, where
- *   page family: a = mode, b = page,  c = count, d = flags
- *   collectives: a = kind, b = epoch, c = root,  d = failed
- *   locks:                 b = lock */
+ *   page family: a = mode, b = page,  c = count, d = flags | server << 16
+ *   collectives, finalize: b = epoch, c = round
+ *   locks:                 b = lock,  c = seq,   d = succ */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <string.h>
@@ -14,10 +14,9 @@
 static const char *names[DSM_MSG_MAX] = {
     [DSM_REQ] = "DSM_REQ", [DSM_FWD] = "DSM_FWD", [DSM_PAGE] = "DSM_PAGE",
     [DSM_UPDATE] = "DSM_UPDATE", [DSM_INV] = "DSM_INV", [DSM_INV_ACK] = "DSM_INV_ACK",
-    [DSM_BARRIER] = "DSM_BARRIER", [DSM_BARRIER_GO] = "DSM_BARRIER_GO",
     [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
-    [DSM_BCAST] = "DSM_BCAST",
+    [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL",
 };
 
 const char *msg_name(int type)
@@ -32,30 +31,41 @@ struct slots {
     uint32_t c, d;
 };
 
+static int page_family(int type)
+{
+    return type >= DSM_REQ && type <= DSM_INV_ACK;
+}
+
+static int lock_family(int type)
+{
+    return type >= DSM_LOCK_ACQ && type <= DSM_LOCK_NEXT;
+}
+
 static void to_slots(const struct msg *m, struct slots *s)
 {
     memset(s, 0, sizeof *s);
-    if (m->type >= DSM_REQ && m->type <= DSM_INV_ACK)
-        *s = (struct slots){ m->pg.mode, m->pg.page, m->pg.count, m->pg.flags };
-    else if (m->type == DSM_BARRIER || m->type == DSM_BARRIER_GO || m->type == DSM_BCAST)
-        *s = (struct slots){ m->coll.kind, m->coll.epoch, m->coll.root, m->coll.failed };
-    else if (m->type >= DSM_LOCK_ACQ && m->type <= DSM_LOCK_REL)
-        s->b = m->lk.lock;
+    if (page_family(m->type))
+        *s = (struct slots){ m->pg.mode, m->pg.page, m->pg.count,
+                             m->pg.flags | (uint32_t)m->pg.server << 16 };
+    else if (m->type == DSM_COLL || m->type == DSM_FINALIZE)
+        *s = (struct slots){ 0, m->coll.epoch, m->coll.round, 0 };
+    else if (lock_family(m->type))
+        *s = (struct slots){ 0, m->lk.lock, m->lk.seq, m->lk.succ };
 }
 
 /* Fields wider on the wire than in memory are checked by the receiver's
- * handler (a page number, a lock index); here they are only truncated to
+ * handler (a page number, a lock index); here they are only clamped to
  * the in-memory width, so a value out of range stays out of range. */
 static void from_slots(struct msg *m, const struct slots *s)
 {
-    if (m->type >= DSM_REQ && m->type <= DSM_INV_ACK) {
-        m->pg = (struct page_fields){ s->b, s->c, s->a, (uint8_t)s->d };
-    } else if (m->type == DSM_BARRIER || m->type == DSM_BARRIER_GO || m->type == DSM_BCAST) {
-        m->coll = (struct coll_fields){ s->b, (uint16_t)(s->c > UINT16_MAX ? UINT16_MAX : s->c),
-                                        s->a, (uint8_t)(s->d != 0) };
-    } else if (m->type >= DSM_LOCK_ACQ && m->type <= DSM_LOCK_REL) {
-        m->lk.lock = (uint32_t)(s->b > UINT32_MAX ? UINT32_MAX : s->b);
-    }
+    if (page_family(m->type))
+        m->pg = (struct page_fields){ s->b, s->c, s->a, (uint8_t)s->d,
+                                      (uint16_t)(s->d >> 16) };
+    else if (m->type == DSM_COLL || m->type == DSM_FINALIZE)
+        m->coll = (struct coll_fields){ s->b, s->c };
+    else if (lock_family(m->type))
+        m->lk = (struct lock_fields){ (uint32_t)(s->b > UINT32_MAX ? UINT32_MAX : s->b), s->c,
+                                      (uint16_t)(s->d > UINT16_MAX ? UINT16_MAX : s->d) };
 }
 
 void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE])

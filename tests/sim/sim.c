@@ -4,7 +4,7 @@
  * N simulated ranks run the real coherence and sync code (libdsm/csrc) in
  * one process over simnet.c's per-pair FIFO channels.  One seeded random
  * scheduler picks, at every step, one of: an application thread's next
- * step (a read, a write, a lock-protected increment, a barrier, finalize),
+ * step (a read, a write, a lock-protected increment, a collective, finalize),
  * the delivery of the next messages on a channel, the drain of a rank's
  * ring, or a held-back (deferred) message.  After every step it checks:
  *   - at most one writable copy of a page, and none beside read copies;
@@ -12,7 +12,9 @@
  *     returns it: sequential consistency;
  *   - the home's copyset and owner match the protections;
  *   - a lock has at most one holder, granted in the order its home got
- *     the requests (FIFO);
+ *     the requests (FIFO), whether the home or the last holder hands it on;
+ *   - a collective ends on no rank before every rank began it, and gives
+ *     every rank that should get one the right result;
  *   - no message is delivered twice, and at the end none is left or lost;
  *   - nothing hangs: while work is left, some step is possible.
  * The ring holds DSM_RING_CAP = 2 messages here, so the ring-full path
@@ -37,13 +39,20 @@
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
-enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_BARRIER, OP_FINALIZE };
-static const char *op_names[] = { "read", "write", "lock-inc", "barrier", "finalize" };
+enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE };
+static const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize" };
 
 struct op {
     enum op_kind kind;
     uint32_t page, word, lock;
+    uint32_t coll;                  /* OP_COLL: which of the job's collectives */
 };
+
+/* The job's collectives, the same on every rank. */
+struct coll_spec {
+    int kind, root, op;
+};
+#define MAX_COLLS 4
 
 struct thread {
     struct op ops[MAX_OPS];
@@ -69,6 +78,14 @@ static struct {
     uint64_t writes;
     struct lock_fifo fifo[MAX_LOCKS];
     uint8_t was_held[SIM_MAX_RANKS][MAX_LOCKS];
+    struct coll_spec colls[MAX_COLLS];
+    int began[SIM_MAX_RANKS];       /* collectives each rank began */
+    struct {                    /* what the seeds exercised, summed over the run */
+        uint64_t fanout;        /* steps with a page served to several readers at once */
+        uint64_t ring_full;     /* sends that found a ring full */
+        uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
+        uint64_t collectives;
+    } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */
     int tracing;
@@ -111,14 +128,24 @@ static uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word)
 /* ---------------------------------------------------------- the scenario */
 
 /* Threads get random reads and writes (words 0..6: word 7 of a page is
- * the counter of lock page % nlocks), lock-protected increments, the same
- * number of barriers on thread 0 of every rank, and finalize at the end. */
+ * the counter of lock page % nlocks) and lock-protected increments; thread
+ * 0 of every rank makes the same collectives between them (barrier, bcast,
+ * allreduce, reduce, allgather), and finalize at the end. */
 static void make_scenario(void)
 {
-    int phases = (int)below(4), r, t, p, i;
+    static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
+                                 DSM_COLL_REDUCE, DSM_COLL_GATHER };
+    int phases = (int)below(MAX_COLLS + 1), r, t, p, i;
     W.npages = 1 + below(6);
     W.nlocks = 1 + (uint32_t)below(MAX_LOCKS);
     W.nthreads = 1 + (int)below(SIM_MAX_THREADS);
+    for (p = 0; p < phases; p++) {
+        struct coll_spec *c = &W.colls[p];
+        i = (int)below(5);
+        c->kind = kinds[i];
+        c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
+        c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
+    }
     for (r = 0; r < W.s.n; r++)
         for (t = 0; t < W.nthreads; t++) {
             struct thread *th = &W.th[r][t];
@@ -134,11 +161,60 @@ static void make_scenario(void)
                     o->lock = (uint32_t)below(W.nlocks);
                 }
                 if (t == 0 && p < phases)
-                    th->ops[th->nops++].kind = OP_BARRIER;
+                    th->ops[th->nops++] = (struct op){ .kind = OP_COLL, .coll = (uint32_t)p };
             }
             if (t == 0)
                 th->ops[th->nops++].kind = OP_FINALIZE;
         }
+}
+
+/* Rank r's contribution to collective `idx`: two 64-bit numbers. */
+static void contribution(int r, uint32_t idx, int64_t out[2])
+{
+    out[0] = r + 1;
+    out[1] = (int64_t)(r + 1) * (idx + 3) - 5;
+}
+
+/* What rank r must get from collective idx (or not get). */
+static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
+{
+    const struct coll_spec *c = &W.colls[idx];
+    int gets = c->kind == DSM_COLL_BCAST ? r != c->root
+             : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == r);
+    int64_t want[2] = { 0, 0 }, v[2];
+    int q;
+    for (q = 0; q < W.s.n; q++)
+        if (!W.s.r[q].dead && W.began[q] <= (int)idx)
+            sim_violation(&W.s, "rank %d left collective %u before rank %d began it", r, idx, q);
+    if (gets != (out != NULL)) {
+        sim_violation(&W.s, "rank %d %s a result of collective %u", r, gets ? "lacks" : "got",
+                      idx);
+        return;
+    }
+    if (!out)
+        return;
+    if (c->kind == DSM_COLL_GATHER) {
+        for (q = 0; q < W.s.n; q++) {
+            const unsigned char *e = (const unsigned char *)out + q * 24;
+            uint32_t tag[2];
+            memcpy(tag, e, 8);
+            contribution((int)tag[0], idx, want);
+            if (len != (uint64_t)W.s.n * 24 || tag[1] != 16 || memcmp(e + 8, want, 16))
+                sim_violation(&W.s, "rank %d: allgather %u entry %d is wrong", r, idx, q);
+        }
+        return;
+    }
+    for (q = 0; q < W.s.n; q++) {
+        contribution(q, idx, v);
+        if (c->kind == DSM_COLL_BCAST && q == c->root)
+            memcpy(want, v, sizeof v);
+        else if (c->kind == DSM_COLL_REDUCE && c->op == DSM_OP_SUM)
+            want[0] += v[0], want[1] += v[1];
+        else if (c->kind == DSM_COLL_REDUCE)
+            want[0] = v[0] > want[0] ? v[0] : want[0], want[1] = v[1] > want[1] ? v[1] : want[1];
+    }
+    if (len != 16 || memcmp(out, want, 16))
+        sim_violation(&W.s, "rank %d: collective %u gave a wrong result", r, idx);
 }
 
 /* The counter of a lock: word 7 of a page. */
@@ -198,12 +274,12 @@ static int thread_ready(int r, int t)
         return coh_fault_ready(&sr->coh, o->page, o->kind == OP_WRITE);
     case OP_LOCK_INC:
         if (th->phase == 0)
-            return sr->sync.lock_state[o->lock] == LOCK_FREE;
+            return sr->locks.mine[o->lock].state == LOCK_FREE;
         if (th->phase == 1)
-            return sync_lock_held(&sr->sync, o->lock);
+            return locks_held(&sr->locks, o->lock);
         return th->phase == 3 || coh_fault_ready(&sr->coh, counter_page(o->lock), 1);
-    case OP_BARRIER:
-        return th->phase == 0 || sync_coll_reached(&sr->sync, th->epoch);
+    case OP_COLL:
+        return th->phase == 0 || coll_ended(&sr->coll);
     case OP_FINALIZE:
         return th->phase == 0 ? threads_done(r, 1) : all_finalized(sr);
     }
@@ -245,11 +321,11 @@ static void lock_inc(int r, struct thread *th, const struct op *o)
     uint32_t cp = counter_page(o->lock);
     int rc;
     if (th->phase == 0) {
-        if ((rc = sync_lock_ask(&sr->sync, o->lock, err)) == 0)
+        if ((rc = locks_ask(&sr->locks, o->lock, err)) == 0)
             th->phase = 1;
         else if (rc != TP_FULL)
             sim_violation(&W.s, "rank %d: lock %u: %s", r, o->lock, err);
-        th->full = rc == TP_FULL && sr->sync.lock_state[o->lock] == LOCK_FREE;
+        th->full = rc == TP_FULL && sr->locks.mine[o->lock].state == LOCK_FREE;
     } else if (th->phase == 1) {
         th->phase = 2;
     } else if (th->phase == 2) {
@@ -258,7 +334,7 @@ static void lock_inc(int r, struct thread *th, const struct op *o)
             do_write(r, cp, SIM_WORDS - 1, *word_at(W.shadow, cp, SIM_WORDS - 1) + 1);
             th->phase = 3;
         }
-    } else if ((rc = sync_lock_give(&sr->sync, o->lock, err)) == 0) {
+    } else if ((rc = locks_give(&sr->locks, o->lock, err)) == 0) {
         th->phase = 0;
         th->pc++;
     } else {
@@ -271,7 +347,8 @@ static void lock_inc(int r, struct thread *th, const struct op *o)
 static void collective_step(int r, struct thread *th, const struct op *o)
 {
     struct srank *sr = &W.s.r[r];
-    struct msg fin = { .type = DSM_FINALIZE, .origin = (uint16_t)r };
+    struct msg fin = { .type = DSM_FINALIZE, .origin = (uint16_t)r,
+                       .coll = { .epoch = coll_count(&sr->coll) } };
     char err[DSM_ERRLEN];
     int rc;
     if (o->kind == OP_FINALIZE) {
@@ -284,14 +361,24 @@ static void collective_step(int r, struct thread *th, const struct op *o)
         return;
     }
     if (th->phase == 0) {
-        rc = sync_coll_arrive(&sr->sync, COLL_BARRIER, 0, &th->epoch, err);
-        th->full = rc == TP_FULL;
-        th->phase = rc == 0;
-        if (rc && rc != TP_FULL)
-            sim_violation(&W.s, "rank %d: barrier: %s", r, err);
+        const struct coll_spec *c = &W.colls[o->coll];
+        int64_t mine[2];
+        struct coll_call call = { c->kind, c->root, c->op, DSM_DT_I64, 0, mine, 16 };
+        contribution(r, o->coll, mine);
+        if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
+            call.len = 0;
+        if ((rc = coll_begin(&sr->coll, &call, err)))
+            sim_violation(&W.s, "rank %d: collective %u: %s", r, o->coll, err);
+        W.began[r]++;
+        th->phase = 1;
     } else {
-        if (sync_coll_result(&sr->sync, err))
-            sim_violation(&W.s, "rank %d: barrier failed: %s", r, err);
+        void *out;
+        uint64_t len;
+        if (coll_result(&sr->coll, &out, &len, err))
+            sim_violation(&W.s, "rank %d: collective %u failed: %s", r, o->coll, err);
+        else
+            check_coll(r, o->coll, out, len);
+        free(out);
         th->phase = 0;
         th->pc++;
     }
@@ -329,10 +416,18 @@ static void app_step(int r, int t)
 
 /* ---------------------------------------------------------- the checker */
 
+static int page_home_lock(uint32_t lock)
+{
+    return (int)(lock % (uint32_t)W.s.n);
+}
+
 static void observe(struct sim *s, int dst, const struct msg *m)
 {
     struct lock_fifo *f;
-    (void)s, (void)dst;
+    (void)dst;
+    (void)s;
+    W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
+    W.cover.collectives += m->type == DSM_COLL;
     if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
         return;
     f = &W.fifo[m->lk.lock];
@@ -343,7 +438,8 @@ static void check_page(uint32_t p)
 {
     struct srank *home = &W.s.r[page_home(&W.s.r[0].core, p)];
     struct dir *d = coh_dir(&home->coh, p);
-    int r, writer = -1, readers = 0;
+    int r, writer = -1, readers = 0, quiet = !d->busy && !d->reads;
+    W.cover.fanout += d->reads > 1;
     for (r = 0; r < W.s.n; r++) {
         const struct core *c = &W.s.r[r].core;
         int prot = c->pages[p].prot;
@@ -359,7 +455,7 @@ static void check_page(uint32_t p)
         } else {
             readers++;
         }
-        if (!d->busy && r != d->owner && !(d->copyset >> r & 1))
+        if (quiet && r != d->owner && !(d->copyset >> r & 1))
             sim_violation(&W.s, "rank %d holds page %u, but the home's directory (owner %d, "
                           "copyset %#llx) does not say so", r, p, d->owner,
                           (unsigned long long)d->copyset);
@@ -367,7 +463,7 @@ static void check_page(uint32_t p)
     if (writer >= 0 && readers)
         sim_violation(&W.s, "page %u is writable at rank %d while %d ranks read it", p, writer,
                       readers);
-    if (writer >= 0 && !d->busy && (writer != d->owner || d->copyset))
+    if (writer >= 0 && quiet && (writer != d->owner || d->copyset))
         sim_violation(&W.s, "page %u is writable at rank %d, but the home says owner %d, "
                       "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
 }
@@ -378,7 +474,7 @@ static void check_locks(void)
     int r, holders;
     for (k = 0; k < W.nlocks; k++) {
         for (holders = 0, r = 0; r < W.s.n; r++) {
-            int held = W.s.r[r].sync.lock_state[k] == LOCK_HELD;
+            int held = W.s.r[r].locks.mine[k].state == LOCK_HELD;
             struct lock_fifo *f = &W.fifo[k];
             holders += held;
             if (held && !W.was_held[r][k]) {
@@ -433,7 +529,9 @@ static void check_end(void)
                               p);
         for (id = 0; id < W.npages; id++)
             if (sr->core.pages[id].pending ||
-                (page_home(&sr->core, id) == r && coh_dir(&sr->coh, id)->busy))
+                (page_home(&sr->core, id) == r && (coh_dir(&sr->coh, id)->busy ||
+                                                   coh_dir(&sr->coh, id)->reads ||
+                                                   coh_dir(&sr->coh, id)->lending)))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head)
@@ -534,6 +632,7 @@ static int run(uint64_t seed, int drop, int corrupt)
     W.writes = 0;
     memset(W.fifo, 0, sizeof W.fifo);
     memset(W.was_held, 0, sizeof W.was_held);
+    memset(W.began, 0, sizeof W.began);
     sim_now = 0;
     s->n = 2 + (int)below(SIM_MAX_RANKS - 1);
     make_scenario();
@@ -593,8 +692,10 @@ static int run(uint64_t seed, int drop, int corrupt)
         printf("replay: make sim SEED=%llu%s%s\n", (unsigned long long)seed,
                drop ? " SIMFLAGS=--drop" : "", corrupt ? " SIMFLAGS=--corrupt" : "");
     }
-    for (r = 0; r < s->n; r++)
+    for (r = 0; r < s->n; r++) {
+        W.cover.ring_full += s->r[r].core.stats.ring_full;
         simnet_rank_free(&s->r[r]);
+    }
     for (r = 0; r < s->n * s->n; r++)
         while (s->ch[r / s->n][r % s->n].head) {
             struct sim_msg *m = s->ch[r / s->n][r % s->n].head;
@@ -631,6 +732,10 @@ int main(int argc, char **argv)
     for (i = 0; a + (unsigned long long)i < b; i++)
         if (run(a + (unsigned long long)i, drop, corrupt))
             return 1;
+    printf("covered: %llu steps with a page lent to several readers, %llu full rings, "
+           "%llu lock hand-offs between holders, %llu collective messages\n",
+           (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
+           (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives);
     printf("%d seeds passed%s%s\n", i, drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");
     return 0;
 }

@@ -1,12 +1,13 @@
 /* The deterministic simulation of the protocol layers (see sim.c).
- * Every simulated rank has the real core, transport common part, coherence
- * and sync state of its own; simnet.c is the transport backend and the
+ * Every simulated rank has the real core, transport common part, coherence,
+ * collectives and locks state of its own; simnet.c is the transport backend and the
  * memory they run on. */
 #ifndef DSM_SIM_H
 #define DSM_SIM_H
 #include <stdint.h>
 #include "coherence.h"
-#include "sync.h"
+#include "coll.h"
+#include "locks.h"
 
 #define SIM_MAX_RANKS 6
 #define SIM_MAX_THREADS 2
@@ -41,7 +42,8 @@ struct srank {
     struct core core;
     struct transport tp;
     struct coh coh;
-    struct sync sync;
+    struct coll coll;
+    struct locks locks;
     struct sim_deferred *deferred;
     int self_finalized;
     int peer_finalized[SIM_MAX_RANKS];

@@ -84,7 +84,7 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     (void)payload;
     if (m->from == r->id) {
         for (p = 0; p < r->sim->n; p++) {
-            struct msg f = { .type = DSM_FINALIZE, .origin = (uint16_t)r->id };
+            struct msg f = *m;
             if (p != r->id)
                 tp_send(&r->tp, p, &f, NULL);
         }
@@ -92,7 +92,7 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     } else {
         r->peer_finalized[m->from] = 1;
     }
-    tp_finalized(&r->tp, m->from);
+    tp_finalized(&r->tp, m);
 }
 
 static int protect(void *ctx, uint64_t first, uint64_t n, int prot)
@@ -133,7 +133,8 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
         c->pages[p].prot = page_home(c, p) == id ? DSM_PROT_RW : DSM_PROT_NONE;
     tp_init(&r->tp, c, &sim_ops, r);
     tp_register(&r->tp, DSM_FINALIZE, on_finalize, r, 0);
-    if (coh_init(&r->coh, c, &r->tp, err) || sync_init(&r->sync, c, &r->tp, nlocks, err)) {
+    if (coh_init(&r->coh, c, &r->tp, err) || coll_init(&r->coll, c, &r->tp, err) ||
+        locks_init(&r->locks, c, &r->tp, nlocks, err)) {
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
         return -1;
     }
@@ -149,7 +150,8 @@ void simnet_rank_free(struct srank *r)
         free(d);
     }
     coh_free(&r->coh);
-    sync_free(&r->sync);
+    coll_free(&r->coll);
+    locks_free(&r->locks);
     tp_free(&r->tp);
     free(r->core.rw);
     free(r->core.pages);

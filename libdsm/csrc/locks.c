@@ -1,0 +1,245 @@
+/* Layer 2: global locks as distributed FIFO queues (the protocol is in
+ * locks.h).  Handlers run in the comm thread; steps in application threads. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "locks.h"
+
+static int home_rank(const struct locks *l, uint32_t lock)
+{
+    return (int)(lock % (uint32_t)l->c->nranks);
+}
+
+static struct lock_tail *tail_of(struct locks *l, uint32_t lock)
+{
+    return &l->tails[lock / (uint32_t)l->c->nranks];
+}
+
+static void send_grant(struct locks *l, uint32_t lock, int to)
+{
+    struct msg m = { .type = DSM_LOCK_GRANT, .origin = (uint16_t)to, .lk = { .lock = lock } };
+    tp_send(l->t, to, &m, NULL);
+}
+
+/* ---------------------------------------------------------- home */
+
+static void on_acq(struct locks *l, const struct msg *m)
+{
+    struct lock_tail *tail = tail_of(l, m->lk.lock);
+    struct msg next = { .type = DSM_LOCK_NEXT, .origin = m->origin,
+                        .lk = { .lock = m->lk.lock, .seq = tail->seq, .succ = m->origin } };
+    if (tail->rank < 0)
+        send_grant(l, m->lk.lock, m->origin);
+    else
+        tp_send(l->t, tail->rank, &next, NULL);
+    *tail = (struct lock_tail){ (int16_t)m->origin, m->lk.seq };
+}
+
+/* The holder knew no successor: free the lock if nobody queued since. */
+static void on_rel(struct locks *l, const struct msg *m)
+{
+    struct lock_tail *tail = tail_of(l, m->lk.lock);
+    if (tail->rank == m->origin && tail->seq == m->lk.seq)
+        tail->rank = -1;
+}
+
+/* ---------------------------------------------------------- every rank */
+
+static void on_grant(struct locks *l, const struct msg *m)
+{
+    struct lock_mine *me = &l->mine[m->lk.lock];
+    pthread_mutex_lock(&l->c->mu);
+    if (me->state != LOCK_ASKING) {
+        pthread_mutex_unlock(&l->c->mu);
+        core_fail(l->c, "protocol error: lock %u granted by rank %d, but not asked for",
+                  m->lk.lock, m->from);
+        return;
+    }
+    me->state = LOCK_HELD;
+    pthread_cond_broadcast(&l->c->cv);
+    pthread_mutex_unlock(&l->c->mu);
+}
+
+/* Our request `seq` has a successor.  If that tenure is over already (we
+ * released without knowing, or have asked again since), hand over now. */
+static void on_next(struct locks *l, const struct msg *m)
+{
+    struct lock_mine *me = &l->mine[m->lk.lock];
+    int now;
+    pthread_mutex_lock(&l->c->mu);
+    now = m->lk.seq != me->seq || me->state == LOCK_FREE;
+    if (!now)
+        me->succ = (int16_t)m->lk.succ;
+    pthread_mutex_unlock(&l->c->mu);
+    if (now)
+        send_grant(l, m->lk.lock, m->lk.succ);
+}
+
+static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+    struct locks *l = ctx;
+    int at_home = m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL;
+    TRACE(l->c, "%s lock %u seq %u origin %d from %d", msg_name(m->type), m->lk.lock,
+          m->lk.seq, m->origin, m->from);
+    if (m->lk.lock >= l->n || (at_home && home_rank(l, m->lk.lock) != l->c->rank) ||
+        m->lk.succ >= l->c->nranks) {
+        core_fail(l->c, "protocol error: %s from rank %d for lock %u", msg_name(m->type),
+                  m->from, m->lk.lock);
+        return;
+    }
+    switch (m->type) {
+    case DSM_LOCK_ACQ: on_acq(l, m); break;
+    case DSM_LOCK_REL: on_rel(l, m); break;
+    case DSM_LOCK_GRANT: on_grant(l, m); break;
+    case DSM_LOCK_NEXT: on_next(l, m); break;
+    }
+}
+
+/* ---------------------------------------------------------- application steps */
+
+static int check_lock(struct locks *l, uint32_t lock, char *err)
+{
+    int rc = core_running(l->c, err);
+    if (!rc && lock >= l->n) {
+        dsm_err(err, "lock %u does not exist: locks are 0..%u (DSM_LOCKS)", lock, l->n - 1);
+        rc = DSM_EINVAL;
+    }
+    return rc;
+}
+
+int locks_ask(struct locks *l, uint32_t lock, char *err)
+{
+    struct lock_mine *me = &l->mine[lock < l->n ? lock : 0];
+    struct msg m = { .type = DSM_LOCK_ACQ, .origin = (uint16_t)l->c->rank,
+                     .lk = { .lock = lock } };
+    int rc;
+    if ((rc = check_lock(l, lock, err)))
+        return rc;
+    if (me->state != LOCK_FREE)     /* one request per rank: other threads queue */
+        return TP_FULL;
+    me->state = LOCK_ASKING;
+    me->succ = -1;
+    m.lk.seq = ++me->seq;
+    if ((rc = tp_send_app(l->t, home_rank(l, lock), &m, NULL)) == TP_FULL) {
+        me->state = LOCK_FREE;
+        me->seq--;
+    }
+    return rc == TP_FULL ? TP_FULL : DSM_OK;
+}
+
+int locks_held(struct locks *l, uint64_t lock)
+{
+    return l->mine[lock].state == LOCK_HELD;
+}
+
+int locks_give(struct locks *l, uint32_t lock, char *err)
+{
+    struct lock_mine *me = &l->mine[lock < l->n ? lock : 0];
+    struct msg m = { .origin = (uint16_t)l->c->rank, .lk = { .lock = lock } };
+    int rc, to;
+    if ((rc = check_lock(l, lock, err)))
+        return rc;
+    if (me->state != LOCK_HELD) {
+        dsm_err(err, "lock %u is not held by rank %d", lock, l->c->rank);
+        return DSM_ENOTHELD;
+    }
+    if (me->succ >= 0) {            /* hand it over: one message */
+        m.type = DSM_LOCK_GRANT;
+        m.origin = (uint16_t)me->succ;
+        to = me->succ;
+    } else {                        /* tell the home; a NEXT may be on its way */
+        m.type = DSM_LOCK_REL;
+        m.lk.seq = me->seq;
+        to = home_rank(l, lock);
+    }
+    me->state = LOCK_FREE;
+    if (tp_send_app(l->t, to, &m, NULL) == TP_FULL) {
+        me->state = LOCK_HELD;
+        return TP_FULL;
+    }
+    pthread_cond_broadcast(&l->c->cv);
+    return DSM_OK;
+}
+
+/* ---------------------------------------------------------- blocking calls */
+
+/* Repeat a step while it answers TP_FULL; whatever it waits for wakes
+ * core.cv when it changes. */
+static int step_until_done(struct locks *l, int (*step)(struct locks *, uint32_t, char *),
+                           uint32_t lock, char *err)
+{
+    int rc;
+    while ((rc = step(l, lock, err)) == TP_FULL && !l->c->failed)
+        pthread_cond_wait(&l->c->cv, &l->c->mu);
+    if (rc == TP_FULL) {
+        dsm_err(err, "%s", l->c->failure);
+        rc = DSM_EPEER;
+    }
+    return rc;
+}
+
+struct held_wait {
+    struct locks *l;
+    uint32_t lock;
+};
+
+static int held_ready(void *arg)
+{
+    struct held_wait *w = arg;
+    return locks_held(w->l, w->lock);
+}
+
+int locks_acquire(struct locks *l, uint32_t lock, char *err)
+{
+    struct held_wait w = { l, lock };
+    int rc;
+    pthread_mutex_lock(&l->c->mu);
+    if (!(rc = step_until_done(l, locks_ask, lock, err)))
+        rc = core_wait(l->c, held_ready, &w, 1, err);
+    pthread_mutex_unlock(&l->c->mu);
+    return rc;
+}
+
+int locks_release(struct locks *l, uint32_t lock, char *err)
+{
+    int rc;
+    pthread_mutex_lock(&l->c->mu);
+    rc = step_until_done(l, locks_give, lock, err);
+    pthread_mutex_unlock(&l->c->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------- life cycle */
+
+int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n, char *err)
+{
+    uint32_t homed = (n + (uint32_t)c->nranks - 1) / (uint32_t)c->nranks, i;
+    int type;
+    memset(l, 0, sizeof *l);
+    l->c = c;
+    l->t = t;
+    l->n = n;
+    l->mine = calloc(n ? n : 1, sizeof *l->mine);
+    l->tails = calloc(homed ? homed : 1, sizeof *l->tails);
+    if (!l->mine || !l->tails) {
+        locks_free(l);
+        return dsm_err_sys(err, ENOMEM, "lock tables for %u locks", n);
+    }
+    for (i = 0; i < n; i++)
+        l->mine[i].succ = -1;
+    for (i = 0; i < homed; i++)
+        l->tails[i].rank = -1;
+    for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_REL; type++)
+        tp_register(t, type, on_message, l, 0);
+    tp_register(t, DSM_LOCK_NEXT, on_message, l, 0);
+    return DSM_OK;
+}
+
+void locks_free(struct locks *l)
+{
+    free(l->mine);
+    free(l->tails);
+    l->mine = NULL;
+    l->tails = NULL;
+}

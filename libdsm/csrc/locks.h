@@ -1,0 +1,55 @@
+/* Layer 2: global locks as distributed FIFO queues, after MCS.
+ *
+ * Lock k has a home, rank k % nranks, which remembers only the tail of
+ * its queue: the last rank that asked, and which of its requests that was
+ * (each rank numbers its requests for a lock).
+ *   acquire   R -ACQ-> home; a free lock is granted at once (GRANT), else
+ *             the home tells the old tail its successor: tail -NEXT-> ...
+ *   release   the holder hands the lock straight to its successor with
+ *             one GRANT, nothing through the home; with no successor known
+ *             it tells the home (REL), which frees the lock if the holder
+ *             is still the tail, and otherwise knows a NEXT is on its way
+ *             to the holder, who then forwards the GRANT.
+ * Waiters are served in the order their requests reached the home. */
+#ifndef DSM_LOCKS_H
+#define DSM_LOCKS_H
+#include "transport.h"
+
+enum lock_state { LOCK_FREE, LOCK_ASKING, LOCK_HELD };
+
+/* This rank's side of one lock (guarded by core.mu). */
+struct lock_mine {
+    uint8_t state;                  /* LOCK_* */
+    int16_t succ;                   /* who gets it when we release, or -1 */
+    uint32_t seq;                   /* our latest request */
+};
+
+/* The home's side: the tail of the queue (comm thread only). */
+struct lock_tail {
+    int16_t rank;                   /* -1: the lock is free */
+    uint32_t seq;
+};
+
+struct locks {
+    struct core *c;
+    struct transport *t;
+    uint32_t n;
+    struct lock_mine *mine;
+    struct lock_tail *tails;        /* the locks homed here */
+};
+
+int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n, char *err);
+void locks_free(struct locks *l);
+
+/* Non-blocking steps, caller holding core.mu: 0 (done; core.mu may have
+ * been dropped), TP_FULL (nothing done: another thread of ours is asking,
+ * or the ring is full; wait for core.cv and call again), or a DSM_* error
+ * with err filled. */
+int locks_ask(struct locks *l, uint32_t lock, char *err);
+int locks_held(struct locks *l, uint64_t lock);
+int locks_give(struct locks *l, uint32_t lock, char *err);
+
+/* The blocking calls of the API. */
+int locks_acquire(struct locks *l, uint32_t lock, char *err);
+int locks_release(struct locks *l, uint32_t lock, char *err);
+#endif
