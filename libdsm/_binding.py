@@ -70,17 +70,29 @@ def page_size():
     return int(lib.dsm_page_size())
 
 
+CONSISTENCY = {"sequential": lib.DSM_SEQUENTIAL, "release": lib.DSM_RELEASE}
+
+
 def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
-          master_fd, peer_fds, debug, host=None):
+          master_fd, peer_fds, debug, host=None, consistency="sequential", twin_limit_mb=64):
     """Map the region, install the handler, start the comm thread."""
     _where.update(rank=rank, host=host)
     cfg = ffi.new("struct dsm_config *", {
         "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
-        "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank, "nranks": nranks, "master_fd": master_fd,
-        "debug": int(debug)})
+        "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank,
+        "nranks": nranks, "master_fd": master_fd, "debug": int(debug),
+        "consistency": CONSISTENCY[consistency], "twin_limit_mb": twin_limit_mb})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_start(cfg, fds, err), err)
+
+
+def agree(value, nranks):
+    """Collective right after start(): every rank's integer value, by rank."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    out = ffi.new("uint64_t[]", nranks)
+    _check(lib.dsm_agree(value, out, err), err)
+    return list(out)
 
 
 def barrier():

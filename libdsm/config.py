@@ -10,6 +10,9 @@ DSM_SPIN_US          microseconds a waiting thread yields before it sleeps (defa
                      when this host runs no more ranks than it has CPUs, else 0)
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
+DSM_CONSISTENCY      "sequential" (the default) or "release"; every rank the same
+DSM_TWIN_LIMIT       release mode: bytes of twins a rank keeps before it sends pages
+                     home early; suffixes K, M, G (64M)
 DSM_DEBUG            trace protocol messages to stderr when set to 1
 """
 import os
@@ -25,10 +28,13 @@ DEFAULTS = {
     "readahead": 256,
     "spin_us": None,
     "connect_timeout": 30.0,
+    "consistency": "sequential",
+    "twin_limit": 64 << 20,
     "debug": False,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
+CONSISTENCIES = ("sequential", "release")
 SPIN_US = 50
 
 
@@ -48,6 +54,8 @@ _PARSERS = {
     "readahead": ("DSM_READAHEAD", int),
     "spin_us": ("DSM_SPIN_US", int),
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
+    "consistency": ("DSM_CONSISTENCY", lambda s: s.strip().lower()),
+    "twin_limit": ("DSM_TWIN_LIMIT", parse_size),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
 }
 
@@ -87,6 +95,11 @@ def resolve(page_size, environ=None, ranks_here=1, **given):
         raise ConfigError("DSM_SPIN_US must be 0..1000000, got %d" % cfg["spin_us"])
     if not 1 <= cfg["readahead"] <= 4096:
         raise ConfigError("DSM_READAHEAD must be 1..4096, got %d" % cfg["readahead"])
+    if cfg["consistency"] not in CONSISTENCIES:
+        raise ConfigError("consistency must be %s, got %r (DSM_CONSISTENCY)"
+                          % (" or ".join(map(repr, CONSISTENCIES)), cfg["consistency"]))
+    if not 1 << 20 <= cfg["twin_limit"] <= 1 << 40:
+        raise ConfigError("DSM_TWIN_LIMIT must be 1M..1T, got %d" % cfg["twin_limit"])
     if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:
         raise ConfigError("DSM_HOLD_US must be >= 0 and DSM_CONNECT_TIMEOUT > 0")
     return cfg

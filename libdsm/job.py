@@ -4,6 +4,7 @@ notices a rank sends dsmexec (INIT, FINALIZED)."""
 import faulthandler
 
 from libdsm import _binding, config, layout, mesh
+from libdsm.errors import ConfigError
 from services import wire
 
 
@@ -35,7 +36,14 @@ def start(ctx, options):
                    layout.core_locks(cfg["locks"]), cfg["readahead"], cfg["spin_us"],
                    ctx.master.fileno() if ctx else -1,
                    fds,
-                   cfg["debug"], host)
+                   cfg["debug"], host, cfg["consistency"], -(-cfg["twin_limit"] >> 20))
+    modes = _binding.agree(config.CONSISTENCIES.index(cfg["consistency"]), size)
+    if len(set(modes)) > 1:
+        theirs = next(r for r, m in enumerate(modes) if m != modes[rank])
+        raise ConfigError("the ranks use different consistency: this rank (%d) %r, rank %d %r; "
+                          "give every rank the same DSM_CONSISTENCY"
+                          % (rank, cfg["consistency"], theirs,
+                             config.CONSISTENCIES[modes[theirs]]), rank, host)
     return cfg
 
 

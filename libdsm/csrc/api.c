@@ -4,6 +4,8 @@
  * order (region, transport, protocols, handler, comm thread) and undone in
  * reverse. */
 #define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,6 +91,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     core_init(c);
     c->rank = cfg->rank;
     c->nranks = cfg->nranks;
+    c->release = cfg->consistency == DSM_RELEASE;
     c->debug = cfg->debug;
     c->page_size = dsm_page_size();
     c->npages = cfg->size / c->page_size;
@@ -100,7 +103,8 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
         goto err_region;
-    if ((rc = coh_init(&D.coh, c, &D.tp, err)))
+    if ((rc = coh_init(&D.coh, c, &D.tp, c->release, (uint64_t)cfg->twin_limit_mb << 20,
+                       err)))
         goto err_comm;
     if ((rc = coll_init(&D.coll, c, &D.tp, err)))
         goto err_coh;
@@ -139,11 +143,66 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
     return coh_prefetch(&D.coh, first, n, write, err);
 }
 
+static int flushed(void *arg)
+{
+    return rc_flushed(arg);
+}
+
+/* Release mode, caller holding core.mu: every write since the last release
+ * is at its home. */
+static int release_writes(char *err)
+{
+    rc_flush(&D.coh);
+    return core_wait(&D.core, flushed, &D.coh, 0, err);
+}
+
+/* Release mode, caller holding core.mu: drop the copies the notices named. */
+static int drop_noticed(char *err)
+{
+    while (!rc_drop_step(&D.coh) && !D.core.failed)
+        pthread_cond_wait(&D.core.cv, &D.core.mu);
+    if (!D.core.failed)
+        return DSM_OK;
+    dsm_err(err, "%s", D.core.failure);
+    return DSM_EPEER;
+}
+
+/* Release mode: every collective is also a barrier of the memory.  Each
+ * rank sends its writes home, the ranks exchange their write notices, and
+ * each drops the copies others wrote. */
+static int memory_barrier(char *err)
+{
+    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL };
+    unsigned char *notices = NULL;
+    void *all = NULL;
+    uint64_t len = 0;
+    int rc;
+    pthread_mutex_lock(&D.core.mu);
+    if (!(rc = release_writes(err)) && rc_notices(&D.coh, 0, &notices, &len))
+        rc = dsm_err_sys(err, ENOMEM, "write notices");
+    pthread_mutex_unlock(&D.core.mu);
+    call.data = notices;
+    call.len = len;
+    if (!rc)
+        rc = coll_run(&D.coll, &call, &all, &len, err);
+    free(notices);
+    pthread_mutex_lock(&D.core.mu);
+    if (!rc) {
+        rc_barrier(&D.coh, all, len);
+        rc = drop_noticed(err);
+    }
+    pthread_mutex_unlock(&D.core.mu);
+    free(all);
+    return rc;
+}
+
 int dsm_barrier(char *err)
 {
     struct coll_call call = { .kind = DSM_COLL_BARRIER };
     void *out;
     uint64_t len;
+    if (D.core.release)
+        return memory_barrier(err);
     return coll_run(&D.coll, &call, &out, &len, err);
 }
 
@@ -163,7 +222,28 @@ int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const vo
                 D.core.nranks - 1, DSM_MAX_COLL / 2);
         return DSM_EINVAL;
     }
+    if (D.core.release && (rc = memory_barrier(err)))
+        return rc;
     return coll_run(&D.coll, &call, out, out_len, err);
+}
+
+int dsm_agree(uint64_t value, uint64_t *all, char *err)
+{
+    uint64_t mine = htole64(value), len, v;
+    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL, .data = &mine,
+                              .len = sizeof mine };
+    uint32_t tag[2];
+    unsigned char *out = NULL;
+    uint64_t at;
+    int rc = coll_run(&D.coll, &call, (void **)&out, &len, err);
+    for (at = 0; !rc && at + 16 <= len; at += 16) {
+        memcpy(tag, out + at, 8);
+        memcpy(&v, out + at + 8, 8);
+        if (le32toh(tag[0]) < (uint32_t)D.core.nranks)
+            all[le32toh(tag[0])] = le64toh(v);
+    }
+    free(out);
+    return rc;
 }
 
 void dsm_buffer_free(void *buf)
@@ -171,14 +251,36 @@ void dsm_buffer_free(void *buf)
     free(buf);
 }
 
+/* In release mode a lock brings the write notices of its earlier holders,
+ * and takes ours on. */
 int dsm_lock_acquire(uint32_t lock, char *err)
 {
-    return locks_acquire(&D.locks, lock, err);
+    struct lock_value notices;
+    int rc = locks_acquire(&D.locks, lock, err);
+    if (rc || !D.core.release)
+        return rc;
+    pthread_mutex_lock(&D.core.mu);
+    notices = locks_value(&D.locks, lock);
+    rc_acquire(&D.coh, notices.data, notices.len);
+    rc = drop_noticed(err);
+    pthread_mutex_unlock(&D.core.mu);
+    return rc;
 }
 
 int dsm_lock_release(uint32_t lock, char *err)
 {
-    return locks_release(&D.locks, lock, err);
+    struct lock_value notices = { NULL, 0 };
+    uint64_t len = 0;
+    int rc = DSM_OK;
+    if (D.core.release) {
+        pthread_mutex_lock(&D.core.mu);
+        if (!(rc = core_running(&D.core, err)) && !(rc = release_writes(err)) &&
+            rc_notices(&D.coh, 1, &notices.data, &len))
+            rc = dsm_err_sys(err, ENOMEM, "write notices");
+        notices.len = (uint32_t)len;
+        pthread_mutex_unlock(&D.core.mu);
+    }
+    return rc ? rc : locks_release(&D.locks, lock, notices, err);
 }
 
 static int finished(void *arg)

@@ -107,11 +107,13 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     int rc;
     if (coh_satisfied(c, page, write))
         return COH_DONE;
+    if (h->release && write && c->pages[page].prot == DSM_PROT_READ)
+        return rc_write(h, page);   /* multiple writers: no message */
     if (c->pages[page].pending)
         return COH_WAIT;
-    rc = request(h, page, write);
-    if (coh_satisfied(c, page, write))
-        return COH_DONE;
+    rc = request(h, page, write && !h->release);
+    if (coh_satisfied(c, page, write) || (h->release && write && c->pages[page].prot))
+        return COH_AGAIN;
     if (c->pages[page].pending)
         return COH_WAIT;
     if (rc & TP_FULL)
@@ -186,22 +188,24 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, char *err
 {
     struct core *c = h->c;
     uint64_t ch, p, end = first + n, got;
-    int rc;
+    int rc, ask = write && !h->release;     /* release mode fetches, then opens locally */
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
     pthread_mutex_lock(&c->mu);
-    request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, write);
+    request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
     for (ch = first; ch < end && !c->failed; ch += PREFETCH_CHUNK) {
         uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
         uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
         if (next) {             /* the next chunk: memory first, then the request */
             populate(c, stop, next);
-            request_range(h, stop, next, write);
+            request_range(h, stop, next, ask);
         }
         for (p = ch; p < stop && !c->failed; ) {
             if (coh_satisfied(c, p, write))
                 p++;
+            else if (h->release && write && c->pages[p].prot == DSM_PROT_READ)
+                rc_write(h, p);
             else if (c->pages[p].pending ||
-                     !(request_run(h, p, stop - p, write, 0, &got) & TP_DROPPED))
+                     !(request_run(h, p, stop - p, ask, 0, &got) & TP_DROPPED))
                 pthread_cond_wait(&c->cv, &c->mu);
         }
     }

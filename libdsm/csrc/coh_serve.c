@@ -23,12 +23,15 @@ struct dir *coh_dir(struct coh *h, uint64_t page)
 static int protect_runs(struct coh *h, const struct batched *b, unsigned n)
 {
     struct core *c = h->c;
+    char err[DSM_ERRLEN];
     unsigned i, j;
     for (i = 0; i < n; i = j) {
         for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot; j++)
             ;
-        if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot))
+        if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot, err)) {
+            core_fail(c, "%s", err);
             return 1;
+        }
     }
     return 0;
 }
@@ -155,10 +158,13 @@ static void on_inv(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
+    char err[DSM_ERRLEN];
     if (held(h, m))
         return;
-    if (c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE))
+    if (c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE, err)) {
+        core_fail(c, "%s", err);
         return;
+    }
     c->stats.invalidations++;
     c->pages[m->pg.page].given_up++;
     c->pages[m->pg.page].invalidated = 1;
@@ -264,8 +270,11 @@ static void on_req(struct coh *h, const struct msg *m)
                   (unsigned long long)m->pg.page);
         return;
     }
-    for (i = 0; i < n; i++)
-        home_request(h, m->pg.page + i, m->origin, m->pg.mode);
+    if (h->release)
+        rc_serve(h, m);
+    else
+        for (i = 0; i < n; i++)
+            home_request(h, m->pg.page + i, m->origin, m->pg.mode);
 }
 
 /* Start the faults that waited for this page, oldest first, as far as
@@ -368,26 +377,33 @@ static void on_flush(void *ctx, int type)
         flush_serves(h);
 }
 
-int coh_init(struct coh *h, struct core *c, struct transport *t, char *err)
+int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
+             uint64_t twin_limit, char *err)
 {
     uint64_t nblocks = (c->npages + c->block - 1) / c->block;
     uint64_t mine = (nblocks + (uint64_t)c->nranks - 1) / (uint64_t)c->nranks, p;
-    int type;
+    int type, rc;
     memset(h, 0, sizeof *h);
     h->c = c;
     h->t = t;
+    h->release = release;
     h->wait_tail = &h->wait_head;
     h->ra = (struct readahead){ UINT64_MAX, UINT64_MAX, 1 };
-    if (!(h->dirs = calloc(mine * c->block, sizeof *h->dirs))) {
+    if (!(h->dirs = calloc(mine * c->block, sizeof *h->dirs)))
         return dsm_err_sys(err, ENOMEM, "directory for %llu pages",
                            (unsigned long long)(mine * c->block));
-    }
     for (p = 0; p < c->npages; p++)
         if (page_home(c, p) == c->rank)
             coh_dir(h, p)->owner = (uint16_t)c->rank;
+    /* release mode needs no directory traffic: only requests and pages */
     for (type = DSM_REQ; type <= DSM_INV_ACK; type++)
-        tp_register(t, type, on_message, h, type == DSM_PAGE ? (uint32_t)c->page_size : 0);
+        if (!release || type == DSM_REQ || type == DSM_PAGE)
+            tp_register(t, type, on_message, h, type == DSM_PAGE ? (uint32_t)c->page_size : 0);
     tp_on_flush(t, on_flush, h);
+    if (release && (rc = rc_init(h, twin_limit, err))) {
+        coh_free(h);
+        return rc;
+    }
     return DSM_OK;
 }
 
@@ -400,4 +416,6 @@ void coh_free(struct coh *h)
     }
     free(h->dirs);
     h->dirs = NULL;
+    if (h->release)
+        rc_free(h);
 }

@@ -64,9 +64,30 @@ struct readahead {
     uint64_t up_next, down_next, window;
 };
 
+/* A set of pages, as a bitmap. */
+struct pageset {
+    uint64_t *bits, words, count;
+};
+
+/* Release mode's state (coh_rc.c), guarded by core.mu. */
+struct rc {
+    uint64_t limit;                 /* twin bytes before a write sends another page home early */
+    unsigned char **twin;           /* per page: its words at the first write of the interval */
+    uint64_t twin_bytes;
+    struct pageset dirty;           /* written since the last release */
+    struct pageset written;         /* written here since the last barrier: our notices */
+    struct pageset known;           /* written anywhere since then, as far as we know */
+    int known_all;                  /* ... or every page (too many notices) */
+    struct pageset drop;            /* copies to drop once they are here */
+    uint64_t acks_due;              /* DSM_DIFF_ACKs still to come */
+    uint64_t epoch;                 /* barriers passed: the age of notices */
+};
+
 struct coh {
     struct core *c;
     struct transport *t;
+    int release;                    /* release consistency (else sequential) */
+    struct rc rc;
     struct dir *dirs;                   /* the pages homed here (comm thread) */
     struct waiter *wait_head, **wait_tail;
     struct batched installs[BATCH_MAX], serves[BATCH_MAX];
@@ -74,8 +95,10 @@ struct coh {
     struct readahead ra;
 };
 
-/* Directory and handlers; the page table (core.pages) must exist. */
-int coh_init(struct coh *h, struct core *c, struct transport *t, char *err);
+/* Directory and handlers; the page table (core.pages) must exist.
+ * `release`: release consistency, with at most twin_limit bytes of twins. */
+int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
+             uint64_t twin_limit, char *err);
 void coh_free(struct coh *h);
 
 /* The directory entry of a page homed here (the simulator checks them). */
@@ -98,6 +121,22 @@ int coh_fault_ready(struct coh *h, uint64_t page, int write);
 void coh_fault(struct coh *h, uint64_t page, int write);
 /* Fetch pages [first, first + n) and wait for them: a bulk fault. */
 int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, char *err);
+
+/* coh_rc.c: release mode.  All but rc_serve run in application threads
+ * holding core.mu (which sending drops for a while). */
+int rc_init(struct coh *h, uint64_t limit, char *err);
+void rc_free(struct coh *h);
+enum coh_step rc_write(struct coh *h, uint64_t page);   /* a write fault on a readable page */
+void rc_flush(struct coh *h);       /* release: every written page's diff goes home */
+int rc_flushed(struct coh *h);      /* ... and every home applied it */
+/* This rank's write notices: for a barrier, or for a lock's next holder.
+ * 0, or -1 (out of memory); *out is malloc'd. */
+int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len);
+void rc_acquire(struct coh *h, const unsigned char *notices, uint64_t len);
+/* After a barrier: the notices of every rank, as a gather delivers them. */
+void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len);
+int rc_drop_step(struct coh *h);    /* drop the copies noticed; 1 when done */
+void rc_serve(struct coh *h, const struct msg *req);    /* comm thread, at the home */
 
 /* coh_serve.c, for coh_app.c: whether a page allows an access. */
 static inline int coh_satisfied(const struct core *c, uint64_t page, int write)

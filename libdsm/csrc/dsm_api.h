@@ -39,6 +39,9 @@
 #define DSM_DT_U16 9
 #define DSM_DT_U8 10
 
+#define DSM_SEQUENTIAL 0
+#define DSM_RELEASE 1
+
 #define DSM_PROT_NONE 0
 #define DSM_PROT_READ 1
 #define DSM_PROT_RW 2
@@ -55,6 +58,8 @@ struct dsm_config {
     int nranks;
     int master_fd;         /* connection to dsmexec, watched for close; -1 if none */
     int debug;             /* trace protocol events to stderr */
+    int consistency;       /* DSM_SEQUENTIAL or DSM_RELEASE */
+    uint32_t twin_limit_mb;/* release mode: twins a rank keeps before sending pages home early */
 };
 
 struct dsm_stats {
@@ -67,6 +72,11 @@ struct dsm_stats {
     uint64_t deferred;        /* requests held back by the hold window */
     uint64_t pages_prefetched;/* pages requested beyond the faulting one */
     uint64_t ring_full;       /* times a thread found the ring to the comm thread full */
+    uint64_t twins;           /* release mode: pages twinned at a first write */
+    uint64_t diffs;           /* release mode: diffs sent home */
+    uint64_t diff_bytes;      /* ... and their bytes */
+    uint64_t early_flushes;   /* pages sent home early to bound the twins */
+    uint64_t invalidations_saved; /* writes that needed no message (sequential mode asks the home) */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
 };
@@ -102,6 +112,11 @@ int dsm_barrier(char *err);
 int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
                    uint64_t len, void **out, uint64_t *out_len, char *err);
 void dsm_buffer_free(void *buf);
+
+/* Collective, right after dsm_start: every rank's `value` into all[rank],
+ * with nothing else synchronised (it checks that the ranks agree on their
+ * configuration before any of it matters). */
+int dsm_agree(uint64_t value, uint64_t *all, char *err);
 
 /* Global locks, each kept by its round-robin home rank (lock % nranks). */
 int dsm_lock_acquire(uint32_t lock, char *err);

@@ -86,28 +86,39 @@ void core_init(struct core *c)
     c->clock = now_ns;
 }
 
-void core_fail(struct core *c, const char *fmt, ...)
+static void fail(struct core *c, const char *fmt, va_list ap)
 {
-    va_list ap;
-    pthread_mutex_lock(&c->mu);
     if (!c->failed) {
-        va_start(ap, fmt);
         vsnprintf(c->failure, sizeof c->failure, fmt, ap);
-        va_end(ap);
         c->failed = 1;
         TRACE(c, "failure: %s", c->failure);
     }
     pthread_cond_broadcast(&c->cv);
+}
+
+void core_fail(struct core *c, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&c->mu);
+    va_start(ap, fmt);
+    fail(c, fmt, ap);
+    va_end(ap);
     pthread_mutex_unlock(&c->mu);
+}
+
+void core_fail_locked(struct core *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail(c, fmt, ap);
+    va_end(ap);
 }
 
 void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot)
 {
     uint64_t i;
-    pthread_mutex_lock(&c->mu);
     for (i = first; i < first + n; i++)
-        c->pages[i].prot = (uint8_t)prot;
-    pthread_mutex_unlock(&c->mu);
+        __atomic_store_n(&c->pages[i].prot, (uint8_t)prot, __ATOMIC_RELEASE);
 }
 
 int core_running(struct core *c, char *err)

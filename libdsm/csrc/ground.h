@@ -11,6 +11,7 @@
  *   net.c        layer 1: socket helpers
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
+ *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
@@ -44,9 +45,10 @@ struct page {
 /* How protections reach the application view: region.c on a real rank,
  * a plain record in the simulator.  protect() applies `prot` to pages
  * [first, first + n) and records it with core_record_prot; on failure it
- * calls core_fail and returns nonzero. */
+ * returns nonzero with err[DSM_ERRLEN] filled.  Any thread may call it,
+ * holding core.mu or not. */
 struct mem_ops {
-    int (*protect)(void *ctx, uint64_t first, uint64_t n, int prot);
+    int (*protect)(void *ctx, uint64_t first, uint64_t n, int prot, char *err);
     void (*populate)(void *ctx, uint64_t first, uint64_t n);  /* back with memory, may no-op */
     void *ctx;
 };
@@ -54,6 +56,7 @@ struct mem_ops {
 struct core {
     /* configuration, fixed after start */
     int rank, nranks, debug;
+    int release;                /* release consistency (coh_rc.c), else sequential */
     uint64_t npages, page_size, block;
     uint64_t hold_ns;           /* a received page is kept this long */
     uint64_t readahead;         /* most pages one read fault asks for */
@@ -86,9 +89,14 @@ int dsm_err_sys(char *err, int errnum, const char *fmt, ...) __attribute__((form
 uint64_t now_ns(void);
 
 void core_init(struct core *c);
-/* Record the first failure and wake every waiter (takes c->mu). */
+/* Record the first failure and wake every waiter (takes c->mu; the
+ * _locked form is for a caller that holds it). */
 void core_fail(struct core *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Set the recorded protection of pages [first, first + n) (takes c->mu). */
+void core_fail_locked(struct core *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Set the recorded protection of pages [first, first + n).  Each byte is
+ * stored whole: readers under c->mu see the old or the new protection, and
+ * whoever makes a waiter's access possible wakes c->cv itself. */
 void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot);
 /* DSM_OK if running, else DSM_ESTATE with err filled (caller holds c->mu or
  * runs before the comm thread starts). */
@@ -103,5 +111,14 @@ void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 static inline int page_home(const struct core *c, uint64_t page)
 {
     return (int)((page / c->block) % (uint64_t)c->nranks);
+}
+
+/* A rank starts owning the pages it homes: writable, or in release mode
+ * readable (its first write in an interval is noted). */
+static inline int page_initial_prot(const struct core *c, uint64_t page)
+{
+    if (page_home(c, page) != c->rank)
+        return DSM_PROT_NONE;
+    return c->release ? DSM_PROT_READ : DSM_PROT_RW;
 }
 #endif

@@ -16,10 +16,25 @@ static struct lock_tail *tail_of(struct locks *l, uint32_t lock)
     return &l->tails[lock / (uint32_t)l->c->nranks];
 }
 
-static void send_grant(struct locks *l, uint32_t lock, int to)
+static void send_grant(struct locks *l, uint32_t lock, int to, struct lock_value v)
 {
-    struct msg m = { .type = DSM_LOCK_GRANT, .origin = (uint16_t)to, .lk = { .lock = lock } };
-    tp_send(l->t, to, &m, NULL);
+    struct msg m = { .type = DSM_LOCK_GRANT, .origin = (uint16_t)to, .len = v.len,
+                     .lk = { .lock = lock } };
+    tp_send(l->t, to, &m, v.data);
+}
+
+/* Keep a copy of a received value in *v (comm thread). */
+static void keep(struct locks *l, struct lock_value *v, const unsigned char *data, uint32_t len)
+{
+    unsigned char *copy = len ? malloc(len) : NULL;
+    if (len && !copy) {
+        core_fail(l->c, "out of memory keeping a lock value of %u bytes", len);
+        return;
+    }
+    if (len)
+        memcpy(copy, data, len);
+    free(v->data);
+    *v = (struct lock_value){ copy, len };
 }
 
 /* ---------------------------------------------------------- home */
@@ -29,27 +44,35 @@ static void on_acq(struct locks *l, const struct msg *m)
     struct lock_tail *tail = tail_of(l, m->lk.lock);
     struct msg next = { .type = DSM_LOCK_NEXT, .origin = m->origin,
                         .lk = { .lock = m->lk.lock, .seq = tail->seq, .succ = m->origin } };
-    if (tail->rank < 0)
-        send_grant(l, m->lk.lock, m->origin);
-    else
+    if (tail->rank < 0) {       /* free: the value it keeps goes with it */
+        send_grant(l, m->lk.lock, m->origin, tail->value);
+        free(tail->value.data);
+        tail->value = (struct lock_value){ NULL, 0 };
+    } else {
         tp_send(l->t, tail->rank, &next, NULL);
-    *tail = (struct lock_tail){ (int16_t)m->origin, m->lk.seq };
+    }
+    tail->rank = (int16_t)m->origin;
+    tail->seq = m->lk.seq;
 }
 
-/* The holder knew no successor: free the lock if nobody queued since. */
-static void on_rel(struct locks *l, const struct msg *m)
+/* The holder knew no successor: free the lock if nobody queued since
+ * (keeping its value for the next), else the holder hands it on itself. */
+static void on_rel(struct locks *l, const struct msg *m, const unsigned char *payload)
 {
     struct lock_tail *tail = tail_of(l, m->lk.lock);
-    if (tail->rank == m->origin && tail->seq == m->lk.seq)
+    if (tail->rank == m->origin && tail->seq == m->lk.seq) {
         tail->rank = -1;
+        keep(l, &tail->value, payload, m->len);
+    }
 }
 
 /* ---------------------------------------------------------- every rank */
 
-static void on_grant(struct locks *l, const struct msg *m)
+static void on_grant(struct locks *l, const struct msg *m, const unsigned char *payload)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
     pthread_mutex_lock(&l->c->mu);
+    keep(l, &me->value, payload, m->len);
     if (me->state != LOCK_ASKING) {
         pthread_mutex_unlock(&l->c->mu);
         core_fail(l->c, "protocol error: lock %u granted by rank %d, but not asked for",
@@ -71,9 +94,9 @@ static void on_next(struct locks *l, const struct msg *m)
     now = m->lk.seq != me->seq || me->state == LOCK_FREE;
     if (!now)
         me->succ = (int16_t)m->lk.succ;
+    else                        /* our value is still the one we gave back */
+        send_grant(l, m->lk.lock, m->lk.succ, me->value);
     pthread_mutex_unlock(&l->c->mu);
-    if (now)
-        send_grant(l, m->lk.lock, m->lk.succ);
 }
 
 static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
@@ -90,8 +113,8 @@ static void on_message(void *ctx, const struct msg *m, const unsigned char *payl
     }
     switch (m->type) {
     case DSM_LOCK_ACQ: on_acq(l, m); break;
-    case DSM_LOCK_REL: on_rel(l, m); break;
-    case DSM_LOCK_GRANT: on_grant(l, m); break;
+    case DSM_LOCK_REL: on_rel(l, m, payload); break;
+    case DSM_LOCK_GRANT: on_grant(l, m, payload); break;
     case DSM_LOCK_NEXT: on_next(l, m); break;
     }
 }
@@ -133,17 +156,25 @@ int locks_held(struct locks *l, uint64_t lock)
     return l->mine[lock].state == LOCK_HELD;
 }
 
-int locks_give(struct locks *l, uint32_t lock, char *err)
+struct lock_value locks_value(struct locks *l, uint32_t lock)
+{
+    return l->mine[lock].value;
+}
+
+int locks_give(struct locks *l, uint32_t lock, struct lock_value value, char *err)
 {
     struct lock_mine *me = &l->mine[lock < l->n ? lock : 0];
-    struct msg m = { .origin = (uint16_t)l->c->rank, .lk = { .lock = lock } };
+    struct msg m = { .origin = (uint16_t)l->c->rank, .len = value.len, .lk = { .lock = lock } };
     int rc, to;
-    if ((rc = check_lock(l, lock, err)))
-        return rc;
-    if (me->state != LOCK_HELD) {
+    if ((rc = check_lock(l, lock, err)) || me->state != LOCK_HELD) {
+        free(value.data);
+        if (rc)
+            return rc;
         dsm_err(err, "lock %u is not held by rank %d", lock, l->c->rank);
         return DSM_ENOTHELD;
     }
+    free(me->value.data);
+    me->value = value;
     if (me->succ >= 0) {            /* hand it over: one message */
         m.type = DSM_LOCK_GRANT;
         m.origin = (uint16_t)me->succ;
@@ -154,7 +185,7 @@ int locks_give(struct locks *l, uint32_t lock, char *err)
         to = home_rank(l, lock);
     }
     me->state = LOCK_FREE;
-    if (tp_send_app(l->t, to, &m, NULL) == TP_FULL) {
+    if (tp_send_app(l->t, to, &m, value.data) == TP_FULL) {
         me->state = LOCK_HELD;
         return TP_FULL;
     }
@@ -164,15 +195,12 @@ int locks_give(struct locks *l, uint32_t lock, char *err)
 
 /* ---------------------------------------------------------- blocking calls */
 
-/* Repeat a step while it answers TP_FULL; whatever it waits for wakes
- * core.cv when it changes. */
-static int step_until_done(struct locks *l, int (*step)(struct locks *, uint32_t, char *),
-                           uint32_t lock, char *err)
+/* Wait while a step answers TP_FULL; whatever it waits for wakes core.cv. */
+static int until_not_full(struct locks *l, int rc, char *err)
 {
-    int rc;
-    while ((rc = step(l, lock, err)) == TP_FULL && !l->c->failed)
+    if (rc == TP_FULL && !l->c->failed)
         pthread_cond_wait(&l->c->cv, &l->c->mu);
-    if (rc == TP_FULL) {
+    else if (rc == TP_FULL) {
         dsm_err(err, "%s", l->c->failure);
         rc = DSM_EPEER;
     }
@@ -195,18 +223,27 @@ int locks_acquire(struct locks *l, uint32_t lock, char *err)
     struct held_wait w = { l, lock };
     int rc;
     pthread_mutex_lock(&l->c->mu);
-    if (!(rc = step_until_done(l, locks_ask, lock, err)))
+    while ((rc = until_not_full(l, locks_ask(l, lock, err), err)) == TP_FULL)
+        ;
+    if (!rc)
         rc = core_wait(l->c, held_ready, &w, 1, err);
     pthread_mutex_unlock(&l->c->mu);
     return rc;
 }
 
-int locks_release(struct locks *l, uint32_t lock, char *err)
+int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char *err)
 {
+    struct lock_value copy;
     int rc;
     pthread_mutex_lock(&l->c->mu);
-    rc = step_until_done(l, locks_give, lock, err);
+    do {            /* locks_give takes the value over, even when it answers TP_FULL */
+        copy.len = value.len;
+        copy.data = value.len ? malloc(value.len) : NULL;
+        if (value.len && copy.data)
+            memcpy(copy.data, value.data, value.len);
+    } while ((rc = until_not_full(l, locks_give(l, lock, copy, err), err)) == TP_FULL);
     pthread_mutex_unlock(&l->c->mu);
+    free(value.data);
     return rc;
 }
 
@@ -230,14 +267,19 @@ int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n,
         l->mine[i].succ = -1;
     for (i = 0; i < homed; i++)
         l->tails[i].rank = -1;
-    for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_REL; type++)
-        tp_register(t, type, on_message, l, 0);
-    tp_register(t, DSM_LOCK_NEXT, on_message, l, 0);
+    for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_NEXT; type++)
+        tp_register(t, type, on_message, l,
+                    type == DSM_LOCK_GRANT || type == DSM_LOCK_REL ? LOCK_VALUE_MAX : 0);
     return DSM_OK;
 }
 
 void locks_free(struct locks *l)
 {
+    uint32_t i, homed = l->c ? (l->n + (uint32_t)l->c->nranks - 1) / (uint32_t)l->c->nranks : 0;
+    for (i = 0; l->mine && i < l->n; i++)
+        free(l->mine[i].value.data);
+    for (i = 0; l->tails && i < homed; i++)
+        free(l->tails[i].value.data);
     free(l->mine);
     free(l->tails);
     l->mine = NULL;

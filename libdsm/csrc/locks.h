@@ -10,7 +10,10 @@
  *             it tells the home (REL), which frees the lock if the holder
  *             is still the tail, and otherwise knows a NEXT is on its way
  *             to the holder, who then forwards the GRANT.
- * Waiters are served in the order their requests reached the home. */
+ * Waiters are served in the order their requests reached the home.
+ *
+ * A lock also carries a value from holder to holder, opaque here: in
+ * release mode, the write notices its next holder must apply. */
 #ifndef DSM_LOCKS_H
 #define DSM_LOCKS_H
 #include "transport.h"
@@ -18,16 +21,26 @@
 enum lock_state { LOCK_FREE, LOCK_ASKING, LOCK_HELD };
 
 /* This rank's side of one lock (guarded by core.mu). */
+/* The value a lock carries (malloc'd, or NULL). */
+struct lock_value {
+    unsigned char *data;
+    uint32_t len;
+};
+
+#define LOCK_VALUE_MAX (1u << 20)
+
 struct lock_mine {
     uint8_t state;                  /* LOCK_* */
     int16_t succ;                   /* who gets it when we release, or -1 */
     uint32_t seq;                   /* our latest request */
+    struct lock_value value;        /* what it brought, or what we gave it */
 };
 
 /* The home's side: the tail of the queue (comm thread only). */
 struct lock_tail {
     int16_t rank;                   /* -1: the lock is free */
     uint32_t seq;
+    struct lock_value value;        /* left by the last holder, for the next */
 };
 
 struct locks {
@@ -47,9 +60,12 @@ void locks_free(struct locks *l);
  * with err filled. */
 int locks_ask(struct locks *l, uint32_t lock, char *err);
 int locks_held(struct locks *l, uint64_t lock);
-int locks_give(struct locks *l, uint32_t lock, char *err);
+/* Release, passing `value` (taken over; NULL for none) to the next holder. */
+int locks_give(struct locks *l, uint32_t lock, struct lock_value value, char *err);
+/* The value the lock brought us (while we hold it). */
+struct lock_value locks_value(struct locks *l, uint32_t lock);
 
 /* The blocking calls of the API. */
 int locks_acquire(struct locks *l, uint32_t lock, char *err);
-int locks_release(struct locks *l, uint32_t lock, char *err);
+int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char *err);
 #endif

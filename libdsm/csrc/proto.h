@@ -20,6 +20,8 @@ enum msg_type {
     DSM_LOCK_REL,       /* holder -> lock home: I gave it back, knowing no successor */
     DSM_LOCK_NEXT,      /* lock home -> tail: `succ` comes after your request `seq` */
     DSM_COLL,           /* rank -> partner: step `round` of collective `epoch` */
+    DSM_DIFF,           /* release mode, writer -> home: the words it changed */
+    DSM_DIFF_ACK,       /* release mode, home -> writer: applied */
     DSM_MSG_MAX
 };
 
@@ -31,7 +33,7 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
  * to the home with DSM_UPDATE once installed. */
 #define PAGE_NEEDS_UPDATE 1
 
-struct page_fields {            /* DSM_REQ .. DSM_INV_ACK */
+struct page_fields {            /* DSM_REQ .. DSM_INV_ACK, DSM_DIFF, DSM_DIFF_ACK */
     uint64_t page;
     uint32_t count;             /* DSM_REQ: pages from `page` on, one home block */
     uint8_t mode;               /* MODE_* */

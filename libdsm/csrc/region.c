@@ -54,10 +54,6 @@ static int count_maps(uint64_t *out)
     return 0;
 }
 
-static int initial_prot(const struct core *c, uint64_t page)
-{
-    return page_home(c, page) == c->rank ? DSM_PROT_RW : DSM_PROT_NONE;
-}
 
 /* Runs of equal protection the initial layout needs. */
 static uint64_t initial_runs(const struct core *c)
@@ -66,28 +62,29 @@ static uint64_t initial_runs(const struct core *c)
     if (c->nranks == 1)
         return 1;
     for (p = c->block; p < c->npages; p += c->block)
-        runs += initial_prot(c, p) != initial_prot(c, p - c->block);
+        runs += page_initial_prot(c, p) != page_initial_prot(c, p - c->block);
     return runs;
 }
 
-/* Apply the initial protections, one mprotect per owned block. */
+/* Apply the initial protections, one mprotect per homed block. */
 static int apply_initial(struct region *r, char *err)
 {
     struct core *c = r->c;
     uint64_t p, n;
     for (p = 0; p < c->npages; p++)
-        c->pages[p].prot = (uint8_t)initial_prot(c, p);
+        c->pages[p].prot = (uint8_t)page_initial_prot(c, p);
     for (p = 0; p < c->npages; p += c->block) {
-        if (initial_prot(c, p) != DSM_PROT_RW)
+        if (page_initial_prot(c, p) == DSM_PROT_NONE)
             continue;
         n = c->block < c->npages - p ? c->block : c->npages - p;
-        if (mprotect(r->app + p * c->page_size, n * c->page_size, PROT_READ | PROT_WRITE))
+        if (mprotect(r->app + p * c->page_size, n * c->page_size,
+                     mprot[page_initial_prot(c, p)]))
             return dsm_err_sys(err, errno, "mprotect of the initial pages");
     }
     return DSM_OK;
 }
 
-static int protect(void *ctx, uint64_t first, uint64_t n, int prot);
+static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err);
 static void populate(void *ctx, uint64_t first, uint64_t n);
 
 /* Create the memfd, map both views and set the initial protections.
@@ -99,6 +96,7 @@ int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, c
     int rc = DSM_ESYS;
 
     *r = (struct region){ .c = c, .base = base, .size = size, .memfd = -1 };
+    pthread_mutex_init(&r->mu, NULL);
     if (read_proc_number("/proc/sys/vm/max_map_count", &max_maps))
         return dsm_err_sys(err, errno, "reading /proc/sys/vm/max_map_count");
     if (count_maps(&in_use))
@@ -192,34 +190,36 @@ static uint64_t edges_if(const struct core *c, uint64_t first, uint64_t n, int p
     return e;
 }
 
-/* Give pages [first, first + n) one protection (comm thread only), with one
- * mprotect.  Refuses, with a clear failure, a change that would need more
- * mappings than the budget: an mprotect ENOMEM inside the protocol would be
+/* Give pages [first, first + n) one protection, with one mprotect.
+ * Refuses, with a clear error, a change that would need more mappings than
+ * the budget: an mprotect ENOMEM inside the protocol would be
  * unrecoverable. */
-static int protect(void *ctx, uint64_t first, uint64_t n, int prot)
+static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
 {
     struct region *r = ctx;
     struct core *c = r->c;
     uint64_t runs;
+    int rc = DSM_OK;
     if (n == 1 && c->pages[first].prot == prot)
         return DSM_OK;
+    pthread_mutex_lock(&r->mu);
     runs = r->runs - edges(c, first, n) + edges_if(c, first, n, prot);
     if (runs > r->run_budget) {
-        core_fail(c, "page %llu: the region would need %llu mappings, over the %llu that "
-                  "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
-                  "vm.max_map_count", (unsigned long long)first,
-                  (unsigned long long)runs, (unsigned long long)r->run_budget);
-        return DSM_ELIMIT;
+        dsm_err(err, "page %llu: the region would need %llu mappings, over the %llu that "
+                "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
+                "vm.max_map_count", (unsigned long long)first,
+                (unsigned long long)runs, (unsigned long long)r->run_budget);
+        rc = DSM_ELIMIT;
+    } else if (mprotect(r->app + first * c->page_size, n * c->page_size, mprot[prot])) {
+        rc = dsm_err_sys(err, errno, "pages %llu..%llu: mprotect", (unsigned long long)first,
+                         (unsigned long long)(first + n - 1));
+    } else {
+        r->runs = runs;
+        c->stats.vma_runs = runs;
+        core_record_prot(c, first, n, prot);
     }
-    if (mprotect(r->app + first * c->page_size, n * c->page_size, mprot[prot])) {
-        core_fail(c, "pages %llu..%llu: mprotect: %s", (unsigned long long)first,
-                  (unsigned long long)(first + n - 1), strerror(errno));
-        return DSM_ESYS;
-    }
-    r->runs = runs;
-    c->stats.vma_runs = runs;
-    core_record_prot(c, first, n, prot);
-    return DSM_OK;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
 }
 
 /* Back pages about to arrive with memory now, in the waiting thread, so

@@ -6,6 +6,7 @@
 
 struct region {
     struct core *c;
+    pthread_mutex_t mu;         /* protection changes, from any thread, one at a time */
     uint64_t base, size;
     int memfd;
     unsigned char *app;         /* the protected application view */

@@ -1,15 +1,15 @@
 /* Layer 0: the bounded FIFO application threads post to the comm thread. */
 #include "ring.h"
 
-int ring_put(struct ring *r, const struct msg *m)
+int ring_put(struct ring *r, const struct msg *m, unsigned char *payload)
 {
     if (r->len == DSM_RING_CAP)
         return RING_FULL;
-    r->slot[(r->head + r->len++) % DSM_RING_CAP] = *m;
+    r->slot[(r->head + r->len++) % DSM_RING_CAP] = (struct ring_item){ *m, payload };
     return 0;
 }
 
-unsigned ring_take(struct ring *r, struct msg *out, unsigned max, int *was_full)
+unsigned ring_take(struct ring *r, struct ring_item *out, unsigned max, int *was_full)
 {
     unsigned i, n = r->len < max ? r->len : max;
     *was_full = r->len == DSM_RING_CAP;

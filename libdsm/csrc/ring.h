@@ -1,6 +1,7 @@
-/* Layer 0: the ring, a bounded FIFO of message headers that application
- * threads post to their own rank's comm thread.  It has no lock of its own:
- * the caller holds the lock that guards it (core.mu). */
+/* Layer 0: the ring, a bounded FIFO of messages that application threads
+ * post to their own rank's comm thread: a header and a payload the ring
+ * owns (malloc'd, or NULL).  It has no lock of its own: the caller holds
+ * the lock that guards it (core.mu). */
 #ifndef DSM_RING_H
 #define DSM_RING_H
 #include "proto.h"
@@ -14,13 +15,19 @@
  * tries again. */
 #define RING_FULL 1
 
+struct ring_item {
+    struct msg m;
+    unsigned char *payload;
+};
+
 struct ring {
-    struct msg slot[DSM_RING_CAP];
+    struct ring_item slot[DSM_RING_CAP];
     unsigned head, len;
 };
 
-int ring_put(struct ring *r, const struct msg *m);              /* 0 or RING_FULL */
+/* 0, or RING_FULL (the payload stays the caller's). */
+int ring_put(struct ring *r, const struct msg *m, unsigned char *payload);
 /* Move up to `max` messages out, oldest first; sets *was_full if the ring
  * was full before (a poster may be waiting).  Returns how many. */
-unsigned ring_take(struct ring *r, struct msg *out, unsigned max, int *was_full);
+unsigned ring_take(struct ring *r, struct ring_item *out, unsigned max, int *was_full);
 #endif

@@ -18,6 +18,14 @@ void tp_init(struct transport *t, struct core *c, const struct transport_ops *op
 
 void tp_free(struct transport *t)
 {
+    struct ring_item left[DSM_RING_CAP];
+    unsigned i, n;
+    int full;
+    for (i = 0; i < t->selfq_len; i++)
+        free(t->selfq[i].payload);
+    n = ring_take(&t->ring, left, DSM_RING_CAP, &full);
+    for (i = 0; i < n; i++)
+        free(left[i].payload);
     free(t->selfq);
     t->selfq = NULL;
     t->selfq_len = t->selfq_cap = 0;
@@ -56,15 +64,32 @@ static void run_hooks(const struct tp_hooks *h, int arg)
         h->fn[i](h->ctx[i], arg);
 }
 
+/* A copy of a payload for a message to ourselves: 0, or -1 (out of memory,
+ * recorded). */
+static int copy_payload(struct transport *t, const struct msg *m, const void *payload,
+                        unsigned char **out)
+{
+    *out = NULL;
+    if (!m->len)
+        return 0;
+    if ((*out = malloc(m->len))) {
+        memcpy(*out, payload, m->len);
+        return 0;
+    }
+    core_fail(t->core, "out of memory keeping %s for ourselves", msg_name(m->type));
+    return -1;
+}
+
 void tp_send(struct transport *t, int dst, struct msg *m, const void *payload)
 {
+    unsigned char *copy;
     if (dst != t->core->rank) {
         t->ops->send(t, dst, m, payload);
         return;
     }
     if (t->selfq_len == t->selfq_cap) {
         size_t cap = t->selfq_cap ? t->selfq_cap * 2 : 64;
-        struct msg *q = realloc(t->selfq, cap * sizeof *q);
+        struct ring_item *q = realloc(t->selfq, cap * sizeof *q);
         if (!q) {
             core_fail(t->core, "out of memory queueing %s", msg_name(m->type));
             return;
@@ -72,16 +97,21 @@ void tp_send(struct transport *t, int dst, struct msg *m, const void *payload)
         t->selfq = q;
         t->selfq_cap = cap;
     }
+    if (copy_payload(t, m, payload, &copy))
+        return;
     m->from = (uint16_t)dst;
-    m->len = 0;
-    t->selfq[t->selfq_len++] = *m;
+    t->selfq[t->selfq_len++] = (struct ring_item){ *m, copy };
 }
 
 int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload)
 {
     struct core *c = t->core;
+    unsigned char *copy;
     if (dst == c->rank) {
-        if (ring_put(&t->ring, m)) {
+        if (copy_payload(t, m, payload, &copy))
+            return 0;
+        if (ring_put(&t->ring, m, copy)) {
+            free(copy);
             c->stats.ring_full++;
             return TP_FULL;
         }
@@ -120,9 +150,10 @@ static size_t drain_self(struct transport *t)
 {
     size_t i;
     for (i = 0; i < t->selfq_len; i++) {
-        struct msg m = t->selfq[i];     /* a handler may grow selfq */
-        run_hooks(&t->flush, m.type);
-        t->table[m.type].fn(t->table[m.type].ctx, &m, NULL);
+        struct ring_item it = t->selfq[i];     /* a handler may grow selfq */
+        run_hooks(&t->flush, it.m.type);
+        t->table[it.m.type].fn(t->table[it.m.type].ctx, &it.m, it.payload);
+        free(it.payload);
     }
     t->selfq_len = 0;
     return i;
@@ -137,7 +168,7 @@ void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *p
 
 unsigned tp_drain_ring(struct transport *t)
 {
-    struct msg batch[DSM_RING_CAP];
+    struct ring_item batch[DSM_RING_CAP];
     struct core *c = t->core;
     unsigned i, n;
     int was_full;
@@ -147,8 +178,9 @@ unsigned tp_drain_ring(struct transport *t)
         pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     for (i = 0; i < n; i++) {
-        batch[i].from = (uint16_t)c->rank;
-        tp_deliver(t, &batch[i], NULL);
+        batch[i].m.from = (uint16_t)c->rank;
+        tp_deliver(t, &batch[i].m, batch[i].payload);
+        free(batch[i].payload);
     }
     return n;
 }

@@ -60,7 +60,7 @@ struct transport {
     void *finalized_ctx[TP_HOOKS];
     unsigned nfinalized;
     struct ring ring;           /* guarded by core.mu */
-    struct msg *selfq;          /* comm thread only */
+    struct ring_item *selfq;    /* comm thread only */
     size_t selfq_len, selfq_cap;
 };
 
@@ -72,7 +72,7 @@ void tp_on_flush(struct transport *t, tp_hook fn, void *ctx);        /* fn(ctx, 
 /* fn(ctx, the DSM_FINALIZE message) */
 void tp_on_finalized(struct transport *t, tp_handler fn, void *ctx);
 
-/* From the comm thread, to any rank.  Messages to ourselves carry no payload. */
+/* From the comm thread, to any rank (the payload, m->len bytes, is copied). */
 void tp_send(struct transport *t, int dst, struct msg *m, const void *payload);
 /* From an application thread holding core.mu, to any rank: 0 (posted to
  * ourselves), TP_DROPPED (sent to a peer, core.mu dropped meanwhile), or

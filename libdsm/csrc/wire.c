@@ -16,7 +16,8 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_UPDATE] = "DSM_UPDATE", [DSM_INV] = "DSM_INV", [DSM_INV_ACK] = "DSM_INV_ACK",
     [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
-    [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL",
+    [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
+    [DSM_DIFF_ACK] = "DSM_DIFF_ACK",
 };
 
 const char *msg_name(int type)
@@ -33,7 +34,7 @@ struct slots {
 
 static int page_family(int type)
 {
-    return type >= DSM_REQ && type <= DSM_INV_ACK;
+    return (type >= DSM_REQ && type <= DSM_INV_ACK) || type == DSM_DIFF || type == DSM_DIFF_ACK;
 }
 
 static int lock_family(int type)

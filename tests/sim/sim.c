@@ -20,78 +20,29 @@
  * The ring holds DSM_RING_CAP = 2 messages here, so the ring-full path
  * runs all the time.
  *
- *   sim --seeds A:B [--drop] [--corrupt]   run seeds A..B-1; the first failure
- *                                          prints its seed and trace
- *   sim --seed N [--drop] [--corrupt]      replay one seed, tracing every step
+ *   sim --seeds A:B [--release] [--drop] [--corrupt]
+ *                    run seeds A..B-1; the first failure prints its seed and trace
+ *   sim --seed N [--release] [--drop] [--corrupt]
+ *                    replay one seed, tracing every step
  *
+ * --release runs release consistency: data-race-free programs (a word has
+ * one writer between two collectives; counters change under their lock)
+ * must read what sequential consistency would; a racy read may be stale,
+ * never a value not yet written to that word; after the last barrier every
+ * home holds every last write.
  * --drop kills one rank at a random step: every other rank must then reach
  * the failure (the fail hook), and none may hang.  --corrupt flips a byte
  * of one copy, to show the checker catches it. */
-#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sim.h"
 
-#define MAX_OPS 40
 #define MAX_STEPS 200000
-#define TRACE_KEEP 80
-#define MAX_LOCKS 2
 
-enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE };
-static const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize" };
-
-struct op {
-    enum op_kind kind;
-    uint32_t page, word, lock;
-    uint32_t coll;                  /* OP_COLL: which of the job's collectives */
-};
-
-/* The job's collectives, the same on every rank. */
-struct coll_spec {
-    int kind, root, op;
-};
-#define MAX_COLLS 4
-
-struct thread {
-    struct op ops[MAX_OPS];
-    int nops, pc, phase;
-    int full;                   /* the last step found the ring full */
-    uint64_t epoch;
-    int ended;                  /* stopped by the job's failure */
-};
-
-struct lock_fifo {
-    int q[64];
-    int head, len;
-};
-
-static struct {
-    struct sim s;
-    uint64_t rng, seed;
-    int nthreads;
-    uint64_t npages;
-    uint32_t nlocks;
-    struct thread th[SIM_MAX_RANKS][SIM_MAX_THREADS];
-    unsigned char *shadow;
-    uint64_t writes;
-    struct lock_fifo fifo[MAX_LOCKS];
-    uint8_t was_held[SIM_MAX_RANKS][MAX_LOCKS];
-    struct coll_spec colls[MAX_COLLS];
-    int began[SIM_MAX_RANKS];       /* collectives each rank began */
-    struct {                    /* what the seeds exercised, summed over the run */
-        uint64_t fanout;        /* steps with a page served to several readers at once */
-        uint64_t ring_full;     /* sends that found a ring full */
-        uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
-        uint64_t collectives;
-    } cover;
-    int dropped;                /* rank killed, or -1 */
-    int dropped_finalized;      /* it had told its peers DSM_FINALIZE */
-    int tracing;
-    char trace[TRACE_KEEP][200];
-    unsigned ntrace;
-} W;
+struct world W;
+const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize" };
 
 /* ---------------------------------------------------------- helpers */
 
@@ -103,13 +54,12 @@ static uint64_t rnd(void)          /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-static uint64_t below(uint64_t n)
+uint64_t below(uint64_t n)
 {
     return rnd() % n;
 }
 
-static void step_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step_log(const char *fmt, ...)
+void step_log(const char *fmt, ...)
 {
     char *line = W.trace[W.ntrace++ % TRACE_KEEP];
     va_list ap;
@@ -120,427 +70,9 @@ static void step_log(const char *fmt, ...)
         printf("  %s\n", line);
 }
 
-static uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word)
+uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word)
 {
     return (uint64_t *)(mem + (uint64_t)page * SIM_PAGE + word * 8);
-}
-
-/* ---------------------------------------------------------- the scenario */
-
-/* Threads get random reads and writes (words 0..6: word 7 of a page is
- * the counter of lock page % nlocks) and lock-protected increments; thread
- * 0 of every rank makes the same collectives between them (barrier, bcast,
- * allreduce, reduce, allgather), and finalize at the end. */
-static void make_scenario(void)
-{
-    static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
-                                 DSM_COLL_REDUCE, DSM_COLL_GATHER };
-    int phases = (int)below(MAX_COLLS + 1), r, t, p, i;
-    W.npages = 1 + below(6);
-    W.nlocks = 1 + (uint32_t)below(MAX_LOCKS);
-    W.nthreads = 1 + (int)below(SIM_MAX_THREADS);
-    for (p = 0; p < phases; p++) {
-        struct coll_spec *c = &W.colls[p];
-        i = (int)below(5);
-        c->kind = kinds[i];
-        c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
-        c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
-    }
-    for (r = 0; r < W.s.n; r++)
-        for (t = 0; t < W.nthreads; t++) {
-            struct thread *th = &W.th[r][t];
-            memset(th, 0, sizeof *th);
-            for (p = 0; p <= phases; p++) {
-                int n = (int)below(12);
-                for (i = 0; i < n && th->nops < MAX_OPS - 2; i++) {
-                    struct op *o = &th->ops[th->nops++];
-                    uint64_t k = below(100);
-                    o->kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : OP_LOCK_INC;
-                    o->page = (uint32_t)below(W.npages);
-                    o->word = (uint32_t)below(SIM_WORDS - 1);
-                    o->lock = (uint32_t)below(W.nlocks);
-                }
-                if (t == 0 && p < phases)
-                    th->ops[th->nops++] = (struct op){ .kind = OP_COLL, .coll = (uint32_t)p };
-            }
-            if (t == 0)
-                th->ops[th->nops++].kind = OP_FINALIZE;
-        }
-}
-
-/* Rank r's contribution to collective `idx`: two 64-bit numbers. */
-static void contribution(int r, uint32_t idx, int64_t out[2])
-{
-    out[0] = r + 1;
-    out[1] = (int64_t)(r + 1) * (idx + 3) - 5;
-}
-
-/* What rank r must get from collective idx (or not get). */
-static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
-{
-    const struct coll_spec *c = &W.colls[idx];
-    int gets = c->kind == DSM_COLL_BCAST ? r != c->root
-             : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == r);
-    int64_t want[2] = { 0, 0 }, v[2];
-    int q;
-    for (q = 0; q < W.s.n; q++)
-        if (!W.s.r[q].dead && W.began[q] <= (int)idx)
-            sim_violation(&W.s, "rank %d left collective %u before rank %d began it", r, idx, q);
-    if (gets != (out != NULL)) {
-        sim_violation(&W.s, "rank %d %s a result of collective %u", r, gets ? "lacks" : "got",
-                      idx);
-        return;
-    }
-    if (!out)
-        return;
-    if (c->kind == DSM_COLL_GATHER) {
-        for (q = 0; q < W.s.n; q++) {
-            const unsigned char *e = (const unsigned char *)out + q * 24;
-            uint32_t tag[2];
-            memcpy(tag, e, 8);
-            contribution((int)tag[0], idx, want);
-            if (len != (uint64_t)W.s.n * 24 || tag[1] != 16 || memcmp(e + 8, want, 16))
-                sim_violation(&W.s, "rank %d: allgather %u entry %d is wrong", r, idx, q);
-        }
-        return;
-    }
-    for (q = 0; q < W.s.n; q++) {
-        contribution(q, idx, v);
-        if (c->kind == DSM_COLL_BCAST && q == c->root)
-            memcpy(want, v, sizeof v);
-        else if (c->kind == DSM_COLL_REDUCE && c->op == DSM_OP_SUM)
-            want[0] += v[0], want[1] += v[1];
-        else if (c->kind == DSM_COLL_REDUCE)
-            want[0] = v[0] > want[0] ? v[0] : want[0], want[1] = v[1] > want[1] ? v[1] : want[1];
-    }
-    if (len != 16 || memcmp(out, want, 16))
-        sim_violation(&W.s, "rank %d: collective %u gave a wrong result", r, idx);
-}
-
-/* The counter of a lock: word 7 of a page. */
-static uint32_t counter_page(uint32_t lock)
-{
-    return lock % (uint32_t)W.npages;
-}
-
-/* ---------------------------------------------------------- application steps */
-
-static int thread_done(const struct thread *th)
-{
-    return th->ended || th->pc == th->nops;
-}
-
-/* Threads `from` and up of rank r stopped: they failed, or finished. */
-static int threads_done(int r, int from)
-{
-    int t;
-    for (t = from; t < W.nthreads; t++)
-        if (!thread_done(&W.th[r][t]))
-            return 0;
-    return 1;
-}
-
-static int all_finalized(const struct srank *r)
-{
-    int p;
-    if (!r->self_finalized)
-        return 0;
-    for (p = 0; p < W.s.n; p++)
-        if (p != r->id && !r->peer_finalized[p])
-            return 0;
-    return 1;
-}
-
-static int ring_room(struct srank *r)
-{
-    return r->tp.ring.len < DSM_RING_CAP;
-}
-
-/* Can this thread's next step change something? */
-static int thread_ready(int r, int t)
-{
-    struct thread *th = &W.th[r][t];
-    struct srank *sr = &W.s.r[r];
-    const struct op *o = &th->ops[th->pc];
-    if (sr->dead || thread_done(th))
-        return 0;
-    if (sr->core.failed)
-        return 1;               /* it wakes to the failure */
-    if (th->full && !ring_room(sr))
-        return 0;
-    switch (o->kind) {
-    case OP_READ:
-    case OP_WRITE:
-        return coh_fault_ready(&sr->coh, o->page, o->kind == OP_WRITE);
-    case OP_LOCK_INC:
-        if (th->phase == 0)
-            return sr->locks.mine[o->lock].state == LOCK_FREE;
-        if (th->phase == 1)
-            return locks_held(&sr->locks, o->lock);
-        return th->phase == 3 || coh_fault_ready(&sr->coh, counter_page(o->lock), 1);
-    case OP_COLL:
-        return th->phase == 0 || coll_ended(&sr->coll);
-    case OP_FINALIZE:
-        return th->phase == 0 ? threads_done(r, 1) : all_finalized(sr);
-    }
-    return 0;
-}
-
-/* A fault step; 1 once the access may be made.  Caller holds core.mu. */
-static int fault(int r, struct thread *th, uint32_t page, int write)
-{
-    struct srank *sr = &W.s.r[r];
-    int tries = 0;
-    enum coh_step st;
-    while ((st = coh_fault_step(&sr->coh, page, write)) == COH_AGAIN)
-        if (++tries > 100)
-            sim_violation(&W.s, "rank %d: a fault on page %u keeps asking again", r, page);
-    th->full = st == COH_FULL;
-    return st == COH_DONE;
-}
-
-static void check_read(int r, uint32_t page, uint32_t word)
-{
-    uint64_t got = *word_at(W.s.r[r].core.rw, page, word);
-    uint64_t want = *word_at(W.shadow, page, word);
-    if (got != want)
-        sim_violation(&W.s, "rank %d read page %u word %u = %llu, but the last write was %llu",
-                      r, page, word, (unsigned long long)got, (unsigned long long)want);
-}
-
-static void do_write(int r, uint32_t page, uint32_t word, uint64_t value)
-{
-    *word_at(W.s.r[r].core.rw, page, word) = value;
-    *word_at(W.shadow, page, word) = value;
-}
-
-static void lock_inc(int r, struct thread *th, const struct op *o)
-{
-    struct srank *sr = &W.s.r[r];
-    char err[DSM_ERRLEN];
-    uint32_t cp = counter_page(o->lock);
-    int rc;
-    if (th->phase == 0) {
-        if ((rc = locks_ask(&sr->locks, o->lock, err)) == 0)
-            th->phase = 1;
-        else if (rc != TP_FULL)
-            sim_violation(&W.s, "rank %d: lock %u: %s", r, o->lock, err);
-        th->full = rc == TP_FULL && sr->locks.mine[o->lock].state == LOCK_FREE;
-    } else if (th->phase == 1) {
-        th->phase = 2;
-    } else if (th->phase == 2) {
-        if (fault(r, th, cp, 1)) {
-            check_read(r, cp, SIM_WORDS - 1);
-            do_write(r, cp, SIM_WORDS - 1, *word_at(W.shadow, cp, SIM_WORDS - 1) + 1);
-            th->phase = 3;
-        }
-    } else if ((rc = locks_give(&sr->locks, o->lock, err)) == 0) {
-        th->phase = 0;
-        th->pc++;
-    } else {
-        th->full = rc == TP_FULL;
-        if (rc != TP_FULL)
-            sim_violation(&W.s, "rank %d: release lock %u: %s", r, o->lock, err);
-    }
-}
-
-static void collective_step(int r, struct thread *th, const struct op *o)
-{
-    struct srank *sr = &W.s.r[r];
-    struct msg fin = { .type = DSM_FINALIZE, .origin = (uint16_t)r,
-                       .coll = { .epoch = coll_count(&sr->coll) } };
-    char err[DSM_ERRLEN];
-    int rc;
-    if (o->kind == OP_FINALIZE) {
-        if (th->phase == 0) {
-            th->full = tp_send_app(&sr->tp, r, &fin, NULL) == TP_FULL;
-            th->phase = !th->full;
-        } else {
-            th->pc++;
-        }
-        return;
-    }
-    if (th->phase == 0) {
-        const struct coll_spec *c = &W.colls[o->coll];
-        int64_t mine[2];
-        struct coll_call call = { c->kind, c->root, c->op, DSM_DT_I64, 0, mine, 16 };
-        contribution(r, o->coll, mine);
-        if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
-            call.len = 0;
-        if ((rc = coll_begin(&sr->coll, &call, err)))
-            sim_violation(&W.s, "rank %d: collective %u: %s", r, o->coll, err);
-        W.began[r]++;
-        th->phase = 1;
-    } else {
-        void *out;
-        uint64_t len;
-        if (coll_result(&sr->coll, &out, &len, err))
-            sim_violation(&W.s, "rank %d: collective %u failed: %s", r, o->coll, err);
-        else
-            check_coll(r, o->coll, out, len);
-        free(out);
-        th->phase = 0;
-        th->pc++;
-    }
-}
-
-static void app_step(int r, int t)
-{
-    struct thread *th = &W.th[r][t];
-    struct srank *sr = &W.s.r[r];
-    const struct op *o = &th->ops[th->pc];
-    step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
-             op_names[o->kind], o->page, o->word, o->lock, th->phase);
-    pthread_mutex_lock(&sr->core.mu);
-    if (sr->core.failed) {
-        th->ended = 1;
-    } else if (o->kind == OP_READ || o->kind == OP_WRITE) {
-        if (fault(r, th, o->page, o->kind == OP_WRITE)) {
-            if (o->kind == OP_READ)
-                check_read(r, o->page, o->word);
-            else
-                do_write(r, o->page, o->word, ++W.writes);
-            th->pc++;
-        }
-    } else if (o->kind == OP_LOCK_INC) {
-        lock_inc(r, th, o);
-    } else {
-        collective_step(r, th, o);
-    }
-    pthread_mutex_unlock(&sr->core.mu);
-    if (th->ended && threads_done(r, 0)) {   /* the error reaches the program, which exits */
-        step_log("rank %d exits after its failure: %s", r, sr->core.failure);
-        simnet_kill(&W.s, r);
-    }
-}
-
-/* ---------------------------------------------------------- the checker */
-
-static int page_home_lock(uint32_t lock)
-{
-    return (int)(lock % (uint32_t)W.s.n);
-}
-
-static void observe(struct sim *s, int dst, const struct msg *m)
-{
-    struct lock_fifo *f;
-    (void)dst;
-    (void)s;
-    W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
-    W.cover.collectives += m->type == DSM_COLL;
-    if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
-        return;
-    f = &W.fifo[m->lk.lock];
-    f->q[(f->head + f->len++) % 64] = m->origin;
-}
-
-static void check_page(uint32_t p)
-{
-    struct srank *home = &W.s.r[page_home(&W.s.r[0].core, p)];
-    struct dir *d = coh_dir(&home->coh, p);
-    int r, writer = -1, readers = 0, quiet = !d->busy && !d->reads;
-    W.cover.fanout += d->reads > 1;
-    for (r = 0; r < W.s.n; r++) {
-        const struct core *c = &W.s.r[r].core;
-        int prot = c->pages[p].prot;
-        if (prot == DSM_PROT_NONE)
-            continue;
-        if (memcmp(c->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE, SIM_PAGE))
-            sim_violation(&W.s, "rank %d may read page %u, but its copy is not the last write",
-                          r, p);
-        if (prot == DSM_PROT_RW) {
-            if (writer >= 0)
-                sim_violation(&W.s, "page %u is writable at ranks %d and %d", p, writer, r);
-            writer = r;
-        } else {
-            readers++;
-        }
-        if (quiet && r != d->owner && !(d->copyset >> r & 1))
-            sim_violation(&W.s, "rank %d holds page %u, but the home's directory (owner %d, "
-                          "copyset %#llx) does not say so", r, p, d->owner,
-                          (unsigned long long)d->copyset);
-    }
-    if (writer >= 0 && readers)
-        sim_violation(&W.s, "page %u is writable at rank %d while %d ranks read it", p, writer,
-                      readers);
-    if (writer >= 0 && quiet && (writer != d->owner || d->copyset))
-        sim_violation(&W.s, "page %u is writable at rank %d, but the home says owner %d, "
-                      "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
-}
-
-static void check_locks(void)
-{
-    uint32_t k;
-    int r, holders;
-    for (k = 0; k < W.nlocks; k++) {
-        for (holders = 0, r = 0; r < W.s.n; r++) {
-            int held = W.s.r[r].locks.mine[k].state == LOCK_HELD;
-            struct lock_fifo *f = &W.fifo[k];
-            holders += held;
-            if (held && !W.was_held[r][k]) {
-                if (!f->len || f->q[f->head] != r)
-                    sim_violation(&W.s, "lock %u granted to rank %d, but rank %d asked first",
-                                  k, r, f->len ? f->q[f->head] : -1);
-                else
-                    f->head = (f->head + 1) % 64, f->len--;
-            }
-            W.was_held[r][k] = (uint8_t)held;
-        }
-        if (holders > 1)
-            sim_violation(&W.s, "lock %u has %d holders", k, holders);
-    }
-}
-
-static void check_step(void)
-{
-    uint32_t p;
-    if (W.dropped >= 0)
-        return;                 /* after a death only liveness is checked */
-    for (p = 0; p < W.npages; p++)
-        check_page(p);
-    check_locks();
-}
-
-/* Everything finished: nothing may be left in flight or half done. */
-static void check_end(void)
-{
-    struct sim *s = &W.s;
-    int r, p, t;
-    uint64_t id;
-    for (r = 0; r < s->n; r++) {
-        struct srank *sr = &s->r[r];
-        if (sr->dead)
-            continue;
-        for (t = 0; t < W.nthreads; t++)
-            if (!thread_done(&W.th[r][t]))
-                sim_violation(s, "hang: rank %d thread %d waits in %s (phase %d) and no step "
-                              "is possible", r, t, op_names[W.th[r][t].ops[W.th[r][t].pc].kind],
-                              W.th[r][t].phase);
-        if (W.dropped >= 0) {
-            if (!W.dropped_finalized && !sr->core.failed)
-                sim_violation(s, "rank %d never learnt that rank %d died", r, W.dropped);
-            continue;
-        }
-        if (sr->core.failed)
-            sim_violation(s, "rank %d failed: %s", r, sr->core.failure);
-        for (p = 0; p < s->n; p++)
-            if (s->ch[r][p].len)
-                sim_violation(s, "%u messages from rank %d to %d left over", s->ch[r][p].len, r,
-                              p);
-        for (id = 0; id < W.npages; id++)
-            if (sr->core.pages[id].pending ||
-                (page_home(&sr->core, id) == r && (coh_dir(&sr->coh, id)->busy ||
-                                                   coh_dir(&sr->coh, id)->reads ||
-                                                   coh_dir(&sr->coh, id)->lending)))
-                sim_violation(s, "rank %d: page %llu still pending or busy", r,
-                              (unsigned long long)id);
-        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head)
-            sim_violation(s, "rank %d: work left in its ring or queues", r);
-    }
-    for (id = 0; id < s->next_id; id++)
-        if (id >= s->delivered_cap || s->delivered[id] != 1)
-            sim_violation(s, "message %llu was %s", (unsigned long long)id,
-                          id >= s->delivered_cap || !s->delivered[id] ? "lost" : "duplicated");
 }
 
 /* ---------------------------------------------------------- the scheduler */
@@ -607,7 +139,7 @@ static void act(const struct action *a)
         unsigned i;
         step_log("rank %d drains its ring (%u)", a->a, sr->tp.ring.len);
         for (i = 0; i < sr->tp.ring.len; i++)
-            observe(s, a->a, &sr->tp.ring.slot[(sr->tp.ring.head + i) % DSM_RING_CAP]);
+            observe(s, a->a, &sr->tp.ring.slot[(sr->tp.ring.head + i) % DSM_RING_CAP].m);
         simnet_drain_ring(sr);
         break;
     }
@@ -642,8 +174,9 @@ static int run(uint64_t seed, int drop, int corrupt)
     drop_at = drop ? below(400) : UINT64_MAX;
     corrupt_at = corrupt ? 1 + below(200) : UINT64_MAX;
     W.shadow = calloc(W.npages, SIM_PAGE);
+    W.hist = calloc(MAX_OPS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
     for (r = 0; r < s->n; r++)
-        if (simnet_rank_init(s, r, W.npages, block, readahead, hold, W.nlocks))
+        if (simnet_rank_init(s, r, W.npages, block, readahead, hold, W.nlocks, W.release))
             return 1;
     if (W.tracing)
         printf("seed %llu: %d ranks x %d threads, %llu pages, block %llu, read-ahead %llu, "
@@ -689,8 +222,10 @@ static int run(uint64_t seed, int drop, int corrupt)
             for (; i < W.ntrace; i++)
                 printf("  %s\n", W.trace[i % TRACE_KEEP]);
         }
-        printf("replay: make sim SEED=%llu%s%s\n", (unsigned long long)seed,
-               drop ? " SIMFLAGS=--drop" : "", corrupt ? " SIMFLAGS=--corrupt" : "");
+        printf("replay: make sim SEED=%llu%s%s%s%s%s\n", (unsigned long long)seed,
+               W.release || drop || corrupt ? " SIMFLAGS='" : "", W.release ? " --release" : "",
+               drop ? " --drop" : "", corrupt ? " --corrupt" : "",
+               W.release || drop || corrupt ? "'" : "");
     }
     for (r = 0; r < s->n; r++) {
         W.cover.ring_full += s->r[r].core.stats.ring_full;
@@ -705,6 +240,7 @@ static int run(uint64_t seed, int drop, int corrupt)
         }
     free(s->delivered);
     free(W.shadow);
+    free(W.hist);
     return failed;
 }
 
@@ -722,10 +258,13 @@ int main(int argc, char **argv)
             W.tracing = 1;
         } else if (!strcmp(argv[i], "--drop")) {
             drop = 1;
+        } else if (!strcmp(argv[i], "--release")) {
+            W.release = 1;
         } else if (!strcmp(argv[i], "--corrupt")) {
             corrupt = 1;
         } else {
-            fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--drop] [--corrupt]\n");
+            fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--release] [--drop] "
+                    "[--corrupt]\n");
             return 2;
         }
     }
@@ -736,6 +275,7 @@ int main(int argc, char **argv)
            "%llu lock hand-offs between holders, %llu collective messages\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives);
-    printf("%d seeds passed%s%s\n", i, drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");
+    printf("%d seeds passed%s%s%s\n", i, W.release ? " (--release)" : "", drop ? " (--drop)" : "",
+           corrupt ? " (--corrupt)" : "");
     return 0;
 }

@@ -13,6 +13,7 @@
 #define SIM_MAX_THREADS 2
 #define SIM_PAGE 64                 /* bytes a simulated page holds: 8 words */
 #define SIM_WORDS (SIM_PAGE / 8)
+#define DATA_WORDS (SIM_WORDS - 2)      /* the last two words hold lock counters */
 
 struct sim_msg {
     struct msg m;
@@ -64,7 +65,7 @@ extern uint64_t sim_now;            /* simulated ns: the core's clock */
 
 /* simnet.c */
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
-                     uint64_t hold_ns, uint32_t nlocks);
+                     uint64_t hold_ns, uint32_t nlocks, int release);
 void simnet_rank_free(struct srank *r);
 /* Deliver up to `burst` messages of channel src -> dst, then settle. */
 void simnet_deliver(struct sim *s, int src, int dst, int burst, void (*observe)(struct sim *,
@@ -73,4 +74,86 @@ void simnet_drain_ring(struct srank *r);
 int simnet_fire_deferred(struct srank *r);                   /* 1 if one was due */
 void simnet_kill(struct sim *s, int id);
 void sim_violation(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------- the world */
+
+#define MAX_OPS 40
+#define TRACE_KEEP 80
+#define MAX_LOCKS 2
+
+enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE };
+extern const char *op_names[];
+
+struct op {
+    enum op_kind kind;
+    uint32_t page, word, lock;
+    uint32_t coll;                  /* OP_COLL: which of the job's collectives */
+    int phase;                      /* collectives before it (thread 0), or -1 */
+};
+
+/* The job's collectives, the same on every rank. */
+struct coll_spec {
+    int kind, root, op;
+};
+#define MAX_COLLS 4
+
+struct thread {
+    struct op ops[MAX_OPS];
+    int nops, pc, phase;
+    int full;                   /* the last step found the ring full */
+    int flushing;               /* release mode: sent its writes home, waits for the acks */
+    int colls_done;             /* collectives it ended */
+    uint64_t epoch;
+    int ended;                  /* stopped by the job's failure */
+};
+
+struct lock_fifo {
+    int q[64];
+    int head, len;
+};
+
+struct world {
+    struct sim s;
+    uint64_t rng, seed;
+    int nthreads;
+    uint64_t npages;
+    uint32_t nlocks;
+    struct thread th[SIM_MAX_RANKS][SIM_MAX_THREADS];
+    unsigned char *shadow;
+    uint64_t writes;
+    struct lock_fifo fifo[MAX_LOCKS];
+    uint8_t was_held[SIM_MAX_RANKS][MAX_LOCKS];
+    struct coll_spec colls[MAX_COLLS + 1];
+    int release;                    /* release consistency */
+    uint32_t *hist;                 /* release mode: the word each value was written to */
+    int began[SIM_MAX_RANKS];       /* collectives each rank began */
+    struct {                    /* what the seeds exercised, summed over the run */
+        uint64_t fanout;        /* steps with a page served to several readers at once */
+        uint64_t ring_full;     /* sends that found a ring full */
+        uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
+        uint64_t collectives;
+    } cover;
+    int dropped;                /* rank killed, or -1 */
+    int dropped_finalized;      /* it had told its peers DSM_FINALIZE */
+    int tracing;
+    char trace[TRACE_KEEP][200];
+    unsigned ntrace;
+};
+extern struct world W;
+
+/* sim.c */
+uint64_t below(uint64_t n);
+void step_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word);
+
+/* simapp.c: the application side */
+void make_scenario(void);
+int thread_ready(int r, int t);
+void app_step(int r, int t);
+int thread_done(const struct thread *th);
+
+/* simcheck.c: the rules */
+void observe(struct sim *s, int dst, const struct msg *m);
+void check_step(void);
+void check_end(void);
 #endif

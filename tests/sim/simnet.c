@@ -95,8 +95,9 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     tp_finalized(&r->tp, m);
 }
 
-static int protect(void *ctx, uint64_t first, uint64_t n, int prot)
+static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
 {
+    (void)err;
     struct srank *r = ctx;
     core_record_prot(&r->core, first, n, prot);
     return DSM_OK;
@@ -108,7 +109,7 @@ static void populate(void *ctx, uint64_t first, uint64_t n)
 }
 
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
-                     uint64_t hold_ns, uint32_t nlocks)
+                     uint64_t hold_ns, uint32_t nlocks, int release)
 {
     struct srank *r = &s->r[id];
     struct core *c = &r->core;
@@ -120,6 +121,7 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
     core_init(c);
     c->rank = id;
     c->nranks = s->n;
+    c->release = release;
     c->page_size = SIM_PAGE;
     c->npages = npages;
     c->block = block;
@@ -129,11 +131,13 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
     c->rw = calloc(npages, SIM_PAGE);
     c->pages = calloc(npages, sizeof *c->pages);
     c->mem = (struct mem_ops){ protect, populate, r };
-    for (p = 0; p < npages; p++)        /* as region.c: a rank's own pages start writable */
-        c->pages[p].prot = page_home(c, p) == id ? DSM_PROT_RW : DSM_PROT_NONE;
+    for (p = 0; p < npages; p++)        /* as region.c */
+        c->pages[p].prot = (uint8_t)page_initial_prot(c, p);
     tp_init(&r->tp, c, &sim_ops, r);
     tp_register(&r->tp, DSM_FINALIZE, on_finalize, r, 0);
-    if (coh_init(&r->coh, c, &r->tp, err) || coll_init(&r->coll, c, &r->tp, err) ||
+    /* twins for two pages at most: release mode often sends pages home early */
+    if (coh_init(&r->coh, c, &r->tp, release, 2 * SIM_PAGE, err) ||
+        coll_init(&r->coll, c, &r->tp, err) ||
         locks_init(&r->locks, c, &r->tp, nlocks, err)) {
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
         return -1;

@@ -1,0 +1,169 @@
+/* The rules the simulation checks after every step and at the end. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sim.h"
+
+/* ---------------------------------------------------------- the checker */
+
+static int page_home_lock(uint32_t lock)
+{
+    return (int)(lock % (uint32_t)W.s.n);
+}
+
+void observe(struct sim *s, int dst, const struct msg *m)
+{
+    struct lock_fifo *f;
+    (void)dst;
+    (void)s;
+    W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
+    W.cover.collectives += m->type == DSM_COLL;
+    if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
+        return;
+    f = &W.fifo[m->lk.lock];
+    f->q[(f->head + f->len++) % 64] = m->origin;
+}
+
+static void check_page(uint32_t p)
+{
+    struct srank *home = &W.s.r[page_home(&W.s.r[0].core, p)];
+    struct dir *d = coh_dir(&home->coh, p);
+    int r, writer = -1, readers = 0, quiet = !d->busy && !d->reads;
+    W.cover.fanout += d->reads > 1;
+    for (r = 0; r < W.s.n; r++) {
+        const struct core *c = &W.s.r[r].core;
+        int prot = c->pages[p].prot;
+        if (prot == DSM_PROT_NONE)
+            continue;
+        if (memcmp(c->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE, SIM_PAGE))
+            sim_violation(&W.s, "rank %d may read page %u, but its copy is not the last write",
+                          r, p);
+        if (prot == DSM_PROT_RW) {
+            if (writer >= 0)
+                sim_violation(&W.s, "page %u is writable at ranks %d and %d", p, writer, r);
+            writer = r;
+        } else {
+            readers++;
+        }
+        if (quiet && r != d->owner && !(d->copyset >> r & 1))
+            sim_violation(&W.s, "rank %d holds page %u, but the home's directory (owner %d, "
+                          "copyset %#llx) does not say so", r, p, d->owner,
+                          (unsigned long long)d->copyset);
+    }
+    if (writer >= 0 && readers)
+        sim_violation(&W.s, "page %u is writable at rank %d while %d ranks read it", p, writer,
+                      readers);
+    if (writer >= 0 && quiet && (writer != d->owner || d->copyset))
+        sim_violation(&W.s, "page %u is writable at rank %d, but the home says owner %d, "
+                      "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
+}
+
+static void check_locks(void)
+{
+    uint32_t k;
+    int r, holders;
+    for (k = 0; k < W.nlocks; k++) {
+        for (holders = 0, r = 0; r < W.s.n; r++) {
+            int held = W.s.r[r].locks.mine[k].state == LOCK_HELD;
+            struct lock_fifo *f = &W.fifo[k];
+            holders += held;
+            if (held && !W.was_held[r][k]) {
+                if (!f->len || f->q[f->head] != r)
+                    sim_violation(&W.s, "lock %u granted to rank %d, but rank %d asked first",
+                                  k, r, f->len ? f->q[f->head] : -1);
+                else
+                    f->head = (f->head + 1) % 64, f->len--;
+            }
+            W.was_held[r][k] = (uint8_t)held;
+        }
+        if (holders > 1)
+            sim_violation(&W.s, "lock %u has %d holders", k, holders);
+    }
+}
+
+/* Release mode: a page is writable exactly while it is dirty (written
+ * since the last release), and then has a twin unless this rank homes it. */
+static void check_release(uint32_t p)
+{
+    int r;
+    for (r = 0; r < W.s.n; r++) {
+        struct srank *sr = &W.s.r[r];
+        int rw = sr->core.pages[p].prot == DSM_PROT_RW;
+        int dirty = sr->coh.rc.dirty.bits[p / 64] >> (p % 64) & 1;
+        int home = page_home(&sr->core, p) == r;
+        if (sr->dead)
+            continue;
+        if (rw != dirty || (rw && !home && !sr->coh.rc.twin[p]))
+            sim_violation(&W.s, "rank %d page %u: writable %d, dirty %d, twin %d", r, p, rw,
+                          dirty, sr->coh.rc.twin[p] != NULL);
+    }
+}
+
+void check_step(void)
+{
+    uint32_t p;
+    if (W.dropped >= 0)
+        return;                 /* after a death only liveness is checked */
+    for (p = 0; p < W.npages; p++)
+        W.release ? check_release(p) : check_page(p);
+    check_locks();
+}
+
+/* Release mode, at the end (after a last barrier): every home holds the
+ * last write of every word. */
+static void check_homes(void)
+{
+    uint32_t p;
+    for (p = 0; p < W.npages; p++) {
+        const struct core *home = &W.s.r[page_home(&W.s.r[0].core, p)].core;
+        if (memcmp(home->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE,
+                   SIM_PAGE))
+            sim_violation(&W.s, "after the last barrier the home of page %u lacks a write", p);
+    }
+}
+
+/* Everything finished: nothing may be left in flight or half done. */
+void check_end(void)
+{
+    struct sim *s = &W.s;
+    int r, p, t;
+    uint64_t id;
+    for (r = 0; r < s->n; r++) {
+        struct srank *sr = &s->r[r];
+        if (sr->dead)
+            continue;
+        for (t = 0; t < W.nthreads; t++)
+            if (!thread_done(&W.th[r][t]))
+                sim_violation(s, "hang: rank %d thread %d waits in %s (phase %d) and no step "
+                              "is possible", r, t, op_names[W.th[r][t].ops[W.th[r][t].pc].kind],
+                              W.th[r][t].phase);
+        if (W.dropped >= 0) {
+            if (!W.dropped_finalized && !sr->core.failed)
+                sim_violation(s, "rank %d never learnt that rank %d died", r, W.dropped);
+            continue;
+        }
+        if (sr->core.failed)
+            sim_violation(s, "rank %d failed: %s", r, sr->core.failure);
+        for (p = 0; p < s->n; p++)
+            if (s->ch[r][p].len)
+                sim_violation(s, "%u messages from rank %d to %d left over", s->ch[r][p].len, r,
+                              p);
+        for (id = 0; id < W.npages; id++)
+            if (sr->core.pages[id].pending ||
+                (page_home(&sr->core, id) == r && (coh_dir(&sr->coh, id)->busy ||
+                                                   coh_dir(&sr->coh, id)->reads ||
+                                                   coh_dir(&sr->coh, id)->lending)))
+                sim_violation(s, "rank %d: page %llu still pending or busy", r,
+                              (unsigned long long)id);
+        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head)
+            sim_violation(s, "rank %d: work left in its ring or queues", r);
+    }
+    if (W.release && W.dropped < 0)
+        check_homes();
+    for (id = 0; id < s->next_id; id++)
+        if (id >= s->delivered_cap || s->delivered[id] != 1)
+            sim_violation(s, "message %llu was %s", (unsigned long long)id,
+                          id >= s->delivered_cap || !s->delivered[id] ? "lost" : "duplicated");
+}
+
