@@ -6,24 +6,18 @@ every rank above it.  Each connection starts with the job handshake
 were configured differently fail at init instead of corrupting memory.
 """
 import socket
-import struct
 import sys
 
 from services import wire
 from libdsm.errors import ConfigError, DsmError, PeerError
 
-# size, base, block_pages, page_size
-_LAYOUT = struct.Struct("!QQQQ")
-_LAYOUT_NAMES = ("size", "base", "block_pages", "page_size")
-
 
 def _exchange_layout(sock, layout, peer):
-    sock.sendall(_LAYOUT.pack(*layout))
-    theirs = _LAYOUT.unpack(wire.recv_exact(sock, _LAYOUT.size, "region layout"))
-    for name, a, b in zip(_LAYOUT_NAMES, layout, theirs):
-        if a != b:
-            raise ConfigError("region %s differs: this rank has %#x, rank %d has %#x; "
-                              "give every rank the same DSM_* settings" % (name, a, b, peer))
+    """The layout exchange of services/wire.py, a mismatch as ConfigError."""
+    try:
+        wire.exchange_layout(sock, layout, peer)
+    except wire.LayoutMismatch as e:
+        raise ConfigError(str(e)) from None
 
 
 def _connect(ctx, peer, layout, timeout):

@@ -8,6 +8,10 @@ Two things cross the wire in Python:
 * **control messages** on the rank-to-dsmexec connection: a small typed
   frame (`Message`) whose body is JSON.
 
+* the **region layout** that two ranks exchange right after their
+  handshake, so ranks configured differently fail at init instead of
+  corrupting memory.
+
 Page traffic between ranks uses a binary header defined by the C core
 (`libdsm/csrc/proto.h`); it starts only after this handshake succeeded.
 """
@@ -163,6 +167,34 @@ class Message:
         if length > cls.MAX_BODY:
             raise WireError("control message of %d bytes exceeds %d" % (length, cls.MAX_BODY))
         return cls.decode(header, recv_exact(sock, length, "message body"))
+
+
+# ---------------------------------------------------------------- region layout
+
+LAYOUT = struct.Struct("!QQQQ")
+LAYOUT_NAMES = ("size", "base", "block_pages", "page_size")
+
+
+class LayoutMismatch(WireError):
+    """An authenticated peer maps the region differently: ``name``, ``ours``, ``theirs``."""
+
+    def __init__(self, name, ours, theirs, peer):
+        self.name, self.ours, self.theirs, self.peer = name, ours, theirs, peer
+        super().__init__("region %s differs: this rank has %#x, rank %d has %#x; "
+                         "give every rank the same DSM_* settings" % (name, ours, peer, theirs))
+
+
+def check_layout(ours, theirs, peer):
+    """Raise LayoutMismatch for the first field of the two layouts that differs."""
+    for name, a, b in zip(LAYOUT_NAMES, ours, theirs):
+        if a != b:
+            raise LayoutMismatch(name, a, b, peer)
+
+
+def exchange_layout(sock, layout, peer):
+    """Send our (size, base, block_pages, page_size), read the peer's, compare them."""
+    sock.sendall(LAYOUT.pack(*layout))
+    check_layout(layout, LAYOUT.unpack(recv_exact(sock, LAYOUT.size, "region layout")), peer)
 
 
 def parse_hostport(text):

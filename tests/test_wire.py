@@ -158,3 +158,29 @@ def test_parse_hostport(text, expected):
 def test_parse_hostport_refuses(text):
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         wire.parse_hostport(text)
+
+
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096)
+
+
+def test_layout_exchange_agrees(pair):
+    t = threading.Thread(target=wire.exchange_layout, args=(pair[0], LAYOUT, 1))
+    t.start()
+    wire.exchange_layout(pair[1], LAYOUT, 0)
+    t.join(TIMEOUT)
+
+
+def test_layout_mismatch_names_the_field_both_values_and_the_fix(pair):
+    pair[0].sendall(wire.LAYOUT.pack(1 << 26, 0x300000000000, 4, 4096))
+    with pytest.raises(wire.LayoutMismatch) as e:
+        wire.exchange_layout(pair[1], LAYOUT, 3)
+    assert str(e.value) == ("region base differs: this rank has 0x200000000000, rank 3 has "
+                            "0x300000000000; give every rank the same DSM_* settings")
+    assert not isinstance(e.value, wire.HandshakeError)
+
+
+def test_short_layout_says_what_was_expected(pair):
+    pair[0].sendall(b"\0" * 10)
+    pair[0].shutdown(socket.SHUT_WR)
+    with pytest.raises(wire.WireError, match="expected 32 bytes of region layout, got 10"):
+        wire.exchange_layout(pair[1], LAYOUT, 1)
