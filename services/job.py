@@ -114,7 +114,7 @@ class Job:
     def _start(self):
         """Listen, start the local ranks, then the ssh ranks (concurrently)."""
         self.master = Master(self.secret, len(self.ranks),
-                             bind_all=any(not r.local for r in self.ranks))
+                             bind_all=any(not r.local for r in self.ranks), forget=self.loop.remove)
         self.loop.add(self.signals.fd, self._on_signal)
         self.loop.add(self.master.sock.fileno(), self._on_accept)
         self.register_deadline = time.monotonic() + self.opts.connect_timeout + REGISTER_SLACK
@@ -126,8 +126,9 @@ class Job:
     def _start_local(self, rank):
         """Start one local rank; a failure to start is the job's failure."""
         o = self.opts
+        all_local = all(r.local for r in self.ranks)
         argv = spawn.rank_argv(o.python, rank.index, spawn.local_master(self.master.port),
-                               o.prog, o.args)
+                               o.prog, o.args, listen="127.0.0.1" if all_local else None)
         if self.teardown is not None:       # an earlier rank failed to start: stop here
             rank.judged = True
             return
@@ -216,14 +217,26 @@ class Job:
 
     def _on_accept(self, fd, revents):
         try:
-            reg = self.master.accept()
+            conn = self.master.accept()
         except (Refused, OSError) as e:
             self.log(str(e))
             return
-        conn = self.master.conns[reg.rank]
-        self.loop.add(conn.fileno(), functools.partial(self._on_message, self.ranks[reg.rank]))
+        if conn is not None:
+            self.loop.add(conn, self._on_handshake)
+
+    def _on_handshake(self, fd, revents):
+        """A step of one registration; strangers are logged and dropped, once."""
+        try:
+            reg = self.master.advance(fd)
+        except Refused as e:
+            self.log(str(e))
+            return
+        if reg is None:
+            return
+        self.loop.remove(fd)
+        self.loop.add(fd, functools.partial(self._on_message, self.ranks[reg.rank]))
         if self.master.complete:
-            self.loop.remove(fd)
+            self.loop.remove(self.master.sock.fileno())
             self.master.stop_listening()
             self.master.send_tables([r.host.host for r in self.ranks])
 
@@ -289,6 +302,8 @@ class Job:
             if not grace_over and (waiting or not self._drained(r)):
                 break
             self._judge(r)
+        for refused in self.master.expire(now):
+            self.log(str(refused))
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
@@ -335,12 +350,18 @@ class Job:
             self.teardown.pop(0)[1]()
 
     def _close_all(self):
-        """Close the master socket and every rank connection: ranks exit by themselves."""
+        """Close the master socket and every rank connection: ranks exit by themselves.
+
+        A rank that never registered has no connection to see close: SIGTERM now.
+        """
         if self.master.sock.fileno() in self.loop:
             self.loop.remove(self.master.sock.fileno())
         self.master.stop_listening()
         for index in list(self.master.conns):
             self._close_conn(index)
+        for r in self.ranks:
+            if r.proc and r.index not in self.master.registrations:
+                r.proc.signal_group(signal.SIGTERM)
 
     def _signal_all(self, sig):
         for r in self.ranks:
@@ -355,6 +376,8 @@ class Job:
             times.append(self.teardown[0][0])
         if not self.master.complete and self.teardown is None:
             times.append(self.register_deadline)
+        if self.master.next_deadline() is not None:
+            times.append(self.master.next_deadline())
         times += [r.exited_at + DRAIN_GRACE for r in self.ranks
                   if r.exited_at is not None and not r.judged]
         return max(0.0, min(times) - now)

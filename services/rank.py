@@ -1,13 +1,14 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m services.rank --rank R --master HOST:PORT PROG [ARGS...]
+    python -u -m services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
    command line or in the environment.  ``--master ssh:PORT`` means "the
    address I was reached from over ssh" (the first field of $SSH_CLIENT).
-3. Connect back to dsmexec, handshake, open a listening socket, REGISTER it
-   and receive the connection TABLE.
+3. Connect back to dsmexec, handshake, open a listening socket on ADDR
+   (default 0.0.0.0; an all-local job says 127.0.0.1), REGISTER it and
+   receive the connection TABLE.
 4. Watch the dsmexec connection: when it closes, the rank exits at once, so
    no rank outlives its job on any host.
 5. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
@@ -83,13 +84,13 @@ def master_address(spec, environ):
     return host, port
 
 
-def register(rank, master_addr, secret, timeout):
-    """Connect to dsmexec, handshake, register a listener; return a Context."""
+def register(rank, master_addr, secret, timeout, listen="0.0.0.0"):
+    """Connect to dsmexec, handshake, register a listener on `listen`; return a Context."""
     master = wire.connect(master_addr[0], master_addr[1], timeout)
     wire.handshake(master, secret, wire.ROLE_CONNECT, rank)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", 0))
+    listener.bind((listen, 0))
     listener.listen(128)
     wire.Message(wire.Message.REGISTER, {
         "rank": rank, "host": master.getsockname()[0],
@@ -119,6 +120,7 @@ def main(argv=None):
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
+    p.add_argument("--listen", default="0.0.0.0")
     p.add_argument("prog")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
@@ -126,7 +128,8 @@ def main(argv=None):
     sys.stdout.flush()
     try:
         secret = read_secret(sys.stdin, a.timeout)
-        CONTEXT = register(a.rank, master_address(a.master, os.environ), secret, a.timeout)
+        CONTEXT = register(a.rank, master_address(a.master, os.environ), secret, a.timeout,
+                           a.listen)
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER

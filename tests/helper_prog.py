@@ -2,7 +2,7 @@
 
     helper_prog.py [--rank-print] [--fail RANK:STATUS] [--exception RANK:MSG]
                    [--kill RANK:SIGNAL] [--sleep SECONDS] [--lines N]
-                   [--init-no-finalize] [--orphan] [--tag TEXT]
+                   [--init-no-finalize] [--orphan] [--listener] [--tag TEXT]
 
 It never imports libdsm: it reads its rank from the bootstrap's context.
 ``--tag`` does nothing; it puts a marker in the command line of every rank
@@ -34,6 +34,7 @@ def main():
     p.add_argument("--lines", type=int)
     p.add_argument("--init-no-finalize", action="store_true")
     p.add_argument("--orphan", action="store_true")
+    p.add_argument("--listener", action="store_true")
     p.add_argument("--tag")
     a = p.parse_args()
     ctx = services.rank.CONTEXT
@@ -41,6 +42,8 @@ def main():
     if a.rank_print:
         print("hello from rank %d of %d" % (rank, ctx.size if ctx else 1))
         print("stderr of rank %d" % rank, file=sys.stderr)
+    if a.listener:
+        print("listener %s %d" % ctx.listener.getsockname(), flush=True)
     if a.lines:
         for i in range(a.lines):
             # Long lines, written in pieces, on both streams: none may be split or mixed.
