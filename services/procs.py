@@ -149,6 +149,28 @@ class SshProcess(RankProcess):
             pass
 
 
+class Janitor:
+    """Removes a directory once dsmexec is done with it, or gone (even by SIGKILL).
+
+    A ``sh`` in a session of its own waits for the end of a pipe whose write
+    end only dsmexec holds, then runs ``rm -rf``.  `close` lets it go at once.
+    """
+
+    def __init__(self, path):
+        self._popen = subprocess.Popen(
+            ["sh", "-c", 'cat >/dev/null; exec rm -rf -- "$1"', "dsm-janitor", path],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def close(self, wait=1.0):
+        """dsmexec is done: the janitor removes the directory now; wait for it a little."""
+        self._popen.stdin.close()
+        try:
+            self._popen.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass                # it finishes by itself
+
+
 def shutdown(procs, grace=TERM_GRACE):
     """Bounded stop of every process still running: SIGTERM, wait up to grace s, SIGKILL, reap.
 

@@ -9,9 +9,15 @@
 3. Connect back to dsmexec, handshake, open a listening socket on ADDR
    (default 0.0.0.0; an all-local job says 127.0.0.1), REGISTER it and
    receive the connection TABLE.
-4. Watch the dsmexec connection: when it closes, the rank exits at once, so
-   no rank outlives its job on any host.
-5. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
+4. With ``--supervise`` (ranks started over ssh): fork.  The child goes on
+   as the rank, in a process group of its own; the parent waits for it,
+   kills what it left in its group, tells dsmexec how it ended (EXITED:
+   ssh itself would turn a death by signal into status 255) and exits with
+   the same status.
+5. Watch the dsmexec connection: when it closes, the rank kills the rest of
+   its process group and exits at once, so nothing of it outlives its job
+   on any host.
+6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
 
 Stdlib only; never imports libdsm.
 """
@@ -20,6 +26,7 @@ import faulthandler
 import os
 import runpy
 import select
+import signal
 import socket
 import sys
 import threading
@@ -103,15 +110,62 @@ def register(rank, master_addr, secret, timeout, listen="0.0.0.0"):
     return Context(rank, b["size"], b["table"], b["hostnames"], secret, master, listener)
 
 
+def kill_group_but_me(sig=signal.SIGKILL):
+    """Send sig to every other process of our process group (what the rank started)."""
+    me, group = os.getpid(), os.getpgrp()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            try:
+                if os.getpgid(int(entry)) == group:
+                    os.kill(int(entry), sig)
+            except OSError:
+                pass            # gone meanwhile, or not ours to signal
+
+
 def _watch(master):
-    """Exit the process when dsmexec's connection closes."""
+    """Exit the process, and what it started, when dsmexec's connection closes."""
     try:
         while master.recv(4096):
             pass
     except OSError:
         pass
-    os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
+    try:
+        os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
+    except OSError:
+        pass                    # stderr went with dsmexec: exit all the same
+    kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
+
+
+def supervise(ctx):
+    """Fork; return in the child, the rank.  The parent never returns: see step 4 above."""
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        return
+    try:
+        os.setpgid(pid, pid)        # both sides set it: no window without the group
+    except OSError:
+        pass                        # the child did it, or already exited
+    ctx.listener.close()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: _kill_group(pid, signum))
+    _, wstatus = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wstatus)
+    _kill_group(pid, signal.SIGKILL)
+    status, sig = (128 - code, -code) if code < 0 else (code, None)
+    try:
+        ctx.notify(wire.Message.EXITED, {"status": status, "signal": sig})
+    except OSError:
+        pass                        # dsmexec is gone or closed on us: nobody to tell
+    os._exit(status)
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
 
 
 def main(argv=None):
@@ -121,6 +175,7 @@ def main(argv=None):
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
     p.add_argument("--listen", default="0.0.0.0")
+    p.add_argument("--supervise", action="store_true")
     p.add_argument("prog")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
@@ -133,6 +188,8 @@ def main(argv=None):
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
+    if a.supervise:
+        supervise(CONTEXT)
     threading.Thread(target=_watch, args=(CONTEXT.master,), name="dsm-watch", daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args

@@ -267,9 +267,11 @@ class Message:
     FINALIZED rank -> dsmexec  {}: finalize() completed
     LOST_PEER rank -> dsmexec  {"peer_error": text}: this rank is failing
                                because another rank went away first
+    EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
+                               its supervisor (an ssh rank; see services/rank.py)
     """
-    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER = 1, 2, 3, 4, 5
-    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER"}
+    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED = 1, 2, 3, 4, 5, 6
+    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

@@ -26,6 +26,9 @@ def test_rank_argv():
     assert spawn.rank_argv("py", 0, "ssh:1", "p.py", [], listen="127.0.0.1") == [
         "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1",
         "--listen", "127.0.0.1", "p.py"]
+    assert spawn.rank_argv("py", 0, "ssh:1", "p.py", ["a"], supervise=True) == [
+        "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1", "--supervise",
+        "p.py", "a"]
 
 
 def test_masters():
