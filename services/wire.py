@@ -301,6 +301,9 @@ class Message:
             body = json.loads(data.decode()) if data else {}
         except ValueError as e:
             raise WireError("bad control message body: %s" % e) from None
+        if not isinstance(body, dict):
+            raise WireError("bad control message body: expected a JSON object, got %s"
+                            % body.__class__.__name__)
         return cls(type, body)
 
     def to_io(self, sock):

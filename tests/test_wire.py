@@ -68,6 +68,12 @@ def test_bad_json_body(pair):
         Message.from_io(pair[1])
 
 
+def test_a_body_must_be_a_json_object(pair):
+    pair[0].sendall(Message.HEADER.pack(Message.REGISTER, 3) + b"[1]")
+    with pytest.raises(wire.WireError, match="expected a JSON object, got list"):
+        Message.from_io(pair[1])
+
+
 def both_sides(pair, left, right, close_right=False):
     """Run `left` on pair[0] (thread) and `right` on pair[1]; return both outcomes.
 
