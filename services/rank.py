@@ -30,12 +30,15 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 from services import wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
 EXIT_LOST_LAUNCHER = 1
+TERM_GRACE = 2.0
+"""Seconds a supervised rank gets between SIGTERM and SIGKILL once dsmexec is gone."""
 
 
 class Context:
@@ -150,8 +153,7 @@ def supervise(ctx):
     ctx.listener.close()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: _kill_group(pid, signum))
-    _, wstatus = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(wstatus)
+    code = os.waitstatus_to_exitcode(_wait(pid, ctx.master))
     _kill_group(pid, signal.SIGKILL)
     status, sig = (128 - code, -code) if code < 0 else (code, None)
     try:
@@ -159,6 +161,46 @@ def supervise(ctx):
     except OSError:
         pass                        # dsmexec is gone or closed on us: nobody to tell
     os._exit(status)
+
+
+def _wait(pid, master):
+    """Wait for the rank; its wait status.
+
+    Should dsmexec's connection close first and the rank not go by itself
+    (stuck in C code, its watch thread cannot run), its group gets SIGTERM,
+    then SIGKILL after TERM_GRACE s: the teardown of a rank over ssh.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return os.waitpid(pid, 0)[1]        # no pidfd here: the watch thread alone
+    poll, kill_at = select.poll(), None
+    poll.register(pidfd, select.POLLIN)
+    poll.register(master, select.POLLIN)
+    while True:
+        wait = None if kill_at is None else max(0.0, kill_at - time.monotonic()) * 1000
+        ready = dict(poll.poll(wait))
+        if pidfd in ready:
+            break
+        if kill_at is not None and time.monotonic() >= kill_at:
+            _kill_group(pid, signal.SIGKILL)
+        elif master.fileno() in ready and _closed(master):
+            poll.unregister(master)
+            _kill_group(pid, signal.SIGTERM)
+            kill_at = time.monotonic() + TERM_GRACE
+        elif master.fileno() in ready:
+            time.sleep(0.01)                # data for the rank's watch thread to drain
+    os.close(pidfd)
+    return os.waitpid(pid, 0)[1]
+
+
+def _closed(sock):
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _kill_group(pgid, sig):

@@ -79,6 +79,17 @@ def test_an_ssh_rank_killed_by_a_signal_gives_128_plus_n_and_is_named(tmp_path, 
         sig, signal.Signals(sig).name) in r.stderr
 
 
+def test_a_stuck_ssh_rank_is_stopped_by_its_supervisor(tmp_path, sshd, tag):
+    """A rank whose watch thread cannot run (the GIL held in C) is stopped all the same."""
+    start = time.monotonic()
+    r = run_dsmexec(*sshd.options(), machine_file(tmp_path, "localhost", "127.0.0.1"), HELPER,
+                    "--stuck", "0", "--sleep", "1", "--fail", "1:3", "--tag", tag)
+    assert r.returncode == 3, r.stderr
+    assert "dsmexec: rank 1 (host 127.0.0.1, line 2) exited with status 3" in r.stderr
+    assert wait_gone(tag, 10) == []
+    assert time.monotonic() - start < 30
+
+
 def test_an_ssh_rank_that_exits_137_is_not_called_killed(tmp_path, sshd, tag):
     r = run_dsmexec(*sshd.options(), machine_file(tmp_path, "localhost"), HELPER,
                     "--fail", "0:137", "--tag", tag)
