@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import DSMEXEC, REPO, machine_file, wait_for_lines
+from conftest import DSMEXEC, REPO, machine_file, wait_for_lines, wait_gone
 from services import wire
 from strangers import Strangers, fuzz
 
@@ -38,7 +38,9 @@ class HeldJob:
             # over ssh the dialogue waits for READY: say it before holding
             + ("echo DSMEXEC-READY $r\n" if opts else "") +
             'echo "$@" > %s/argv-$r\n'
-            "while [ ! -e %s/go-$r ]; do sleep 0.02; done\n"
+            "n=0; while [ ! -e %s/go-$r ]; do\n"
+            "  n=$((n + 1)); [ $n -lt 2000 ] || exit 1; sleep 0.02\n"   # not held for ever
+            "done\n"
             'exec %s "$@"\n' % (tmp_path, tmp_path, sys.executable))
         wrapper.chmod(0o755)
         hosts = machine_file(tmp_path, *["localhost"] * n)
@@ -80,10 +82,15 @@ class HeldJob:
             self.err += chunk
 
     def finish(self, timeout=40):
+        """Wait for dsmexec; (status, stdout, stderr).  No process of the job may be left."""
         try:
             out, err = self.proc.communicate(timeout=timeout)
         finally:
             self.proc.kill()
+            left = wait_gone(str(self.dir), 10)
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+        assert not left, "processes outlived the job: %s" % left
         return self.proc.returncode, out.decode(), (self.err + err).decode()
 
 
