@@ -184,6 +184,7 @@ def _wait(pid, master):
             break
         if kill_at is not None and time.monotonic() >= kill_at:
             _kill_group(pid, signal.SIGKILL)
+            kill_at = None                  # now only its end is left to wait for
         elif master.fileno() in ready and _closed(master):
             poll.unregister(master)
             _kill_group(pid, signal.SIGTERM)

@@ -12,6 +12,7 @@ process so a test can find leftovers in /proc.
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ def main():
     p.add_argument("--init-no-finalize", action="store_true")
     p.add_argument("--orphan", action="store_true")
     p.add_argument("--listener", action="store_true")
-    p.add_argument("--stuck", type=int, help="this rank holds the GIL for good (a regex)")
+    p.add_argument("--stuck", type=int, help="this rank holds the GIL for good, SIGTERM ignored")
     p.add_argument("--tag")
     a = p.parse_args()
     ctx = services.rank.CONTEXT
@@ -65,7 +66,9 @@ def main():
         time.sleep(10)          # the signal is delivered before this ends
     if a.stuck == rank:
         print("rank %d stuck" % rank, flush=True)
-        # No thread runs while this match holds the GIL: a rank stuck in C code.
+        # No thread runs while this match holds the GIL: a rank stuck in C code,
+        # and one that ignores SIGTERM: only SIGKILL ends it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         re.match(r"(a+)+$", "a" * 60 + "b")
     if a.sleep:
         print("rank %d sleeping" % rank, flush=True)

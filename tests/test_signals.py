@@ -80,7 +80,8 @@ def test_an_ssh_rank_killed_by_a_signal_gives_128_plus_n_and_is_named(tmp_path, 
 
 
 def test_a_stuck_ssh_rank_is_stopped_by_its_supervisor(tmp_path, sshd, tag):
-    """A rank whose watch thread cannot run (the GIL held in C) is stopped all the same."""
+    """A rank whose watch thread cannot run (the GIL held in C) and that ignores SIGTERM
+    is stopped all the same: its supervisor kills its group."""
     start = time.monotonic()
     r = run_dsmexec(*sshd.options(), machine_file(tmp_path, "localhost", "127.0.0.1"), HELPER,
                     "--stuck", "0", "--sleep", "1", "--fail", "1:3", "--tag", tag)
