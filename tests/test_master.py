@@ -223,3 +223,24 @@ def test_receive_reads_messages_then_none_at_close(master):
     assert master.receive(0) == wire.Message(wire.Message.INIT)
     assert master.receive(0) == wire.Message(wire.Message.FINALIZED)
     assert master.receive(0) is None
+
+
+def test_beyond_max_pending_the_oldest_handshake_is_dropped(master, monkeypatch):
+    monkeypatch.setattr("services.master.MAX_PENDING", 2)
+    forgotten = []
+    master.forget = forgotten.append
+    clients = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(3)]
+    try:
+        fds = []
+        while len(fds) < 3:
+            select.select([master.sock], [], [], TIMEOUT)
+            fd = master.accept()
+            if fd is not None:
+                fds.append(fd)
+        assert forgotten == [fds[0]] and sorted(master.pending) == sorted(fds[1:])
+        clients[0].settimeout(TIMEOUT)
+        assert len(clients[0].recv(100)) == 26      # our hello, then the close
+        assert clients[0].recv(100) == b""
+    finally:
+        for c in clients:
+            c.close()
