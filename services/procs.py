@@ -5,7 +5,10 @@ poll loop, ``poll()`` for its exit status, ``signal_group()`` and
 ``close()``.  Each rank is the leader of its own session (a local rank
 through ``start_new_session``, an ssh rank through its pty), so a signal to
 its process group reaches whatever the rank started too, and a Ctrl-C at
-the terminal reaches only dsmexec, which then tears the job down.
+the terminal reaches only dsmexec, which then tears the job down.  On the
+remote side an ssh rank runs in a group of its own under a supervisor
+(services/rank.py), which stops that group when dsmexec's connection
+closes and reports the rank's real status.
 
 Exit status convention: a rank's status is its exit code, or 128 + the
 signal number if a signal killed it.

@@ -1,16 +1,19 @@
 """The wire format shared by dsmexec and every rank: one leaf module, stdlib only.
 
-Two things cross the wire in Python:
+Three things cross the wire in Python:
 
 * the **handshake** that opens every connection (rank to dsmexec, rank to
   rank): a magic number, the protocol version, and an HMAC proof that the
   peer knows the job secret;
 * **control messages** on the rank-to-dsmexec connection: a small typed
-  frame (`Message`) whose body is JSON.
-
+  frame (`Message`) whose body is JSON;
 * the **region layout** that two ranks exchange right after their
   handshake, so ranks configured differently fail at init instead of
   corrupting memory.
+
+Each exchange is a table of states without I/O (`Exchange`); `run` drives
+one on a blocking socket, `Incoming` on a non-blocking one in a poll loop,
+with one deadline for all of it, so a stranger cannot stall the listener.
 
 Page traffic between ranks uses a binary header defined by the C core
 (`libdsm/csrc/proto.h`); it starts only after this handshake succeeded.

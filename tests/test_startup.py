@@ -18,7 +18,6 @@ import time
 import pytest
 
 from conftest import DSMEXEC, REPO, machine_file, wait_for_lines, wait_gone
-from services import wire
 from strangers import Strangers, fuzz
 
 pytestmark = pytest.mark.timeout(60)
