@@ -19,7 +19,8 @@ from services import job, machinefile, wire
 EPILOG = """\
 exit status: 0 if every rank exited 0; else the status of the first rank that
 failed (128+N if signal N killed it); 1 if a rank could not start or register,
-or exited after libdsm.init() without finalize(); 130/143 after SIGINT/SIGTERM.
+or exited after libdsm.init() without finalize(); 130/143/129 after
+SIGINT/SIGTERM/SIGHUP, even during another failure.
 """
 
 

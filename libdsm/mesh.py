@@ -1,29 +1,21 @@
 """The full mesh: exactly one authenticated connection per pair of ranks.
 
 Rank i connects to every rank below it and accepts one connection from
-every rank above it.  Each connection starts with the job handshake
-(services/wire.py) and then an exchange of the region layout, so ranks that
-were configured differently fail at init instead of corrupting memory.
+every rank above it.  Each connection starts with the job handshake and an
+exchange of the region layout (services/wire.py: MeshHandshake), so ranks
+that were configured differently fail at init instead of corrupting memory.
+
+The accepting side runs every incoming handshake at once in a small poll
+loop, each within wire.HANDSHAKE_TIMEOUT: a stranger that is wrong, slow or
+silent is closed and logged while the mesh goes on waiting for its peers.
 """
+import select
 import socket
-import struct
 import sys
+import time
 
 from services import wire
 from libdsm.errors import ConfigError, DsmError, PeerError
-
-# size, base, block_pages, page_size
-_LAYOUT = struct.Struct("!QQQQ")
-_LAYOUT_NAMES = ("size", "base", "block_pages", "page_size")
-
-
-def _exchange_layout(sock, layout, peer):
-    sock.sendall(_LAYOUT.pack(*layout))
-    theirs = _LAYOUT.unpack(wire.recv_exact(sock, _LAYOUT.size, "region layout"))
-    for name, a, b in zip(_LAYOUT_NAMES, layout, theirs):
-        if a != b:
-            raise ConfigError("region %s differs: this rank has %#x, rank %d has %#x; "
-                              "give every rank the same DSM_* settings" % (name, a, b, peer))
 
 
 def _connect(ctx, peer, layout, timeout):
@@ -33,43 +25,107 @@ def _connect(ctx, peer, layout, timeout):
     except OSError as e:
         raise PeerError("cannot connect to rank %d at %s:%d: %s" % (peer, host, port, e),
                         ctx.rank) from None
-    try:
-        ident, _ = wire.handshake(sock, ctx.secret, wire.ROLE_CONNECT, ctx.rank)
+
+    def check_peer(ident):
         if ident != peer:
             raise PeerError("expected rank %d at %s:%d, found rank %d" % (peer, host, port, ident),
                             ctx.rank)
-        _exchange_layout(sock, layout, peer)
+    try:
+        wire.MeshHandshake(ctx.secret, wire.ROLE_CONNECT, ctx.rank, layout, check_peer).run(sock)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
-def _accept(ctx, socks, layout, timeout):
-    ctx.listener.settimeout(timeout)
-    try:
-        sock, addr = ctx.listener.accept()
-    except socket.timeout:
-        missing = [r for r in range(ctx.rank + 1, ctx.size) if socks[r] is None]
-        raise PeerError("ranks %s did not connect within %.0f s" % (missing, timeout),
-                        ctx.rank) from None
-    sock.settimeout(timeout)
-    try:
-        peer, _ = wire.handshake(sock, ctx.secret, wire.ROLE_ACCEPT, ctx.rank)
-        if not ctx.rank < peer < ctx.size or socks[peer] is not None:
-            raise wire.HandshakeError("unexpected connection claiming rank %d" % peer)
-        _exchange_layout(sock, layout, peer)
-    except wire.HandshakeError as e:
+class _Acceptor:
+    """The accepting side: the listener and the handshakes under way (fd -> wire.Incoming)."""
+
+    def __init__(self, ctx, socks, layout):
+        self.ctx, self.socks, self.layout = ctx, socks, layout
+        self.pending = {}
+        self.poll = select.poll()
+        self.poll.register(ctx.listener, select.POLLIN)
+        ctx.listener.setblocking(False)
+
+    def missing(self):
+        return [r for r in range(self.ctx.rank + 1, self.ctx.size) if self.socks[r] is None]
+
+    def wait(self, deadline):
+        """Handle what happens until the next deadline (ours or a handshake's)."""
+        now = time.monotonic()
+        for inc in [i for i in self.pending.values() if i.expired(now)]:
+            self._drop(inc, inc.timeout_error())
+        until = min([deadline] + [i.deadline for i in self.pending.values()])
+        for fd, _ in self.poll.poll(max(0.0, until - now) * 1000):
+            if fd == self.ctx.listener.fileno():
+                self._accept()
+            elif fd in self.pending:
+                self._advance(self.pending[fd])
+
+    def _accept(self):
+        try:
+            sock, addr = self.ctx.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        exchange = wire.MeshHandshake(self.ctx.secret, wire.ROLE_ACCEPT, self.ctx.rank,
+                                      self.layout, self._check_peer)
+        try:
+            inc = wire.Incoming(sock, addr, exchange)
+        except wire.HandshakeError as e:
+            self._refuse(sock, addr, e)
+            return
+        self.pending[inc.fileno()] = inc
+        self.poll.register(inc.fileno(), select.POLLIN)
+
+    def _check_peer(self, ident):
+        if not self.ctx.rank < ident < self.ctx.size or self.socks[ident] is not None:
+            raise wire.HandshakeError("unexpected connection claiming rank %d" % ident)
+
+    def _advance(self, inc):
+        try:
+            if not inc.on_readable():
+                return
+            self._check_peer(inc.exchange.peer[0])
+        except wire.HandshakeError as e:
+            self._drop(inc, e)
+            return
+        self._forget(inc)
+        inc.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socks[inc.exchange.peer[0]] = inc.sock
+
+    def _drop(self, inc, error):
+        """A stranger: closed and logged, once; the mesh goes on waiting for its peers."""
+        self._forget(inc)
+        self._refuse(inc.sock, inc.addr, error)
+
+    def _refuse(self, sock, addr, error):
         sock.close()
-        # a stranger is refused; the mesh goes on waiting for the real peer
-        sys.stderr.write("libdsm: rank %d: refused a connection from %s: %s\n"
-                         % (ctx.rank, addr[0], e))
-        return
-    except BaseException:
-        sock.close()
-        raise
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    socks[peer] = sock
+        sys.stderr.write("libdsm: rank %d: refused a connection from %s:%d: %s\n"
+                         % (self.ctx.rank, addr[0], addr[1], error))
+
+    def _forget(self, inc):
+        self.poll.unregister(inc.fileno())
+        del self.pending[inc.fileno()]
+
+    def close(self):
+        for inc in list(self.pending.values()):
+            self._forget(inc)
+            inc.sock.close()
+
+
+def _accept_all(ctx, socks, layout, timeout):
+    """Accept every rank above us within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    acceptor = _Acceptor(ctx, socks, layout)
+    try:
+        while acceptor.missing():
+            if time.monotonic() >= deadline:
+                raise PeerError("ranks %s did not connect within %.0f s"
+                                % (acceptor.missing(), timeout), ctx.rank)
+            acceptor.wait(deadline)
+    finally:
+        acceptor.close()
 
 
 def build(ctx, layout, timeout):
@@ -81,12 +137,13 @@ def build(ctx, layout, timeout):
     try:
         for peer in range(ctx.rank):
             socks[peer] = _connect(ctx, peer, layout, timeout)
-        while any(s is None for s in socks[ctx.rank + 1:]):
-            _accept(ctx, socks, layout, timeout)
+        _accept_all(ctx, socks, layout, timeout)
     except BaseException as e:
         for s in socks:
             if s is not None:
                 s.close()
+        if isinstance(e, wire.LayoutMismatch):
+            raise ConfigError(str(e)) from None
         if isinstance(e, (OSError, wire.WireError)) and not isinstance(e, DsmError):
             raise PeerError("building connections: %s" % e, ctx.rank) from None
         raise

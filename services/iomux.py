@@ -6,7 +6,7 @@
 * `LineBuffer` cuts one stream of one rank into whole lines with the
   ``[rank N] `` prefix; `Sink` writes them, each batch with one write, so a
   line is never split or mixed with another rank's.
-* `SignalWake` turns SIGINT, SIGTERM and SIGCHLD into bytes on a pipe the
+* `SignalWake` turns SIGINT, SIGTERM, SIGHUP and SIGCHLD into bytes on a pipe the
   loop polls (``signal.set_wakeup_fd``), so no signal is lost between polls.
 """
 import errno
@@ -18,7 +18,7 @@ READ_SIZE = 65536
 MAX_LINE = 1 << 20
 """A line longer than this (1 MiB) is emitted in pieces rather than held forever."""
 
-WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
 
 
 def read_chunk(fd):
@@ -76,7 +76,8 @@ class LineBuffer:
 
 
 class Sink:
-    """Where lines go (dsmexec's stdout or stderr); a broken pipe mutes it, not the job."""
+    """Where lines go (dsmexec's stdout or stderr); a broken pipe or a terminal that hung
+    up (EIO) mutes it, not the job."""
 
     def __init__(self, fd):
         self.fd = fd
@@ -86,7 +87,9 @@ class Sink:
         if data and not self.broken:
             try:
                 write_all(self.fd, data)
-            except BrokenPipeError:
+            except OSError as e:
+                if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
+                    raise
                 self.broken = True
 
 

@@ -4,13 +4,15 @@ The exit status is the status of the FIRST rank that failed (its exit
 code, or 128 + the signal that killed it), 1 for a failure dsmexec itself
 detected (a rank that could not start or register, or that exited 0 after
 init() without finalize()), 128 + N after dsmexec got signal N (130 for
-SIGINT, 143 for SIGTERM), and 0 when every rank exited 0.
+SIGINT, 143 for SIGTERM, 129 for SIGHUP; also when it came while another
+failure was being handled), and 0 when every rank exited 0.
 
 Teardown is bounded: close the master connections (every rank exits by
 itself when its connection closes), after CLOSE_GRACE s SIGTERM to each
 rank's process group, after TERM_GRACE s more SIGKILL; then reap.  The ssh
 control masters (ranks on one host share a connection) are stopped after
-the ranks, and their private directory is removed.
+the ranks, and their private directory is removed (by a `procs.Janitor`
+if dsmexec itself is killed).
 """
 import functools
 import os
@@ -27,6 +29,8 @@ from services import rank as bootstrap
 from services.master import Master, Refused
 
 EXIT_LAUNCH = 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the job with a clean teardown; the exit status is then 128 + N."""
 REGISTER_SLACK = 5.0
 """Seconds beyond --connect-timeout that ranks get to register."""
 DRAIN_GRACE = 1.0
@@ -61,6 +65,7 @@ class Rank:
         self.streams = {}           # fd -> (LineBuffer, Sink), until EOF
         self.init = self.finalized = False
         self.lost_peer = False      # it failed because another rank went away
+        self.reported = None        # (status, signal) from its supervisor (ssh ranks)
         self.exited_at = None
         self.judged = False
 
@@ -85,9 +90,11 @@ class Job:
         self.loop = iomux.Loop()
         self.master = self.signals = None
         self.exit_code = None
+        self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
         self.register_deadline = None
         self.control_dir = None     # the private directory of the ssh control sockets
+        self.janitor = None         # procs.Janitor of control_dir
         self.control_masters = []   # ssh.ControlMaster, one per shared connection
 
     def _is_local(self, host):
@@ -114,7 +121,7 @@ class Job:
     def _start(self):
         """Listen, start the local ranks, then the ssh ranks (concurrently)."""
         self.master = Master(self.secret, len(self.ranks),
-                             bind_all=any(not r.local for r in self.ranks))
+                             bind_all=any(not r.local for r in self.ranks), forget=self.loop.remove)
         self.loop.add(self.signals.fd, self._on_signal)
         self.loop.add(self.master.sock.fileno(), self._on_accept)
         self.register_deadline = time.monotonic() + self.opts.connect_timeout + REGISTER_SLACK
@@ -126,8 +133,9 @@ class Job:
     def _start_local(self, rank):
         """Start one local rank; a failure to start is the job's failure."""
         o = self.opts
+        all_local = all(r.local for r in self.ranks)
         argv = spawn.rank_argv(o.python, rank.index, spawn.local_master(self.master.port),
-                               o.prog, o.args)
+                               o.prog, o.args, listen="127.0.0.1" if all_local else None)
         if self.teardown is not None:       # an earlier rank failed to start: stop here
             rank.judged = True
             return
@@ -149,7 +157,7 @@ class Job:
         paths = self._plan_sharing(ranks)
         specs = [(r.index, r.host, spawn.ssh_argv(
             r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
-                                    o.prog, o.args),
+                                    o.prog, o.args, supervise=True),
             o.ssh_options, o.identity, o.connect_timeout, env, o.cwd,
             control_path=paths.get(r.index))) for r in ranks]
         try:
@@ -173,6 +181,7 @@ class Job:
         if not groups:
             return {}
         self.control_dir = tempfile.mkdtemp(prefix="dsm-ssh-")
+        self.janitor = procs.Janitor(self.control_dir)     # removes it if we are killed
         sockets = [spawn.control_path(self.control_dir, n) for n in range(len(groups))]
         if None in sockets:         # $TMPDIR is too long for a socket path: no sharing
             return {}
@@ -216,14 +225,26 @@ class Job:
 
     def _on_accept(self, fd, revents):
         try:
-            reg = self.master.accept()
+            conn = self.master.accept()
         except (Refused, OSError) as e:
             self.log(str(e))
             return
-        conn = self.master.conns[reg.rank]
-        self.loop.add(conn.fileno(), functools.partial(self._on_message, self.ranks[reg.rank]))
+        if conn is not None:
+            self.loop.add(conn, self._on_handshake)
+
+    def _on_handshake(self, fd, revents):
+        """A step of one registration; strangers are logged and dropped, once."""
+        try:
+            reg = self.master.advance(fd)
+        except Refused as e:
+            self.log(str(e))
+            return
+        if reg is None:
+            return
+        self.loop.remove(fd)
+        self.loop.add(fd, functools.partial(self._on_message, self.ranks[reg.rank]))
         if self.master.complete:
-            self.loop.remove(fd)
+            self.loop.remove(self.master.sock.fileno())
             self.master.stop_listening()
             self.master.send_tables([r.host.host for r in self.ranks])
 
@@ -241,6 +262,8 @@ class Job:
             rank.finalized = True
         elif msg.type == wire.Message.LOST_PEER:
             rank.lost_peer = True
+        elif msg.type == wire.Message.EXITED:
+            rank.reported = (msg.body.get("status"), msg.body.get("signal"))
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
@@ -252,7 +275,7 @@ class Job:
 
     def _on_signal(self, fd, revents):
         for sig in self.signals.drain():
-            if sig in (signal.SIGINT, signal.SIGTERM):
+            if sig in STOP_SIGNALS:
                 self._interrupt(sig)
 
     def _interrupted(self):
@@ -261,13 +284,19 @@ class Job:
         return self.teardown is not None
 
     def _interrupt(self, sig):
-        """First SIGINT/SIGTERM: stop the job; a second one: kill at once."""
+        """A stop signal: stop the job, or kill it at once if it is being stopped already.
+
+        The first signal decides the exit status (128 + N), even when it comes
+        while another failure is being handled.
+        """
+        if not self.signalled:
+            self.signalled, self.exit_code = True, 128 + sig
+        name = signal.Signals(sig).name
         if self.teardown is not None:
+            self.log("got %s, killing the job now" % name)
             self._advance_teardown(float("inf"))
             return
-        if self.exit_code is None:
-            self.exit_code = 128 + sig
-        self.log("got %s, stopping the job" % signal.Signals(sig).name)
+        self.log("got %s, stopping the job" % name)
         self._begin_teardown()
 
     # ------------------------------------------------------------ verdicts
@@ -289,6 +318,8 @@ class Job:
             if not grace_over and (waiting or not self._drained(r)):
                 break
             self._judge(r)
+        for refused in self.master.expire(now):
+            self.log(str(refused))
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
@@ -304,6 +335,8 @@ class Job:
             self._end_stream(rank, fd)
         rank.judged = True
         status, sig = rank.proc.status, rank.proc.signal
+        if rank.reported and rank.reported[0] == status:
+            sig = rank.reported[1]          # what ssh's own status cannot tell
         if status != 0:
             self._fail(status, "%s %s" % (rank.label(), procs.describe(status, sig)))
         elif rank.init and not rank.finalized:
@@ -335,12 +368,18 @@ class Job:
             self.teardown.pop(0)[1]()
 
     def _close_all(self):
-        """Close the master socket and every rank connection: ranks exit by themselves."""
+        """Close the master socket and every rank connection: ranks exit by themselves.
+
+        A rank that never registered has no connection to see close: SIGTERM now.
+        """
         if self.master.sock.fileno() in self.loop:
             self.loop.remove(self.master.sock.fileno())
         self.master.stop_listening()
         for index in list(self.master.conns):
             self._close_conn(index)
+        for r in self.ranks:
+            if r.proc and r.index not in self.master.registrations:
+                r.proc.signal_group(signal.SIGTERM)
 
     def _signal_all(self, sig):
         for r in self.ranks:
@@ -355,6 +394,8 @@ class Job:
             times.append(self.teardown[0][0])
         if not self.master.complete and self.teardown is None:
             times.append(self.register_deadline)
+        if self.master.next_deadline() is not None:
+            times.append(self.master.next_deadline())
         times += [r.exited_at + DRAIN_GRACE for r in self.ranks
                   if r.exited_at is not None and not r.judged]
         return max(0.0, min(times) - now)
@@ -376,3 +417,4 @@ class Job:
             p.close()
         if self.control_dir is not None:
             shutil.rmtree(self.control_dir, ignore_errors=True)
+            self.janitor.close()

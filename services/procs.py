@@ -5,7 +5,10 @@ poll loop, ``poll()`` for its exit status, ``signal_group()`` and
 ``close()``.  Each rank is the leader of its own session (a local rank
 through ``start_new_session``, an ssh rank through its pty), so a signal to
 its process group reaches whatever the rank started too, and a Ctrl-C at
-the terminal reaches only dsmexec, which then tears the job down.
+the terminal reaches only dsmexec, which then tears the job down.  On the
+remote side an ssh rank runs in a group of its own under a supervisor
+(services/rank.py), which stops that group when dsmexec's connection
+closes and reports the rank's real status.
 
 Exit status convention: a rank's status is its exit code, or 128 + the
 signal number if a signal killed it.
@@ -147,6 +150,28 @@ class SshProcess(RankProcess):
             os.close(self.stderr_fd)
         except OSError:
             pass
+
+
+class Janitor:
+    """Removes a directory once dsmexec is done with it, or gone (even by SIGKILL).
+
+    A ``sh`` in a session of its own waits for the end of a pipe whose write
+    end only dsmexec holds, then runs ``rm -rf``.  `close` lets it go at once.
+    """
+
+    def __init__(self, path):
+        self._popen = subprocess.Popen(
+            ["sh", "-c", 'cat >/dev/null; exec rm -rf -- "$1"', "dsm-janitor", path],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def close(self, wait=1.0):
+        """dsmexec is done: the janitor removes the directory now; wait for it a little."""
+        self._popen.stdin.close()
+        try:
+            self._popen.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass                # it finishes by itself
 
 
 def shutdown(procs, grace=TERM_GRACE):

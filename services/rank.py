@@ -1,16 +1,23 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m services.rank --rank R --master HOST:PORT PROG [ARGS...]
+    python -u -m services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
    command line or in the environment.  ``--master ssh:PORT`` means "the
    address I was reached from over ssh" (the first field of $SSH_CLIENT).
-3. Connect back to dsmexec, handshake, open a listening socket, REGISTER it
-   and receive the connection TABLE.
-4. Watch the dsmexec connection: when it closes, the rank exits at once, so
-   no rank outlives its job on any host.
-5. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
+3. Connect back to dsmexec, handshake, open a listening socket on ADDR
+   (default 0.0.0.0; an all-local job says 127.0.0.1), REGISTER it and
+   receive the connection TABLE.
+4. With ``--supervise`` (ranks started over ssh): fork.  The child goes on
+   as the rank, in a process group of its own; the parent waits for it,
+   kills what it left in its group, tells dsmexec how it ended (EXITED:
+   ssh itself would turn a death by signal into status 255) and exits with
+   the same status.
+5. Watch the dsmexec connection: when it closes, the rank kills the rest of
+   its process group and exits at once, so nothing of it outlives its job
+   on any host.
+6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
 
 Stdlib only; never imports libdsm.
 """
@@ -19,15 +26,19 @@ import faulthandler
 import os
 import runpy
 import select
+import signal
 import socket
 import sys
 import threading
+import time
 
 from services import wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
 EXIT_LOST_LAUNCHER = 1
+TERM_GRACE = 2.0
+"""Seconds a supervised rank gets between SIGTERM and SIGKILL once dsmexec is gone."""
 
 
 class Context:
@@ -83,13 +94,13 @@ def master_address(spec, environ):
     return host, port
 
 
-def register(rank, master_addr, secret, timeout):
-    """Connect to dsmexec, handshake, register a listener; return a Context."""
+def register(rank, master_addr, secret, timeout, listen="0.0.0.0"):
+    """Connect to dsmexec, handshake, register a listener on `listen`; return a Context."""
     master = wire.connect(master_addr[0], master_addr[1], timeout)
     wire.handshake(master, secret, wire.ROLE_CONNECT, rank)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", 0))
+    listener.bind((listen, 0))
     listener.listen(128)
     wire.Message(wire.Message.REGISTER, {
         "rank": rank, "host": master.getsockname()[0],
@@ -102,15 +113,102 @@ def register(rank, master_addr, secret, timeout):
     return Context(rank, b["size"], b["table"], b["hostnames"], secret, master, listener)
 
 
+def kill_group_but_me(sig=signal.SIGKILL):
+    """Send sig to every other process of our process group (what the rank started)."""
+    me, group = os.getpid(), os.getpgrp()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            try:
+                if os.getpgid(int(entry)) == group:
+                    os.kill(int(entry), sig)
+            except OSError:
+                pass            # gone meanwhile, or not ours to signal
+
+
 def _watch(master):
-    """Exit the process when dsmexec's connection closes."""
+    """Exit the process, and what it started, when dsmexec's connection closes."""
     try:
         while master.recv(4096):
             pass
     except OSError:
         pass
-    os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
+    try:
+        os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
+    except OSError:
+        pass                    # stderr went with dsmexec: exit all the same
+    kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
+
+
+def supervise(ctx):
+    """Fork; return in the child, the rank.  The parent never returns: see step 4 above."""
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        return
+    try:
+        os.setpgid(pid, pid)        # both sides set it: no window without the group
+    except OSError:
+        pass                        # the child did it, or already exited
+    ctx.listener.close()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: _kill_group(pid, signum))
+    code = os.waitstatus_to_exitcode(_wait(pid, ctx.master))
+    _kill_group(pid, signal.SIGKILL)
+    status, sig = (128 - code, -code) if code < 0 else (code, None)
+    try:
+        ctx.notify(wire.Message.EXITED, {"status": status, "signal": sig})
+    except OSError:
+        pass                        # dsmexec is gone or closed on us: nobody to tell
+    os._exit(status)
+
+
+def _wait(pid, master):
+    """Wait for the rank; its wait status.
+
+    Should dsmexec's connection close first and the rank not go by itself
+    (stuck in C code, its watch thread cannot run), its group gets SIGTERM,
+    then SIGKILL after TERM_GRACE s: the teardown of a rank over ssh.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return os.waitpid(pid, 0)[1]        # no pidfd here: the watch thread alone
+    poll, kill_at = select.poll(), None
+    poll.register(pidfd, select.POLLIN)
+    poll.register(master, select.POLLIN)
+    while True:
+        wait = None if kill_at is None else max(0.0, kill_at - time.monotonic()) * 1000
+        ready = dict(poll.poll(wait))
+        if pidfd in ready:
+            break
+        if kill_at is not None and time.monotonic() >= kill_at:
+            _kill_group(pid, signal.SIGKILL)
+            kill_at = None                  # now only its end is left to wait for
+        elif master.fileno() in ready and _closed(master):
+            poll.unregister(master)
+            _kill_group(pid, signal.SIGTERM)
+            kill_at = time.monotonic() + TERM_GRACE
+        elif master.fileno() in ready:
+            time.sleep(0.01)                # data for the rank's watch thread to drain
+    os.close(pidfd)
+    return os.waitpid(pid, 0)[1]
+
+
+def _closed(sock):
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
 
 
 def main(argv=None):
@@ -119,6 +217,8 @@ def main(argv=None):
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
+    p.add_argument("--listen", default="0.0.0.0")
+    p.add_argument("--supervise", action="store_true")
     p.add_argument("prog")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
@@ -126,10 +226,13 @@ def main(argv=None):
     sys.stdout.flush()
     try:
         secret = read_secret(sys.stdin, a.timeout)
-        CONTEXT = register(a.rank, master_address(a.master, os.environ), secret, a.timeout)
+        CONTEXT = register(a.rank, master_address(a.master, os.environ), secret, a.timeout,
+                           a.listen)
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
+    if a.supervise:
+        supervise(CONTEXT)
     threading.Thread(target=_watch, args=(CONTEXT.master,), name="dsm-watch", daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args

@@ -18,10 +18,16 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(services.__file__)))
 FORWARD_PREFIX = "DSM_"
 
 
-def rank_argv(python, rank, master, prog, args):
-    """The bootstrap command line of one rank (services.rank)."""
+def rank_argv(python, rank, master, prog, args, listen=None, supervise=False):
+    """The bootstrap command line of one rank (services.rank).
+
+    ``listen``: the address its peer listener binds (default 0.0.0.0); an
+    all-local job gives 127.0.0.1.  ``supervise``: run it under a parent
+    that reports its real exit status (ssh ranks).
+    """
+    extra = (["--listen", listen] if listen else []) + (["--supervise"] if supervise else [])
     return [python, "-u", "-m", "services.rank", "--rank", str(rank),
-            "--master", master, prog, *args]
+            "--master", master, *extra, prog, *args]
 
 
 def local_master(port):

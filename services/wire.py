@@ -1,12 +1,19 @@
 """The wire format shared by dsmexec and every rank: one leaf module, stdlib only.
 
-Two things cross the wire in Python:
+Three things cross the wire in Python:
 
 * the **handshake** that opens every connection (rank to dsmexec, rank to
   rank): a magic number, the protocol version, and an HMAC proof that the
   peer knows the job secret;
 * **control messages** on the rank-to-dsmexec connection: a small typed
-  frame (`Message`) whose body is JSON.
+  frame (`Message`) whose body is JSON;
+* the **region layout** that two ranks exchange right after their
+  handshake, so ranks configured differently fail at init instead of
+  corrupting memory.
+
+Each exchange is a table of states without I/O (`Exchange`); `run` drives
+one on a blocking socket, `Incoming` on a non-blocking one in a poll loop,
+with one deadline for all of it, so a stranger cannot stall the listener.
 
 Page traffic between ranks uses a binary header defined by the C core
 (`libdsm/csrc/proto.h`); it starts only after this handshake succeeded.
@@ -17,6 +24,7 @@ import json
 import os
 import socket
 import struct
+import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
@@ -71,37 +79,181 @@ def _mac(secret, role, sender_nonce, receiver_nonce):
     return hmac.new(secret, role + sender_nonce + receiver_nonce, hashlib.sha256).digest()
 
 
-def handshake(sock, secret, role, ident, version=(PROTOCOL_MAJOR, PROTOCOL_MINOR)):
-    """Run the symmetric handshake on a connected socket.
+# ---------------------------------------------------------------- exchanges as state tables
+
+class Exchange:
+    """A protocol exchange without I/O: what to send, and a table of states.
+
+    ``STATES`` maps a state to ``(what it waits for, handler)``.  A state
+    waits for exactly ``need`` bytes; `feed` hands them to its handler, which
+    may append to ``out`` and returns the next ``(state, need)``, or DONE.
+    Drivers do the I/O: `run` on a blocking socket, `Incoming` on a
+    non-blocking one inside a poll loop.
+    """
+    STATES = {}
+    DONE = (None, 0)
+
+    def __init__(self, state, need):
+        self.out = bytearray()
+        self.state, self.need = state, need
+
+    @property
+    def done(self):
+        return self.state is None
+
+    @property
+    def what(self):
+        return self.STATES[self.state][0]
+
+    def feed(self, data):
+        """Consume the ``need`` bytes the current state waits for."""
+        self.state, self.need = self.STATES[self.state][1](self, data)
+
+    def error(self, reason):
+        """The exception for an I/O failure (short read, reset, timeout) now."""
+        return WireError(reason)
+
+    def run(self, sock):
+        """Drive the exchange to its end on a blocking socket (its own timeout applies)."""
+        while True:
+            try:
+                if self.out:
+                    sock.sendall(self.out)
+                    self.out.clear()
+                if self.done:
+                    return
+                data = recv_exact(sock, self.need, self.what)
+            except (WireError, ConnectionError) as e:
+                raise self.error(str(e)) from None
+            self.feed(data)
+
+
+class Handshake(Exchange):
+    """The symmetric handshake of one side.
 
     Both sides send HELLO(magic, version, nonce, ident) and then an HMAC over
     their role and both nonces, so a peer without the secret is refused, and
-    a reflected HELLO cannot pass (the roles differ).  Returns
-    ``(peer_ident, peer_minor)``.  Raises HandshakeError (VersionMismatch for
-    a different major version); the caller closes the socket.
+    a reflected HELLO cannot pass (the roles differ).  ``peer`` is
+    ``(peer_ident, peer_minor)`` once the peer proved the secret.  Failures
+    before that are HandshakeError (VersionMismatch for a different major
+    version).  Subclasses go on after the proof (`after_proof`).
     """
-    if role not in (ROLE_CONNECT, ROLE_ACCEPT):
-        raise ValueError("role must be ROLE_CONNECT or ROLE_ACCEPT, got %r" % (role,))
-    nonce = os.urandom(NONCE_BYTES)
-    try:
-        sock.sendall(_HELLO.pack(MAGIC, version[0], version[1], nonce, ident))
-        magic, major, minor, peer_nonce, peer_ident = _HELLO.unpack(
-            recv_exact(sock, _HELLO.size, "handshake hello"))
-    except (WireError, ConnectionError) as e:
-        raise HandshakeError("handshake: %s" % e) from None
-    if magic != MAGIC:
-        raise HandshakeError("handshake: bad magic %r, expected %r" % (magic, MAGIC))
-    if major != version[0]:
-        raise VersionMismatch(tuple(version), (major, minor))
-    peer_role = ROLE_ACCEPT if role == ROLE_CONNECT else ROLE_CONNECT
-    try:
-        sock.sendall(_mac(secret, role, nonce, peer_nonce))
-        peer_mac = recv_exact(sock, _MAC_BYTES, "handshake proof")
-    except (WireError, ConnectionError) as e:
-        raise HandshakeError("handshake: %s" % e) from None
-    if not hmac.compare_digest(peer_mac, _mac(secret, peer_role, peer_nonce, nonce)):
-        raise HandshakeError("handshake: the peer does not know the job secret")
-    return peer_ident, minor
+
+    def __init__(self, secret, role, ident, version=(PROTOCOL_MAJOR, PROTOCOL_MINOR)):
+        if role not in (ROLE_CONNECT, ROLE_ACCEPT):
+            raise ValueError("role must be ROLE_CONNECT or ROLE_ACCEPT, got %r" % (role,))
+        super().__init__("hello", _HELLO.size)
+        self.secret, self.role, self.version = secret, role, tuple(version)
+        self.nonce = os.urandom(NONCE_BYTES)
+        self.out += _HELLO.pack(MAGIC, version[0], version[1], self.nonce, ident)
+        self.peer = None
+
+    def error(self, reason):
+        if self.peer is None:
+            return HandshakeError("handshake: %s" % reason)
+        return WireError(reason)
+
+    def _on_hello(self, data):
+        magic, major, minor, self.peer_nonce, ident = _HELLO.unpack(data)
+        if magic != MAGIC:
+            raise HandshakeError("handshake: bad magic %r, expected %r" % (magic, MAGIC))
+        if major != self.version[0]:
+            raise VersionMismatch(self.version, (major, minor))
+        self.claimed = (ident, minor)
+        self.out += _mac(self.secret, self.role, self.nonce, self.peer_nonce)
+        return "proof", _MAC_BYTES
+
+    def _on_proof(self, data):
+        peer_role = ROLE_ACCEPT if self.role == ROLE_CONNECT else ROLE_CONNECT
+        if not hmac.compare_digest(data, _mac(self.secret, peer_role, self.peer_nonce,
+                                              self.nonce)):
+            raise HandshakeError("handshake: the peer does not know the job secret")
+        self.peer = self.claimed
+        return self.after_proof()
+
+    def after_proof(self):
+        """The next (state, need) once the peer is authenticated."""
+        return self.DONE
+
+    STATES = {"hello": ("handshake hello", _on_hello),
+              "proof": ("handshake proof", _on_proof)}
+
+
+def handshake(sock, secret, role, ident, version=(PROTOCOL_MAJOR, PROTOCOL_MINOR)):
+    """Run the handshake on a connected blocking socket; return ``(peer_ident, peer_minor)``.
+
+    Raises HandshakeError (VersionMismatch for a different major version);
+    the caller closes the socket.
+    """
+    h = Handshake(secret, role, ident, version)
+    h.run(sock)
+    return h.peer
+
+
+HANDSHAKE_TIMEOUT = 2.0
+"""Seconds an accepted connection gets for its WHOLE handshake (and what follows it)."""
+
+
+class Incoming:
+    """An accepted connection whose exchange runs non-blocking, within one deadline.
+
+    The poll loop calls `on_readable` when the socket is readable and
+    `expired` to find the ones past their deadline.  The constructor sends
+    what the exchange starts with.  Errors are the exchange's (HandshakeError
+    before the peer is authenticated); the caller closes the socket.
+    """
+
+    def __init__(self, sock, addr, exchange, timeout=HANDSHAKE_TIMEOUT, now=None):
+        self.sock, self.addr, self.exchange, self.timeout = sock, addr, exchange, timeout
+        self.deadline = (time.monotonic() if now is None else now) + timeout
+        self._buf = bytearray()
+        sock.setblocking(False)
+        self._send()
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def on_readable(self):
+        """Read what came and advance; True once the exchange is done."""
+        x = self.exchange
+        while not x.done:
+            if len(self._buf) < x.need:         # never read past what the state waits for
+                try:
+                    chunk = self.sock.recv(x.need - len(self._buf))
+                except BlockingIOError:
+                    return False
+                except OSError as e:
+                    raise x.error(e.strerror or str(e)) from None
+                if not chunk:
+                    raise x.error("expected %d bytes of %s, got %d"
+                                  % (x.need, x.what, len(self._buf)))
+                self._buf += chunk
+                continue
+            data = bytes(self._buf)
+            self._buf.clear()
+            x.feed(data)
+            self._send()
+        return True
+
+    def expired(self, now):
+        return now >= self.deadline
+
+    def timeout_error(self):
+        x = self.exchange
+        return x.error("timed out after %g s waiting for %s (got %d of %d bytes)"
+                       % (self.timeout, x.what, len(self._buf), x.need))
+
+    def _send(self):
+        # A fresh connection's send buffer takes these few dozen bytes at once.
+        out = self.exchange.out
+        if out:
+            try:
+                sent = self.sock.send(out)
+            except OSError as e:
+                raise self.exchange.error(e.strerror or str(e)) from None
+            if sent < len(out):
+                raise self.exchange.error("could send only %d of %d bytes" % (sent, len(out)))
+            out.clear()
 
 
 # ---------------------------------------------------------------- control messages
@@ -118,9 +270,11 @@ class Message:
     FINALIZED rank -> dsmexec  {}: finalize() completed
     LOST_PEER rank -> dsmexec  {"peer_error": text}: this rank is failing
                                because another rank went away first
+    EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
+                               its supervisor (an ssh rank; see services/rank.py)
     """
-    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER = 1, 2, 3, 4, 5
-    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER"}
+    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED = 1, 2, 3, 4, 5, 6
+    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 
@@ -150,6 +304,9 @@ class Message:
             body = json.loads(data.decode()) if data else {}
         except ValueError as e:
             raise WireError("bad control message body: %s" % e) from None
+        if not isinstance(body, dict):
+            raise WireError("bad control message body: expected a JSON object, got %s"
+                            % body.__class__.__name__)
         return cls(type, body)
 
     def to_io(self, sock):
@@ -163,6 +320,71 @@ class Message:
         if length > cls.MAX_BODY:
             raise WireError("control message of %d bytes exceeds %d" % (length, cls.MAX_BODY))
         return cls.decode(header, recv_exact(sock, length, "message body"))
+
+
+class FirstMessage(Handshake):
+    """The accepting side's handshake, then the peer's first control message (``message``)."""
+
+    def after_proof(self):
+        return "header", Message.HEADER.size
+
+    def _on_header(self, data):
+        self.header = data
+        _type, length = Message.HEADER.unpack(data)
+        if length > Message.MAX_BODY:
+            raise self.error("control message of %d bytes exceeds %d" % (length, Message.MAX_BODY))
+        return "body", length
+
+    def _on_body(self, data):
+        self.message = Message.decode(self.header, data)
+        return self.DONE
+
+    STATES = {**Handshake.STATES, "header": ("message header", _on_header),
+              "body": ("message body", _on_body)}
+
+# ---------------------------------------------------------------- region layout
+
+LAYOUT = struct.Struct("!QQQQ")
+LAYOUT_NAMES = ("size", "base", "block_pages", "page_size")
+
+
+class LayoutMismatch(WireError):
+    """An authenticated peer maps the region differently: ``name``, ``ours``, ``theirs``."""
+
+    def __init__(self, name, ours, theirs, peer):
+        self.name, self.ours, self.theirs, self.peer = name, ours, theirs, peer
+        super().__init__("region %s differs: this rank has %#x, rank %d has %#x; "
+                         "give every rank the same DSM_* settings" % (name, ours, peer, theirs))
+
+
+def check_layout(ours, theirs, peer):
+    """Raise LayoutMismatch for the first field of the two layouts that differs."""
+    for name, a, b in zip(LAYOUT_NAMES, ours, theirs):
+        if a != b:
+            raise LayoutMismatch(name, a, b, peer)
+
+
+class MeshHandshake(Handshake):
+    """Two ranks: the handshake, ``check_peer(ident)`` (raises to refuse), the layout exchange.
+
+    ``check_peer`` runs once the peer is authenticated, before any layout is
+    sent; a LayoutMismatch is not a HandshakeError: the peer is a real rank.
+    """
+
+    def __init__(self, secret, role, ident, layout, check_peer=lambda ident: None):
+        super().__init__(secret, role, ident)
+        self.layout, self.check_peer = tuple(layout), check_peer
+
+    def after_proof(self):
+        self.check_peer(self.peer[0])
+        self.out += LAYOUT.pack(*self.layout)
+        return "layout", LAYOUT.size
+
+    def _on_layout(self, data):
+        check_layout(self.layout, LAYOUT.unpack(data), self.peer[0])
+        return self.DONE
+
+    STATES = {**Handshake.STATES, "layout": ("region layout", _on_layout)}
 
 
 def parse_hostport(text):

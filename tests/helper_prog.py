@@ -2,7 +2,8 @@
 
     helper_prog.py [--rank-print] [--fail RANK:STATUS] [--exception RANK:MSG]
                    [--kill RANK:SIGNAL] [--sleep SECONDS] [--lines N]
-                   [--init-no-finalize] [--orphan] [--tag TEXT]
+                   [--init-no-finalize] [--orphan] [--listener] [--stuck RANK]
+                   [--tag TEXT]
 
 It never imports libdsm: it reads its rank from the bootstrap's context.
 ``--tag`` does nothing; it puts a marker in the command line of every rank
@@ -10,6 +11,8 @@ process so a test can find leftovers in /proc.
 """
 import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +37,8 @@ def main():
     p.add_argument("--lines", type=int)
     p.add_argument("--init-no-finalize", action="store_true")
     p.add_argument("--orphan", action="store_true")
+    p.add_argument("--listener", action="store_true")
+    p.add_argument("--stuck", type=int, help="this rank holds the GIL for good, SIGTERM ignored")
     p.add_argument("--tag")
     a = p.parse_args()
     ctx = services.rank.CONTEXT
@@ -41,6 +46,8 @@ def main():
     if a.rank_print:
         print("hello from rank %d of %d" % (rank, ctx.size if ctx else 1))
         print("stderr of rank %d" % rank, file=sys.stderr)
+    if a.listener:
+        print("listener %s %d" % ctx.listener.getsockname(), flush=True)
     if a.lines:
         for i in range(a.lines):
             # Long lines, written in pieces, on both streams: none may be split or mixed.
@@ -57,6 +64,12 @@ def main():
     if a.kill and a.kill[0] == rank:
         os.kill(os.getpid(), int(a.kill[1]))
         time.sleep(10)          # the signal is delivered before this ends
+    if a.stuck == rank:
+        print("rank %d stuck" % rank, flush=True)
+        # No thread runs while this match holds the GIL: a rank stuck in C code,
+        # and one that ignores SIGTERM: only SIGKILL ends it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        re.match(r"(a+)+$", "a" * 60 + "b")
     if a.sleep:
         print("rank %d sleeping" % rank, flush=True)
         time.sleep(a.sleep)

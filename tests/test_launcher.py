@@ -191,3 +191,9 @@ def test_failure_of_one_rank_stops_the_sleeping_others(tmp_path, tag):
     assert r.returncode == 128 + 15
     assert "rank 2 (host localhost, line 4) was killed by signal 15 (SIGTERM)" in r.stderr
     assert time.monotonic() - start < 15
+
+
+def test_an_all_local_job_listens_on_loopback_only(tmp_path, tag):
+    r = run_dsmexec(local_hosts(tmp_path, 2), HELPER, "--listener", "--tag", tag)
+    assert r.returncode == 0, r.stderr
+    assert sorted(line.split()[3] for line in r.stdout.splitlines()) == ["127.0.0.1"] * 2

@@ -1,6 +1,8 @@
 """The master socket (services/master.py): registration, refusals, the table and its fix-up."""
+import select
 import socket
 import threading
+import time
 
 import pytest
 
@@ -45,10 +47,27 @@ def rank_side(port, secret, rank, body=None, result=None):
         result[rank] = e
 
 
+def drive(master, timeout=TIMEOUT):
+    """What dsmexec's loop does: accept and advance handshakes until one registers
+    (returned) or fails (its Refused raised)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for refused in master.expire(time.monotonic()):
+            raise refused
+        fds = [master.sock] + list(master.pending)
+        for ready in select.select(fds, [], [], 0.05)[0]:
+            if ready is master.sock:
+                master.accept()
+            else:
+                reg = master.advance(ready)
+                if reg is not None:
+                    return reg
+    pytest.fail("nothing registered or failed within %g s" % timeout)
+
+
 @pytest.fixture
 def master():
     m = Master(wire.new_secret(), 2, bind_all=False)
-    m.sock.settimeout(TIMEOUT)
     yield m
     for rank in list(m.conns):
         m.close(rank)
@@ -74,7 +93,7 @@ def test_registration_and_tables(master):
     result = {}
     threads = [start(rank_side, master.port, master.secret, r, None, result) for r in (1, 0)]
     for _ in range(2):
-        master.accept()
+        drive(master)
     assert master.complete and master.missing() == []
     master.send_tables(["hostA", "hostB"])
     for t in threads:
@@ -89,12 +108,12 @@ def test_wrong_secret_is_refused_and_registration_goes_on(master):
     result = {}
     t = start(rank_side, master.port, wire.new_secret(), 0, None, result)
     with pytest.raises(Refused, match=r"refused a connection from 127\.0\.0\.1:\d+: .*job secret"):
-        master.accept()
+        drive(master)
     t.join(TIMEOUT)
     assert isinstance(result[0], wire.WireError)
     assert master.missing() == [0, 1]
     start(rank_side, master.port, master.secret, 0, None, result)
-    assert master.accept().rank == 0
+    assert drive(master).rank == 0
     assert master.missing() == [1]
 
 
@@ -107,7 +126,7 @@ def test_bad_registrations_are_refused(master, rank, body, reason):
     result = {}
     t = start(rank_side, master.port, master.secret, rank, body, result)
     with pytest.raises(Refused, match=reason):
-        master.accept()
+        drive(master)
     t.join(TIMEOUT)
     assert master.registrations == {}
 
@@ -115,18 +134,84 @@ def test_bad_registrations_are_refused(master, rank, body, reason):
 def test_duplicate_rank_is_refused(master):
     result = {}
     start(rank_side, master.port, master.secret, 0, None, result)
-    master.accept()
+    drive(master)
     t = start(rank_side, master.port, master.secret, 0, None, result)
     with pytest.raises(Refused, match="rank 0 registered twice"):
-        master.accept()
+        drive(master)
     t.join(TIMEOUT)
 
 
 def test_silent_connection_is_refused_after_the_handshake_timeout(master, monkeypatch):
     monkeypatch.setattr("services.master.HANDSHAKE_TIMEOUT", 0.2)
     with socket.create_connection(("127.0.0.1", master.port)):
-        with pytest.raises(Refused, match="timed out"):
-            master.accept()
+        with pytest.raises(Refused, match=r"timed out after 0\.2 s waiting for handshake hello "
+                           r"\(got 0 of 26 bytes\)"):
+            drive(master)
+    assert master.pending == {}
+
+
+def test_the_deadline_is_for_the_whole_handshake_not_each_read(master, monkeypatch):
+    """A stranger that sends a byte now and then is dropped all the same."""
+    monkeypatch.setattr("services.master.HANDSHAKE_TIMEOUT", 0.5)
+    with socket.create_connection(("127.0.0.1", master.port)) as s:
+        master_fd = None
+        start = time.monotonic()
+        while master_fd is None:
+            select.select([master.sock], [], [], TIMEOUT)
+            master_fd = master.accept()
+        refused = None
+        while refused is None and time.monotonic() - start < TIMEOUT:
+            s.send(b"D")
+            time.sleep(0.1)
+            if select.select([master_fd], [], [], 0)[0]:
+                master.advance(master_fd)
+            refused = (master.expire(time.monotonic()) or [None])[0]
+    assert "handshake: timed out after 0.5 s waiting for handshake hello" in str(refused)
+    assert time.monotonic() - start < 1.5
+
+
+def test_strangers_do_not_hold_up_a_real_rank(master):
+    """Idle, trickling and garbage connections stay open; the rank registers past them."""
+    from strangers import Strangers
+    result = {}
+    with Strangers() as s:
+        s.all_kinds(("127.0.0.1", master.port))
+        time.sleep(0.2)         # they are first in the backlog
+        began = time.monotonic()
+        t = start(rank_side, master.port, master.secret, 0, None, result)
+        reg = None
+        while reg is None:
+            try:
+                reg = drive(master)
+            except Refused:
+                pass
+        assert reg.rank == 0 and time.monotonic() - began < 1.5
+    t.join(TIMEOUT)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("huge", "control message of 4294967295 bytes exceeds 16777216"),
+    ("json", "bad control message body"),
+    ("type", "unknown control message type 77"),
+    ("short", r"expected 40 bytes of message body, got 3"),
+])
+def test_a_peer_with_the_secret_and_a_bad_first_message_is_refused(master, kind, reason):
+    frames = {"huge": wire.Message.HEADER.pack(wire.Message.REGISTER, 0xFFFFFFFF),
+              "json": wire.Message.HEADER.pack(wire.Message.REGISTER, 3) + b"{x}",
+              "type": wire.Message.HEADER.pack(77, 2) + b"{}",
+              "short": wire.Message.HEADER.pack(wire.Message.REGISTER, 40) + b"{\"r"}
+
+    def rank():
+        with wire.connect("127.0.0.1", master.port, TIMEOUT) as s:
+            wire.handshake(s, master.secret, wire.ROLE_CONNECT, 0)
+            s.sendall(frames[kind])
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+    t = start(rank)
+    with pytest.raises(Refused, match=reason):
+        drive(master)
+    t.join(TIMEOUT)
+    assert master.pending == {} and master.registrations == {}
 
 
 def test_receive_reads_messages_then_none_at_close(master):
@@ -138,3 +223,24 @@ def test_receive_reads_messages_then_none_at_close(master):
     assert master.receive(0) == wire.Message(wire.Message.INIT)
     assert master.receive(0) == wire.Message(wire.Message.FINALIZED)
     assert master.receive(0) is None
+
+
+def test_beyond_max_pending_the_oldest_handshake_is_dropped(master, monkeypatch):
+    monkeypatch.setattr("services.master.MAX_PENDING", 2)
+    forgotten = []
+    master.forget = forgotten.append
+    clients = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(3)]
+    try:
+        fds = []
+        while len(fds) < 3:
+            select.select([master.sock], [], [], TIMEOUT)
+            fd = master.accept()
+            if fd is not None:
+                fds.append(fd)
+        assert forgotten == [fds[0]] and sorted(master.pending) == sorted(fds[1:])
+        clients[0].settimeout(TIMEOUT)
+        assert len(clients[0].recv(100)) == 26      # our hello, then the close
+        assert clients[0].recv(100) == b""
+    finally:
+        for c in clients:
+            c.close()

@@ -23,6 +23,12 @@ def test_rank_argv():
     assert spawn.rank_argv("/usr/bin/python3", 2, "127.0.0.1:5000", "prog.py", ["-x", "1"]) == [
         "/usr/bin/python3", "-u", "-m", "services.rank", "--rank", "2",
         "--master", "127.0.0.1:5000", "prog.py", "-x", "1"]
+    assert spawn.rank_argv("py", 0, "ssh:1", "p.py", [], listen="127.0.0.1") == [
+        "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1",
+        "--listen", "127.0.0.1", "p.py"]
+    assert spawn.rank_argv("py", 0, "ssh:1", "p.py", ["a"], supervise=True) == [
+        "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1", "--supervise",
+        "p.py", "a"]
 
 
 def test_masters():

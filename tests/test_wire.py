@@ -68,15 +68,31 @@ def test_bad_json_body(pair):
         Message.from_io(pair[1])
 
 
-def both_sides(pair, left, right):
-    """Run handshake kwargs `left` on pair[0] (thread) and `right` on pair[1]; return both outcomes."""
+def test_a_body_must_be_a_json_object(pair):
+    pair[0].sendall(Message.HEADER.pack(Message.REGISTER, 3) + b"[1]")
+    with pytest.raises(wire.WireError, match="expected a JSON object, got list"):
+        Message.from_io(pair[1])
+
+
+def both_sides(pair, left, right, close_right=False):
+    """Run `left` on pair[0] (thread) and `right` on pair[1]; return both outcomes.
+
+    Each is handshake kwargs (outcome: its result) or an Exchange (outcome: the
+    exchange once run); an exception is the outcome when one is raised.
+    """
     outcome = {}
 
-    def side(name, sock, kw):
+    def side(name, sock, what):
         try:
-            outcome[name] = wire.handshake(sock, **kw)
+            if isinstance(what, wire.Exchange):
+                what.run(sock)
+                outcome[name] = what
+            else:
+                outcome[name] = wire.handshake(sock, **what)
         except Exception as e:
             outcome[name] = e
+            if close_right and name == "right":
+                sock.close()
 
     t = threading.Thread(target=side, args=("left", pair[0], left))
     t.start()
@@ -158,3 +174,39 @@ def test_parse_hostport(text, expected):
 def test_parse_hostport_refuses(text):
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         wire.parse_hostport(text)
+
+
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096)
+
+
+def mesh_sides(pair, theirs=LAYOUT, secret=None):
+    """MeshHandshake: rank 3 connects on pair[0] (thread) with layout `theirs`, rank 0
+    accepts on pair[1] with LAYOUT; both outcomes (the exchange or the exception)."""
+    secret = secret or wire.new_secret()
+    left = wire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, theirs)
+    right = wire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT)
+    return both_sides(pair, left, right)
+
+
+def test_mesh_handshake_agrees_on_the_layout(pair):
+    left, right = mesh_sides(pair)
+    assert (left.peer, right.peer) == ((0, wire.PROTOCOL_MINOR), (3, wire.PROTOCOL_MINOR))
+
+
+def test_layout_mismatch_names_the_field_both_values_and_the_fix(pair):
+    _, right = mesh_sides(pair, theirs=(1 << 26, 0x300000000000, 4, 4096))
+    assert isinstance(right, wire.LayoutMismatch) and not isinstance(right, wire.HandshakeError)
+    assert str(right) == ("region base differs: this rank has 0x200000000000, rank 3 has "
+                          "0x300000000000; give every rank the same DSM_* settings")
+
+
+def test_check_peer_refuses_before_any_layout_is_sent(pair):
+    def refuse(ident):
+        raise wire.HandshakeError("not rank %d" % ident)
+    secret = wire.new_secret()
+    left = wire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, LAYOUT)
+    right = wire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT, check_peer=refuse)
+    left, right = both_sides(pair, left, right, close_right=True)
+    assert str(right) == "not rank 3"
+    # the connecting side proved itself, so what follows is no HandshakeError
+    assert isinstance(left, wire.WireError) and not isinstance(left, wire.HandshakeError)

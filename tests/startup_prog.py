@@ -1,0 +1,32 @@
+"""A libdsm program for the start-up tests: say where it listens, wait if told, then join.
+
+    startup_prog.py [--hold RANK:PATH]
+
+Prints ``listener HOST PORT`` (its peer listener), waits for PATH to exist
+if it is rank RANK, then init(), a barrier, finalize(), and prints ``ok``.
+"""
+import os
+import sys
+import time
+
+import libdsm
+import services.rank
+
+
+def main():
+    ctx = services.rank.CONTEXT
+    print("listener %s %d" % ctx.listener.getsockname(), flush=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--hold":
+        rank, _, path = sys.argv[2].partition(":")
+        deadline = time.monotonic() + 50
+        while int(rank) == ctx.rank and not os.path.exists(path):
+            if time.monotonic() > deadline:
+                sys.exit("%s never appeared" % path)
+            time.sleep(0.02)
+    with libdsm.init() as dsm:
+        dsm.barrier()
+        print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()

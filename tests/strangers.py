@@ -1,0 +1,123 @@
+"""Connections that are not a rank: idle, trickling, garbage and fuzzed ones.
+
+`Strangers` keeps connections open against listeners (closed on exit);
+`fuzz` runs many short ones, each closed after its payload.  A failing fuzz
+run prints its seed; ``DSM_FUZZ_SEED`` replays it.
+"""
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from services import wire
+
+HELLO = struct.Struct("!4sHH16sH")      # wire._HELLO: what a stranger would copy
+
+
+class Strangers:
+    """Context manager: idle, trickling and garbage connections to (host, port)s."""
+
+    def __init__(self):
+        self.socks = []
+        self.stop = threading.Event()
+        self.threads = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+        for s in self.socks:
+            s.close()
+        return False
+
+    def _open(self, addr):
+        s = socket.create_connection(addr, timeout=5)
+        self.socks.append(s)
+        return s
+
+    def idle(self, addr):
+        """Connect and say nothing."""
+        self._open(addr)
+
+    def garbage(self, addr):
+        """Send bytes that are no handshake, and stay."""
+        self._open(addr).sendall(b"GET / HTTP/1.0\r\nHost: dsm\r\n\r\n")
+
+    def trickle(self, addr, every=0.5):
+        """Send one byte of a plausible hello every `every` seconds, until the end."""
+        s = self._open(addr)
+        hello = HELLO.pack(wire.MAGIC, wire.PROTOCOL_MAJOR, 0, b"\0" * 16, 0)
+
+        def drip():
+            for byte in hello:
+                if self.stop.wait(every):
+                    return
+                try:
+                    s.send(bytes([byte]))
+                except OSError:
+                    return          # dropped: what we expect
+        t = threading.Thread(target=drip, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def all_kinds(self, addr):
+        self.idle(addr)
+        self.garbage(addr)
+        self.trickle(addr)
+
+
+def payloads(rng):
+    """One fuzz payload of each kind, drawn with rng: (name, bytes)."""
+    nonce = bytes(rng.getrandbits(8) for _ in range(16))
+    hello = HELLO.pack(wire.MAGIC, wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR, nonce,
+                       rng.randrange(1 << 16))
+    return [
+        ("empty", b""),
+        ("random", bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))),
+        ("truncated hello", hello[:rng.randrange(1, HELLO.size)]),
+        ("wrong major", HELLO.pack(wire.MAGIC, wire.PROTOCOL_MAJOR + 1 + rng.randrange(9), 0,
+                                   nonce, 0)),
+        ("bad mac", hello + bytes(rng.getrandbits(8) for _ in range(32))),
+        ("huge length", wire.Message.HEADER.pack(wire.Message.REGISTER, 0xFFFFFFFF) + b"{"),
+    ]
+
+
+def _one(addr, payload, timeout):
+    """Connect, send, half-close, read until the listener closes; True if it did in time."""
+    with socket.create_connection(addr, timeout=timeout) as s:
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(4096):
+                pass
+        except socket.timeout:
+            return False
+        except OSError:
+            pass            # reset, or a broken pipe: refused before we finished
+    return True
+
+
+def fuzz(addrs, count, seed=None, workers=8, timeout=5.0):
+    """`count` connections spread over addrs, every kind of payload in turn.
+
+    Returns (seed, connections made, seconds, [(addr, kind) never closed by the
+    listener within timeout]).
+    """
+    seed = int(os.environ.get("DSM_FUZZ_SEED", seed if seed is not None else
+                              random.randrange(1 << 32)))
+    rng = random.Random(seed)
+    jobs = []
+    while len(jobs) < count:
+        for name, data in payloads(rng):
+            jobs.append((addrs[len(jobs) % len(addrs)], name, data))
+    start = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(lambda j: (j, _one(j[0], j[2], timeout)), jobs[:count]))
+    stuck = [(j[0], j[1]) for j, ok in done if not ok]
+    return seed, len(done), time.monotonic() - start, stuck
