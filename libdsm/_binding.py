@@ -1,6 +1,8 @@
 """The only module that touches the compiled cffi module (`libdsm._core`).
 
 Every C return code is checked here and becomes a typed exception."""
+import re
+
 from libdsm import errors
 from libdsm._version import __version__
 
@@ -22,6 +24,7 @@ _ERRORS = {
 }
 PROT_NAMES = {lib.DSM_PROT_NONE: "none", lib.DSM_PROT_READ: "read", lib.DSM_PROT_RW: "rw"}
 _where = {"rank": None, "host": None}
+_hosts = []                 # every rank's host, to name them in errors
 
 
 def core_version():
@@ -50,10 +53,20 @@ def _check(rc, err):
         return
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
+        what = _with_host(what)
         _tell_launcher_peer_lost(what)
     if rc == lib.DSM_ESYS:
         raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
+
+
+def _with_host(what):
+    """'rank 1 sent nothing...' -> 'rank 1 on host h sent nothing...': the
+    core knows ranks only by number."""
+    m = re.match(r"rank (\d+) ", what)
+    if not m or int(m.group(1)) >= len(_hosts):
+        return what
+    return "rank %s on host %s %s" % (m.group(1), _hosts[int(m.group(1))], what[m.end():])
 
 
 def _tell_launcher_peer_lost(what):
@@ -71,13 +84,15 @@ def page_size():
 
 
 def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
-          master_fd, peer_fds, debug, host=None):
-    """Map the region, install the handler, start the comm thread."""
+          master_fd, peer_fds, debug, host=None, heartbeat_s=0.0, hosts=None):
+    """Map the region, install the handler, start the comm thread.
+    hosts: every rank's host, to name them in errors."""
     _where.update(rank=rank, host=host)
+    _hosts[:] = hosts or []
     cfg = ffi.new("struct dsm_config *", {
         "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
         "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank, "nranks": nranks, "master_fd": master_fd,
-        "debug": int(debug)})
+        "debug": int(debug), "heartbeat_ms": int(round(heartbeat_s * 1000))})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_start(cfg, fds, err), err)

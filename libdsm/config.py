@@ -10,6 +10,8 @@ DSM_SPIN_US          microseconds a waiting thread yields before it sleeps (defa
                      when this host runs no more ranks than it has CPUs, else 0)
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
+DSM_HEARTBEAT_S      seconds of silence after which a peer is declared dead, and
+                     the job fails (10); 0 turns failure detection off
 DSM_DEBUG            trace protocol messages to stderr when set to 1
 """
 import os
@@ -25,11 +27,13 @@ DEFAULTS = {
     "readahead": 256,
     "spin_us": None,
     "connect_timeout": 30.0,
+    "heartbeat_s": 10.0,
     "debug": False,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
 SPIN_US = 50
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 86400
 
 
 def parse_size(text):
@@ -48,6 +52,7 @@ _PARSERS = {
     "readahead": ("DSM_READAHEAD", int),
     "spin_us": ("DSM_SPIN_US", int),
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
+    "heartbeat_s": ("DSM_HEARTBEAT_S", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
 }
 
@@ -89,4 +94,7 @@ def resolve(page_size, environ=None, ranks_here=1, **given):
         raise ConfigError("DSM_READAHEAD must be 1..4096, got %d" % cfg["readahead"])
     if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:
         raise ConfigError("DSM_HOLD_US must be >= 0 and DSM_CONNECT_TIMEOUT > 0")
+    if not (cfg["heartbeat_s"] == 0 or MIN_HEARTBEAT_S <= cfg["heartbeat_s"] <= MAX_HEARTBEAT_S):
+        raise ConfigError("DSM_HEARTBEAT_S must be 0 (off) or %g..%d seconds, got %r"
+                          % (MIN_HEARTBEAT_S, MAX_HEARTBEAT_S, cfg["heartbeat_s"]))
     return cfg

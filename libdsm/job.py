@@ -35,7 +35,8 @@ def start(ctx, options):
                    layout.core_locks(cfg["locks"]), cfg["readahead"], cfg["spin_us"],
                    ctx.master.fileno() if ctx else -1,
                    fds,
-                   cfg["debug"], host)
+                   cfg["debug"], host, heartbeat_s=cfg["heartbeat_s"],
+                   hosts=ctx.hostnames if ctx else None)
     return cfg
 
 

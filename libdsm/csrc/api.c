@@ -94,6 +94,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     c->hold_ns = (uint64_t)cfg->hold_us * 1000;
     c->readahead = cfg->readahead ? cfg->readahead : 1;
     c->spin_ns = (uint64_t)cfg->spin_us * 1000;
+    c->heartbeat_ns = (uint64_t)cfg->heartbeat_ms * 1000000;
     if ((rc = region_map(&D.region, c, cfg->base, cfg->size, err)))
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))

@@ -34,6 +34,7 @@ struct dsm_config {
     int nranks;
     int master_fd;         /* connection to dsmexec, watched for close; -1 if none */
     int debug;             /* trace protocol events to stderr */
+    uint32_t heartbeat_ms; /* a peer silent this long is declared dead; 0: never */
 };
 
 struct dsm_stats {

@@ -68,6 +68,7 @@ struct core {
     char failure[DSM_ERRLEN];
     int busy_poll;              /* threads asking the comm thread not to sleep */
     struct dsm_stats stats;
+    uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
 };
 
 /* Tracing that costs one branch when DSM_DEBUG is off. */

@@ -17,7 +17,7 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_BARRIER] = "DSM_BARRIER", [DSM_BARRIER_GO] = "DSM_BARRIER_GO",
     [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
-    [DSM_BCAST] = "DSM_BCAST",
+    [DSM_BCAST] = "DSM_BCAST", [DSM_HEARTBEAT] = "DSM_HEARTBEAT",
 };
 
 const char *msg_name(int type)
