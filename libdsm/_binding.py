@@ -21,6 +21,7 @@ _ERRORS = {
     lib.DSM_ESTATE: errors.StateError,
     lib.DSM_ECOLL: errors.CollectiveError,
     lib.DSM_ENOTHELD: errors.LockError,
+    lib.DSM_ETIMEDOUT: errors.PinTimeoutError,
 }
 PROT_NAMES = {lib.DSM_PROT_NONE: "none", lib.DSM_PROT_READ: "read", lib.DSM_PROT_RW: "rw"}
 _where = {"rank": None, "host": None}
@@ -126,6 +127,17 @@ def bcast(root, data):
 def prefetch(first_page, npages, write):
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_prefetch(first_page, npages, int(write), err), err)
+
+
+def pin(first_page, npages, write, timeout_s):
+    """Fetch and pin pages; PinTimeoutError past timeout_s."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_pin(first_page, npages, int(write), int(timeout_s * 1000), err), err)
+
+
+def unpin(first_page, npages):
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_unpin(first_page, npages, err), err)
 
 
 def lock_acquire(lock):

@@ -14,7 +14,7 @@ import cffi
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
 C_FILES = ["ground.c", "wire.c", "ring.c", "region.c", "transport.c", "comm.c", "net.c",
-           "coh_app.c", "coh_serve.c", "sync.c", "fault.c", "api.c"]
+           "coh_app.c", "coh_serve.c", "sync.c", "fault.c", "api.c", "coh_pin.c"]
 
 
 def package_version():

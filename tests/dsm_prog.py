@@ -109,6 +109,21 @@ def barrier_loop(dsm, a):
     print("barrier_loop rounds=%d" % n)
 
 
+def stuck(dsm, a):
+    """Rank 0 sits in one GIL-holding C call for --busy seconds while the
+    others loop on barriers (a test stops one of them)."""
+    print("pid=%d" % os.getpid(), flush=True)
+    dsm.barrier()
+    if dsm.rank == 0:
+        ctypes.PyDLL(None).sleep(int(a.busy))
+        print("stuck rank 0 came back")
+    else:
+        end = time.monotonic() + a.busy
+        while time.monotonic() < end:
+            time.sleep(0.01)
+    dsm.barrier()
+
+
 def big(dsm, a):
     """A big region: every rank writes pages spread over all of it."""
     npages = dsm.nbytes // dsm.page_size
@@ -333,7 +348,7 @@ def api_errors(dsm, a):
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
                                      messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
-                                     api_errors, ring_full, barrier_loop)}
+                                     api_errors, ring_full, barrier_loop, stuck)}
 
 
 def main():

@@ -101,6 +101,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         goto err_region;
     if ((rc = coh_init(&D.coh, c, &D.tp, err)))
         goto err_comm;
+    coh_pin_init(&D.coh);
     if ((rc = sync_init(&D.sync, c, &D.tp, cfg->nlocks, err)))
         goto err_coh;
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
@@ -120,7 +121,9 @@ err_region:
     return rc;
 }
 
-int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
+/* Running, and pages [first, first + n) are in the region?  DSM_OK or
+ * the error. */
+static int check_pages(uint64_t first, uint64_t n, char *err)
 {
     int rc;
     if ((rc = core_running(&D.core, err)))
@@ -131,7 +134,26 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
                 (unsigned long long)D.core.npages);
         return DSM_EINVAL;
     }
-    return coh_prefetch(&D.coh, first, n, write, err);
+    return DSM_OK;
+}
+
+int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 0, 0, err);
+}
+
+int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 1,
+                                  now_ns() + timeout_ms * 1000000ULL, err);
+}
+
+int dsm_unpin(uint64_t first, uint64_t n, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_unpin_wait(&D.coh, first, n, err);
 }
 
 int dsm_barrier(char *err)

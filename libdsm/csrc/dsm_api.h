@@ -17,6 +17,7 @@
 #define DSM_ESTATE -6   /* called in the wrong state */
 #define DSM_ECOLL -7    /* ranks called different collectives */
 #define DSM_ENOTHELD -8 /* released a lock this rank does not hold */
+#define DSM_ETIMEDOUT -9 /* pages stayed pinned elsewhere past the timeout */
 
 #define DSM_PROT_NONE 0
 #define DSM_PROT_READ 1
@@ -100,3 +101,10 @@ int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out);
 int dsm_page_home(uint64_t page);
 
 void dsm_get_stats(struct dsm_stats *out);
+
+/* Fetch pages [first, first + n) (for writing if write) and pin them: they
+ * stay here, not given away, until dsm_unpin.  All or nothing; a page
+ * pinned by another rank is waited for up to timeout_ms (DSM_ETIMEDOUT). */
+int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err);
+/* Drop one pin of each page of [first, first + n); what waited runs. */
+int dsm_unpin(uint64_t first, uint64_t n, char *err);

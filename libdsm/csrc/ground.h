@@ -10,6 +10,7 @@
  *   net.c        layer 1: socket helpers
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
+ *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
  *   sync.c       layer 2: collectives and locks
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
@@ -37,6 +38,7 @@ struct page {
     uint8_t invalidated;        /* a writer has taken a read copy of ours away */
     uint32_t given_up;          /* times this rank served or dropped it (thrashing) */
     uint64_t installed_ns;      /* when it was last received (hold window) */
+    uint32_t pinned;            /* dsm_pin holds on it: it is not given away */
 };
 
 /* How protections reach the application view: region.c on a real rank,

@@ -21,6 +21,7 @@ enum msg_type {
     DSM_LOCK_REL,       /* rank -> lock home: I give it back */
     DSM_BCAST,          /* root -> rank: the value of collective `epoch` */
     DSM_HEARTBEAT,      /* rank -> peer: still alive (sent when idle; transport-level) */
+    DSM_UNPIN,          /* rank -> itself: pages were unpinned, run what was parked */
     DSM_MSG_MAX
 };
 

@@ -37,12 +37,13 @@
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
-enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_BARRIER, OP_FINALIZE };
-static const char *op_names[] = { "read", "write", "lock-inc", "barrier", "finalize" };
+enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_BARRIER, OP_FINALIZE, OP_PIN };
+static const char *op_names[] = { "read", "write", "lock-inc", "barrier", "finalize", "pin" };
 
 struct op {
     enum op_kind kind;
     uint32_t page, word, lock;
+    uint32_t count, write;      /* OP_PIN: pages [page, page + count), for writing */
 };
 
 struct thread {
@@ -51,6 +52,7 @@ struct thread {
     int full;                   /* the last step found the ring full */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
+    uint32_t upto;              /* OP_PIN: pages pinned so far */
 };
 
 struct lock_fifo {
@@ -128,8 +130,10 @@ static void make_scenario(void)
                 for (i = 0; i < n && th->nops < MAX_OPS - 2; i++) {
                     struct op *o = &th->ops[th->nops++];
                     uint64_t k = below(100);
-                    o->kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : OP_LOCK_INC;
+                    o->kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : k < 92 ? OP_LOCK_INC : OP_PIN;
                     o->page = (uint32_t)below(W.npages);
+                    o->count = 1 + (uint32_t)below(W.npages - o->page);
+                    o->write = (uint32_t)below(2);
                     o->word = (uint32_t)below(SIM_WORDS - 1);
                     o->lock = (uint32_t)below(W.nlocks);
                 }
@@ -180,6 +184,15 @@ static int ring_room(struct srank *r)
     return r->tp.ring.len < DSM_RING_CAP;
 }
 
+/* OP_PIN, as dsm_pin: phase 0 fetches the pages in ascending order and
+ * pins each as soon as it is here; phase 1 holds them all (reads, or
+ * writes, each page); phase 2 unpins and posts DSM_UNPIN.  Ready in phase 0
+ * when the next page can be asked for or has come. */
+static int pin_ready(struct srank *sr, const struct thread *th, const struct op *o)
+{
+    return th->phase || coh_fault_ready(&sr->coh, o->page + th->upto, (int)o->write);
+}
+
 /* Can this thread's next step change something? */
 static int thread_ready(int r, int t)
 {
@@ -204,6 +217,8 @@ static int thread_ready(int r, int t)
         return th->phase == 3 || coh_fault_ready(&sr->coh, counter_page(o->lock), 1);
     case OP_BARRIER:
         return th->phase == 0 || sync_coll_reached(&sr->sync, th->epoch);
+    case OP_PIN:
+        return pin_ready(sr, th, o);
     case OP_FINALIZE:
         return th->phase == 0 ? threads_done(r, 1) : all_finalized(sr);
     }
@@ -268,6 +283,41 @@ static void lock_inc(int r, struct thread *th, const struct op *o)
     }
 }
 
+static int fault(int r, struct thread *th, uint32_t page, int write);
+static void check_read(int r, uint32_t page, uint32_t word);
+static void do_write(int r, uint32_t page, uint32_t word, uint64_t value);
+
+static void pin_step(int r, struct thread *th, const struct op *o)
+{
+    struct srank *sr = &W.s.r[r];
+    uint32_t p;
+    if (th->phase == 0) {
+        while (th->upto < o->count && coh_pin_page(&sr->coh, o->page + th->upto, (int)o->write))
+            th->upto++;
+        if (th->upto < o->count) {
+            fault(r, th, o->page + th->upto, (int)o->write);
+            return;
+        }
+        th->phase = 1;
+    } else if (th->phase == 1) {
+        for (p = o->page; p < o->page + o->count; p++)
+            if (o->write)
+                do_write(r, p, o->word, ++W.writes);
+            else
+                check_read(r, p, o->word);
+        th->phase = coh_unpin(&sr->coh, o->page, o->count) ? 2 : 3;
+    }
+    if (th->phase == 2) {
+        th->full = coh_unpin_poke(&sr->coh) == TP_FULL;
+        th->phase = th->full ? 2 : 3;
+    }
+    if (th->phase == 3) {
+        th->phase = 0;
+        th->upto = 0;
+        th->pc++;
+    }
+}
+
 static void collective_step(int r, struct thread *th, const struct op *o)
 {
     struct srank *sr = &W.s.r[r];
@@ -317,6 +367,8 @@ static void app_step(int r, int t)
         }
     } else if (o->kind == OP_LOCK_INC) {
         lock_inc(r, th, o);
+    } else if (o->kind == OP_PIN) {
+        pin_step(r, th, o);
     } else {
         collective_step(r, th, o);
     }
@@ -395,6 +447,26 @@ static void check_locks(void)
     }
 }
 
+/* A thread holding pins (OP_PIN phase 1) still has every page pinned, with
+ * the access it pinned it for. */
+static void check_pins(void)
+{
+    int r, t;
+    uint32_t p;
+    for (r = 0; r < W.s.n; r++)
+        for (t = 0; t < W.nthreads; t++) {
+            const struct thread *th = &W.th[r][t];
+            const struct op *o = &th->ops[th->pc];
+            if (thread_done(th) || o->kind != OP_PIN || th->phase > 1)
+                continue;
+            for (p = o->page; p < o->page + (th->phase ? o->count : th->upto); p++)
+                if (!W.s.r[r].core.pages[p].pinned ||
+                    !coh_satisfied(&W.s.r[r].core, p, (int)o->write))
+                    sim_violation(&W.s, "rank %d pinned page %u for %s, but it went", r, p,
+                                  o->write ? "writing" : "reading");
+        }
+}
+
 static void check_step(void)
 {
     uint32_t p;
@@ -402,6 +474,7 @@ static void check_step(void)
         return;                 /* after a death only liveness is checked */
     for (p = 0; p < W.npages; p++)
         check_page(p);
+    check_pins();
     check_locks();
 }
 
@@ -436,7 +509,7 @@ static void check_end(void)
                 (page_home(&sr->core, id) == r && coh_dir(&sr->coh, id)->busy))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
-        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head)
+        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     for (id = 0; id < s->next_id; id++)

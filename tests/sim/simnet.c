@@ -137,6 +137,7 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
         return -1;
     }
+    coh_pin_init(&r->coh);
     c->phase = PHASE_RUNNING;
     return 0;
 }
@@ -149,6 +150,7 @@ void simnet_rank_free(struct srank *r)
         free(d);
     }
     coh_free(&r->coh);
+    coh_pin_free(&r->coh);
     sync_free(&r->sync);
     tp_free(&r->tp);
     free(r->core.rw);
