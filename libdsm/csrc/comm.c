@@ -62,7 +62,8 @@ struct comm {
     int evfd, master_fd;
     int self_finalized, stopping;
     pthread_t thread;
-    uint64_t next_duty_ns;      /* next heartbeat round; 0: heartbeats off */
+    uint64_t next_tick_ns;      /* next round of heartbeats */
+    uint64_t next_duty_ns;      /* next heartbeat or silence check; 0: heartbeats off */
     uint64_t fence_ns;          /* when to end the process after a failure; 0: none */
 };
 
@@ -139,7 +140,7 @@ static int peer_send(struct comm *cm, int dst, const struct msg *m, const void *
     if (m->len > (size_t)n)
         buf_append(cm, &p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
     queued = p->tx.off < p->tx.len;
-    if (cm->next_duty_ns)
+    if (cm->c->heartbeat_ns)
         p->last_tx_ns = now_ns();
     pthread_mutex_unlock(&p->txmu);
     return queued;
@@ -273,7 +274,7 @@ static void on_readable(struct comm *cm, int r, struct peer *p)
             break;
         }
         p->rx.len += (size_t)n;
-        p->last_rx_ns = cm->next_duty_ns ? now_ns() : 0;
+        p->last_rx_ns = cm->c->heartbeat_ns ? now_ns() : 0;
         parse(cm, r, p);
     }
     if (p->rx.off == p->rx.len)
@@ -348,18 +349,21 @@ static void on_heartbeat(void *ctx, const struct msg *m, const unsigned char *pa
 {
 }
 
-/* Every heartbeat_ns / 4: a heartbeat to each peer we have been silent to
- * for that long; a peer silent for heartbeat_ns is declared dead.  Peers
- * that closed, or that we closed, need neither. */
+/* Each round: a peer silent for heartbeat_ns is declared dead.  Every
+ * heartbeat_ns / 4: a heartbeat to each peer we have been silent to for
+ * that long.  Peers that closed, or that we closed, need neither.  The
+ * poll wakes at the next tick or the first peer's silence deadline. */
 static void heartbeat_duty(struct comm *cm, uint64_t now)
 {
     const struct core *c = cm->c;
     uint64_t tick = c->heartbeat_ns / 4;
     struct msg hb = { .type = DSM_HEARTBEAT, .origin = (uint16_t)c->rank };
-    int r, idle;
-    if (!cm->next_duty_ns || now < cm->next_duty_ns)
+    int r, idle, send = now >= cm->next_tick_ns;
+    if (!c->heartbeat_ns)
         return;
-    cm->next_duty_ns = now + tick;
+    if (send)
+        cm->next_tick_ns = now + tick;
+    cm->next_duty_ns = cm->next_tick_ns;
     for (r = 0; r < c->nranks; r++) {
         struct peer *p = &cm->peers[r];
         if (r == c->rank || p->eof)
@@ -367,6 +371,10 @@ static void heartbeat_duty(struct comm *cm, uint64_t now)
         if (now - p->last_rx_ns >= c->heartbeat_ns)
             core_fail(cm->c, "rank %d sent nothing for %.1f s: declared dead", r,
                       (double)(now - p->last_rx_ns) / 1e9);
+        else if (p->last_rx_ns + c->heartbeat_ns < cm->next_duty_ns)
+            cm->next_duty_ns = p->last_rx_ns + c->heartbeat_ns;
+        if (!send)
+            continue;
         pthread_mutex_lock(&p->txmu);
         idle = !p->shut && now - p->last_tx_ns >= tick;
         pthread_mutex_unlock(&p->txmu);
@@ -381,7 +389,7 @@ static void fence(struct comm *cm, uint64_t now)
 {
     struct core *c = cm->c;
     char why[DSM_ERRLEN];
-    if (!cm->next_duty_ns || !__atomic_load_n(&c->failed, __ATOMIC_RELAXED))
+    if (!c->heartbeat_ns || !__atomic_load_n(&c->failed, __ATOMIC_RELAXED))
         return;
     if (!cm->fence_ns) {
         cm->fence_ns = now + FENCE_NS;
@@ -467,7 +475,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     cm->t = t;
     cm->c = c;
     cm->master_fd = master_fd;
-    cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
+    cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         rc = dsm_err_sys(err, errno, "eventfd");
         goto err;
