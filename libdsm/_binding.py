@@ -130,9 +130,10 @@ def prefetch(first_page, npages, write):
 
 
 def pin(first_page, npages, write, timeout_s):
-    """Fetch and pin pages; PinTimeoutError past timeout_s."""
+    """Fetch and pin pages; PinTimeoutError past timeout_s (None: no limit)."""
     err = ffi.new("char[]", lib.DSM_ERRLEN)
-    _check(lib.dsm_pin(first_page, npages, int(write), int(timeout_s * 1000), err), err)
+    ms = 0xFFFFFFFF if timeout_s is None else min(0xFFFFFFFF, max(1, int(timeout_s * 1000)))
+    _check(lib.dsm_pin(first_page, npages, int(write), ms, err), err)
 
 
 def unpin(first_page, npages):

@@ -33,7 +33,10 @@ class Pins:
     @contextlib.contextmanager
     def pinned(self, obj, write=False, timeout=PIN_TIMEOUT):
         """Make every page under obj resident (writable if write) and keep it
-        so until the block ends; yields obj."""
+        so until the block ends; yields obj.  timeout: seconds, or None for
+        no limit."""
+        if timeout is not None and not timeout > 0:
+            raise ValueError("the pin timeout must be positive or None, got %r" % (timeout,))
         first, count = self._memory.pages(*self._span(obj))
         if count:
             _binding.pin(first, count, write, timeout)
@@ -78,6 +81,9 @@ class Pins:
             if isinstance(dest, int):
                 _write_fd(dest, view)
                 return
+            if not _has_fd(dest):         # BytesIO and such: copied in user space
+                dest.write(view)
+                return
             dest.flush()
             fd = dest.fileno()
             _write_fd(fd, view)
@@ -102,6 +108,14 @@ class Pins:
                 if n == 0:
                     raise EOFError("readinto: expected %d bytes, got %d" % (len(view), got))
                 got += n
+
+
+def _has_fd(f):
+    try:
+        f.fileno()
+    except (AttributeError, OSError):       # io.UnsupportedOperation is an OSError
+        return False
+    return True
 
 
 def _write_fd(fd, view):

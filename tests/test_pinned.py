@@ -73,6 +73,22 @@ def test_helpers_leave_no_partial_file(tmp_path):
             d.write(1, arr[::2])
         except ValueError as e:
             print("strided:", e)
+        import io
+        a = d.malloc(10000)
+        a.mem[:] = b"a" * 10000
+        d.create_region("r", 5000)
+        r = d.map_region("r")
+        r.mem[:] = b"r" * 5000
+        buf = io.BytesIO()
+        d.write(buf, a)
+        d.write(buf, r)
+        with d.pinned(r.mem[100:200], write=True, timeout=None):
+            pass
+        print("bytesio", buf.getvalue() == b"a" * 10000 + b"r" * 5000)
+        buf.seek(0)
+        d.readinto(buf, r)
+        print("readinto bytesio", bytes(r.mem) == b"a" * 5000)
+        d.unmap_region(r)
         d.finalize()
     """ % {"dir": str(tmp_path)}
     p = run_code(code)
@@ -81,3 +97,4 @@ def test_helpers_leave_no_partial_file(tmp_path):
     assert "save raised" in p.stdout and "write raised 27" in p.stdout, p.stdout
     assert "files ['big.bin', 'ok.npy'] 10" in p.stdout, p.stdout
     assert "strided: write and readinto need C-contiguous memory" in p.stdout
+    assert "bytesio True" in p.stdout and "readinto bytesio True" in p.stdout, p.stdout
