@@ -21,6 +21,7 @@ Dsm is made (none of them imports this package):
     regions      named regions (Dsm.named_regions)
     collectives  barrier, bcast, finalize, and the check at every entry point
     arrays       dsm.array
+    pinned       dsm.pinned, and save, write, readinto (system calls on DSM memory)
     partitions   ranks, hosts, row_block
     locks        dsm.lock and the system locks
 
@@ -31,16 +32,18 @@ from libdsm.alloc import Allocation
 from libdsm.arrays import Arrays
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
-                           DsmError, LockError, MappingLimitError, PeerError, StateError)
+                           DsmError, LockError, MappingLimitError, PeerError, PinTimeoutError,
+                           StateError)
 from libdsm.locks import Lock, Locks
 from libdsm.memory import Memory
 from libdsm.partitions import Partitions
+from libdsm.pinned import PIN_TIMEOUT, Pins
 from libdsm.regions import Region
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
-    "StateError", "CoreVersionError", "CollectiveError", "LockError",
+    "StateError", "CoreVersionError", "CollectiveError", "LockError", "PinTimeoutError",
 ]
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
@@ -80,6 +83,7 @@ class Dsm:
         self._coll = Collectives(memory, self.rank, self.size, self.hostname())
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self.rank,
                               self.hostname())
+        self._pins = Pins(memory, self._span)
 
     # ------------------------------------------------------------ who and where
     def hostname(self, rank=None):
@@ -173,6 +177,30 @@ class Dsm:
         if count:
             _binding.prefetch(first, count, write)
 
+    def pinned(self, obj, write=False, timeout=PIN_TIMEOUT):
+        """Context manager: every page under obj (an Allocation, Region,
+        array, memoryview on the region, or (offset, nbytes)) is fetched and
+        stays here, writable too if write, until the block ends; other ranks
+        wanting one wait.  System calls on it then work.  PinTimeoutError
+        after timeout s waiting for pages pinned elsewhere."""
+        self._coll.check()
+        return self._pins.pinned(obj, write, timeout)
+
+    def save(self, file, array):
+        """np.save of an array on the region; a path gets the whole file or none."""
+        self._coll.check()
+        self._pins.save(file, array)
+
+    def write(self, dest, obj):
+        """Write obj's bytes to an fd or binary file, all of them or raise."""
+        self._coll.check()
+        self._pins.write(dest, obj)
+
+    def readinto(self, src, obj):
+        """Fill obj from an fd or binary file, all of it or raise (EOFError)."""
+        self._coll.check()
+        self._pins.readinto(src, obj)
+
     def _span(self, obj):
         """(offset, nbytes) of something on the region."""
         if isinstance(obj, Allocation):
@@ -183,7 +211,10 @@ class Dsm:
             return obj
         if hasattr(obj, "__array_interface__"):
             return self._memory.array_span(obj)
-        raise TypeError("prefetch takes an Allocation, a Region, an array or "
+        if isinstance(obj, memoryview):
+            import numpy as np
+            return self._memory.array_span(np.asarray(obj))
+        raise TypeError("expected an Allocation, a Region, an array, a memoryview or "
                         "(offset, nbytes), got %s" % type(obj).__name__)
 
     def array(self, shape, dtype="float64", name=None):
@@ -292,7 +323,7 @@ def init(**options):
     """Join the job (or run alone) and map the shared region.
 
     Options override DSM_* variables: size, base, block_pages, hold_us,
-    locks, connect_timeout, debug.  Returns a `Dsm`; call it once per process.
+    locks, connect_timeout, heartbeat_s, debug.  Returns a `Dsm`; call it once per process.
     """
     global _instance
     if _instance is not None:

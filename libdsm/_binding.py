@@ -1,6 +1,8 @@
 """The only module that touches the compiled cffi module (`libdsm._core`).
 
 Every C return code is checked here and becomes a typed exception."""
+import re
+
 from libdsm import errors
 from libdsm._version import __version__
 
@@ -19,9 +21,11 @@ _ERRORS = {
     lib.DSM_ESTATE: errors.StateError,
     lib.DSM_ECOLL: errors.CollectiveError,
     lib.DSM_ENOTHELD: errors.LockError,
+    lib.DSM_ETIMEDOUT: errors.PinTimeoutError,
 }
 PROT_NAMES = {lib.DSM_PROT_NONE: "none", lib.DSM_PROT_READ: "read", lib.DSM_PROT_RW: "rw"}
 _where = {"rank": None, "host": None}
+_hosts = []                 # every rank's host, to name them in errors
 
 
 def core_version():
@@ -50,10 +54,20 @@ def _check(rc, err):
         return
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
+        what = _with_host(what)
         _tell_launcher_peer_lost(what)
     if rc == lib.DSM_ESYS:
         raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
+
+
+def _with_host(what):
+    """'rank 1 sent nothing...' -> 'rank 1 on host h sent nothing...': the
+    core knows ranks only by number."""
+    m = re.match(r"rank (\d+) ", what)
+    if not m or int(m.group(1)) >= len(_hosts):
+        return what
+    return "rank %s on host %s %s" % (m.group(1), _hosts[int(m.group(1))], what[m.end():])
 
 
 def _tell_launcher_peer_lost(what):
@@ -74,14 +88,18 @@ CONSISTENCY = {"sequential": lib.DSM_SEQUENTIAL, "release": lib.DSM_RELEASE}
 
 
 def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
-          master_fd, peer_fds, debug, host=None, consistency="sequential", twin_limit_mb=64):
-    """Map the region, install the handler, start the comm thread."""
+          master_fd, peer_fds, debug, host=None, consistency="sequential", twin_limit_mb=64,
+          heartbeat_s=0.0, hosts=None):
+    """Map the region, install the handler, start the comm thread.
+    hosts: every rank's host, to name them in errors."""
     _where.update(rank=rank, host=host)
+    _hosts[:] = hosts or []
     cfg = ffi.new("struct dsm_config *", {
         "base": base, "size": size, "block_pages": block_pages, "hold_us": hold_us,
         "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank,
         "nranks": nranks, "master_fd": master_fd, "debug": int(debug),
-        "consistency": CONSISTENCY[consistency], "twin_limit_mb": twin_limit_mb})
+        "consistency": CONSISTENCY[consistency], "twin_limit_mb": twin_limit_mb,
+        "heartbeat_ms": int(round(heartbeat_s * 1000))})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_start(cfg, fds, err), err)
@@ -138,6 +156,18 @@ def collective(kind, root, data=None, op=None, dtype=None, sig=0):
 def prefetch(first_page, npages, write):
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_prefetch(first_page, npages, int(write), err), err)
+
+
+def pin(first_page, npages, write, timeout_s):
+    """Fetch and pin pages; PinTimeoutError past timeout_s (None: no limit)."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    ms = 0xFFFFFFFF if timeout_s is None else min(0xFFFFFFFF, max(1, int(timeout_s * 1000)))
+    _check(lib.dsm_pin(first_page, npages, int(write), ms, err), err)
+
+
+def unpin(first_page, npages):
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_unpin(first_page, npages, err), err)
 
 
 def lock_acquire(lock):

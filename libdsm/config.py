@@ -13,6 +13,8 @@ DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
 DSM_CONSISTENCY      "sequential" (the default) or "release"; every rank the same
 DSM_TWIN_LIMIT       release mode: bytes of twins a rank keeps before it sends pages
                      home early; suffixes K, M, G (64M)
+DSM_HEARTBEAT_S      seconds of silence after which a peer is declared dead, and
+                     the job fails (10); 0 turns failure detection off
 DSM_DEBUG            trace protocol messages to stderr when set to 1
 """
 import os
@@ -30,12 +32,14 @@ DEFAULTS = {
     "connect_timeout": 30.0,
     "consistency": "sequential",
     "twin_limit": 64 << 20,
+    "heartbeat_s": 10.0,
     "debug": False,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
 CONSISTENCIES = ("sequential", "release")
 SPIN_US = 50
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 86400
 
 
 def parse_size(text):
@@ -56,6 +60,7 @@ _PARSERS = {
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
     "consistency": ("DSM_CONSISTENCY", lambda s: s.strip().lower()),
     "twin_limit": ("DSM_TWIN_LIMIT", parse_size),
+    "heartbeat_s": ("DSM_HEARTBEAT_S", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
 }
 
@@ -102,4 +107,7 @@ def resolve(page_size, environ=None, ranks_here=1, **given):
         raise ConfigError("DSM_TWIN_LIMIT must be 1M..1T, got %d" % cfg["twin_limit"])
     if cfg["hold_us"] < 0 or cfg["connect_timeout"] <= 0:
         raise ConfigError("DSM_HOLD_US must be >= 0 and DSM_CONNECT_TIMEOUT > 0")
+    if not (cfg["heartbeat_s"] == 0 or MIN_HEARTBEAT_S <= cfg["heartbeat_s"] <= MAX_HEARTBEAT_S):
+        raise ConfigError("DSM_HEARTBEAT_S must be 0 (off) or %g..%d seconds, got %r"
+                          % (MIN_HEARTBEAT_S, MAX_HEARTBEAT_S, cfg["heartbeat_s"]))
     return cfg

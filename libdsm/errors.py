@@ -55,3 +55,7 @@ class CollectiveError(DsmError, RuntimeError):
 
 class LockError(DsmError, RuntimeError):
     """A lock was released by a rank that does not hold it."""
+
+
+class PinTimeoutError(DsmError, TimeoutError):
+    """Pages stayed pinned by another rank past the timeout of dsm.pinned()."""

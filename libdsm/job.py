@@ -36,7 +36,8 @@ def start(ctx, options):
                    layout.core_locks(cfg["locks"]), cfg["readahead"], cfg["spin_us"],
                    ctx.master.fileno() if ctx else -1,
                    fds,
-                   cfg["debug"], host, cfg["consistency"], -(-cfg["twin_limit"] >> 20))
+                   cfg["debug"], host, cfg["consistency"], -(-cfg["twin_limit"] >> 20),
+                   heartbeat_s=cfg["heartbeat_s"], hosts=ctx.hostnames if ctx else None)
     modes = _binding.agree(config.CONSISTENCIES.index(cfg["consistency"]), size)
     if len(set(modes)) > 1:
         theirs = next(r for r, m in enumerate(modes) if m != modes[rank])

@@ -16,6 +16,7 @@ if dsmexec itself is killed).
 """
 import functools
 import os
+import re
 import shutil
 import signal
 import sys
@@ -262,10 +263,22 @@ class Job:
             rank.finalized = True
         elif msg.type == wire.Message.LOST_PEER:
             rank.lost_peer = True
+            self._blame_dead(rank, (msg.body or {}).get("peer_error", ""))
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
+
+    def _blame_dead(self, victim, text):
+        """A peer declared dead (silent past DSM_HEARTBEAT_S) is the culprit;
+        it may be stopped or wedged, so it is killed rather than asked."""
+        m = re.match(r"rank (\d+) .*declared dead", text)
+        dead = self.ranks[int(m.group(1))] if m and int(m.group(1)) < len(self.ranks) else None
+        if dead is not None and dead.exited_at is None and dead is not victim:
+            self._fail(EXIT_LAUNCH, "%s declared dead by rank %d: %s" % (dead.label(), victim.index,
+                                                                       text))
+            if dead.proc:
+                dead.proc.signal_group(signal.SIGKILL)
 
     def _close_conn(self, index):
         conn = self.master.conns.get(index)

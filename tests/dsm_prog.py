@@ -6,6 +6,7 @@ test asks and prints lines the test checks.
 import argparse
 import ctypes
 import faulthandler
+import os
 import struct
 import sys
 import time
@@ -85,11 +86,41 @@ def busy_owner(dsm, a):
             pass
         data = list(range(3000000, 0, -3))
         data.sort(key=None, reverse=False)  # one C call that keeps the GIL
+        if a.gil_hold:                      # a long one: libc sleep() through PyDLL
+            ctypes.PyDLL(None).sleep(int(a.gil_hold))
         print("busy done")
     elif dsm.rank == 1:
         t = time.monotonic()
         v = get(dsm, 0)
         print("busy_owner value=%d fault_s=%.3f busy_s=%.1f" % (v, time.monotonic() - t, a.busy))
+    dsm.barrier()
+
+
+def barrier_loop(dsm, a):
+    """Barriers for --busy seconds; each rank prints its pid first (a test
+    stops one of them)."""
+    print("pid=%d" % os.getpid(), flush=True)
+    dsm.barrier()
+    end = time.monotonic() + a.busy
+    n = 0
+    while time.monotonic() < end:
+        dsm.barrier()
+        n += 1
+    print("barrier_loop rounds=%d" % n)
+
+
+def stuck(dsm, a):
+    """Rank 0 sits in one GIL-holding C call for --busy seconds while the
+    others loop on barriers (a test stops one of them)."""
+    print("pid=%d" % os.getpid(), flush=True)
+    dsm.barrier()
+    if dsm.rank == 0:
+        ctypes.PyDLL(None).sleep(int(a.busy))
+        print("stuck rank 0 came back")
+    else:
+        end = time.monotonic() + a.busy
+        while time.monotonic() < end:
+            time.sleep(0.01)
     dsm.barrier()
 
 
@@ -367,7 +398,7 @@ def api_errors(dsm, a):
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
                                      messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
-                                     api_errors, ring_full, collectives)}
+                                     api_errors, ring_full, collectives, barrier_loop, stuck)}
 
 
 def main():
@@ -376,6 +407,7 @@ def main():
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--fail-rank", type=int, default=1)
     p.add_argument("--busy", type=float, default=2.0)
+    p.add_argument("--gil-hold", type=float, default=0.0)
     a = p.parse_args()
     dsm = libdsm.init()
     SCENARIOS[a.scenario](dsm, a)

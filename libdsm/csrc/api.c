@@ -99,6 +99,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     c->hold_ns = (uint64_t)cfg->hold_us * 1000;
     c->readahead = cfg->readahead ? cfg->readahead : 1;
     c->spin_ns = (uint64_t)cfg->spin_us * 1000;
+    c->heartbeat_ns = (uint64_t)cfg->heartbeat_ms * 1000000;
     if ((rc = region_map(&D.region, c, cfg->base, cfg->size, err)))
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
@@ -106,6 +107,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     if ((rc = coh_init(&D.coh, c, &D.tp, c->release, (uint64_t)cfg->twin_limit_mb << 20,
                        err)))
         goto err_comm;
+    coh_pin_init(&D.coh);
     if ((rc = coll_init(&D.coll, c, &D.tp, err)))
         goto err_coh;
     if ((rc = locks_init(&D.locks, c, &D.tp, cfg->nlocks, err)))
@@ -129,7 +131,9 @@ err_region:
     return rc;
 }
 
-int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
+/* Running, and pages [first, first + n) are in the region?  DSM_OK or
+ * the error. */
+static int check_pages(uint64_t first, uint64_t n, char *err)
 {
     int rc;
     if ((rc = core_running(&D.core, err)))
@@ -140,7 +144,26 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
                 (unsigned long long)D.core.npages);
         return DSM_EINVAL;
     }
-    return coh_prefetch(&D.coh, first, n, write, err);
+    return DSM_OK;
+}
+
+int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 0, 0, err);
+}
+
+int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 1,
+                                  now_ns() + timeout_ms * 1000000ULL, err);
+}
+
+int dsm_unpin(uint64_t first, uint64_t n, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : coh_unpin_wait(&D.coh, first, n, err);
 }
 
 static int flushed(void *arg)

@@ -4,6 +4,7 @@
  * from the faulting thread; our own home logic runs in the comm thread, so
  * a request to ourselves goes through the ring. */
 #define _GNU_SOURCE
+#include <time.h>
 #include "coherence.h"
 
 #define PREFETCH_CHUNK 1024     /* pages; two chunks at most in flight */
@@ -182,36 +183,60 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
             request_run(h, p, first + n - p, write, 0, &got);
 }
 
+/* Caller holds core.mu: wait for core.cv, until deadline (now_ns) if not 0;
+ * nonzero once the deadline has passed. */
+static int wait_until(struct core *c, uint64_t deadline)
+{
+    struct timespec ts;
+    if (!deadline) {
+        pthread_cond_wait(&c->cv, &c->mu);
+        return 0;
+    }
+    if (now_ns() >= deadline)
+        return 1;
+    ts.tv_sec = (time_t)(deadline / 1000000000ULL);
+    ts.tv_nsec = (long)(deadline % 1000000000ULL);
+    pthread_cond_clockwait(&c->cv, &c->mu, CLOCK_MONOTONIC, &ts);
+    return 0;
+}
+
 /* The bulk form of a fault, with no signal per page.  At most two chunks
  * are in flight, so the owner never queues more than that for us. */
-int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, char *err)
+int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
+                 uint64_t deadline, char *err)
 {
     struct core *c = h->c;
-    uint64_t ch, p, end = first + n, got;
-    int rc, ask = write && !h->release;     /* release mode fetches, then opens locally */
+    uint64_t ch, p = first, end = first + n, got;
+    char scratch[DSM_ERRLEN];
+    int rc, late = 0, ask = write && !h->release;   /* release mode fetches, then opens locally */
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
     pthread_mutex_lock(&c->mu);
     request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
-    for (ch = first; ch < end && !c->failed; ch += PREFETCH_CHUNK) {
+    for (ch = first; ch < end && !c->failed && !late; ch += PREFETCH_CHUNK) {
         uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
         uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
         if (next) {             /* the next chunk: memory first, then the request */
             populate(c, stop, next);
             request_range(h, stop, next, ask);
         }
-        for (p = ch; p < stop && !c->failed; ) {
-            if (coh_satisfied(c, p, write))
+        for (p = ch; p < stop && !c->failed && !late; ) {
+            if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;
             else if (h->release && write && c->pages[p].prot == DSM_PROT_READ)
                 rc_write(h, p);
             else if (c->pages[p].pending ||
                      !(request_run(h, p, stop - p, ask, 0, &got) & TP_DROPPED))
-                pthread_cond_wait(&c->cv, &c->mu);
+                late = wait_until(c, deadline);
         }
     }
-    rc = c->failed ? DSM_EPEER : DSM_OK;
-    if (rc)
+    rc = c->failed ? DSM_EPEER : late ? DSM_ETIMEDOUT : DSM_OK;
+    if (rc == DSM_EPEER)
         dsm_err(err, "%s", c->failure);
+    else if (rc)
+        dsm_err(err, "page %llu did not come within the timeout: another rank holds it "
+                "pinned", (unsigned long long)p);
     pthread_mutex_unlock(&c->mu);
+    if (rc && pin && p > first)         /* all or nothing; the job's failure is in err */
+        coh_unpin_wait(h, first, p - first, scratch);
     return rc;
 }

@@ -93,6 +93,8 @@ static int held(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     uint64_t due = c->pages[m->pg.page].installed_ns + c->hold_ns;
+    if (coh_park(h, m))         /* pinned: until it is unpinned (coh_pin.c) */
+        return 1;
     if (c->hold_ns && c->clock() < due) {
         h->t->ops->defer(h->t, m, due);
         return 1;

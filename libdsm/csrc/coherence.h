@@ -93,6 +93,7 @@ struct coh {
     struct batched installs[BATCH_MAX], serves[BATCH_MAX];
     unsigned n_installs, n_serves;
     struct readahead ra;
+    struct parked *parked;              /* DSM_FWD, DSM_INV held for pinned pages (core.mu) */
 };
 
 /* Directory and handlers; the page table (core.pages) must exist.
@@ -119,8 +120,39 @@ int coh_fault_ready(struct coh *h, uint64_t page, int write);
  * SIGSEGV handler).  write < 0: the CPU did not say; a fault on a page
  * readable already must be a write. */
 void coh_fault(struct coh *h, uint64_t page, int write);
-/* Fetch pages [first, first + n) and wait for them: a bulk fault. */
-int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, char *err);
+/* Fetch pages [first, first + n) and wait for them: a bulk fault.  With
+ * `pin`, each page is pinned as soon as it is here, in ascending order
+ * (coh_pin.c); on an error none stays pinned.  deadline (now_ns) 0: none;
+ * past it, DSM_ETIMEDOUT. */
+int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
+                 uint64_t deadline, char *err);
+
+/* coh_pin.c: pinned pages stay here.  A DSM_FWD or DSM_INV for a pinned
+ * page is parked (coh_park, from the serving side) and runs again once the
+ * page is unpinned: coh_unpin asks for that with a DSM_UNPIN to ourselves.
+ * Pins are taken in ascending page order, each once its page is here
+ * (coh_prefetch with pin): a rank waiting for a page pinned elsewhere holds
+ * pins only below it, so no two pinning ranks wait for each other.  Nested
+ * pins break the order; a deadline turns that deadlock into an error. */
+struct parked {
+    struct msg m;
+    struct parked *next;
+};
+void coh_pin_init(struct coh *h);
+void coh_pin_free(struct coh *h);
+/* Comm thread: park m if its page is pinned; 1 if it was (or was dropped
+ * because the job failed). */
+int coh_park(struct coh *h, const struct msg *m);
+/* Caller holds core.mu: pin the page if it allows the access; 1 if it did. */
+int coh_pin_page(struct coh *h, uint64_t page, int write);
+/* Caller holds core.mu: drop one pin of each page; 1 if parked messages may
+ * now run, and a DSM_UNPIN must go to our comm thread (coh_unpin_poke). */
+int coh_unpin(struct coh *h, uint64_t first, uint64_t n);
+/* Caller holds core.mu: post DSM_UNPIN to ourselves; 0, or TP_FULL. */
+int coh_unpin_poke(struct coh *h);
+/* coh_unpin and its DSM_UNPIN, waiting for room in the ring (takes
+ * core.mu): DSM_OK, or DSM_EPEER with err filled once the job failed. */
+int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err);
 
 /* coh_rc.c: release mode.  All but rc_serve run in application threads
  * holding core.mu (which sending drops for a while). */

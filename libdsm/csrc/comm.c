@@ -3,7 +3,14 @@
  * connection to dsmexec.  It frames messages, keeps a non-blocking outbox
  * per peer (so two ranks sending to each other can never both block), runs
  * deferred messages, delivers through transport.c, and closes the
- * connections at finalize.  It never takes the GIL and never runs Python. */
+ * connections at finalize.  It never takes the GIL and never runs Python.
+ *
+ * Liveness is the comm thread's too, so a rank whose Python is busy in a
+ * GIL-holding call for minutes is still alive: every heartbeat_ns / 4 it
+ * sends DSM_HEARTBEAT to each peer it has sent nothing to for that long,
+ * and it declares dead a peer from which no byte came for heartbeat_ns.
+ * After any failure it gives the program FENCE_NS to end, then ends the
+ * process itself (self-fencing: a wedged link closes no TCP connection). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +26,7 @@
 #include "net.h"
 
 #define RX_CHUNK (256 * 1024)
+#define FENCE_NS 2000000000ULL  /* after a failure, the program's time to end */
 
 struct buf {
     unsigned char *data;
@@ -33,6 +41,8 @@ struct peer {
     struct buf rx;
     pthread_mutex_t txmu;       /* tx: the comm thread and faulting threads send */
     struct buf tx;
+    uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
+    uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
 };
 
 struct deferred {
@@ -52,6 +62,9 @@ struct comm {
     int evfd, master_fd;
     int self_finalized, stopping;
     pthread_t thread;
+    uint64_t next_tick_ns;      /* next round of heartbeats */
+    uint64_t next_duty_ns;      /* next heartbeat or silence check; 0: heartbeats off */
+    uint64_t fence_ns;          /* when to end the process after a failure; 0: none */
 };
 
 /* Make room for n more bytes at the end of b; 0 or -1 (out of memory). */
@@ -105,7 +118,7 @@ static int peer_send(struct comm *cm, int dst, const struct msg *m, const void *
     ssize_t n = 0;
     int queued;
     msg_encode(m, hdr);
-    __atomic_fetch_add(&cm->c->stats.msgs_sent, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&cm->c->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
     __atomic_fetch_add(&cm->c->stats.pages_sent, m->type == DSM_PAGE && m->len,
                        __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->txmu);
@@ -127,6 +140,8 @@ static int peer_send(struct comm *cm, int dst, const struct msg *m, const void *
     if (m->len > (size_t)n)
         buf_append(cm, &p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
     queued = p->tx.off < p->tx.len;
+    if (cm->c->heartbeat_ns)
+        p->last_tx_ns = now_ns();
     pthread_mutex_unlock(&p->txmu);
     return queued;
 }
@@ -233,7 +248,7 @@ static void parse(struct comm *cm, int r, struct peer *p)
         if (p->rx.len - p->rx.off < MSG_WIRE_SIZE + m.len)
             return;
         p->rx.off += MSG_WIRE_SIZE + m.len;
-        cm->c->stats.msgs_recv++;
+        cm->c->stats.msgs_recv += m.type != DSM_HEARTBEAT;
         tp_deliver(cm->t, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
     }
 }
@@ -259,6 +274,7 @@ static void on_readable(struct comm *cm, int r, struct peer *p)
             break;
         }
         p->rx.len += (size_t)n;
+        p->last_rx_ns = cm->c->heartbeat_ns ? now_ns() : 0;
         parse(cm, r, p);
     }
     if (p->rx.off == p->rx.len)
@@ -300,23 +316,92 @@ static void run_deferred(struct comm *cm)
     }
 }
 
-/* ppoll timeout until the next deferred message, NULL for none, or zero
- * (after yielding the CPU) while a waiting thread asks for busy polling. */
+/* ppoll timeout until the next deferred message, heartbeat round or fence,
+ * NULL for none, or zero (after yielding the CPU) while a waiting thread
+ * asks for busy polling. */
 static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts)
 {
-    uint64_t now, wait;
+    uint64_t now, wait, due = UINT64_MAX;
     if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0) {
         sched_yield();
         *ts = (struct timespec){ 0, 0 };
         return ts;
     }
-    if (!cm->deferred)
+    if (cm->deferred)
+        due = cm->deferred->due;
+    if (cm->next_duty_ns && cm->next_duty_ns < due)
+        due = cm->next_duty_ns;
+    if (cm->fence_ns && cm->fence_ns < due)
+        due = cm->fence_ns;
+    if (due == UINT64_MAX)
         return NULL;
     now = now_ns();
-    wait = cm->deferred->due > now ? cm->deferred->due - now : 0;
+    wait = due > now ? due - now : 0;
     ts->tv_sec = (time_t)(wait / 1000000000ULL);
     ts->tv_nsec = (long)(wait % 1000000000ULL);
     return ts;
+}
+
+/* ---------------------------------------------------------- liveness */
+
+/* DSM_HEARTBEAT: its bytes arriving were the point; nothing to do. */
+static void on_heartbeat(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+}
+
+/* Each round: a peer silent for heartbeat_ns is declared dead.  Every
+ * heartbeat_ns / 4: a heartbeat to each peer we have been silent to for
+ * that long.  Peers that closed, or that we closed, need neither.  The
+ * poll wakes at the next tick or the first peer's silence deadline. */
+static void heartbeat_duty(struct comm *cm, uint64_t now)
+{
+    const struct core *c = cm->c;
+    uint64_t tick = c->heartbeat_ns / 4;
+    struct msg hb = { .type = DSM_HEARTBEAT, .origin = (uint16_t)c->rank };
+    int r, idle, send = now >= cm->next_tick_ns;
+    if (!c->heartbeat_ns)
+        return;
+    if (send)
+        cm->next_tick_ns = now + tick;
+    cm->next_duty_ns = cm->next_tick_ns;
+    for (r = 0; r < c->nranks; r++) {
+        struct peer *p = &cm->peers[r];
+        if (r == c->rank || p->eof)
+            continue;
+        if (now - p->last_rx_ns >= c->heartbeat_ns)
+            core_fail(cm->c, "rank %d sent nothing for %.1f s: declared dead", r,
+                      (double)(now - p->last_rx_ns) / 1e9);
+        else if (p->last_rx_ns + c->heartbeat_ns < cm->next_duty_ns)
+            cm->next_duty_ns = p->last_rx_ns + c->heartbeat_ns;
+        if (!send)
+            continue;
+        pthread_mutex_lock(&p->txmu);
+        idle = !p->shut && now - p->last_tx_ns >= tick;
+        pthread_mutex_unlock(&p->txmu);
+        if (idle)
+            peer_send(cm, r, &hb, NULL, 0);
+    }
+}
+
+/* Self-fencing: once the job failed, the program has FENCE_NS to end
+ * (a PeerError normally does it); a rank stuck elsewhere ends here. */
+static void fence(struct comm *cm, uint64_t now)
+{
+    struct core *c = cm->c;
+    char why[DSM_ERRLEN];
+    if (!c->heartbeat_ns || !__atomic_load_n(&c->failed, __ATOMIC_RELAXED))
+        return;
+    if (!cm->fence_ns) {
+        cm->fence_ns = now + FENCE_NS;
+        return;
+    }
+    if (now < cm->fence_ns)
+        return;
+    pthread_mutex_lock(&c->mu);
+    memcpy(why, c->failure, sizeof why);
+    pthread_mutex_unlock(&c->mu);
+    dsm_panic(c->rank, "%s; the program did not end within %llu s of it, exiting", why,
+              FENCE_NS / 1000000000ULL);
 }
 
 /* One round: wait for events, deliver what came, settle, flush outboxes. */
@@ -348,11 +433,13 @@ static void round_of_events(struct comm *cm)
             on_readable(cm, r, &cm->peers[r]);
     }
     run_deferred(cm);
+    heartbeat_duty(cm, now_ns());
     tp_settle(cm->t);
     for (r = 0; r < n; r++)
         if (r != cm->c->rank)
             flush_peer(cm, r, &cm->peers[r]);
     finalize_progress(cm);
+    fence(cm, now_ns());
 }
 
 static void *comm_main(void *arg)
@@ -388,12 +475,14 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     cm->t = t;
     cm->c = c;
     cm->master_fd = master_fd;
+    cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         rc = dsm_err_sys(err, errno, "eventfd");
         goto err;
     }
     for (r = 0; r < c->nranks; r++) {
         cm->peers[r].fd = r == c->rank ? -1 : peer_fds[r];
+        cm->peers[r].last_rx_ns = cm->peers[r].last_tx_ns = now_ns();
         pthread_mutex_init(&cm->peers[r].txmu, NULL);
         if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
             goto err;
@@ -402,6 +491,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     cm->fds[1] = (struct pollfd){ .fd = master_fd, .events = POLLRDHUP };
     tp_init(t, c, &socket_ops, cm);
     tp_register(t, DSM_FINALIZE, on_finalize, cm, 0);
+    tp_register(t, DSM_HEARTBEAT, on_heartbeat, cm, 0);
     return DSM_OK;
 err:
     if (cm) {

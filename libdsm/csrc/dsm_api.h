@@ -17,6 +17,7 @@
 #define DSM_ESTATE -6   /* called in the wrong state */
 #define DSM_ECOLL -7    /* ranks called different collectives */
 #define DSM_ENOTHELD -8 /* released a lock this rank does not hold */
+#define DSM_ETIMEDOUT -9 /* pages stayed pinned elsewhere past the timeout */
 
 /* Collectives (dsm_collective): what, how to combine, of which type. */
 #define DSM_COLL_BARRIER 1
@@ -60,6 +61,7 @@ struct dsm_config {
     int debug;             /* trace protocol events to stderr */
     int consistency;       /* DSM_SEQUENTIAL or DSM_RELEASE */
     uint32_t twin_limit_mb;/* release mode: twins a rank keeps before sending pages home early */
+    uint32_t heartbeat_ms; /* a peer silent this long is declared dead; 0: never */
 };
 
 struct dsm_stats {
@@ -140,3 +142,10 @@ int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out);
 int dsm_page_home(uint64_t page);
 
 void dsm_get_stats(struct dsm_stats *out);
+
+/* Fetch pages [first, first + n) (for writing if write) and pin them: they
+ * stay here, not given away, until dsm_unpin.  All or nothing; a page
+ * pinned by another rank is waited for up to timeout_ms (DSM_ETIMEDOUT). */
+int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err);
+/* Drop one pin of each page of [first, first + n); what waited runs. */
+int dsm_unpin(uint64_t first, uint64_t n, char *err);

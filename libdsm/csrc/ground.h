@@ -12,6 +12,7 @@
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
  *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
+ *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
@@ -40,6 +41,7 @@ struct page {
     uint8_t invalidated;        /* a writer has taken a read copy of ours away */
     uint32_t given_up;          /* times this rank served or dropped it (thrashing) */
     uint64_t installed_ns;      /* when it was last received (hold window) */
+    uint32_t pinned;            /* dsm_pin holds on it: it is not given away */
 };
 
 /* How protections reach the application view: region.c on a real rank,
@@ -73,6 +75,7 @@ struct core {
     char failure[DSM_ERRLEN];
     int busy_poll;              /* threads asking the comm thread not to sleep */
     struct dsm_stats stats;
+    uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
 };
 
 /* Tracing that costs one branch when DSM_DEBUG is off. */

@@ -22,6 +22,8 @@ enum msg_type {
     DSM_COLL,           /* rank -> partner: step `round` of collective `epoch` */
     DSM_DIFF,           /* release mode, writer -> home: the words it changed */
     DSM_DIFF_ACK,       /* release mode, home -> writer: applied */
+    DSM_HEARTBEAT,      /* rank -> peer: still alive (sent when idle; transport-level) */
+    DSM_UNPIN,          /* rank -> itself: pages were unpinned, run what was parked */
     DSM_MSG_MAX
 };
 

@@ -17,7 +17,7 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_FINALIZE] = "DSM_FINALIZE", [DSM_LOCK_ACQ] = "DSM_LOCK_ACQ",
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
     [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
-    [DSM_DIFF_ACK] = "DSM_DIFF_ACK",
+    [DSM_DIFF_ACK] = "DSM_DIFF_ACK", [DSM_HEARTBEAT] = "DSM_HEARTBEAT", [DSM_UNPIN] = "DSM_UNPIN",
 };
 
 const char *msg_name(int type)

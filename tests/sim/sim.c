@@ -42,7 +42,7 @@
 #define MAX_STEPS 200000
 
 struct world W;
-const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize" };
+const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin" };
 
 /* ---------------------------------------------------------- helpers */
 

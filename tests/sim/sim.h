@@ -81,13 +81,14 @@ void sim_violation(struct sim *s, const char *fmt, ...) __attribute__((format(pr
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
-enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE };
+enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE, OP_PIN };
 extern const char *op_names[];
 
 struct op {
     enum op_kind kind;
     uint32_t page, word, lock;
     uint32_t coll;                  /* OP_COLL: which of the job's collectives */
+    uint32_t count, write;          /* OP_PIN: pages [page, page + count), for writing */
     int phase;                      /* collectives before it (thread 0), or -1 */
 };
 
@@ -103,6 +104,7 @@ struct thread {
     int full;                   /* the last step found the ring full */
     int flushing;               /* release mode: sent its writes home, waits for the acks */
     int colls_done;             /* collectives it ended */
+    uint32_t upto;              /* OP_PIN: pages pinned so far */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
 };

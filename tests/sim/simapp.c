@@ -23,10 +23,14 @@ static void random_op(struct op *o, int r, int t, int ph)
 {
     uint64_t k = below(100);
     uint32_t w, mine[SIM_WORDS], n = 0;
-    *o = (struct op){ .kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : OP_LOCK_INC,
+    *o = (struct op){ .kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : k < 92 ? OP_LOCK_INC : OP_PIN,
                       .page = (uint32_t)below(W.npages),
                       .word = (uint32_t)below(DATA_WORDS),
                       .lock = (uint32_t)below(W.nlocks), .phase = ph };
+    o->count = 1 + (uint32_t)below(W.npages - o->page);
+    o->write = (uint32_t)below(2);
+    if (W.release && o->kind == OP_PIN)
+        o->kind = OP_READ;          /* pins are for sequential mode */
     if (!W.release || o->kind != OP_WRITE)
         return;
     for (w = 0; t == 0 && w < DATA_WORDS; w++)      /* data-race-free: only its own words */
@@ -195,6 +199,15 @@ static int phase_open(int r, int t, const struct op *o)
     return o->phase <= other->colls_done;
 }
 
+/* OP_PIN, as dsm_pin: phase 0 fetches the pages in ascending order and
+ * pins each as soon as it is here; phase 1 holds them all (reads, or
+ * writes, each page); phase 2 unpins and posts DSM_UNPIN.  Ready in phase 0
+ * when the next page can be asked for or has come. */
+static int pin_ready(struct srank *sr, const struct thread *th, const struct op *o)
+{
+    return th->phase || coh_fault_ready(&sr->coh, o->page + th->upto, (int)o->write);
+}
+
 /* Can this thread's next step change something? */
 int thread_ready(int r, int t)
 {
@@ -229,6 +242,8 @@ int thread_ready(int r, int t)
         case 3: return drop_ready(sr);
         }
         return 1;
+    case OP_PIN:
+        return pin_ready(sr, th, o);
     case OP_FINALIZE:
         return th->phase == 0 ? threads_done(r, 1) : all_finalized(sr);
     }
@@ -404,6 +419,37 @@ static void collective_step(int r, struct thread *th, const struct op *o)
     }
 }
 
+static void pin_step(int r, struct thread *th, const struct op *o)
+{
+    struct srank *sr = &W.s.r[r];
+    uint32_t p;
+    if (th->phase == 0) {
+        while (th->upto < o->count && coh_pin_page(&sr->coh, o->page + th->upto, (int)o->write))
+            th->upto++;
+        if (th->upto < o->count) {
+            fault(r, th, o->page + th->upto, (int)o->write);
+            return;
+        }
+        th->phase = 1;
+    } else if (th->phase == 1) {
+        for (p = o->page; p < o->page + o->count; p++)
+            if (o->write)
+                do_write(r, p, o->word, ++W.writes);
+            else
+                check_read(r, o, p, o->word);
+        th->phase = coh_unpin(&sr->coh, o->page, o->count) ? 2 : 3;
+    }
+    if (th->phase == 2) {
+        th->full = coh_unpin_poke(&sr->coh) == TP_FULL;
+        th->phase = th->full ? 2 : 3;
+    }
+    if (th->phase == 3) {
+        th->phase = 0;
+        th->upto = 0;
+        th->pc++;
+    }
+}
+
 void app_step(int r, int t)
 {
     struct thread *th = &W.th[r][t];
@@ -424,6 +470,8 @@ void app_step(int r, int t)
         }
     } else if (o->kind == OP_LOCK_INC) {
         lock_inc(r, th, o);
+    } else if (o->kind == OP_PIN) {
+        pin_step(r, th, o);
     } else {
         collective_step(r, th, o);
     }

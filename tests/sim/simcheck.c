@@ -82,6 +82,26 @@ static void check_locks(void)
     }
 }
 
+/* A thread holding pins (OP_PIN phase 1) still has every page pinned, with
+ * the access it pinned it for. */
+static void check_pins(void)
+{
+    int r, t;
+    uint32_t p;
+    for (r = 0; r < W.s.n; r++)
+        for (t = 0; t < W.nthreads; t++) {
+            const struct thread *th = &W.th[r][t];
+            const struct op *o = &th->ops[th->pc];
+            if (thread_done(th) || o->kind != OP_PIN || th->phase > 1)
+                continue;
+            for (p = o->page; p < o->page + (th->phase ? o->count : th->upto); p++)
+                if (!W.s.r[r].core.pages[p].pinned ||
+                    !coh_satisfied(&W.s.r[r].core, p, (int)o->write))
+                    sim_violation(&W.s, "rank %d pinned page %u for %s, but it went", r, p,
+                                  o->write ? "writing" : "reading");
+        }
+}
+
 /* Release mode: a page is writable exactly while it is dirty (written
  * since the last release), and then has a twin unless this rank homes it. */
 static void check_release(uint32_t p)
@@ -107,6 +127,7 @@ void check_step(void)
         return;                 /* after a death only liveness is checked */
     for (p = 0; p < W.npages; p++)
         W.release ? check_release(p) : check_page(p);
+    check_pins();
     check_locks();
 }
 
@@ -156,7 +177,7 @@ void check_end(void)
                                                    coh_dir(&sr->coh, id)->lending)))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
-        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head)
+        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     if (W.release && W.dropped < 0)

@@ -142,6 +142,7 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
         return -1;
     }
+    coh_pin_init(&r->coh);
     c->phase = PHASE_RUNNING;
     return 0;
 }
@@ -154,6 +155,7 @@ void simnet_rank_free(struct srank *r)
         free(d);
     }
     coh_free(&r->coh);
+    coh_pin_free(&r->coh);
     coll_free(&r->coll);
     locks_free(&r->locks);
     tp_free(&r->tp);

@@ -1,0 +1,125 @@
+/* Layer 2: coherence, pinned pages.  A pinned page stays resident: the
+ * serving side parks a DSM_FWD or DSM_INV for it (as the hold window
+ * defers them) until it is unpinned, and the unpinning thread then posts
+ * DSM_UNPIN to its own comm thread, which hands what was parked back to
+ * the transport to run again.
+ *
+ * Pins are taken by coh_prefetch, in ascending page order, each as soon as
+ * its page is here; a rank waiting for a page another holds pinned holds
+ * pins only on lower pages, so two ranks pinning each other's pages cannot
+ * wait for each other in a circle.  Nested pins (pinned() inside pinned())
+ * break the order, and the deadline turns such a deadlock into an error. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include "coherence.h"
+
+/* DSM_UNPIN: run again what was parked for pages no longer pinned, through
+ * the transport's deferred queue, as the hold window does. */
+static void on_unpin(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+    struct coh *h = ctx;
+    struct core *c = h->c;
+    struct parked **pp, *p, *ready = NULL, **tail = &ready;
+    if (m->from != c->rank) {
+        core_fail(c, "protocol error: DSM_UNPIN from rank %d", m->from);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    for (pp = &h->parked; (p = *pp); ) {
+        if (c->pages[p->m.pg.page].pinned) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        p->next = NULL;
+        *tail = p;
+        tail = &p->next;
+    }
+    pthread_mutex_unlock(&c->mu);
+    while ((p = ready)) {
+        ready = p->next;
+        h->t->ops->defer(h->t, &p->m, c->clock());
+        free(p);
+    }
+}
+
+void coh_pin_init(struct coh *h)
+{
+    h->parked = NULL;
+    tp_register(h->t, DSM_UNPIN, on_unpin, h, 0);
+}
+
+void coh_pin_free(struct coh *h)
+{
+    while (h->parked) {
+        struct parked *p = h->parked;
+        h->parked = p->next;
+        free(p);
+    }
+}
+
+int coh_park(struct coh *h, const struct msg *m)
+{
+    struct core *c = h->c;
+    struct parked *p, **pp;
+    pthread_mutex_lock(&c->mu);
+    if (!c->pages[m->pg.page].pinned) {
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    if (!(p = malloc(sizeof *p))) {
+        pthread_mutex_unlock(&c->mu);
+        core_fail(c, "out of memory parking %s for pinned page %llu", msg_name(m->type),
+                  (unsigned long long)m->pg.page);
+        return 1;
+    }
+    p->m = *m;
+    p->next = NULL;
+    for (pp = &h->parked; *pp; pp = &(*pp)->next)     /* FIFO */
+        ;
+    *pp = p;
+    c->stats.deferred++;
+    pthread_mutex_unlock(&c->mu);
+    TRACE(c, "%s page %llu parked: pinned", msg_name(m->type), (unsigned long long)m->pg.page);
+    return 1;
+}
+
+int coh_pin_page(struct coh *h, uint64_t page, int write)
+{
+    struct page *pg = &h->c->pages[page];
+    if (!coh_satisfied(h->c, page, write) || pg->pinned == UINT32_MAX)
+        return 0;
+    pg->pinned++;
+    return 1;
+}
+
+int coh_unpin(struct coh *h, uint64_t first, uint64_t n)
+{
+    struct core *c = h->c;
+    uint64_t p;
+    int freed = 0;
+    for (p = first; p < first + n; p++)
+        if (c->pages[p].pinned && !--c->pages[p].pinned)
+            freed = 1;
+    return freed && h->parked;
+}
+
+int coh_unpin_poke(struct coh *h)
+{
+    struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)h->c->rank };
+    return tp_send_app(h->t, h->c->rank, &m, NULL) == TP_FULL ? TP_FULL : 0;
+}
+
+int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err)
+{
+    struct core *c = h->c;
+    struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)c->rank };
+    int rc = DSM_OK;
+    pthread_mutex_lock(&c->mu);
+    if (coh_unpin(h, first, n) && tp_send_app_wait(h->t, c->rank, &m, NULL) == DSM_EPEER) {
+        dsm_err(err, "%s", c->failure);
+        rc = DSM_EPEER;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
