@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-import sshd as private      # tests/sshd.py: the private sshd itself
+import netns              # tests/netns.py: several hosts on one machine
+import sshd as private   # tests/sshd.py: the private sshd itself
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSMEXEC = os.path.join(REPO, "dsmexec.py")
@@ -103,3 +104,36 @@ def sshd(tmp_path_factory):
         except private.SshdError as e:
             pytest.fail(str(e))
         yield running
+
+
+# ---------------------------------------------------------------- several hosts
+
+def _unavailable(why):
+    """Skip for a missing facility, except under CI=true where it fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def virtual_cluster(tmp_path_factory):
+    """Three hosts, network namespaces with an sshd each (tests/netns.py)."""
+    why = netns.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(
+                netns.virtual_hosts(3, tmp_path_factory.mktemp("hosts")))
+        except netns.NetnsError as e:
+            _unavailable("cannot make network namespaces: %s" % e)
+        yield cluster
+
+
+@pytest.fixture
+def hosts(virtual_cluster):
+    """The three hosts; afterwards no rank and no ssh session may be left on any of them."""
+    yield virtual_cluster
+    left = virtual_cluster.wait_clean()
+    virtual_cluster.kill_leftovers()
+    assert not left, "left running in the namespaces: %s" % left
