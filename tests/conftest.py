@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 import netns              # tests/netns.py: several hosts on one machine
+import slurmd             # tests/slurmd.py: a private single-node Slurm
 import sshd as private   # tests/sshd.py: the private sshd itself
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,3 +138,20 @@ def hosts(virtual_cluster):
     left = virtual_cluster.wait_clean()
     virtual_cluster.kill_leftovers()
     assert not left, "left running in the namespaces: %s" % left
+
+
+# ---------------------------------------------------------------- Slurm
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A private single-node Slurm (tests/slurmd.py); skipped without slurm-wlm and
+    munge, except under CI=true."""
+    why = slurmd.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        try:
+            running = stack.enter_context(slurmd.private_slurm())
+        except slurmd.SlurmError as e:
+            pytest.fail(str(e))
+        yield running

@@ -1,0 +1,93 @@
+"""dsmexec under a real (private, single-node) Slurm: salloc, sbatch --wait, failures."""
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import DSMEXEC, HELPER, REPO, wait_gone
+
+pytestmark = pytest.mark.timeout(60)
+MATMUL = os.path.join(REPO, "examples", "matmul.py")
+
+
+def slurm_run(slurm, argv, tmp_path=None):
+    """Run argv with this cluster's SLURM_CONF and a tag; nothing of the job may outlive it."""
+    env = slurm.environ()
+    env["DSM_TEST_TAG"] = uuid.uuid4().hex
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=50)
+    left = wait_gone("DSM_TEST_TAG=" + env["DSM_TEST_TAG"], timeout=10, where="environ")
+    assert not left, "processes outlived the job: %s" % left
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=env, timeout=30)
+    assert queue.stdout.strip() == "", queue.stdout
+    return p
+
+
+def dsmexec(*args):
+    return [sys.executable, DSMEXEC, *args]
+
+
+def test_salloc_runs_one_rank_per_task(slurm):
+    p = slurm_run(slurm, ["salloc", "-n", "4", *dsmexec(MATMUL, "128")])
+    assert p.returncode == 0, p.stderr
+    assert "[rank 0] matmul n=128 on 4 ranks: max error 0: ok" in p.stdout.splitlines(), p.stdout
+
+
+def test_sbatch_wait(slurm, tmp_path):
+    out = tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH -n 3\n#SBATCH -o %s\nexec %s\n" % (
+        out, " ".join(dsmexec(os.path.join(REPO, "examples", "sor.py"), "96", "30"))))
+    p = slurm_run(slurm, ["sbatch", "--wait", "--chdir", REPO, str(script)])
+    assert p.returncode == 0, (p.stderr, out.read_text())
+    lines = out.read_text().splitlines()
+    assert len([l for l in lines if l.startswith("[rank 0] ") and l.endswith("ok")]) == 1, lines
+
+
+@pytest.mark.parametrize("how,status,said", [
+    (["--fail", "1:3"], 3, "exited with status 3"),
+    (["--kill", "2:9"], 137, "was killed by signal 9 (SIGKILL)"),
+])
+def test_failing_rank_status_comes_through(slurm, how, status, said):
+    p = slurm_run(slurm, ["salloc", "-n", "3", *dsmexec(HELPER, "--rank-print", *how)])
+    assert p.returncode == status, p.stderr
+    rank = int(how[1][0])
+    assert "dsmexec: rank %d (host %s, Slurm task %d) %s" % (rank, slurm.node, rank, said) \
+        in p.stderr.splitlines(), p.stderr
+    for r in range(3):
+        assert "[rank %d] hello from rank %d of 3" % (r, r) in p.stdout.splitlines(), p.stdout
+
+
+def test_failing_batch_job(slurm, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH -n 2\n#SBATCH -o %s\nexec %s\n" % (
+        tmp_path / "job.out", " ".join(dsmexec(HELPER, "--fail", "0:5"))))
+    p = slurm_run(slurm, ["sbatch", "--wait", "--chdir", REPO, str(script)])
+    assert p.returncode == 5, (p.stderr, (tmp_path / "job.out").read_text())
+
+
+def test_secret_only_on_stdin(slurm, tmp_path):
+    """The rank knows the secret; no command line and no environment of the job shows it."""
+    prog = tmp_path / "secret_prog.py"
+    prog.write_text(
+        "import os, services.rank\n"
+        "s = services.rank.CONTEXT.secret.hex()\n"
+        "seen = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "def shows(pid):\n"
+        "    try:\n"
+        "        return any(s.encode() in open('/proc/%s/%s' % (pid, w), 'rb').read()\n"
+        "                   for w in ('cmdline', 'environ'))\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "print('shown by', [p for p in seen if shows(p)], 'of', len(seen))\n")
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec(str(prog))])
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if "shown by" in l]
+    assert len(lines) == 2 and all("shown by [] of" in l for l in lines), p.stdout
+
+
+def test_launcher_slurm_needs_an_allocation(slurm):
+    p = slurm_run(slurm, dsmexec("--launcher", "slurm", MATMUL))
+    assert p.returncode == 1
+    assert "needs a Slurm allocation" in p.stderr
