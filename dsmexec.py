@@ -97,7 +97,7 @@ def parse_options(argv):
 def main(argv=None):
     opts = parse_options(argv)
     try:
-        the_job = (slurm.SlurmJob if opts.launcher == "slurm" else job.Job)(opts)
+        the_job = (slurm.make_job if opts.launcher == "slurm" else job.Job)(opts)
     except (machinefile.MachineFileError, slurm.SlurmError) as e:
         sys.stderr.write("dsmexec: %s\n" % e)
         return job.EXIT_LAUNCH

@@ -3,7 +3,8 @@
 Inside an allocation (``SLURM_JOB_ID`` set, as under salloc or sbatch), or
 with ``--launcher slurm``, dsmexec needs no machine file: the number of
 ranks is the allocation's ``SLURM_NTASKS`` (or ``-n``), the hosts come from
-``scontrol show hostnames``, and rank N is Slurm task N.
+``scontrol show hostnames``, and rank N is Slurm task N.  Outside an
+allocation, ``--launcher slurm -n N`` runs dsmexec again under ``salloc``.
 
 Each task runs the same bootstrap as an ssh rank (services/rank.py) through
 ``sh``, which fills in the two things only the node knows: its task number
@@ -25,6 +26,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 
 from services import iomux, machinefile, procs, spawn
@@ -32,6 +34,7 @@ from services import job as _job
 from services import rank as bootstrap
 
 LAUNCHERS = ("auto", "ssh", "slurm")
+DSMEXEC = os.path.join(spawn.REPO_ROOT, "dsmexec.py")
 FINISH_WAIT = 5.0
 """Seconds srun gets to end once every rank was judged and the connections closed."""
 
@@ -75,6 +78,18 @@ def launcher(argv, environ):
 def task_argv(python, port, prog, args):
     """The command of every task: the bootstrap, rank and master filled in on the node."""
     return ["sh", "-c", TASK_SCRIPT % port, python, prog, *args]
+
+
+def salloc_argv(ntasks, command):
+    """The salloc argv that runs `command` in a new allocation of ntasks tasks."""
+    return ["salloc", "--quiet", "--ntasks=%d" % ntasks, *command]
+
+
+def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
+    """dsmexec's own argv again, for inside the allocation salloc makes (job.Options)."""
+    return [python, dsmexec, "--launcher", "slurm", "--connect-timeout",
+            "%g" % opts.connect_timeout, *(["--no-prefix"] if not opts.prefix else []),
+            "--python", opts.python, "-n", str(opts.ntasks), opts.prog, *opts.args]
 
 
 def srun_argv(ntasks, command):
@@ -362,3 +377,53 @@ class SlurmJob(_job.Job):
                 self._close_all()
             self.step.finish()
         super()._cleanup()
+
+
+class InNewAllocation:
+    """--launcher slurm outside an allocation: run dsmexec again under salloc.
+
+    Inside, it finds the allocation and starts the ranks as always.  A
+    SIGTERM is passed on to salloc (which then ends the job); a Ctrl-C at
+    the terminal reaches the dsmexec inside, so it is ignored here.
+    """
+
+    def __init__(self, opts):
+        self.argv = salloc_argv(opts.ntasks, rerun_argv(opts))
+        self.opts = opts
+
+    def run(self):
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            proc = subprocess.Popen(self.argv, env=self.opts.environ, cwd=self.opts.cwd)
+        except OSError as e:
+            sys.stderr.write("dsmexec: cannot run salloc: %s\n" % (e.strerror or e))
+            return _job.EXIT_LAUNCH
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda sig, frame: proc.send_signal(sig))
+        try:
+            return procs.status_of(proc.wait())[0]
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def make_job(opts, out_fd=1, err_fd=2):
+    """The job for --launcher slurm: a SlurmJob in an allocation, else InNewAllocation.
+
+    Raises SlurmError for what cannot work (no -n outside an allocation, a
+    machine file given).
+    """
+    if not opts.prog.endswith(".py") and opts.args and opts.args[0].endswith(".py"):
+        try:
+            machinefile.parse(opts.prog)
+        except machinefile.MachineFileError:
+            pass
+        else:
+            raise SlurmError("under Slurm the hosts come from the allocation: give no machine "
+                             "file (%s), or use --launcher ssh" % opts.prog)
+    if opts.environ.get("SLURM_JOB_ID"):
+        return SlurmJob(opts, out_fd, err_fd)
+    if not opts.ntasks:
+        raise SlurmError("--launcher slurm outside an allocation needs -n N, the number of "
+                         "ranks (or run dsmexec under salloc or sbatch)")
+    return InNewAllocation(opts)

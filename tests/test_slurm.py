@@ -1,12 +1,13 @@
 """dsmexec under a real (private, single-node) Slurm: salloc, sbatch --wait, failures."""
 import os
+import signal
 import subprocess
 import sys
 import uuid
 
 import pytest
 
-from conftest import DSMEXEC, HELPER, REPO, wait_gone
+from conftest import DSMEXEC, HELPER, REPO, machine_file, pids_with, wait_for_lines, wait_gone
 
 pytestmark = pytest.mark.timeout(60)
 MATMUL = os.path.join(REPO, "examples", "matmul.py")
@@ -47,7 +48,7 @@ def test_sbatch_wait(slurm, tmp_path):
 
 @pytest.mark.parametrize("how,status,said", [
     (["--fail", "1:3"], 3, "exited with status 3"),
-    (["--kill", "2:9"], 137, "was killed by signal 9 (SIGKILL)"),
+    (["--kill", "2:9", "--sleep", "30"], 137, "was killed by signal 9 (SIGKILL)"),
 ])
 def test_failing_rank_status_comes_through(slurm, how, status, said):
     p = slurm_run(slurm, ["salloc", "-n", "3", *dsmexec(HELPER, "--rank-print", *how)])
@@ -87,7 +88,43 @@ def test_secret_only_on_stdin(slurm, tmp_path):
     assert len(lines) == 2 and all("shown by [] of" in l for l in lines), p.stdout
 
 
-def test_launcher_slurm_needs_an_allocation(slurm):
-    p = slurm_run(slurm, dsmexec("--launcher", "slurm", MATMUL))
+def test_sigterm_stops_the_job(slurm):
+    env = slurm.environ()
+    env["DSM_TEST_TAG"] = uuid.uuid4().hex
+    proc = subprocess.Popen(["salloc", "-n", "2", *dsmexec(HELPER, "--sleep", "30")], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_lines(proc, 2, "sleeping")
+        inside = [p for p in pids_with(DSMEXEC) if p != proc.pid and
+                  open("/proc/%d/cmdline" % p, "rb").read().startswith(sys.executable.encode())]
+        assert len(inside) == 1, inside
+        os.kill(inside[0], signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, err
+    assert b"dsmexec: got SIGTERM, stopping the job" in err
+    assert not wait_gone("DSM_TEST_TAG=" + env["DSM_TEST_TAG"], where="environ")
+
+
+def test_launcher_slurm_outside_an_allocation_runs_salloc(slurm):
+    p = slurm_run(slurm, dsmexec("--launcher", "slurm", "-n", "3", MATMUL, "96"))
+    assert p.returncode == 0, p.stderr
+    assert "[rank 0] matmul n=96 on 3 ranks: max error 0: ok" in p.stdout.splitlines(), p.stdout
+
+
+def test_launcher_slurm_outside_an_allocation_needs_n():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    p = subprocess.run(dsmexec("--launcher", "slurm", MATMUL), capture_output=True, text=True,
+                       env=env, timeout=30)
     assert p.returncode == 1
-    assert "needs a Slurm allocation" in p.stderr
+    assert "outside an allocation needs -n N" in p.stderr
+
+
+def test_machine_file_under_slurm_is_refused(tmp_path):
+    machines = machine_file(tmp_path, "localhost")
+    p = subprocess.run(dsmexec(machines, MATMUL), capture_output=True, text=True,
+                       env=dict(os.environ, SLURM_JOB_ID="1"), timeout=30)
+    assert p.returncode == 1
+    assert "give no machine file (%s), or use --launcher ssh" % machines in p.stderr

@@ -4,13 +4,22 @@ import subprocess
 
 import pytest
 
-from services import slurm
+from services import job, slurm
 
 
 def test_srun_argv_one_step_labelled_stdin_to_all():
     assert slurm.srun_argv(4, ["sh", "-c", "x"]) == [
         "srun", "--ntasks=4", "--distribution=block", "--label", "--input=all",
         "--kill-on-bad-exit=0", "sh", "-c", "x"]
+
+
+def test_salloc_argv_reruns_dsmexec_inside():
+    opts = job.Options(machine_file=None, prog="p.py", args=["-n", "x"], python="/py",
+                       connect_timeout=2.5, prefix=False, launcher="slurm", ntasks=3)
+    assert slurm.salloc_argv(3, slurm.rerun_argv(opts, "/d/dsmexec.py", "/me")) == [
+        "salloc", "--quiet", "--ntasks=3", "/me", "/d/dsmexec.py", "--launcher", "slurm",
+        "--connect-timeout", "2.5", "--no-prefix", "--python", "/py", "-n", "3", "p.py",
+        "-n", "x"]
 
 
 def test_task_argv_keeps_the_program_out_of_the_shell_text():
