@@ -1,10 +1,12 @@
 """services/slurm.py without Slurm: the argv builders, srun's reports, the allocation."""
+import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
-from services import job, slurm
+from services import iomux, job, slurm, srun
 
 
 def test_srun_argv_one_step_labelled_stdin_to_all():
@@ -64,7 +66,7 @@ def test_rank_hosts_block():
     ("srun: Job step aborted", None),
 ])
 def test_parse_exit(line, codes):
-    assert slurm.parse_exit(line) == codes
+    assert srun.parse_exit(line) == codes
 
 
 @pytest.mark.parametrize("line,split", [(b"0: hello", (0, b"hello")),
@@ -72,7 +74,7 @@ def test_parse_exit(line, codes):
                                         (b" 3: x", (3, b"x")),
                                         (b"srun: error", (None, b"srun: error"))])
 def test_split_label(line, split):
-    assert slurm.split_label(line) == split
+    assert srun.split_label(line) == split
 
 
 @pytest.mark.parametrize("argv,environ,chosen", [
@@ -118,3 +120,29 @@ def test_allocation_scontrol_failure():
     env = {"SLURM_JOB_ID": "5", "SLURM_NTASKS": "1", "SLURM_JOB_NODELIST": "x"}
     with pytest.raises(slurm.SlurmError, match="scontrol show hostnames x failed: bad"):
         slurm.allocation(env, run=FakeRun("", returncode=1))
+
+
+FAKE_SRUN = r'''
+import sys
+secret = sys.stdin.readline().strip()
+out, err = sys.stdout, sys.stderr
+out.write("0: DSMEXEC-READY 0\n1: DSMEXEC-READY 1\n0: hello\n1: secret %d\n" % len(secret))
+err.write("1: oops\nsrun: error: vm: task 1: Exited with exit code 3\nsrun: other\n")
+out.write("1: last")
+'''
+
+
+def test_step_cuts_srun_output_into_ranks():
+    (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+    step = srun.Step([sys.executable, "-c", FAKE_SRUN], dict(os.environ), ".", b"\x01" * 16,
+                     2, iomux.Sink(out_w), iomux.Sink(err_w))
+    step.finish()
+    os.close(out_w)
+    os.close(err_w)
+    assert os.read(out_r, 4096).decode().splitlines() == [
+        "[rank 0] hello", "[rank 1] secret 32", "[rank 1] last"]
+    assert os.read(err_r, 4096).decode().splitlines() == ["[rank 1] oops", "srun: other"]
+    assert [t.poll() for t in step.tasks] == [0, 3]     # srun exited 0: only task 1 failed
+    step.close()
+    os.close(out_r)
+    os.close(err_r)
