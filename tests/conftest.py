@@ -116,6 +116,17 @@ def _unavailable(why):
     pytest.skip(why)
 
 
+def _enter(stack, context):
+    """Start a test service (enter its context on stack): namespaces that cannot be made
+    skip (fail under CI), a daemon that does not start fails."""
+    try:
+        return stack.enter_context(context)
+    except netns.NetnsError as e:
+        _unavailable("cannot make network namespaces: %s" % e)
+    except slurmd.SlurmError as e:
+        pytest.fail(str(e))
+
+
 @pytest.fixture(scope="session")
 def virtual_cluster(tmp_path_factory):
     """Three hosts, network namespaces with an sshd each (tests/netns.py)."""
@@ -123,12 +134,7 @@ def virtual_cluster(tmp_path_factory):
     if why:
         _unavailable(why)
     with contextlib.ExitStack() as stack:
-        try:
-            cluster = stack.enter_context(
-                netns.virtual_hosts(3, tmp_path_factory.mktemp("hosts")))
-        except netns.NetnsError as e:
-            _unavailable("cannot make network namespaces: %s" % e)
-        yield cluster
+        yield _enter(stack, netns.virtual_hosts(3, tmp_path_factory.mktemp("hosts")))
 
 
 @pytest.fixture
@@ -150,8 +156,15 @@ def slurm():
     if why:
         _unavailable(why)
     with contextlib.ExitStack() as stack:
-        try:
-            running = stack.enter_context(slurmd.private_slurm())
-        except slurmd.SlurmError as e:
-            pytest.fail(str(e))
-        yield running
+        yield _enter(stack, slurmd.private_slurm())
+
+
+@pytest.fixture(scope="session")
+def slurm_nodes(tmp_path_factory):
+    """A private Slurm of two nodes, each a network namespace with its own slurmd."""
+    why = slurmd.missing() or netns.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        cluster = _enter(stack, netns.virtual_hosts(2, tmp_path_factory.mktemp("slurm-hosts")))
+        yield _enter(stack, slurmd.private_slurm(cpus=4, hosts=cluster))

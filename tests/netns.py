@@ -11,8 +11,8 @@ is shared, so the same interpreter and paths work on every "host".
         run dsmexec with c.options() and a machine file of c.addresses
         c.leftovers()       # what still runs in the namespaces, sshd aside
 
-Every name made here carries this process's pid (``dsmt<pid>...``), so a
-later run can remove what a killed run left; teardown stops each sshd by
+Every name made here carries this process's pid and a letter per cluster
+(``dsmt<pid>a...``), so a later run can remove what a killed run left; teardown stops each sshd by
 its pid, kills what is left in each namespace by pid, deletes the veths
 and the bridge, then the namespaces.
 """
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import sshd as private      # tests/sshd.py: keys, config and start of one sshd
 
 PREFIX = "dsmt"
-_NAME_RE = re.compile(r"%s(\d+)(?:h|v|br)\d*\Z" % PREFIX)
+_NAME_RE = re.compile(r"%s(\d+)[a-z](?:h|v|br)\d*\Z" % PREFIX)
+_instances = iter("abcdefghijklmnopqrstuvwxyz")    # several clusters in one process
 
 
 class NetnsError(RuntimeError):
@@ -121,8 +122,12 @@ class Cluster:
     gateway: str            # this machine's address on the bridge
     key: str
     known_hosts: str
-    bridge: str
+    stem: str               # what every name made for it starts with
     made: list = field(default_factory=list)   # namespaces created so far
+
+    @property
+    def bridge(self):
+        return self.stem + "br"
 
     @property
     def addresses(self):
@@ -164,8 +169,8 @@ class Cluster:
 
 def _make_host(cluster, index, subnet, d):
     """Namespace, veth into the bridge, address, loopback; no sshd yet."""
-    h = Host("%s%dh%d" % (PREFIX, os.getpid(), index), "%s.%d" % (subnet, index),
-             "%s%dv%d" % (PREFIX, os.getpid(), index), str(d / ("sshd-h%d.log" % index)))
+    h = Host("%sh%d" % (cluster.stem, index), "%s.%d" % (subnet, index),
+             "%sv%d" % (cluster.stem, index), str(d / ("sshd-h%d.log" % index)))
     ip("netns", "add", h.name)
     cluster.made.append(h)
     ip("link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.name)
@@ -222,7 +227,7 @@ def virtual_hosts(count, directory):
     authorized = d / "authorized_keys"
     authorized.write_text((d / "client_key.pub").read_text())
     cluster = Cluster([], subnet + ".254", str(d / "client_key"), str(d / "known_hosts"),
-                      "%s%dbr" % (PREFIX, os.getpid()))
+                      "%s%d%s" % (PREFIX, os.getpid(), next(_instances)))
     try:
         ip("link", "add", cluster.bridge, "type", "bridge")
         ip("addr", "add", cluster.gateway + "/24", "dev", cluster.bridge)

@@ -1,4 +1,5 @@
-"""dsmexec under a real (private, single-node) Slurm: salloc, sbatch --wait, failures."""
+"""dsmexec under a real, private Slurm: salloc, sbatch --wait, failures, signals; one node
+(this machine), and two nodes that are network namespaces."""
 import os
 import signal
 import subprocess
@@ -7,21 +8,22 @@ import uuid
 
 import pytest
 
+import slurmd
 from conftest import DSMEXEC, HELPER, REPO, machine_file, pids_with, wait_for_lines, wait_gone
+from dsmrun import rank_lines
 
 pytestmark = pytest.mark.timeout(60)
 MATMUL = os.path.join(REPO, "examples", "matmul.py")
 
 
-def slurm_run(slurm, argv, tmp_path=None):
+def slurm_run(slurm, argv):
     """Run argv with this cluster's SLURM_CONF and a tag; nothing of the job may outlive it."""
     env = slurm.environ()
     env["DSM_TEST_TAG"] = uuid.uuid4().hex
     p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=50)
     left = wait_gone("DSM_TEST_TAG=" + env["DSM_TEST_TAG"], timeout=10, where="environ")
     assert not left, "processes outlived the job: %s" % left
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=env, timeout=30)
-    assert queue.stdout.strip() == "", queue.stdout
+    assert slurmd.queue_drains(slurm), "jobs left in the queue"
     return p
 
 
@@ -128,3 +130,29 @@ def test_machine_file_under_slurm_is_refused(tmp_path):
                        env=dict(os.environ, SLURM_JOB_ID="1"), timeout=30)
     assert p.returncode == 1
     assert "give no machine file (%s), or use --launcher ssh" % machines in p.stderr
+
+
+WHERE_PROG = (
+    "import os, services.rank\n"
+    "c = services.rank.CONTEXT\n"
+    "print('on', os.environ['SLURMD_NODENAME'], 'said', c.hostnames[c.rank])\n")
+
+
+def test_ranks_on_two_nodes(slurm_nodes, tmp_path):
+    """Each node is a network namespace: the ranks reach dsmexec and each other across
+    the bridge, and every rank is on the host dsmexec names for it."""
+    prog = tmp_path / "where.py"
+    prog.write_text(WHERE_PROG)
+    p = slurm_run(slurm_nodes, ["salloc", "-N", "2", "-n", "4", *dsmexec(str(prog))])
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, " said ")
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    nodes = {text.split()[1] for text in got.values()}
+    assert nodes == {"h1", "h2"}, p.stdout
+    assert all(text.split()[1] == text.split()[3] for text in got.values()), p.stdout
+
+
+def test_matmul_on_two_nodes(slurm_nodes):
+    p = slurm_run(slurm_nodes, ["salloc", "-N", "2", "-n", "4", *dsmexec(MATMUL, "128")])
+    assert p.returncode == 0, p.stderr
+    assert "[rank 0] matmul n=128 on 4 ranks: max error 0: ok" in p.stdout.splitlines(), p.stdout
