@@ -60,6 +60,13 @@ def test_failing_rank_status_comes_through(slurm, how, status, said):
         in p.stderr.splitlines(), p.stderr
     for r in range(3):
         assert "[rank %d] hello from rank %d of 3" % (r, r) in p.stdout.splitlines(), p.stdout
+        assert "[rank %d] stderr of rank %d" % (r, r) in p.stderr.splitlines(), p.stderr
+
+
+def test_no_prefix(slurm):
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("--no-prefix", HELPER, "--rank-print")])
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == ["hello from rank 0 of 2", "hello from rank 1 of 2"]
 
 
 def test_failing_batch_job(slurm, tmp_path):
