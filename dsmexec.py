@@ -14,7 +14,7 @@ import os
 import sys
 
 import services
-from services import job, machinefile, wire
+from services import job, machinefile, slurm, wire
 
 EPILOG = """\
 exit status: 0 if every rank exited 0; else the status of the first rank that
@@ -53,7 +53,7 @@ class _Version(argparse.Action):
         sys.exit(0)
 
 
-def build_parser():
+def build_parser(launcher="ssh"):
     p = _Parser(prog="dsmexec.py", description="Run PROG on every host of MACHINE_FILE "
                 "as one libdsm rank per line.", epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +70,9 @@ def build_parser():
     p.add_argument("--no-prefix", action="store_true", help="do not prefix lines with [rank N]")
     p.add_argument("--python", default=sys.executable, metavar="PATH",
                    help="Python interpreter on the ranks (default: %(default)s)")
-    p.add_argument("machine_file", help="one host per line: host or user@host")
+    slurm.add_options(p)
+    if launcher != "slurm":     # under Slurm the hosts come from the allocation
+        p.add_argument("machine_file", help="one host per line: host or user@host")
     p.add_argument("prog", help="the Python program every rank runs")
     rest = p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for PROG")
     rest.required = False       # argparse marks REMAINDER required, yet it may be empty
@@ -79,23 +81,25 @@ def build_parser():
 
 def parse_options(argv):
     """Command line -> job.Options; a usage error exits 1."""
-    parser = build_parser()
+    launcher = slurm.launcher(sys.argv[1:] if argv is None else argv, os.environ)
+    parser = build_parser(launcher)
     a = parser.parse_args(argv)
     if not a.connect_timeout > 0:
         parser.error("--connect-timeout must be positive, got %g" % a.connect_timeout)
     if not a.python:
         parser.error("no --python given and sys.executable is unknown")
-    return job.Options(machine_file=a.machine_file, prog=a.prog, args=a.args,
+    return job.Options(machine_file=getattr(a, "machine_file", None), prog=a.prog, args=a.args,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,
                        connect_timeout=a.connect_timeout, prefix=not a.no_prefix,
-                       python=a.python, cwd=os.getcwd(), environ=dict(os.environ))
+                       python=a.python, cwd=os.getcwd(), environ=dict(os.environ),
+                       launcher=launcher, ntasks=a.ntasks)
 
 
 def main(argv=None):
     opts = parse_options(argv)
     try:
-        the_job = job.Job(opts)
-    except machinefile.MachineFileError as e:
+        the_job = (slurm.make_job if opts.launcher == "slurm" else job.Job)(opts)
+    except (machinefile.MachineFileError, slurm.SlurmError) as e:
         sys.stderr.write("dsmexec: %s\n" % e)
         return job.EXIT_LAUNCH
     return the_job.run()

@@ -55,6 +55,8 @@ class Options:
     python: str = sys.executable
     cwd: str = field(default_factory=os.getcwd)
     environ: dict = field(default_factory=lambda: dict(os.environ))
+    launcher: str = "ssh"           # or "slurm": services/slurm.py, no machine file
+    ntasks: Optional[int] = None    # Slurm: the number of ranks
 
 
 class Rank:
@@ -84,7 +86,7 @@ class Job:
 
     def __init__(self, opts, out_fd=1, err_fd=2):
         self.opts = opts
-        hosts = machinefile.parse(opts.machine_file)
+        hosts = self._hosts()
         self.ranks = [Rank(i, h, self._is_local(h)) for i, h in enumerate(hosts)]
         self.secret = wire.new_secret()
         self.out, self.err = iomux.Sink(out_fd), iomux.Sink(err_fd)
@@ -97,6 +99,10 @@ class Job:
         self.control_dir = None     # the private directory of the ssh control sockets
         self.janitor = None         # procs.Janitor of control_dir
         self.control_masters = []   # ssh.ControlMaster, one per shared connection
+
+    def _hosts(self):
+        """The rank hosts, in rank order (services/slurm.py takes them from the allocation)."""
+        return machinefile.parse(self.opts.machine_file)
 
     def _is_local(self, host):
         return not self.opts.ssh_all and host.user is None and machinefile.is_local(host.host)

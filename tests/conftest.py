@@ -10,7 +10,9 @@ import uuid
 
 import pytest
 
-import sshd as private      # tests/sshd.py: the private sshd itself
+import netns              # tests/netns.py: several hosts on one machine
+import slurmd             # tests/slurmd.py: a private single-node Slurm
+import sshd as private   # tests/sshd.py: the private sshd itself
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSMEXEC = os.path.join(REPO, "dsmexec.py")
@@ -103,3 +105,66 @@ def sshd(tmp_path_factory):
         except private.SshdError as e:
             pytest.fail(str(e))
         yield running
+
+
+# ---------------------------------------------------------------- several hosts
+
+def _unavailable(why):
+    """Skip for a missing facility, except under CI=true where it fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def _enter(stack, context):
+    """Start a test service (enter its context on stack): namespaces that cannot be made
+    skip (fail under CI), a daemon that does not start fails."""
+    try:
+        return stack.enter_context(context)
+    except netns.NetnsError as e:
+        _unavailable("cannot make network namespaces: %s" % e)
+    except slurmd.SlurmError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def virtual_cluster(tmp_path_factory):
+    """Three hosts, network namespaces with an sshd each (tests/netns.py)."""
+    why = netns.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        yield _enter(stack, netns.virtual_hosts(3, tmp_path_factory.mktemp("hosts")))
+
+
+@pytest.fixture
+def hosts(virtual_cluster):
+    """The three hosts; afterwards no rank and no ssh session may be left on any of them."""
+    yield virtual_cluster
+    left = virtual_cluster.wait_clean()
+    virtual_cluster.kill_leftovers()
+    assert not left, "left running in the namespaces: %s" % left
+
+
+# ---------------------------------------------------------------- Slurm
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A private single-node Slurm (tests/slurmd.py); skipped without slurm-wlm and
+    munge, except under CI=true."""
+    why = slurmd.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        yield _enter(stack, slurmd.private_slurm())
+
+
+@pytest.fixture(scope="session")
+def slurm_nodes(tmp_path_factory):
+    """A private Slurm of two nodes, each a network namespace with its own slurmd."""
+    why = slurmd.missing() or netns.missing()
+    if why:
+        _unavailable(why)
+    with contextlib.ExitStack() as stack:
+        cluster = _enter(stack, netns.virtual_hosts(2, tmp_path_factory.mktemp("slurm-hosts")))
+        yield _enter(stack, slurmd.private_slurm(cpus=4, hosts=cluster))

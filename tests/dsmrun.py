@@ -10,15 +10,16 @@ from conftest import REPO as ROOT, machine_file, run_dsmexec, wait_gone
 DSM_PROG = os.path.join(ROOT, "tests", "dsm_prog.py")
 
 
-def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=100, host="localhost",
+def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=100, host="localhost", hosts=None,
         dsmexec=None, cwd=ROOT):
-    """dsmexec with n ranks; returns the CompletedProcess (text).  Fails the
-    test if any process of the job outlives it.  `dsmexec` and `cwd` run
-    another copy of the package (a core built differently)."""
+    """dsmexec with n ranks on host (or one rank per line of `hosts`); returns
+    the CompletedProcess (text).  Fails the test if any process of the job
+    outlives it.  `dsmexec` and `cwd` run another copy of the package (a
+    core built differently)."""
     tag = "DSM_TEST_TAG=%s" % uuid.uuid4().hex
     full_env = dict(os.environ, **(env or {}))
     full_env["DSM_TEST_TAG"] = tag.split("=", 1)[1]
-    machines = machine_file(tmp_path, *[host] * n, name="machines-%d" % n)
+    machines = machine_file(tmp_path, *(hosts or [host] * n), name="machines-%d" % n)
     if dsmexec is None:
         proc = run_dsmexec(*opts, machines, prog, *args, timeout=timeout, env=full_env, cwd=cwd)
     else:

@@ -60,12 +60,12 @@ def _keygen(path):
                    check=True, timeout=30)
 
 
-def _wait_port(port, proc, timeout=10.0):
-    """True once 127.0.0.1:port accepts; False if proc died or time ran out."""
+def _wait_port(port, proc, timeout=10.0, address="127.0.0.1"):
+    """True once address:port accepts; False if proc died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((address, port), timeout=0.5).close()
             return True
         except OSError:
             time.sleep(0.02)
@@ -81,11 +81,12 @@ def _stop(proc):
         proc.wait(5)
 
 
-def _sshd_config(d, port):
+def _sshd_config(d, port, address="127.0.0.1", authorized_keys=None):
     path = d / "sshd_config"
     path.write_text("\n".join([
-        "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % (d / "host_key"),
-        "PidFile %s" % (d / "sshd.pid"), "AuthorizedKeysFile %s" % (d / "authorized_keys"),
+        "Port %d" % port, "ListenAddress %s" % address, "HostKey %s" % (d / "host_key"),
+        "PidFile %s" % (d / "sshd.pid"),
+        "AuthorizedKeysFile %s" % (authorized_keys or d / "authorized_keys"),
         "PermitRootLogin prohibit-password", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", ""]))
     return path

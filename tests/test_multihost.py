@@ -1,0 +1,50 @@
+"""Jobs over several hosts: network namespaces, each with its own network stack and sshd.
+
+dsmexec runs in this namespace and reaches the hosts over ssh; the ranks
+connect back to it across the bridge, and to each other host to host.  The
+`hosts` fixture checks afterwards that no rank and no ssh session is left
+on any host.
+"""
+import os
+
+import pytest
+
+from conftest import HELPER
+from dsmrun import ROOT, rank_lines, run
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def new_logins(cluster, before):
+    return {a: n - before[a] for a, n in cluster.logins().items()}
+
+
+@pytest.mark.parametrize("name,args", [("matmul.py", ["128"]), ("sor.py", ["96", "30"])])
+def test_example_on_three_hosts(tmp_path, hosts, name, args):
+    before = hosts.logins()
+    p = run(tmp_path, 3, os.path.join(ROOT, "examples", name), *args,
+            opts=hosts.ssh_options(), hosts=hosts.addresses)
+    assert p.returncode == 0, p.stderr
+    assert "WRONG" not in p.stdout
+    assert len([l for l in p.stdout.splitlines() if l.endswith("ok")]) == 1, p.stdout
+    assert new_logins(hosts, before) == {a: 1 for a in hosts.addresses}
+
+
+def test_four_ranks_on_two_hosts_share_a_connection(tmp_path, hosts):
+    h1, h2, h3 = hosts.addresses
+    before = hosts.logins()
+    p = run(tmp_path, 4, os.path.join(ROOT, "examples", "double_touch.py"),
+            opts=hosts.ssh_options(), hosts=[h1, h1, h2, h2])
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "integer value")
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    assert all(t.endswith("integer value: 10") for t in got.values()), p.stdout
+    # One login per host: the two ranks on each went through one connection.
+    assert new_logins(hosts, before) == {h1: 1, h2: 1, h3: 0}
+
+
+def test_failing_rank_on_another_host(tmp_path, hosts):
+    p = run(tmp_path, 3, HELPER, "--fail", "2:3",
+            opts=hosts.ssh_options(), hosts=hosts.addresses)
+    assert p.returncode == 3, p.stderr
+    assert "rank 2 (host %s, line 3) exited with status 3" % hosts.addresses[2] in p.stderr
