@@ -368,6 +368,59 @@ def collectives(dsm, a):
     print("after errors sum=%d" % dsm.allreduce(1))
 
 
+def slots(dsm, a):
+    """False sharing: every rank writes its own 8-byte slot of the same
+    pages each round, a barrier between rounds; every round checks the last."""
+    import numpy as np
+    pages = 4
+    arr = dsm.array((pages, dsm.page_size // 8), "int64")
+    bad = 0
+    for rnd in range(1, a.rounds + 1):
+        arr[:, dsm.rank] = rnd
+        dsm.barrier()
+        bad += int(np.count_nonzero(arr[:, :dsm.size] != rnd))
+        dsm.barrier()
+    st = dsm.stats()
+    print("slots bad=%d twins=%d diffs=%d diff_bytes=%d" % (bad, st["twins"], st["diffs"],
+                                                            st["diff_bytes"]))
+
+
+def racy(dsm, a):
+    """Release mode: rank 0 keeps rewriting one aligned word, unsynchronised,
+    while a thread of it keeps releasing a lock (so its notices name the
+    page); rank 1 takes that lock to drop its copy, then reads the word."""
+    import threading
+    values = (0x5555555555555555, -0x5555555555555556, 0x0123456789ABCDEF)
+    word = dsm.array(dsm.page_size // 8, "int64")
+    lock = dsm.lock(5)
+    seen, bad = set(), 0
+    dsm.barrier()
+    if dsm.rank == 0:
+        stop = threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                word[0] = values[i % 3]
+                i += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        for _ in range(a.rounds):
+            with lock:
+                pass
+        stop.set()
+        t.join()
+    elif dsm.rank == 1:
+        for _ in range(a.rounds):
+            with lock:
+                v = int(word[0])
+            seen.add(v)
+            bad += v not in values + (0,)
+    dsm.barrier()
+    print("racy rank=%d bad=%d distinct=%d" % (dsm.rank, bad, len(seen)))
+
+
 def expect_error(kind, fn):
     try:
         fn()
@@ -398,7 +451,8 @@ def api_errors(dsm, a):
 SCENARIOS = {f.__name__: f for f in (own_pages, alternation, false_sharing, mutual, busy_owner,
                                      big, faulthandler_displaced, raises, segv, no_finalize,
                                      messages, streaming, bcast_values, malloc_disjoint, lock_invariant,
-                                     api_errors, ring_full, collectives, barrier_loop, stuck)}
+                                     api_errors, ring_full, collectives, barrier_loop, stuck,
+                                     slots, racy)}
 
 
 def main():

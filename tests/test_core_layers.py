@@ -99,6 +99,13 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
     assert covered and all(int(n) > 0 for n in covered.groups()), p.stdout[-500:]
 
 
+def test_release_mode_reads_what_sequential_mode_would(sim):
+    p = subprocess.run([sim, "--seeds", "0:10000", "--release"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "10000 seeds passed (--release)" in p.stdout
+
+
 def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):
     p = subprocess.run([sim, "--seeds", "0:3000", "--drop"], capture_output=True, text=True,
                        timeout=120)

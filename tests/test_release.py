@@ -1,0 +1,69 @@
+"""Release consistency (DSM_CONSISTENCY=release) on real ranks: the
+examples give what sequential mode gives, false sharing stays exact, racy
+reads see whole words, and ranks that disagree on the mode fail at init."""
+import os
+import re
+
+import pytest
+
+from dsmrun import DSM_PROG, ROOT, rank_lines, run
+
+pytestmark = pytest.mark.timeout(150)
+RELEASE = {"DSM_CONSISTENCY": "release"}
+EXAMPLES = {
+    "double_touch.py": [],
+    "share.py": [],
+    "counter_lock.py": ["300"],
+    "matmul.py": ["128"],
+    "sor.py": ["96", "30"],
+}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_examples_give_what_sequential_mode_gives(tmp_path, n, name):
+    prog = os.path.join(ROOT, "examples", name)
+    out = {}
+    for mode in ("sequential", "release"):
+        p = run(tmp_path, n, prog, *EXAMPLES[name], env={"DSM_CONSISTENCY": mode})
+        assert p.returncode == 0, p.stderr
+        assert "WRONG" not in p.stdout
+        out[mode] = sorted(p.stdout.splitlines())
+    assert out["release"] == out["sequential"]      # bit for bit: same checksums, same sums
+
+
+def test_false_sharing_is_exact_and_sends_diffs(tmp_path):
+    p = run(tmp_path, 4, DSM_PROG, "slots", "--rounds", "60", env=RELEASE)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "slots bad=")
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    counts = [list(map(int, re.findall(r"=(\d+)", text))) for text in got.values()]
+    assert all(bad == 0 for bad, _, _, _ in counts)
+    # the ranks that do not home the pages twin them and send diffs
+    assert sum(twins > 0 and diffs > 0 and nbytes > 0 for _, twins, diffs, nbytes in counts) >= 3
+
+
+def test_a_racy_read_sees_a_whole_word(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "racy", "--rounds", "300", env=RELEASE)
+    assert p.returncode == 0, p.stderr
+    reader = rank_lines(p.stdout, "racy rank=1")
+    assert reader and "bad=0" in reader[1], p.stdout
+
+
+def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):
+    prog = tmp_path / "mixed.py"
+    prog.write_text("import libdsm\n"
+                    "from services import rank\n"
+                    "mode = 'release' if rank.CONTEXT.rank == 0 else 'sequential'\n"
+                    "libdsm.init(consistency=mode)\n")
+    p = run(tmp_path, 2, str(prog), timeout=60)
+    assert p.returncode != 0
+    assert "ConfigError" in p.stderr
+    assert "different consistency" in p.stderr
+    assert "'release'" in p.stderr and "'sequential'" in p.stderr
+
+
+def test_a_bad_mode_is_a_config_error(tmp_path):
+    p = run(tmp_path, 2, DSM_PROG, "own_pages", env={"DSM_CONSISTENCY": "weak"}, timeout=60)
+    assert p.returncode != 0
+    assert "consistency must be 'sequential' or 'release', got 'weak'" in p.stderr
