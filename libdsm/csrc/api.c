@@ -156,6 +156,11 @@ int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
 int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
 {
     int rc = check_pages(first, n, err);
+    if (!rc && D.core.release) {
+        dsm_err(err, "pinning is for sequential consistency; in release mode copy the data "
+                "out (bytes(), tobytes()) between synchronisations");
+        return DSM_EINVAL;
+    }
     return rc ? rc : coh_prefetch(&D.coh, first, n, write, 1,
                                   now_ns() + timeout_ms * 1000000ULL, err);
 }
