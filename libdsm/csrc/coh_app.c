@@ -57,6 +57,16 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
     return rc;
 }
 
+/* Release mode: ask again for a copy an acquire dropped, before anyone
+ * faults on it; the home has every write the acquire orders before it.
+ * Caller holds core.mu, which this may drop. */
+void coh_refetch(struct coh *h, uint64_t page)
+{
+    uint64_t got;
+    if (!h->c->pages[page].pending && h->c->pages[page].prot == DSM_PROT_NONE)
+        request_run(h, page, 1, 0, 0, &got);
+}
+
 /* Back pages [first, first + n) with memory, core.mu dropped meanwhile. */
 static void populate(struct core *c, uint64_t first, uint64_t n)
 {

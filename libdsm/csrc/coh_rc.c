@@ -275,7 +275,8 @@ void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
 }
 
 /* Drop what the notices named; a copy still on its way is dropped once it
- * is here.  1 when nothing is left to drop. */
+ * is here.  A dropped copy was in use, so it is asked for again at once:
+ * the faults that follow find it on its way.  1 when nothing is left. */
 int rc_drop_step(struct coh *h)
 {
     struct core *c = h->c;
@@ -285,14 +286,16 @@ int rc_drop_step(struct coh *h)
             continue;
         if (set_has(&h->rc.dirty, p))
             flush_page(h, p);       /* false sharing: our words go home first */
-        if (c->pages[p].prot != DSM_PROT_NONE && !set_prot(h, p, DSM_PROT_NONE))
-            c->stats.invalidations++;
         if (h->rc.twin[p]) {
             free(h->rc.twin[p]);
             h->rc.twin[p] = NULL;
             h->rc.twin_bytes -= c->page_size;
         }
         set_del(&h->rc.drop, p);
+        if (c->pages[p].prot != DSM_PROT_NONE && !set_prot(h, p, DSM_PROT_NONE)) {
+            c->stats.invalidations++;
+            coh_refetch(h, p);
+        }
     }
     return !h->rc.drop.count;
 }

@@ -120,6 +120,8 @@ int coh_fault_ready(struct coh *h, uint64_t page, int write);
  * SIGSEGV handler).  write < 0: the CPU did not say; a fault on a page
  * readable already must be a write. */
 void coh_fault(struct coh *h, uint64_t page, int write);
+/* Release mode: ask again, at once, for a copy an acquire dropped. */
+void coh_refetch(struct coh *h, uint64_t page);
 /* Fetch pages [first, first + n) and wait for them: a bulk fault.  With
  * `pin`, each page is pinned as soon as it is here, in ascending order
  * (coh_pin.c); on an error none stays pinned.  deadline (now_ns) 0: none;
