@@ -175,12 +175,17 @@ KINDS = {"barrier": barrier, "allreduce": allreduce, "jacobi": jacobi, "matmul":
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("kind", choices=sorted(KINDS), nargs="+")
+    ap.add_argument("--iters", type=int, default=20000,
+                    help="timed operations of barrier and allreduce (default %(default)s)")
     a = ap.parse_args()
     comm = MPI.COMM_WORLD
     if "ep" in a.kind and comm.size != 2:
         raise SystemExit("ep: run with exactly 2 ranks (mpirun -n 2)")
     for kind in a.kind:
-        KINDS[kind](comm)
+        if kind in ("barrier", "allreduce"):
+            KINDS[kind](comm, a.iters, a.iters // 10)
+        else:
+            KINDS[kind](comm)
         comm.Barrier()
 
 

@@ -11,6 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -54,10 +55,12 @@ def run_one(cmd, env=ENV, timeout=900):
     lines' fields, in order.  A failure ends the whole run."""
     print("$", " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c
                         for c in cmd), flush=True)
+    start = time.monotonic()
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=timeout)
     sys.stdout.write("".join(line + "\n" for line in p.stdout.splitlines()
                              if not line.startswith("BENCH ")))
+    print("  (%.1f s)" % (time.monotonic() - start))
     sys.stdout.flush()
     if p.returncode:
         sys.stderr.write(p.stderr)

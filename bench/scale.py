@@ -75,7 +75,8 @@ def measure(n, timed, tmp):
     if timed:
         mpi = MPIRUN + ["-n", str(n), run.PY, run.bench("mpi_ref.py")]
         apps = [dsm + [run.bench("apps.py"), kind] for kind in ("jacobi", "matmul")]
-        jobs = ([rank_job, mpi + ["barrier", "allreduce"]]
+        # As many timed barriers and allreduces as scale_rank.py's (its --iters).
+        jobs = ([rank_job, mpi + ["barrier", "allreduce", "--iters", "5000"]]
                 + apps + [mpi + ["jacobi", "matmul"]]) * ROUNDS
     rows = {}
     for cmd in jobs:
