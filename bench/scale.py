@@ -15,7 +15,9 @@ each beside its reference at the same N:
                                     pml ob1): Barrier, Allreduce
   lock (contended), read fault      the raw C 4 KiB ping-pong between ranks
                                     0 and 1 of the same job (reference.py)
-  Jacobi, matmul n=1024             the same kernels with mpi4py (mpi_ref.py)
+  Jacobi, matmul n=1024             the same kernels with mpi4py (mpi_ref.py),
+                                    in sequential and in release consistency
+  false sharing (false_sharing.py)  release consistency against sequential
 Elsewhere a row says "not measured (needs N cores)".  The tables go into
 BENCHMARKS.md as the section "Scaling, measured on a C-core machine".
 """
@@ -43,7 +45,12 @@ TIMED = [  # (row of the table, libdsm row, reference row, what the reference is
      "raw C ping-pong"),
     ("Jacobi 2048², 40 sweeps", "dsm jacobi", "mpi jacobi", "mpi4py"),
     ("matmul n=1024", "dsm matmul", "mpi matmul", "mpi4py"),
+    ("Jacobi, release consistency", "dsm jacobi (release)", "mpi jacobi", "mpi4py"),
+    ("matmul, release consistency", "dsm matmul (release)", "mpi matmul", "mpi4py"),
+    ("false sharing, 1000 rounds of 8-byte slots + barrier, release consistency",
+     "false sharing (release)", "false sharing (sequential)", "sequential mode"),
 ]
+RELEASE = ["env", "DSM_CONSISTENCY=release"]
 
 
 def cores():
@@ -67,17 +74,20 @@ alternating; each row gives the median of its rounds (of each field), so
 one noisy moment of a shared machine does not decide it."""
 
 
-def measure(n, timed, tmp):
+def measure(n, timed, tmp, rounds=None):
     """{row: fields} of every job at n ranks."""
     dsm = run.DSMEXEC + [machine_file(tmp, n)]
     rank_job = dsm + [run.bench("scale_rank.py")] + ([] if timed else ["--count-only"])
+    rounds = rounds or ROUNDS
     jobs = [rank_job]
     if timed:
         mpi = MPIRUN + ["-n", str(n), run.PY, run.bench("mpi_ref.py")]
-        apps = [dsm + [run.bench("apps.py"), kind] for kind in ("jacobi", "matmul")]
+        apps = [pre + dsm + [run.bench("apps.py"), kind] for pre in ([], RELEASE)
+                for kind in ("jacobi", "matmul")]
+        apps += [pre + dsm + [run.bench("false_sharing.py")] for pre in ([], RELEASE)]
         # As many timed barriers and allreduces as scale_rank.py's (its --iters).
         jobs = ([rank_job, mpi + ["barrier", "allreduce", "--iters", "5000"]]
-                + apps + [mpi + ["jacobi", "matmul"]]) * ROUNDS
+                + apps + [mpi + ["jacobi", "matmul"]]) * rounds
     rows = {}
     for cmd in jobs:
         for fields in run.run_one(cmd):
@@ -148,7 +158,7 @@ def count_table(r, ns):
     return out
 
 
-def section(r, ns, ncores, command, load):
+def section(r, ns, ncores, command, load, rounds):
     heading = "%s, measured on a %d-core machine" % (run.SCALING, ncores)
     return heading, [
         heading,
@@ -162,7 +172,7 @@ def section(r, ns, ncores, command, load):
         "-n N`, mpi4py.  "
         "Timings are rank 1's (Open MPI's: rank 0's), medians with p99, each the "
         "median of %d rounds of its job and its reference's, alternating (an "
-        "application's round is itself the median of 3 runs)." % ROUNDS,
+        "application's round is itself the median of 3 runs)." % rounds,
         "",
     ] + timed_table(r, ns, ncores) + [
         "",
@@ -186,14 +196,17 @@ def main():
     ap.add_argument("--command", default="make bench-scale",
                     help="the command named in BENCHMARKS.md")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
+    ap.add_argument("--rounds", type=int, default=ROUNDS,
+                    help="rounds of each timed job (default %(default)s)")
     a = ap.parse_args()
     ns = [int(x) for x in a.ns.split(",")]
     ncores, before = cores(), os.getloadavg()[0]
     rows = {}
     with tempfile.TemporaryDirectory(prefix="dsm-scale-") as tmp:
         for n in ns:
-            rows.update(measure(n, n <= ncores, tmp))
-    heading, lines = section(rows, ns, ncores, a.command, (before, os.getloadavg()[0]))
+            rows.update(measure(n, n <= ncores, tmp, a.rounds))
+    heading, lines = section(rows, ns, ncores, a.command, (before, os.getloadavg()[0]),
+                             a.rounds)
     print("\n".join(lines))
     if not a.no_write:
         run.put_section(heading, lines)

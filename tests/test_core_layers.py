@@ -104,6 +104,7 @@ def test_release_mode_reads_what_sequential_mode_would(sim):
                        timeout=120)
     assert p.returncode == 0, p.stdout[-3000:]
     assert "10000 seeds passed (--release)" in p.stdout
+    assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) > 0   # homes follow writers
 
 
 def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):

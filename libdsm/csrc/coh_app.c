@@ -33,8 +33,9 @@ static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
  * per home block.  A `speculative` run (read-ahead) also stops at a page
  * whose read copy a writer has taken from us before: such a page is written
  * elsewhere, and fetching it unasked would only make its writer invalidate
- * it again.  Caller holds core.mu; returns the TP_DROPPED and TP_FULL bits
- * of the sends.  *got receives the length of the run. */
+ * it again.  The run goes out as one DSM_REQ per home.  Caller holds
+ * core.mu; returns the TP_DROPPED and TP_FULL bits of the sends.  *got
+ * receives the length of the run. */
 static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
                        int speculative, uint64_t *got)
 {
@@ -48,8 +49,7 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
     *got = n;
     c->stats.pages_prefetched += n - 1;
     while (n) {
-        cut = (page / c->block + 1) * c->block - page;    /* to the block's end */
-        cut = cut < n ? cut : n;
+        cut = home_run(c, page, n);
         rc |= send_run(h, page, cut, write);
         page += cut;
         n -= cut;

@@ -9,6 +9,18 @@
  *               DSM_DIFF_ACK), and closes for writing again
  *  acquire      drop the cached copies that the write notices name
  *
+ * The home writes its pages without noting it while nobody else has a
+ * copy: a page it never served stays writable.  Once served, its writes
+ * are noted like anyone's.  (Every copy of a noted page is dropped at the
+ * next barrier, but a rank that finished the barrier first may fetch it
+ * again before the home is done, so a home never forgets that it served a
+ * page; only a page whose home moves starts afresh.)
+ *
+ * Homes follow single writers: a page that one rank alone wrote between two
+ * barriers (as a rank's own band of an array) has that rank for its home
+ * after the second, so its later writes need no diff.  Every rank decides
+ * it from the same notices, so the ranks' home tables stay the same.
+ *
  * Write notices: `written` holds the pages this rank wrote since the last
  * barrier, `known` those it knows were written by anyone (its own and the
  * notices locks brought it).  A barrier exchanges `written` among all
@@ -232,8 +244,11 @@ static void to_drop(struct coh *h, uint64_t page)
         return;
     }
     if (page < c->npages && !mine(h, page) &&
-        (c->pages[page].prot != DSM_PROT_NONE || c->pages[page].pending))
+        (c->pages[page].prot != DSM_PROT_NONE || c->pages[page].pending)) {
         set_add(&h->rc.drop, page);
+        if (set_has(&h->rc.written, page))
+            set_add(&h->rc.refetch, page);  /* we write it too: we will again */
+    }
 }
 
 void rc_acquire(struct coh *h, const unsigned char *blob, uint64_t len)
@@ -255,19 +270,72 @@ void rc_acquire(struct coh *h, const unsigned char *blob, uint64_t len)
     }
 }
 
-void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
+#define NOBODY 0xffff
+#define SEVERAL 0xfffe
+
+/* Call fn(h, rank, page) for every page of every rank's notices. */
+static void each_notice(struct coh *h, const unsigned char *gathered, uint64_t len,
+                        void (*fn)(struct coh *, int, uint64_t))
 {
     uint32_t tag[2];
     uint64_t at = 0, p, i;
     while (at + 8 <= len) {
         memcpy(tag, gathered + at, 8);
         at += 8;
-        for (i = 8; le32toh(tag[0]) != (uint32_t)h->c->rank && i + 8 <= le32toh(tag[1]); i += 8) {
+        for (i = 8; i + 8 <= le32toh(tag[1]); i += 8) {
             memcpy(&p, gathered + at + i, 8);
-            to_drop(h, le64toh(p));
+            fn(h, (int)le32toh(tag[0]), le64toh(p));
         }
         at += le32toh(tag[1]);
     }
+}
+
+static void note_writer(struct coh *h, int rank, uint64_t page)
+{
+    uint16_t *w = h->rc.writer;
+    if (page == ALL_PAGES) {
+        for (page = 0; page < h->c->npages; page++)
+            note_writer(h, rank, page);
+    } else if (page < h->c->npages) {
+        w[page] = w[page] == NOBODY || w[page] == rank ? (uint16_t)rank : SEVERAL;
+    }
+}
+
+/* A page one rank alone wrote moves its home there. */
+static void move_home(struct coh *h, int rank, uint64_t page)
+{
+    uint16_t *w = h->rc.writer;
+    if (page == ALL_PAGES) {
+        for (page = 0; page < h->c->npages; page++)
+            move_home(h, rank, page);
+        return;
+    }
+    if (page >= h->c->npages)
+        return;
+    if (w[page] < SEVERAL && h->c->homes[page] != w[page]) {
+        h->c->homes[page] = w[page];
+        h->c->stats.homes_moved++;
+        /* Every other copy goes at this barrier, and one served to a rank
+         * ahead of us is marked already: unless so, we may write it unnoted. */
+        if (w[page] != h->c->rank)
+            set_del(&h->rc.served, page);
+        else if (!set_has(&h->rc.served, page))
+            set_prot(h, page, DSM_PROT_RW);
+    }
+    w[page] = NOBODY;
+}
+
+static void drop_others(struct coh *h, int rank, uint64_t page)
+{
+    if (rank != h->c->rank)
+        to_drop(h, page);
+}
+
+void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
+{
+    each_notice(h, gathered, len, note_writer);
+    each_notice(h, gathered, len, move_home);
+    each_notice(h, gathered, len, drop_others);
     set_clear(&h->rc.written);
     set_clear(&h->rc.known);
     h->rc.known_all = 0;
@@ -275,8 +343,9 @@ void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
 }
 
 /* Drop what the notices named; a copy still on its way is dropped once it
- * is here.  A dropped copy was in use, so it is asked for again at once:
- * the faults that follow find it on its way.  1 when nothing is left. */
+ * is here.  A page this rank wrote too (false sharing) it will likely write
+ * again, so it is asked for again at once: the faults that follow find it
+ * on its way.  1 when nothing is left. */
 int rc_drop_step(struct coh *h)
 {
     struct core *c = h->c;
@@ -294,13 +363,36 @@ int rc_drop_step(struct coh *h)
         set_del(&h->rc.drop, p);
         if (c->pages[p].prot != DSM_PROT_NONE && !set_prot(h, p, DSM_PROT_NONE)) {
             c->stats.invalidations++;
-            coh_refetch(h, p);
+            if (set_has(&h->rc.refetch, p))
+                coh_refetch(h, p);
         }
+        set_del(&h->rc.refetch, p);
     }
     return !h->rc.drop.count;
 }
 
 /* ---------------------------------------------------------- the home's side */
+
+/* Is this rank the page's home, or about to be?  A home moves here at a
+ * barrier for a page this rank alone wrote; a rank that finished that
+ * barrier first may already ask us for it, or send us its next diff.  Our
+ * copy is the current one meanwhile (we wrote it, nobody else did), so we
+ * can serve it, and take the diff, as the home.  Caller holds core.mu. */
+static int home_or_heir(struct coh *h, uint64_t page)
+{
+    return mine(h, page) || set_has(&h->rc.written, page);
+}
+
+int rc_serves(struct coh *h, uint64_t page, uint64_t n)
+{
+    uint64_t i;
+    int ok = page < h->c->npages && n <= h->c->npages - page;
+    pthread_mutex_lock(&h->c->mu);
+    for (i = 0; ok && i < n; i++)
+        ok = home_or_heir(h, page + i);
+    pthread_mutex_unlock(&h->c->mu);
+    return ok;
+}
 
 /* DSM_DIFF: apply the words, word by word, and acknowledge. */
 static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload)
@@ -311,7 +403,7 @@ static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload
     uint64_t at = 0, words = c->page_size / 8;
     unsigned char *page = c->rw + m->pg.page * c->page_size;
     uint32_t head[2];
-    if (m->pg.page >= c->npages || !mine(h, m->pg.page)) {
+    if (!rc_serves(h, m->pg.page, 1)) {
         core_fail(c, "protocol error: DSM_DIFF from rank %d for page %llu, not homed here",
                   m->from, (unsigned long long)m->pg.page);
         return;
@@ -339,11 +431,13 @@ static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *pay
     pthread_mutex_unlock(&h->c->mu);
 }
 
-/* A read request at the home: a copy of the master as it is now. */
+/* A read request at the home: a copy of the master as it is now.  A page
+ * served for the first time is closed for writing first, so the home's
+ * writes from then on are noted. */
 void rc_serve(struct coh *h, const struct msg *req)
 {
     struct core *c = h->c;
-    uint64_t i, n = req->pg.count ? req->pg.count : 1;
+    uint64_t i, p, n = req->pg.count ? req->pg.count : 1;
     unsigned char *copy = malloc(c->page_size);
     if (!copy) {
         core_fail(c, "out of memory serving page %llu", (unsigned long long)req->pg.page);
@@ -352,7 +446,15 @@ void rc_serve(struct coh *h, const struct msg *req)
     for (i = 0; i < n; i++) {
         struct msg out = { .type = DSM_PAGE, .origin = req->origin, .len = (uint32_t)c->page_size,
                            .pg = { .page = req->pg.page + i, .mode = MODE_READ } };
-        copy_words(copy, c->rw + out.pg.page * c->page_size, c->page_size);
+        p = out.pg.page;
+        pthread_mutex_lock(&c->mu);
+        if (!set_has(&h->rc.served, p)) {
+            set_add(&h->rc.served, p);
+            if (c->pages[p].prot == DSM_PROT_RW && !set_has(&h->rc.dirty, p))
+                set_prot(h, p, DSM_PROT_READ);
+        }
+        copy_words(copy, c->rw + p * c->page_size, c->page_size);
+        pthread_mutex_unlock(&c->mu);
         tp_send(h->t, req->origin, &out, copy);
     }
     free(copy);
@@ -362,12 +464,20 @@ int rc_init(struct coh *h, uint64_t limit, char *err)
 {
     struct core *c = h->c;
     struct rc *rc = &h->rc;
+    uint64_t p;
     rc->limit = limit;
-    if (!(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
+    if (!(c->homes = malloc(c->npages * sizeof *c->homes)) ||
+        !(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
+        !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||
-        set_init(&rc->drop, c->npages))
+        set_init(&rc->drop, c->npages) || set_init(&rc->refetch, c->npages) ||
+        set_init(&rc->served, c->npages))
         return dsm_err_sys(err, ENOMEM, "release-mode state for %llu pages",
                            (unsigned long long)c->npages);
+    for (p = 0; p < c->npages; p++) {       /* round-robin blocks to begin with */
+        rc->writer[p] = NOBODY;
+        c->homes[p] = (uint16_t)((p / c->block) % (uint64_t)c->nranks);
+    }
     tp_register(h->t, DSM_DIFF, on_diff, h, (uint32_t)(2 * c->page_size));
     tp_register(h->t, DSM_DIFF_ACK, on_diff_ack, h, 0);
     return DSM_OK;
@@ -380,9 +490,14 @@ void rc_free(struct coh *h)
         for (p = 0; p < h->c->npages; p++)
             free(h->rc.twin[p]);
     free(h->rc.twin);
+    free(h->rc.writer);
+    free(h->c->homes);
+    h->c->homes = NULL;
     free(h->rc.dirty.bits);
     free(h->rc.written.bits);
     free(h->rc.known.bits);
     free(h->rc.drop.bits);
+    free(h->rc.refetch.bits);
+    free(h->rc.served.bits);
     memset(&h->rc, 0, sizeof h->rc);
 }

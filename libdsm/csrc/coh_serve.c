@@ -259,16 +259,17 @@ static void home_request(struct coh *h, uint64_t page, int origin, int mode)
     d->queued++;
 }
 
-/* DSM_REQ: `count` pages from `page` on, all in one of our blocks. */
+/* DSM_REQ: `count` pages from `page` on, all homed here. */
 static void on_req(struct coh *h, const struct msg *m)
 {
     const struct core *c = h->c;
     uint64_t i, n = m->pg.count ? m->pg.count : 1;
-    if (n > c->npages - m->pg.page || page_home(c, m->pg.page) != c->rank ||
-        m->pg.page / c->block != (m->pg.page + n - 1) / c->block ||
-        (m->pg.mode != MODE_READ && m->pg.mode != MODE_WRITE)) {
+    int ours = h->release ? rc_serves(h, m->pg.page, n)
+                          : n <= c->npages - m->pg.page && page_home(c, m->pg.page) == c->rank &&
+                            home_run(c, m->pg.page, n) == n;
+    if (!ours || (m->pg.mode != MODE_READ && m->pg.mode != MODE_WRITE)) {
         core_fail(h->c, "protocol error: DSM_REQ from rank %d for %llu pages at %llu, not "
-                  "one of our blocks", m->from, (unsigned long long)n,
+                  "all homed here", m->from, (unsigned long long)n,
                   (unsigned long long)m->pg.page);
         return;
     }

@@ -79,7 +79,10 @@ struct rc {
     struct pageset known;           /* written anywhere since then, as far as we know */
     int known_all;                  /* ... or every page (too many notices) */
     struct pageset drop;            /* copies to drop once they are here */
+    struct pageset refetch;         /* ... and to ask for again at once */
+    struct pageset served;          /* homed here and given to another rank: writes noted */
     uint64_t acks_due;              /* DSM_DIFF_ACKs still to come */
+    uint16_t *writer;               /* per page, while a barrier's notices are read */
     uint64_t epoch;                 /* barriers passed: the age of notices */
 };
 
@@ -171,6 +174,8 @@ void rc_acquire(struct coh *h, const unsigned char *notices, uint64_t len);
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len);
 int rc_drop_step(struct coh *h);    /* drop the copies noticed; 1 when done */
 void rc_serve(struct coh *h, const struct msg *req);    /* comm thread, at the home */
+/* Comm thread: may this rank serve pages [page, page + n) as their home? */
+int rc_serves(struct coh *h, uint64_t page, uint64_t n);
 
 /* coh_serve.c, for coh_app.c: whether a page allows an access. */
 static inline int coh_satisfied(const struct core *c, uint64_t page, int write)

@@ -79,6 +79,7 @@ struct dsm_stats {
     uint64_t diff_bytes;      /* ... and their bytes */
     uint64_t early_flushes;   /* pages sent home early to bound the twins */
     uint64_t invalidations_saved; /* writes that needed no message (sequential mode asks the home) */
+    uint64_t homes_moved;     /* release mode: pages whose home moved to their single writer */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
 };

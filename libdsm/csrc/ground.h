@@ -66,6 +66,7 @@ struct core {
     uint64_t (*clock)(void);    /* monotonic ns: now_ns, or simulated time */
     unsigned char *rw;          /* page data, always read/write */
     struct page *pages;
+    uint16_t *homes;            /* release mode: each page's home, which can move; else NULL */
     struct mem_ops mem;
 
     pthread_mutex_t mu;         /* guards the page table, phase, failure, waits */
@@ -111,17 +112,29 @@ int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, cha
 /* Only the yielding part of core_wait. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
+/* Round-robin by blocks of pages; in release mode a table that starts so
+ * and follows single writers (coh_rc.c). */
 static inline int page_home(const struct core *c, uint64_t page)
 {
+    if (c->homes)
+        return c->homes[page];
     return (int)((page / c->block) % (uint64_t)c->nranks);
 }
 
-/* A rank starts owning the pages it homes: writable, or in release mode
- * readable (its first write in an interval is noted). */
+/* How many of the n pages from `page` on share its home: one request. */
+static inline uint64_t home_run(const struct core *c, uint64_t page, uint64_t n)
+{
+    uint64_t k = 1, cut = (page / c->block + 1) * c->block - page;
+    if (!c->homes)
+        return cut < n ? cut : n;
+    while (k < n && c->homes[page + k] == c->homes[page])
+        k++;
+    return k;
+}
+
+/* A rank starts owning the pages it homes, writable. */
 static inline int page_initial_prot(const struct core *c, uint64_t page)
 {
-    if (page_home(c, page) != c->rank)
-        return DSM_PROT_NONE;
-    return c->release ? DSM_PROT_READ : DSM_PROT_RW;
+    return page_home(c, page) == c->rank ? DSM_PROT_RW : DSM_PROT_NONE;
 }
 #endif

@@ -77,8 +77,7 @@ static int apply_initial(struct region *r, char *err)
         if (page_initial_prot(c, p) == DSM_PROT_NONE)
             continue;
         n = c->block < c->npages - p ? c->block : c->npages - p;
-        if (mprotect(r->app + p * c->page_size, n * c->page_size,
-                     mprot[page_initial_prot(c, p)]))
+        if (mprotect(r->app + p * c->page_size, n * c->page_size, PROT_READ | PROT_WRITE))
             return dsm_err_sys(err, errno, "mprotect of the initial pages");
     }
     return DSM_OK;

@@ -229,6 +229,7 @@ static int run(uint64_t seed, int drop, int corrupt)
     }
     for (r = 0; r < s->n; r++) {
         W.cover.ring_full += s->r[r].core.stats.ring_full;
+        W.cover.homes_moved += s->r[r].core.stats.homes_moved;
         simnet_rank_free(&s->r[r]);
     }
     for (r = 0; r < s->n * s->n; r++)
@@ -272,9 +273,10 @@ int main(int argc, char **argv)
         if (run(a + (unsigned long long)i, drop, corrupt))
             return 1;
     printf("covered: %llu steps with a page lent to several readers, %llu full rings, "
-           "%llu lock hand-offs between holders, %llu collective messages\n",
+           "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
-           (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives);
+           (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
+           (unsigned long long)W.cover.homes_moved);
     printf("%d seeds passed%s%s%s\n", i, W.release ? " (--release)" : "", drop ? " (--drop)" : "",
            corrupt ? " (--corrupt)" : "");
     return 0;

@@ -77,7 +77,7 @@ void sim_violation(struct sim *s, const char *fmt, ...) __attribute__((format(pr
 
 /* ---------------------------------------------------------- the world */
 
-#define MAX_OPS 40
+#define MAX_OPS 64
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
@@ -96,7 +96,7 @@ struct op {
 struct coll_spec {
     int kind, root, op;
 };
-#define MAX_COLLS 4
+#define MAX_COLLS 8
 
 struct thread {
     struct op ops[MAX_OPS];
@@ -134,6 +134,7 @@ struct world {
         uint64_t ring_full;     /* sends that found a ring full */
         uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
         uint64_t collectives;
+        uint64_t homes_moved;   /* release mode: pages whose home followed its writer */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

@@ -72,7 +72,7 @@ void make_scenario(void)
             memset(th, 0, sizeof *th);
             for (p = 0; p <= phases; p++) {
                 int n = (int)below(12);
-                for (i = 0; i < n && th->nops < MAX_OPS - 3; i++)
+                for (i = 0; i < n && th->nops < MAX_OPS - MAX_COLLS - 3; i++)
                     random_op(&th->ops[th->nops++], r, t, p);
                 if (t == 0 && p < colls)
                     th->ops[th->nops++] = (struct op){ .kind = OP_COLL, .coll = (uint32_t)p };

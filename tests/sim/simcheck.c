@@ -102,8 +102,9 @@ static void check_pins(void)
         }
 }
 
-/* Release mode: a page is writable exactly while it is dirty (written
- * since the last release), and then has a twin unless this rank homes it. */
+/* Release mode: a copy is writable exactly while it is dirty (written
+ * since the last release), with a twin; the home's page may be writable
+ * unnoted only while it never served it. */
 static void check_release(uint32_t p)
 {
     int r;
@@ -114,9 +115,11 @@ static void check_release(uint32_t p)
         int home = page_home(&sr->core, p) == r;
         if (sr->dead)
             continue;
-        if (rw != dirty || (rw && !home && !sr->coh.rc.twin[p]))
-            sim_violation(&W.s, "rank %d page %u: writable %d, dirty %d, twin %d", r, p, rw,
-                          dirty, sr->coh.rc.twin[p] != NULL);
+        int served = sr->coh.rc.served.bits[p / 64] >> (p % 64) & 1;
+        if (home ? (dirty && !rw) || (rw && !dirty && served)
+                 : rw != dirty || (rw && !sr->coh.rc.twin[p]))
+            sim_violation(&W.s, "rank %d page %u: writable %d, dirty %d, twin %d, home %d, "
+                          "served %d", r, p, rw, dirty, sr->coh.rc.twin[p] != NULL, home, served);
     }
 }
 
@@ -136,6 +139,10 @@ void check_step(void)
 static void check_homes(void)
 {
     uint32_t p;
+    int r;
+    for (r = 1; r < W.s.n; r++)
+        if (memcmp(W.s.r[r].core.homes, W.s.r[0].core.homes, W.npages * sizeof(uint16_t)))
+            sim_violation(&W.s, "ranks 0 and %d disagree on where pages live", r);
     for (p = 0; p < W.npages; p++) {
         const struct core *home = &W.s.r[page_home(&W.s.r[0].core, p)].core;
         if (memcmp(home->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE,
