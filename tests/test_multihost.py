@@ -6,10 +6,13 @@ connect back to it across the bridge, and to each other host to host.  The
 on any host.
 """
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import HELPER
+from conftest import DSMEXEC, HELPER, machine_file
 from dsmrun import ROOT, rank_lines, run
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,3 +51,46 @@ def test_failing_rank_on_another_host(tmp_path, hosts):
             opts=hosts.ssh_options(), hosts=hosts.addresses)
     assert p.returncode == 3, p.stderr
     assert "rank 2 (host %s, line 3) exited with status 3" % hosts.addresses[2] in p.stderr
+
+
+HEARTBEAT_S = 2
+
+
+def test_a_link_taken_down_is_found_and_named_and_leaves_nothing(tmp_path, hosts):
+    """ip link set down on one host: TCP neither resets nor closes, so only
+    the heartbeats find it.  The job must end within the heartbeat time
+    (plus the 2 s the issue allows; plus 2 s for a loaded test machine),
+    name the unreachable rank and host, and leave nothing running on the
+    cut-off host either: its rank exits by itself."""
+    import subprocess
+    import sys
+    import time
+    from conftest import DSMEXEC, machine_file
+    cut = hosts.hosts[2]
+    machines = machine_file(tmp_path, *hosts.addresses)
+    env = dict(os.environ, DSM_HEARTBEAT_S=str(HEARTBEAT_S))
+    job = subprocess.Popen([sys.executable, DSMEXEC, *hosts.ssh_options(), machines,
+                            os.path.join(ROOT, "tests", "dsm_prog.py"), "barrier_loop",
+                            "--busy", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT, env=env)
+    try:
+        started = 0
+        while started < 3:                   # every rank runs its barrier loop
+            line = job.stdout.readline()
+            assert line, "the job ended before the link went down: %s" % job.stderr.read()
+            started += "pid=" in line
+        time.sleep(0.5)
+        subprocess.run(["ip", "link", "set", cut.veth, "down"], check=True)
+        down = time.monotonic()
+        _, err = job.communicate(timeout=30)
+        took = time.monotonic() - down
+    finally:
+        subprocess.run(["ip", "link", "set", cut.veth, "up"], check=False)
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    print("link down: the job ended after %.2f s, exit %d" % (took, job.returncode))
+    assert job.returncode != 0
+    assert took < HEARTBEAT_S + 2 + 2, "found after %.1f s" % took
+    assert "rank 2" in err and cut.address in err, err
+    assert "declared dead" in err, err
