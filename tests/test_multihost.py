@@ -62,10 +62,6 @@ def test_a_link_taken_down_is_found_and_named_and_leaves_nothing(tmp_path, hosts
     (plus the 2 s the issue allows; plus 2 s for a loaded test machine),
     name the unreachable rank and host, and leave nothing running on the
     cut-off host either: its rank exits by itself."""
-    import subprocess
-    import sys
-    import time
-    from conftest import DSMEXEC, machine_file
     cut = hosts.hosts[2]
     machines = machine_file(tmp_path, *hosts.addresses)
     env = dict(os.environ, DSM_HEARTBEAT_S=str(HEARTBEAT_S))
