@@ -142,7 +142,7 @@ def table(r):
         "%.1f× faster" % (seq / rel), "≥ 10× faster", seq / rel >= 10)
     per = [r["messages per fault, %d ranks" % n]["per_fault"] for n in (2, 4, 8)]
     add("messages per fault at 2, 4, 8 ranks", " / ".join("%.2f" % p for p in per), "n/a",
-        "n/a", "constant", len(set(per)) == 1)
+        "n/a", "constant", len(set(round(p, 2) for p in per)) == 1)
     x = r["4 GiB region, 4 ranks: init"]
     add("4 GiB region over 4 ranks", "init %.2f s, %s" % (
         x["seconds"], "works" if x["ok"] else "WRONG DATA"), "default vm.max_map_count",
