@@ -109,7 +109,7 @@ def main(argv=None):
     try:
         return the_job.run()
     finally:
-        opts.report.finish()
+        opts.report.finish(len(getattr(the_job, "ranks", ())))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """dsmexec --trace FILE and --stats: what the ranks saw, gathered at the end.
 
 Each rank writes ``rank-N.json`` at finalize into the directory that
-dsmexec names in DSM_REPORT_DIR (libdsm/report.py writes it).  `Collector`
+dsmexec names in DSM_REPORT_DIR (libdsm/report.py writes it): a hidden
+temporary directory beside the trace file, or in the working directory,
+since remote ranks share those paths but not /tmp.  `Collector`
 makes that directory, sets the variables, and at the end merges the files:
 into one Chrome trace-event JSON (Perfetto and chrome://tracing open it; a
 track per rank, the application's faults and waits on one thread, the
@@ -44,26 +46,29 @@ class Collector:
         """env with the variables that make the ranks write their files."""
         if not self.wanted:
             return env
-        self.dir = tempfile.mkdtemp(prefix="dsmexec-report-")
+        self.dir = _shared_tempdir(os.path.dirname(os.path.abspath(self.trace_file or ".")))
         env = dict(env, **{DIR_VAR: self.dir})
         if self.trace_file:
             env[EVENTS_VAR] = env.get(EVENTS_VAR) or str(TRACE_EVENTS)
         return env
 
-    def finish(self, out=sys.stdout, err=sys.stderr, quiet=False):
-        """Write the trace and print the table from what the ranks left
-        (quiet: the job never started; only clean up)."""
+    def finish(self, nranks=0, out=sys.stdout, err=sys.stderr, quiet=False):
+        """Write the trace and print the table from what the ranks of a job
+        of nranks left (quiet: the job never started; only clean up)."""
         if not self.dir:
             return
         try:
             if quiet:
                 return
             ranks = read_ranks(self.dir)
-            missing = sorted(set(range(max([r["rank"] for r in ranks] + [-1]) + 1))
-                             - {r["rank"] for r in ranks})
-            if not ranks or missing:
-                err.write("dsmexec: no report from rank%s %s (did it finalize?)\n"
-                          % ("s" if len(missing) != 1 else "", missing or "any"))
+            if not ranks and not nranks:
+                return          # no ranks here: a dsmexec it ran (salloc) reports
+            missing = sorted(set(range(nranks)) - {r["rank"] for r in ranks})
+            if missing:
+                err.write("dsmexec: no --trace/--stats report from rank%s %s: %s before "
+                          "finalize()\n" % ("s" if len(missing) > 1 else "",
+                                             ", ".join(map(str, missing)),
+                                             "they ended" if len(missing) > 1 else "it ended"))
             if self.trace_file:
                 with open(self.trace_file, "w") as f:
                     json.dump(chrome_trace(ranks), f, separators=(",", ":"))
@@ -76,6 +81,15 @@ class Collector:
                 out.flush()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _shared_tempdir(near):
+    """A new directory beside `near` (where the trace goes, or the working
+    directory: paths the hosts share), or in /tmp if that is not writable."""
+    try:
+        return tempfile.mkdtemp(prefix=".dsmexec-report-", dir=near)
+    except OSError:
+        return tempfile.mkdtemp(prefix="dsmexec-report-")
 
 
 def read_ranks(directory):
