@@ -35,7 +35,7 @@ clean:
 # N ranks in one process.  `make sim` runs 10,000 seeds; `make sim SEED=n`
 # replays one with its trace (SIMFLAGS=--drop kills a rank on the way).
 CSRC := libdsm/csrc
-SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c \
+SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
 	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coll.c reduce.c locks.c)
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build

@@ -14,7 +14,7 @@ import os
 import sys
 
 import services
-from services import job, machinefile, slurm, wire
+from services import job, machinefile, report, slurm, wire
 
 EPILOG = """\
 exit status: 0 if every rank exited 0; else the status of the first rank that
@@ -71,6 +71,7 @@ def build_parser(launcher="ssh"):
     p.add_argument("--python", default=sys.executable, metavar="PATH",
                    help="Python interpreter on the ranks (default: %(default)s)")
     slurm.add_options(p)
+    report.add_options(p)
     if launcher != "slurm":     # under Slurm the hosts come from the allocation
         p.add_argument("machine_file", help="one host per line: host or user@host")
     p.add_argument("prog", help="the Python program every rank runs")
@@ -88,11 +89,13 @@ def parse_options(argv):
         parser.error("--connect-timeout must be positive, got %g" % a.connect_timeout)
     if not a.python:
         parser.error("no --python given and sys.executable is unknown")
+    collector = report.Collector(a.trace, a.stats)
     return job.Options(machine_file=getattr(a, "machine_file", None), prog=a.prog, args=a.args,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,
                        connect_timeout=a.connect_timeout, prefix=not a.no_prefix,
-                       python=a.python, cwd=os.getcwd(), environ=dict(os.environ),
-                       launcher=launcher, ntasks=a.ntasks)
+                       python=a.python, cwd=os.getcwd(),
+                       environ=collector.environ(dict(os.environ)),
+                       launcher=launcher, ntasks=a.ntasks, report=collector)
 
 
 def main(argv=None):
@@ -101,8 +104,12 @@ def main(argv=None):
         the_job = (slurm.make_job if opts.launcher == "slurm" else job.Job)(opts)
     except (machinefile.MachineFileError, slurm.SlurmError) as e:
         sys.stderr.write("dsmexec: %s\n" % e)
+        opts.report.finish(quiet=True)
         return job.EXIT_LAUNCH
-    return the_job.run()
+    try:
+        return the_job.run()
+    finally:
+        opts.report.finish(len(getattr(the_job, "ranks", ())))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Dsm is made (none of them imports this package):
     arrays       dsm.array
     pinned       dsm.pinned, and save, write, readinto (system calls on DSM memory)
     partitions   ranks, hosts, row_block
+    report       what dsmexec --trace and --stats collect at finalize
     locks        dsm.lock and the system locks
 
 libdsm.sysv sits on top, beside this module, and uses Dsm.named_regions.
@@ -39,6 +40,7 @@ from libdsm.memory import Memory
 from libdsm.partitions import Partitions
 from libdsm.pinned import PIN_TIMEOUT, Pins
 from libdsm.regions import Region
+from libdsm.report import Report
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region",
@@ -84,6 +86,8 @@ class Dsm:
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self.rank,
                               self.hostname())
         self._pins = Pins(memory, self._span)
+        self._report = Report(self.rank, self.hostname())
+        self._report.start()
 
     # ------------------------------------------------------------ who and where
     def hostname(self, rank=None):
@@ -149,6 +153,7 @@ class Dsm:
     def finalize(self):
         """Collective end: no rank leaves while another may need its pages."""
         self._coll.finalize()
+        self._report.write(self.stats(), self.hot_pages(), self.page_size)
         job.finished(self._ctx)
 
     # ------------------------------------------------------------ memory
@@ -217,24 +222,30 @@ class Dsm:
         raise TypeError("expected an Allocation, a Region, an array, a memoryview or "
                         "(offset, nbytes), got %s" % type(obj).__name__)
 
-    def array(self, shape, dtype="float64", name=None):
+    def array(self, shape, dtype="float64", name=None, pad_rows=False):
         """A numpy array on shared pages, the same on every rank.
 
         Without a name it is collective: rank 0 allocates, every rank gets
         the same array.  With a name it is not: the first rank to ask creates
         the named region, the others map it (see `map_region`).
         It starts on a page boundary.  To keep ranks from sharing pages,
-        give each rank whole pages of rows: see `row_block`.
+        give each rank whole pages of rows: see `row_block`.  With
+        pad_rows=True every row (first index) starts on a page boundary:
+        the array is a strided view whose row stride (``arr.strides[0]``) is
+        the row's bytes rounded up to whole pages, so any split of its rows
+        shares no page.
         """
         self._coll.check()
-        return self._arrays.array(shape, dtype, name)
+        return self._arrays.array(shape, dtype, name, pad_rows)
 
     def row_block(self, nrows, row_bytes, rank=None):
         """The slice of rows a rank should own so ranks share no page.
 
         Blocks are whole multiples of the rows that fill a page exactly, so
         each rank's rows start on a page boundary of an array from `array()`.
-        When the rows are too few for that, they are split evenly.
+        When the rows are too few for that, they are split evenly, and if
+        ranks then share a page it warns (RuntimeWarning): make the array
+        with ``pad_rows=True`` and pass ``arr.strides[0]`` as row_bytes.
         """
         return self._where.row_block(nrows, row_bytes, rank)
 

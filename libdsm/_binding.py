@@ -211,3 +211,25 @@ def stats():
 def region_view(base, size):
     """A writable memoryview of size bytes at address base."""
     return memoryview(ffi.buffer(ffi.cast("char *", base), size))
+
+
+EVENT_KINDS = {lib.DSM_EV_FAULT: "fault", lib.DSM_EV_SERVE: "serve", lib.DSM_EV_SYNC: "sync",
+               lib.DSM_EV_LOCK: "lock"}
+
+
+def trace_start(capacity):
+    """Record trace events from now on, up to capacity of them."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_trace_start(capacity, err), err)
+
+
+def trace_events():
+    """(events, dropped): the events recorded, as (kind name, start_ns
+    (CLOCK_MONOTONIC), dur_ns, arg, peer, write) tuples, and how many did not
+    fit in the buffer."""
+    dropped = ffi.new("uint64_t *")
+    n = lib.dsm_trace_count(dropped)
+    buf = ffi.new("struct dsm_event[]", max(1, n))
+    n = lib.dsm_trace_read(buf, n)
+    return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns, e.arg, e.peer, e.write)
+            for e in (buf[i] for i in range(n))], dropped[0]

@@ -1,6 +1,7 @@
 """Who and where: the ranks (seed 004's partitions), their hosts, and which
 rows of an array each rank should own so that no two share a page."""
 import math
+import warnings
 
 
 class Partitions:
@@ -34,5 +35,20 @@ class Partitions:
             unit = 1
         units = -(-nrows // unit)
         per = -(-units // self.size)
+        self._warn_if_shared(nrows, row_bytes, per * unit)
         start = min(nrows, rank * per * unit)
         return slice(start, min(nrows, start + per * unit))
+
+    def _warn_if_shared(self, nrows, row_bytes, block):
+        """Warn when some rank's block of rows begins inside a page: the
+        ranks on both sides then share that page."""
+        cuts = [r * block for r in range(1, self.size) if r * block < nrows]
+        shared = [c for c in cuts if c * row_bytes % self._page_size]
+        if shared:
+            warnings.warn(
+                "row_block(%d, %d): rows of %d bytes cannot be split over %d ranks on page "
+                "boundaries; the ranks meeting at row %d share a page (false sharing).  "
+                "Make the array with dsm.array(..., pad_rows=True) and pass its row "
+                "stride: row_block(nrows, arr.strides[0])"
+                % (nrows, row_bytes, row_bytes, self.size, shared[0]), RuntimeWarning,
+                stacklevel=3)

@@ -15,6 +15,8 @@ memory when the last mapping anywhere is dropped.
 import hashlib
 import struct
 
+import numpy as np
+
 BUCKETS = 64
 SLOTS = 8                       # entries per bucket
 NAME_BYTES = 64
@@ -42,30 +44,71 @@ class Entry:
         return self.generation << 16 | self.slot
 
 
-class Region:
-    """One mapping of a named region: the same address on every rank."""
+class Region(np.ndarray):
+    """One mapping of a named region: the same address on every rank.
 
-    def __init__(self, entry, memory):
+    It is also the region's bytes, as a writable uint8 array, so that
+    ``memoryview(region)``, ``np.asarray(region)`` and anything taking a
+    buffer work on every Python (a class of plain Python can only offer a
+    buffer from 3.12 on, through __buffer__).  As an object it stays one
+    mapping: true, equal only to itself, hashable; slices and arithmetic
+    give plain arrays."""
+
+    def __new__(cls, entry, memory):
+        self = super().__new__(cls, (entry.size,), np.uint8,
+                               buffer=memory.view(entry.offset, entry.size))
         self.name = entry.name
         self.shmid = entry.shmid
         self.offset = entry.offset
-        self.size = entry.size
         self.address = memory.address(entry.offset)
         self.mem = memory.view(entry.offset, entry.size)
         """A writable memoryview of the region."""
         self.mapped = True
+        return self
 
     def array(self, dtype="uint8", shape=None):
         """A numpy view of the region (all of it by default)."""
-        import numpy as np
         dtype = np.dtype(dtype)
         count = -1 if shape is None else int(np.prod(shape))
         arr = np.frombuffer(self.mem, dtype=dtype, count=count)
         return arr if shape is None else arr.reshape(shape)
 
+    def contains(self, address):
+        """Whether a byte address lies in this mapping's memory."""
+        start = self.__array_interface__["data"][0]
+        return start <= address < start + max(1, self.size)
+
+    # One mapping as an object; its bytes as plain arrays.
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def __bool__(self):
+        return True
+
+    def __getitem__(self, key):
+        return self.view(np.ndarray)[key]
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        plain = tuple(x.view(np.ndarray) if isinstance(x, Region) else x for x in inputs)
+        if "out" in kw:
+            kw["out"] = tuple(x.view(np.ndarray) if isinstance(x, Region) else x
+                              for x in kw["out"])
+        return getattr(ufunc, method)(*plain, **kw)
+
+    def __reduce__(self):
+        raise TypeError("a Region is one rank's mapping and cannot be pickled; send its "
+                        "name or shmid")
+
     def __repr__(self):
         return "<Region %r shmid=%d size=%d at %#x%s>" % (
             self.name, self.shmid, self.size, self.address, "" if self.mapped else " unmapped")
+
+    __str__ = __repr__
 
 
 def bucket_of(name):
@@ -250,9 +293,9 @@ class Regions:
         return region
 
     def unmap(self, region):
-        """Drop one mapping.  ValueError if it is not a live mapping of ours."""
-        if self._mapped.get(id(region)) is not region:
-            raise ValueError("%r is not mapped by this rank" % (region,))
+        """Drop one mapping: a Region, or a view of one (memoryview, array).
+        ValueError if it is not a live mapping of ours."""
+        region = self._mapping_of(region)
         bucket, slot, generation = Table.locate(region.shmid)
         with self._table.locked(bucket):
             e = self._table.read_if(slot, generation)
@@ -261,6 +304,19 @@ class Regions:
             region.mem.release()
             if e is not None:
                 self._table.detach(e)
+
+    def _mapping_of(self, obj):
+        """The live mapping obj is, or is a view into."""
+        if isinstance(obj, Region):
+            if self._mapped.get(id(obj)) is obj:
+                return obj
+        elif isinstance(obj, (memoryview, np.ndarray)):
+            address = np.asarray(obj).__array_interface__["data"][0]
+            for r in self._mapped.values():
+                if r.contains(address):
+                    return r
+        raise ValueError("%r is not a region, or a view of one, mapped by this rank"
+                         % (obj,))
 
     def maps(self, shmid):
         """How many live mappings of a region this rank holds."""

@@ -57,6 +57,7 @@ class Options:
     environ: dict = field(default_factory=lambda: dict(os.environ))
     launcher: str = "ssh"           # or "slurm": services/slurm.py, no machine file
     ntasks: Optional[int] = None    # Slurm: the number of ranks
+    report: object = None           # services.report.Collector: --trace, --stats
 
 
 class Rank:

@@ -23,10 +23,11 @@ def test_row_blocks_start_on_pages_and_cover_every_row():
     assert all(b.start * 24 % PAGE == 0 for b in blocks)
 
 
-def test_too_few_rows_for_pages_are_split_evenly():
+def test_too_few_rows_for_pages_are_split_evenly_with_a_warning():
     p = Partitions(0, ["h"] * 4, PAGE)
-    assert [p.row_block(8, 8, r) for r in range(4)] == [slice(0, 2), slice(2, 4),
-                                                        slice(4, 6), slice(6, 8)]
+    with pytest.warns(RuntimeWarning, match="share a page"):
+        assert [p.row_block(8, 8, r) for r in range(4)] == [slice(0, 2), slice(2, 4),
+                                                            slice(4, 6), slice(6, 8)]
 
 
 def test_user_locks_are_checked_and_system_locks_come_after():

@@ -224,18 +224,27 @@ static int memory_barrier(char *err)
     return rc;
 }
 
+/* An application wait that ended: its time into *counter (a dsm_stats
+ * field) and, when tracing, an event of `kind` about `arg`. */
+static void waited(uint64_t *counter, int kind, uint64_t arg, uint64_t t0)
+{
+    uint64_t dur = now_ns() - t0;
+    __atomic_fetch_add(counter, dur, __ATOMIC_RELAXED);
+    TRACE_EVENT(&D.core, kind, arg, D.core.rank, 0, t0, dur);
+}
+
 int dsm_barrier(char *err)
 {
     struct coll_call call = { .kind = DSM_COLL_BARRIER };
     void *out;
-    uint64_t len;
-    if (D.core.release)
-        return memory_barrier(err);
-    return coll_run(&D.coll, &call, &out, &len, err);
+    uint64_t len, t0 = now_ns();
+    int rc = D.core.release ? memory_barrier(err) : coll_run(&D.coll, &call, &out, &len, err);
+    waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, DSM_COLL_BARRIER, t0);
+    return rc;
 }
 
-int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
-                   uint64_t len, void **out, uint64_t *out_len, char *err)
+static int collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                      uint64_t len, void **out, uint64_t *out_len, char *err)
 {
     struct coll_call call = { kind, root, op, dtype, sig, data, len };
     int rc, all = root == DSM_ROOT_ALL && (kind == DSM_COLL_REDUCE || kind == DSM_COLL_GATHER);
@@ -253,6 +262,15 @@ int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const vo
     if (D.core.release && (rc = memory_barrier(err)))
         return rc;
     return coll_run(&D.coll, &call, out, out_len, err);
+}
+
+int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                   uint64_t len, void **out, uint64_t *out_len, char *err)
+{
+    uint64_t t0 = now_ns();
+    int rc = collective(kind, root, op, dtype, sig, data, len, out, out_len, err);
+    waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, (uint64_t)kind, t0);
+    return rc;
 }
 
 int dsm_agree(uint64_t value, uint64_t *all, char *err)
@@ -284,7 +302,9 @@ void dsm_buffer_free(void *buf)
 int dsm_lock_acquire(uint32_t lock, char *err)
 {
     struct lock_value notices;
+    uint64_t t0 = now_ns();
     int rc = locks_acquire(&D.locks, lock, err);
+    waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
     if (rc || !D.core.release)
         return rc;
     pthread_mutex_lock(&D.core.mu);
@@ -365,4 +385,35 @@ void dsm_get_stats(struct dsm_stats *out)
     pthread_mutex_lock(&D.core.mu);
     *out = D.core.stats;
     pthread_mutex_unlock(&D.core.mu);
+}
+
+int dsm_trace_start(uint64_t capacity, char *err)
+{
+    struct trace *t;
+    int rc;
+    if ((rc = core_running(&D.core, err)))
+        return rc;
+    if (D.core.trace) {
+        dsm_err(err, "the trace was already started");
+        return DSM_ESTATE;
+    }
+    if (!(t = trace_new(capacity)))
+        return dsm_err_sys(err, ENOMEM, "trace of %llu events", (unsigned long long)capacity);
+    __atomic_store_n(&D.core.trace, t, __ATOMIC_RELEASE);
+    return DSM_OK;
+}
+
+uint64_t dsm_trace_count(uint64_t *dropped)
+{
+    *dropped = 0;
+    return D.core.trace ? trace_count(D.core.trace, dropped) : 0;
+}
+
+uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max)
+{
+    uint64_t dropped, n = dsm_trace_count(&dropped);
+    n = n < max ? n : max;
+    if (n)
+        memcpy(out, D.core.trace->ev, n * sizeof *out);
+    return n;
 }

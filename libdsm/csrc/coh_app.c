@@ -150,6 +150,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
     struct want w = { h, page, write };
+    uint64_t t0 = now_ns(), dur;
     pthread_mutex_lock(&c->mu);
     if (write < 0)
         w.write = write = coh_satisfied(c, page, 0);
@@ -178,7 +179,10 @@ void coh_fault(struct coh *h, uint64_t page, int write)
             break;
         }
     }
+    dur = now_ns() - t0;
+    c->stats.fault_wait_ns += dur;
     pthread_mutex_unlock(&c->mu);
+    TRACE_EVENT(c, DSM_EV_FAULT, page, c->rank, write, t0, dur);
 }
 
 /* Request every page of [first, first + n) that needs it (caller holds

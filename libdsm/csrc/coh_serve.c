@@ -115,6 +115,8 @@ static void send_page(struct coh *h, uint64_t page, int mode, int origin, const 
                        .pg = { .page = page, .mode = (uint8_t)mode,
                                .flags = by_home ? 0 : PAGE_NEEDS_UPDATE } };
     tp_send(h->t, origin, &out, data);
+    if (data)
+        TRACE_EVENT(c, DSM_EV_SERVE, page, origin, mode == MODE_WRITE, c->clock(), 0);
     if (by_home)
         home_complete(h, page, mode, origin, c->rank);
 }

@@ -3,7 +3,7 @@
  * only: no includes, no guards, no macros beyond integer constants. */
 
 #define DSM_CORE_MAJOR 2
-#define DSM_CORE_MINOR 0
+#define DSM_CORE_MINOR 1
 #define DSM_ERRLEN 256
 
 /* Return codes.  Every call that can fail fills a caller's err[DSM_ERRLEN]
@@ -82,6 +82,24 @@ struct dsm_stats {
     uint64_t homes_moved;     /* release mode: pages whose home moved to their single writer */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
+    uint64_t fault_wait_ns;   /* time application threads spent in faults */
+    uint64_t sync_wait_ns;    /* ... in barriers and other collectives */
+    uint64_t lock_wait_ns;    /* ... acquiring locks */
+};
+
+/* Trace events (dsm_trace_start): what happened, when, for how long. */
+#define DSM_EV_FAULT 1      /* a fault: arg page, write, dur its wait */
+#define DSM_EV_SERVE 2      /* a page's data sent: arg page, peer the requester, write */
+#define DSM_EV_SYNC 3       /* a barrier or collective: arg its kind (DSM_COLL_*), dur */
+#define DSM_EV_LOCK 4       /* a lock acquired: arg the lock, dur the wait */
+struct dsm_event {
+    uint64_t start_ns;      /* CLOCK_MONOTONIC */
+    uint64_t dur_ns;
+    uint64_t arg;
+    uint16_t kind;          /* DSM_EV_* */
+    uint16_t peer;
+    uint8_t write;
+    uint8_t pad[3];
 };
 
 void dsm_core_version(int *major, int *minor);
@@ -143,6 +161,14 @@ int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out);
 int dsm_page_home(uint64_t page);
 
 void dsm_get_stats(struct dsm_stats *out);
+
+/* Record events from now on into a buffer of `capacity` records (once per
+ * process, after dsm_start). */
+int dsm_trace_start(uint64_t capacity, char *err);
+/* Records kept (and in *dropped those that did not fit); copy up to max
+ * of them, from the first, into out and return how many were copied. */
+uint64_t dsm_trace_count(uint64_t *dropped);
+uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max);
 
 /* Fetch pages [first, first + n) (for writing if write) and pin them: they
  * stay here, not given away, until dsm_unpin.  All or nothing; a page

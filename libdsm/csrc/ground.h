@@ -5,6 +5,7 @@
  *   wire.c       the message header and its wire encoding (proto.h)
  *   ring.c       the bounded queue from application threads to the comm thread
  *   reduce.c     elementwise reductions of typed arrays
+ *   trace.c      the event trace (dsmexec --trace): fixed records, one atomic add each
  *   region.c     layer 1: the two views of the memory, protections
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
@@ -29,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "dsm_api.h"
+#include "trace.h"
 
 #define DSM_MAX_RANKS 64        /* copysets are 64-bit masks */
 
@@ -77,10 +79,15 @@ struct core {
     int busy_poll;              /* threads asking the comm thread not to sleep */
     struct dsm_stats stats;
     uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
+    struct trace *trace;        /* events for dsmexec --trace; NULL: off (set once) */
 };
 
 /* Tracing that costs one branch when DSM_DEBUG is off. */
 #define TRACE(c, ...) do { if ((c)->debug) dsm_trace((c)->rank, __VA_ARGS__); } while (0)
+/* An event for the trace: one branch when it is off.  Arguments as trace_add. */
+#define TRACE_EVENT(c, ...) do { \
+        struct trace *t_ = __atomic_load_n(&(c)->trace, __ATOMIC_ACQUIRE); \
+        if (t_) trace_add(t_, __VA_ARGS__); } while (0)
 void dsm_trace(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dsm_panic(int rank, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 
