@@ -31,9 +31,10 @@ $(STAMP): $(SOURCES)
 clean:
 	rm -rf $(VENV) build *.egg-info libdsm/_core*.so libdsm/_core.c libdsm/_core.o
 
-# The protocol simulation (tests/sim): the real coherence and sync code,
-# N ranks in one process.  `make sim` runs 10,000 seeds; `make sim SEED=n`
-# replays one with its trace (SIMFLAGS=--drop kills a rank on the way).
+# The protocol simulation (tests/sim): the real protocol code, N ranks in
+# one process.  `make sim` runs 10,000 seeds in each consistency mode;
+# `make sim SEED=n` replays one with its trace (SIMFLAGS="--release --drop"
+# as the failure printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
 	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coll.c reduce.c locks.c)
@@ -43,7 +44,12 @@ build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
 
 sim: build/sim
-	build/sim $(if $(SEED),--seed $(SEED),--seeds 0:10000) $(SIMFLAGS)
+ifdef SEED
+	build/sim --seed $(SEED) $(SIMFLAGS)
+else
+	build/sim --seeds 0:10000 $(SIMFLAGS)
+	build/sim --seeds 0:10000 --release $(SIMFLAGS)
+endif
 
 # Scaling to 16 ranks (bench/scale.py): the same reference peers as `make
 # bench`, then every row at N = 2, 4, 8, 16 where the machine has N cores,
