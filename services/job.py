@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from services import iomux, machinefile, procs, spawn, ssh, wire
-from services import rank as bootstrap
-from services.master import Master, Refused
+from libdsm_services import iomux, machinefile, procs, spawn, ssh, wire
+from libdsm_services import rank as bootstrap
+from libdsm_services.master import Master, Refused
 
 EXIT_LAUNCH = 1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -1,6 +1,6 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
+    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from services import wire
+from libdsm_services import wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
@@ -213,7 +213,7 @@ def _kill_group(pgid, sig):
 
 def main(argv=None):
     global CONTEXT
-    p = argparse.ArgumentParser(prog="services.rank")
+    p = argparse.ArgumentParser(prog="libdsm_services.rank")
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
@@ -244,5 +244,5 @@ def main(argv=None):
 if __name__ == "__main__":
     # Run main() in the module as imported by name, so that libdsm finds
     # CONTEXT in `services.rank` and not in `__main__`.
-    from services import rank as _named
+    from libdsm_services import rank as _named
     sys.exit(_named.main())

@@ -24,13 +24,14 @@ import signal
 import subprocess
 import sys
 
-from services import machinefile, procs, spawn, srun
-from services import job as _job
+from libdsm_services import machinefile, procs, spawn, srun
+from libdsm_services import job as _job
 
 LAUNCHERS = ("auto", "ssh", "slurm")
-DSMEXEC = os.path.join(spawn.REPO_ROOT, "dsmexec.py")
+DSMEXEC = ["-m", "libdsm_services"]
+"""dsmexec as the interpreter's arguments: the same in a checkout and installed."""
 
-TASK_SCRIPT = ('exec "$0" -u -m services.rank --rank "$SLURM_PROCID" '
+TASK_SCRIPT = ('exec "$0" -u -m libdsm_services.rank --rank "$SLURM_PROCID" '
                '--master "$SLURM_LAUNCH_NODE_IPADDR:%d" "$@"')
 """The task's shell command; $0 is the interpreter, "$@" the program and its arguments."""
 
@@ -79,7 +80,7 @@ def salloc_argv(ntasks, command):
 
 def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
     """dsmexec's own argv again, for inside the allocation salloc makes (job.Options)."""
-    return [python, dsmexec, "--launcher", "slurm", "--connect-timeout",
+    return [python, *dsmexec, "--launcher", "slurm", "--connect-timeout",
             "%g" % opts.connect_timeout, *(["--no-prefix"] if not opts.prefix else []),
             "--python", opts.python, "-n", str(opts.ntasks), opts.prog, *opts.args]
 

@@ -15,8 +15,8 @@ import signal
 import subprocess
 import time
 
-from services import iomux, procs
-from services import rank as bootstrap
+from libdsm_services import iomux, procs
+from libdsm_services import rank as bootstrap
 
 FINISH_WAIT = 5.0
 """Seconds srun gets to end once every rank was judged and the connections closed."""

@@ -23,8 +23,8 @@ import time
 import pexpect
 import ptyprocess
 
-from services import rank as bootstrap
-from services.procs import SshProcess
+from libdsm_services import rank as bootstrap
+from libdsm_services.procs import SshProcess
 
 STDERR_WAIT = 2.0
 """Seconds to wait for ssh's last words on stderr after it failed."""

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 
-import services.rank
-from services import wire
+import libdsm_services.rank
+from libdsm_services import wire
 
 
 def rank_of(spec):
@@ -41,7 +41,7 @@ def main():
     p.add_argument("--stuck", type=int, help="this rank holds the GIL for good, SIGTERM ignored")
     p.add_argument("--tag")
     a = p.parse_args()
-    ctx = services.rank.CONTEXT
+    ctx = libdsm_services.rank.CONTEXT
     rank = ctx.rank if ctx else 0
     if a.rank_print:
         print("hello from rank %d of %d" % (rank, ctx.size if ctx else 1))

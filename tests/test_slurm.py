@@ -81,8 +81,8 @@ def test_secret_only_on_stdin(slurm, tmp_path):
     """The rank knows the secret; no command line and no environment of the job shows it."""
     prog = tmp_path / "secret_prog.py"
     prog.write_text(
-        "import os, services.rank\n"
-        "s = services.rank.CONTEXT.secret.hex()\n"
+        "import os, libdsm_services.rank\n"
+        "s = libdsm_services.rank.CONTEXT.secret.hex()\n"
         "seen = [p for p in os.listdir('/proc') if p.isdigit()]\n"
         "def shows(pid):\n"
         "    try:\n"
@@ -140,8 +140,8 @@ def test_machine_file_under_slurm_is_refused(tmp_path):
 
 
 WHERE_PROG = (
-    "import os, services.rank\n"
-    "c = services.rank.CONTEXT\n"
+    "import os, libdsm_services.rank\n"
+    "c = libdsm_services.rank.CONTEXT\n"
     "print('on', os.environ['SLURMD_NODENAME'], 'said', c.hostnames[c.rank])\n")
 
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from services import iomux, ssh, wire
-from services.machinefile import Host
+from libdsm_services import iomux, ssh, wire
+from libdsm_services.machinefile import Host
 
 pytestmark = pytest.mark.timeout(60)
 HOST = Host(None, "h7", 3, "h7")

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from services import wire
-from services.wire import Message
+from libdsm_services import wire
+from libdsm_services.wire import Message
 
 TIMEOUT = 5.0
 
