@@ -5,7 +5,9 @@
   stdout and stderr, the signal wake-up pipe).
 * `LineBuffer` cuts one stream of one rank into whole lines with the
   ``[rank N] `` prefix; `Sink` writes them, each batch with one write, so a
-  line is never split or mixed with another rank's.
+  line is never split or mixed with another rank's.  `Stream` is one
+  rank's stream: to the terminal prefixed, and to a file of its own as
+  written (--output-filename).
 * `SignalWake` turns SIGINT, SIGTERM, SIGHUP and SIGCHLD into bytes on a pipe the
   loop polls (``signal.set_wakeup_fd``), so no signal is lost between polls.
 """
@@ -91,6 +93,32 @@ class Sink:
                 if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
                     raise
                 self.broken = True
+
+
+class Stream:
+    """One stream of one rank: whole lines to `sink` with the prefix, and, with a
+    `copy` path, the same lines without it to that file (created afresh)."""
+
+    def __init__(self, sink, prefix=b"", drop=None, strip_cr=False, copy=None):
+        self.sink, self.lines = sink, LineBuffer(prefix, drop, strip_cr)
+        self.copy = self.plain = None
+        if copy is not None:
+            self.copy = Sink(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            self.plain = LineBuffer(b"", drop, strip_cr)
+
+    def write(self, data):
+        """Pass on the whole lines data completes."""
+        self.sink.write(self.lines.feed(data))
+        if self.copy is not None:
+            self.copy.write(self.plain.feed(data))
+
+    def close(self):
+        """At end of file: the last partial line; the copy's file is closed."""
+        self.sink.write(self.lines.flush())
+        if self.copy is not None:
+            self.copy.write(self.plain.flush())
+            os.close(self.copy.fd)
+            self.copy = None
 
 
 class Loop:

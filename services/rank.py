@@ -16,14 +16,19 @@
    the same status.
 5. Watch the dsmexec connection: when it closes, the rank kills the rest of
    its process group and exits at once, so nothing of it outlives its job
-   on any host.
+   on any host.  On it come the STDIN messages, dsmexec's stdin: rank 0's
+   stdin becomes a pipe they are fed into (after the secret, so the secret
+   stays off every command line and environment); the other ranks' stdin
+   becomes /dev/null, as under mpirun.
 6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
 
 Stdlib only; never imports libdsm.
 """
 import argparse
+import base64
 import faulthandler
 import os
+import queue
 import runpy
 import select
 import signal
@@ -32,7 +37,7 @@ import sys
 import threading
 import time
 
-from libdsm_services import wire
+from libdsm_services import iomux, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
@@ -125,12 +130,17 @@ def kill_group_but_me(sig=signal.SIGKILL):
                 pass            # gone meanwhile, or not ours to signal
 
 
-def _watch(master):
-    """Exit the process, and what it started, when dsmexec's connection closes."""
+def _watch(master, feed=None):
+    """Exit the process, and what it started, when dsmexec's connection closes.
+
+    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes).
+    """
     try:
-        while master.recv(4096):
-            pass
-    except OSError:
+        while True:
+            msg = wire.Message.from_io(master)
+            if msg.type == wire.Message.STDIN and feed is not None:
+                feed.put(base64.b64decode(msg.body.get("data", "")))
+    except (OSError, ValueError, wire.WireError):
         pass
     try:
         os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
@@ -138,6 +148,32 @@ def _watch(master):
         pass                    # stderr went with dsmexec: exit all the same
     kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
+
+
+def _feed_stdin(feed, fd):
+    """Thread body: write what `feed` brings to fd, the pipe to our stdin; b"" closes it."""
+    try:
+        for data in iter(feed.get, b""):
+            iomux.write_all(fd, data)
+    except OSError:
+        pass                    # the program closed its stdin: the rest is dropped
+    os.close(fd)
+
+
+def replace_stdin(rank):
+    """After the secret: rank 0's stdin becomes a pipe fed from dsmexec's (returns the
+    queue that feeds it), the others' /dev/null (returns None)."""
+    if rank != 0:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        return None
+    r, w = os.pipe()
+    os.dup2(r, 0)
+    os.close(r)
+    feed = queue.Queue()
+    threading.Thread(target=_feed_stdin, args=(feed, w), name="dsm-stdin", daemon=True).start()
+    return feed
 
 
 def supervise(ctx):
@@ -176,7 +212,7 @@ def _wait(pid, master):
         return os.waitpid(pid, 0)[1]        # no pidfd here: the watch thread alone
     poll, kill_at = select.poll(), None
     poll.register(pidfd, select.POLLIN)
-    poll.register(master, select.POLLIN)
+    poll.register(master, select.POLLRDHUP)     # its end, even behind STDIN data unread
     while True:
         wait = None if kill_at is None else max(0.0, kill_at - time.monotonic()) * 1000
         ready = dict(poll.poll(wait))
@@ -185,23 +221,12 @@ def _wait(pid, master):
         if kill_at is not None and time.monotonic() >= kill_at:
             _kill_group(pid, signal.SIGKILL)
             kill_at = None                  # now only its end is left to wait for
-        elif master.fileno() in ready and _closed(master):
+        elif master.fileno() in ready:
             poll.unregister(master)
             _kill_group(pid, signal.SIGTERM)
             kill_at = time.monotonic() + TERM_GRACE
-        elif master.fileno() in ready:
-            time.sleep(0.01)                # data for the rank's watch thread to drain
     os.close(pidfd)
     return os.waitpid(pid, 0)[1]
-
-
-def _closed(sock):
-    try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def _kill_group(pgid, sig):
@@ -233,7 +258,9 @@ def main(argv=None):
         return EXIT_LOST_LAUNCHER
     if a.supervise:
         supervise(CONTEXT)
-    threading.Thread(target=_watch, args=(CONTEXT.master,), name="dsm-watch", daemon=True).start()
+    feed = replace_stdin(a.rank)
+    threading.Thread(target=_watch, args=(CONTEXT.master, feed), name="dsm-watch",
+                     daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args
     sys.path[0] = os.path.dirname(os.path.abspath(a.prog))

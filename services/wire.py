@@ -28,7 +28,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1      # 1.1: STDIN
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 
@@ -272,9 +272,11 @@ class Message:
                                because another rank went away first
     EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
                                its supervisor (an ssh rank; see services/rank.py)
+    STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end
     """
-    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED = 1, 2, 3, 4, 5, 6
-    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED"}
+    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED, STDIN = 1, 2, 3, 4, 5, 6, 7
+    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED",
+             7: "STDIN"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

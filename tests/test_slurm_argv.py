@@ -17,11 +17,17 @@ def test_srun_argv_one_step_labelled_stdin_to_all():
 
 def test_salloc_argv_reruns_dsmexec_inside():
     opts = job.Options(machine_file=None, prog="p.py", args=["-n", "x"], python="/py",
-                       connect_timeout=2.5, prefix=False, launcher="slurm", ntasks=3)
+                       connect_timeout=2.5, prefix=False, launcher="slurm", ntasks=3, cwd="/w")
     assert slurm.salloc_argv(3, slurm.rerun_argv(opts, ["/d/dsmexec.py"], "/me")) == [
         "salloc", "--quiet", "--ntasks=3", "/me", "/d/dsmexec.py", "--launcher", "slurm",
-        "--connect-timeout", "2.5", "--no-prefix", "--python", "/py", "-n", "3", "p.py",
-        "-n", "x"]
+        "--connect-timeout", "2.5", "--no-prefix", "--python", "/py", "--wdir", "/w",
+        "-n", "3", "p.py", "-n", "x"]
+    opts = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                       ntasks=2, cwd="/w", timeout=9, output_dir="/o", exports={"A": "1 2"})
+    assert slurm.rerun_argv(opts, [], "/me") == [
+        "/me", "--launcher", "slurm", "--connect-timeout", "10", "--timeout", "9",
+        "--output-filename", "/o", "-x", "A=1 2", "--python", "/py", "--wdir", "/w",
+        "-n", "2", "p.py"]
 
 
 def test_task_argv_keeps_the_program_out_of_the_shell_text():
