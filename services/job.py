@@ -38,6 +38,9 @@ DRAIN_GRACE = 1.0
 """Seconds to wait for a dead rank's output and connection to close."""
 CLOSE_GRACE = 2.0
 """Seconds ranks get to exit by themselves once their connections closed."""
+FAILING_GRACE = 2.0
+"""Seconds a rank failing because another failed gets to finish its traceback before
+its connection closes (its watch thread would end it at once)."""
 MAX_WAIT = 0.5
 
 
@@ -172,6 +175,8 @@ class Job(Starting):
             self._blame_dead(rank, (msg.body or {}).get("peer_error", ""))
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
+        elif msg.type == wire.Message.FAILED:
+            self._fail(EXIT_LAUNCH, "%s: %s" % (rank.label(), msg.body.get("reason")))
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
@@ -276,17 +281,26 @@ class Job(Starting):
     # ------------------------------------------------------------ teardown
 
     def _begin_teardown(self):
+        """Schedule the teardown; ranks failing because of another get FAILING_GRACE s first."""
         if self.teardown is not None:
             return
         t = time.monotonic()
-        self.teardown = [
-            (t, self._close_all),
-            (t + CLOSE_GRACE, functools.partial(self._signal_all, signal.SIGTERM)),
-            (t + CLOSE_GRACE + procs.TERM_GRACE, functools.partial(self._signal_all, signal.SIGKILL)),
-        ]
+        self.teardown = self._schedule(t + (FAILING_GRACE if self._failing() else 0))
         self._advance_teardown(t)
 
+    def _schedule(self, t):
+        return [(t, self._close_all),
+                (t + CLOSE_GRACE, functools.partial(self._signal_all, signal.SIGTERM)),
+                (t + CLOSE_GRACE + procs.TERM_GRACE,
+                 functools.partial(self._signal_all, signal.SIGKILL))]
+
+    def _failing(self):
+        """Ranks that said they lost a peer and still run: printing their traceback, likely."""
+        return [r for r in self.ranks if r.lost_peer and r.proc and r.exited_at is None]
+
     def _advance_teardown(self, now):
+        if self.teardown and self.teardown[0][1] == self._close_all and not self._failing():
+            self.teardown = self._schedule(min(now, self.teardown[0][0]))
         while self.teardown and self.teardown[0][0] <= now:
             self.teardown.pop(0)[1]()
 

@@ -21,6 +21,10 @@
    stays off every command line and environment); the other ranks' stdin
    becomes /dev/null, as under mpirun.
 6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
+   A program file that is not there is reported once to dsmexec (FAILED),
+   not as a traceback.  An uncaught exception prints the program's own
+   frames only (none of runpy's or this module's), in one write, so the
+   lines of several ranks' tracebacks do not interleave; status 1.
 
 Stdlib only; never imports libdsm.
 """
@@ -36,12 +40,15 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
 from libdsm_services import iomux, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
 EXIT_LOST_LAUNCHER = 1
+EXIT_NO_PROGRAM = 2
+"""The program file is not there (as `python prog.py` says it)."""
 TERM_GRACE = 2.0
 """Seconds a supervised rank gets between SIGTERM and SIGKILL once dsmexec is gone."""
 
@@ -256,6 +263,10 @@ def main(argv=None):
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
+    if not os.path.exists(a.prog):
+        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s: no such file in %s on %s" % (
+            a.prog, os.getcwd(), socket.gethostname())})
+        return EXIT_NO_PROGRAM
     if a.supervise:
         supervise(CONTEXT)
     feed = replace_stdin(a.rank)
@@ -264,8 +275,31 @@ def main(argv=None):
     faulthandler.enable()
     sys.argv = [a.prog] + a.args
     sys.path[0] = os.path.dirname(os.path.abspath(a.prog))
-    runpy.run_path(a.prog, run_name="__main__")
+    try:
+        runpy.run_path(a.prog, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        print_traceback(e)
+        return 1
     return 0
+
+
+def print_traceback(e):
+    """The traceback of an uncaught exception, without our frames, in one write to fd 2."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in ("runpy", __name__):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(e), e, tb))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass                # closed by the program: nothing to keep in order
+    try:
+        iomux.write_all(2, text.encode(errors="backslashreplace"))
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

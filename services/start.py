@@ -87,7 +87,7 @@ def check(opts, ranks):
     if not os.path.isdir(opts.cwd):
         raise LaunchError("working directory %s: no such directory" % opts.cwd)
     prog = os.path.join(opts.cwd, opts.prog)
-    if not os.path.isfile(prog):
+    if not os.path.exists(prog):
         raise LaunchError("%s: no such file%s" % (opts.prog, "" if os.path.isabs(opts.prog)
                                                   else " in %s" % opts.cwd))
 
