@@ -21,6 +21,7 @@ if dsmexec itself is killed).
 """
 import base64
 import functools
+import os
 import re
 import shutil
 import signal
@@ -42,6 +43,15 @@ FAILING_GRACE = 2.0
 """Seconds a rank failing because another failed gets to finish its traceback before
 its connection closes (its watch thread would end it at once)."""
 MAX_WAIT = 0.5
+
+
+def readable_stdin(fd):
+    """False for a terminal whose foreground is another process group (dsmexec runs
+    in the background): a read would stop dsmexec with SIGTTIN."""
+    try:
+        return not os.isatty(fd) or os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return True                 # not our terminal after all: reading tells
 
 
 class Job(Starting):
@@ -117,7 +127,7 @@ class Job(Starting):
     def _on_stdin(self, fd, revents):
         """dsmexec's stdin -> rank 0, a chunk per STDIN message; an empty one is the end."""
         try:
-            data = iomux.read_chunk(fd)
+            data = iomux.read_chunk(fd) if fd is not None else b""
         except OSError:
             data = b""              # closed or unreadable: the end of the input
         conn = self.master.conns.get(0)
@@ -127,7 +137,7 @@ class Job(Starting):
                              ).to_io(conn)
         except OSError:
             conn = None             # rank 0 is gone: nobody reads on
-        if not data or conn is None:
+        if fd is not None and (not data or conn is None):
             self.loop.remove(fd)
 
     def _on_accept(self, fd, revents):
@@ -154,7 +164,10 @@ class Job(Starting):
             self.loop.remove(self.master.sock.fileno())
             self.master.stop_listening()
             self.master.send_tables([r.host.host for r in self.ranks])
-            self.loop.add(self.in_fd, self._on_stdin)
+            if readable_stdin(self.in_fd):
+                self.loop.add(self.in_fd, self._on_stdin)
+            else:
+                self._on_stdin(None, 0)     # rank 0 gets an empty stdin
 
     def _on_message(self, rank, fd, revents):
         try:

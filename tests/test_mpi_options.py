@@ -147,3 +147,15 @@ def test_large_stdin_reaches_rank_0_whole(tmp_path, tag):
 def test_usage_errors(argv, said):
     r = run_dsmexec(*argv)
     assert r.returncode == 1 and said in r.stderr and "usage: dsmexec" in r.stderr
+
+
+def test_a_background_terminal_is_not_read(monkeypatch):
+    from libdsm_services import job
+    monkeypatch.setattr(job.os, "isatty", lambda fd: True)
+    monkeypatch.setattr(job.os, "tcgetpgrp", lambda fd: 4242)
+    monkeypatch.setattr(job.os, "getpgrp", lambda: 4243)
+    assert not job.readable_stdin(0)
+    monkeypatch.setattr(job.os, "getpgrp", lambda: 4242)
+    assert job.readable_stdin(0)
+    monkeypatch.setattr(job.os, "isatty", lambda fd: False)
+    assert job.readable_stdin(0)
