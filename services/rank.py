@@ -72,6 +72,10 @@ class Context:
 
 
 CONTEXT = None
+PRINTING, PRINTED = threading.Event(), threading.Event()
+"""Set when the program's uncaught exception is being printed, and once it is out."""
+PRINT_GRACE = 1.0
+"""Seconds the watch thread waits for that traceback before it ends the rank."""
 
 
 def read_secret(stream, timeout=SECRET_TIMEOUT):
@@ -149,6 +153,8 @@ def _watch(master, feed=None):
                 feed.put(base64.b64decode(msg.body.get("data", "")))
     except (OSError, ValueError, wire.WireError):
         pass
+    if PRINTING.is_set():
+        PRINTED.wait(PRINT_GRACE)   # let an uncaught exception's traceback out first
     try:
         os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
     except OSError:
@@ -287,6 +293,7 @@ def main(argv=None):
 
 def print_traceback(e):
     """The traceback of an uncaught exception, without our frames, in one write to fd 2."""
+    PRINTING.set()
     tb = e.__traceback__
     while tb is not None and tb.tb_frame.f_globals.get("__name__") in ("runpy", __name__):
         tb = tb.tb_next
@@ -300,6 +307,8 @@ def print_traceback(e):
         iomux.write_all(2, text.encode(errors="backslashreplace"))
     except OSError:
         pass
+    finally:
+        PRINTED.set()
 
 
 if __name__ == "__main__":

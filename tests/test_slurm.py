@@ -182,3 +182,14 @@ OPTS_PROG = """\
 import os, sys, libdsm_services.rank as r
 print(r.CONTEXT.rank, os.environ["FOO"], os.getcwd(), repr(sys.stdin.read()))
 """
+
+
+def test_missing_program_and_timeout_under_slurm(slurm, tmp_path):
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec(str(tmp_path / "nope.py"))])
+    assert p.returncode == 1
+    said = [line for line in p.stderr.splitlines() if line and not line.startswith("salloc:")]
+    assert len(said) == 1 and said[0].endswith("nope.py: no such file in %s on %s"
+                                               % (REPO, said[0].split()[-1])), p.stderr
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("--timeout", "2", HELPER, "--sleep", "30")])
+    assert p.returncode == 124, p.stderr
+    assert "dsmexec: the job ran past --timeout 2 s: stopping it" in p.stderr
