@@ -38,7 +38,7 @@ def _lib():
 
 def _rank0_address():
     """Where rank 1 reaches rank 0 in the DSM's own mesh."""
-    from services import rank
+    from libdsm_services import rank
     return rank.CONTEXT.table[0][0] if rank.CONTEXT else "127.0.0.1"
 
 

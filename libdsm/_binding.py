@@ -72,7 +72,7 @@ def _with_host(what):
 
 def _tell_launcher_peer_lost(what):
     """Let dsmexec blame the rank that failed first, not this one."""
-    from services import rank, wire
+    from libdsm_services import rank, wire
     if rank.CONTEXT is not None:
         try:
             rank.CONTEXT.notify(wire.Message.LOST_PEER, {"peer_error": what})

@@ -5,13 +5,13 @@ import faulthandler
 
 from libdsm import _binding, config, layout, mesh
 from libdsm.errors import ConfigError
-from services import wire
+from libdsm_services import wire
 
 
 def context():
     """The job dsmexec started us in, or None when run alone."""
     try:
-        from services import rank
+        from libdsm_services import rank
     except ImportError:
         return None
     return rank.CONTEXT

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from services import wire
+from libdsm_services import wire
 from libdsm.errors import ConfigError, DsmError, PeerError
 
 

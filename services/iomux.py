@@ -5,7 +5,9 @@
   stdout and stderr, the signal wake-up pipe).
 * `LineBuffer` cuts one stream of one rank into whole lines with the
   ``[rank N] `` prefix; `Sink` writes them, each batch with one write, so a
-  line is never split or mixed with another rank's.
+  line is never split or mixed with another rank's.  `Stream` is one
+  rank's stream: to the terminal prefixed, and to a file of its own as
+  written (--output-filename).
 * `SignalWake` turns SIGINT, SIGTERM, SIGHUP and SIGCHLD into bytes on a pipe the
   loop polls (``signal.set_wakeup_fd``), so no signal is lost between polls.
 """
@@ -38,18 +40,27 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
+TRACEBACK = b"Traceback (most recent call last):"
+MAX_BLOCK = 1000
+"""Most lines of a traceback held back to be passed on in one piece."""
+
+
 class LineBuffer:
     """Cuts one output stream into whole, prefixed lines.
 
     ``drop`` is one line (without newline) removed the first time it appears
     as the stream's first line: the bootstrap's READY marker.  With
     ``strip_cr`` a trailing ``\\r`` is taken off each line (pty output).
+    A Python traceback (from its ``Traceback`` line to the first line that
+    is not indented: the exception) is held back and passed on whole, so
+    no other rank's line lands inside it, however it was cut on the way.
     """
 
     def __init__(self, prefix=b"", drop=None, strip_cr=False):
         self.prefix, self.drop, self.strip_cr = prefix, drop, strip_cr
         self._partial = b""
         self._first = True
+        self._block = None          # the lines of a traceback so far
 
     def feed(self, data):
         """Add data; return the complete lines it finished, prefixed, as one bytes."""
@@ -58,12 +69,27 @@ class LineBuffer:
         if len(self._partial) > MAX_LINE:
             lines.append(self._partial)
             self._partial = b""
-        return b"".join(self._format(line) for line in lines if not self._dropped(line))
+        return b"".join(self._pass(line) for line in lines if not self._dropped(line))
 
     def flush(self):
-        """At end of file: the last partial line with a newline added, or b""."""
+        """At end of file: a held traceback and the last partial line with a newline added."""
         rest, self._partial = self._partial, b""
-        return self._format(rest) if rest and not self._dropped(rest) else b""
+        held, self._block = b"".join(self._block or ()), None
+        return held + (self._format(rest) if rest and not self._dropped(rest) else b"")
+
+    def _pass(self, line):
+        """What one whole line lets out: nothing while a traceback is held, else lines."""
+        text = line.rstrip(b"\r")
+        if self._block is None:
+            if text != TRACEBACK:
+                return self._format(line)
+            self._block = []
+        self._block.append(self._format(line))
+        if (text[:1] not in (b" ", b"\t", b"") and text != TRACEBACK) or \
+                len(self._block) >= MAX_BLOCK:
+            block, self._block = b"".join(self._block), None
+            return block
+        return b""
 
     def _dropped(self, line):
         first, self._first = self._first, False
@@ -91,6 +117,32 @@ class Sink:
                 if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
                     raise
                 self.broken = True
+
+
+class Stream:
+    """One stream of one rank: whole lines to `sink` with the prefix, and, with a
+    `copy` path, the same lines without it to that file (created afresh)."""
+
+    def __init__(self, sink, prefix=b"", drop=None, strip_cr=False, copy=None):
+        self.sink, self.lines = sink, LineBuffer(prefix, drop, strip_cr)
+        self.copy = self.plain = None
+        if copy is not None:
+            self.copy = Sink(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            self.plain = LineBuffer(b"", drop, strip_cr)
+
+    def write(self, data):
+        """Pass on the whole lines data completes."""
+        self.sink.write(self.lines.feed(data))
+        if self.copy is not None:
+            self.copy.write(self.plain.feed(data))
+
+    def close(self):
+        """At end of file: the last partial line; the copy's file is closed."""
+        self.sink.write(self.lines.flush())
+        if self.copy is not None:
+            self.copy.write(self.plain.flush())
+            os.close(self.copy.fd)
+            self.copy = None
 
 
 class Loop:

@@ -5,7 +5,12 @@ code, or 128 + the signal that killed it), 1 for a failure dsmexec itself
 detected (a rank that could not start or register, or that exited 0 after
 init() without finalize()), 128 + N after dsmexec got signal N (130 for
 SIGINT, 143 for SIGTERM, 129 for SIGHUP; also when it came while another
-failure was being handled), and 0 when every rank exited 0.
+failure was being handled), EXIT_TIMEOUT (124) when --timeout ran out, and
+0 when every rank exited 0.
+
+dsmexec's stdin goes to rank 0 (over its connection, as STDIN messages,
+once every rank registered; see services/rank.py); the other ranks read
+/dev/null.
 
 Teardown is bounded: close the master connections (every rank exits by
 itself when its connection closes), after CLOSE_GRACE s SIGTERM to each
@@ -14,81 +19,57 @@ control masters (ranks on one host share a connection) are stopped after
 the ranks, and their private directory is removed (by a `procs.Janitor`
 if dsmexec itself is killed).
 """
+import base64
 import functools
 import os
 import re
 import shutil
 import signal
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Optional
 
-from services import iomux, machinefile, procs, spawn, ssh, wire
-from services import rank as bootstrap
-from services.master import Master, Refused
+from libdsm_services import iomux, machinefile, procs, wire
+from libdsm_services.master import Refused
+from libdsm_services.start import (EXIT_LAUNCH, EXIT_TIMEOUT, REGISTER_SLACK, LaunchError,
+                                   Options, Rank, Starting, check, local_hosts)
 
-EXIT_LAUNCH = 1
+__all__ = ["Job", "Options", "Rank", "LaunchError", "EXIT_LAUNCH", "EXIT_TIMEOUT"]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that stop the job with a clean teardown; the exit status is then 128 + N."""
-REGISTER_SLACK = 5.0
-"""Seconds beyond --connect-timeout that ranks get to register."""
 DRAIN_GRACE = 1.0
 """Seconds to wait for a dead rank's output and connection to close."""
 CLOSE_GRACE = 2.0
 """Seconds ranks get to exit by themselves once their connections closed."""
+FAILING_GRACE = 2.0
+"""Seconds a rank failing because another failed gets to finish its traceback before
+its connection closes (its watch thread would end it at once)."""
 MAX_WAIT = 0.5
 
 
-@dataclass
-class Options:
-    """What dsmexec was asked to run, and how."""
-    machine_file: str
-    prog: str
-    args: list = field(default_factory=list)
-    ssh_all: bool = False
-    ssh_options: list = field(default_factory=list)
-    identity: Optional[str] = None
-    connect_timeout: float = 10.0
-    prefix: bool = True
-    python: str = sys.executable
-    cwd: str = field(default_factory=os.getcwd)
-    environ: dict = field(default_factory=lambda: dict(os.environ))
-    launcher: str = "ssh"           # or "slurm": services/slurm.py, no machine file
-    ntasks: Optional[int] = None    # Slurm: the number of ranks
-    report: object = None           # services.report.Collector: --trace, --stats
+def readable_stdin(fd):
+    """False for a terminal whose foreground is another process group (dsmexec runs
+    in the background): a read would stop dsmexec with SIGTTIN."""
+    try:
+        return not os.isatty(fd) or os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return True                 # not our terminal after all: reading tells
 
 
-class Rank:
-    """The job's view of one rank: where it runs, its process, streams and verdict."""
-
-    def __init__(self, index, host, local):
-        self.index, self.host, self.local = index, host, local
-        self.proc = None
-        self.streams = {}           # fd -> (LineBuffer, Sink), until EOF
-        self.init = self.finalized = False
-        self.lost_peer = False      # it failed because another rank went away
-        self.reported = None        # (status, signal) from its supervisor (ssh ranks)
-        self.exited_at = None
-        self.judged = False
-
-    def label(self):
-        return "rank %d (host %s, line %d)" % (self.index, self.host.host, self.host.lineno)
-
-
-class Job:
+class Job(Starting):
     """Run one job; `run()` returns dsmexec's exit status.
 
     Raises machinefile.MachineFileError from the constructor for a bad
-    machine file.  ``out_fd``/``err_fd`` receive the ranks' lines and
-    dsmexec's own messages.
+    machine file, LaunchError for what cannot start.  ``out_fd``/``err_fd``
+    receive the ranks' lines and dsmexec's own messages; ``in_fd`` is what
+    rank 0 reads.
     """
 
-    def __init__(self, opts, out_fd=1, err_fd=2):
+    def __init__(self, opts, out_fd=1, err_fd=2, in_fd=0):
         self.opts = opts
         hosts = self._hosts()
         self.ranks = [Rank(i, h, self._is_local(h)) for i, h in enumerate(hosts)]
+        check(opts, self.ranks)
+        self.in_fd = in_fd
+        self.deadline = None        # --timeout: when the job is stopped
         self.secret = wire.new_secret()
         self.out, self.err = iomux.Sink(out_fd), iomux.Sink(err_fd)
         self.loop = iomux.Loop()
@@ -103,7 +84,9 @@ class Job:
 
     def _hosts(self):
         """The rank hosts, in rank order (services/slurm.py takes them from the allocation)."""
-        return machinefile.parse(self.opts.machine_file)
+        if self.opts.machine_file is None:
+            return local_hosts(self.opts.ntasks)
+        return machinefile.parse(self.opts.machine_file, self.opts.ntasks)
 
     def _is_local(self, host):
         return not self.opts.ssh_all and host.user is None and machinefile.is_local(host.host)
@@ -118,6 +101,8 @@ class Job:
         """Start every rank, loop until each is judged, tear down; return the exit status."""
         with iomux.SignalWake() as self.signals:
             try:
+                if self.opts.timeout is not None:
+                    self.deadline = time.monotonic() + self.opts.timeout
                 self._start()
                 while not all(r.judged for r in self.ranks):
                     self.loop.run_once(self._wait_time())
@@ -126,110 +111,34 @@ class Job:
                 self._cleanup()
         return self.exit_code or 0
 
-    def _start(self):
-        """Listen, start the local ranks, then the ssh ranks (concurrently)."""
-        self.master = Master(self.secret, len(self.ranks),
-                             bind_all=any(not r.local for r in self.ranks), forget=self.loop.remove)
-        self.loop.add(self.signals.fd, self._on_signal)
-        self.loop.add(self.master.sock.fileno(), self._on_accept)
-        self.register_deadline = time.monotonic() + self.opts.connect_timeout + REGISTER_SLACK
-        for r in self.ranks:
-            if r.local:
-                self._start_local(r)
-        self._start_ssh([r for r in self.ranks if not r.local])
-
-    def _start_local(self, rank):
-        """Start one local rank; a failure to start is the job's failure."""
-        o = self.opts
-        all_local = all(r.local for r in self.ranks)
-        argv = spawn.rank_argv(o.python, rank.index, spawn.local_master(self.master.port),
-                               o.prog, o.args, listen="127.0.0.1" if all_local else None)
-        if self.teardown is not None:       # an earlier rank failed to start: stop here
-            rank.judged = True
-            return
-        try:
-            proc = procs.LocalProcess(argv, spawn.local_env(o.environ), o.cwd, self.secret)
-        except OSError as e:
-            rank.judged = True
-            self._fail(EXIT_LAUNCH, "%s: cannot start %s: %s" % (rank.label(), o.python,
-                                                                 e.strerror or e))
-            return
-        self._attach(rank, proc)
-
-    def _start_ssh(self, ranks):
-        if not ranks or self.teardown is not None:
-            for r in ranks:
-                r.judged = True
-            return
-        o, env = self.opts, spawn.remote_env(self.opts.environ)
-        paths = self._plan_sharing(ranks)
-        specs = [(r.index, r.host, spawn.ssh_argv(
-            r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
-                                    o.prog, o.args, supervise=True),
-            o.ssh_options, o.identity, o.connect_timeout, env, o.cwd,
-            control_path=paths.get(r.index))) for r in ranks]
-        try:
-            started = ssh.start_all(specs, self.secret, o.connect_timeout, self._interrupted,
-                                    self.control_masters)
-        except (ssh.SpawnError, ssh.Interrupted) as e:
-            for r in ranks:
-                r.judged = True
-            if isinstance(e, ssh.SpawnError):
-                self._fail(EXIT_LAUNCH, str(e))
-            return
-        for r, proc in zip(ranks, started):
-            self._attach(r, proc)
-
-    def _plan_sharing(self, ranks):
-        """Make a control master for each group of ranks that share a connection.
-
-        Returns {rank index: control path} for the ranks that use one.
-        """
-        groups = spawn.share_groups([r.host for r in ranks], self.opts.ssh_options)
-        if not groups:
-            return {}
-        self.control_dir = tempfile.mkdtemp(prefix="dsm-ssh-")
-        self.janitor = procs.Janitor(self.control_dir)     # removes it if we are killed
-        sockets = [spawn.control_path(self.control_dir, n) for n in range(len(groups))]
-        if None in sockets:         # $TMPDIR is too long for a socket path: no sharing
-            return {}
-        o, paths = self.opts, {}
-        for path, members in zip(sockets, groups):
-            first = ranks[members[0]]
-            self.control_masters.append(ssh.ControlMaster(
-                first.index, first.host,
-                spawn.control_master_argv(first.host, path, o.ssh_options, o.identity,
-                                          o.connect_timeout),
-                path, [ranks[i].index for i in members]))
-            paths.update((ranks[i].index, path) for i in members)
-        return paths
-
-    def _attach(self, rank, proc):
-        """Put a started rank's stdout and stderr into the loop."""
-        rank.proc = proc
-        prefix = b"" if not self.opts.prefix else b"[rank %d] " % rank.index
-        ready = ("%s %d" % (bootstrap.READY, rank.index)).encode() if rank.local else None
-        out = iomux.LineBuffer(prefix, drop=ready, strip_cr=not rank.local)
-        rank.streams = {proc.stdout_fd: (out, self.out),
-                        proc.stderr_fd: (iomux.LineBuffer(prefix), self.err)}
-        for fd in rank.streams:
-            self.loop.add(fd, functools.partial(self._on_output, rank))
-        self.out.write(out.feed(proc.early_output))
-
     # ------------------------------------------------------------ loop handlers
 
     def _on_output(self, rank, fd, revents):
         data = iomux.read_chunk(fd)
-        buf, sink = rank.streams[fd]
         if data:
-            sink.write(buf.feed(data))
+            rank.streams[fd].write(data)
         else:
             self._end_stream(rank, fd)
 
     def _end_stream(self, rank, fd):
-        buf, sink = rank.streams.pop(fd)
-        sink.write(buf.flush())
+        rank.streams.pop(fd).close()
         self.loop.remove(fd)
+
+    def _on_stdin(self, fd, revents):
+        """dsmexec's stdin -> rank 0, a chunk per STDIN message; an empty one is the end."""
+        try:
+            data = iomux.read_chunk(fd) if fd is not None else b""
+        except OSError:
+            data = b""              # closed or unreadable: the end of the input
+        conn = self.master.conns.get(0)
+        try:
+            if conn is not None:
+                wire.Message(wire.Message.STDIN, {"data": base64.b64encode(data).decode()}
+                             ).to_io(conn)
+        except OSError:
+            conn = None             # rank 0 is gone: nobody reads on
+        if fd is not None and (not data or conn is None):
+            self.loop.remove(fd)
 
     def _on_accept(self, fd, revents):
         try:
@@ -255,10 +164,16 @@ class Job:
             self.loop.remove(self.master.sock.fileno())
             self.master.stop_listening()
             self.master.send_tables([r.host.host for r in self.ranks])
+            if readable_stdin(self.in_fd):
+                self.loop.add(self.in_fd, self._on_stdin)
+            else:
+                self._on_stdin(None, 0)     # rank 0 gets an empty stdin
 
     def _on_message(self, rank, fd, revents):
         try:
             msg = self.master.receive(rank.index)
+        except ConnectionResetError:
+            msg = None              # it exited before reading all we sent (STDIN): a close
         except (wire.WireError, OSError) as e:
             self.log("%s: bad control message, closing its connection: %s" % (rank.label(), e))
             msg = None
@@ -273,6 +188,8 @@ class Job:
             self._blame_dead(rank, (msg.body or {}).get("peer_error", ""))
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
+        elif msg.type == wire.Message.FAILED:
+            self._fail(EXIT_LAUNCH, "%s: %s" % (rank.label(), msg.body.get("reason")))
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
@@ -340,6 +257,10 @@ class Job:
             self._judge(r)
         for refused in self.master.expire(now):
             self.log(str(refused))
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            self._fail(EXIT_TIMEOUT, "the job ran past --timeout %g s: stopping it"
+                       % self.opts.timeout)
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
@@ -373,17 +294,26 @@ class Job:
     # ------------------------------------------------------------ teardown
 
     def _begin_teardown(self):
+        """Schedule the teardown; ranks failing because of another get FAILING_GRACE s first."""
         if self.teardown is not None:
             return
         t = time.monotonic()
-        self.teardown = [
-            (t, self._close_all),
-            (t + CLOSE_GRACE, functools.partial(self._signal_all, signal.SIGTERM)),
-            (t + CLOSE_GRACE + procs.TERM_GRACE, functools.partial(self._signal_all, signal.SIGKILL)),
-        ]
+        self.teardown = self._schedule(t + (FAILING_GRACE if self._failing() else 0))
         self._advance_teardown(t)
 
+    def _schedule(self, t):
+        return [(t, self._close_all),
+                (t + CLOSE_GRACE, functools.partial(self._signal_all, signal.SIGTERM)),
+                (t + CLOSE_GRACE + procs.TERM_GRACE,
+                 functools.partial(self._signal_all, signal.SIGKILL))]
+
+    def _failing(self):
+        """Ranks that said they lost a peer and still run: printing their traceback, likely."""
+        return [r for r in self.ranks if r.lost_peer and r.proc and r.exited_at is None]
+
     def _advance_teardown(self, now):
+        if self.teardown and self.teardown[0][1] == self._close_all and not self._failing():
+            self.teardown = self._schedule(min(now, self.teardown[0][0]))
         while self.teardown and self.teardown[0][0] <= now:
             self.teardown.pop(0)[1]()
 
@@ -394,6 +324,7 @@ class Job:
         """
         if self.master.sock.fileno() in self.loop:
             self.loop.remove(self.master.sock.fileno())
+        self.loop.remove(self.in_fd)
         self.master.stop_listening()
         for index in list(self.master.conns):
             self._close_conn(index)
@@ -412,6 +343,8 @@ class Job:
         times = [now + MAX_WAIT]
         if self.teardown:
             times.append(self.teardown[0][0])
+        if self.deadline is not None:
+            times.append(self.deadline)
         if not self.master.complete and self.teardown is None:
             times.append(self.register_deadline)
         if self.master.next_deadline() is not None:

@@ -1,13 +1,15 @@
 """The machine file: which host runs which rank.
 
-One host per line; rank N runs on the Nth host.  Blank lines and ``#``
-comments (whole-line or trailing) are ignored, ``user@host`` is accepted and a
-host may appear several times::
+One host per line; each line gives one rank, or k consecutive ranks with
+``host slots=k`` (Open MPI) or ``host:k`` (MPICH).  Ranks go to the lines
+in order.  Blank lines and ``#`` comments (whole-line or trailing) are
+ignored, ``user@host`` is accepted and a host may appear several times::
 
-    # two ranks here, one on node7 as user dsm
+    # two ranks here, four on node7 as user dsm, then one more here
     localhost
     localhost     # a second rank on this machine
-    dsm@node7
+    dsm@node7 slots=4
+    localhost
 
 Stdlib only.  Errors are `MachineFileError` (a ValueError) naming the file
 and the line.
@@ -52,16 +54,41 @@ class Host(NamedTuple):
         return "%s@%s" % (self.user, self.host) if self.user else self.host
 
 
+_SLOTS_RE = re.compile(r"slots=(\d+)\Z")
+_MPICH_RE = re.compile(r"([^:]+):(\d+)\Z")      # one colon only: '::1' is a host
+
+
+def parse_slots(entry):
+    """'host slots=4' or 'host:4' -> ('host', 4); 'host' -> ('host', 1).
+
+    Raises ValueError for another word after the host or a count below 1.
+    """
+    words = entry.split()
+    if len(words) == 1:
+        m = _MPICH_RE.match(entry)
+        return (m.group(1), _count(entry, m.group(2))) if m else (entry, 1)
+    m = _SLOTS_RE.match(words[1]) if len(words) == 2 else None
+    if not m:
+        raise ValueError("%r: whitespace inside an entry (one host per line; only slots=N "
+                         "may follow the host)" % entry)
+    return words[0], _count(entry, m.group(1))
+
+
+def _count(entry, digits):
+    if int(digits) < 1:
+        raise ValueError("%r: a host needs at least 1 slot" % entry)
+    return int(digits)
+
+
 def parse_line(text):
-    """One line -> (user, host), or None for a blank or comment line.
+    """One line -> (user, host, slots), or None for a blank or comment line.
 
     Raises ValueError with the reason (without file and line) for bad syntax.
     """
     entry = text.split("#", 1)[0].strip()
     if not entry:
         return None
-    if any(c.isspace() for c in entry):
-        raise ValueError("%r: whitespace inside an entry (one host per line)" % entry)
+    entry, slots = parse_slots(entry)
     user, at, host = entry.rpartition("@")
     if at and not user:
         raise ValueError("%r: empty user before '@'" % entry)
@@ -71,11 +98,14 @@ def parse_line(text):
         raise ValueError("%r: bad user name %r" % (entry, user))
     if not _HOST_RE.match(host):
         raise ValueError("%r: bad host name %r" % (entry, host))
-    return (user or None), host
+    return (user or None), host, slots
 
 
-def parse(path):
-    """Read a machine file; return a non-empty list of `Host`, in rank order.
+def parse(path, ranks=None):
+    """Read a machine file; return a non-empty list of `Host`, one per rank, in rank order.
+
+    A line with k slots gives k consecutive ranks; with ``ranks`` (-n) only
+    the first that many slots are used, and a file with fewer is an error.
 
     Raises MachineFileError for a file that cannot be read, holds no host, or
     has a line `parse_line` refuses.
@@ -93,10 +123,13 @@ def parse(path):
         except ValueError as e:
             raise MachineFileError(path, lineno, str(e)) from None
         if parsed:
-            hosts.append(Host(parsed[0], parsed[1], lineno, text))
+            hosts += [Host(parsed[0], parsed[1], lineno, text)] * parsed[2]
     if not hosts:
         raise MachineFileError(path, None, "names no host (only blank lines and comments)")
-    return hosts
+    if ranks is not None and ranks > len(hosts):
+        raise MachineFileError(path, None, "has %d slots, -n asks for %d ranks"
+                               % (len(hosts), ranks))
+    return hosts[:ranks]
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ import ipaddress
 import socket
 from typing import NamedTuple
 
-from services import wire
+from libdsm_services import wire
 
 HANDSHAKE_TIMEOUT = wire.HANDSHAKE_TIMEOUT
 """Seconds an accepted connection gets to handshake and register, all of it."""

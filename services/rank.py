@@ -1,6 +1,6 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
+    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
@@ -16,14 +16,23 @@
    the same status.
 5. Watch the dsmexec connection: when it closes, the rank kills the rest of
    its process group and exits at once, so nothing of it outlives its job
-   on any host.
+   on any host.  On it come the STDIN messages, dsmexec's stdin: rank 0's
+   stdin becomes a pipe they are fed into (after the secret, so the secret
+   stays off every command line and environment); the other ranks' stdin
+   becomes /dev/null, as under mpirun.
 6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
+   A program file that is not there is reported once to dsmexec (FAILED),
+   not as a traceback.  An uncaught exception prints the program's own
+   frames only (none of runpy's or this module's), in one write, so the
+   lines of several ranks' tracebacks do not interleave; status 1.
 
 Stdlib only; never imports libdsm.
 """
 import argparse
+import base64
 import faulthandler
 import os
+import queue
 import runpy
 import select
 import signal
@@ -31,12 +40,15 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
-from services import wire
+from libdsm_services import iomux, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
 EXIT_LOST_LAUNCHER = 1
+EXIT_NO_PROGRAM = 2
+"""The program file is not there (as `python prog.py` says it)."""
 TERM_GRACE = 2.0
 """Seconds a supervised rank gets between SIGTERM and SIGKILL once dsmexec is gone."""
 
@@ -60,6 +72,10 @@ class Context:
 
 
 CONTEXT = None
+PRINTING, PRINTED = threading.Event(), threading.Event()
+"""Set when the program's uncaught exception is being printed, and once it is out."""
+PRINT_GRACE = 1.0
+"""Seconds the watch thread waits for that traceback before it ends the rank."""
 
 
 def read_secret(stream, timeout=SECRET_TIMEOUT):
@@ -125,19 +141,52 @@ def kill_group_but_me(sig=signal.SIGKILL):
                 pass            # gone meanwhile, or not ours to signal
 
 
-def _watch(master):
-    """Exit the process, and what it started, when dsmexec's connection closes."""
+def _watch(master, feed=None):
+    """Exit the process, and what it started, when dsmexec's connection closes.
+
+    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes).
+    """
     try:
-        while master.recv(4096):
-            pass
-    except OSError:
+        while True:
+            msg = wire.Message.from_io(master)
+            if msg.type == wire.Message.STDIN and feed is not None:
+                feed.put(base64.b64decode(msg.body.get("data", "")))
+    except (OSError, ValueError, wire.WireError):
         pass
+    if PRINTING.is_set():
+        PRINTED.wait(PRINT_GRACE)   # let an uncaught exception's traceback out first
     try:
         os.write(2, b"dsm rank: lost the connection to dsmexec, exiting\n")
     except OSError:
         pass                    # stderr went with dsmexec: exit all the same
     kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
+
+
+def _feed_stdin(feed, fd):
+    """Thread body: write what `feed` brings to fd, the pipe to our stdin; b"" closes it."""
+    try:
+        for data in iter(feed.get, b""):
+            iomux.write_all(fd, data)
+    except OSError:
+        pass                    # the program closed its stdin: the rest is dropped
+    os.close(fd)
+
+
+def replace_stdin(rank):
+    """After the secret: rank 0's stdin becomes a pipe fed from dsmexec's (returns the
+    queue that feeds it), the others' /dev/null (returns None)."""
+    if rank != 0:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        return None
+    r, w = os.pipe()
+    os.dup2(r, 0)
+    os.close(r)
+    feed = queue.Queue()
+    threading.Thread(target=_feed_stdin, args=(feed, w), name="dsm-stdin", daemon=True).start()
+    return feed
 
 
 def supervise(ctx):
@@ -176,7 +225,7 @@ def _wait(pid, master):
         return os.waitpid(pid, 0)[1]        # no pidfd here: the watch thread alone
     poll, kill_at = select.poll(), None
     poll.register(pidfd, select.POLLIN)
-    poll.register(master, select.POLLIN)
+    poll.register(master, select.POLLRDHUP)     # its end, even behind STDIN data unread
     while True:
         wait = None if kill_at is None else max(0.0, kill_at - time.monotonic()) * 1000
         ready = dict(poll.poll(wait))
@@ -185,23 +234,12 @@ def _wait(pid, master):
         if kill_at is not None and time.monotonic() >= kill_at:
             _kill_group(pid, signal.SIGKILL)
             kill_at = None                  # now only its end is left to wait for
-        elif master.fileno() in ready and _closed(master):
+        elif master.fileno() in ready:
             poll.unregister(master)
             _kill_group(pid, signal.SIGTERM)
             kill_at = time.monotonic() + TERM_GRACE
-        elif master.fileno() in ready:
-            time.sleep(0.01)                # data for the rank's watch thread to drain
     os.close(pidfd)
     return os.waitpid(pid, 0)[1]
-
-
-def _closed(sock):
-    try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def _kill_group(pgid, sig):
@@ -213,7 +251,7 @@ def _kill_group(pgid, sig):
 
 def main(argv=None):
     global CONTEXT
-    p = argparse.ArgumentParser(prog="services.rank")
+    p = argparse.ArgumentParser(prog="libdsm_services.rank")
     p.add_argument("--rank", type=int, required=True)
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
@@ -231,18 +269,50 @@ def main(argv=None):
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
+    if not os.path.exists(a.prog):
+        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s: no such file in %s on %s" % (
+            a.prog, os.getcwd(), socket.gethostname())})
+        return EXIT_NO_PROGRAM
     if a.supervise:
         supervise(CONTEXT)
-    threading.Thread(target=_watch, args=(CONTEXT.master,), name="dsm-watch", daemon=True).start()
+    feed = replace_stdin(a.rank)
+    threading.Thread(target=_watch, args=(CONTEXT.master, feed), name="dsm-watch",
+                     daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args
     sys.path[0] = os.path.dirname(os.path.abspath(a.prog))
-    runpy.run_path(a.prog, run_name="__main__")
+    try:
+        runpy.run_path(a.prog, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        print_traceback(e)
+        return 1
     return 0
+
+
+def print_traceback(e):
+    """The traceback of an uncaught exception, without our frames, in one write to fd 2."""
+    PRINTING.set()
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in ("runpy", __name__):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(e), e, tb))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass                # closed by the program: nothing to keep in order
+    try:
+        iomux.write_all(2, text.encode(errors="backslashreplace"))
+    except OSError:
+        pass
+    finally:
+        PRINTED.set()
 
 
 if __name__ == "__main__":
     # Run main() in the module as imported by name, so that libdsm finds
     # CONTEXT in `services.rank` and not in `__main__`.
-    from services import rank as _named
+    from libdsm_services import rank as _named
     sys.exit(_named.main())

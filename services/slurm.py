@@ -18,19 +18,19 @@ and exit status.  Everything else (registration, verdicts, teardown:
 dsmexec closes the connections and the ranks exit by themselves) is the
 ssh job's, services/job.py.
 """
-import os
 import re
 import signal
 import subprocess
 import sys
 
-from services import machinefile, procs, spawn, srun
-from services import job as _job
+from libdsm_services import machinefile, procs, spawn, srun
+from libdsm_services import job as _job
 
 LAUNCHERS = ("auto", "ssh", "slurm")
-DSMEXEC = os.path.join(spawn.REPO_ROOT, "dsmexec.py")
+DSMEXEC = ["-m", "libdsm_services"]
+"""dsmexec as the interpreter's arguments: the same in a checkout and installed."""
 
-TASK_SCRIPT = ('exec "$0" -u -m services.rank --rank "$SLURM_PROCID" '
+TASK_SCRIPT = ('exec "$0" -u -m libdsm_services.rank --rank "$SLURM_PROCID" '
                '--master "$SLURM_LAUNCH_NODE_IPADDR:%d" "$@"')
 """The task's shell command; $0 is the interpreter, "$@" the program and its arguments."""
 
@@ -46,8 +46,10 @@ def add_options(parser):
     parser.add_argument("--launcher", choices=LAUNCHERS, default="auto",
                         help="how to start the ranks: ssh (from MACHINE_FILE), slurm (srun; no "
                         "MACHINE_FILE), auto (slurm inside an allocation, else ssh; default)")
-    parser.add_argument("-n", dest="ntasks", type=int, metavar="N",
-                        help="Slurm: number of ranks (default: the allocation's SLURM_NTASKS)")
+    parser.add_argument("-n", "-np", dest="ntasks", type=int, metavar="N",
+                        help="number of ranks: without MACHINE_FILE, N ranks here; with it, "
+                        "its first N slots; under Slurm (default: the allocation's "
+                        "SLURM_NTASKS)")
 
 
 def launcher(argv, environ):
@@ -79,9 +81,13 @@ def salloc_argv(ntasks, command):
 
 def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
     """dsmexec's own argv again, for inside the allocation salloc makes (job.Options)."""
-    return [python, dsmexec, "--launcher", "slurm", "--connect-timeout",
-            "%g" % opts.connect_timeout, *(["--no-prefix"] if not opts.prefix else []),
-            "--python", opts.python, "-n", str(opts.ntasks), opts.prog, *opts.args]
+    optional = [*(["--no-prefix"] if not opts.prefix else []),
+                *(["--timeout", "%g" % opts.timeout] if opts.timeout is not None else []),
+                *(["--output-filename", opts.output_dir] if opts.output_dir else []),
+                *[w for kv in opts.exports.items() for w in ("-x", "%s=%s" % kv)]]
+    return [python, *dsmexec, "--launcher", "slurm", "--connect-timeout",
+            "%g" % opts.connect_timeout, *optional, "--python", opts.python,
+            "--wdir", opts.cwd, "-n", str(opts.ntasks), opts.prog, *opts.args]
 
 
 def srun_argv(ntasks, command):
@@ -157,15 +163,14 @@ class SlurmJob(_job.Job):
 
     def _start_ssh(self, ranks):
         """The job starts its remote ranks here: all of them, as one srun step."""
-        if not ranks or self.teardown is not None:
-            for r in ranks:
-                r.judged = True
+        if self._none_to_start(ranks):
             return
         o = self.opts
         argv = srun_argv(len(ranks), task_argv(o.python, self.master.port, o.prog, o.args))
         try:
-            self.step = srun.Step(argv, spawn.local_env(o.environ), o.cwd, self.secret,
-                                  len(ranks), self.out, self.err, o.prefix)
+            self.step = srun.Step(argv, spawn.local_env(o.environ, exports=o.exports), o.cwd,
+                                  self.secret, len(ranks), self.out, self.err, o.prefix,
+                                  o.output_dir)
         except OSError as e:
             for r in ranks:
                 r.judged = True

@@ -1,6 +1,6 @@
 """Argv and environment builders for starting ranks: pure functions, no side effects.
 
-A rank is ``python -u -m services.rank --rank R --master M PROG ARGS...``
+A rank is ``python -u -m libdsm_services.rank --rank R --master M PROG ARGS...``
 (see services/rank.py).  A local rank runs it directly; a remote rank runs
 it through ssh as ONE command string, because ssh joins its arguments with
 spaces and the remote shell splits them again.  The job secret is never in
@@ -10,10 +10,12 @@ import math
 import os
 import shlex
 
-import services
+import libdsm_services
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(services.__file__)))
-"""The directory holding dsmexec.py and services/: the ranks' PYTHONPATH."""
+_ROOT = os.path.dirname(libdsm_services.HERE)
+REPO_ROOT = _ROOT if os.path.isfile(os.path.join(_ROOT, "dsmexec.py")) else None
+"""The checkout dsmexec runs from (it holds dsmexec.py), first on the ranks'
+PYTHONPATH; None for an installed dsmexec, whose ranks find libdsm installed."""
 
 FORWARD_PREFIX = "DSM_"
 
@@ -26,7 +28,7 @@ def rank_argv(python, rank, master, prog, args, listen=None, supervise=False):
     that reports its real exit status (ssh ranks).
     """
     extra = (["--listen", listen] if listen else []) + (["--supervise"] if supervise else [])
-    return [python, "-u", "-m", "services.rank", "--rank", str(rank),
+    return [python, "-u", "-m", "libdsm_services.rank", "--rank", str(rank),
             "--master", master, *extra, prog, *args]
 
 
@@ -40,25 +42,36 @@ def ssh_master(port):
     return "ssh:%d" % port
 
 
-def forwarded_env(environ):
-    """The DSM_* variables of the launcher's environment, sorted by name."""
-    return {k: environ[k] for k in sorted(environ) if k.startswith(FORWARD_PREFIX)}
-
-
-def local_env(environ, repo_root=REPO_ROOT):
-    """Environment of a local rank: environ, repo root first on PYTHONPATH, unbuffered."""
-    env = dict(environ)
-    old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = repo_root + (os.pathsep + old if old else "")
-    env["PYTHONUNBUFFERED"] = "1"
+def forwarded_env(environ, exports=()):
+    """What every rank gets from the launcher: the DSM_* variables of environ
+    (sorted by name), then the `exports` (-x: name -> value), in order."""
+    env = {k: environ[k] for k in sorted(environ) if k.startswith(FORWARD_PREFIX)}
+    env.update(exports)
     return env
 
 
-def remote_env(environ, repo_root=REPO_ROOT):
-    """Variables set on a remote rank: PYTHONPATH, PYTHONUNBUFFERED and every DSM_*."""
-    env = {"PYTHONPATH": repo_root, "PYTHONUNBUFFERED": "1"}
-    env.update(forwarded_env(environ))
-    return env
+def python_path(environ, repo_root=REPO_ROOT):
+    """The ranks' PYTHONPATH: the checkout first (if any), then the launcher's own."""
+    return os.pathsep.join(p for p in (repo_root, environ.get("PYTHONPATH")) if p)
+
+
+def local_env(environ, repo_root=REPO_ROOT, exports=()):
+    """Environment of a local rank: environ and the exports, PYTHONPATH, unbuffered."""
+    env = {**environ, **dict(exports)}
+    return {**env, **_python_env(env, repo_root)}
+
+
+def remote_env(environ, repo_root=REPO_ROOT, exports=()):
+    """Variables set on a remote rank (ssh, Slurm): PYTHONPATH and PYTHONUNBUFFERED as a
+    local rank has them, then every DSM_* and the exports."""
+    forwarded = forwarded_env(environ, exports)
+    path = _python_env({**environ, **forwarded}, repo_root)
+    return {**path, **{k: v for k, v in forwarded.items() if k not in path}}
+
+
+def _python_env(environ, repo_root):
+    path = python_path(environ, repo_root)
+    return {**({"PYTHONPATH": path} if path else {}), "PYTHONUNBUFFERED": "1"}
 
 
 def remote_command(argv, env, cwd):

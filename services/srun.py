@@ -15,8 +15,9 @@ import signal
 import subprocess
 import time
 
-from services import iomux, procs
-from services import rank as bootstrap
+from libdsm_services import iomux, procs
+from libdsm_services import rank as bootstrap
+from libdsm_services.start import output_paths
 
 FINISH_WAIT = 5.0
 """Seconds srun gets to end once every rank was judged and the connections closed."""
@@ -57,10 +58,11 @@ def split_label(line):
 class Step:
     """One running srun: its two labelled streams, cut into each rank's prefixed lines.
 
-    ``out``/``err`` are the iomux.Sinks of dsmexec's stdout and stderr.
+    ``out``/``err`` are the iomux.Sinks of dsmexec's stdout and stderr;
+    ``output_dir`` is --output-filename's.
     """
 
-    def __init__(self, argv, env, cwd, secret, ntasks, out, err, prefix=True):
+    def __init__(self, argv, env, cwd, secret, ntasks, out, err, prefix=True, output_dir=None):
         self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, env=env, cwd=cwd,
                                       start_new_session=True)
@@ -72,8 +74,10 @@ class Step:
         self.out_fd, self.err_fd = self.popen.stdout.fileno(), self.popen.stderr.fileno()
         self.sinks = {self.out_fd: out, self.err_fd: err}
         self.partial = {self.out_fd: b"", self.err_fd: b""}     # until end of file
-        self.buffers = {fd: [iomux.LineBuffer(b"[rank %d] " % i if prefix else b"",
-                                              drop=_ready(i) if fd == self.out_fd else None)
+        copies = [output_paths(output_dir, i) for i in range(ntasks)]
+        self.streams = {fd: [iomux.Stream(self.sinks[fd], b"[rank %d] " % i if prefix else b"",
+                                          drop=_ready(i) if fd == self.out_fd else None,
+                                          copy=copies[i][fd == self.err_fd])
                              for i in range(ntasks)] for fd in self.partial}
         self.returncodes = {}       # task -> returncode, from srun's reports
         self.loop = None
@@ -105,7 +109,7 @@ class Step:
         """One line of srun's: to its rank, or srun's own (a report of failed tasks is kept)."""
         task, text = split_label(line)
         if task is not None and task < len(self.tasks):
-            self.sinks[fd].write(self.buffers[fd][task].feed(text + b"\n"))
+            self.streams[fd][task].write(text + b"\n")
             return
         exits = parse_exit(line.decode(errors="replace")) if fd == self.err_fd else None
         if exits is not None:
@@ -116,8 +120,8 @@ class Step:
     def _eof(self, fd):
         if self.partial[fd]:
             self._line(fd, self.partial[fd])
-        for buf in self.buffers[fd]:
-            self.sinks[fd].write(buf.flush())
+        for stream in self.streams[fd]:
+            stream.close()
         del self.partial[fd]
         if self.loop is not None:
             self.loop.remove(fd)

@@ -23,8 +23,8 @@ import time
 import pexpect
 import ptyprocess
 
-from services import rank as bootstrap
-from services.procs import SshProcess
+from libdsm_services import rank as bootstrap
+from libdsm_services.procs import SshProcess
 
 STDERR_WAIT = 2.0
 """Seconds to wait for ssh's last words on stderr after it failed."""
@@ -130,7 +130,10 @@ def _fails_with(reason):
     return action
 
 
-HOST_KEY_UNKNOWN = "host key of {host} is not known (line {line})"
+HOST_KEY_UNKNOWN = ("host key of {host} is not known (line {line}): add it to ~/.ssh/known_hosts "
+                    "(ssh {host} once, or ssh-keyscan {host} >> ~/.ssh/known_hosts), or give "
+                    "dsmexec -o StrictHostKeyChecking=accept-new to trust it on first use "
+                    "(a key that changed: ssh-keygen -R {host} first)")
 
 # What ssh's stderr says when it gave up -> what dsmexec says.  First match wins.
 _EOF_CAUSES = [

@@ -28,7 +28,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1      # 1.1: STDIN, FAILED
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 
@@ -272,9 +272,13 @@ class Message:
                                because another rank went away first
     EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
                                its supervisor (an ssh rank; see services/rank.py)
+    STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end
+    FAILED    rank -> dsmexec  {"reason": text}: the bootstrap cannot run the
+                               program (the file is missing); the rank exits
     """
-    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED = 1, 2, 3, 4, 5, 6
-    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED"}
+    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED, STDIN, FAILED = range(1, 9)
+    NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED",
+             7: "STDIN", 8: "FAILED"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

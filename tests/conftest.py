@@ -23,7 +23,11 @@ RUN_TIMEOUT = 60
 # ---------------------------------------------------------------- dsmexec runs
 
 def run_dsmexec(*argv, timeout=RUN_TIMEOUT, **kwargs):
-    """Run dsmexec.py with argv; return the CompletedProcess (text, both streams captured)."""
+    """Run dsmexec.py with argv; return the CompletedProcess (text, both streams captured).
+
+    Its stdin (rank 0's) is /dev/null unless `input` is given."""
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([sys.executable, DSMEXEC, *argv], capture_output=True, text=True,
                           timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs)
 

@@ -3,7 +3,7 @@
     helper_prog.py [--rank-print] [--fail RANK:STATUS] [--exception RANK:MSG]
                    [--kill RANK:SIGNAL] [--sleep SECONDS] [--lines N]
                    [--init-no-finalize] [--orphan] [--listener] [--stuck RANK]
-                   [--tag TEXT]
+                   [--lost-peer RANK] [--deep N] [--tag TEXT]
 
 It never imports libdsm: it reads its rank from the bootstrap's context.
 ``--tag`` does nothing; it puts a marker in the command line of every rank
@@ -17,14 +17,21 @@ import subprocess
 import sys
 import time
 
-import services.rank
-from services import wire
+import libdsm_services.rank
+from libdsm_services import wire
 
 
 def rank_of(spec):
     """'R:VALUE' -> (R, VALUE)."""
     rank, _, value = spec.partition(":")
     return int(rank), value
+
+
+def deep(n, message):
+    """Raise RuntimeError(message) from n calls down."""
+    if n > 0:
+        deep(n - 1, message)
+    raise RuntimeError(message)
 
 
 def main():
@@ -39,9 +46,12 @@ def main():
     p.add_argument("--orphan", action="store_true")
     p.add_argument("--listener", action="store_true")
     p.add_argument("--stuck", type=int, help="this rank holds the GIL for good, SIGTERM ignored")
+    p.add_argument("--lost-peer", type=int, help="this rank says it lost a peer, then takes "
+                   "0.7 s to fail with a traceback, as a rank whose peer died does")
+    p.add_argument("--deep", type=int, default=0, help="raise --exception N calls deep")
     p.add_argument("--tag")
     a = p.parse_args()
-    ctx = services.rank.CONTEXT
+    ctx = libdsm_services.rank.CONTEXT
     rank = ctx.rank if ctx else 0
     if a.rank_print:
         print("hello from rank %d of %d" % (rank, ctx.size if ctx else 1))
@@ -73,8 +83,12 @@ def main():
     if a.sleep:
         print("rank %d sleeping" % rank, flush=True)
         time.sleep(a.sleep)
+    if a.lost_peer == rank:
+        ctx.notify(wire.Message.LOST_PEER, {"peer_error": "rank 1 went away"})
+        time.sleep(0.7)
+        a.exception = (rank, "lost my peer")
     if a.exception and a.exception[0] == rank:
-        raise RuntimeError(a.exception[1])
+        deep(a.deep, a.exception[1])
     if a.fail and a.fail[0] == rank:
         sys.exit(int(a.fail[1]))
 

@@ -10,11 +10,11 @@ import sys
 import time
 
 import libdsm
-import services.rank
+import libdsm_services.rank
 
 
 def main():
-    ctx = services.rank.CONTEXT
+    ctx = libdsm_services.rank.CONTEXT
     print("listener %s %d" % ctx.listener.getsockname(), flush=True)
     if len(sys.argv) == 3 and sys.argv[1] == "--hold":
         rank, _, path = sys.argv[2].partition(":")

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from services import wire
+from libdsm_services import wire
 
 HELLO = struct.Struct("!4sHH16sH")      # wire._HELLO: what a stranger would copy
 

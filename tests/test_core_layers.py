@@ -143,8 +143,8 @@ def tiny_ring_tree(tmp_path_factory):
     """A copy of the package whose core is built with a ring of 2 messages."""
     tree = tmp_path_factory.mktemp("tiny-ring")
     skip = shutil.ignore_patterns("*.so", "*.o", "_core.c", "__pycache__")
-    for d in ("libdsm", "services"):
-        shutil.copytree(os.path.join(ROOT, d), tree / d, ignore=skip)
+    for d, name in (("libdsm", "libdsm"), ("services", "libdsm_services")):
+        shutil.copytree(os.path.join(ROOT, d), tree / name, ignore=skip)
     for f in ("dsmexec.py", os.path.join("tests", "dsm_prog.py")):
         os.makedirs(tree / os.path.dirname(f), exist_ok=True)
         shutil.copy(os.path.join(ROOT, f), tree / f)

@@ -2,8 +2,8 @@
 import os
 import signal
 
-from services import iomux
-from services.iomux import LineBuffer
+from libdsm_services import iomux
+from libdsm_services.iomux import LineBuffer
 
 
 def test_only_whole_lines_come_out_prefixed():

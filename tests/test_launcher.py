@@ -137,7 +137,7 @@ def test_missing_machine_file(tmp_path):
 def test_usage_error_prints_synopsis_and_exits_1(argv):
     r = run_dsmexec(*argv)
     assert r.returncode == 1
-    assert "usage: dsmexec.py" in r.stderr
+    assert "usage: dsmexec " in r.stderr
     assert "error:" in r.stderr
     assert "--help" in r.stderr
     assert r.stdout == ""

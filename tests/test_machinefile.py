@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from services.machinefile import Host, MachineFileError, is_local, parse, parse_line
+from libdsm_services.machinefile import Host, MachineFileError, is_local, parse, parse_line
 
 
 def write(tmp_path, text):

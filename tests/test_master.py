@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from services import wire
-from services.master import Master, Refused, Registration, build_table, is_loopback
+from libdsm_services import wire
+from libdsm_services.master import Master, Refused, Registration, build_table, is_loopback
 
 TIMEOUT = 5.0
 
@@ -36,7 +36,7 @@ def test_is_loopback(addr, expected):
 
 
 def rank_side(port, secret, rank, body=None, result=None):
-    """What services.rank does: connect, handshake, REGISTER, then read the TABLE."""
+    """What libdsm_services.rank does: connect, handshake, REGISTER, then read the TABLE."""
     try:
         with wire.connect("127.0.0.1", port, TIMEOUT) as s:
             wire.handshake(s, secret, wire.ROLE_CONNECT, rank)
@@ -142,7 +142,7 @@ def test_duplicate_rank_is_refused(master):
 
 
 def test_silent_connection_is_refused_after_the_handshake_timeout(master, monkeypatch):
-    monkeypatch.setattr("services.master.HANDSHAKE_TIMEOUT", 0.2)
+    monkeypatch.setattr("libdsm_services.master.HANDSHAKE_TIMEOUT", 0.2)
     with socket.create_connection(("127.0.0.1", master.port)):
         with pytest.raises(Refused, match=r"timed out after 0\.2 s waiting for handshake hello "
                            r"\(got 0 of 26 bytes\)"):
@@ -152,7 +152,7 @@ def test_silent_connection_is_refused_after_the_handshake_timeout(master, monkey
 
 def test_the_deadline_is_for_the_whole_handshake_not_each_read(master, monkeypatch):
     """A stranger that sends a byte now and then is dropped all the same."""
-    monkeypatch.setattr("services.master.HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr("libdsm_services.master.HANDSHAKE_TIMEOUT", 0.5)
     with socket.create_connection(("127.0.0.1", master.port)) as s:
         master_fd = None
         start = time.monotonic()
@@ -226,7 +226,7 @@ def test_receive_reads_messages_then_none_at_close(master):
 
 
 def test_beyond_max_pending_the_oldest_handshake_is_dropped(master, monkeypatch):
-    monkeypatch.setattr("services.master.MAX_PENDING", 2)
+    monkeypatch.setattr("libdsm_services.master.MAX_PENDING", 2)
     forgotten = []
     master.forget = forgotten.append
     clients = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(3)]

@@ -8,8 +8,8 @@ import pytest
 
 from libdsm import mesh
 from libdsm.errors import ConfigError, PeerError
-from services import rank as bootstrap
-from services import wire
+from libdsm_services import rank as bootstrap
+from libdsm_services import wire
 
 pytestmark = pytest.mark.timeout(60)
 LAYOUT = (1 << 26, 0x200000000000, 4, 4096)

@@ -53,7 +53,7 @@ def test_a_racy_read_sees_a_whole_word(tmp_path):
 def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):
     prog = tmp_path / "mixed.py"
     prog.write_text("import libdsm\n"
-                    "from services import rank\n"
+                    "from libdsm_services import rank\n"
                     "mode = 'release' if rank.CONTEXT.rank == 0 else 'sequential'\n"
                     "libdsm.init(consistency=mode)\n")
     p = run(tmp_path, 2, str(prog), timeout=60)

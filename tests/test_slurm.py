@@ -16,11 +16,11 @@ pytestmark = pytest.mark.timeout(60)
 MATMUL = os.path.join(REPO, "examples", "matmul.py")
 
 
-def slurm_run(slurm, argv):
+def slurm_run(slurm, argv, **kw):
     """Run argv with this cluster's SLURM_CONF and a tag; nothing of the job may outlive it."""
     env = slurm.environ()
     env["DSM_TEST_TAG"] = uuid.uuid4().hex
-    p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=50)
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=50, **kw)
     left = wait_gone("DSM_TEST_TAG=" + env["DSM_TEST_TAG"], timeout=10, where="environ")
     assert not left, "processes outlived the job: %s" % left
     assert slurmd.queue_drains(slurm), "jobs left in the queue"
@@ -81,8 +81,8 @@ def test_secret_only_on_stdin(slurm, tmp_path):
     """The rank knows the secret; no command line and no environment of the job shows it."""
     prog = tmp_path / "secret_prog.py"
     prog.write_text(
-        "import os, services.rank\n"
-        "s = services.rank.CONTEXT.secret.hex()\n"
+        "import os, libdsm_services.rank\n"
+        "s = libdsm_services.rank.CONTEXT.secret.hex()\n"
         "seen = [p for p in os.listdir('/proc') if p.isdigit()]\n"
         "def shows(pid):\n"
         "    try:\n"
@@ -140,8 +140,8 @@ def test_machine_file_under_slurm_is_refused(tmp_path):
 
 
 WHERE_PROG = (
-    "import os, services.rank\n"
-    "c = services.rank.CONTEXT\n"
+    "import os, libdsm_services.rank\n"
+    "c = libdsm_services.rank.CONTEXT\n"
     "print('on', os.environ['SLURMD_NODENAME'], 'said', c.hostnames[c.rank])\n")
 
 
@@ -163,3 +163,33 @@ def test_matmul_on_two_nodes(slurm_nodes):
     p = slurm_run(slurm_nodes, ["salloc", "-N", "2", "-n", "4", *dsmexec(MATMUL, "128")])
     assert p.returncode == 0, p.stderr
     assert "[rank 0] matmul n=128 on 4 ranks: max error 0: ok" in p.stdout.splitlines(), p.stdout
+
+
+def test_mpi_options_under_slurm(slurm, tmp_path):
+    """-x, --wdir, --output-filename and stdin to rank 0 reach Slurm tasks too."""
+    prog = tmp_path / "opts.py"
+    prog.write_text(OPTS_PROG)
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec(
+        "-x", "FOO=bar baz", "--wdir", str(tmp_path), "--output-filename", str(tmp_path / "out"),
+        "opts.py")], input="to rank 0\n")
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == [
+        "[rank 0] 0 bar baz %s 'to rank 0\\n'" % tmp_path, "[rank 1] 1 bar baz %s ''" % tmp_path]
+    assert (tmp_path / "out" / "rank.1.stdout").read_text() == "1 bar baz %s ''\n" % tmp_path
+
+
+OPTS_PROG = """\
+import os, sys, libdsm_services.rank as r
+print(r.CONTEXT.rank, os.environ["FOO"], os.getcwd(), repr(sys.stdin.read()))
+"""
+
+
+def test_missing_program_and_timeout_under_slurm(slurm, tmp_path):
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec(str(tmp_path / "nope.py"))])
+    assert p.returncode == 1
+    said = [line for line in p.stderr.splitlines() if line and not line.startswith("salloc:")]
+    assert len(said) == 1 and said[0].endswith("nope.py: no such file in %s on %s"
+                                               % (REPO, said[0].split()[-1])), p.stderr
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("--timeout", "2", HELPER, "--sleep", "30")])
+    assert p.returncode == 124, p.stderr
+    assert "dsmexec: the job ran past --timeout 2 s: stopping it" in p.stderr

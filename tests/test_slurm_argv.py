@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from services import iomux, job, slurm, srun
+from libdsm_services import iomux, job, slurm, srun
 
 
 def test_srun_argv_one_step_labelled_stdin_to_all():
@@ -17,11 +17,17 @@ def test_srun_argv_one_step_labelled_stdin_to_all():
 
 def test_salloc_argv_reruns_dsmexec_inside():
     opts = job.Options(machine_file=None, prog="p.py", args=["-n", "x"], python="/py",
-                       connect_timeout=2.5, prefix=False, launcher="slurm", ntasks=3)
-    assert slurm.salloc_argv(3, slurm.rerun_argv(opts, "/d/dsmexec.py", "/me")) == [
+                       connect_timeout=2.5, prefix=False, launcher="slurm", ntasks=3, cwd="/w")
+    assert slurm.salloc_argv(3, slurm.rerun_argv(opts, ["/d/dsmexec.py"], "/me")) == [
         "salloc", "--quiet", "--ntasks=3", "/me", "/d/dsmexec.py", "--launcher", "slurm",
-        "--connect-timeout", "2.5", "--no-prefix", "--python", "/py", "-n", "3", "p.py",
-        "-n", "x"]
+        "--connect-timeout", "2.5", "--no-prefix", "--python", "/py", "--wdir", "/w",
+        "-n", "3", "p.py", "-n", "x"]
+    opts = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                       ntasks=2, cwd="/w", timeout=9, output_dir="/o", exports={"A": "1 2"})
+    assert slurm.rerun_argv(opts, [], "/me") == [
+        "/me", "--launcher", "slurm", "--connect-timeout", "10", "--timeout", "9",
+        "--output-filename", "/o", "-x", "A=1 2", "--python", "/py", "--wdir", "/w",
+        "-n", "2", "p.py"]
 
 
 def test_task_argv_keeps_the_program_out_of_the_shell_text():
@@ -33,11 +39,11 @@ def test_task_argv_keeps_the_program_out_of_the_shell_text():
 
 
 def test_task_argv_runs_the_bootstrap_with_the_tasks_rank():
-    argv = slurm.task_argv("python3", 99, "-c", ["import services.rank as r; print(r.READY)"])
+    argv = slurm.task_argv("python3", 99, "-c", ["import libdsm_services.rank as r; print(r.READY)"])
     env = {"SLURM_PROCID": "3", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.9", "PATH": "/bin:/usr/bin"}
     shown = subprocess.run(argv[:3] + ["echo"] + argv[4:], env=env, capture_output=True,
                            text=True, timeout=10).stdout.split()
-    assert shown[:6] == ["-u", "-m", "services.rank", "--rank", "3", "--master"]
+    assert shown[:6] == ["-u", "-m", "libdsm_services.rank", "--rank", "3", "--master"]
     assert shown[6:8] == ["10.0.0.9:99", "-c"]
 
 

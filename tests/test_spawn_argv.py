@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from services import procs, spawn, wire
-from services.machinefile import Host
+from libdsm_services import procs, spawn, wire
+from libdsm_services.machinefile import Host
 
 AWKWARD = ["a b", "it's", '"q"', "$HOME", "`id`", "; rm -rf /", "ünï", "", "*", "\\n", "-x"]
 HOST = Host(None, "node2", 3, "node2")
@@ -19,15 +19,27 @@ def test_repo_root_holds_dsmexec():
     assert os.path.isabs(spawn.REPO_ROOT)
 
 
+def test_no_module_imports_services_by_its_directory_name():
+    """One name, libdsm_services, in a checkout and installed: `services.x` would be a
+    second copy of each module (and of the rank's CONTEXT)."""
+    import re
+    import subprocess as sp
+    tracked = sp.run(["git", "ls-files", "*.py"], cwd=spawn.REPO_ROOT, capture_output=True,
+                     text=True, timeout=30).stdout.split()
+    bad = re.compile(r"^\s*(from services[. ]|import services\b)|-m services\.", re.M)
+    assert [f for f in tracked if bad.search(open(os.path.join(spawn.REPO_ROOT, f)).read())] \
+        == []
+
+
 def test_rank_argv():
     assert spawn.rank_argv("/usr/bin/python3", 2, "127.0.0.1:5000", "prog.py", ["-x", "1"]) == [
-        "/usr/bin/python3", "-u", "-m", "services.rank", "--rank", "2",
+        "/usr/bin/python3", "-u", "-m", "libdsm_services.rank", "--rank", "2",
         "--master", "127.0.0.1:5000", "prog.py", "-x", "1"]
     assert spawn.rank_argv("py", 0, "ssh:1", "p.py", [], listen="127.0.0.1") == [
-        "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1",
+        "py", "-u", "-m", "libdsm_services.rank", "--rank", "0", "--master", "ssh:1",
         "--listen", "127.0.0.1", "p.py"]
     assert spawn.rank_argv("py", 0, "ssh:1", "p.py", ["a"], supervise=True) == [
-        "py", "-u", "-m", "services.rank", "--rank", "0", "--master", "ssh:1", "--supervise",
+        "py", "-u", "-m", "libdsm_services.rank", "--rank", "0", "--master", "ssh:1", "--supervise",
         "p.py", "a"]
 
 
@@ -71,6 +83,18 @@ def test_only_dsm_variables_are_forwarded():
     assert spawn.forwarded_env(environ) == {"DSM_DEBUG": "1", "DSM_SIZE": "64M"}
     assert list(spawn.remote_env(environ, "/repo").items()) == [
         ("PYTHONPATH", "/repo"), ("PYTHONUNBUFFERED", "1"), ("DSM_DEBUG", "1"), ("DSM_SIZE", "64M")]
+
+
+def test_remote_ranks_get_the_pythonpath_and_exports_a_local_rank_gets():
+    environ = {"PYTHONPATH": "/tmp/x:/opt/mylib", "FOO": "bar", "HOME": "/h", "DSM_A": "1"}
+    exports = {"FOO": "bar", "OMP_NUM_THREADS": "1"}
+    remote = spawn.remote_env(environ, "/repo", exports)
+    assert remote == {"PYTHONPATH": "/repo:/tmp/x:/opt/mylib", "PYTHONUNBUFFERED": "1",
+                      "DSM_A": "1", "FOO": "bar", "OMP_NUM_THREADS": "1"}
+    local = spawn.local_env(environ, "/repo", exports)
+    assert {k: local[k] for k in remote} == remote
+    assert spawn.remote_env({}, None) == {"PYTHONUNBUFFERED": "1"}     # installed: no checkout
+    assert spawn.remote_env({}, "/r", {"PYTHONPATH": "/x"})["PYTHONPATH"] == "/r:/x"
 
 
 def test_dsm_variables_land_in_the_ssh_command():

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from services import iomux, ssh, wire
-from services.machinefile import Host
+from libdsm_services import iomux, ssh, wire
+from libdsm_services.machinefile import Host
 
 pytestmark = pytest.mark.timeout(60)
 HOST = Host(None, "h7", 3, "h7")
@@ -27,14 +27,18 @@ def reason_of(script, timeout=5.0):
 
 @pytest.mark.parametrize("script, reason", [
     ("printf 'Are you sure you want to continue connecting (yes/no/[fingerprint])? '; sleep 10",
-     "host key of h7 is not known (line 3)"),
+     ssh.HOST_KEY_UNKNOWN.format(host="h7", line=3)),
     ("printf 'root@h7 password: '; sleep 10",
      "h7 asks for a password (line 3); set up key authentication"),
     ("echo 'root@h7: Permission denied (publickey).' >&2; exit 255",
      "permission denied by h7 (line 3): the key was refused"),
     ("echo 'ssh: Could not resolve hostname h7: Name or service not known' >&2; exit 255",
      "cannot resolve host h7 (line 3)"),
-    ("echo 'Host key verification failed.' >&2; exit 255", "host key of h7 is not known (line 3)"),
+    ("echo 'Host key verification failed.' >&2; exit 255",
+     "host key of h7 is not known (line 3): add it to ~/.ssh/known_hosts (ssh h7 once, or "
+     "ssh-keyscan h7 >> ~/.ssh/known_hosts), or give dsmexec -o "
+     "StrictHostKeyChecking=accept-new to trust it on first use (a key that changed: "
+     "ssh-keygen -R h7 first)"),
     ("echo 'ssh: connect to host h7 port 22: Connection refused' >&2; exit 255",
      "h7 refused the connection (line 3)"),
     ("echo 'ssh: connect to host h7 port 22: Connection timed out' >&2; exit 255",

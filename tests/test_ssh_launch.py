@@ -10,8 +10,8 @@ import pytest
 
 from conftest import (DSMEXEC, HELPER, REPO, machine_file, pids_with, run_dsmexec,
                       wait_for_lines, wait_gone)
-from services import iomux, procs, spawn, ssh, wire
-from services.machinefile import Host
+from libdsm_services import iomux, procs, spawn, ssh, wire
+from libdsm_services.machinefile import Host
 
 pytestmark = pytest.mark.timeout(90)
 

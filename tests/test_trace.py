@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dsmrun import ROOT, run
-from services import report
+from libdsm_services import report
 
 pytestmark = pytest.mark.timeout(150)
 EXAMPLES = os.path.join(ROOT, "examples")

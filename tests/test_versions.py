@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from services import wire
+from libdsm_services import wire
 import libdsm
 from libdsm import _binding
 from libdsm.errors import CoreVersionError
@@ -73,5 +73,5 @@ def test_dsmexec_version_prints_every_piece():
                        timeout=30)
     assert p.returncode == 0
     assert p.stdout.splitlines() == [
-        "dsmexec 1.0", "wire protocol %d.%d" % (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR),
+        "dsmexec %s" % libdsm.__version__, "wire protocol %d.%d" % (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR),
         "C core %d.%d" % _binding.core_version()]

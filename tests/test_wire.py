@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from services import wire
-from services.wire import Message
+from libdsm_services import wire
+from libdsm_services.wire import Message
 
 TIMEOUT = 5.0
 
@@ -145,8 +145,8 @@ def test_major_version_mismatch_names_both_versions(pair):
                                         version=(2, 3)),
                              dict(secret=secret, role=wire.ROLE_ACCEPT, ident=0))
     assert isinstance(right, wire.VersionMismatch) and isinstance(left, wire.VersionMismatch)
-    assert "we speak 1.0, the peer speaks 2.3" in str(right)
-    assert "we speak 2.3, the peer speaks 1.0" in str(left)
+    assert "we speak 1.%d, the peer speaks 2.3" % wire.PROTOCOL_MINOR in str(right)
+    assert "we speak 2.3, the peer speaks 1.%d" % wire.PROTOCOL_MINOR in str(left)
     assert "same libdsm version" in str(right)
 
 
