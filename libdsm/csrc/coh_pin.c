@@ -58,20 +58,15 @@ void coh_pin_free(struct coh *h)
     }
 }
 
-int coh_park(struct coh *h, const struct msg *m)
+/* Park m for its pinned page (caller holds core.mu). */
+static void park(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     struct parked *p, **pp;
-    pthread_mutex_lock(&c->mu);
-    if (!c->pages[m->pg.page].pinned) {
-        pthread_mutex_unlock(&c->mu);
-        return 0;
-    }
     if (!(p = malloc(sizeof *p))) {
-        pthread_mutex_unlock(&c->mu);
-        core_fail(c, "out of memory parking %s for pinned page %llu", msg_name(m->type),
-                  (unsigned long long)m->pg.page);
-        return 1;
+        core_fail_locked(c, "out of memory parking %s for pinned page %llu",
+                         msg_name(m->type), (unsigned long long)m->pg.page);
+        return;
     }
     p->m = *m;
     p->next = NULL;
@@ -79,15 +74,46 @@ int coh_park(struct coh *h, const struct msg *m)
         ;
     *pp = p;
     c->stats.deferred++;
-    pthread_mutex_unlock(&c->mu);
     TRACE(c, "%s page %llu parked: pinned", msg_name(m->type), (unsigned long long)m->pg.page);
-    return 1;
+}
+
+int coh_park(struct coh *h, const struct msg *m)
+{
+    struct core *c = h->c;
+    int pinned;
+    pthread_mutex_lock(&c->mu);
+    if ((pinned = c->pages[m->pg.page].pinned != 0))
+        park(h, m);
+    pthread_mutex_unlock(&c->mu);
+    return pinned;
+}
+
+/* The decision and the claim under one lock: a thread that pins takes
+ * core.mu too, so it either pinned first (we park) or sees the claim. */
+int coh_claim(struct coh *h, const struct msg *m)
+{
+    struct core *c = h->c;
+    int pinned;
+    pthread_mutex_lock(&c->mu);
+    if ((pinned = c->pages[m->pg.page].pinned != 0))
+        park(h, m);
+    else
+        c->pages[m->pg.page].leaving = 1;
+    pthread_mutex_unlock(&c->mu);
+    return pinned;
+}
+
+void coh_unclaim(struct coh *h, uint64_t page)
+{
+    pthread_mutex_lock(&h->c->mu);
+    h->c->pages[page].leaving = 0;
+    pthread_mutex_unlock(&h->c->mu);
 }
 
 int coh_pin_page(struct coh *h, uint64_t page, int write)
 {
     struct page *pg = &h->c->pages[page];
-    if (!coh_satisfied(h->c, page, write) || pg->pinned == UINT32_MAX)
+    if (!coh_satisfied(h->c, page, write) || pg->pinned == UINT32_MAX || pg->leaving)
         return 0;
     pg->pinned++;
     return 1;

@@ -126,17 +126,25 @@ static void send_page(struct coh *h, uint64_t page, int mode, int origin, const 
 static void flush_serves(struct coh *h)
 {
     struct core *c = h->c;
-    unsigned i;
-    if (protect_runs(h, h->serves, h->n_serves)) {
-        h->n_serves = 0;
-        return;
-    }
-    for (i = 0; i < h->n_serves; i++) {
+    unsigned i, n = 0;
+    for (i = 0; i < h->n_serves; i++) {     /* pinned since on_fwd? then parked */
         const struct batched *b = &h->serves[i];
-        c->pages[b->page].given_up++;
-        send_page(h, b->page, b->mode, b->origin,
-                  b->data ? c->rw + b->page * c->page_size : NULL);
+        struct msg fwd = { .type = DSM_FWD, .origin = b->origin, .from = b->from,
+                           .pg = { .page = b->page, .mode = b->mode,
+                                   .flags = b->data ? 0 : FWD_NODATA } };
+        if (!coh_claim(h, &fwd))
+            h->serves[n++] = *b;
     }
+    h->n_serves = n;
+    if (!protect_runs(h, h->serves, h->n_serves))
+        for (i = 0; i < h->n_serves; i++) {
+            const struct batched *b = &h->serves[i];
+            c->pages[b->page].given_up++;
+            send_page(h, b->page, b->mode, b->origin,
+                      b->data ? c->rw + b->page * c->page_size : NULL);
+        }
+    for (i = 0; i < h->n_serves; i++)
+        coh_unclaim(h, h->serves[i].page);
     h->n_serves = 0;
 }
 
@@ -154,7 +162,8 @@ static void on_fwd(struct coh *h, const struct msg *m)
         flush_serves(h);
     h->serves[h->n_serves++] = (struct batched){     /* we keep READ, or NONE for a writer */
         .page = m->pg.page, .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ,
-        .mode = m->pg.mode, .data = !(m->pg.flags & FWD_NODATA), .origin = m->origin };
+        .mode = m->pg.mode, .data = !(m->pg.flags & FWD_NODATA), .origin = m->origin,
+        .from = m->from };
 }
 
 /* DSM_INV: drop our read copy and acknowledge to the home. */
@@ -163,9 +172,12 @@ static void on_inv(struct coh *h, const struct msg *m)
     struct core *c = h->c;
     struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
     char err[DSM_ERRLEN];
-    if (held(h, m))
+    int failed;
+    if (held(h, m) || coh_claim(h, m))
         return;
-    if (c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE, err)) {
+    failed = c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE, err);
+    coh_unclaim(h, m->pg.page);
+    if (failed) {
         core_fail(c, "%s", err);
         return;
     }

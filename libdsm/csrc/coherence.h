@@ -56,6 +56,7 @@ struct batched {
     uint8_t data;               /* serves: send the data (else the requester has it) */
     uint16_t origin;            /* serves: the requester */
     uint16_t server;            /* installs: who sent it (for DSM_UPDATE) */
+    uint16_t from;              /* serves: the rank that sent the DSM_FWD */
 };
 
 /* Sequential read-ahead: reads that keep running into the page just past
@@ -145,6 +146,11 @@ struct parked {
 };
 void coh_pin_init(struct coh *h);
 void coh_pin_free(struct coh *h);
+/* Comm thread, about to give a page away: claim it (0), so that no thread
+ * pins it meanwhile, or park m if it is pinned already (1).  coh_unclaim
+ * ends the claim once the page is gone. */
+int coh_claim(struct coh *h, const struct msg *m);
+void coh_unclaim(struct coh *h, uint64_t page);
 /* Comm thread: park m if its page is pinned; 1 if it was (or was dropped
  * because the job failed). */
 int coh_park(struct coh *h, const struct msg *m);

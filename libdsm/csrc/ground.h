@@ -44,6 +44,7 @@ struct page {
     uint32_t given_up;          /* times this rank served or dropped it (thrashing) */
     uint64_t installed_ns;      /* when it was last received (hold window) */
     uint32_t pinned;            /* dsm_pin holds on it: it is not given away */
+    uint8_t leaving;            /* the comm thread is giving it away: not to be pinned */
 };
 
 /* How protections reach the application view: region.c on a real rank,

@@ -77,7 +77,7 @@ uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word)
 
 /* ---------------------------------------------------------- the scheduler */
 
-enum act_kind { ACT_APP, ACT_DELIVER, ACT_RING, ACT_DEFERRED };
+enum act_kind { ACT_APP, ACT_DELIVER, ACT_RING, ACT_DEFERRED, ACT_SETTLE };
 struct action {
     enum act_kind kind;
     int a, b;
@@ -101,6 +101,8 @@ static int enabled(struct action *out)
             out[n++] = (struct action){ ACT_RING, r, 0 };
         if (sr->deferred && sr->deferred->due <= sim_now)
             out[n++] = (struct action){ ACT_DEFERRED, r, 0 };
+        if (sr->coh.n_installs || sr->coh.n_serves)
+            out[n++] = (struct action){ ACT_SETTLE, r, 0 };
     }
     return n;
 }
@@ -131,7 +133,7 @@ static void act(const struct action *a)
         int burst = 1 + (int)below(3);
         step_log("deliver %d -> %d: %s%s (x%d)", a->a, a->b,
                  m->eof ? "end of stream" : msg_name(m->m.type), "", burst);
-        simnet_deliver(s, a->a, a->b, burst, observe);
+        simnet_deliver(s, a->a, a->b, burst, (int)below(2), observe);
         break;
     }
     case ACT_RING: {
@@ -143,6 +145,10 @@ static void act(const struct action *a)
         simnet_drain_ring(sr);
         break;
     }
+    case ACT_SETTLE:
+        step_log("rank %d settles its batched pages", a->a);
+        simnet_settle(&s->r[a->a]);
+        break;
     case ACT_DEFERRED:
         step_log("rank %d runs a held-back %s", a->a, msg_name(s->r[a->a].deferred->m.type));
         simnet_fire_deferred(&s->r[a->a]);
@@ -153,7 +159,7 @@ static void act(const struct action *a)
 /* One seed: 0 if every rule held. */
 static int run(uint64_t seed, int drop, int corrupt)
 {
-    static struct action acts[SIM_MAX_RANKS * (SIM_MAX_THREADS + SIM_MAX_RANKS + 2)];
+    static struct action acts[SIM_MAX_RANKS * (SIM_MAX_THREADS + SIM_MAX_RANKS + 3)];
     struct sim *s = &W.s;
     uint64_t step, drop_at, corrupt_at, block, readahead, hold;
     int r, n, failed;

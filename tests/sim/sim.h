@@ -68,8 +68,9 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
                      uint64_t hold_ns, uint32_t nlocks, int release);
 void simnet_rank_free(struct srank *r);
 /* Deliver up to `burst` messages of channel src -> dst, then settle. */
-void simnet_deliver(struct sim *s, int src, int dst, int burst, void (*observe)(struct sim *,
-                    int dst, const struct msg *));
+void simnet_deliver(struct sim *s, int src, int dst, int burst, int settle,
+                    void (*observe)(struct sim *, int dst, const struct msg *));
+void simnet_settle(struct srank *r);
 void simnet_drain_ring(struct srank *r);
 int simnet_fire_deferred(struct srank *r);                   /* 1 if one was due */
 void simnet_kill(struct sim *s, int id);

@@ -177,7 +177,7 @@ static void count_delivery(struct sim *s, uint64_t id)
         sim_violation(s, "message %llu delivered twice", (unsigned long long)id);
 }
 
-void simnet_deliver(struct sim *s, int src, int dst, int burst,
+void simnet_deliver(struct sim *s, int src, int dst, int burst, int settle,
                     void (*observe)(struct sim *, int, const struct msg *))
 {
     struct chan *c = &s->ch[src][dst];
@@ -205,6 +205,13 @@ void simnet_deliver(struct sim *s, int src, int dst, int burst,
         free(sm->payload);
         free(sm);
     }
+    if (settle)                 /* else batched work waits: application steps may come first */
+        tp_settle(&r->tp);
+}
+
+/* The comm thread's end of a round: batched work takes effect. */
+void simnet_settle(struct srank *r)
+{
     tp_settle(&r->tp);
 }
 
