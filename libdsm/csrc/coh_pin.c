@@ -77,30 +77,30 @@ static void park(struct coh *h, const struct msg *m)
     TRACE(c, "%s page %llu parked: pinned", msg_name(m->type), (unsigned long long)m->pg.page);
 }
 
-int coh_park(struct coh *h, const struct msg *m)
+/* Park m if its page is pinned (1); else, with `claim`, mark the page
+ * leaving.  The decision and the claim under one lock: a thread that pins
+ * takes core.mu too, so it either pinned first (we park) or sees the claim. */
+static int park_or_claim(struct coh *h, const struct msg *m, int claim)
 {
     struct core *c = h->c;
     int pinned;
     pthread_mutex_lock(&c->mu);
     if ((pinned = c->pages[m->pg.page].pinned != 0))
         park(h, m);
+    else if (claim)
+        c->pages[m->pg.page].leaving = 1;
     pthread_mutex_unlock(&c->mu);
     return pinned;
 }
 
-/* The decision and the claim under one lock: a thread that pins takes
- * core.mu too, so it either pinned first (we park) or sees the claim. */
+int coh_park(struct coh *h, const struct msg *m)
+{
+    return park_or_claim(h, m, 0);
+}
+
 int coh_claim(struct coh *h, const struct msg *m)
 {
-    struct core *c = h->c;
-    int pinned;
-    pthread_mutex_lock(&c->mu);
-    if ((pinned = c->pages[m->pg.page].pinned != 0))
-        park(h, m);
-    else
-        c->pages[m->pg.page].leaving = 1;
-    pthread_mutex_unlock(&c->mu);
-    return pinned;
+    return park_or_claim(h, m, 1);
 }
 
 void coh_unclaim(struct coh *h, uint64_t page)
