@@ -233,22 +233,35 @@ int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len)
     return 0;
 }
 
-/* Note pages to drop: those another rank wrote, that we hold a copy of. */
-static void to_drop(struct coh *h, uint64_t page)
+/* Call fn(h, rank, p) for the page a notice names: one page of the region,
+ * or every page for ALL_PAGES.  Notices naming no page are ignored. */
+static void each_page(struct coh *h, int rank, uint64_t page,
+                      void (*fn)(struct coh *, int, uint64_t))
+{
+    uint64_t p;
+    if (page == ALL_PAGES)
+        for (p = 0; p < h->c->npages; p++)
+            fn(h, rank, p);
+    else if (page < h->c->npages)
+        fn(h, rank, page);
+}
+
+/* A page `rank` wrote: drop our copy, unless the writer is us or we are
+ * its home. */
+static void drop_others(struct coh *h, int rank, uint64_t page)
 {
     struct core *c = h->c;
-    uint64_t p;
-    if (page == ALL_PAGES) {
-        for (p = 0; p < c->npages; p++)
-            to_drop(h, p);
-        return;
-    }
-    if (page < c->npages && !mine(h, page) &&
+    if (rank != c->rank && !mine(h, page) &&
         (c->pages[page].prot != DSM_PROT_NONE || c->pages[page].pending)) {
         set_add(&h->rc.drop, page);
         if (set_has(&h->rc.written, page))
             set_add(&h->rc.refetch, page);  /* we write it too: we will again */
     }
+}
+
+static void note_known(struct coh *h, int rank, uint64_t page)
+{
+    set_add(&h->rc.known, page);
 }
 
 void rc_acquire(struct coh *h, const unsigned char *blob, uint64_t len)
@@ -262,11 +275,11 @@ void rc_acquire(struct coh *h, const unsigned char *blob, uint64_t len)
     for (i = 8; i + 8 <= len; i += 8) {
         memcpy(&p, blob + i, 8);
         p = le64toh(p);
-        to_drop(h, p);
+        each_page(h, -1, p, drop_others);       /* some earlier holder wrote it */
         if (p == ALL_PAGES)
             set_clear(&h->rc.known), h->rc.known_all = 1;
-        else if (p < h->c->npages)
-            set_add(&h->rc.known, p);
+        else
+            each_page(h, -1, p, note_known);
     }
 }
 
@@ -284,7 +297,7 @@ static void each_notice(struct coh *h, const unsigned char *gathered, uint64_t l
         at += 8;
         for (i = 8; i + 8 <= le32toh(tag[1]); i += 8) {
             memcpy(&p, gathered + at + i, 8);
-            fn(h, (int)le32toh(tag[0]), le64toh(p));
+            each_page(h, (int)le32toh(tag[0]), le64toh(p), fn);
         }
         at += le32toh(tag[1]);
     }
@@ -293,25 +306,13 @@ static void each_notice(struct coh *h, const unsigned char *gathered, uint64_t l
 static void note_writer(struct coh *h, int rank, uint64_t page)
 {
     uint16_t *w = h->rc.writer;
-    if (page == ALL_PAGES) {
-        for (page = 0; page < h->c->npages; page++)
-            note_writer(h, rank, page);
-    } else if (page < h->c->npages) {
-        w[page] = w[page] == NOBODY || w[page] == rank ? (uint16_t)rank : SEVERAL;
-    }
+    w[page] = w[page] == NOBODY || w[page] == rank ? (uint16_t)rank : SEVERAL;
 }
 
 /* A page one rank alone wrote moves its home there. */
 static void move_home(struct coh *h, int rank, uint64_t page)
 {
     uint16_t *w = h->rc.writer;
-    if (page == ALL_PAGES) {
-        for (page = 0; page < h->c->npages; page++)
-            move_home(h, rank, page);
-        return;
-    }
-    if (page >= h->c->npages)
-        return;
     if (w[page] < SEVERAL && h->c->homes[page] != w[page]) {
         h->c->homes[page] = w[page];
         h->c->stats.homes_moved++;
@@ -323,12 +324,6 @@ static void move_home(struct coh *h, int rank, uint64_t page)
             set_prot(h, page, DSM_PROT_RW);
     }
     w[page] = NOBODY;
-}
-
-static void drop_others(struct coh *h, int rank, uint64_t page)
-{
-    if (rank != h->c->rank)
-        to_drop(h, page);
 }
 
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
@@ -354,12 +349,7 @@ int rc_drop_step(struct coh *h)
         if (c->pages[p].pending)
             continue;
         if (set_has(&h->rc.dirty, p))
-            flush_page(h, p);       /* false sharing: our words go home first */
-        if (h->rc.twin[p]) {
-            free(h->rc.twin[p]);
-            h->rc.twin[p] = NULL;
-            h->rc.twin_bytes -= c->page_size;
-        }
+            flush_page(h, p);       /* false sharing: our words go home first (and the twin) */
         set_del(&h->rc.drop, p);
         if (c->pages[p].prot != DSM_PROT_NONE && !set_prot(h, p, DSM_PROT_NONE)) {
             c->stats.invalidations++;
