@@ -1,5 +1,6 @@
 """Remote fault latency between 2 ranks, as ratios to a raw C 4 KiB
-request/reply ping-pong between the same two processes in the same run.
+request/reply ping-pong between the same two processes in the same run: the
+faster of a blocking and a busy-polling one (reference.MODES).
 
     ./dsmexec.py machine_file.example bench/fault_latency.py [--pages N]
 
@@ -8,6 +9,8 @@ Rank 1 touches pages whose home and owner is rank 0, one access each:
   write fault         cold write: the same, taking ownership
   upgrade write       write to a page rank 1 already reads: rank 0's copy
                       is invalidated, no data moves
+Each also gives the CPU the comm threads of the owner (rank 0) and of the
+faulting rank (1) spent on it, per page.
 """
 import argparse
 import os
@@ -15,7 +18,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import libdsm                      # noqa: E402
 import reference                   # noqa: E402
 
 clock = time.perf_counter_ns
@@ -48,12 +50,24 @@ def clock_overhead(n=10000):
     return sorted(t)[n // 2]
 
 
+def phase(dsm, comm, pages, op):
+    """op on each of pages on rank 1, timed, while rank 0 waits: (the times
+    less the clock's overhead, comm threads' CPU µs per page [owner,
+    faulting rank]) on rank 1, None elsewhere."""
+    def run():
+        if dsm.rank == 1:
+            overhead = clock_overhead()
+            return [max(0, x - overhead) for x in timed(dsm, pages, op)]
+    times, cpu = reference.comm_cpu(dsm, comm, run)
+    return times and (times, [c / len(pages) / 1000.0 for c in cpu])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pages", type=int, default=2000)
     ap.add_argument("--pingpongs", type=int, default=20000)
     a = ap.parse_args()
-    dsm = libdsm.init(size=(64 << 20), block_pages=1, readahead=1)
+    dsm, comm = reference.init_counting(size=(64 << 20), block_pages=1, readahead=1)
     if dsm.size != 2:
         raise SystemExit("run with exactly 2 ranks")
     npages = dsm.nbytes // dsm.page_size
@@ -62,23 +76,26 @@ def main():
     if len(homed0) < need:
         raise SystemExit("region too small for %d pages" % a.pages)
     rd, wr, up = homed0[:a.pages], homed0[a.pages:2 * a.pages], homed0[2 * a.pages:need]
-    pp = reference.pingpong(dsm, a.pingpongs)
-    rows = {}
+    pp = reference.pingpongs(dsm, a.pingpongs)
+    rows = {"read fault": phase(dsm, comm, rd, read),
+            "write fault": phase(dsm, comm, wr, write)}
+    phase(dsm, comm, up, read)
+    rows["upgrade write"] = phase(dsm, comm, up, write)
     if dsm.rank == 1:
-        overhead = clock_overhead()
-        rows["read fault"] = timed(dsm, rd, read)
-        rows["write fault"] = timed(dsm, wr, write)
-        timed(dsm, up, read)
-        rows["upgrade write"] = timed(dsm, up, write)
-        ref = reference.summary(pp)
-        print("reference: raw C 16 B / 4 KiB ping-pong  median %.1f us  p99 %.1f us"
-              % ref)
-        print("%-14s %10s %10s %8s" % ("fault", "median us", "p99 us", "ratio"))
-        reference.emit(row="ping-pong", median_us=ref[0], p99_us=ref[1])
-        for name, t in rows.items():
-            med, p99 = reference.summary([max(0, x - overhead) for x in t])
-            print("%-14s %10.1f %10.1f %7.2fx" % (name, med, p99, med / ref[0]))
-            reference.emit(row=name, median_us=med, p99_us=p99, ref_us=ref[0])
+        ref = reference.faster_pingpong(pp)
+        for mode, x in ref["modes"].items():
+            print("reference: raw C 16 B / 4 KiB ping-pong, %-12s median %.1f us  p99 %.1f us"
+                  % (mode, x["median_us"], x["p99_us"]))
+        print("the faster, %s, is the reference" % ref["mode"])
+        print("%-14s %10s %10s %8s %22s" % ("fault", "median us", "p99 us", "ratio",
+                                             "comm CPU/page us 0 / 1"))
+        reference.emit(row="ping-pong", **ref)
+        for name, (t, cpu) in rows.items():
+            med, p99 = reference.summary(t)
+            print("%-14s %10.1f %10.1f %7.2fx %11.1f / %.1f"
+                  % (name, med, p99, med / ref["median_us"], cpu[0], cpu[1]))
+            reference.emit(row=name, median_us=med, p99_us=p99, ref_us=ref["median_us"],
+                           owner_cpu_us=cpu[0], requester_cpu_us=cpu[1])
     dsm.barrier()
     dsm.finalize()
 

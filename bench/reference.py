@@ -1,5 +1,7 @@
-"""The in-run reference every benchmark is compared with: a raw C 4 KiB
-request/reply ping-pong between the same two rank processes.
+"""The in-run references the benchmarks are compared with: raw C 4 KiB
+request/reply ping-pongs and TCP streams between the same two rank
+processes, blocking and busy-polling (see MODES); and the CPU the comm
+threads spend meanwhile.
 
 Each process compiles the C with cffi into its own temporary directory."""
 import functools
@@ -11,6 +13,7 @@ import socket
 import statistics
 import struct
 import tempfile
+import time
 
 import cffi
 
@@ -21,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _lib():
     ffi = cffi.FFI()
     ffi.cdef("int pingpong(int fd, int client, int iters, int req_bytes, "
-             "int reply_bytes, uint64_t *out_ns);"
-             "uint64_t stream(int fd, int sender, uint64_t total, int chunk);")
+             "int reply_bytes, uint64_t *out_ns, int poll);"
+             "uint64_t stream(int fd, int sender, uint64_t total, int chunk, int poll);")
     with open(os.path.join(HERE, "pingpong.c")) as f:
         ffi.set_source("_pingpong", f.read(), extra_compile_args=["-O2"])
     tmp = tempfile.mkdtemp(prefix="dsm-bench-")
@@ -63,35 +66,123 @@ def _pair(dsm, offset):
     return sock
 
 
+MODES = ("blocking", "busy-polling")
+"""The two ways each raw C reference runs, both in the same run: blocking in
+recv, or busy-polling it (MSG_DONTWAIT in a loop), which is the true limit
+where a thread may spin.  The faster of the two is the reference."""
+
+
+def _over_pair(dsm, offset, run):
+    """run(fd) on ranks 0 and 1 over a fresh TCP connection between them:
+    its result on rank 1, None elsewhere."""
+    sock = _pair(dsm, offset)
+    result = None
+    if sock is not None:
+        try:
+            result = run(sock.fileno())
+        finally:
+            sock.close()
+    dsm.barrier()
+    return result if dsm.rank == 1 else None
+
+
+def pingpongs(dsm, iters, req=16, reply=4096, offset=0, modes=MODES, rounds=2):
+    """Raw C ping-pongs between ranks 0 and 1 on one connection, the modes
+    taking turns for `rounds` rounds of iters // rounds round trips (so a
+    noisy moment hits them alike): {mode: round-trip ns} on rank 1, None
+    elsewhere."""
+    ffi, lib = _lib()
+    n = max(1, iters // rounds)
+
+    def run(fd):
+        out = {mode: [] for mode in modes}
+        for _ in range(rounds):
+            for mode in modes:
+                buf = ffi.new("uint64_t[]", n) if dsm.rank == 1 else ffi.NULL
+                if lib.pingpong(fd, dsm.rank == 1, n, req, reply, buf, mode == "busy-polling"):
+                    raise OSError("%s ping-pong failed on rank %d" % (mode, dsm.rank))
+                if dsm.rank == 1:
+                    out[mode] += list(buf)
+        return out
+    return _over_pair(dsm, offset, run)
+
+
 def pingpong(dsm, iters, req=16, reply=4096, offset=0):
-    """Raw C ping-pong between ranks 0 and 1: the round-trip times (ns) on
-    rank 1, None elsewhere."""
-    ffi, lib = _lib()
-    sock = _pair(dsm, offset)
-    result = None
-    if sock is not None:
-        out = ffi.new("uint64_t[]", iters) if dsm.rank == 1 else ffi.NULL
-        if lib.pingpong(sock.fileno(), dsm.rank == 1, iters, req, reply, out):
-            raise OSError("ping-pong failed on rank %d" % dsm.rank)
-        result = list(out) if dsm.rank == 1 else None
-        sock.close()
-    dsm.barrier()
-    return result
+    """The blocking raw C ping-pong alone: round-trip ns on rank 1, None
+    elsewhere (the reference of the lock and scaling rows)."""
+    out = pingpongs(dsm, iters, req, reply, offset, modes=("blocking",), rounds=1)
+    return out and out["blocking"]
 
 
-def tcp_bandwidth(dsm, nbytes, chunk=1 << 16, offset=0):
-    """Raw C stream of nbytes from rank 0 to rank 1: MB/s on rank 1."""
+def tcp_bandwidths(dsm, nbytes, chunk=1 << 16, offset=0, modes=MODES):
+    """Raw C streams of nbytes from rank 0 to rank 1 on one connection, one
+    per mode of the reader: {mode: MB/s} on rank 1, None elsewhere."""
     ffi, lib = _lib()
-    sock = _pair(dsm, offset)
-    result = None
-    if sock is not None:
-        ns = lib.stream(sock.fileno(), dsm.rank == 0, nbytes, chunk)
-        if not ns:
-            raise OSError("stream failed on rank %d" % dsm.rank)
-        result = nbytes / (ns / 1e9) / 1e6 if dsm.rank == 1 else None
-        sock.close()
+
+    def run(fd):
+        out = {}
+        for mode in modes:
+            ns = lib.stream(fd, dsm.rank == 0, nbytes, chunk, mode == "busy-polling")
+            if not ns:
+                raise OSError("%s stream failed on rank %d" % (mode, dsm.rank))
+            out[mode] = nbytes / (ns / 1e9) / 1e6
+        return out
+    return _over_pair(dsm, offset, run)
+
+
+def faster_pingpong(rtts):
+    """{mode: round-trip ns} -> the ping-pong row's fields: each mode's
+    median and p99 (µs) under "modes", and the faster one's at the top."""
+    modes = {m: dict(zip(("median_us", "p99_us"), summary(t))) for m, t in rtts.items()}
+    best = min(modes, key=lambda m: modes[m]["median_us"])
+    return dict(modes[best], mode=best, modes=modes)
+
+
+def faster_stream(mb_s):
+    """{mode: MB/s} -> the stream row's fields: every mode's MB/s under
+    "modes", and the faster one's at the top."""
+    best = max(mb_s, key=mb_s.get)
+    return {"mb_s": mb_s[best], "mode": best, "modes": dict(mb_s)}
+
+
+def threads():
+    """The ids of this process's threads now."""
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def init_counting(**kw):
+    """libdsm.init(**kw) and the threads it started (the comm thread), for
+    comm_cpu."""
+    import libdsm
+    before = threads()
+    dsm = libdsm.init(**kw)
+    return dsm, threads() - before
+
+
+def cpu_ns(tids):
+    """The CPU time (ns) threads tids of this process have used so far, read
+    from Linux's per-thread CPU clock (the clock id pthread_getcpuclockid
+    gives: ~tid << 3 | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED); a thread that
+    is gone counts 0."""
+    total = 0
+    for tid in tids:
+        try:
+            total += time.clock_gettime_ns((~tid << 3) | 6)
+        except OSError:
+            pass
+    return total
+
+
+def comm_cpu(dsm, tids, run):
+    """run() between two barriers, and the CPU (ns) the comm threads (tids,
+    from init_counting) of ranks 0 and 1 used meanwhile: (run's result,
+    [rank 0's ns, rank 1's ns]) on rank 1, (run's result, None) elsewhere."""
     dsm.barrier()
-    return result
+    start = cpu_ns(tids)
+    out = run()
+    dsm.barrier()
+    used = dsm.gather(cpu_ns(tids) - start, root=1)
+    return out, (used[:2] if used else None)
 
 
 def emit(**fields):

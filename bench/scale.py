@@ -14,7 +14,8 @@ each beside its reference at the same N:
   barrier, allreduce of 8 doubles   Open MPI over TCP (mpi4py; btl tcp,self,
                                     pml ob1): Barrier, Allreduce
   lock (contended), read fault      the raw C 4 KiB ping-pong between ranks
-                                    0 and 1 of the same job (reference.py)
+                                    0 and 1 of the same job, blocking
+                                    (reference.pingpong)
   Jacobi, matmul n=1024             the same kernels with mpi4py (mpi_ref.py),
                                     in sequential and in release consistency
   false sharing (false_sharing.py)  release consistency against sequential
@@ -40,9 +41,9 @@ TIMED = [  # (row of the table, libdsm row, reference row, what the reference is
     ("barrier", "dsm barrier", "mpi barrier", "Open MPI TCP Barrier"),
     ("allreduce, 8 doubles", "dsm allreduce", "mpi allreduce", "Open MPI TCP Allreduce"),
     ("lock acquire+release, all ranks contending", "dsm lock", "dsm ping-pong",
-     "raw C ping-pong"),
+     "raw C blocking ping-pong"),
     ("read fault, 4 KiB (rank 1 from rank 0)", "dsm read fault", "dsm ping-pong",
-     "raw C ping-pong"),
+     "raw C blocking ping-pong"),
     ("Jacobi 2048², 40 sweeps", "dsm jacobi", "mpi jacobi", "mpi4py"),
     ("matmul n=1024", "dsm matmul", "mpi matmul", "mpi4py"),
     ("Jacobi, release consistency", "dsm jacobi (release)", "mpi jacobi", "mpi4py"),

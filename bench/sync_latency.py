@@ -58,7 +58,7 @@ def main():
     results = dsm.bcast(rows if dsm.rank == 1 else None, root=1)
     if dsm.rank == 1:
         ref = reference.summary(pp)
-        print("reference: raw C 16 B / 4 KiB ping-pong  median %.1f us  p99 %.1f us" % ref)
+        print("reference: raw C 16 B / 4 KiB blocking ping-pong  median %.1f us  p99 %.1f us" % ref)
         print("%-28s %10s %10s %8s" % ("operation", "median us", "p99 us", "ratio"))
         for name, ts in results.items():
             med, p99 = reference.summary(ts)
