@@ -89,14 +89,23 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
 static void on_next(struct locks *l, const struct msg *m)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
+    struct lock_value v = { NULL, 0 };
     int now;
     pthread_mutex_lock(&l->c->mu);
     now = m->lk.seq != me->seq || me->state == LOCK_FREE;
-    if (!now)
+    if (!now) {
         me->succ = (int16_t)m->lk.succ;
-    else                        /* our value is still the one we gave back */
-        send_grant(l, m->lk.lock, m->lk.succ, me->value);
+    } else if (me->value.len && !(v.data = malloc(me->value.len))) {
+        core_fail_locked(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
+        now = 0;
+    } else if (me->value.len) { /* our value is still the one we gave back */
+        memcpy(v.data, me->value.data, me->value.len);
+        v.len = me->value.len;
+    }
     pthread_mutex_unlock(&l->c->mu);
+    if (now)                    /* sent without core.mu: a failed send takes it */
+        send_grant(l, m->lk.lock, m->lk.succ, v);
+    free(v.data);
 }
 
 static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
