@@ -89,9 +89,10 @@ CONSISTENCY = {"sequential": lib.DSM_SEQUENTIAL, "release": lib.DSM_RELEASE}
 
 def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
           master_fd, peer_fds, debug, host=None, consistency="sequential", twin_limit_mb=64,
-          heartbeat_s=0.0, hosts=None):
+          heartbeat_s=0.0, hosts=None, wait="yield"):
     """Map the region, install the handler, start the comm thread.
-    hosts: every rank's host, to name them in errors."""
+    hosts: every rank's host, to name them in errors; wait: "reply" or
+    "yield" (config.WAITS)."""
     _where.update(rank=rank, host=host)
     _hosts[:] = hosts or []
     cfg = ffi.new("struct dsm_config *", {
@@ -99,7 +100,7 @@ def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spi
         "nlocks": nlocks, "readahead": readahead, "spin_us": spin_us, "rank": rank,
         "nranks": nranks, "master_fd": master_fd, "debug": int(debug),
         "consistency": CONSISTENCY[consistency], "twin_limit_mb": twin_limit_mb,
-        "heartbeat_ms": int(round(heartbeat_s * 1000))})
+        "heartbeat_ms": int(round(heartbeat_s * 1000)), "wait_reply": int(wait == "reply")})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_start(cfg, fds, err), err)

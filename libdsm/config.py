@@ -6,8 +6,12 @@ DSM_BASE             fixed address of the region (default 0x200000000000)
 DSM_BLOCK_PAGES      pages per round-robin block (default: npages // 4096, at least 1)
 DSM_LOCKS            number of locks for dsm.lock() (default 4096)
 DSM_READAHEAD        most pages a sequential read fault fetches; 1 turns it off (256)
-DSM_SPIN_US          microseconds a waiting thread yields before it sleeps (default: 50
+DSM_SPIN_US          microseconds a waiting thread polls before it sleeps (default: 50
                      when this host runs no more ranks than it has CPUs, else 0)
+DSM_WAIT             how a thread waiting for a reply polls: "reply" (it receives the
+                     reply itself: no thread wake-up on the way back) or "yield" (it
+                     yields the CPU while the comm thread receives); default "reply"
+                     when this host has two CPUs for each rank, else "yield"
 DSM_HOLD_US          microseconds a received page is kept before it is given away (50)
 DSM_CONNECT_TIMEOUT  seconds to build the connections between ranks (30)
 DSM_CONSISTENCY      "sequential" (the default) or "release"; every rank the same
@@ -29,6 +33,7 @@ DEFAULTS = {
     "locks": 4096,
     "readahead": 256,
     "spin_us": None,
+    "wait": None,
     "connect_timeout": 30.0,
     "consistency": "sequential",
     "twin_limit": 64 << 20,
@@ -38,6 +43,7 @@ DEFAULTS = {
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
 CONSISTENCIES = ("sequential", "release")
+WAITS = ("reply", "yield")
 SPIN_US = 50
 MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 86400
 
@@ -57,6 +63,7 @@ _PARSERS = {
     "locks": ("DSM_LOCKS", int),
     "readahead": ("DSM_READAHEAD", int),
     "spin_us": ("DSM_SPIN_US", int),
+    "wait": ("DSM_WAIT", str),
     "connect_timeout": ("DSM_CONNECT_TIMEOUT", float),
     "consistency": ("DSM_CONSISTENCY", lambda s: s.strip().lower()),
     "twin_limit": ("DSM_TWIN_LIMIT", parse_size),
@@ -98,6 +105,11 @@ def resolve(page_size, environ=None, ranks_here=1, **given):
         cfg["spin_us"] = SPIN_US if ranks_here <= (os.cpu_count() or 1) else 0
     if not 0 <= cfg["spin_us"] <= 1_000_000:
         raise ConfigError("DSM_SPIN_US must be 0..1000000, got %d" % cfg["spin_us"])
+    if cfg["wait"] is None:
+        cfg["wait"] = "reply" if 2 * ranks_here <= (os.cpu_count() or 1) else "yield"
+    if cfg["wait"] not in WAITS:
+        raise ConfigError("DSM_WAIT must be %s, got %r" % (" or ".join(map(repr, WAITS)),
+                                                          cfg["wait"]))
     if not 1 <= cfg["readahead"] <= 4096:
         raise ConfigError("DSM_READAHEAD must be 1..4096, got %d" % cfg["readahead"])
     if cfg["consistency"] not in CONSISTENCIES:

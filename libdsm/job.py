@@ -37,7 +37,8 @@ def start(ctx, options):
                    ctx.master.fileno() if ctx else -1,
                    fds,
                    cfg["debug"], host, cfg["consistency"], -(-cfg["twin_limit"] >> 20),
-                   heartbeat_s=cfg["heartbeat_s"], hosts=ctx.hostnames if ctx else None)
+                   heartbeat_s=cfg["heartbeat_s"], hosts=ctx.hostnames if ctx else None,
+                   wait=cfg["wait"])
     modes = _binding.agree(config.CONSISTENCIES.index(cfg["consistency"]), size)
     if len(set(modes)) > 1:
         theirs = next(r for r, m in enumerate(modes) if m != modes[rank])

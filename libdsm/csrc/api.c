@@ -115,7 +115,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
         goto err_locks;
     c->phase = PHASE_RUNNING;
-    if (!(rc = comm_run(&D.tp, err)))
+    if (!(rc = comm_run(&D.tp, cfg->wait_reply, err)))
         return DSM_OK;
     c->phase = PHASE_IDLE;
 err_locks:

@@ -11,7 +11,8 @@
 
 /* Ask the home for pages [page, page + n), all in one home block, and mark
  * them pending (caller holds core.mu).  0, TP_DROPPED (core.mu was dropped:
- * look at the state again) or TP_FULL (nothing asked, nothing marked). */
+ * look at the state again) or TP_FULL (nothing asked, nothing marked, no
+ * trigger left). */
 static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
 {
     struct core *c = h->c;
@@ -24,30 +25,34 @@ static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
         c->pages[page + i].pending = mode;
     if ((rc = tp_send_app(h->t, page_home(c, page), &m, NULL)) == TP_FULL)
         for (i = 0; i < n; i++)
-            c->pages[page + i].pending = 0;
+            c->pages[page + i].pending = c->pages[page + i].trigger = 0;
     return rc;
 }
 
 /* Request up to `want` pages from `page` on: the run stops at the first
- * page that is already good enough or pending, and goes out as one DSM_REQ
- * per home block.  A `speculative` run (read-ahead) also stops at a page
- * whose read copy a writer has taken from us before: such a page is written
- * elsewhere, and fetching it unasked would only make its writer invalidate
- * it again.  The run goes out as one DSM_REQ per home.  Caller holds
- * core.mu; returns the TP_DROPPED and TP_FULL bits of the sends.  *got
- * receives the length of the run. */
+ * page that is already good enough, here or pending.  A `speculative` run
+ * (read-ahead) also stops at a page whose read copy a writer has taken
+ * from us before: such a page is written elsewhere, and fetching it unasked
+ * would only make its writer invalidate it again.  With `trigger`, its
+ * middle page becomes a trigger: it stays closed when it comes, and the
+ * first access to it asks for the next run while the rest of this one is
+ * read (early read-ahead).  The run goes out as one DSM_REQ per home.
+ * Caller holds core.mu; returns the TP_DROPPED and TP_FULL bits of the
+ * sends.  *got receives the length of the run. */
 static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
-                       int speculative, uint64_t *got)
+                       int speculative, int trigger, uint64_t *got)
 {
     struct core *c = h->c;
     uint64_t n = 1, cut;
     int rc = 0;
     while (n < want && page + n < c->npages && !c->pages[page + n].pending &&
-           !coh_satisfied(c, page + n, write) &&
+           !coh_satisfied(c, page + n, write) && !coh_holds(c, page + n) &&
            !(speculative && c->pages[page + n].invalidated))
         n++;
     *got = n;
     c->stats.pages_prefetched += n - 1;
+    if (trigger && n >= 2)
+        c->pages[page + n / 2].trigger = 1;
     while (n) {
         cut = home_run(c, page, n);
         rc |= send_run(h, page, cut, write);
@@ -64,21 +69,25 @@ void coh_refetch(struct coh *h, uint64_t page)
 {
     uint64_t got;
     if (!h->c->pages[page].pending && h->c->pages[page].prot == DSM_PROT_NONE)
-        request_run(h, page, 1, 0, 0, &got);
+        request_run(h, page, 1, 0, 0, 0, &got);
 }
 
-/* Back pages [first, first + n) with memory, core.mu dropped meanwhile. */
-static void populate(struct core *c, uint64_t first, uint64_t n)
+/* Back the pages a run of n from `start` will want next (going down or
+ * up), core.mu dropped meanwhile.  Returns TP_DROPPED. */
+static int populate_ahead(struct core *c, uint64_t start, uint64_t n, int down)
 {
+    uint64_t ahead = down ? (start > 2 * n ? start - 2 * n : 0) : start + n;
+    uint64_t len = ahead + 2 * n <= c->npages ? 2 * n : c->npages - ahead;
     pthread_mutex_unlock(&c->mu);
-    c->mem.populate(c->mem.ctx, first, n);
+    c->mem.populate(c->mem.ctx, ahead, len);
     pthread_mutex_lock(&c->mu);
+    return TP_DROPPED;
 }
 
 /* A fault's request.  Reads that keep running into the page just past the
  * last run, upwards or downwards (memmove copies large buffers backwards),
- * fetch twice as many pages each time, up to the read-ahead limit.
- * Returns request_run's bits. */
+ * fetch twice as many pages each time, up to the read-ahead limit; an
+ * upward run also gets a trigger.  Returns request_run's bits. */
 static int request(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
@@ -87,24 +96,54 @@ static int request(struct coh *h, uint64_t page, int write)
     int down = page == ra->down_next, rc;
     *(write ? &c->stats.write_faults : &c->stats.read_faults) += 1;
     if (write)
-        return request_run(h, page, 1, 1, 0, &n);
+        return request_run(h, page, 1, 1, 0, 0, &n);
     ra->window = page == ra->up_next || down ? ra->window * 2 : 1;
     if (ra->window > c->readahead)
         ra->window = c->readahead;
     while (down && page - start + 1 < ra->window && start > 0 &&
            !c->pages[start - 1].pending && !coh_satisfied(c, start - 1, 0) &&
-           !c->pages[start - 1].invalidated)
+           !coh_holds(c, start - 1) && !c->pages[start - 1].invalidated)
         start--;
-    rc = request_run(h, start, down ? page - start + 1 : ra->window, 0, 1, &n);
+    rc = request_run(h, start, down ? page - start + 1 : ra->window, 0, 1, !down, &n);
     ra->up_next = start + n;
     ra->down_next = start ? start - 1 : UINT64_MAX;
-    if (n > 1) {                /* back the pages the next run will want */
-        uint64_t ahead = down ? (start > 2 * n ? start - 2 * n : 0) : start + n;
-        uint64_t len = ahead + 2 * n <= c->npages ? 2 * n : c->npages - ahead;
-        populate(c, ahead, len);
-        rc |= TP_DROPPED;
-    }
+    if (n > 1)
+        rc |= populate_ahead(c, start, n, down);
     return rc;
+}
+
+/* A trigger page was opened: ask for the run after the one it is in, twice
+ * as long, unless it is here or on its way already.  Caller holds core.mu,
+ * which this may drop. */
+static void readahead_early(struct coh *h, uint64_t trigger)
+{
+    struct core *c = h->c;
+    uint64_t start = trigger + 1, n;
+    while (start < c->npages && start - trigger <= c->readahead &&
+           (c->pages[start].pending || coh_holds(c, start)))
+        start++;
+    if (start >= c->npages || start - trigger > c->readahead || c->pages[start].invalidated)
+        return;
+    n = 4 * (start - trigger) < c->readahead ? 4 * (start - trigger) : c->readahead;
+    c->stats.readahead_early++;
+    if (request_run(h, start, n, 0, 1, 1, &n) & TP_FULL)
+        return;
+    h->ra.window = n;
+    h->ra.up_next = start + n;
+    if (n > 1)
+        populate_ahead(c, start, n, 0);
+}
+
+int coh_open_trigger(struct coh *h, uint64_t page)
+{
+    struct core *c = h->c;
+    char err[DSM_ERRLEN];
+    if (!c->pages[page].trigger || c->pages[page].pending)
+        return 0;
+    if (c->mem.protect(c->mem.ctx, page, 1, DSM_PROT_READ, err))
+        core_fail_locked(c, "%s", err);
+    __atomic_store_n(&c->pages[page].trigger, 0, __ATOMIC_RELEASE);
+    return 1;
 }
 
 int coh_fault_ready(struct coh *h, uint64_t page, int write)
@@ -118,6 +157,10 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     int rc;
     if (coh_satisfied(c, page, write))
         return COH_DONE;
+    if (coh_open_trigger(h, page)) {
+        readahead_early(h, page);
+        return COH_AGAIN;
+    }
     if (h->release && write && c->pages[page].prot == DSM_PROT_READ)
         return rc_write(h, page);   /* multiple writers: no message */
     if (c->pages[page].pending)
@@ -193,8 +236,8 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
     struct core *c = h->c;
     uint64_t p, got;
     for (p = first; p < first + n && !c->failed; p++)
-        if (!coh_satisfied(c, p, write) && !c->pages[p].pending)
-            request_run(h, p, first + n - p, write, 0, &got);
+        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !coh_open_trigger(h, p))
+            request_run(h, p, first + n - p, write, 0, 0, &got);
 }
 
 /* Caller holds core.mu: wait for core.cv, until deadline (now_ns) if not 0;
@@ -230,16 +273,20 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
         uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
         uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
         if (next) {             /* the next chunk: memory first, then the request */
-            populate(c, stop, next);
+            pthread_mutex_unlock(&c->mu);
+            c->mem.populate(c->mem.ctx, stop, next);
+            pthread_mutex_lock(&c->mu);
             request_range(h, stop, next, ask);
         }
         for (p = ch; p < stop && !c->failed && !late; ) {
+            if (coh_open_trigger(h, p))
+                continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;
             else if (h->release && write && c->pages[p].prot == DSM_PROT_READ)
                 rc_write(h, p);
             else if (c->pages[p].pending ||
-                     !(request_run(h, p, stop - p, ask, 0, &got) & TP_DROPPED))
+                     !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
                 late = wait_until(c, deadline);
         }
     }

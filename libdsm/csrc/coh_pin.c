@@ -79,7 +79,9 @@ static void park(struct coh *h, const struct msg *m)
 
 /* Park m if its page is pinned (1); else, with `claim`, mark the page
  * leaving.  The decision and the claim under one lock: a thread that pins
- * takes core.mu too, so it either pinned first (we park) or sees the claim. */
+ * takes core.mu too, so it either pinned first (we park) or sees the claim.
+ * A claimed page stops being a read-ahead trigger: the serve or the
+ * invalidation sets its protection now. */
 static int park_or_claim(struct coh *h, const struct msg *m, int claim)
 {
     struct core *c = h->c;
@@ -87,8 +89,10 @@ static int park_or_claim(struct coh *h, const struct msg *m, int claim)
     pthread_mutex_lock(&c->mu);
     if ((pinned = c->pages[m->pg.page].pinned != 0))
         park(h, m);
-    else if (claim)
+    else if (claim) {
         c->pages[m->pg.page].leaving = 1;
+        __atomic_store_n(&c->pages[m->pg.page].trigger, 0, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&c->mu);
     return pinned;
 }

@@ -252,7 +252,7 @@ static void drop_others(struct coh *h, int rank, uint64_t page)
 {
     struct core *c = h->c;
     if (rank != c->rank && !mine(h, page) &&
-        (c->pages[page].prot != DSM_PROT_NONE || c->pages[page].pending)) {
+        (coh_holds(c, page) || c->pages[page].pending)) {
         set_add(&h->rc.drop, page);
         if (set_has(&h->rc.written, page))
             set_add(&h->rc.refetch, page);  /* we write it too: we will again */
@@ -345,13 +345,16 @@ int rc_drop_step(struct coh *h)
 {
     struct core *c = h->c;
     uint64_t p;
+    int held;
     FOR_EACH(&h->rc.drop, p) {
         if (c->pages[p].pending)
             continue;
         if (set_has(&h->rc.dirty, p))
             flush_page(h, p);       /* false sharing: our words go home first (and the twin) */
         set_del(&h->rc.drop, p);
-        if (c->pages[p].prot != DSM_PROT_NONE && !set_prot(h, p, DSM_PROT_NONE)) {
+        held = coh_holds(c, p);
+        c->pages[p].trigger = 0;
+        if (held && (c->pages[p].prot == DSM_PROT_NONE || !set_prot(h, p, DSM_PROT_NONE))) {
             c->stats.invalidations++;
             if (set_has(&h->rc.refetch, p))
                 coh_refetch(h, p);
@@ -421,29 +424,35 @@ static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *pay
     pthread_mutex_unlock(&h->c->mu);
 }
 
-/* A read request at the home: a copy of the master as it is now.  A page
- * served for the first time is closed for writing first, so the home's
- * writes from then on are noted. */
+/* A read request at the home: a copy of the master as it is now, a run of
+ * pages per message.  A page served for the first time is closed for
+ * writing first, so the home's writes from then on are noted.  The copy
+ * is taken word by word: the home's own threads may be writing. */
 void rc_serve(struct coh *h, const struct msg *req)
 {
     struct core *c = h->c;
-    uint64_t i, p, n = req->pg.count ? req->pg.count : 1;
-    unsigned char *copy = malloc(c->page_size);
+    uint64_t i, p, k, n = req->pg.count ? req->pg.count : 1;
+    unsigned char *copy = malloc((n < RUN_MAX ? n : RUN_MAX) * c->page_size);
     if (!copy) {
         core_fail(c, "out of memory serving page %llu", (unsigned long long)req->pg.page);
         return;
     }
-    for (i = 0; i < n; i++) {
-        struct msg out = { .type = DSM_PAGE, .origin = req->origin, .len = (uint32_t)c->page_size,
+    for (i = 0; i < n; i += k) {
+        struct msg out = { .type = DSM_PAGE, .origin = req->origin,
                            .pg = { .page = req->pg.page + i, .mode = MODE_READ } };
-        p = out.pg.page;
+        k = n - i < RUN_MAX ? n - i : RUN_MAX;
+        out.len = (uint32_t)(k * c->page_size);
+        out.pg.count = (uint32_t)k;
         pthread_mutex_lock(&c->mu);
-        if (!set_has(&h->rc.served, p)) {
-            set_add(&h->rc.served, p);
-            if (c->pages[p].prot == DSM_PROT_RW && !set_has(&h->rc.dirty, p))
-                set_prot(h, p, DSM_PROT_READ);
+        for (p = out.pg.page; p < out.pg.page + k; p++) {
+            if (!set_has(&h->rc.served, p)) {
+                set_add(&h->rc.served, p);
+                if (c->pages[p].prot == DSM_PROT_RW && !set_has(&h->rc.dirty, p))
+                    set_prot(h, p, DSM_PROT_READ);
+            }
+            copy_words(copy + (p - out.pg.page) * c->page_size, c->rw + p * c->page_size,
+                       c->page_size);
         }
-        copy_words(copy, c->rw + p * c->page_size, c->page_size);
         pthread_mutex_unlock(&c->mu);
         tp_send(h->t, req->origin, &out, copy);
     }

@@ -38,12 +38,31 @@ static int protect_runs(struct coh *h, const struct batched *b, unsigned n)
 
 /* ---------------------------------------------------------- requester */
 
-/* Open the received pages, wake the faulting threads, confirm to the homes. */
+/* How many pages of the batch from b[0] on are one run: consecutive pages
+ * alike in `same` (which compares two entries), with one home, and at
+ * most RUN_MAX of them. */
+static unsigned run_of(const struct core *c, const struct batched *b, unsigned n,
+                       int (*same)(const struct batched *, const struct batched *))
+{
+    unsigned k = 1, limit = n < RUN_MAX ? n : RUN_MAX;
+    while (k < limit && b[k].page == b[k - 1].page + 1 && same(b, b + k) &&
+           page_home(c, b[k].page) == page_home(c, b[0].page))
+        k++;
+    return k;
+}
+
+static int same_confirm(const struct batched *a, const struct batched *b)
+{
+    return a->confirm == b->confirm && a->server == b->server && a->prot == b->prot;
+}
+
+/* Open the received pages, wake the faulting threads, confirm to the homes
+ * (one DSM_UPDATE per run). */
 static void flush_installs(struct coh *h)
 {
     struct core *c = h->c;
     uint64_t now = c->clock();
-    unsigned i;
+    unsigned i, k;
     if (!h->n_installs)
         return;
     if (protect_runs(h, h->installs, h->n_installs)) {
@@ -57,33 +76,66 @@ static void flush_installs(struct coh *h)
     }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    for (i = 0; i < h->n_installs; i++) {
+    for (i = 0; i < h->n_installs; i += k) {
         const struct batched *b = &h->installs[i];
         struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)c->rank,
                           .pg = { .page = b->page, .server = b->server,
                                   .mode = b->prot == DSM_PROT_RW ? MODE_WRITE : MODE_READ } };
+        k = run_of(c, b, h->n_installs - i, same_confirm);
+        up.pg.count = k;
         if (b->confirm)
             tp_send(h->t, page_home(c, b->page), &up, NULL);
     }
     h->n_installs = 0;
 }
 
-/* DSM_PAGE: copy the data (if any) in through the read/write view; the
- * page opens at the next flush, before any other message is handled. */
+/* Is a DSM_PAGE's run of pages in the region, with all of its data or
+ * none?  The pages it names (count 0 means one). */
+static uint64_t page_run(const struct core *c, const struct msg *m)
+{
+    uint64_t n = m->pg.count ? m->pg.count : 1;
+    if (n > RUN_MAX || n > c->npages - m->pg.page || (m->len && m->len != n * c->page_size))
+        return 0;
+    return n;
+}
+
+/* Where a DSM_PAGE's data goes: straight into its pages in the read/write
+ * view (the backend receives it there), or NULL for a malformed run,
+ * which on_page then fails.  The flush hooks have run: no batched serve
+ * still reads these pages. */
+static unsigned char *page_sink(void *ctx, const struct msg *m)
+{
+    struct coh *h = ctx;
+    if (m->pg.page >= h->c->npages || !page_run(h->c, m))
+        return NULL;
+    return h->c->rw + m->pg.page * h->c->page_size;
+}
+
+/* DSM_PAGE: the data (if any) goes in through the read/write view (unless
+ * the backend received it there already); the pages open at the next
+ * flush, before any other message is handled. */
 static void on_page(struct coh *h, const struct msg *m, const unsigned char *payload)
 {
     struct core *c = h->c;
-    if (m->len && m->len != c->page_size) {
-        core_fail(c, "protocol error: DSM_PAGE from rank %d with %u bytes", m->from, m->len);
+    unsigned char *dst = c->rw + m->pg.page * c->page_size;
+    uint64_t i, n = page_run(c, m);
+    if (!n) {
+        core_fail(c, "protocol error: DSM_PAGE from rank %d with %u bytes for %u pages at %llu",
+                  m->from, m->len, m->pg.count, (unsigned long long)m->pg.page);
         return;
     }
-    if (payload)
-        memcpy(c->rw + m->pg.page * c->page_size, payload, c->page_size);
-    h->installs[h->n_installs++] = (struct batched){
-        .page = m->pg.page, .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
-        .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0, .server = m->from };
-    if (h->n_installs == BATCH_MAX)
-        flush_installs(h);
+    if (payload && payload != dst)
+        memcpy(dst, payload, m->len);
+    for (i = 0; i < n; i++) {
+        if (h->n_installs == BATCH_MAX)
+            flush_installs(h);
+        h->installs[h->n_installs++] = (struct batched){     /* a trigger stays closed */
+            .page = m->pg.page + i,
+            .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW :
+                    __atomic_load_n(&c->pages[m->pg.page + i].trigger, __ATOMIC_ACQUIRE)
+                        ? DSM_PROT_NONE : DSM_PROT_READ,
+            .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0, .server = m->from };
+    }
 }
 
 /* ---------------------------------------------------------- owner, holder */
@@ -102,31 +154,43 @@ static int held(struct coh *h, const struct msg *m)
     return 0;
 }
 
-/* Send DSM_PAGE to the requester.  When the home itself sends it, the home
- * records the outcome at once: anything it sends the requester later travels
- * behind the page on the same connection, so no DSM_UPDATE is needed.  A
- * page from a third party asks the requester to confirm with DSM_UPDATE. */
-static void send_page(struct coh *h, uint64_t page, int mode, int origin, const void *data)
+/* Send pages [page, page + n) to the requester as one DSM_PAGE, their
+ * data from `data` or none (a grant).  When the home itself sends them,
+ * the home records the outcome at once: anything it sends the requester
+ * later travels behind the pages on the same connection, so no DSM_UPDATE
+ * is needed.  Pages from a third party ask the requester to confirm with
+ * DSM_UPDATE. */
+static void send_pages(struct coh *h, uint64_t page, uint64_t n, int mode, int origin,
+                       const void *data)
 {
     struct core *c = h->c;
     int by_home = page_home(c, page) == c->rank && origin != c->rank;
     struct msg out = { .type = DSM_PAGE, .origin = (uint16_t)origin,
-                       .len = data ? (uint32_t)c->page_size : 0,
-                       .pg = { .page = page, .mode = (uint8_t)mode,
+                       .len = data ? (uint32_t)(n * c->page_size) : 0,
+                       .pg = { .page = page, .count = (uint32_t)n, .mode = (uint8_t)mode,
                                .flags = by_home ? 0 : PAGE_NEEDS_UPDATE } };
+    uint64_t i;
     tp_send(h->t, origin, &out, data);
-    if (data)
-        TRACE_EVENT(c, DSM_EV_SERVE, page, origin, mode == MODE_WRITE, c->clock(), 0);
-    if (by_home)
-        home_complete(h, page, mode, origin, c->rank);
+    for (i = 0; i < n; i++) {
+        if (data)
+            TRACE_EVENT(c, DSM_EV_SERVE, page + i, origin, mode == MODE_WRITE, c->clock(), 0);
+        if (by_home)
+            home_complete(h, page + i, mode, origin, c->rank);
+    }
+}
+
+static int same_serve(const struct batched *a, const struct batched *b)
+{
+    return a->origin == b->origin && a->mode == b->mode && a->data == b->data;
 }
 
 /* Downgrade our copies first, so the data cannot change after it is read
- * from the read/write view, then send the pages. */
+ * from the read/write view, then send the pages, a run of them per
+ * message, straight from that view. */
 static void flush_serves(struct coh *h)
 {
     struct core *c = h->c;
-    unsigned i, n = 0;
+    unsigned i, k, n = 0;
     for (i = 0; i < h->n_serves; i++) {     /* pinned since on_fwd? then parked */
         const struct batched *b = &h->serves[i];
         struct msg fwd = { .type = DSM_FWD, .origin = b->origin, .from = b->from,
@@ -137,11 +201,14 @@ static void flush_serves(struct coh *h)
     }
     h->n_serves = n;
     if (!protect_runs(h, h->serves, h->n_serves))
-        for (i = 0; i < h->n_serves; i++) {
+        for (i = 0; i < h->n_serves; i += k) {
             const struct batched *b = &h->serves[i];
-            c->pages[b->page].given_up++;
-            send_page(h, b->page, b->mode, b->origin,
-                      b->data ? c->rw + b->page * c->page_size : NULL);
+            uint64_t p;
+            k = run_of(c, b, h->n_serves - i, same_serve);
+            for (p = b->page; p < b->page + k; p++)
+                c->pages[p].given_up++;
+            send_pages(h, b->page, k, b->mode, b->origin,
+                       b->data ? c->rw + b->page * c->page_size : NULL);
         }
     for (i = 0; i < h->n_serves; i++)
         coh_unclaim(h, h->serves[i].page);
@@ -153,7 +220,7 @@ static void on_fwd(struct coh *h, const struct msg *m)
 {
     if (held(h, m))
         return;
-    if (h->c->pages[m->pg.page].prot == DSM_PROT_NONE) {
+    if (!coh_holds(h->c, m->pg.page)) {
         core_fail(h->c, "protocol error: asked to serve page %llu, which this rank does "
                   "not hold", (unsigned long long)m->pg.page);
         return;
@@ -196,7 +263,7 @@ static void write_proceed(struct coh *h, struct dir *d, uint64_t page)
                      .pg = { .page = page, .mode = MODE_WRITE } };
     int has_copy = d->origin == d->owner || (d->copyset >> d->origin & 1);
     if (d->origin == d->owner) {
-        send_page(h, page, MODE_WRITE, d->origin, NULL);
+        send_pages(h, page, 1, MODE_WRITE, d->origin, NULL);
         return;
     }
     m.pg.flags = has_copy ? FWD_NODATA : 0;
@@ -346,10 +413,21 @@ static int serving(struct coh *h, const struct msg *m)
     return 0;
 }
 
+/* DSM_UPDATE: a run of pages `server` sent was installed. */
 static void on_update(struct coh *h, const struct msg *m)
 {
-    if (serving(h, m))
-        home_complete(h, m->pg.page, m->pg.mode, m->origin, m->pg.server);
+    struct msg one = *m;
+    uint64_t n = m->pg.count ? m->pg.count : 1;
+    if (n > RUN_MAX || n > h->c->npages - m->pg.page) {
+        core_fail(h->c, "protocol error: DSM_UPDATE from rank %d for %llu pages at %llu",
+                  m->from, (unsigned long long)n, (unsigned long long)m->pg.page);
+        return;
+    }
+    for (one.pg.count = 1; one.pg.page < m->pg.page + n; one.pg.page++) {
+        if (!serving(h, &one))
+            return;
+        home_complete(h, one.pg.page, m->pg.mode, m->origin, m->pg.server);
+    }
 }
 
 static void on_inv_ack(struct coh *h, const struct msg *m)
@@ -415,7 +493,9 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
     /* release mode needs no directory traffic: only requests and pages */
     for (type = DSM_REQ; type <= DSM_INV_ACK; type++)
         if (!release || type == DSM_REQ || type == DSM_PAGE)
-            tp_register(t, type, on_message, h, type == DSM_PAGE ? (uint32_t)c->page_size : 0);
+            tp_register(t, type, on_message, h,
+                        type == DSM_PAGE ? (uint32_t)(RUN_MAX * c->page_size) : 0);
+    tp_sink(t, DSM_PAGE, page_sink);
     tp_on_flush(t, on_flush, h);
     if (release && (rc = rc_init(h, twin_limit, err))) {
         coh_free(h);

@@ -183,6 +183,20 @@ void rc_serve(struct coh *h, const struct msg *req);    /* comm thread, at the h
 /* Comm thread: may this rank serve pages [page, page + n) as their home? */
 int rc_serves(struct coh *h, uint64_t page, uint64_t n);
 
+/* Is a current copy of the page here, open or kept closed as a read-ahead
+ * trigger (caller holds core.mu, or is the comm thread)? */
+static inline int coh_holds(const struct core *c, uint64_t page)
+{
+    /* the trigger first: coh_open_trigger opens the page, then clears it */
+    return (__atomic_load_n(&c->pages[page].trigger, __ATOMIC_ACQUIRE) &&
+            !c->pages[page].pending) ||
+           __atomic_load_n(&c->pages[page].prot, __ATOMIC_ACQUIRE) != DSM_PROT_NONE;
+}
+
+/* coh_app.c, for coh_pin.c and coh_prefetch: open a trigger page for
+ * reading (caller holds core.mu); 1 if it was one. */
+int coh_open_trigger(struct coh *h, uint64_t page);
+
 /* coh_serve.c, for coh_app.c: whether a page allows an access. */
 static inline int coh_satisfied(const struct core *c, uint64_t page, int write)
 {

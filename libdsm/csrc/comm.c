@@ -24,26 +24,10 @@
 #include <unistd.h>
 #include "comm.h"
 #include "net.h"
+#include "peer.h"
 
-#define RX_CHUNK (256 * 1024)
 #define FENCE_NS 2000000000ULL  /* after a failure, the program's time to end */
-
-struct buf {
-    unsigned char *data;
-    size_t off, len, cap;       /* live bytes are data[off, len) */
-};
-
-struct peer {
-    int fd;
-    int finalized;              /* its DSM_FINALIZE arrived */
-    int eof;                    /* it closed its side */
-    int shut;                   /* we closed ours */
-    struct buf rx;
-    pthread_mutex_t txmu;       /* tx: the comm thread and faulting threads send */
-    struct buf tx;
-    uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
-    uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
-};
+#define HANDBACK_NS 100000ULL   /* while threads poll, the comm thread looks this often */
 
 struct deferred {
     uint64_t due;
@@ -51,9 +35,13 @@ struct deferred {
     struct deferred *next;
 };
 
-/* The backend's state; only the comm thread touches it, except peers[].tx
- * (under txmu) and evfd. */
+/* The backend's state.  Whoever holds loop_mu runs the handlers and owns
+ * the rest: the comm thread, or an application thread waiting for a reply
+ * (app_poll); peers[].tx is under txmu, and evfd anyone's. */
 struct comm {
+    pthread_mutex_t loop_mu;
+    int pollers;                /* application threads polling the peers (app_poll) */
+    int watching;               /* the comm thread sleeps on the peer sockets */
     struct transport *t;
     struct core *c;
     struct peer *peers;
@@ -67,37 +55,6 @@ struct comm {
     uint64_t fence_ns;          /* when to end the process after a failure; 0: none */
 };
 
-/* Make room for n more bytes at the end of b; 0 or -1 (out of memory). */
-static int buf_reserve(struct buf *b, size_t n)
-{
-    if (b->off && b->len + n > b->cap) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : RX_CHUNK;
-        unsigned char *d;
-        while (cap < b->len + n)
-            cap *= 2;
-        if (!(d = realloc(b->data, cap)))
-            return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    return 0;
-}
-
-static void buf_append(struct comm *cm, struct buf *b, const void *p, size_t n)
-{
-    if (buf_reserve(b, n)) {
-        core_fail(cm->c, "out of memory buffering %zu bytes", n);
-        return;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
 static void wake(struct comm *cm)
 {
     uint64_t one = 1;
@@ -105,59 +62,18 @@ static void wake(struct comm *cm)
         core_fail(cm->c, "write of the wake-up eventfd: %s", strerror(errno));
 }
 
-/* Send to a peer.  `now`: straight onto the socket when nothing is queued
- * before it (application threads, to save a hand-off).  Otherwise, and for
- * what did not fit, into the outbox, which the comm thread flushes at the
- * end of each round of events, so that a burst of pages leaves in a few
- * large writes.  Returns 1 if something is left in the outbox. */
-static int peer_send(struct comm *cm, int dst, const struct msg *m, const void *payload,
-                     int now)
-{
-    unsigned char hdr[MSG_WIRE_SIZE];
-    struct peer *p = &cm->peers[dst];
-    ssize_t n = 0;
-    int queued;
-    msg_encode(m, hdr);
-    __atomic_fetch_add(&cm->c->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&cm->c->stats.pages_sent, m->type == DSM_PAGE && m->len,
-                       __ATOMIC_RELAXED);
-    pthread_mutex_lock(&p->txmu);
-    if (p->eof || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
-        core_fail(cm->c, "cannot send %s to rank %d: its connection is closed",
-                  msg_name(m->type), dst);
-        return 0;
-    }
-    if (now && p->tx.off == p->tx.len &&
-        (n = net_send_frame(p->fd, hdr, payload, m->len)) < 0) {
-        pthread_mutex_unlock(&p->txmu);
-        core_fail(cm->c, "send %s to rank %d: %s", msg_name(m->type), dst, strerror(errno));
-        return 0;
-    }
-    if ((size_t)n < MSG_WIRE_SIZE)
-        buf_append(cm, &p->tx, hdr + n, MSG_WIRE_SIZE - (size_t)n);
-    n = (size_t)n > MSG_WIRE_SIZE ? n - MSG_WIRE_SIZE : 0;
-    if (m->len > (size_t)n)
-        buf_append(cm, &p->tx, (const unsigned char *)payload + n, m->len - (size_t)n);
-    queued = p->tx.off < p->tx.len;
-    if (cm->c->heartbeat_ns)
-        p->last_tx_ns = now_ns();
-    pthread_mutex_unlock(&p->txmu);
-    return queued;
-}
-
 /* ---------------------------------------------------------- transport ops */
 
 static void op_send(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    peer_send(t->backend, dst, m, payload, 0);
+    peer_send(&((struct comm *)t->backend)->peers[dst], m, payload, 0);
 }
 
 /* Straight onto the socket (saving a hand-off to the comm thread, which is
  * woken only to flush what did not fit). */
 static void op_send_app(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    if (peer_send(t->backend, dst, m, payload, 1))
+    if (peer_send(&((struct comm *)t->backend)->peers[dst], m, payload, 1))
         wake(t->backend);
 }
 
@@ -233,78 +149,6 @@ static void finalize_progress(struct comm *cm)
 
 /* ---------------------------------------------------------- the loop */
 
-/* Deliver every complete message in a peer's receive buffer. */
-static void parse(struct comm *cm, int r, struct peer *p)
-{
-    struct msg m;
-    while (p->rx.len - p->rx.off >= MSG_WIRE_SIZE) {
-        unsigned char *h = p->rx.data + p->rx.off;
-        msg_decode(h, &m);
-        m.from = (uint16_t)r;
-        if (tp_check(cm->t, &m)) {
-            p->rx.off = p->rx.len;
-            return;
-        }
-        if (p->rx.len - p->rx.off < MSG_WIRE_SIZE + m.len)
-            return;
-        p->rx.off += MSG_WIRE_SIZE + m.len;
-        cm->c->stats.msgs_recv += m.type != DSM_HEARTBEAT;
-        tp_deliver(cm->t, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
-    }
-}
-
-static void on_readable(struct comm *cm, int r, struct peer *p)
-{
-    for (;;) {
-        ssize_t n;
-        if (buf_reserve(&p->rx, RX_CHUNK)) {
-            core_fail(cm->c, "out of memory receiving from rank %d", r);
-            return;
-        }
-        n = recv(p->fd, p->rx.data + p->rx.len, p->rx.cap - p->rx.len, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n <= 0) {           /* a peer closes only once every rank, we too, finalized */
-            p->eof = 1;
-            if (!p->finalized || !cm->self_finalized)
-                core_fail(cm->c, "rank %d closed its connection before finalize (%s)", r,
-                          n < 0 ? strerror(errno) : "end of stream");
-            break;
-        }
-        p->rx.len += (size_t)n;
-        p->last_rx_ns = cm->c->heartbeat_ns ? now_ns() : 0;
-        parse(cm, r, p);
-    }
-    if (p->rx.off == p->rx.len)
-        p->rx.off = p->rx.len = 0;
-}
-
-/* Write as much of a peer's outbox as the socket takes. */
-static void flush_peer(struct comm *cm, int r, struct peer *p)
-{
-    ssize_t n;
-    pthread_mutex_lock(&p->txmu);
-    if (p->tx.off == p->tx.len || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
-        return;
-    }
-    do {
-        n = send(p->fd, p->tx.data + p->tx.off, p->tx.len - p->tx.off,
-                 MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        core_fail(cm->c, "send to rank %d: %s", r, strerror(errno));
-        p->tx.off = p->tx.len;
-    } else if (n > 0) {
-        p->tx.off += (size_t)n;
-    }
-    if (p->tx.off == p->tx.len)
-        p->tx.off = p->tx.len = 0;
-    pthread_mutex_unlock(&p->txmu);
-}
-
 static void run_deferred(struct comm *cm)
 {
     uint64_t now = now_ns();
@@ -317,11 +161,13 @@ static void run_deferred(struct comm *cm)
 }
 
 /* ppoll timeout until the next deferred message, heartbeat round or fence,
- * NULL for none, or zero (after yielding the CPU) while a waiting thread
- * asks for busy polling. */
-static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts)
+ * NULL for none; at most HANDBACK_NS while `leader`: an application thread
+ * polls the peers, and the comm thread takes them back soon after it
+ * stops.  Zero (after yielding the CPU) while a waiting thread asks for
+ * busy polling. */
+static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts, int leader)
 {
-    uint64_t now, wait, due = UINT64_MAX;
+    uint64_t now, wait, due = leader ? now_ns() + HANDBACK_NS : UINT64_MAX;
     if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0) {
         sched_yield();
         *ts = (struct timespec){ 0, 0 };
@@ -379,7 +225,7 @@ static void heartbeat_duty(struct comm *cm, uint64_t now)
         idle = !p->shut && now - p->last_tx_ns >= tick;
         pthread_mutex_unlock(&p->txmu);
         if (idle)
-            peer_send(cm, r, &hb, NULL, 0);
+            peer_send(p, &hb, NULL, 0);
     }
 }
 
@@ -404,42 +250,104 @@ static void fence(struct comm *cm, uint64_t now)
               FENCE_NS / 1000000000ULL);
 }
 
-/* One round: wait for events, deliver what came, settle, flush outboxes. */
+/* Receive from the peers whose fds[r] polled readable, deliver, settle,
+ * and flush the outboxes (caller holds loop_mu). */
+static void peers_round(struct comm *cm, const struct pollfd *fds)
+{
+    int r, n = cm->c->nranks;
+    for (r = 0; r < n; r++)
+        if (fds[r].fd >= 0 && (fds[r].revents & (POLLIN | POLLHUP | POLLERR)))
+            peer_read(&cm->peers[r], cm->self_finalized);
+    tp_settle(cm->t);
+    for (r = 0; r < n; r++)
+        if (r != cm->c->rank)
+            peer_flush(&cm->peers[r]);
+}
+
+/* The peers to poll into fds[0, nranks): none (fd -1) while an
+ * application thread polls them (`leader`), else every open one, and for
+ * writing those with something in their outbox (caller holds loop_mu). */
+static void peer_fds(struct comm *cm, struct pollfd *fds, int leader)
+{
+    int r;
+    for (r = 0; r < cm->c->nranks; r++) {
+        struct peer *p = &cm->peers[r];
+        fds[r] = (struct pollfd){ .fd = r == cm->c->rank || p->eof || leader ? -1 : p->fd,
+                                  .events = POLLIN };
+        pthread_mutex_lock(&p->txmu);
+        fds[r].events |= (short)(p->tx.off < p->tx.len ? POLLOUT : 0);
+        pthread_mutex_unlock(&p->txmu);
+    }
+}
+
+/* One round: wait for events, deliver what came, settle, flush outboxes.
+ * The wait is outside loop_mu, so that a waiting application thread can
+ * receive its reply meanwhile (app_poll); while one does, the comm thread
+ * leaves the peer sockets to it, so that a reply wakes one thread only. */
 static void round_of_events(struct comm *cm)
 {
     struct pollfd *fds = cm->fds;
     struct timespec ts;
-    int r, n = cm->c->nranks;
-    for (r = 0; r < n; r++) {
-        struct peer *p = &cm->peers[r];
-        fds[2 + r].fd = r == cm->c->rank || p->eof ? -1 : p->fd;
-        pthread_mutex_lock(&p->txmu);
-        fds[2 + r].events = (short)(POLLIN | (p->tx.off < p->tx.len ? POLLOUT : 0));
-        pthread_mutex_unlock(&p->txmu);
-    }
-    if (ppoll(fds, (nfds_t)(2 + n), poll_timeout(cm, &ts), NULL) < 0 && errno != EINTR)
+    int leader;
+    pthread_mutex_lock(&cm->loop_mu);
+    __atomic_store_n(&cm->watching, 1, __ATOMIC_SEQ_CST);
+    if ((leader = __atomic_load_n(&cm->pollers, __ATOMIC_SEQ_CST) > 0))
+        __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
+    peer_fds(cm, fds + 2, leader);
+    pthread_mutex_unlock(&cm->loop_mu);
+    if (ppoll(fds, (nfds_t)(2 + cm->c->nranks), poll_timeout(cm, &ts, leader), NULL) < 0 &&
+        errno != EINTR)
         core_fail(cm->c, "ppoll: %s", strerror(errno));
+    __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
     if (fds[1].revents)
         dsm_panic(cm->c->rank, "lost the connection to dsmexec, exiting");
+    pthread_mutex_lock(&cm->loop_mu);
     if (fds[0].revents & POLLIN) {
         uint64_t v;
         if (read(cm->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
             core_fail(cm->c, "read of the wake-up eventfd: %s", strerror(errno));
         tp_drain_ring(cm->t);
     }
-    for (r = 0; r < n; r++) {
-        short ev = fds[2 + r].fd < 0 ? 0 : fds[2 + r].revents;
-        if (ev & (POLLIN | POLLHUP | POLLERR))
-            on_readable(cm, r, &cm->peers[r]);
-    }
     run_deferred(cm);
     heartbeat_duty(cm, now_ns());
-    tp_settle(cm->t);
-    for (r = 0; r < n; r++)
-        if (r != cm->c->rank)
-            flush_peer(cm, r, &cm->peers[r]);
+    peers_round(cm, fds + 2);
     finalize_progress(cm);
     fence(cm, now_ns());
+    pthread_mutex_unlock(&cm->loop_mu);
+}
+
+/* core.poll: an application thread waiting for a reply it expects within
+ * microseconds receives and delivers what comes from the peers itself
+ * (leader/follower: whoever holds loop_mu plays the comm thread).  That
+ * saves the comm thread's wake-up and its hand-off back to the waiter.
+ * A comm thread asleep on the peer sockets is woken once to leave them to
+ * us.  Between looks, and while the comm thread runs, we yield the CPU.
+ * 1 once something came, 0 at `until` or when the comm thread stopped. */
+static int app_poll(void *ctx, uint64_t until)
+{
+    struct comm *cm = ctx;
+    struct pollfd fds[DSM_MAX_RANKS];
+    struct timespec zero = { 0, 0 };
+    int r, got = 0;
+    __atomic_add_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&cm->watching, __ATOMIC_SEQ_CST))
+        wake(cm);
+    while (!got && !cm->stopping && now_ns() < until) {
+        if (!pthread_mutex_trylock(&cm->loop_mu)) {
+            for (r = 0; r < cm->c->nranks; r++)
+                fds[r] = (struct pollfd){
+                    .fd = r == cm->c->rank || cm->peers[r].eof ? -1 : cm->peers[r].fd,
+                    .events = POLLIN };
+            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0))
+                peers_round(cm, fds);
+            pthread_mutex_unlock(&cm->loop_mu);
+        }
+        if (!got)
+            sched_yield();
+    }
+    if (!__atomic_sub_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST))
+        wake(cm);               /* the peers are the comm thread's again */
+    return got;
 }
 
 static void *comm_main(void *arg)
@@ -448,9 +356,11 @@ static void *comm_main(void *arg)
     int r;
     while (!cm->stopping)
         round_of_events(cm);
+    pthread_mutex_lock(&cm->loop_mu);
     for (r = 0; r < cm->c->nranks; r++)
         if (r != cm->c->rank)
             close(cm->peers[r].fd);
+    pthread_mutex_unlock(&cm->loop_mu);
     pthread_mutex_lock(&cm->c->mu);
     cm->c->phase = PHASE_FINISHED;
     pthread_cond_broadcast(&cm->c->cv);
@@ -475,15 +385,14 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     cm->t = t;
     cm->c = c;
     cm->master_fd = master_fd;
+    pthread_mutex_init(&cm->loop_mu, NULL);
     cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         rc = dsm_err_sys(err, errno, "eventfd");
         goto err;
     }
     for (r = 0; r < c->nranks; r++) {
-        cm->peers[r].fd = r == c->rank ? -1 : peer_fds[r];
-        cm->peers[r].last_rx_ns = cm->peers[r].last_tx_ns = now_ns();
-        pthread_mutex_init(&cm->peers[r].txmu, NULL);
+        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r]);
         if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
             goto err;
     }
@@ -504,13 +413,15 @@ err:
     return rc;
 }
 
-int comm_run(struct transport *t, char *err)
+int comm_run(struct transport *t, int wait_reply, char *err)
 {
     struct comm *cm = t->backend;
     sigset_t all, old;
     int rc;
     /* every signal blocked in the thread, so signals go to the application's */
     sigfillset(&all);
+    cm->c->poll_ctx = cm;
+    cm->c->poll = wait_reply ? app_poll : NULL;
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&cm->thread, NULL, comm_main, cm);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -528,17 +439,16 @@ void comm_close(struct transport *t)
     int r;
     if (!cm)
         return;
+    cm->c->poll = NULL;
     while (cm->deferred) {
         struct deferred *d = cm->deferred;
         cm->deferred = d->next;
         free(d);
     }
-    for (r = 0; r < cm->c->nranks; r++) {
-        free(cm->peers[r].rx.data);
-        free(cm->peers[r].tx.data);
-        pthread_mutex_destroy(&cm->peers[r].txmu);
-    }
+    for (r = 0; r < cm->c->nranks; r++)
+        peer_free(&cm->peers[r]);
     close(cm->evfd);
+    pthread_mutex_destroy(&cm->loop_mu);
     free(cm->peers);
     free(cm->fds);
     free(cm);

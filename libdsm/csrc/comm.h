@@ -10,8 +10,9 @@ struct comm;
  * nothing is left allocated and the sockets are still the caller's. */
 int comm_open(struct transport *t, struct core *c, const int *peer_fds, int master_fd,
               char *err);
-/* Start the comm thread. */
-int comm_run(struct transport *t, char *err);
+/* Start the comm thread.  `wait_reply`: waiting threads receive their
+ * replies themselves (core.poll). */
+int comm_run(struct transport *t, int wait_reply, char *err);
 /* After the thread ended (phase FINISHED) or never started: free it all. */
 void comm_close(struct transport *t);
 /* Wait for the comm thread to end. */

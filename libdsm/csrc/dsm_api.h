@@ -62,6 +62,7 @@ struct dsm_config {
     int consistency;       /* DSM_SEQUENTIAL or DSM_RELEASE */
     uint32_t twin_limit_mb;/* release mode: twins a rank keeps before sending pages home early */
     uint32_t heartbeat_ms; /* a peer silent this long is declared dead; 0: never */
+    int wait_reply;        /* a waiting thread receives its reply itself (else the comm thread) */
 };
 
 struct dsm_stats {
@@ -69,7 +70,7 @@ struct dsm_stats {
     uint64_t write_faults;    /* faults that requested ownership */
     uint64_t msgs_sent;
     uint64_t msgs_recv;
-    uint64_t pages_sent;      /* DSM_PAGE messages that carried data */
+    uint64_t pages_sent;      /* pages sent with their data */
     uint64_t invalidations;   /* copies this rank dropped on DSM_INV */
     uint64_t deferred;        /* requests held back by the hold window */
     uint64_t pages_prefetched;/* pages requested beyond the faulting one */
@@ -85,6 +86,7 @@ struct dsm_stats {
     uint64_t fault_wait_ns;   /* time application threads spent in faults */
     uint64_t sync_wait_ns;    /* ... in barriers and other collectives */
     uint64_t lock_wait_ns;    /* ... acquiring locks */
+    uint64_t readahead_early; /* read-ahead runs asked for at a trigger page, before the last ended */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */

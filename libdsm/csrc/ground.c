@@ -129,24 +129,31 @@ int core_running(struct core *c, char *err)
     return DSM_ESTATE;
 }
 
-/* Yield the CPU in a loop for up to spin_ns while cond() is false.  A reply
- * that comes within a few tens of microseconds then finds this thread
- * awake, which saves a futex wake-up on the way back; yielding rather than
- * spinning lets the comm thread have the CPU at once.  With `poll_comm`,
- * the comm thread also polls without sleeping meanwhile, which saves its
- * own wake-up when the reply arrives (used for barriers and locks; for
- * faults it cost more than it saved, measured). */
+/* Poll for up to spin_ns while cond() is false.  A reply that comes within
+ * a few tens of microseconds then finds this thread awake, which saves a
+ * futex wake-up on the way back.  Two ways:
+ *   - core.poll: this thread receives and delivers what comes from the
+ *     peers itself, which also saves the comm thread's wake-up and its
+ *     hand-off to us (when every thread has a core);
+ *   - else it yields the CPU in a loop, so that the comm thread has it at
+ *     once.  With `poll_comm`, the comm thread polls without sleeping
+ *     meanwhile, which saves its own wake-up when the reply arrives (used
+ *     for barriers and locks; for faults it cost more than it saved). */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm)
 {
     uint64_t until;
     if (!c->spin_ns || cond(arg))
         return;
     until = now_ns() + c->spin_ns;
+    poll_comm = poll_comm && !c->poll;
     if (poll_comm)
         __atomic_fetch_add(&c->busy_poll, 1, __ATOMIC_RELAXED);
     do {
         pthread_mutex_unlock(&c->mu);
-        sched_yield();
+        if (c->poll)
+            c->poll(c->poll_ctx, until);
+        else
+            sched_yield();
         pthread_mutex_lock(&c->mu);
     } while (!cond(arg) && !c->failed && now_ns() < until);
     if (poll_comm)

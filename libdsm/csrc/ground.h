@@ -9,6 +9,7 @@
  *   region.c     layer 1: the two views of the memory, protections
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
+ *   peer.c       layer 1: one connection of it: framing, outbox, payloads in place
  *   net.c        layer 1: socket helpers
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
@@ -45,6 +46,8 @@ struct page {
     uint64_t installed_ns;      /* when it was last received (hold window) */
     uint32_t pinned;            /* dsm_pin holds on it: it is not given away */
     uint8_t leaving;            /* the comm thread is giving it away: not to be pinned */
+    uint8_t trigger;            /* read-ahead: a read copy is here, kept closed so that the
+                                 * first access asks for the next run (coh_app.c) */
 };
 
 /* How protections reach the application view: region.c on a real rank,
@@ -78,6 +81,13 @@ struct core {
     int failed;
     char failure[DSM_ERRLEN];
     int busy_poll;              /* threads asking the comm thread not to sleep */
+    /* With a core to spare for each thread: a waiting thread receives its
+     * reply itself.  The backend's poll(ctx, until) receives and delivers
+     * what comes from the peers until something did (1) or the clock
+     * reached `until` (0).  NULL: the thread yields, and the comm thread
+     * receives.  Set once, before the comm thread starts. */
+    int (*poll)(void *ctx, uint64_t until);
+    void *poll_ctx;
     struct dsm_stats stats;
     uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
     struct trace *trace;        /* events for dsmexec --trace; NULL: off (set once) */
@@ -117,7 +127,7 @@ int core_running(struct core *c, char *err);
  * sleep on c->cv until cond() holds or the job failed.  0 or DSM_EPEER
  * with err filled. */
 int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
-/* Only the yielding part of core_wait. */
+/* Only the polling part of core_wait. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
 /* Round-robin by blocks of pages; in release mode a table that starts so

@@ -28,16 +28,20 @@ int net_prepare(int fd, char *err)
     return DSM_OK;
 }
 
-/* One sendmsg of header + payload without blocking.  Returns the bytes
- * sent (possibly fewer than asked), 0 if the socket is full, -1 on error. */
-ssize_t net_send_frame(int fd, const unsigned char *hdr, const void *payload, size_t len)
+/* One sendmsg of what is queued, a header and a payload, without blocking.
+ * Returns the bytes sent (possibly fewer than asked), 0 if the socket is
+ * full, -1 on error. */
+ssize_t net_send_frame(int fd, const void *queued, size_t queued_len, const unsigned char *hdr,
+                       const void *payload, size_t len)
 {
-    struct iovec iov[2] = {
-        { (void *)hdr, MSG_WIRE_SIZE },
-        { (void *)payload, len },
-    };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+    struct iovec iov[3];
+    struct msghdr mh = { .msg_iov = iov };
     ssize_t n;
+    if (queued_len)
+        iov[mh.msg_iovlen++] = (struct iovec){ (void *)queued, queued_len };
+    iov[mh.msg_iovlen++] = (struct iovec){ (void *)hdr, MSG_WIRE_SIZE };
+    if (len)
+        iov[mh.msg_iovlen++] = (struct iovec){ (void *)payload, len };
     do {
         n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);

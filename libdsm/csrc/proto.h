@@ -9,8 +9,8 @@
 enum msg_type {
     DSM_REQ = 1,        /* requester -> home: I need `count` pages (mode) */
     DSM_FWD,            /* home -> owner: serve page (mode) to origin */
-    DSM_PAGE,           /* owner -> requester: page data, or a grant without data */
-    DSM_UPDATE,         /* requester -> home: installed a page `server` sent */
+    DSM_PAGE,           /* owner -> requester: `count` pages' data, or a grant without data */
+    DSM_UPDATE,         /* requester -> home: installed `count` pages `server` sent */
     DSM_INV,            /* home -> copy holder: drop your read copy */
     DSM_INV_ACK,        /* copy holder -> home: dropped */
     DSM_FINALIZE,       /* rank -> every peer: I will need nothing more, after
@@ -35,9 +35,14 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
  * to the home with DSM_UPDATE once installed. */
 #define PAGE_NEEDS_UPDATE 1
 
+/* Most pages one DSM_PAGE or DSM_UPDATE carries: a run of read-ahead or
+ * prefetched pages travels as one message with one header. */
+#define RUN_MAX 256
+
 struct page_fields {            /* DSM_REQ .. DSM_INV_ACK, DSM_DIFF, DSM_DIFF_ACK */
     uint64_t page;
-    uint32_t count;             /* DSM_REQ: pages from `page` on, one home block */
+    uint32_t count;             /* DSM_REQ, DSM_PAGE, DSM_UPDATE: pages from `page` on,
+                                 * all with one home (0 means 1) */
     uint8_t mode;               /* MODE_* */
     uint8_t flags;              /* FWD_NODATA, PAGE_NEEDS_UPDATE */
     uint16_t server;            /* DSM_UPDATE: the rank that sent the page */

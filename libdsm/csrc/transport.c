@@ -33,7 +33,12 @@ void tp_free(struct transport *t)
 
 void tp_register(struct transport *t, int type, tp_handler fn, void *ctx, uint32_t max_len)
 {
-    t->table[type] = (struct tp_entry){ fn, ctx, max_len };
+    t->table[type] = (struct tp_entry){ .fn = fn, .ctx = ctx, .max_len = max_len };
+}
+
+void tp_sink(struct transport *t, int type, tp_sink_fn fn)
+{
+    t->table[type].sink = fn;
 }
 
 static void add_hook(struct tp_hooks *h, tp_hook fn, void *ctx)
@@ -157,6 +162,15 @@ static size_t drain_self(struct transport *t)
     }
     t->selfq_len = 0;
     return i;
+}
+
+unsigned char *tp_sink_of(struct transport *t, const struct msg *m)
+{
+    const struct tp_entry *e = &t->table[m->type];
+    if (!e->sink || !m->len)
+        return NULL;
+    run_hooks(&t->flush, m->type);
+    return e->sink(e->ctx, m);
 }
 
 void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *payload)

@@ -26,6 +26,8 @@
 struct transport;
 typedef void (*tp_handler)(void *ctx, const struct msg *m, const unsigned char *payload);
 typedef void (*tp_hook)(void *ctx, int arg);
+/* Where the payload of m should be received, or NULL for anywhere. */
+typedef unsigned char *(*tp_sink_fn)(void *ctx, const struct msg *m);
 
 struct transport_ops {
     /* To a peer, from the comm thread: queued, payload (m->len bytes) copied. */
@@ -42,6 +44,7 @@ struct tp_entry {
     tp_handler fn;
     void *ctx;
     uint32_t max_len;           /* payload bytes a message of this type may carry */
+    tp_sink_fn sink;            /* optional: where its payload goes (tp_sink) */
 };
 
 struct tp_hooks {
@@ -68,6 +71,9 @@ void tp_init(struct transport *t, struct core *c, const struct transport_ops *op
              void *backend);
 void tp_free(struct transport *t);
 void tp_register(struct transport *t, int type, tp_handler fn, void *ctx, uint32_t max_len);
+/* Messages of `type` (registered already) may have their payload received
+ * straight where fn(ctx, m) says; the handler then gets that pointer. */
+void tp_sink(struct transport *t, int type, tp_sink_fn fn);
 void tp_on_flush(struct transport *t, tp_hook fn, void *ctx);        /* fn(ctx, type) */
 /* fn(ctx, the DSM_FINALIZE message) */
 void tp_on_finalized(struct transport *t, tp_handler fn, void *ctx);
@@ -85,6 +91,11 @@ int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *pa
 /* Backends: a received header is sane (known type, payload size, origin)?
  * 0, or -1 with the failure recorded. */
 int tp_check(struct transport *t, const struct msg *m);
+/* Backends: where to receive a checked message's payload, or NULL (into a
+ * buffer of the backend's).  Batched work that must come before m takes
+ * effect first; the backend then delivers m with that pointer, before any
+ * other message from the same peer. */
+unsigned char *tp_sink_of(struct transport *t, const struct msg *m);
 /* Backends: run one message and what it sent to ourselves. */
 void tp_deliver(struct transport *t, const struct msg *m, const unsigned char *payload);
 /* Backends: the messages application threads posted; how many. */

@@ -236,6 +236,7 @@ static int run(uint64_t seed, int drop, int corrupt)
     for (r = 0; r < s->n; r++) {
         W.cover.ring_full += s->r[r].core.stats.ring_full;
         W.cover.homes_moved += s->r[r].core.stats.homes_moved;
+        W.cover.early += s->r[r].core.stats.readahead_early;
         simnet_rank_free(&s->r[r]);
     }
     for (r = 0; r < s->n * s->n; r++)
@@ -245,6 +246,7 @@ static int run(uint64_t seed, int drop, int corrupt)
             free(m->payload);
             free(m);
         }
+    W.cover.split += s->split_receipts;
     free(s->delivered);
     free(W.shadow);
     free(W.hist);
@@ -279,10 +281,12 @@ int main(int argc, char **argv)
         if (run(a + (unsigned long long)i, drop, corrupt))
             return 1;
     printf("covered: %llu steps with a page lent to several readers, %llu full rings, "
-           "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved\n",
+           "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved, "
+           "%llu page runs, %llu payloads received in two parts, %llu early read-aheads\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
-           (unsigned long long)W.cover.homes_moved);
+           (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
+           (unsigned long long)W.cover.split, (unsigned long long)W.cover.early);
     printf("%d seeds passed%s%s%s\n", i, W.release ? " (--release)" : "", drop ? " (--drop)" : "",
            corrupt ? " (--corrupt)" : "");
     return 0;

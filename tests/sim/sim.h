@@ -20,6 +20,8 @@ struct sim_msg {
     unsigned char *payload;
     uint64_t id;                    /* unique over the run: lost or twice is a bug */
     int eof;                        /* the sender died: end of stream */
+    unsigned char *sink;            /* its payload is being received here (tp_sink_of) */
+    uint32_t got;                   /* ... this many bytes so far */
     struct sim_msg *next;
 };
 
@@ -59,6 +61,7 @@ struct sim {
     unsigned char *delivered;       /* per message id: how often it was delivered */
     uint64_t delivered_cap;
     char violation[512];            /* the first broken rule, or "" */
+    uint64_t split_receipts;        /* payloads received in two parts, steps between */
 };
 
 extern uint64_t sim_now;            /* simulated ns: the core's clock */
@@ -136,6 +139,9 @@ struct world {
         uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
         uint64_t collectives;
         uint64_t homes_moved;   /* release mode: pages whose home followed its writer */
+        uint64_t runs;          /* DSM_PAGE messages carrying several pages */
+        uint64_t split;         /* payloads received straight into pages in two parts */
+        uint64_t early;         /* read-ahead runs asked for at a trigger page */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

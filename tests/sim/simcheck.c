@@ -19,6 +19,7 @@ void observe(struct sim *s, int dst, const struct msg *m)
     (void)s;
     W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
     W.cover.collectives += m->type == DSM_COLL;
+    W.cover.runs += m->type == DSM_PAGE && m->pg.count > 1;
     if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
         return;
     f = &W.fifo[m->lk.lock];
@@ -34,6 +35,8 @@ static void check_page(uint32_t p)
     for (r = 0; r < W.s.n; r++) {
         const struct core *c = &W.s.r[r].core;
         int prot = c->pages[p].prot;
+        if (prot == DSM_PROT_NONE && coh_holds(c, p))
+            prot = DSM_PROT_READ;       /* a read-ahead trigger: a read copy, kept closed */
         if (prot == DSM_PROT_NONE)
             continue;
         if (memcmp(c->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE, SIM_PAGE))

@@ -1,0 +1,230 @@
+/* Layer 1: one peer connection of the socket backend (peer.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "net.h"
+#include "peer.h"
+
+#define RX_CHUNK (64 * 1024)    /* bytes one recv asks for, besides payloads received in place */
+#define DIRECT_MIN 4096         /* payloads this large are sent without a copy */
+
+void peer_init(struct peer *p, struct transport *t, int rank, int fd)
+{
+    memset(p, 0, sizeof *p);
+    p->t = t;
+    p->rank = rank;
+    p->fd = fd;
+    p->last_rx_ns = p->last_tx_ns = now_ns();
+    pthread_mutex_init(&p->txmu, NULL);
+}
+
+void peer_free(struct peer *p)
+{
+    free(p->rx.data);
+    free(p->tx.data);
+    pthread_mutex_destroy(&p->txmu);
+}
+
+/* Make room for n more bytes at the end of b; 0 or -1 (out of memory). */
+static int buf_reserve(struct buf *b, size_t n)
+{
+    if (b->off && b->len + n > b->cap) {
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : RX_CHUNK;
+        unsigned char *d;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (!(d = realloc(b->data, cap)))
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    return 0;
+}
+
+static void buf_append(struct core *c, struct buf *b, const void *p, size_t n)
+{
+    if (buf_reserve(b, n)) {
+        core_fail(c, "out of memory buffering %zu bytes", n);
+        return;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+/* Send to a peer.  A message goes straight onto the socket, behind what
+ * the outbox holds, with no copy, when it is `now` (application threads,
+ * to save a hand-off) or carries a payload of DIRECT_MIN bytes or more
+ * (pages are sent from the read/write view: the kernel copies them before
+ * sendmsg returns).  Other messages, and what the socket did not take, go
+ * into the outbox, which the comm thread flushes at the end of each round
+ * of events, so that a burst of small messages leaves in a few writes.
+ * Returns 1 if something is left in the outbox. */
+int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
+{
+    unsigned char hdr[MSG_WIRE_SIZE];
+    size_t queued, sent = 0;
+    ssize_t n;
+    int left;
+    msg_encode(m, hdr);
+    __atomic_fetch_add(&p->t->core->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
+    if (m->type == DSM_PAGE && m->len)
+        __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
+                           __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->txmu);
+    if (p->eof || p->shut) {
+        pthread_mutex_unlock(&p->txmu);
+        core_fail(p->t->core, "cannot send %s to rank %d: its connection is closed",
+                  msg_name(m->type), p->rank);
+        return 0;
+    }
+    queued = p->tx.len - p->tx.off;
+    if (now || m->len >= DIRECT_MIN) {
+        if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
+                                m->len)) < 0) {
+            pthread_mutex_unlock(&p->txmu);
+            core_fail(p->t->core, "send %s to rank %d: %s", msg_name(m->type), p->rank,
+                      strerror(errno));
+            return 0;
+        }
+        sent = (size_t)n;
+        p->tx.off += sent < queued ? sent : queued;
+        sent = sent > queued ? sent - queued : 0;
+    }
+    if (sent < MSG_WIRE_SIZE)
+        buf_append(p->t->core, &p->tx, hdr + sent, MSG_WIRE_SIZE - sent);
+    sent = sent > MSG_WIRE_SIZE ? sent - MSG_WIRE_SIZE : 0;
+    if (m->len > sent)
+        buf_append(p->t->core, &p->tx, (const unsigned char *)payload + sent, m->len - sent);
+    left = p->tx.off < p->tx.len;
+    if (!left)
+        p->tx.off = p->tx.len = 0;
+    if (p->t->core->heartbeat_ns)
+        p->last_tx_ns = now_ns();
+    pthread_mutex_unlock(&p->txmu);
+    return left;
+}
+
+/* Deliver every complete message in a peer's receive buffer.  A message
+ * whose payload has only partly come, and whose type has a sink, has the
+ * rest received straight there (on_readable). */
+static void parse(struct peer *p)
+{
+    struct msg m;
+    while (p->rx.len - p->rx.off >= MSG_WIRE_SIZE) {
+        unsigned char *h = p->rx.data + p->rx.off;
+        size_t have = p->rx.len - p->rx.off - MSG_WIRE_SIZE;
+        msg_decode(h, &m);
+        m.from = (uint16_t)p->rank;
+        if (tp_check(p->t, &m)) {
+            p->rx.off = p->rx.len;
+            return;
+        }
+        if (have < m.len && (p->sink = tp_sink_of(p->t, &m))) {
+            memcpy(p->sink, h + MSG_WIRE_SIZE, have);
+            p->sink_m = m;
+            p->sink_got = have;
+            p->rx.off = p->rx.len;
+            return;
+        }
+        if (have < m.len)
+            return;
+        p->rx.off += MSG_WIRE_SIZE + m.len;
+        p->t->core->stats.msgs_recv += m.type != DSM_HEARTBEAT;
+        tp_deliver(p->t, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
+    }
+}
+
+/* One recv without blocking: the bytes, or 0 if none are there now or
+ * the peer closed (p->eof, failing the job if it had not finalized). */
+static size_t receive(struct peer *p, int self_finalized, void *dst, size_t len)
+{
+    ssize_t n;
+    do {
+        n = recv(p->fd, dst, len, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (n <= 0) {               /* a peer closes only once every rank, we too, finalized */
+        p->eof = 1;
+        if (!p->finalized || !self_finalized)
+            core_fail(p->t->core, "rank %d closed its connection before finalize (%s)", p->rank,
+                      n < 0 ? strerror(errno) : "end of stream");
+        return 0;
+    }
+    p->last_rx_ns = p->t->core->heartbeat_ns ? now_ns() : 0;
+    return (size_t)n;
+}
+
+/* How much the next recv into the buffer asks for: RX_CHUNK, or what the
+ * partial message at its head still lacks, if more (a large collective).
+ * Asking for little leaves a page payload to be received in place. */
+static size_t rx_want(const struct peer *p)
+{
+    size_t have = p->rx.len - p->rx.off, need;
+    struct msg m;
+    if (have < MSG_WIRE_SIZE)
+        return RX_CHUNK;
+    msg_decode(p->rx.data + p->rx.off, &m);
+    need = MSG_WIRE_SIZE + m.len - have;
+    return need > RX_CHUNK ? need : RX_CHUNK;
+}
+
+void peer_read(struct peer *p, int self_finalized)
+{
+    size_t n, want;
+    while (!p->eof) {
+        if (p->sink) {          /* the rest of a payload, in place */
+            unsigned char *dst = p->sink;
+            if (!(n = receive(p, self_finalized, dst + p->sink_got, p->sink_m.len - p->sink_got)))
+                break;
+            if ((p->sink_got += n) < p->sink_m.len)
+                continue;
+            p->sink = NULL;
+            p->t->core->stats.msgs_recv++;
+            tp_deliver(p->t, &p->sink_m, dst);
+            continue;
+        }
+        if (buf_reserve(&p->rx, want = rx_want(p))) {
+            core_fail(p->t->core, "out of memory receiving from rank %d", p->rank);
+            return;
+        }
+        if (!(n = receive(p, self_finalized, p->rx.data + p->rx.len, want)))
+            break;
+        p->rx.len += n;
+        parse(p);
+    }
+    if (p->rx.off == p->rx.len)
+        p->rx.off = p->rx.len = 0;
+}
+
+/* Write as much of a peer's outbox as the socket takes. */
+void peer_flush(struct peer *p)
+{
+    ssize_t n;
+    pthread_mutex_lock(&p->txmu);
+    if (p->tx.off == p->tx.len || p->shut) {
+        pthread_mutex_unlock(&p->txmu);
+        return;
+    }
+    do {
+        n = send(p->fd, p->tx.data + p->tx.off, p->tx.len - p->tx.off,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        core_fail(p->t->core, "send to rank %d: %s", p->rank, strerror(errno));
+        p->tx.off = p->tx.len;
+    } else if (n > 0) {
+        p->tx.off += (size_t)n;
+    }
+    if (p->tx.off == p->tx.len)
+        p->tx.off = p->tx.len = 0;
+    pthread_mutex_unlock(&p->txmu);
+}
+

@@ -1,0 +1,43 @@
+/* Layer 1: one peer connection of the socket backend: framing, the
+ * outbox, and receiving (a page payload straight into its pages).  The
+ * comm thread reads and flushes; any thread sends. */
+#ifndef DSM_PEER_H
+#define DSM_PEER_H
+#include <sys/types.h>
+#include "transport.h"
+
+struct buf {
+    unsigned char *data;
+    size_t off, len, cap;       /* live bytes are data[off, len) */
+};
+
+struct peer {
+    struct transport *t;
+    int rank;                   /* whose connection this is */
+    int fd;
+    int finalized;              /* its DSM_FINALIZE arrived */
+    int eof;                    /* it closed its side */
+    int shut;                   /* we closed ours */
+    struct buf rx;
+    struct msg sink_m;          /* a message whose payload is being received ... */
+    unsigned char *sink;        /* ... straight to here (tp_sink_of); NULL: none */
+    size_t sink_got;            /* ... bytes of it so far */
+    pthread_mutex_t txmu;       /* tx: the comm thread and faulting threads send */
+    struct buf tx;
+    uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
+    uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
+};
+
+/* Before use: the connection to `rank` over fd (not yet prepared). */
+void peer_init(struct peer *p, struct transport *t, int rank, int fd);
+void peer_free(struct peer *p);
+/* Send m (and m->len payload bytes).  `now`: an application thread, which
+ * sends at once rather than leave it for the comm thread.  1 if something
+ * is left in the outbox for peer_flush. */
+int peer_send(struct peer *p, const struct msg *m, const void *payload, int now);
+/* Comm thread: receive what has come and deliver every complete message.
+ * An end of stream before both sides finalized fails the job. */
+void peer_read(struct peer *p, int self_finalized);
+/* Comm thread: write as much of the outbox as the socket takes. */
+void peer_flush(struct peer *p);
+#endif
