@@ -194,8 +194,8 @@ class Dsm:
         passing the same obj.  homes="first_touch": each page goes to the
         rank that holds it writable now (wrote it last, nobody read it
         since), the others keep theirs; "row_block" (arrays): each rank's
-        rows go to it.  No thread of any rank may touch shared memory
-        meanwhile.  Release mode moves no home: there it is a barrier."""
+        rows go to it.  No thread of any rank may touch shared memory or
+        hold pins meanwhile.  Release mode moves no home: there it is a barrier."""
         self._coll.check()
         self._placement.place(obj, homes, self._span(obj))
 

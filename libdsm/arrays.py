@@ -73,7 +73,6 @@ class Arrays:
             else None
         if addr is None or addr - self._memory.base not in self._allocations:
             raise ValueError("free() takes an Allocation or an array from dsm.array()")
-        self._placement.forget(addr - self._memory.base)
         return self._allocations.pop(addr - self._memory.base)
 
 

@@ -15,7 +15,9 @@ switches its table):
                    home
 
 `dsm.array(..., homes="first_touch")` places the array at the first
-`dsm.barrier()` after it was made, so that each rank's first writes decide.
+`dsm.barrier()` after it was made, so that each rank's first writes decide
+(even if it was freed meanwhile: only one rank frees, and every rank must
+make the same placements).
 """
 from libdsm import _binding
 from libdsm.errors import PlacementError
@@ -60,17 +62,14 @@ class Placement:
         for arr, span in pending.values():
             self.place(arr, "first_touch", span)
 
-    def forget(self, offset):
-        """The array at offset was freed: no placement for it is due."""
-        self._pending.pop(offset, None)
-
     def place(self, obj, homes, span):
         """Collective: move the homes of the pages under span, obj's
         (offset, nbytes); for row_block obj must be an array."""
         self.check(homes)
-        if homes == "row_block" and not hasattr(obj, "__array_interface__"):
-            raise PlacementError("homes='row_block' needs an array (its rows), got %s"
-                                 % type(obj).__name__, self._rank, self._host)
+        if homes == "row_block" and (not hasattr(obj, "__array_interface__") or
+                                     (obj.ndim and obj.strides[0] <= 0)):
+            raise PlacementError("homes='row_block' needs an array whose rows go upwards, "
+                                 "got %s" % type(obj).__name__, self._rank, self._host)
         first, count = self._memory.pages(*span)
         current = [_binding.page_home(p) for p in range(first, first + count)]
         if homes == "row_block":

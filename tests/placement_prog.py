@@ -4,8 +4,9 @@
         a fresh array made with homes=HOMES ("none" for round-robin); prints
         its write faults and whether every rank's rows read back right
     placement_prog.py rehome ROWS COLS             rank 0 writes every row, the
-        array is placed by row_block, every rank checks the data, then writes
-        its own rows again; the same with first_touch
+        array is placed by row_block (dsm.place), every rank checks the data,
+        then writes its own rows again; then an array made with
+        homes="first_touch" whose rows each rank writes before a barrier
     placement_prog.py mismatch                     rank 0 places by row_block,
         the others by first_touch: each prints the error it gets
 """
@@ -51,14 +52,15 @@ def fill(dsm, nrows, ncols, homes, pad):
 
 def rehome(dsm, nrows, ncols):
     for how in ("row_block", "first_touch"):
-        arr = dsm.array((nrows, ncols), "float64")
+        arr = dsm.array((nrows, ncols), "float64", homes=None if how == "row_block" else how)
         rows = dsm.row_block(nrows, arr.strides[0])
         if how == "first_touch":        # every rank writes its rows: they become its pages
             arr[rows] = 7 + np.arange(rows.start, rows.stop)[:, None]
         elif dsm.rank == 0:             # rank 0 writes everything: the pages sit with it
             arr[:] = 7 + np.arange(nrows)[:, None]
-        dsm.barrier()
-        dsm.place(arr, how)
+        dsm.barrier()                   # first_touch: placed here
+        if how == "row_block":
+            dsm.place(arr, how)
         before = check_all(dsm, arr, lambda q: 7)
         homes = band_homes(dsm, arr, rows)
         dsm.barrier()

@@ -87,6 +87,6 @@ def test_bad_placements_are_typed_errors():
                         "expected one of 'row_block', 'first_touch', or None"), p.stdout
     assert lines[1].startswith("PlacementError True rank 0 on host localhost: "
                                "homes='row_block' is for collective arrays"), p.stdout
-    assert lines[2].startswith("PlacementError True") and "needs an array" in lines[2]
+    assert lines[2].startswith("PlacementError True") and "needs an array" in lines[2], p.stdout
     assert lines[3] == "ConfigError True rank 0: page 0: home 1 is not a rank of 0..0", p.stdout
     assert lines[4] == "placed %d 0" % (8 * 1024 * 3), p.stdout

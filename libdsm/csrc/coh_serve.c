@@ -403,8 +403,9 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
     h->release = release;
     h->wait_tail = &h->wait_head;
     h->ra = (struct readahead){ UINT64_MAX, UINT64_MAX, 1 };
-    /* a directory entry and a home for every page: any page can move here */
-    if (!(h->dirs = calloc(c->npages, sizeof *h->dirs)) ||
+    /* a home for every page, and in sequential mode a directory entry for
+     * every page: any page can move here (release mode keeps none) */
+    if ((!release && !(h->dirs = calloc(c->npages, sizeof *h->dirs))) ||
         !(c->homes = malloc(c->npages * sizeof *c->homes))) {
         coh_free(h);
         return dsm_err_sys(err, ENOMEM, "directory for %llu pages",
@@ -412,7 +413,7 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
     }
     for (p = 0; p < c->npages; p++) {       /* round-robin blocks to begin with */
         c->homes[p] = (uint16_t)((p / c->block) % (uint64_t)c->nranks);
-        if (c->homes[p] == c->rank)
+        if (c->homes[p] == c->rank && !release)
             h->dirs[p].owner = (uint16_t)c->rank;
     }
     /* release mode needs no directory traffic: only requests and pages */

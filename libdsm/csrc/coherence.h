@@ -101,7 +101,8 @@ struct coh {
     struct transport *t;
     int release;                    /* release consistency (else sequential) */
     struct rc rc;
-    struct dir *dirs;                   /* the pages homed here (comm thread) */
+    struct dir *dirs;                   /* per page, used where homed here (comm thread);
+                                         * NULL in release mode */
     struct waiter *wait_head, **wait_tail;
     struct batched installs[BATCH_MAX], serves[BATCH_MAX];
     unsigned n_installs, n_serves;
@@ -117,7 +118,8 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
 void coh_free(struct coh *h);
 
 /* The directory entry of a page homed here (the simulator checks them):
- * one per page of the region, so that any page can be homed anywhere. */
+ * one per page of the region, so that any page can be homed anywhere.
+ * Sequential mode only. */
 struct dir *coh_dir(struct coh *h, uint64_t page);
 
 /* What a faulting thread does next (coh_fault_step). */

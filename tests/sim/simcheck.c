@@ -192,9 +192,9 @@ void check_end(void)
                               p);
         for (id = 0; id < W.npages; id++)
             if (sr->core.pages[id].pending ||
-                (page_home(&sr->core, id) == r && (coh_dir(&sr->coh, id)->busy ||
-                                                   coh_dir(&sr->coh, id)->reads ||
-                                                   coh_dir(&sr->coh, id)->lending)))
+                (!W.release && page_home(&sr->core, id) == r &&
+                 (coh_dir(&sr->coh, id)->busy || coh_dir(&sr->coh, id)->reads ||
+                  coh_dir(&sr->coh, id)->lending)))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked)
