@@ -51,6 +51,7 @@ RUNS = [
     pre + DSMEXEC + [M4, bench("false_sharing.py")] for pre in ([], RELEASE)] + [
     DSMEXEC + [m, bench("messages.py")] for m in (M2, M4, M8)] + [
     DSMEXEC + [M4, bench("region_init.py")],
+    DSMEXEC + [M2, bench("placement.py")],
     [PY, bench("launch.py")],
 ]
 
@@ -164,6 +165,12 @@ def table(r):
     add("4 GiB region over 4 ranks", "init %.2f s, %s" % (
         x["seconds"], "works" if x["ok"] else "WRONG DATA"), "default vm.max_map_count",
         "n/a", "works, init < 2 s", x["ok"] and x["seconds"] < 2)
+    x = r["own rows, placed"]
+    add('%d ranks fill their own rows of a fresh 8 MiB array, homes="row_block"' % x["ranks"],
+        "%.1f ms, %d write faults" % (x["seconds"] * 1e3, x["faults"]),
+        "round-robin homes %.1f ms, %d write faults" % (x["ref_seconds"] * 1e3, x["ref_faults"]),
+        "%.1f× faster" % (x["ref_seconds"] / x["seconds"]), "no write fault, faster",
+        x["faults"] == 0 and x["seconds"] < x["ref_seconds"])
     x = r["launch 8 ranks via ssh"]
     add("launch of 8 ranks through ssh", "%.2f s" % x["seconds"],
         "one serial ssh %.2f s" % x["ref_seconds"], "%.1f×" % (x["seconds"] / x["ref_seconds"]),

@@ -21,6 +21,7 @@ Dsm is made (none of them imports this package):
     regions      named regions (Dsm.named_regions)
     collectives  barrier, bcast, finalize, and the check at every entry point
     arrays       dsm.array
+    placement    dsm.place, dsm.array(homes=...): where pages live
     pinned       dsm.pinned, and save, write, readinto (system calls on DSM memory)
     partitions   ranks, hosts, row_block
     report       what dsmexec --trace and --stats collect at finalize
@@ -34,11 +35,12 @@ from libdsm.arrays import Arrays
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
                            DsmError, LockError, MappingLimitError, PeerError, PinTimeoutError,
-                           StateError)
+                           PlacementError, StateError)
 from libdsm.locks import Lock, Locks
 from libdsm.memory import Memory
 from libdsm.partitions import Partitions
 from libdsm.pinned import PIN_TIMEOUT, Pins
+from libdsm.placement import Placement
 from libdsm.regions import Region
 from libdsm.report import Report
 
@@ -46,6 +48,7 @@ __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError", "PinTimeoutError",
+    "PlacementError",
 ]
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
@@ -83,8 +86,9 @@ class Dsm:
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
         self._coll = Collectives(memory, self.rank, self.size, self.hostname())
-        self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self.rank,
-                              self.hostname())
+        self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
+        self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
+                              self.rank, self.hostname())
         self._pins = Pins(memory, self._span)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
@@ -99,7 +103,7 @@ class Dsm:
         return self._memory.page_of(offset)
 
     def page_home(self, page):
-        """The round-robin home rank of a page."""
+        """The home rank of a page: round-robin until placed (see `place`)."""
         return _binding.page_home(page)
 
     def page_access(self, page):
@@ -122,8 +126,10 @@ class Dsm:
     # ------------------------------------------------------------ collectives
     def barrier(self):
         """Wait until every rank has called barrier().  log2(N) exchanges
-        between the comm threads; no Python runs on the way."""
+        between the comm threads; no Python runs on the way.  Then the
+        arrays made with homes="first_touch" since the last one are placed."""
         self._coll.barrier()
+        self._placement.barrier_passed()
 
     def allreduce(self, x, op="sum"):
         """Collective: x (a number or a numpy array) combined elementwise over
@@ -182,6 +188,17 @@ class Dsm:
         if count:
             _binding.prefetch(first, count, write)
 
+    def place(self, obj, homes="first_touch"):
+        """Collective: move the homes of the pages under obj (an Allocation,
+        Region, array on the region, or (offset, nbytes)), every rank
+        passing the same obj.  homes="first_touch": each page goes to the
+        rank that holds it writable now (wrote it last, nobody read it
+        since), the others keep theirs; "row_block" (arrays): each rank's
+        rows go to it.  No thread of any rank may touch shared memory or
+        hold pins meanwhile.  Release mode moves no home: there it is a barrier."""
+        self._coll.check()
+        self._placement.place(obj, homes, self._span(obj))
+
     def pinned(self, obj, write=False, timeout=PIN_TIMEOUT):
         """Context manager: every page under obj (an Allocation, Region,
         array, memoryview on the region, or (offset, nbytes)) is fetched and
@@ -222,7 +239,7 @@ class Dsm:
         raise TypeError("expected an Allocation, a Region, an array, a memoryview or "
                         "(offset, nbytes), got %s" % type(obj).__name__)
 
-    def array(self, shape, dtype="float64", name=None, pad_rows=False):
+    def array(self, shape, dtype="float64", name=None, pad_rows=False, homes=None):
         """A numpy array on shared pages, the same on every rank.
 
         Without a name it is collective: rank 0 allocates, every rank gets
@@ -233,10 +250,14 @@ class Dsm:
         pad_rows=True every row (first index) starts on a page boundary:
         the array is a strided view whose row stride (``arr.strides[0]``) is
         the row's bytes rounded up to whole pages, so any split of its rows
-        shares no page.
+        shares no page.  homes (collective arrays): where its pages live,
+        None (round-robin), "row_block" (each rank's `row_block` of rows
+        at that rank, placed now) or "first_touch" (placed at the next
+        `barrier()`: each page at the rank that holds it writable then);
+        see `place`.  PlacementError for another value or a named array.
         """
         self._coll.check()
-        return self._arrays.array(shape, dtype, name, pad_rows)
+        return self._arrays.array(shape, dtype, name, pad_rows, homes)
 
     def row_block(self, nrows, row_bytes, rank=None):
         """The slice of rows a rank should own so ranks share no page.

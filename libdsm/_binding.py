@@ -203,6 +203,12 @@ def page_home(page):
     return lib.dsm_page_home(page)
 
 
+def place(first_page, npages, homes):
+    """Collective: homes[i] becomes the home of page first_page + i."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_place(first_page, npages, ffi.new("uint16_t[]", homes or [0]), err), err)
+
+
 def stats():
     out = ffi.new("struct dsm_stats *")
     lib.dsm_get_stats(out)

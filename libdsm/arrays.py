@@ -14,19 +14,22 @@ class Arrays:
     """This rank's arrays.  memory: the region's Memory; heap, regions and
     collectives: what arrays are made of; rank, host: for errors."""
 
-    def __init__(self, memory, heap, regions, collectives, rank, host):
+    def __init__(self, memory, heap, regions, collectives, placement, rank, host):
         self._memory = memory
+        self._placement = placement
         self._heap = heap
         self._regions = regions
         self._coll = collectives
         self._rank, self._host = rank, host
         self._allocations = {}          # offset -> Allocation of a collective array
 
-    def array(self, shape, dtype, name=None, pad_rows=False):
+    def array(self, shape, dtype, name=None, pad_rows=False, homes=None):
         """A numpy array of shape and dtype: collective without a name, else
         on the named region (see `Dsm.array`).  pad_rows: each row (index
-        of the first axis) starts on a page boundary."""
+        of the first axis) starts on a page boundary.  homes: where its
+        pages live (libdsm.placement), for a collective array."""
         import numpy as np
+        self._placement.check(homes, named=name is not None)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         dtype = np.dtype(dtype)
         count = math.prod(shape)
@@ -47,7 +50,9 @@ class Arrays:
                                   % (shape, dtype.str, stride, root_shape, root_dtype,
                                      root_stride), self._rank, self._host)
         self._allocations[alloc.offset] = alloc
-        return _rows(alloc.mem, shape, dtype, count, stride)
+        arr = _rows(alloc.mem, shape, dtype, count, stride)
+        self._placement.array_made(arr, homes)
+        return arr
 
     def _named(self, name, shape, dtype, nbytes, stride):
         try:

@@ -72,6 +72,12 @@ class Collectives:
         with self._lock:
             _binding.barrier()
 
+    def place(self, first, count, homes):
+        """Collective: move the homes of pages [first, first + count)."""
+        self.check()
+        with self._lock:
+            _binding.place(first, count, homes)
+
     def _root(self, root, what):
         if not isinstance(root, int) or not 0 <= root < self._size:
             raise ValueError("%s root %r out of range 0..%d" % (what, root, self._size - 1))

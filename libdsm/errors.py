@@ -57,5 +57,10 @@ class LockError(DsmError, RuntimeError):
     """A lock was released by a rank that does not hold it."""
 
 
+class PlacementError(DsmError, ValueError):
+    """A placement that cannot be made: an unknown homes= value, homes= for a
+    named array, row_block homes for something that has no rows."""
+
+
 class PinTimeoutError(DsmError, TimeoutError):
     """Pages stayed pinned by another rank past the timeout of dsm.pinned()."""

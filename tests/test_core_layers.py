@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(240)
 # include headers of its own layer or below, never above.
 LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "reduce": 0, "dsm_api": 0, "trace": 0,
           "region": 1, "transport": 1, "comm": 1, "peer": 1, "net": 1,
-          "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_pin": 2, "coll": 2,
+          "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_pin": 2, "coh_place": 2,
+          "coll": 2,
           "locks": 2, "fault": 3, "api": 4}
 
 
@@ -71,7 +72,8 @@ def test_protocol_code_keeps_no_file_static_state():
     own copy.  Only fault.c (a signal handler) and api.c (the one real
     instance) keep globals."""
     for name in ("wire.c", "ring.c", "reduce.c", "transport.c", "comm.c", "peer.c", "net.c",
-                 "region.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_pin.c", "coll.c", "locks.c"):
+                 "region.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_pin.c", "coh_place.c",
+                 "coll.c", "locks.c"):
         with open(os.path.join(CSRC, name)) as f:
             text = f.read()
         state = [line for line in text.splitlines()
@@ -97,6 +99,7 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
     covered = re.search(r"covered: (\d+) steps.*, (\d+) full rings, (\d+) lock hand-offs.*, "
                         r"(\d+) collective messages", p.stdout)
     assert covered and all(int(n) > 0 for n in covered.groups()), p.stdout[-500:]
+    assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) > 0     # placements ran
 
 
 def test_release_mode_reads_what_sequential_mode_would(sim):

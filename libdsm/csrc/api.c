@@ -273,6 +273,59 @@ int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const vo
     return rc;
 }
 
+/* What identifies a placement, for the barrier that checks every rank
+ * asked for the same one (FNV-1a). */
+static uint64_t place_sig(uint64_t first, uint64_t n, const uint16_t *homes)
+{
+    uint64_t h = 0xcbf29ce484222325ULL, i, v[2] = { first, n };
+    const unsigned char *b = (const unsigned char *)v;
+    for (i = 0; i < sizeof v; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    for (i = 0; i < n; i++)
+        h = (h ^ homes[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static int place_settled(void *arg)
+{
+    const uint64_t *range = arg;
+    return coh_place_settled(&D.coh, range[0], range[1]);
+}
+
+/* The order of coherence.h's placement steps, between two barriers: the
+ * first also checks that every rank asked for the same placement, and the
+ * second keeps every rank from asking a new home before it knows it is
+ * one.  Release mode moves no home here: its homes follow single writers
+ * at barriers already, so a placement is only the barrier. */
+int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err)
+{
+    struct coll_call call = { .kind = DSM_COLL_BARRIER };
+    uint64_t range[2] = { first, n }, i, len;
+    void *out;
+    int rc = core_running(&D.core, err), valid = !check_pages(first, n, err);
+    if (!rc && valid && !D.core.release) {          /* no read-ahead of ours still coming */
+        pthread_mutex_lock(&D.core.mu);
+        rc = core_wait(&D.core, place_settled, range, 0, err);
+        pthread_mutex_unlock(&D.core.mu);
+    }
+    if (!rc)
+        rc = collective(DSM_COLL_BARRIER, 0, 0, 0, place_sig(first, valid ? n : 0, homes),
+                        NULL, 0, &out, &len, err);
+    if (rc || (rc = check_pages(first, n, err)))    /* the same verdict on every rank */
+        return rc;
+    for (i = 0; i < n; i++)
+        if (homes[i] >= D.core.nranks) {
+            dsm_err(err, "page %llu: home %u is not a rank of 0..%d",
+                    (unsigned long long)(first + i), homes[i], D.core.nranks - 1);
+            return DSM_EINVAL;
+        }
+    if (D.core.release)
+        return DSM_OK;
+    if (!(rc = coh_place(&D.coh, first, n, homes, err)))
+        rc = coll_run(&D.coll, &call, &out, &len, err);
+    return rc;
+}
+
 int dsm_agree(uint64_t value, uint64_t *all, char *err)
 {
     uint64_t mine = htole64(value), len, v;
@@ -377,7 +430,7 @@ int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out)
 
 int dsm_page_home(uint64_t page)
 {
-    return D.core.nranks ? page_home(&D.core, page) : -1;
+    return D.core.nranks && page < D.core.npages ? page_home(&D.core, page) : -1;
 }
 
 void dsm_get_stats(struct dsm_stats *out)

@@ -465,18 +465,15 @@ int rc_init(struct coh *h, uint64_t limit, char *err)
     struct rc *rc = &h->rc;
     uint64_t p;
     rc->limit = limit;
-    if (!(c->homes = malloc(c->npages * sizeof *c->homes)) ||
-        !(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
+    if (!(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||
         set_init(&rc->drop, c->npages) || set_init(&rc->refetch, c->npages) ||
         set_init(&rc->served, c->npages))
         return dsm_err_sys(err, ENOMEM, "release-mode state for %llu pages",
                            (unsigned long long)c->npages);
-    for (p = 0; p < c->npages; p++) {       /* round-robin blocks to begin with */
+    for (p = 0; p < c->npages; p++)
         rc->writer[p] = NOBODY;
-        c->homes[p] = (uint16_t)((p / c->block) % (uint64_t)c->nranks);
-    }
     tp_register(h->t, DSM_DIFF, on_diff, h, (uint32_t)(2 * c->page_size));
     tp_register(h->t, DSM_DIFF_ACK, on_diff_ack, h, 0);
     return DSM_OK;
@@ -490,8 +487,6 @@ void rc_free(struct coh *h)
             free(h->rc.twin[p]);
     free(h->rc.twin);
     free(h->rc.writer);
-    free(h->c->homes);
-    h->c->homes = NULL;
     free(h->rc.dirty.bits);
     free(h->rc.written.bits);
     free(h->rc.known.bits);

@@ -12,9 +12,7 @@ static void home_complete(struct coh *h, uint64_t page, int mode, int origin, in
 /* The directory entry of a page homed here. */
 struct dir *coh_dir(struct coh *h, uint64_t page)
 {
-    const struct core *c = h->c;
-    uint64_t blk = page / c->block;
-    return &h->dirs[(blk / (uint64_t)c->nranks) * c->block + page % c->block];
+    return &h->dirs[page];
 }
 
 /* Apply the protections of a batch, one protect() per run of consecutive
@@ -475,8 +473,7 @@ static void on_flush(void *ctx, int type)
 int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
              uint64_t twin_limit, char *err)
 {
-    uint64_t nblocks = (c->npages + c->block - 1) / c->block;
-    uint64_t mine = (nblocks + (uint64_t)c->nranks - 1) / (uint64_t)c->nranks, p;
+    uint64_t p;
     int type, rc;
     memset(h, 0, sizeof *h);
     h->c = c;
@@ -484,12 +481,19 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
     h->release = release;
     h->wait_tail = &h->wait_head;
     h->ra = (struct readahead){ UINT64_MAX, UINT64_MAX, 1 };
-    if (!(h->dirs = calloc(mine * c->block, sizeof *h->dirs)))
+    /* a home for every page, and in sequential mode a directory entry for
+     * every page: any page can move here (release mode keeps none) */
+    if ((!release && !(h->dirs = calloc(c->npages, sizeof *h->dirs))) ||
+        !(c->homes = malloc(c->npages * sizeof *c->homes))) {
+        coh_free(h);
         return dsm_err_sys(err, ENOMEM, "directory for %llu pages",
-                           (unsigned long long)(mine * c->block));
-    for (p = 0; p < c->npages; p++)
-        if (page_home(c, p) == c->rank)
-            coh_dir(h, p)->owner = (uint16_t)c->rank;
+                           (unsigned long long)c->npages);
+    }
+    for (p = 0; p < c->npages; p++) {       /* round-robin blocks to begin with */
+        c->homes[p] = (uint16_t)((p / c->block) % (uint64_t)c->nranks);
+        if (c->homes[p] == c->rank && !release)
+            h->dirs[p].owner = (uint16_t)c->rank;
+    }
     /* release mode needs no directory traffic: only requests and pages */
     for (type = DSM_REQ; type <= DSM_INV_ACK; type++)
         if (!release || type == DSM_REQ || type == DSM_PAGE)
@@ -497,6 +501,7 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
                         type == DSM_PAGE ? (uint32_t)(RUN_MAX * c->page_size) : 0);
     tp_sink(t, DSM_PAGE, page_sink);
     tp_on_flush(t, on_flush, h);
+    coh_place_init(h);
     if (release && (rc = rc_init(h, twin_limit, err))) {
         coh_free(h);
         return rc;
@@ -513,6 +518,9 @@ void coh_free(struct coh *h)
     }
     free(h->dirs);
     h->dirs = NULL;
+    free(h->c->homes);
+    h->c->homes = NULL;
+    coh_place_end(h);
     if (h->release)
         rc_free(h);
 }

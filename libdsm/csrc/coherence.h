@@ -70,6 +70,15 @@ struct pageset {
     uint64_t *bits, words, count;
 };
 
+/* A placement under way (coh_place.c), guarded by core.mu but for
+ * `fences`, which only the comm thread touches. */
+struct place {
+    uint64_t first, n;
+    uint16_t *homes;                /* the new home of each page; NULL: none under way */
+    unsigned fences;                /* DSM_PLACE received for the next switch, ours included */
+    int done;                       /* the homes switched here */
+};
+
 /* Release mode's state (coh_rc.c), guarded by core.mu. */
 struct rc {
     uint64_t limit;                 /* twin bytes before a write sends another page home early */
@@ -92,12 +101,14 @@ struct coh {
     struct transport *t;
     int release;                    /* release consistency (else sequential) */
     struct rc rc;
-    struct dir *dirs;                   /* the pages homed here (comm thread) */
+    struct dir *dirs;                   /* per page, used where homed here (comm thread);
+                                         * NULL in release mode */
     struct waiter *wait_head, **wait_tail;
     struct batched installs[BATCH_MAX], serves[BATCH_MAX];
     unsigned n_installs, n_serves;
     struct readahead ra;
     struct parked *parked;              /* DSM_FWD, DSM_INV held for pinned pages (core.mu) */
+    struct place place;
 };
 
 /* Directory and handlers; the page table (core.pages) must exist.
@@ -106,7 +117,9 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
              uint64_t twin_limit, char *err);
 void coh_free(struct coh *h);
 
-/* The directory entry of a page homed here (the simulator checks them). */
+/* The directory entry of a page homed here (the simulator checks them):
+ * one per page of the region, so that any page can be homed anywhere.
+ * Sequential mode only. */
 struct dir *coh_dir(struct coh *h, uint64_t page);
 
 /* What a faulting thread does next (coh_fault_step). */
@@ -164,6 +177,39 @@ int coh_unpin_poke(struct coh *h);
 /* coh_unpin and its DSM_UNPIN, waiting for room in the ring (takes
  * core.mu): DSM_OK, or DSM_EPEER with err filled once the job failed. */
 int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err);
+
+/* coh_place.c: moving the homes of pages [first, first + n), sequential
+ * mode, at a collective point where no thread of any rank touches those
+ * pages (dsm_place: every rank, the same homes, between two barriers).
+ *   1. coh_place_settled: no request of ours for the range is under way
+ *      (read-ahead may have left some); then the first barrier.
+ *   2. coh_place_begin; each new home takes its pages for writing
+ *      (coh_place_next gives them): the data and the exclusive copy move
+ *      through the old home's directory, with the usual protocol.
+ *   3. coh_place_post: DSM_PLACE to our comm thread, which sends it to
+ *      every peer behind all it sent before (the last DSM_UPDATE to an old
+ *      home included: each channel is FIFO).
+ *   4. Once a comm thread has every rank's DSM_PLACE, nothing for those
+ *      pages is in flight towards it: it switches the homes, and a new
+ *      home's directory entry starts afresh (owner itself, no copies);
+ *      coh_place_done.  Then coh_place_end, and the second barrier, after
+ *      which every rank asks the new homes. */
+void coh_place_init(struct coh *h);
+/* Caller holds core.mu: no page of the range is pending here. */
+int coh_place_settled(struct coh *h, uint64_t first, uint64_t n);
+/* Caller holds core.mu: a placement begins (the homes are copied); 0, or
+ * -1 out of memory. */
+int coh_place_begin(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes);
+/* Caller holds core.mu: the first page from `page` on that this rank is to
+ * home but does not hold writable, or first + n if none. */
+uint64_t coh_place_next(struct coh *h, uint64_t page);
+/* Caller holds core.mu: post DSM_PLACE to ourselves; 0, or TP_FULL. */
+int coh_place_post(struct coh *h);
+int coh_place_done(struct coh *h);      /* caller holds core.mu */
+void coh_place_end(struct coh *h);      /* caller holds core.mu (or the rank is ending) */
+/* Steps 2 to 4 with the waits (takes core.mu): DSM_OK, or DSM_EPEER /
+ * DSM_ESYS with err filled. */
+int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, char *err);
 
 /* coh_rc.c: release mode.  All but rc_serve run in application threads
  * holding core.mu (which sending drops for a while). */

@@ -3,7 +3,7 @@
  * only: no includes, no guards, no macros beyond integer constants. */
 
 #define DSM_CORE_MAJOR 2
-#define DSM_CORE_MINOR 1
+#define DSM_CORE_MINOR 2
 #define DSM_ERRLEN 256
 
 /* Return codes.  Every call that can fail fills a caller's err[DSM_ERRLEN]
@@ -80,7 +80,7 @@ struct dsm_stats {
     uint64_t diff_bytes;      /* ... and their bytes */
     uint64_t early_flushes;   /* pages sent home early to bound the twins */
     uint64_t invalidations_saved; /* writes that needed no message (sequential mode asks the home) */
-    uint64_t homes_moved;     /* release mode: pages whose home moved to their single writer */
+    uint64_t homes_moved;     /* pages whose home moved: by dsm_place, or to a single writer */
     uint64_t vma_runs;        /* protection runs in the region now */
     uint64_t vma_budget;      /* runs the region may use */
     uint64_t fault_wait_ns;   /* time application threads spent in faults */
@@ -159,8 +159,15 @@ int dsm_page_prot(uint64_t page);
  * to another rank or dropped its copy.  High counts mean thrashing. */
 int dsm_pages_given_up(uint64_t first, uint64_t n, uint32_t *out);
 
-/* Home (round-robin) rank of a page. */
+/* Home rank of a page (round-robin until placed), or -1 if out of range. */
 int dsm_page_home(uint64_t page);
+
+/* Collective: pages [first, first + n) get homes[i] as the home of page
+ * first + i, every rank passing the same homes (else DSM_ECOLL).  Each new
+ * home takes its pages for writing first.  No thread of any rank may touch
+ * the region meanwhile.  Release mode moves no home (its homes follow
+ * single writers): there it is a barrier. */
+int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err);
 
 void dsm_get_stats(struct dsm_stats *out);
 

@@ -15,6 +15,7 @@
  *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
  *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
  *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
+ *   coh_place.c  layer 2: coherence, moving page homes (dsm_place)
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
@@ -72,7 +73,7 @@ struct core {
     uint64_t (*clock)(void);    /* monotonic ns: now_ns, or simulated time */
     unsigned char *rw;          /* page data, always read/write */
     struct page *pages;
-    uint16_t *homes;            /* release mode: each page's home, which can move; else NULL */
+    uint16_t *homes;            /* each page's home, which can move (coh_init); NULL before */
     struct mem_ops mem;
 
     pthread_mutex_t mu;         /* guards the page table, phase, failure, waits */
@@ -130,8 +131,9 @@ int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, cha
 /* Only the polling part of core_wait. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
-/* Round-robin by blocks of pages; in release mode a table that starts so
- * and follows single writers (coh_rc.c). */
+/* Round-robin by blocks of pages to begin with; then a table that
+ * placements change (coh_place.c) and, in release mode, single writers
+ * (coh_rc.c). */
 static inline int page_home(const struct core *c, uint64_t page)
 {
     if (c->homes)

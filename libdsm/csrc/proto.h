@@ -24,6 +24,8 @@ enum msg_type {
     DSM_DIFF_ACK,       /* release mode, home -> writer: applied */
     DSM_HEARTBEAT,      /* rank -> peer: still alive (sent when idle; transport-level) */
     DSM_UNPIN,          /* rank -> itself: pages were unpinned, run what was parked */
+    DSM_PLACE,          /* rank -> itself, then -> every peer: my part of a placement is
+                         * done; all I sent before it for those pages has gone */
     DSM_MSG_MAX
 };
 

@@ -18,6 +18,7 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
     [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
     [DSM_DIFF_ACK] = "DSM_DIFF_ACK", [DSM_HEARTBEAT] = "DSM_HEARTBEAT", [DSM_UNPIN] = "DSM_UNPIN",
+    [DSM_PLACE] = "DSM_PLACE",
 };
 
 const char *msg_name(int type)

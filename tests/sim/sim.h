@@ -96,9 +96,13 @@ struct op {
     int phase;                      /* collectives before it (thread 0), or -1 */
 };
 
-/* The job's collectives, the same on every rank. */
+/* The job's collectives, the same on every rank.  COLL_PLACE (sequential
+ * mode) moves the homes of pages [first, first + n) to homes[]. */
+#define COLL_PLACE 100
 struct coll_spec {
     int kind, root, op;
+    uint32_t first, n;
+    uint16_t homes[8];
 };
 #define MAX_COLLS 8
 

@@ -45,7 +45,10 @@ static void random_op(struct op *o, int r, int t, int ph)
 /* Threads get random reads and writes (words 0..5: words 6 and 7 hold
  * the locks' counters) and lock-protected increments; thread
  * 0 of every rank makes the same collectives between them (barrier, bcast,
- * allreduce, reduce, allgather), and finalize at the end.  In release mode
+ * allreduce, reduce, allgather, and in sequential mode placements of a
+ * random range of pages at random homes), and finalize at the end.  A
+ * placement, like every collective in release mode, synchronises the
+ * whole rank (see phase_open).  In release mode
  * a last barrier comes before finalize, the writes are data-race-free (a
  * word has one writer between two collectives, and only thread 0 writes
  * outside locks), and a collective synchronises the whole rank: thread 0
@@ -61,10 +64,16 @@ void make_scenario(void)
     W.nthreads = 1 + (int)below(SIM_MAX_THREADS);
     for (p = 0; p < colls; p++) {
         struct coll_spec *c = &W.colls[p];
-        i = p < phases ? (int)below(5) : 0;
-        c->kind = kinds[i];
+        i = p < phases ? (int)below(W.release ? 5 : 6) : 0;
+        c->kind = i == 5 ? COLL_PLACE : kinds[i];
         c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
         c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
+        if (c->kind == COLL_PLACE) {
+            c->first = (uint32_t)below(W.npages);
+            c->n = 1 + (uint32_t)below(W.npages - c->first);
+            for (i = 0; i < (int)c->n; i++)
+                c->homes[i] = (uint16_t)below((uint64_t)W.s.n);
+        }
     }
     for (r = 0; r < W.s.n; r++)
         for (t = 0; t < W.nthreads; t++) {
@@ -94,7 +103,8 @@ static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
 {
     const struct coll_spec *c = &W.colls[idx];
     int gets = c->kind == DSM_COLL_BCAST ? r != c->root
-             : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == r);
+             : c->kind != DSM_COLL_BARRIER && c->kind != COLL_PLACE &&
+               (c->root == DSM_ROOT_ALL || c->root == r);
     int64_t want[2] = { 0, 0 }, v[2];
     int q;
     for (q = 0; q < W.s.n; q++)
@@ -185,18 +195,28 @@ static int drop_ready(struct srank *sr)
     return !sr->coh.rc.drop.count;
 }
 
-/* Release mode: a collective synchronises the whole rank.  Thread 0 begins
- * collective ph once thread 1 is past the ops before it; thread 1 begins
- * its ops after collective ph once thread 0 has ended it. */
+/* Is collective k a point where the whole rank synchronises: every one
+ * in release mode, a placement in sequential mode? */
+static int rank_wide(uint32_t k)
+{
+    return W.release || W.colls[k].kind == COLL_PLACE;
+}
+
+/* A collective that synchronises the whole rank: thread 0 begins
+ * collective k once thread 1 is past the ops before it; thread 1 begins
+ * its ops after collective k once thread 0 has ended it. */
 static int phase_open(int r, int t, const struct op *o)
 {
     const struct thread *other = &W.th[r][1 - t];
+    int k;
     if (W.nthreads < 2 || (t == 0 && (o->kind != OP_COLL || o->coll >= MAX_COLLS + 1)))
         return 1;
     if (t == 0)
-        return o->kind != OP_COLL || thread_done(other) ||
+        return !rank_wide(o->coll) || thread_done(other) ||
                other->ops[other->pc].phase > (int)o->coll;
-    return o->phase <= other->colls_done;
+    for (k = o->phase - 1; k >= 0 && !rank_wide((uint32_t)k); k--)
+        ;
+    return k < other->colls_done;
 }
 
 /* OP_PIN, as dsm_pin: phase 0 fetches the pages in ascending order and
@@ -206,6 +226,26 @@ static int phase_open(int r, int t, const struct op *o)
 static int pin_ready(struct srank *sr, const struct thread *th, const struct op *o)
 {
     return th->phase || coh_fault_ready(&sr->coh, o->page + th->upto, (int)o->write);
+}
+
+/* A placement (COLL_PLACE), as dsm_place: phase 0 waits for our requests
+ * for the range to be answered, then begins the first barrier; 1 ends it
+ * and begins the placement; 2 takes the pages this rank is to home for
+ * writing, one fault at a time; 3 posts DSM_PLACE; 4 waits for the switch
+ * and begins the second barrier; 5 ends it. */
+static int place_ready(struct srank *sr, const struct thread *th, const struct op *o)
+{
+    const struct coll_spec *c = &W.colls[o->coll];
+    uint64_t p;
+    switch (th->phase) {
+    case 0: return coh_place_settled(&sr->coh, c->first, c->n);
+    case 1: case 5: return coll_ended(&sr->coll);
+    case 2:
+        p = coh_place_next(&sr->coh, th->upto);
+        return p == c->first + c->n || coh_fault_ready(&sr->coh, p, 1);
+    case 4: return coh_place_done(&sr->coh);
+    }
+    return 1;
 }
 
 /* Can this thread's next step change something? */
@@ -220,7 +260,7 @@ int thread_ready(int r, int t)
         return 1;               /* it wakes to the failure */
     if (th->full && !ring_room(sr))
         return 0;
-    if (W.release && !phase_open(r, t, o))
+    if (!phase_open(r, t, o))
         return 0;
     switch (o->kind) {
     case OP_READ:
@@ -236,6 +276,8 @@ int thread_ready(int r, int t)
         }
         return 1;
     case OP_COLL:
+        if (W.colls[o->coll].kind == COLL_PLACE)
+            return place_ready(sr, th, o);
         switch (th->phase) {
         case 0: return !th->flushing || rc_flushed(&sr->coh);
         case 2: case 5: return coll_ended(&sr->coll);
@@ -419,6 +461,57 @@ static void collective_step(int r, struct thread *th, const struct op *o)
     }
 }
 
+static void place_step(int r, struct thread *th, const struct op *o)
+{
+    struct srank *sr = &W.s.r[r];
+    const struct coll_spec *c = &W.colls[o->coll];
+    struct coll_call call = { .kind = DSM_COLL_BARRIER, .sig = 7 + o->coll };
+    char err[DSM_ERRLEN];
+    uint64_t len, p;
+    void *out = NULL;
+    int rc = 0;
+    switch (th->phase) {
+    case 0: case 4:
+        rc = coll_begin(&sr->coll, &call, err);
+        W.began[r] += th->phase == 0;
+        th->phase++;
+        break;
+    case 1:
+        if (!(rc = coll_result(&sr->coll, &out, &len, err))) {
+            if (coh_place_begin(&sr->coh, c->first, c->n, c->homes))
+                sim_violation(&W.s, "rank %d: no memory for a placement", r);
+            th->upto = c->first;
+            th->phase = 2;
+        }
+        break;
+    case 2:
+        p = coh_place_next(&sr->coh, th->upto);
+        th->upto = (uint32_t)p;
+        if (p == c->first + c->n)
+            th->phase = 3;
+        else
+            fault(r, th, (uint32_t)p, 1);
+        break;
+    case 3:
+        th->full = coh_place_post(&sr->coh) == TP_FULL;
+        th->phase += !th->full;
+        break;
+    case 5:
+        if (!(rc = coll_result(&sr->coll, &out, &len, err))) {
+            coh_place_end(&sr->coh);
+            check_coll(r, o->coll, NULL, 0);
+            th->phase = 0;
+            th->upto = 0;
+            th->pc++;
+            th->colls_done++;
+        }
+        break;
+    }
+    free(out);
+    if (rc)
+        sim_violation(&W.s, "rank %d: placement %u: %s", r, o->coll, err);
+}
+
 static void pin_step(int r, struct thread *th, const struct op *o)
 {
     struct srank *sr = &W.s.r[r];
@@ -472,6 +565,8 @@ void app_step(int r, int t)
         lock_inc(r, th, o);
     } else if (o->kind == OP_PIN) {
         pin_step(r, th, o);
+    } else if (o->kind == OP_COLL && W.colls[o->coll].kind == COLL_PLACE) {
+        place_step(r, th, o);
     } else {
         collective_step(r, th, o);
     }

@@ -26,12 +26,25 @@ void observe(struct sim *s, int dst, const struct msg *m)
     f->q[(f->head + f->len++) % 64] = m->origin;
 }
 
+/* The home of page p that every rank agrees on, or -1 while a placement
+ * switches the ranks' tables one by one. */
+static int agreed_home(uint32_t p)
+{
+    int r, home = page_home(&W.s.r[0].core, p);
+    for (r = 1; r < W.s.n; r++)
+        if (page_home(&W.s.r[r].core, p) != home)
+            return -1;
+    return home;
+}
+
+/* The copies and the data; and, unless a placement is switching its home,
+ * the home's directory. */
 static void check_page(uint32_t p)
 {
-    struct srank *home = &W.s.r[page_home(&W.s.r[0].core, p)];
-    struct dir *d = coh_dir(&home->coh, p);
-    int r, writer = -1, readers = 0, quiet = !d->busy && !d->reads;
-    W.cover.fanout += d->reads > 1;
+    int r, writer = -1, readers = 0, home = agreed_home(p);
+    struct dir *d = home >= 0 ? coh_dir(&W.s.r[home].coh, p) : NULL;
+    int quiet = d && !d->busy && !d->reads;
+    W.cover.fanout += d && d->reads > 1;
     for (r = 0; r < W.s.n; r++) {
         const struct core *c = &W.s.r[r].core;
         int prot = c->pages[p].prot;
@@ -137,8 +150,8 @@ void check_step(void)
     check_locks();
 }
 
-/* Release mode, at the end (after a last barrier): every home holds the
- * last write of every word. */
+/* At the end: the ranks agree on every page's home, and in release mode
+ * (after a last barrier) every home holds the last write of every word. */
 static void check_homes(void)
 {
     uint32_t p;
@@ -146,7 +159,7 @@ static void check_homes(void)
     for (r = 1; r < W.s.n; r++)
         if (memcmp(W.s.r[r].core.homes, W.s.r[0].core.homes, W.npages * sizeof(uint16_t)))
             sim_violation(&W.s, "ranks 0 and %d disagree on where pages live", r);
-    for (p = 0; p < W.npages; p++) {
+    for (p = 0; W.release && p < W.npages; p++) {
         const struct core *home = &W.s.r[page_home(&W.s.r[0].core, p)].core;
         if (memcmp(home->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE,
                    SIM_PAGE))
@@ -182,15 +195,15 @@ void check_end(void)
                               p);
         for (id = 0; id < W.npages; id++)
             if (sr->core.pages[id].pending ||
-                (page_home(&sr->core, id) == r && (coh_dir(&sr->coh, id)->busy ||
-                                                   coh_dir(&sr->coh, id)->reads ||
-                                                   coh_dir(&sr->coh, id)->lending)))
+                (!W.release && page_home(&sr->core, id) == r &&
+                 (coh_dir(&sr->coh, id)->busy || coh_dir(&sr->coh, id)->reads ||
+                  coh_dir(&sr->coh, id)->lending)))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
-    if (W.release && W.dropped < 0)
+    if (W.dropped < 0)
         check_homes();
     for (id = 0; id < s->next_id; id++)
         if (id >= s->delivered_cap || s->delivered[id] != 1)

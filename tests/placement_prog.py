@@ -1,0 +1,101 @@
+"""Page placement under real ranks (test_placement.py runs it).
+
+    placement_prog.py fill ROWS COLS HOMES [pad]   each rank fills its rows of
+        a fresh array made with homes=HOMES ("none" for round-robin); prints
+        its write faults and whether every rank's rows read back right
+    placement_prog.py rehome ROWS COLS             rank 0 writes every row, the
+        array is placed by row_block (dsm.place), every rank checks the data,
+        then writes its own rows again; then an array made with
+        homes="first_touch" whose rows each rank writes before a barrier
+    placement_prog.py mismatch                     rank 0 places by row_block,
+        the others by first_touch: each prints the error it gets
+"""
+import sys
+
+import numpy as np
+
+import libdsm
+
+
+def check_all(dsm, arr, value_of):
+    """Every row holds value_of(its row_block owner) + its row index."""
+    nrows = arr.shape[0]
+    for q in range(dsm.size):
+        rows = dsm.row_block(nrows, arr.strides[0], q)
+        want = value_of(q) + np.arange(rows.start, rows.stop)[:, None]
+        if not np.array_equal(arr[rows], np.broadcast_to(want, arr[rows].shape)):
+            return False
+    return True
+
+
+def band_homes(dsm, arr, rows):
+    """The homes of the pages under arr[rows]."""
+    offset, nbytes = dsm._span(arr[rows]) if rows.stop > rows.start else (0, 0)
+    first = offset // dsm.page_size
+    last = -(-(offset + nbytes) // dsm.page_size)
+    return {dsm.page_home(p) for p in range(first, last)}
+
+
+def fill(dsm, nrows, ncols, homes, pad):
+    arr = dsm.array((nrows, ncols), "float64", pad_rows=pad,
+                    homes=None if homes == "none" else homes)
+    rows = dsm.row_block(nrows, arr.strides[0])
+    dsm.barrier()
+    before = dsm.stats()["write_faults"]
+    arr[rows] = dsm.rank * 1000 + np.arange(rows.start, rows.stop)[:, None]
+    faults = dsm.stats()["write_faults"] - before
+    dsm.barrier()
+    ok = check_all(dsm, arr, lambda q: q * 1000)
+    print("fill homes=%s write_faults=%d ok=%d own_homes=%s"
+          % (homes, faults, ok, sorted(band_homes(dsm, arr, rows))))
+
+
+def rehome(dsm, nrows, ncols):
+    for how in ("row_block", "first_touch"):
+        arr = dsm.array((nrows, ncols), "float64", homes=None if how == "row_block" else how)
+        rows = dsm.row_block(nrows, arr.strides[0])
+        if how == "first_touch":        # every rank writes its rows: they become its pages
+            arr[rows] = 7 + np.arange(rows.start, rows.stop)[:, None]
+        elif dsm.rank == 0:             # rank 0 writes everything: the pages sit with it
+            arr[:] = 7 + np.arange(nrows)[:, None]
+        dsm.barrier()                   # first_touch: placed here
+        if how == "row_block":
+            dsm.place(arr, how)
+        before = check_all(dsm, arr, lambda q: 7)
+        homes = band_homes(dsm, arr, rows)
+        dsm.barrier()
+        start = dsm.stats()["write_faults"]
+        arr[rows] = 100 * (dsm.rank + 1) + np.arange(rows.start, rows.stop)[:, None]
+        faults = dsm.stats()["write_faults"] - start
+        dsm.barrier()
+        after = check_all(dsm, arr, lambda q: 100 * (q + 1))
+        print("rehome %s before=%d after=%d own_homes=%s write_faults=%d"
+              % (how, before, after, sorted(homes), faults))
+        dsm.barrier()
+        if dsm.rank == 0:
+            dsm.free(arr)
+
+
+def mismatch(dsm):
+    arr = dsm.array((64, 1024), "float64")
+    try:
+        dsm.place(arr, "row_block" if dsm.rank == 0 else "first_touch")
+    except libdsm.CollectiveError as e:
+        print("mismatch %s" % type(e).__name__)
+    dsm.barrier()
+    print("mismatch then barrier ok")
+
+
+def main():
+    what = sys.argv[1]
+    with libdsm.init() as dsm:
+        if what == "fill":
+            fill(dsm, int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], "pad" in sys.argv[5:])
+        elif what == "rehome":
+            rehome(dsm, int(sys.argv[2]), int(sys.argv[3]))
+        else:
+            mismatch(dsm)
+
+
+if __name__ == "__main__":
+    main()
