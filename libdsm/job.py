@@ -28,7 +28,9 @@ def start(ctx, options):
     mapped = layout.mapped_bytes(cfg["size"])
     fds = [None]
     if ctx:
-        shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size())
+        major, minor = _binding.core_version()
+        shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size(),
+                 major << 16 | minor)
         fds = mesh.build(ctx, shape, cfg["connect_timeout"])
     if not faulthandler.is_enabled():
         faulthandler.enable()

@@ -348,17 +348,25 @@ class FirstMessage(Handshake):
 
 # ---------------------------------------------------------------- region layout
 
-LAYOUT = struct.Struct("!QQQQ")
-LAYOUT_NAMES = ("size", "base", "block_pages", "page_size")
+LAYOUT = struct.Struct("!QQQQQ")
+LAYOUT_NAMES = ("size", "base", "block_pages", "page_size", "core")
+"""The region as each rank maps it, and ``core``: the C core's protocol
+version, major << 16 | minor (the messages between ranks are the core's)."""
 
 
 class LayoutMismatch(WireError):
-    """An authenticated peer maps the region differently: ``name``, ``ours``, ``theirs``."""
+    """An authenticated peer maps the region differently, or runs another
+    core: ``name``, ``ours``, ``theirs``."""
 
     def __init__(self, name, ours, theirs, peer):
         self.name, self.ours, self.theirs, self.peer = name, ours, theirs, peer
-        super().__init__("region %s differs: this rank has %#x, rank %d has %#x; "
-                         "give every rank the same DSM_* settings" % (name, ours, peer, theirs))
+        if name == "core":
+            super().__init__("the C core differs: this rank has version %d.%d, rank %d has "
+                             "%d.%d; install the same libdsm on every host"
+                             % (ours >> 16, ours & 0xffff, peer, theirs >> 16, theirs & 0xffff))
+        else:
+            super().__init__("region %s differs: this rank has %#x, rank %d has %#x; give "
+                             "every rank the same DSM_* settings" % (name, ours, peer, theirs))
 
 
 def check_layout(ours, theirs, peer):

@@ -214,10 +214,11 @@ def streaming(dsm, a):
         def faults(x, y):
             return (y["read_faults"] + y["write_faults"]) - (x["read_faults"] + x["write_faults"])
         print("streaming pages=%d ok=%d seq_faults=%d prefetched=%d after_prefetch_faults=%d "
-              "after_write_prefetch_faults=%d" % (
+              "after_write_prefetch_faults=%d early=%d msgs=%d" % (
                   arrs[0].nbytes // dsm.page_size, ok, faults(s0, s1),
                   s1["pages_prefetched"] - s0["pages_prefetched"], faults(s2, s3),
-                  faults(s4, s5)))
+                  faults(s4, s5), s1["readahead_early"] - s0["readahead_early"],
+                  s1["msgs_recv"] - s0["msgs_recv"]))
     dsm.barrier()
     if dsm.rank == 0:
         print("streaming writes seen=%d" % int((arrs[2] == 5).all()))

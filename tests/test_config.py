@@ -41,6 +41,17 @@ def test_unknown_argument():
         config.resolve(4096, environ={}, sise=1)
 
 
+def test_waiting_threads_read_their_replies_when_every_thread_has_a_cpu():
+    import os
+    cpus = os.cpu_count()
+    assert config.resolve(4096, environ={}, ranks_here=max(1, cpus // 2))["wait"] == \
+        ("reply" if cpus >= 2 else "yield")
+    assert config.resolve(4096, environ={}, ranks_here=cpus // 2 + 1)["wait"] == "yield"
+    assert config.resolve(4096, environ={"DSM_WAIT": "reply"}, ranks_here=99)["wait"] == "reply"
+    with pytest.raises(ConfigError, match="DSM_WAIT must be 'reply' or 'yield', got 'spin'"):
+        config.resolve(4096, environ={"DSM_WAIT": "spin"})
+
+
 def test_spin_defaults_to_off_when_ranks_outnumber_cpus():
     import os
     cpus = os.cpu_count()

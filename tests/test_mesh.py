@@ -12,7 +12,7 @@ from libdsm_services import rank as bootstrap
 from libdsm_services import wire
 
 pytestmark = pytest.mark.timeout(60)
-LAYOUT = (1 << 26, 0x200000000000, 4, 4096)
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 3)
 
 
 def contexts(n, secret=None):

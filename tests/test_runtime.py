@@ -134,11 +134,36 @@ def test_address_in_use_is_a_clear_error():
 
 
 def test_read_ahead_and_prefetch(tmp_path):
-    p = run(tmp_path, 2, DSM_PROG, "streaming")
+    # home blocks of 64 pages: a request, and so a run, stops at a block's end
+    p = run(tmp_path, 2, DSM_PROG, "streaming", env={"DSM_BLOCK_PAGES": "64"})
     assert p.returncode == 0, p.stderr
     m = re.search(r"streaming pages=(\d+) ok=1 seq_faults=(\d+) prefetched=(\d+) "
-                  r"after_prefetch_faults=0 after_write_prefetch_faults=0", p.stdout)
+                  r"after_prefetch_faults=0 after_write_prefetch_faults=0 early=(\d+) "
+                  r"msgs=(\d+)", p.stdout)
     assert m, p.stdout
-    pages, faults, prefetched = map(int, m.groups())
+    pages, faults, prefetched, early, msgs = map(int, m.groups())
     assert faults < pages / 8                   # read-ahead grew to many pages a fault
     assert faults + prefetched >= pages
+    assert early > 0                            # trigger pages asked for runs ahead of time
+    assert msgs < pages / 8                     # the pages came in runs, not one by one
+
+
+@pytest.mark.parametrize("wait", ["reply", "yield"])
+def test_both_ways_of_waiting(tmp_path, wait):
+    """A waiting thread that receives its own replies (leader/follower over
+    the comm thread's sockets), and one that yields to the comm thread:
+    faults both ways, locks and collectives at 3 ranks, and a busy owner
+    still served."""
+    env = {"DSM_WAIT": wait}
+    for scenario, args, expect in [("mutual", ["--rounds", "60"], "bad=0"),
+                                   ("lock_invariant", [], "broken=0"),
+                                   ("collectives", [], "collectives bad=0")]:
+        p = run(tmp_path, 3, DSM_PROG, scenario, *args, env=env)
+        assert p.returncode == 0, p.stderr
+        got = rank_lines(p.stdout, scenario + " ")
+        assert sorted(got) == [0, 1, 2], p.stdout
+        assert all(expect in text for text in got.values()), p.stdout
+    p = run(tmp_path, 2, DSM_PROG, "busy_owner", "--busy", "2", env=env)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"value=(\d+) fault_s=([\d.]+)", p.stdout)
+    assert m and m.group(1) == "4242" and float(m.group(2)) < 2     # not after the busy spell

@@ -176,7 +176,7 @@ def test_parse_hostport_refuses(text):
         wire.parse_hostport(text)
 
 
-LAYOUT = (1 << 26, 0x200000000000, 4, 4096)
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 3)
 
 
 def mesh_sides(pair, theirs=LAYOUT, secret=None):
@@ -194,10 +194,17 @@ def test_mesh_handshake_agrees_on_the_layout(pair):
 
 
 def test_layout_mismatch_names_the_field_both_values_and_the_fix(pair):
-    _, right = mesh_sides(pair, theirs=(1 << 26, 0x300000000000, 4, 4096))
+    _, right = mesh_sides(pair, theirs=(1 << 26, 0x300000000000) + LAYOUT[2:])
     assert isinstance(right, wire.LayoutMismatch) and not isinstance(right, wire.HandshakeError)
     assert str(right) == ("region base differs: this rank has 0x200000000000, rank 3 has "
                           "0x300000000000; give every rank the same DSM_* settings")
+
+
+def test_ranks_with_different_cores_are_refused_with_both_versions(pair):
+    _, right = mesh_sides(pair, theirs=LAYOUT[:4] + (2 << 16 | 2,))
+    assert isinstance(right, wire.LayoutMismatch)
+    assert str(right) == ("the C core differs: this rank has version 2.3, rank 3 has 2.2; "
+                          "install the same libdsm on every host")
 
 
 def test_check_peer_refuses_before_any_layout_is_sent(pair):

@@ -37,21 +37,22 @@ static int protect_runs(struct coh *h, const struct batched *b, unsigned n)
 /* ---------------------------------------------------------- requester */
 
 /* How many pages of the batch from b[0] on are one run: consecutive pages
- * alike in `same` (which compares two entries), with one home, and at
- * most RUN_MAX of them. */
+ * alike in `same` (which compares two entries), at most RUN_MAX of them. */
 static unsigned run_of(const struct core *c, const struct batched *b, unsigned n,
-                       int (*same)(const struct batched *, const struct batched *))
+                       int (*same)(const struct core *, const struct batched *,
+                                   const struct batched *))
 {
     unsigned k = 1, limit = n < RUN_MAX ? n : RUN_MAX;
-    while (k < limit && b[k].page == b[k - 1].page + 1 && same(b, b + k) &&
-           page_home(c, b[k].page) == page_home(c, b[0].page))
+    while (k < limit && b[k].page == b[k - 1].page + 1 && same(c, b, b + k))
         k++;
     return k;
 }
 
-static int same_confirm(const struct batched *a, const struct batched *b)
+/* Installs confirmed by one DSM_UPDATE: to one home, for one server. */
+static int same_confirm(const struct core *c, const struct batched *a, const struct batched *b)
 {
-    return a->confirm == b->confirm && a->server == b->server && a->prot == b->prot;
+    return a->confirm == b->confirm && a->server == b->server && a->prot == b->prot &&
+           page_home(c, a->page) == page_home(c, b->page);
 }
 
 /* Open the received pages, wake the faulting threads, confirm to the homes
@@ -111,7 +112,9 @@ static unsigned char *page_sink(void *ctx, const struct msg *m)
 
 /* DSM_PAGE: the data (if any) goes in through the read/write view (unless
  * the backend received it there already); the pages open at the next
- * flush, before any other message is handled. */
+ * flush, before any other message is handled.  A page that did not come
+ * from its home is confirmed to the home with DSM_UPDATE (sequential mode;
+ * a run may span homes). */
 static void on_page(struct coh *h, const struct msg *m, const unsigned char *payload)
 {
     struct core *c = h->c;
@@ -132,7 +135,9 @@ static void on_page(struct coh *h, const struct msg *m, const unsigned char *pay
             .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW :
                     __atomic_load_n(&c->pages[m->pg.page + i].trigger, __ATOMIC_ACQUIRE)
                         ? DSM_PROT_NONE : DSM_PROT_READ,
-            .confirm = (m->pg.flags & PAGE_NEEDS_UPDATE) != 0, .server = m->from };
+            .confirm = !h->release && (page_home(c, m->pg.page + i) != m->from ||
+                                       m->from == c->rank),
+            .server = m->from };
     }
 }
 
@@ -153,31 +158,28 @@ static int held(struct coh *h, const struct msg *m)
 }
 
 /* Send pages [page, page + n) to the requester as one DSM_PAGE, their
- * data from `data` or none (a grant).  When the home itself sends them,
- * the home records the outcome at once: anything it sends the requester
- * later travels behind the pages on the same connection, so no DSM_UPDATE
- * is needed.  Pages from a third party ask the requester to confirm with
- * DSM_UPDATE. */
+ * data from `data` or none (a grant).  For the pages it homes, this rank
+ * records the outcome at once: anything it sends the requester later
+ * travels behind the pages on the same connection, so no DSM_UPDATE is
+ * needed.  The requester confirms the others to their homes. */
 static void send_pages(struct coh *h, uint64_t page, uint64_t n, int mode, int origin,
                        const void *data)
 {
     struct core *c = h->c;
-    int by_home = page_home(c, page) == c->rank && origin != c->rank;
     struct msg out = { .type = DSM_PAGE, .origin = (uint16_t)origin,
                        .len = data ? (uint32_t)(n * c->page_size) : 0,
-                       .pg = { .page = page, .count = (uint32_t)n, .mode = (uint8_t)mode,
-                               .flags = by_home ? 0 : PAGE_NEEDS_UPDATE } };
+                       .pg = { .page = page, .count = (uint32_t)n, .mode = (uint8_t)mode } };
     uint64_t i;
     tp_send(h->t, origin, &out, data);
     for (i = 0; i < n; i++) {
         if (data)
             TRACE_EVENT(c, DSM_EV_SERVE, page + i, origin, mode == MODE_WRITE, c->clock(), 0);
-        if (by_home)
+        if (page_home(c, page + i) == c->rank && origin != c->rank)
             home_complete(h, page + i, mode, origin, c->rank);
     }
 }
 
-static int same_serve(const struct batched *a, const struct batched *b)
+static int same_serve(const struct core *c, const struct batched *a, const struct batched *b)
 {
     return a->origin == b->origin && a->mode == b->mode && a->data == b->data;
 }

@@ -3,7 +3,7 @@
  * only: no includes, no guards, no macros beyond integer constants. */
 
 #define DSM_CORE_MAJOR 2
-#define DSM_CORE_MINOR 2
+#define DSM_CORE_MINOR 3
 #define DSM_ERRLEN 256
 
 /* Return codes.  Every call that can fail fills a caller's err[DSM_ERRLEN]

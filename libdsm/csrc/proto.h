@@ -33,9 +33,6 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
 
 /* page.flags of DSM_FWD: the requester already holds a current copy; send no data. */
 #define FWD_NODATA 1
-/* page.flags of DSM_PAGE: it came from a rank other than the home; confirm
- * to the home with DSM_UPDATE once installed. */
-#define PAGE_NEEDS_UPDATE 1
 
 /* Most pages one DSM_PAGE or DSM_UPDATE carries: a run of read-ahead or
  * prefetched pages travels as one message with one header. */
@@ -46,7 +43,7 @@ struct page_fields {            /* DSM_REQ .. DSM_INV_ACK, DSM_DIFF, DSM_DIFF_AC
     uint32_t count;             /* DSM_REQ, DSM_PAGE, DSM_UPDATE: pages from `page` on,
                                  * all with one home (0 means 1) */
     uint8_t mode;               /* MODE_* */
-    uint8_t flags;              /* FWD_NODATA, PAGE_NEEDS_UPDATE */
+    uint8_t flags;              /* DSM_FWD: FWD_NODATA */
     uint16_t server;            /* DSM_UPDATE: the rank that sent the page */
 };
 
