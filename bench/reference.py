@@ -185,6 +185,19 @@ def comm_cpu(dsm, tids, run):
     return out, (used[:2] if used else None)
 
 
+def warm_memory(nbytes):
+    """Touch and give back nbytes of fresh memory.  On a VM whose host backs
+    guest memory lazily (a balloon, DAMON reclaim), the first use of guest
+    pages costs several times a page's zero-fill; a benchmark that backs
+    new pages (the DSM's, unlike TCP's reused buffer) would time the host.
+    Call it just before the timed part."""
+    import mmap
+    m = mmap.mmap(-1, nbytes)
+    for off in range(0, nbytes, mmap.PAGESIZE):
+        m[off] = 1
+    m.close()
+
+
 def emit(**fields):
     """One machine-readable result line for bench/run.py."""
     print("BENCH " + json.dumps(fields), flush=True)

@@ -26,6 +26,7 @@ def read_all(dsm, arr, how):
     if dsm.rank != 1:
         return None
     local = np.ones_like(arr)          # faulted in before the clock starts, as TCP's buffer
+    reference.warm_memory(2 * arr.nbytes)
     t = time.perf_counter()
     if how == "prefetch":
         dsm.prefetch(arr)

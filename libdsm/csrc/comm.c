@@ -42,6 +42,7 @@ struct comm {
     pthread_mutex_t loop_mu;
     int pollers;                /* application threads polling the peers (app_poll) */
     int watching;               /* the comm thread sleeps on the peer sockets */
+    uint64_t awake_until;       /* the comm thread polls without sleeping until then */
     struct transport *t;
     struct core *c;
     struct peer *peers;
@@ -164,11 +165,14 @@ static void run_deferred(struct comm *cm)
  * NULL for none; at most HANDBACK_NS while `leader`: an application thread
  * polls the peers, and the comm thread takes them back soon after it
  * stops.  Zero (after yielding the CPU) while a waiting thread asks for
- * busy polling. */
+ * busy polling, or, when every thread has a core (core.poll set), for
+ * spin_ns after a message came: the next request of a burst then finds
+ * the comm thread awake. */
 static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts, int leader)
 {
     uint64_t now, wait, due = leader ? now_ns() + HANDBACK_NS : UINT64_MAX;
-    if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0) {
+    if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0 ||
+        (!leader && cm->c->poll && now_ns() < cm->awake_until)) {
         sched_yield();
         *ts = (struct timespec){ 0, 0 };
         return ts;
@@ -288,6 +292,7 @@ static void round_of_events(struct comm *cm)
 {
     struct pollfd *fds = cm->fds;
     struct timespec ts;
+    uint64_t received;
     int leader;
     pthread_mutex_lock(&cm->loop_mu);
     __atomic_store_n(&cm->watching, 1, __ATOMIC_SEQ_CST);
@@ -310,7 +315,10 @@ static void round_of_events(struct comm *cm)
     }
     run_deferred(cm);
     heartbeat_duty(cm, now_ns());
+    received = cm->c->stats.msgs_recv;
     peers_round(cm, fds + 2);
+    if (cm->c->stats.msgs_recv != received)
+        cm->awake_until = now_ns() + cm->c->spin_ns;
     finalize_progress(cm);
     fence(cm, now_ns());
     pthread_mutex_unlock(&cm->loop_mu);
