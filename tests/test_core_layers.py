@@ -100,6 +100,20 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
                         r"(\d+) collective messages", p.stdout)
     assert covered and all(int(n) > 0 for n in covered.groups()), p.stdout[-500:]
     assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) > 0     # placements ran
+    # issue 13's paths: runs of pages in one message, payloads received in
+    # place with other steps between their parts, read-ahead asked early
+    for what in ("page runs", "payloads received in two parts", "early read-aheads"):
+        assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
+
+
+@pytest.mark.parametrize("seed,flags", [
+    ("32528", []),          # an early read-ahead from a placement's write fault
+    ("3037", ["--drop"]),   # a lock handed over under core.mu to a dead peer: a hang
+])
+def test_seeds_that_found_bugs_stay_fixed(sim, seed, flags):
+    p = subprocess.run([sim, "--seed", seed, *flags], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "1 seeds passed" in p.stdout, p.stdout[-3000:]
 
 
 def test_release_mode_reads_what_sequential_mode_would(sim):

@@ -158,7 +158,8 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     if (coh_satisfied(c, page, write))
         return COH_DONE;
     if (coh_open_trigger(h, page)) {
-        readahead_early(h, page);
+        if (!write)             /* a write ends the read stream (and may be a placement's) */
+            readahead_early(h, page);
         return COH_AGAIN;
     }
     if (h->release && write && c->pages[page].prot == DSM_PROT_READ)
