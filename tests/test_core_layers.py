@@ -101,8 +101,10 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
     assert covered and all(int(n) > 0 for n in covered.groups()), p.stdout[-500:]
     assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) > 0     # placements ran
     # issue 13's paths: runs of pages in one message, payloads received in
-    # place with other steps between their parts, read-ahead asked early
-    for what in ("page runs", "payloads received in two parts", "early read-aheads"):
+    # place with other steps between their parts, read-ahead asked early,
+    # pages their faulting thread opened
+    for what in ("page runs", "payloads received in two parts", "early read-aheads",
+                 "pages opened by their waiter"):
         assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
 
 

@@ -134,16 +134,20 @@ static void readahead_early(struct coh *h, uint64_t trigger)
         populate_ahead(c, start, n, 0);
 }
 
-int coh_open_trigger(struct coh *h, uint64_t page)
+int coh_open_closed(struct coh *h, uint64_t page)
 {
     struct core *c = h->c;
+    struct page *pg = &c->pages[page];
     char err[DSM_ERRLEN];
-    if (!c->pages[page].trigger || c->pages[page].pending)
+    int trigger = pg->trigger;
+    if (!pg->closed || pg->pending)
         return 0;
-    if (c->mem.protect(c->mem.ctx, page, 1, DSM_PROT_READ, err))
+    if (c->mem.protect(c->mem.ctx, page, 1, pg->closed, err))
         core_fail_locked(c, "%s", err);
-    __atomic_store_n(&c->pages[page].trigger, 0, __ATOMIC_RELEASE);
-    return 1;
+    pg->trigger = 0;
+    __atomic_store_n(&pg->closed, 0, __ATOMIC_RELEASE);
+    c->stats.opened_by_waiter += !trigger;
+    return 1 + trigger;
 }
 
 int coh_fault_ready(struct coh *h, uint64_t page, int write)
@@ -157,8 +161,8 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     int rc;
     if (coh_satisfied(c, page, write))
         return COH_DONE;
-    if (coh_open_trigger(h, page)) {
-        if (!write)             /* a write ends the read stream (and may be a placement's) */
+    if ((rc = coh_open_closed(h, page))) {
+        if (rc == 2 && !write)  /* a write ends the read stream (and may be a placement's) */
             readahead_early(h, page);
         return COH_AGAIN;
     }
@@ -198,6 +202,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
     pthread_mutex_lock(&c->mu);
     if (write < 0)
         w.write = write = coh_satisfied(c, page, 0);
+    c->pages[page].waiters++;           /* it opens on this CPU when it comes */
     while (!coh_satisfied(c, page, write)) {
         if (c->failed) {
             pthread_mutex_unlock(&c->mu);
@@ -223,6 +228,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
             break;
         }
     }
+    c->pages[page].waiters--;
     dur = now_ns() - t0;
     c->stats.fault_wait_ns += dur;
     pthread_mutex_unlock(&c->mu);
@@ -237,7 +243,7 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
     struct core *c = h->c;
     uint64_t p, got;
     for (p = first; p < first + n && !c->failed; p++)
-        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !coh_open_trigger(h, p))
+        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !coh_open_closed(h, p))
             request_run(h, p, first + n - p, write, 0, 0, &got);
 }
 
@@ -280,7 +286,7 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
             request_range(h, stop, next, ask);
         }
         for (p = ch; p < stop && !c->failed && !late; ) {
-            if (coh_open_trigger(h, p))
+            if (coh_open_closed(h, p))
                 continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;

@@ -80,7 +80,7 @@ static void park(struct coh *h, const struct msg *m)
 /* Park m if its page is pinned (1); else, with `claim`, mark the page
  * leaving.  The decision and the claim under one lock: a thread that pins
  * takes core.mu too, so it either pinned first (we park) or sees the claim.
- * A claimed page stops being a read-ahead trigger: the serve or the
+ * A claimed page stops being closed (coherence.h): the serve or the
  * invalidation sets its protection now. */
 static int park_or_claim(struct coh *h, const struct msg *m, int claim)
 {
@@ -91,7 +91,7 @@ static int park_or_claim(struct coh *h, const struct msg *m, int claim)
         park(h, m);
     else if (claim) {
         c->pages[m->pg.page].leaving = 1;
-        __atomic_store_n(&c->pages[m->pg.page].trigger, 0, __ATOMIC_RELEASE);
+        coh_forget_closed(c, m->pg.page);
     }
     pthread_mutex_unlock(&c->mu);
     return pinned;

@@ -353,7 +353,7 @@ int rc_drop_step(struct coh *h)
             flush_page(h, p);       /* false sharing: our words go home first (and the twin) */
         set_del(&h->rc.drop, p);
         held = coh_holds(c, p);
-        c->pages[p].trigger = 0;
+        coh_forget_closed(c, p);
         if (held && (c->pages[p].prot == DSM_PROT_NONE || !set_prot(h, p, DSM_PROT_NONE))) {
             c->stats.invalidations++;
             if (set_has(&h->rc.refetch, p))

@@ -16,17 +16,20 @@ struct dir *coh_dir(struct coh *h, uint64_t page)
 }
 
 /* Apply the protections of a batch, one protect() per run of consecutive
- * pages with the same protection.  Nonzero (the failure recorded) if one
- * could not be applied. */
+ * pages with the same protection; pages kept closed are left alone.
+ * Nonzero (the failure recorded) if one could not be applied. */
 static int protect_runs(struct coh *h, const struct batched *b, unsigned n)
 {
     struct core *c = h->c;
     char err[DSM_ERRLEN];
     unsigned i, j;
     for (i = 0; i < n; i = j) {
-        for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot; j++)
+        for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot &&
+             !b[j].closed; j++)
             ;
-        if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot, err)) {
+        if (b[i].closed)
+            j = i + 1;
+        else if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot, err)) {
             core_fail(c, "%s", err);
             return 1;
         }
@@ -56,7 +59,12 @@ static int same_confirm(const struct core *c, const struct batched *a, const str
 }
 
 /* Open the received pages, wake the faulting threads, confirm to the homes
- * (one DSM_UPDATE per run). */
+ * (one DSM_UPDATE per run).  A read-ahead trigger stays closed, and so
+ * does a page a thread waits for in a fault if this rank had it mapped
+ * before (open, or given up since): opening that one flushes the TLB of
+ * every CPU running the process, the waiter's among them, so the waiter
+ * opens it itself (coh_open_closed).  A page never mapped here needs no
+ * flush and opens at once. */
 static void flush_installs(struct coh *h)
 {
     struct core *c = h->c;
@@ -64,6 +72,18 @@ static void flush_installs(struct coh *h)
     unsigned i, k;
     if (!h->n_installs)
         return;
+    pthread_mutex_lock(&c->mu);
+    for (i = 0; i < h->n_installs; i++) {
+        struct batched *b = &h->installs[i];
+        struct page *pg = &c->pages[b->page];
+        if ((b->closed = pg->trigger ||
+                         (pg->waiters && (pg->prot != DSM_PROT_NONE || pg->given_up)))) {
+            __atomic_store_n(&pg->closed, b->prot, __ATOMIC_RELEASE);
+            pg->installed_ns = now;
+            pg->pending = 0;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
     if (protect_runs(h, h->installs, h->n_installs)) {
         h->n_installs = 0;
         return;
@@ -130,11 +150,9 @@ static void on_page(struct coh *h, const struct msg *m, const unsigned char *pay
     for (i = 0; i < n; i++) {
         if (h->n_installs == BATCH_MAX)
             flush_installs(h);
-        h->installs[h->n_installs++] = (struct batched){     /* a trigger stays closed */
+        h->installs[h->n_installs++] = (struct batched){
             .page = m->pg.page + i,
-            .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW :
-                    __atomic_load_n(&c->pages[m->pg.page + i].trigger, __ATOMIC_ACQUIRE)
-                        ? DSM_PROT_NONE : DSM_PROT_READ,
+            .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
             .confirm = !h->release && (page_home(c, m->pg.page + i) != m->from ||
                                        m->from == c->rank),
             .server = m->from };

@@ -54,6 +54,7 @@ struct batched {
     uint8_t confirm;            /* installs: send DSM_UPDATE to the home */
     uint8_t mode;               /* serves: what the requester asked for */
     uint8_t data;               /* serves: send the data (else the requester has it) */
+    uint8_t closed;             /* installs: kept closed (page.closed), not protected */
     uint16_t origin;            /* serves: the requester */
     uint16_t server;            /* installs: who sent it (for DSM_UPDATE) */
     uint16_t from;              /* serves: the rank that sent the DSM_FWD */
@@ -229,19 +230,33 @@ void rc_serve(struct coh *h, const struct msg *req);    /* comm thread, at the h
 /* Comm thread: may this rank serve pages [page, page + n) as their home? */
 int rc_serves(struct coh *h, uint64_t page, uint64_t n);
 
-/* Is a current copy of the page here, open or kept closed as a read-ahead
- * trigger (caller holds core.mu, or is the comm thread)? */
+/* Pages that came but are kept closed (page.closed): a read-ahead trigger,
+ * whose first access asks for the next run, and a page a faulting thread
+ * waits for and had mapped before, which that thread opens itself.  The
+ * mprotect that opens such a page (an upgrade, a copy fetched again)
+ * flushes it from the TLB of every CPU running the process: done by the
+ * comm thread while the waiter spins on another CPU, that costs an
+ * interrupt there (a VM exit on a VM).
+ *
+ * Is a current copy of the page here, open or closed (caller holds
+ * core.mu, or is the comm thread)? */
 static inline int coh_holds(const struct core *c, uint64_t page)
 {
-    /* the trigger first: coh_open_trigger opens the page, then clears it */
-    return (__atomic_load_n(&c->pages[page].trigger, __ATOMIC_ACQUIRE) &&
+    /* closed first: coh_open_closed opens the page, then clears it */
+    return (__atomic_load_n(&c->pages[page].closed, __ATOMIC_ACQUIRE) &&
             !c->pages[page].pending) ||
            __atomic_load_n(&c->pages[page].prot, __ATOMIC_ACQUIRE) != DSM_PROT_NONE;
 }
 
-/* coh_app.c, for coh_pin.c and coh_prefetch: open a trigger page for
- * reading (caller holds core.mu); 1 if it was one. */
-int coh_open_trigger(struct coh *h, uint64_t page);
+/* coh_app.c: open a closed page (caller holds core.mu): 0 if it was not
+ * one, 1 if it was, 2 if it was a read-ahead trigger. */
+int coh_open_closed(struct coh *h, uint64_t page);
+/* Forget that a page is closed (it is being given away or dropped). */
+static inline void coh_forget_closed(struct core *c, uint64_t page)
+{
+    __atomic_store_n(&c->pages[page].closed, 0, __ATOMIC_RELEASE);
+    c->pages[page].trigger = 0;
+}
 
 /* coh_serve.c, for coh_app.c: whether a page allows an access. */
 static inline int coh_satisfied(const struct core *c, uint64_t page, int write)

@@ -87,6 +87,7 @@ struct dsm_stats {
     uint64_t sync_wait_ns;    /* ... in barriers and other collectives */
     uint64_t lock_wait_ns;    /* ... acquiring locks */
     uint64_t readahead_early; /* read-ahead runs asked for at a trigger page, before the last ended */
+    uint64_t opened_by_waiter;/* pages the faulting thread opened itself (no TLB flush elsewhere) */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */

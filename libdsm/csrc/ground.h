@@ -47,8 +47,10 @@ struct page {
     uint64_t installed_ns;      /* when it was last received (hold window) */
     uint32_t pinned;            /* dsm_pin holds on it: it is not given away */
     uint8_t leaving;            /* the comm thread is giving it away: not to be pinned */
-    uint8_t trigger;            /* read-ahead: a read copy is here, kept closed so that the
+    uint8_t trigger;            /* read-ahead: when it comes, keep it closed, so that the
                                  * first access asks for the next run (coh_app.c) */
+    uint8_t closed;             /* it came, and is kept closed: the DSM_PROT_* it opens with */
+    uint16_t waiters;           /* threads in a fault on it: when it comes, one of them opens it */
 };
 
 /* How protections reach the application view: region.c on a real rank,

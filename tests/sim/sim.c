@@ -237,6 +237,7 @@ static int run(uint64_t seed, int drop, int corrupt)
         W.cover.ring_full += s->r[r].core.stats.ring_full;
         W.cover.homes_moved += s->r[r].core.stats.homes_moved;
         W.cover.early += s->r[r].core.stats.readahead_early;
+        W.cover.opened += s->r[r].core.stats.opened_by_waiter;
         simnet_rank_free(&s->r[r]);
     }
     for (r = 0; r < s->n * s->n; r++)
@@ -282,11 +283,13 @@ int main(int argc, char **argv)
             return 1;
     printf("covered: %llu steps with a page lent to several readers, %llu full rings, "
            "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved, "
-           "%llu page runs, %llu payloads received in two parts, %llu early read-aheads\n",
+           "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
+           "%llu pages opened by their waiter\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
-           (unsigned long long)W.cover.split, (unsigned long long)W.cover.early);
+           (unsigned long long)W.cover.split, (unsigned long long)W.cover.early,
+           (unsigned long long)W.cover.opened);
     printf("%d seeds passed%s%s%s\n", i, W.release ? " (--release)" : "", drop ? " (--drop)" : "",
            corrupt ? " (--corrupt)" : "");
     return 0;

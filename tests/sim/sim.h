@@ -113,6 +113,7 @@ struct thread {
     int flushing;               /* release mode: sent its writes home, waits for the acks */
     int colls_done;             /* collectives it ended */
     uint32_t upto;              /* OP_PIN: pages pinned so far */
+    uint32_t waits_on;          /* page + 1 of the fault it waits in (page.waiters), or 0 */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
 };
@@ -146,6 +147,7 @@ struct world {
         uint64_t runs;          /* DSM_PAGE messages carrying several pages */
         uint64_t split;         /* payloads received straight into pages in two parts */
         uint64_t early;         /* read-ahead runs asked for at a trigger page */
+        uint64_t opened;        /* pages their faulting thread opened */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

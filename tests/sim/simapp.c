@@ -302,6 +302,14 @@ static int fault(int r, struct thread *th, uint32_t page, int write)
         if (++tries > 100)
             sim_violation(&W.s, "rank %d: a fault on page %u keeps asking again", r, page);
     th->full = st == COH_FULL;
+    if (th->waits_on && (st == COH_DONE || th->waits_on != page + 1)) {
+        sr->core.pages[th->waits_on - 1].waiters--;
+        th->waits_on = 0;
+    }
+    if (st != COH_DONE && !th->waits_on) {  /* as coh_fault: the page opens in this thread */
+        sr->core.pages[page].waiters++;
+        th->waits_on = page + 1;
+    }
     return st == COH_DONE;
 }
 

@@ -48,8 +48,8 @@ static void check_page(uint32_t p)
     for (r = 0; r < W.s.n; r++) {
         const struct core *c = &W.s.r[r].core;
         int prot = c->pages[p].prot;
-        if (prot == DSM_PROT_NONE && coh_holds(c, p))
-            prot = DSM_PROT_READ;       /* a read-ahead trigger: a read copy, kept closed */
+        if (c->pages[p].closed > prot && !c->pages[p].pending)
+            prot = c->pages[p].closed;  /* here, kept closed for its waiter or as a trigger */
         if (prot == DSM_PROT_NONE)
             continue;
         if (memcmp(c->rw + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE, SIM_PAGE))
