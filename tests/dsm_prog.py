@@ -184,7 +184,8 @@ def messages(dsm, a):
         s = dsm.stats()
         faults = (s["read_faults"] + s["write_faults"]) - (before["read_faults"] + before["write_faults"])
         sent = s["msgs_sent"] - before["msgs_sent"]
-        print("messages faults=%d sent=%d" % (faults, sent))
+        opened = s["opened_by_waiter"] - before["opened_by_waiter"]
+        print("messages faults=%d sent=%d opened_by_waiter=%d" % (faults, sent, opened))
     dsm.barrier()
 
 

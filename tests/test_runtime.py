@@ -48,9 +48,11 @@ def test_messages_per_fault_do_not_grow_with_ranks(tmp_path):
         p = run(tmp_path, n, DSM_PROG, "messages", "--rounds", "100",
                 env={"DSM_READAHEAD": "1"})         # one fault, one page
         assert p.returncode == 0, p.stderr
-        faults, sent = map(int, re.search(r"faults=(\d+) sent=(\d+)", p.stdout).groups())
+        faults, sent, opened = map(int, re.search(
+            r"faults=(\d+) sent=(\d+) opened_by_waiter=(\d+)", p.stdout).groups())
         assert faults == 200            # a read then a write fault per page
-        per_fault[n] = sent / faults
+        assert opened == 100            # each upgrade opened by its faulting thread, not the
+        per_fault[n] = sent / faults    # comm thread (which would interrupt it to flush)
     assert per_fault[2] == per_fault[4] <= 2
 
 
