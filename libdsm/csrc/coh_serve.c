@@ -89,10 +89,11 @@ static void flush_installs(struct coh *h)
         return;
     }
     pthread_mutex_lock(&c->mu);
-    for (i = 0; i < h->n_installs; i++) {
-        c->pages[h->installs[i].page].installed_ns = now;
-        c->pages[h->installs[i].page].pending = 0;
-    }
+    for (i = 0; i < h->n_installs; i++)
+        if (!h->installs[i].closed) {   /* a closed one is its waiter's since the first pass */
+            c->pages[h->installs[i].page].installed_ns = now;
+            c->pages[h->installs[i].page].pending = 0;
+        }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     for (i = 0; i < h->n_installs; i += k) {
