@@ -268,16 +268,19 @@ static void peers_round(struct comm *cm, const struct pollfd *fds)
             peer_flush(&cm->peers[r]);
 }
 
-/* The peers to poll into fds[0, nranks): none (fd -1) while an
- * application thread polls them (`leader`), else every open one, and for
- * writing those with something in their outbox (caller holds loop_mu). */
-static void peer_fds(struct comm *cm, struct pollfd *fds, int leader)
+/* The peers to poll into fds[0, nranks), for reading: every open one,
+ * none (fd -1) while an application thread polls them (`leader`).  The
+ * comm thread's own poll (`outbox`) also waits to write where an outbox
+ * holds something.  Caller holds loop_mu. */
+static void peer_fds(struct comm *cm, struct pollfd *fds, int leader, int outbox)
 {
     int r;
     for (r = 0; r < cm->c->nranks; r++) {
         struct peer *p = &cm->peers[r];
         fds[r] = (struct pollfd){ .fd = r == cm->c->rank || p->eof || leader ? -1 : p->fd,
                                   .events = POLLIN };
+        if (!outbox)
+            continue;
         pthread_mutex_lock(&p->txmu);
         fds[r].events |= (short)(p->tx.off < p->tx.len ? POLLOUT : 0);
         pthread_mutex_unlock(&p->txmu);
@@ -298,7 +301,7 @@ static void round_of_events(struct comm *cm)
     __atomic_store_n(&cm->watching, 1, __ATOMIC_SEQ_CST);
     if ((leader = __atomic_load_n(&cm->pollers, __ATOMIC_SEQ_CST) > 0))
         __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
-    peer_fds(cm, fds + 2, leader);
+    peer_fds(cm, fds + 2, leader, 1);
     pthread_mutex_unlock(&cm->loop_mu);
     if (ppoll(fds, (nfds_t)(2 + cm->c->nranks), poll_timeout(cm, &ts, leader), NULL) < 0 &&
         errno != EINTR)
@@ -330,22 +333,20 @@ static void round_of_events(struct comm *cm)
  * saves the comm thread's wake-up and its hand-off back to the waiter.
  * A comm thread asleep on the peer sockets is woken once to leave them to
  * us.  Between looks, and while the comm thread runs, we yield the CPU.
- * 1 once something came, 0 at `until` or when the comm thread stopped. */
-static int app_poll(void *ctx, uint64_t until)
+ * Returns once something came, at `until`, or when the comm thread
+ * stopped. */
+static void app_poll(void *ctx, uint64_t until)
 {
     struct comm *cm = ctx;
     struct pollfd fds[DSM_MAX_RANKS];
     struct timespec zero = { 0, 0 };
-    int r, got = 0;
+    int got = 0;
     __atomic_add_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&cm->watching, __ATOMIC_SEQ_CST))
         wake(cm);
     while (!got && !cm->stopping && now_ns() < until) {
         if (!pthread_mutex_trylock(&cm->loop_mu)) {
-            for (r = 0; r < cm->c->nranks; r++)
-                fds[r] = (struct pollfd){
-                    .fd = r == cm->c->rank || cm->peers[r].eof ? -1 : cm->peers[r].fd,
-                    .events = POLLIN };
+            peer_fds(cm, fds, 0, 0);
             if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0))
                 peers_round(cm, fds);
             pthread_mutex_unlock(&cm->loop_mu);
@@ -355,7 +356,6 @@ static int app_poll(void *ctx, uint64_t until)
     }
     if (!__atomic_sub_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST))
         wake(cm);               /* the peers are the comm thread's again */
-    return got;
 }
 
 static void *comm_main(void *arg)

@@ -86,10 +86,10 @@ struct core {
     int busy_poll;              /* threads asking the comm thread not to sleep */
     /* With a core to spare for each thread: a waiting thread receives its
      * reply itself.  The backend's poll(ctx, until) receives and delivers
-     * what comes from the peers until something did (1) or the clock
-     * reached `until` (0).  NULL: the thread yields, and the comm thread
-     * receives.  Set once, before the comm thread starts. */
-    int (*poll)(void *ctx, uint64_t until);
+     * what comes from the peers until something did or the clock reached
+     * `until`.  NULL: the thread yields, and the comm thread receives.
+     * Set once, before the comm thread starts. */
+    void (*poll)(void *ctx, uint64_t until);
     void *poll_ctx;
     struct dsm_stats stats;
     uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */

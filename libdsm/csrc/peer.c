@@ -111,9 +111,16 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     return left;
 }
 
+/* Count and run one received message. */
+static void deliver(struct peer *p, const struct msg *m, const unsigned char *payload)
+{
+    p->t->core->stats.msgs_recv += m->type != DSM_HEARTBEAT;
+    tp_deliver(p->t, m, payload);
+}
+
 /* Deliver every complete message in a peer's receive buffer.  A message
  * whose payload has only partly come, and whose type has a sink, has the
- * rest received straight there (on_readable). */
+ * rest received straight there (peer_read). */
 static void parse(struct peer *p)
 {
     struct msg m;
@@ -136,8 +143,7 @@ static void parse(struct peer *p)
         if (have < m.len)
             return;
         p->rx.off += MSG_WIRE_SIZE + m.len;
-        p->t->core->stats.msgs_recv += m.type != DSM_HEARTBEAT;
-        tp_deliver(p->t, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
+        deliver(p, &m, m.len ? h + MSG_WIRE_SIZE : NULL);
     }
 }
 
@@ -187,8 +193,7 @@ void peer_read(struct peer *p, int self_finalized)
             if ((p->sink_got += n) < p->sink_m.len)
                 continue;
             p->sink = NULL;
-            p->t->core->stats.msgs_recv++;
-            tp_deliver(p->t, &p->sink_m, dst);
+            deliver(p, &p->sink_m, dst);
             continue;
         }
         if (buf_reserve(&p->rx, want = rx_want(p))) {
