@@ -2,7 +2,7 @@
 
 Rank i connects to every rank below it and accepts one connection from
 every rank above it.  Each connection starts with the job handshake and an
-exchange of the region layout (services/wire.py: MeshHandshake), so ranks
+exchange of the region layout (services/meshwire.py: MeshHandshake), so ranks
 that were configured differently fail at init instead of corrupting memory.
 
 The accepting side runs every incoming handshake at once in a small poll
@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from libdsm_services import wire
+from libdsm_services import meshwire, wire
 from libdsm.errors import ConfigError, DsmError, PeerError
 
 
@@ -31,7 +31,7 @@ def _connect(ctx, peer, layout, timeout):
             raise PeerError("expected rank %d at %s:%d, found rank %d" % (peer, host, port, ident),
                             ctx.rank)
     try:
-        wire.MeshHandshake(ctx.secret, wire.ROLE_CONNECT, ctx.rank, layout, check_peer).run(sock)
+        meshwire.MeshHandshake(ctx.secret, wire.ROLE_CONNECT, ctx.rank, layout, check_peer).run(sock)
     except BaseException:
         sock.close()
         raise
@@ -68,7 +68,7 @@ class _Acceptor:
             sock, addr = self.ctx.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        exchange = wire.MeshHandshake(self.ctx.secret, wire.ROLE_ACCEPT, self.ctx.rank,
+        exchange = meshwire.MeshHandshake(self.ctx.secret, wire.ROLE_ACCEPT, self.ctx.rank,
                                       self.layout, self._check_peer)
         try:
             inc = wire.Incoming(sock, addr, exchange)
@@ -142,7 +142,7 @@ def build(ctx, layout, timeout):
         for s in socks:
             if s is not None:
                 s.close()
-        if isinstance(e, wire.LayoutMismatch):
+        if isinstance(e, meshwire.LayoutMismatch):
             raise ConfigError(str(e)) from None
         if isinstance(e, (OSError, wire.WireError)) and not isinstance(e, DsmError):
             raise PeerError("building connections: %s" % e, ctx.rank) from None

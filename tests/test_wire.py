@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from libdsm_services import wire
+from libdsm_services import meshwire, wire
 from libdsm_services.wire import Message
 
 TIMEOUT = 5.0
@@ -183,8 +183,8 @@ def mesh_sides(pair, theirs=LAYOUT, secret=None):
     """MeshHandshake: rank 3 connects on pair[0] (thread) with layout `theirs`, rank 0
     accepts on pair[1] with LAYOUT; both outcomes (the exchange or the exception)."""
     secret = secret or wire.new_secret()
-    left = wire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, theirs)
-    right = wire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT)
+    left = meshwire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, theirs)
+    right = meshwire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT)
     return both_sides(pair, left, right)
 
 
@@ -195,14 +195,14 @@ def test_mesh_handshake_agrees_on_the_layout(pair):
 
 def test_layout_mismatch_names_the_field_both_values_and_the_fix(pair):
     _, right = mesh_sides(pair, theirs=(1 << 26, 0x300000000000) + LAYOUT[2:])
-    assert isinstance(right, wire.LayoutMismatch) and not isinstance(right, wire.HandshakeError)
+    assert isinstance(right, meshwire.LayoutMismatch) and not isinstance(right, wire.HandshakeError)
     assert str(right) == ("region base differs: this rank has 0x200000000000, rank 3 has "
                           "0x300000000000; give every rank the same DSM_* settings")
 
 
 def test_ranks_with_different_cores_are_refused_with_both_versions(pair):
     _, right = mesh_sides(pair, theirs=LAYOUT[:4] + (2 << 16 | 2,))
-    assert isinstance(right, wire.LayoutMismatch)
+    assert isinstance(right, meshwire.LayoutMismatch)
     assert str(right) == ("the C core differs: this rank has version 2.3, rank 3 has 2.2; "
                           "install the same libdsm on every host")
 
@@ -211,8 +211,8 @@ def test_check_peer_refuses_before_any_layout_is_sent(pair):
     def refuse(ident):
         raise wire.HandshakeError("not rank %d" % ident)
     secret = wire.new_secret()
-    left = wire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, LAYOUT)
-    right = wire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT, check_peer=refuse)
+    left = meshwire.MeshHandshake(secret, wire.ROLE_CONNECT, 3, LAYOUT)
+    right = meshwire.MeshHandshake(secret, wire.ROLE_ACCEPT, 0, LAYOUT, check_peer=refuse)
     left, right = both_sides(pair, left, right, close_right=True)
     assert str(right) == "not rank 3"
     # the connecting side proved itself, so what follows is no HandshakeError
