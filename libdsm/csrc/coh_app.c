@@ -29,8 +29,16 @@ static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
     return rc;
 }
 
+/* Must a page be asked for, for this access (caller holds core.mu)?  Not
+ * if it allows it, is on its way, or (for a read) is here, kept closed. */
+static int needs_request(const struct core *c, uint64_t page, int write)
+{
+    return !c->pages[page].pending && !coh_satisfied(c, page, write) &&
+           (write || !coh_holds(c, page));
+}
+
 /* Request up to `want` pages from `page` on: the run stops at the first
- * page that is already good enough, here or pending.  A `speculative` run
+ * page that needs no request.  A `speculative` run
  * (read-ahead) also stops at a page whose read copy a writer has taken
  * from us before: such a page is written elsewhere, and fetching it unasked
  * would only make its writer invalidate it again.  With `trigger`, its
@@ -45,8 +53,7 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
     struct core *c = h->c;
     uint64_t n = 1, cut;
     int rc = 0;
-    while (n < want && page + n < c->npages && !c->pages[page + n].pending &&
-           !coh_satisfied(c, page + n, write) && !coh_holds(c, page + n) &&
+    while (n < want && page + n < c->npages && needs_request(c, page + n, write) &&
            !(speculative && c->pages[page + n].invalidated))
         n++;
     *got = n;
@@ -101,8 +108,7 @@ static int request(struct coh *h, uint64_t page, int write)
     if (ra->window > c->readahead)
         ra->window = c->readahead;
     while (down && page - start + 1 < ra->window && start > 0 &&
-           !c->pages[start - 1].pending && !coh_satisfied(c, start - 1, 0) &&
-           !coh_holds(c, start - 1) && !c->pages[start - 1].invalidated)
+           needs_request(c, start - 1, 0) && !c->pages[start - 1].invalidated)
         start--;
     rc = request_run(h, start, down ? page - start + 1 : ra->window, 0, 1, !down, &n);
     ra->up_next = start + n;
@@ -119,8 +125,7 @@ static void readahead_early(struct coh *h, uint64_t trigger)
 {
     struct core *c = h->c;
     uint64_t start = trigger + 1, n;
-    while (start < c->npages && start - trigger <= c->readahead &&
-           (c->pages[start].pending || coh_holds(c, start)))
+    while (start < c->npages && start - trigger <= c->readahead && !needs_request(c, start, 0))
         start++;
     if (start >= c->npages || start - trigger > c->readahead || c->pages[start].invalidated)
         return;

@@ -76,9 +76,9 @@ static void flush_installs(struct coh *h)
     for (i = 0; i < h->n_installs; i++) {
         struct batched *b = &h->installs[i];
         struct page *pg = &c->pages[b->page];
-        if ((b->closed = pg->trigger ||
-                         (pg->waiters && (pg->prot != DSM_PROT_NONE || pg->given_up)))) {
-            __atomic_store_n(&pg->closed, b->prot, __ATOMIC_RELEASE);
+        b->closed = pg->trigger || (pg->waiters && (pg->prot != DSM_PROT_NONE || pg->given_up));
+        __atomic_store_n(&pg->closed, b->closed ? b->prot : 0, __ATOMIC_RELEASE);
+        if (b->closed) {
             pg->installed_ns = now;
             pg->pending = 0;
         }
