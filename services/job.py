@@ -42,6 +42,9 @@ CLOSE_GRACE = 2.0
 FAILING_GRACE = 2.0
 """Seconds a rank failing because another failed gets to finish its traceback before
 its connection closes (its watch thread would end it at once)."""
+REPORT_WINDOW = 0.2
+"""Seconds after a failure before the connections close, even with no rank failing
+because of it yet: the ranks it takes down say so (LOST_PEER) just after it."""
 MAX_WAIT = 0.5
 
 
@@ -77,6 +80,7 @@ class Job(Starting):
         self.exit_code = None
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
+        self.report_until = None    # no closing before then (REPORT_WINDOW)
         self.register_deadline = None
         self.control_dir = None     # the private directory of the ssh control sockets
         self.janitor = None         # procs.Janitor of control_dir
@@ -298,7 +302,8 @@ class Job(Starting):
         if self.teardown is not None:
             return
         t = time.monotonic()
-        self.teardown = self._schedule(t + (FAILING_GRACE if self._failing() else 0))
+        self.report_until = t + REPORT_WINDOW
+        self.teardown = self._schedule(t + FAILING_GRACE)
         self._advance_teardown(t)
 
     def _schedule(self, t):
@@ -312,7 +317,11 @@ class Job(Starting):
         return [r for r in self.ranks if r.lost_peer and r.proc and r.exited_at is None]
 
     def _advance_teardown(self, now):
-        if self.teardown and self.teardown[0][1] == self._close_all and not self._failing():
+        """Run the teardown steps that are due.  Connections close FAILING_GRACE after
+        the failure while a rank is failing because of it, else once REPORT_WINDOW is
+        over; a second stop signal runs them all at once (now = inf)."""
+        if (self.teardown and self.teardown[0][1] == self._close_all and not self._failing()
+                and now >= self.report_until):
             self.teardown = self._schedule(min(now, self.teardown[0][0]))
         while self.teardown and self.teardown[0][0] <= now:
             self.teardown.pop(0)[1]()
@@ -343,6 +352,8 @@ class Job(Starting):
         times = [now + MAX_WAIT]
         if self.teardown:
             times.append(self.teardown[0][0])
+            if self.teardown[0][1] == self._close_all and self.report_until > now:
+                times.append(self.report_until)
         if self.deadline is not None:
             times.append(self.deadline)
         if not self.master.complete and self.teardown is None:
