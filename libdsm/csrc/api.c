@@ -408,6 +408,15 @@ int dsm_finalize(char *err)
     return rc;
 }
 
+int dsm_failed_peer(void)
+{
+    int peer;
+    pthread_mutex_lock(&D.core.mu);
+    peer = D.core.failed ? D.core.failed_peer : -1;
+    pthread_mutex_unlock(&D.core.mu);
+    return peer;
+}
+
 int dsm_handler_ensure(void)
 {
     return D.core.phase == PHASE_IDLE ? DSM_ESTATE : fault_ensure();

@@ -110,6 +110,9 @@ void dsm_core_version(int *major, int *minor);
 const char *dsm_build_version(void);
 /* The errno behind the last DSM_ESYS returned in this thread. */
 int dsm_last_errno(void);
+/* After a DSM_EPEER: the rank whose loss failed the job (a closed or reset
+ * connection, a silent peer), or -1 when the failure names no lost rank. */
+int dsm_failed_peer(void);
 uint64_t dsm_page_size(void);
 
 /* Map the region, install the SIGSEGV handler and start the comm thread.

@@ -84,11 +84,13 @@ void core_init(struct core *c)
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->clock = now_ns;
+    c->failed_peer = -1;
 }
 
-static void fail(struct core *c, const char *fmt, va_list ap)
+static void fail(struct core *c, int peer, const char *fmt, va_list ap)
 {
     if (!c->failed) {
+        c->failed_peer = peer;
         vsnprintf(c->failure, sizeof c->failure, fmt, ap);
         c->failed = 1;
         TRACE(c, "failure: %s", c->failure);
@@ -101,7 +103,7 @@ void core_fail(struct core *c, const char *fmt, ...)
     va_list ap;
     pthread_mutex_lock(&c->mu);
     va_start(ap, fmt);
-    fail(c, fmt, ap);
+    fail(c, -1, fmt, ap);
     va_end(ap);
     pthread_mutex_unlock(&c->mu);
 }
@@ -110,8 +112,18 @@ void core_fail_locked(struct core *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fail(c, fmt, ap);
+    fail(c, -1, fmt, ap);
     va_end(ap);
+}
+
+void core_fail_peer(struct core *c, int peer, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&c->mu);
+    va_start(ap, fmt);
+    fail(c, peer, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&c->mu);
 }
 
 void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot)

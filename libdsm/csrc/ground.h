@@ -82,6 +82,7 @@ struct core {
     pthread_cond_t cv;          /* every state change a waiter may want */
     int phase;
     int failed;
+    int failed_peer;            /* the rank whose loss caused the failure, or -1 */
     char failure[DSM_ERRLEN];
     int busy_poll;              /* threads asking the comm thread not to sleep */
     /* With a core to spare for each thread: a waiting thread receives its
@@ -119,6 +120,10 @@ void core_init(struct core *c);
 void core_fail(struct core *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void core_fail_locked(struct core *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* core_fail for the loss of rank `peer` (a closed or reset connection, a
+ * silent peer): the first failure's peer is what dsmexec blames. */
+void core_fail_peer(struct core *c, int peer, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Set the recorded protection of pages [first, first + n).  Each byte is
  * stored whole: readers under c->mu see the old or the new protection, and
  * whoever makes a waiter's access possible wakes c->cv itself. */
