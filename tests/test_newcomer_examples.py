@@ -1,5 +1,6 @@
 """The README's programs, examples/row_fill.py and examples/histogram.py, at 2 and 4 ranks."""
 import os
+import re
 
 import pytest
 
@@ -35,3 +36,14 @@ def test_histogram_counts_every_ranks_samples(tmp_path, n):
     bars = [line for line in out.splitlines() if line.startswith("[rank 0]  ")]
     assert len(bars) == 16, out
     assert all(line.startswith("[rank 0] ") for line in out.splitlines()), out
+
+
+def test_readme_first_program_prints_what_the_readme_says(tmp_path):
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    program = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (claim,) = re.findall(r"dsmexec -n 4 prog\.py +# .*?: (\[rank 0\] .*)", readme)
+    (tmp_path / "prog.py").write_text(program)
+    p = run(tmp_path, 4, str(tmp_path / "prog.py"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [claim], p.stdout
