@@ -41,6 +41,17 @@ def job_argv(line, path, python=None):
     return [python or sys.executable, "-m", "libdsm_services", *opts, path, *args]
 
 
+def job_env(environ=None):
+    """The kernel's environment, with the directory this package was imported
+    from first on PYTHONPATH: dsmexec and its ranks then find the same
+    libdsm_services (and, from a checkout, libdsm) even when the kernel
+    found it through a sys.path entry of its own."""
+    env = dict(os.environ if environ is None else environ)
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (top, env.get("PYTHONPATH")) if p)
+    return env
+
+
 class _Pump:
     """Copies a child's stdout and stderr to two text streams as the bytes come."""
 
@@ -77,7 +88,7 @@ def run_cell(line, cell, out=None, err=None):
         with os.fdopen(fd, "w") as f:
             f.write(cell)
         proc = subprocess.Popen(job_argv(line, path), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=job_env())
         pump = _Pump(proc, out, err)
         while True:
             try:

@@ -32,7 +32,7 @@ with libdsm.init() as dsm:
     if dsm.rank == 0:
         print("first line", flush=True)
         with open(sys.argv[1]) as fifo:
-            print("then", fifo.read())
+            print("then", fifo.readline().strip())
     dsm.barrier()
 """
 
@@ -49,6 +49,14 @@ def test_argv_takes_options_then_cell_then_program_arguments():
         "py", "-m", "libdsm_services", "-n", "4", "--timeout", "9", "/t/cell.py", "a", "b c"]
     assert notebook.job_argv("-n 2", "/t/cell.py", python="py") == [
         "py", "-m", "libdsm_services", "-n", "2", "/t/cell.py"]
+
+
+def test_env_puts_this_package_first_on_the_path():
+    env = notebook.job_env({"PYTHONPATH": "/elsewhere", "HOME": "/h"})
+    first, rest = env["PYTHONPATH"].split(os.pathsep)
+    assert os.path.isfile(os.path.join(first, "libdsm_services", "notebook.py"))
+    assert (rest, env["HOME"]) == ("/elsewhere", "/h")
+    assert os.path.isdir(notebook.job_env({})["PYTHONPATH"])
 
 
 def test_cell_runs_on_two_ranks_with_prefixed_output(ip, capsys):
@@ -70,18 +78,18 @@ def test_failing_cell_shows_the_traceback_and_exit_status(ip, capsys):
 
 
 class _Signalling:
-    """A cell's stdout that answers rank 0 through the fifo once its first
-    line has arrived."""
+    """A cell's stdout that answers rank 0 through the fifo (an fd open for
+    reading and writing, so that neither side blocks in open) once its
+    first line has arrived."""
 
-    def __init__(self, fifo):
-        self.fifo, self.text = fifo, ""
+    def __init__(self, fd):
+        self.fd, self.text, self.answered = fd, "", False
 
     def write(self, text):
         self.text += text
-        if "[rank 0] first line\n" in self.text and self.fifo:
-            with open(self.fifo, "w") as f:
-                f.write("seen")
-            self.fifo = None
+        if "[rank 0] first line\n" in self.text and not self.answered:
+            os.write(self.fd, b"seen\n")
+            self.answered = True
 
     def flush(self):
         pass
@@ -90,8 +98,12 @@ class _Signalling:
 def test_output_streams_while_the_job_runs(ip, tmp_path, monkeypatch):
     fifo = str(tmp_path / "seen")
     os.mkfifo(fifo)
-    out = _Signalling(fifo)
+    fd = os.open(fifo, os.O_RDWR)
+    out = _Signalling(fd)
     monkeypatch.setattr(sys, "stdout", out)
-    ip.run_cell_magic("dsmexec", "-n 2 --timeout 100 -- %s" % fifo, WAITS)
-    monkeypatch.undo()
+    try:
+        ip.run_cell_magic("dsmexec", "-n 2 --timeout 60 -- %s" % fifo, WAITS)
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
     assert "[rank 0] then seen" in out.text.splitlines(), out.text
