@@ -1,13 +1,15 @@
-# Two commands set up a fresh machine: `make run` and `make test`.
+# Two commands set up a fresh machine: `make run` (what running needs) and
+# `make test` (that and the test extras).
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py libdsm/_build.py $(wildcard libdsm/csrc/*.c libdsm/csrc/*.h)
 
 .PHONY: run test bench build clean sim
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VPY) dsmexec.py machine_file.example examples/double_touch.py
 
 test: $(STAMP)
@@ -20,13 +22,21 @@ bench: $(STAMP)
 	$(VPY) -c 'import mpi4py' 2>/dev/null || $(VPY) -m pip install -q mpi4py
 	$(VPY) bench/run.py
 
+# A developer's build: the test extras too, so that pytest runs at once.
 build: $(STAMP)
 
-# An editable install builds the cffi extension next to its sources.
+# An editable install builds the cffi extension next to its sources: the
+# runtime's dependencies only for `make run`, with the test extras for the
+# rest (which then satisfies `make run` too).
+$(RUN_STAMP): $(SOURCES)
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -e .
+	touch $@
+
 $(STAMP): $(SOURCES)
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(RUN_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info libdsm/_core*.so libdsm/_core.c libdsm/_core.o
@@ -62,9 +72,9 @@ bench-scale: $(STAMP)
 	$(VPY) bench/scale.py
 
 # The wheels bench/device.sh installs on the 16-core machine, which has no
-# network and Python 3.12 (FACTS.md); setuptools too, which cffi needs to
-# compile on Python 3.12 (a venv there need not have it).  wheels/ is
-# git-ignored: copy it along.
+# network and Python 3.12 (bench/device.sh lists what else it lacks);
+# setuptools too, which cffi needs to compile on Python 3.12 (a venv there
+# need not have it).  wheels/ is git-ignored: copy it along.
 wheels:
 	$(PYTHON) -m pip download -q --only-binary=:all: --python-version 3.12 \
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
