@@ -16,7 +16,8 @@
    the same status.
 5. Watch the dsmexec connection: when it closes, the rank kills the rest of
    its process group and exits at once, so nothing of it outlives its job
-   on any host.  On it come the STDIN messages, dsmexec's stdin: rank 0's
+   on any host.  SIGUSR1, or a STACKS message on it, prints every thread's
+   stack (services/stacks.py).  On it come the STDIN messages, dsmexec's stdin: rank 0's
    stdin becomes a pipe they are fed into (after the secret, so the secret
    stays off every command line and environment); the other ranks' stdin
    becomes /dev/null, as under mpirun.
@@ -31,6 +32,7 @@ Stdlib only; never imports libdsm.
 import argparse
 import base64
 import faulthandler
+import importlib.util
 import os
 import queue
 import runpy
@@ -42,7 +44,7 @@ import threading
 import time
 import traceback
 
-from libdsm_services import iomux, wire
+from libdsm_services import iomux, stacks, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
@@ -144,13 +146,16 @@ def kill_group_but_me(sig=signal.SIGKILL):
 def _watch(master, feed=None):
     """Exit the process, and what it started, when dsmexec's connection closes.
 
-    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes).
+    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes),
+    and turn STACKS into the stack dump (services/stacks.py).
     """
     try:
         while True:
             msg = wire.Message.from_io(master)
             if msg.type == wire.Message.STDIN and feed is not None:
                 feed.put(base64.b64decode(msg.body.get("data", "")))
+            elif msg.type == wire.Message.STACKS:
+                stacks.request_self()
     except (OSError, ValueError, wire.WireError):
         pass
     if PRINTING.is_set():
@@ -257,9 +262,11 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
     p.add_argument("--listen", default="0.0.0.0")
     p.add_argument("--supervise", action="store_true")
+    p.add_argument("--module", action="store_true", help="prog is a module name (dsmexec -m)")
     p.add_argument("prog")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
+    stacks.register()       # before it registers: dsmexec may ask from then on
     sys.stdout.write("%s %d\n" % (READY, a.rank))
     sys.stdout.flush()
     try:
@@ -269,9 +276,10 @@ def main(argv=None):
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
-    if not os.path.exists(a.prog):
-        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s: no such file in %s on %s" % (
-            a.prog, os.getcwd(), socket.gethostname())})
+    problem = program_problem(a.prog, a.module)
+    if problem:
+        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s in %s on %s" % (
+            problem, os.getcwd(), socket.gethostname())})
         return EXIT_NO_PROGRAM
     if a.supervise:
         supervise(CONTEXT)
@@ -280,15 +288,31 @@ def main(argv=None):
                      daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args
-    sys.path[0] = os.path.dirname(os.path.abspath(a.prog))
+    sys.path[0] = os.getcwd() if a.module else os.path.dirname(os.path.abspath(a.prog))
     try:
-        runpy.run_path(a.prog, run_name="__main__")
+        if a.module:
+            runpy.run_module(a.prog, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(a.prog, run_name="__main__")
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as e:
         print_traceback(e)
         return 1
     return 0
+
+
+def program_problem(prog, module):
+    """Why PROG (or module PROG) cannot run here, or None."""
+    if module:
+        try:
+            found = importlib.util.find_spec(prog)
+        except (ImportError, ValueError):
+            found = None
+        return None if found else "no module named %s" % prog
+    if os.path.isdir(prog):
+        return "%s is a directory, not a program" % prog
+    return None if os.path.isfile(prog) else "%s: no such file" % prog
 
 
 def print_traceback(e):
