@@ -338,7 +338,16 @@ class Job(Starting):
         t = time.monotonic()
         self.report_until = t + REPORT_WINDOW
         self.teardown = self._schedule(t + FAILING_GRACE)
+        self._tell_all(wire.Message.ENDING)     # --trace/--stats: write what you have
         self._advance_teardown(t)
+
+    def _tell_all(self, type):
+        """Send a message to every rank still connected; a broken connection tells itself."""
+        for conn in list(self.master.conns.values()):
+            try:
+                wire.Message(type).to_io(conn)
+            except OSError:
+                pass
 
     def _schedule(self, t):
         return [(t, self._close_all),

@@ -12,28 +12,8 @@ import pytest
 from conftest import DSMEXEC, REPO, machine_file, run_dsmexec, wait_for_lines, wait_gone
 
 pytestmark = pytest.mark.timeout(90)
-
-# Rank 0 holds lock 0 into the second barrier; rank 1 waits for lock 0 before it.
-DEADLOCK = """\
-import libdsm
-dsm = libdsm.init()
-lock = dsm.lock(0)
-if dsm.rank == 0:
-    lock.acquire()
-dsm.barrier()
-print("ready", flush=True)
-if dsm.rank == 1:
-    lock.acquire()
-dsm.barrier()
-dsm.finalize()
-"""
-BARRIER_LINE, ACQUIRE_LINE = 10, 9
-
-
-def deadlock(tmp_path):
-    prog = tmp_path / "deadlock_prog.py"
-    prog.write_text(DEADLOCK)
-    return str(prog)
+DEADLOCK = os.path.join(REPO, "tests", "deadlock_prog.py")
+BARRIER_LINE, ACQUIRE_LINE = 10, 9      # where its ranks block
 
 
 def check_stacks(err, prog, blocked=True):
@@ -51,9 +31,9 @@ def check_stacks(err, prog, blocked=True):
                                                                               line), frames), err
 
 
-def test_timeout_prints_every_ranks_stack_then_stops(tmp_path):
-    prog = deadlock(tmp_path)
-    r = run_dsmexec("-n", "2", "--timeout", "5", prog)
+def test_timeout_prints_every_ranks_stack_then_stops(tag):
+    prog = DEADLOCK
+    r = run_dsmexec("-n", "2", "--timeout", "5", prog, tag)
     assert r.returncode == 124, r.stderr
     lines = r.stderr.splitlines()
     said = "dsmexec: the job ran past --timeout 5 s: stopping it, after every rank's stack"
@@ -63,50 +43,49 @@ def test_timeout_prints_every_ranks_stack_then_stops(tmp_path):
     assert lines.index(said) < first_frame          # said first, then the stacks
 
 
-def started_job(tmp_path, *opts):
-    prog = deadlock(tmp_path)
-    proc = subprocess.Popen([sys.executable, DSMEXEC, *opts, prog], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=REPO)
+def started_job(tag, *opts):
+    proc = subprocess.Popen([sys.executable, DSMEXEC, *opts, DEADLOCK, tag],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, cwd=REPO)
     wait_for_lines(proc, 2, "ready")
-    return proc, prog
+    return proc, DEADLOCK
 
 
-def finish(proc, tmp_path, seen=b""):
+def finish(proc, tag, seen=b""):
     try:
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert wait_gone(str(tmp_path)) == []
+    assert wait_gone(tag) == []
     return (seen + err).decode()
 
 
-def test_ctrl_c_prints_every_ranks_stack_then_stops(tmp_path):
-    proc, prog = started_job(tmp_path, "-n", "2")
+def test_ctrl_c_prints_every_ranks_stack_then_stops(tag):
+    proc, prog = started_job(tag, "-n", "2")
     proc.send_signal(signal.SIGINT)
-    err = finish(proc, tmp_path)
+    err = finish(proc, tag)
     assert proc.returncode == 130, err
     assert "dsmexec: got SIGINT, stopping the job" in err.splitlines()
     check_stacks(err, prog, blocked=False)
 
 
-def test_a_second_signal_prints_the_stacks_again_and_kills(tmp_path):
-    proc, prog = started_job(tmp_path, "-n", "2")
+def test_a_second_signal_prints_the_stacks_again_and_kills(tag):
+    proc, prog = started_job(tag, "-n", "2")
     proc.send_signal(signal.SIGINT)
     seen = wait_for_lines(proc, 1, "got SIGINT, stopping the job\n", stream=proc.stderr)
     proc.send_signal(signal.SIGTERM)
-    err = finish(proc, tmp_path, seen)
+    err = finish(proc, tag, seen)
     assert proc.returncode == 130, err
     assert "dsmexec: got SIGTERM, killing the job now" in err.splitlines()
     later = err.split("killing the job now")[1]
     check_stacks(later, prog, blocked=False)
 
 
-def test_over_ssh_the_request_goes_on_the_ranks_connection(tmp_path, sshd):
+def test_over_ssh_the_request_goes_on_the_ranks_connection(tmp_path, sshd, tag):
     hosts = machine_file(tmp_path, "localhost", "127.0.0.1")
-    prog = deadlock(tmp_path)
-    r = run_dsmexec(*sshd.options(), "--timeout", "8", hosts, prog)
+    r = run_dsmexec(*sshd.options(), "--timeout", "8", hosts, DEADLOCK, tag)
     assert r.returncode == 124, r.stderr
-    check_stacks(r.stderr, prog)
+    check_stacks(r.stderr, DEADLOCK)
 
 
 def test_a_rank_asked_before_it_registered_is_not_killed_by_the_request(tmp_path):
