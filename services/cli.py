@@ -106,7 +106,8 @@ def build_parser():
     p.add_argument("--python", default=sys.executable, metavar="PATH",
                    help="Python interpreter on the ranks (default: %(default)s)")
     words = p.add_argument("words", nargs=argparse.REMAINDER, metavar="...",
-                           help="[MACHINE_FILE] [python] PROG [ARGS...]: what follows PROG is its own")
+                           help="[MACHINE_FILE] [python] PROG [ARGS...]: what follows PROG "
+                           "is its own")
     words.required = False      # argparse marks REMAINDER required, yet it may be empty
     return p
 

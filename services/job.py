@@ -240,29 +240,17 @@ class Job(Starting):
         name = signal.Signals(sig).name
         if self.teardown is not None or self.stacks is not None:
             self.log("got %s, killing the job now" % name)
-            self._ask_stacks(self._kill_now)
+            self._ask_stacks(lambda: self._begin_teardown() or self._advance_teardown(float("inf")))
             return
         self.log("got %s, stopping the job" % name)
         self._ask_stacks(self._begin_teardown)
 
-    def _kill_now(self):
-        self._begin_teardown()
-        self._advance_teardown(float("inf"))
-
     def _ask_stacks(self, then):
-        """Ask every registered rank that still runs for its stacks (services/stacks.py);
-        `then` runs once they are out (their output went quiet), at once if none was asked."""
-        asked = [r for r in self.ranks if r.index in self.master.registrations
-                 and r.proc and r.exited_at is None and r.proc.poll() is None]
-        for r in asked:
-            try:
-                if r.local:
-                    os.kill(r.proc.pid, stacks.REQUEST_SIGNAL)
-                elif r.index in self.master.conns:
-                    wire.Message(wire.Message.STACKS).to_io(self.master.conns[r.index])
-            except OSError:
-                pass                # it is going: its exit tells
-        self.stacks = stacks.Wait(time.monotonic(), [r.index for r in asked], then) if asked else None
+        """Ask every registered rank that still runs for its stacks; `then` runs once
+        they are out (services/stacks.py), at once if none was asked."""
+        asked = stacks.ask([r for r in self.ranks if r.index in self.master.registrations
+                            and r.proc and r.exited_at is None], self.master)
+        self.stacks = stacks.Wait(time.monotonic(), asked, then) if asked else None
         if not asked:
             then()
 
@@ -289,13 +277,8 @@ class Job(Starting):
             self.log(str(refused))
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
-            message = "the job ran past --timeout %g s: stopping it" % self.opts.timeout
-            if self.teardown is None and self.stacks is None:
-                self.log(message + ", after every rank's stack")
-                self.exit_code = EXIT_TIMEOUT if self.exit_code is None else self.exit_code
-                self._ask_stacks(self._begin_teardown)
-            else:
-                self._fail(EXIT_TIMEOUT, message)
+            self._fail(EXIT_TIMEOUT, "the job ran past --timeout %g s: stopping it, after "
+                       "every rank's stack" % self.opts.timeout, stacks_first=True)
         if self.stacks is not None and now >= self.stacks.deadline():
             then, self.stacks = self.stacks.then, None
             then()
@@ -321,12 +304,16 @@ class Job(Starting):
         elif rank.init and not rank.finalized:
             self._fail(EXIT_LAUNCH, "%s exited without calling finalize()" % rank.label())
 
-    def _fail(self, status, message):
-        """The first failure sets the exit status and starts the teardown; later ones are its echo."""
-        if self.teardown is None:
+    def _fail(self, status, message, stacks_first=False):
+        """The first failure sets the exit status and starts the teardown (after the ranks'
+        stacks with `stacks_first`); later ones are its echo."""
+        if self.teardown is None and self.stacks is None:
             if self.exit_code is None:
                 self.exit_code = status
             self.log(message)
+            if stacks_first:
+                self._ask_stacks(self._begin_teardown)
+                return
         self._begin_teardown()
 
     # ------------------------------------------------------------ teardown
@@ -338,16 +325,8 @@ class Job(Starting):
         t = time.monotonic()
         self.report_until = t + REPORT_WINDOW
         self.teardown = self._schedule(t + FAILING_GRACE)
-        self._tell_all(wire.Message.ENDING)     # --trace/--stats: write what you have
+        self.master.tell_all(wire.Message.ENDING)   # --trace/--stats: write what you have
         self._advance_teardown(t)
-
-    def _tell_all(self, type):
-        """Send a message to every rank still connected; a broken connection tells itself."""
-        for conn in list(self.master.conns.values()):
-            try:
-                wire.Message(type).to_io(conn)
-            except OSError:
-                pass
 
     def _schedule(self, t):
         return [(t, self._close_all),

@@ -1,6 +1,7 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
+    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR]
+                                      [--module] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
@@ -18,12 +19,14 @@
    its process group and exits at once, so nothing of it outlives its job
    on any host.  SIGUSR1, or a STACKS message on it, prints every thread's
    stack (services/stacks.py); ENDING (the job ends before this rank
-   finished) runs the LAST_WORDS: what libdsm writes for --trace/--stats.  On it come the STDIN messages, dsmexec's stdin: rank 0's
-   stdin becomes a pipe they are fed into (after the secret, so the secret
-   stays off every command line and environment); the other ranks' stdin
-   becomes /dev/null, as under mpirun.
-6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
-   A program file that is not there is reported once to dsmexec (FAILED),
+   finished) runs the LAST_WORDS: what libdsm writes for --trace/--stats.
+   On it come the STDIN messages, dsmexec's stdin: rank 0's stdin becomes
+   a pipe they are fed into (after the secret, so the secret stays off
+   every command line and environment); the other ranks' stdin becomes
+   /dev/null, as under mpirun.
+6. Run PROG (or with --module, module PROG) as ``__main__``.  `libdsm.init()`
+   finds the job in `CONTEXT`.  A program file that is not there (or is a
+   directory, or a module not found) is reported once to dsmexec (FAILED),
    not as a traceback.  An uncaught exception prints the program's own
    frames only (none of runpy's or this module's), in one write, so the
    lines of several ranks' tracebacks do not interleave; status 1.

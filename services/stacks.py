@@ -16,7 +16,10 @@ or after CAP s at most.
 Stdlib only; never imports libdsm.
 """
 import faulthandler
+import os
 import signal
+
+from libdsm_services import wire
 
 REQUEST_SIGNAL = signal.SIGUSR1
 QUIET = 0.2
@@ -36,6 +39,24 @@ def register():
 def request_self():
     """In a rank's watch thread, on a STACKS message: the request, as a signal to itself."""
     signal.raise_signal(REQUEST_SIGNAL)
+
+
+def ask(ranks, master):
+    """Launcher side: ask each of `ranks` (start.Rank, registered) for its stacks, through
+    `master` (master.Master) for a rank elsewhere; return the indices of those asked."""
+    asked = []
+    for r in ranks:
+        try:
+            if r.proc.poll() is not None:
+                continue
+            if r.local:
+                os.kill(r.proc.pid, REQUEST_SIGNAL)
+            elif not master.tell(r.index, wire.Message.STACKS):
+                continue
+            asked.append(r.index)
+        except OSError:
+            pass                # it is going: its exit tells
+    return asked
 
 
 class Wait:
