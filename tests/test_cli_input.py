@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import HELPER, REPO, machine_file, run_dsmexec
-from libdsm_services import cli, machinefile
+from libdsm_services import cli, machinefile, spawn
 
 pytestmark = pytest.mark.timeout(90)
 MARKER_PROG = """\
@@ -64,6 +64,20 @@ def test_a_module_runs_with_dash_m(tmp_path, prog):
     r = run_dsmexec("--wdir", str(tmp_path), "-n", "1", "python", "-m", "pkg.nope")
     assert r.returncode == 1
     assert "no module named pkg.nope in %s on" % tmp_path in r.stderr
+
+
+def test_a_module_over_ssh(tmp_path, sshd):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "job.py").write_text(MARKER_PROG.replace("__file__", "'..'"))
+    r = run_dsmexec(*sshd.options(), "--wdir", str(tmp_path), "-H", "localhost,127.0.0.1",
+                    "-m", "pkg.job", "x")
+    assert ranks_said(r) == ["[rank %d] rank %d of 2 ['x']" % (i, i) for i in range(2)]
+
+
+def test_the_bootstrap_gets_a_module_as_module():
+    argv = spawn.rank_argv("/py", 1, "m:1", "pkg.mod", ["a"], module=True)
+    assert argv[-3:] == ["--module", "pkg.mod", "a"]
 
 
 def test_hosts_on_the_command_line_with_slots(prog):
