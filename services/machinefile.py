@@ -84,14 +84,14 @@ def parse_slots(entry):
 
 def _count(entry, text):
     """A slot count: digits only (no sign, exponent or point), 1 to MAX_RANKS."""
-    if not re.fullmatch(r"[0-9]{1,6}", text):
+    if not re.fullmatch(r"[0-9]+", text):
         raise ValueError("%r: the slot count %r is not a whole number from 1 to %d"
+                         % (entry, text, MAX_RANKS))
+    if len(text.lstrip("0")) > len(str(MAX_RANKS)) or int(text) > MAX_RANKS:
+        raise ValueError("%r: %s slots, but a job has at most %d ranks"
                          % (entry, text, MAX_RANKS))
     if int(text) < 1:
         raise ValueError("%r: a host needs at least 1 slot" % entry)
-    if int(text) > MAX_RANKS:
-        raise ValueError("%r: %d slots, but a job has at most %d ranks"
-                         % (entry, int(text), MAX_RANKS))
     return int(text)
 
 

@@ -143,7 +143,9 @@ def test_bad_hosts_are_refused(tmp_path, prog, hosts, error):
 @pytest.mark.parametrize("line, error", [
     ("localhost slots=1e20", "the slot count '1e20' is not a whole number from 1 to 64"),
     ("localhost slots=1e12", "the slot count '1e12' is not a whole number from 1 to 64"),
-    ("localhost slots=300000000", "the slot count '300000000' is not a whole number"),
+    ("localhost slots=300000000", "'localhost slots=300000000': 300000000 slots, but a job "
+                                  "has at most 64 ranks"),
+    ("localhost:" + "9" * 5000, "9999 slots, but a job has at most 64 ranks"),
     ("localhost slots=3e8", "the slot count '3e8' is not a whole number from 1 to 64"),
     ("localhost slots=-2", "the slot count '-2' is not a whole number from 1 to 64"),
     ("localhost slots=1.5", "the slot count '1.5' is not a whole number from 1 to 64"),
