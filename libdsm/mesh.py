@@ -8,7 +8,11 @@ that were configured differently fail at init instead of corrupting memory.
 The accepting side runs every incoming handshake at once in a small poll
 loop, each within wire.HANDSHAKE_TIMEOUT: a stranger that is wrong, slow or
 silent is closed and logged while the mesh goes on waiting for its peers.
+Running out of file descriptors while accepting (strangers hold them) is a
+stall, not a failure: the listener rests for a back-off (or until the first
+handshake under way expires and frees its descriptor), then accepts again.
 """
+import errno
 import select
 import socket
 import sys
@@ -16,6 +20,11 @@ import time
 
 from libdsm_services import meshwire, wire
 from libdsm.errors import ConfigError, DsmError, PeerError
+
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+"""accept() errors that mean "no descriptor or buffer now": wait, then accept again."""
+BACKOFF = (0.05, 1.0)
+"""The listener's first and longest rest, in seconds, after running out of descriptors."""
 
 
 def _connect(ctx, peer, layout, timeout):
@@ -46,6 +55,8 @@ class _Acceptor:
         self.pending = {}
         self.poll = select.poll()
         self.poll.register(ctx.listener, select.POLLIN)
+        self.rest_until = None      # while out of descriptors: when to accept again
+        self.rest, self.rested_with = 0.0, 0    # the last rest (0 after an accept); pending then
         ctx.listener.setblocking(False)
 
     def missing(self):
@@ -56,7 +67,12 @@ class _Acceptor:
         now = time.monotonic()
         for inc in [i for i in self.pending.values() if i.expired(now)]:
             self._drop(inc, inc.timeout_error())
-        until = min([deadline] + [i.deadline for i in self.pending.values()])
+        if self.rest_until is not None and (now >= self.rest_until
+                                            or len(self.pending) < self.rested_with):
+            self.poll.register(self.ctx.listener, select.POLLIN)     # accept again
+            self.rest_until = None
+        until = min([deadline] + [i.deadline for i in self.pending.values()]
+                    + ([self.rest_until] if self.rest_until is not None else []))
         for fd, _ in self.poll.poll(max(0.0, until - now) * 1000):
             if fd == self.ctx.listener.fileno():
                 self._accept()
@@ -68,6 +84,12 @@ class _Acceptor:
             sock, addr = self.ctx.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as e:
+            if e.errno not in OUT_OF_FDS:
+                raise
+            self._rest(e)
+            return
+        self.rest = 0.0
         exchange = meshwire.MeshHandshake(self.ctx.secret, wire.ROLE_ACCEPT, self.ctx.rank,
                                       self.layout, self._check_peer)
         try:
@@ -77,6 +99,18 @@ class _Acceptor:
             return
         self.pending[inc.fileno()] = inc
         self.poll.register(inc.fileno(), select.POLLIN)
+
+    def _rest(self, error):
+        """Out of descriptors: stop polling the listener (the connection waits in its
+        backlog) for a back-off that doubles up to BACKOFF[1], or until a handshake under
+        way ends and frees its descriptor.  Said once per stall."""
+        if not self.rest:
+            sys.stderr.write("libdsm: rank %d: out of file descriptors while accepting (%s, "
+                             "%d handshakes under way): waiting for some to close\n"
+                             % (self.ctx.rank, error.strerror, len(self.pending)))
+        self.rest = min(self.rest * 2, BACKOFF[1]) if self.rest else BACKOFF[0]
+        self.poll.unregister(self.ctx.listener)
+        self.rest_until, self.rested_with = time.monotonic() + self.rest, len(self.pending)
 
     def _check_peer(self, ident):
         if not self.ctx.rank < ident < self.ctx.size or self.socks[ident] is not None:

@@ -6,14 +6,17 @@ reaches ssh and Slurm ranks too; the hosts share the filesystem) and, for
 core's event trace; at finalize it writes ``rank-N.json`` there: its
 counters, the pages it gave up most and its events, with the pair of
 clocks that turns the core's monotonic times into wall-clock times.
-services/report.py merges the files.  Without DSM_REPORT_DIR this does
-nothing.
+A rank that ends without finalize (its program failed, or dsmexec ends the
+job) writes the same file, without hot pages, as its last words
+(services/rank.py).  services/report.py merges the files.  Without
+DSM_REPORT_DIR this does nothing.
 """
 import json
 import os
 import time
 
 from libdsm import _binding
+from libdsm_services import rank as bootstrap
 
 DIR_VAR, EVENTS_VAR = "DSM_REPORT_DIR", "DSM_TRACE_EVENTS"
 
@@ -32,6 +35,16 @@ class Report:
         if self.capacity:
             _binding.trace_start(self.capacity)
         self.clocks = (time.time_ns(), time.monotonic_ns())
+        if self.dir:
+            bootstrap.at_end(self._last_words)
+
+    def _last_words(self):
+        """The rank ends without finalize: write what there is, unless written already."""
+        if not os.path.exists(self._path()):
+            self.write(_binding.stats(), [], _binding.page_size())
+
+    def _path(self):
+        return os.path.join(self.dir, "rank-%d.json" % self.rank)
 
     def write(self, stats, hot_pages, page_size):
         """Write rank-N.json (atomically: a reader sees all of it or none)."""
@@ -41,7 +54,7 @@ class Report:
         doc = {"rank": self.rank, "host": self.host, "page_size": page_size,
                "clocks": self.clocks, "stats": stats, "hot_pages": hot_pages,
                "events": events, "dropped": dropped}
-        path = os.path.join(self.dir, "rank-%d.json" % self.rank)
+        path = self._path()
         with open(path + ".tmp", "w") as f:
             json.dump(doc, f, separators=(",", ":"))
         os.replace(path + ".tmp", path)

@@ -13,22 +13,34 @@ import argparse
 import os
 import re
 import sys
+from typing import NamedTuple, Optional
 
 from libdsm_services import job, machinefile, report, slurm, version, wire
+from libdsm_services.start import local_hosts
 
-USAGE = "%(prog)s [options] MACHINE_FILE PROG [ARGS...]\n       %(prog)s [options] -n N PROG [ARGS...]"
+USAGE = """\
+%(prog)s [options] [-n N] [-H HOSTS] [python] PROG [ARGS...]
+       %(prog)s [options] [-n N] [-H HOSTS] [python] -m MODULE [ARGS...]
+       %(prog)s [options] MACHINE_FILE [python] PROG [ARGS...]"""
 EPILOG = """\
-MACHINE_FILE: one host per line (host, user@host); 'host slots=K' or 'host:K'
-gives it K consecutive ranks.  Without one, -n N runs N ranks here (PROG must
-then end in .py); under Slurm the allocation gives the hosts.
+Where the ranks run: MACHINE_FILE (one host per line; 'host slots=K' or
+'host:K' gives it K consecutive ranks), or -H host1,host2:K (the same entries,
+comma-separated), or under Slurm the allocation; with none of them, N ranks
+here (-n N; default: this machine's %d cores).  A job has at most %d ranks.
+The first word is the MACHINE_FILE when it reads as one and a program follows.
+A 'python' (or any python interpreter) before PROG or -m is allowed; a path to
+one becomes --python.
 
 stdin goes to rank 0; the other ranks read /dev/null.
 
 exit status: 0 if every rank exited 0; else the status of the first rank that
-failed (128+N if signal N killed it); 1 if a rank could not start or register,
-or exited after libdsm.init() without finalize(); 124 if --timeout ran out;
-130/143/129 after SIGINT/SIGTERM/SIGHUP, even during another failure.
-"""
+failed (128+N if signal N killed it); 1 for a usage error, or if a rank could
+not start or register, or exited after libdsm.init() without finalize(); 124
+if --timeout ran out; 130/143/129 after SIGINT/SIGTERM/SIGHUP, even during
+another failure.  On --timeout and on a stop signal every rank's Python stack
+is printed before the job stops.
+""" % (os.cpu_count() or 1, machinefile.MAX_RANKS)
+_INTERPRETER = re.compile(r"python[0-9.]*\Z")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,11 +74,16 @@ class _Version(argparse.Action):
 
 def build_parser():
     p = _Parser(prog="dsmexec", usage=USAGE, description="Run PROG as one libdsm rank per "
-                "slot of MACHINE_FILE, or as N local ranks.", epilog=EPILOG,
+                "slot of MACHINE_FILE or -H, or as N local ranks.", epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=_Version)
     slurm.add_options(p)
     report.add_options(p)
+    p.add_argument("-H", "--host", dest="hosts", metavar="HOSTS",
+                   help="the hosts, comma-separated: host, user@host, host:K (K slots); "
+                   "instead of a MACHINE_FILE")
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARGS]",
+                   help="run library module MODULE as the program (as python -m)")
     p.add_argument("-x", dest="exports", metavar="VAR[=VALUE]", action="append", default=[],
                    help="set VAR on every rank, to VALUE or to its value here (repeatable)")
     p.add_argument("--wdir", metavar="DIR", help="the ranks' working directory (default: "
@@ -89,23 +106,73 @@ def build_parser():
     p.add_argument("--python", default=sys.executable, metavar="PATH",
                    help="Python interpreter on the ranks (default: %(default)s)")
     words = p.add_argument("words", nargs=argparse.REMAINDER, metavar="...",
-                           help="[MACHINE_FILE] PROG [ARGS...]: what follows PROG is its own")
+                           help="[MACHINE_FILE] [python] PROG [ARGS...]: what follows PROG "
+                           "is its own")
     words.required = False      # argparse marks REMAINDER required, yet it may be empty
     return p
 
 
-def split_words(words, launcher, ntasks):
-    """(machine_file, prog, args) from the positional words, or a usage error text.
+class Program(NamedTuple):
+    """What the positional words ask to run: where (a machine file, or None) and what."""
+    machine_file: Optional[str]
+    prog: str               # a file, or a module name with `module`
+    args: list
+    module: bool = False
+    python: Optional[str] = None    # an interpreter path written before the program
 
-    Under Slurm there is no machine file; with -n, a first word ending in
-    .py (or a lone word) is the program and the N ranks run here.
+
+def is_interpreter(word):
+    """True for python, python3, python3.11 (a path to one too) and sys.executable."""
+    return word == sys.executable or bool(_INTERPRETER.match(os.path.basename(word)))
+
+
+def _starts_program(word):
+    """A word that can only start the program: -m, an interpreter, a .py file."""
+    return word == "-m" or is_interpreter(word) or word.endswith(".py")
+
+
+def program(words):
+    """[python] PROG ARGS or [python] -m MODULE ARGS -> Program; a usage error text."""
+    python = None
+    if words and is_interpreter(words[0]):
+        python = words[0] if os.sep in words[0] else None
+        words = words[1:]
+    if not words:
+        return "no PROG given after the interpreter"
+    if words[0] == "-m":
+        return (Program(None, words[1], words[2:], True, python) if len(words) > 1
+                else "-m needs a MODULE")
+    if words[0].startswith("-"):
+        return "%s: the interpreter's options are not passed on; only -m MODULE is" % words[0]
+    return Program(None, words[0], words[1:], False, python)
+
+
+def split_words(words, cwd, machine_file_allowed=True):
+    """Program from the positional words ([MACHINE_FILE] [python] PROG [ARGS...]), or a
+    usage error text.
+
+    The first word is the MACHINE_FILE when a program surely follows it (a .py
+    file, -m, an interpreter), or when it reads as a machine file and the next
+    word is a file too; it is the program when it is a file and the next is
+    none of those.  Else both readings are named in the error.
     """
-    if launcher == "slurm" or (ntasks and words and (len(words) == 1 or
-                                                      words[0].endswith(".py"))):
-        return (None, words[0], words[1:]) if words else "no PROG given"
-    if len(words) < 2:
-        return ("no PROG given" if words else "give MACHINE_FILE and PROG, or -n N and PROG")
-    return words[0], words[1], words[2:]
+    if not words:
+        return "no PROG given"
+    first, rest = words[0], words[1:]
+    if _starts_program(first) or not rest or not machine_file_allowed:
+        return program(words)
+    then = os.path.join(cwd, rest[0])
+    hosts = os.path.isfile(first) and machinefile.reads_as_machine_file(first)
+    if _starts_program(rest[0]) or (hosts and os.path.isfile(then)):
+        found = program(rest)
+        return found._replace(machine_file=first) if isinstance(found, Program) else found
+    if os.path.isfile(os.path.join(cwd, first)) and not hosts:
+        return program(words)
+    if hosts:
+        return ("%r could be the MACHINE_FILE, but then PROG %r is not there; or PROG, but "
+                "it reads as a machine file" % (first, rest[0]))
+    return ("%r is neither a MACHINE_FILE nor PROG: no such file%s"
+            % (first, "" if os.path.isabs(first) else " in %s" % cwd))
 
 
 def exports(specs, environ):
@@ -122,7 +189,7 @@ def exports(specs, environ):
 
 
 def parse_options(argv):
-    """Command line -> job.Options; a usage error exits 1."""
+    """Command line -> job.Options; a usage error exits 1 before anything starts."""
     argv = sys.argv[1:] if argv is None else argv
     launcher = slurm.launcher(argv, os.environ)
     parser = build_parser()
@@ -132,21 +199,60 @@ def parse_options(argv):
     for flag, value in (("-n", a.ntasks), ("--timeout", a.timeout)):
         if value is not None and not value > 0:
             parser.error("%s must be positive, got %g" % (flag, value))
-    if not a.python:
-        parser.error("no --python given and sys.executable is unknown")
-    words, exported = split_words(a.words, launcher, a.ntasks), exports(a.exports, os.environ)
-    for problem in (words, exported):
+    if a.ntasks is not None and a.ntasks > machinefile.MAX_RANKS:
+        parser.error("-n %d: a job has at most %d ranks" % (a.ntasks, machinefile.MAX_RANKS))
+    cwd = os.path.abspath(a.wdir or ".")
+    what = (program(["-m", *a.module]) if a.module is not None else
+            split_words(a.words, cwd, launcher != "slurm" and a.hosts is None))
+    exported = exports(a.exports, os.environ)
+    for problem in (what, exported):
         if isinstance(problem, str):
             parser.error(problem)
+    python = what.python if what.python and a.python == sys.executable else a.python
+    if not python:
+        parser.error("no --python given and sys.executable is unknown")
+    hosts = rank_hosts(parser, a, what.machine_file, launcher)
+    local = hosts is not None and any(not a.ssh_all and h.user is None and
+                                      machinefile.is_local(h.host) for h in hosts)
+    problem = None if what.module or not local else program_problem(what.prog, cwd)
+    if problem:
+        parser.error(problem)
     collector = report.Collector(a.trace, a.stats)
-    return job.Options(machine_file=words[0], prog=words[1], args=words[2],
+    return job.Options(machine_file=what.machine_file, prog=what.prog, args=what.args,
+                       module=what.module, hosts=hosts,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,
                        connect_timeout=a.connect_timeout, prefix=not a.no_prefix,
-                       python=a.python, cwd=os.path.abspath(a.wdir or "."),
+                       python=python, cwd=cwd,
                        environ=collector.environ(dict(os.environ)), launcher=launcher,
                        ntasks=a.ntasks, exports=exported, timeout=a.timeout,
                        output_dir=a.output_dir and os.path.abspath(a.output_dir),
                        report=collector)
+
+
+def rank_hosts(parser, a, machine_file, launcher):
+    """The host of every rank, read and checked before anything starts; None under Slurm
+    (the allocation says).  Without a machine file or -H: -n N, or this machine's cores."""
+    if launcher == "slurm":
+        return None
+    try:
+        if machine_file is not None:
+            return machinefile.parse(machine_file, a.ntasks)
+        if a.hosts is not None:
+            return machinefile.parse_hosts(a.hosts, a.ntasks)
+    except ValueError as e:     # MachineFileError too
+        parser.error(str(e))
+    return local_hosts(a.ntasks or min(os.cpu_count() or 1, machinefile.MAX_RANKS))
+
+
+def program_problem(prog, cwd):
+    """Why the program file of local ranks cannot run, or None."""
+    path = os.path.join(cwd, prog)
+    where = "" if os.path.isabs(prog) else " in %s" % cwd
+    if os.path.isdir(path):
+        return "%s is a directory%s, not a program" % (prog, where)
+    if not os.path.isfile(path):
+        return "%s: no such file%s" % (prog, where)
+    return None
 
 
 def main(argv=None):

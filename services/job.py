@@ -27,7 +27,7 @@ import shutil
 import signal
 import time
 
-from libdsm_services import iomux, machinefile, procs, wire
+from libdsm_services import iomux, machinefile, procs, stacks, wire
 from libdsm_services.master import Refused
 from libdsm_services.start import (EXIT_LAUNCH, EXIT_TIMEOUT, REGISTER_SLACK, LaunchError,
                                    Options, Rank, Starting, check, local_hosts)
@@ -80,6 +80,7 @@ class Job(Starting):
         self.exit_code = None
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
+        self.stacks = None          # stacks.Wait while the ranks print their stacks
         self.report_until = None    # no closing before then (REPORT_WINDOW)
         self.register_deadline = None
         self.control_dir = None     # the private directory of the ssh control sockets
@@ -88,6 +89,8 @@ class Job(Starting):
 
     def _hosts(self):
         """The rank hosts, in rank order (services/slurm.py takes them from the allocation)."""
+        if self.opts.hosts is not None:
+            return self.opts.hosts          # read and checked by services/cli.py
         if self.opts.machine_file is None:
             return local_hosts(self.opts.ntasks)
         return machinefile.parse(self.opts.machine_file, self.opts.ntasks)
@@ -121,6 +124,8 @@ class Job(Starting):
         data = iomux.read_chunk(fd)
         if data:
             rank.streams[fd].write(data)
+            if self.stacks is not None:
+                self.stacks.output(rank.index, time.monotonic())
         else:
             self._end_stream(rank, fd)
 
@@ -222,7 +227,7 @@ class Job(Starting):
     def _interrupted(self):
         """For the ssh start: handle pending signals; True once the job is being stopped."""
         self._on_signal(self.signals.fd, 0)
-        return self.teardown is not None
+        return self.teardown is not None or self.stacks is not None
 
     def _interrupt(self, sig):
         """A stop signal: stop the job, or kill it at once if it is being stopped already.
@@ -233,12 +238,21 @@ class Job(Starting):
         if not self.signalled:
             self.signalled, self.exit_code = True, 128 + sig
         name = signal.Signals(sig).name
-        if self.teardown is not None:
+        if self.teardown is not None or self.stacks is not None:
             self.log("got %s, killing the job now" % name)
-            self._advance_teardown(float("inf"))
+            self._ask_stacks(lambda: self._begin_teardown() or self._advance_teardown(float("inf")))
             return
         self.log("got %s, stopping the job" % name)
-        self._begin_teardown()
+        self._ask_stacks(self._begin_teardown)
+
+    def _ask_stacks(self, then):
+        """Ask every registered rank that still runs for its stacks; `then` runs once
+        they are out (services/stacks.py), at once if none was asked."""
+        asked = stacks.ask([r for r in self.ranks if r.index in self.master.registrations
+                            and r.proc and r.exited_at is None], self.master)
+        self.stacks = stacks.Wait(time.monotonic(), asked, then) if asked else None
+        if not asked:
+            then()
 
     # ------------------------------------------------------------ verdicts
 
@@ -263,8 +277,11 @@ class Job(Starting):
             self.log(str(refused))
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
-            self._fail(EXIT_TIMEOUT, "the job ran past --timeout %g s: stopping it"
-                       % self.opts.timeout)
+            self._fail(EXIT_TIMEOUT, "the job ran past --timeout %g s: stopping it, after "
+                       "every rank's stack" % self.opts.timeout, stacks_first=True)
+        if self.stacks is not None and now >= self.stacks.deadline():
+            then, self.stacks = self.stacks.then, None
+            then()
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
@@ -287,12 +304,16 @@ class Job(Starting):
         elif rank.init and not rank.finalized:
             self._fail(EXIT_LAUNCH, "%s exited without calling finalize()" % rank.label())
 
-    def _fail(self, status, message):
-        """The first failure sets the exit status and starts the teardown; later ones are its echo."""
-        if self.teardown is None:
+    def _fail(self, status, message, stacks_first=False):
+        """The first failure sets the exit status and starts the teardown (after the ranks'
+        stacks with `stacks_first`); later ones are its echo."""
+        if self.teardown is None and self.stacks is None:
             if self.exit_code is None:
                 self.exit_code = status
             self.log(message)
+            if stacks_first:
+                self._ask_stacks(self._begin_teardown)
+                return
         self._begin_teardown()
 
     # ------------------------------------------------------------ teardown
@@ -304,6 +325,7 @@ class Job(Starting):
         t = time.monotonic()
         self.report_until = t + REPORT_WINDOW
         self.teardown = self._schedule(t + FAILING_GRACE)
+        self.master.tell_all(wire.Message.ENDING)   # --trace/--stats: write what you have
         self._advance_teardown(t)
 
     def _schedule(self, t):
@@ -356,6 +378,8 @@ class Job(Starting):
                 times.append(self.report_until)
         if self.deadline is not None:
             times.append(self.deadline)
+        if self.stacks is not None:
+            times.append(self.stacks.deadline())
         if not self.master.complete and self.teardown is None:
             times.append(self.register_deadline)
         if self.master.next_deadline() is not None:

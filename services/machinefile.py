@@ -11,6 +11,10 @@ ignored, ``user@host`` is accepted and a host may appear several times::
     dsm@node7 slots=4
     localhost
 
+The same entries, comma-separated, make ``-H host1,host2:2`` (`parse_hosts`).
+No job has more than MAX_RANKS ranks: a slot count or a file beyond it is
+refused while it is read, before a list of hosts that size is made.
+
 Stdlib only.  Errors are `MachineFileError` (a ValueError) naming the file
 and the line.
 """
@@ -24,6 +28,9 @@ from typing import NamedTuple, Optional
 _USER_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:%-]*\Z")
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+MAX_RANKS = 64
+"""The most ranks a job can have: the C core's DSM_MAX_RANKS (libdsm/csrc/ground.h;
+its copysets are 64-bit masks).  Every launcher check reads it from here."""
 
 
 class MachineFileError(ValueError):
@@ -54,14 +61,15 @@ class Host(NamedTuple):
         return "%s@%s" % (self.user, self.host) if self.user else self.host
 
 
-_SLOTS_RE = re.compile(r"slots=(\d+)\Z")
-_MPICH_RE = re.compile(r"([^:]+):(\d+)\Z")      # one colon only: '::1' is a host
+_SLOTS_RE = re.compile(r"slots=(.*)\Z")
+_MPICH_RE = re.compile(r"([^:]+):([^:]*)\Z")    # one colon only: '::1' is a host
 
 
 def parse_slots(entry):
     """'host slots=4' or 'host:4' -> ('host', 4); 'host' -> ('host', 1).
 
-    Raises ValueError for another word after the host or a count below 1.
+    Raises ValueError for another word after the host, or a count that is
+    not a whole number from 1 to MAX_RANKS.
     """
     words = entry.split()
     if len(words) == 1:
@@ -74,10 +82,17 @@ def parse_slots(entry):
     return words[0], _count(entry, m.group(1))
 
 
-def _count(entry, digits):
-    if int(digits) < 1:
+def _count(entry, text):
+    """A slot count: digits only (no sign, exponent or point), 1 to MAX_RANKS."""
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError("%r: the slot count %r is not a whole number from 1 to %d"
+                         % (entry, text, MAX_RANKS))
+    if len(text.lstrip("0")) > len(str(MAX_RANKS)) or int(text) > MAX_RANKS:
+        raise ValueError("%r: %s slots, but a job has at most %d ranks"
+                         % (entry, text, MAX_RANKS))
+    if int(text) < 1:
         raise ValueError("%r: a host needs at least 1 slot" % entry)
-    return int(digits)
+    return int(text)
 
 
 def parse_line(text):
@@ -101,35 +116,74 @@ def parse_line(text):
     return (user or None), host, slots
 
 
+def read_lines(path):
+    """The lines of a machine file; MachineFileError if it cannot be read as text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise MachineFileError(path, None, "cannot read it: %s" % reason) from None
+
+
+def reads_as_machine_file(path):
+    """True if path is a readable file whose every line `parse_line` accepts."""
+    try:
+        lines = read_lines(path)
+        return any([parse_line(text) for text in lines])
+    except ValueError:
+        return False
+
+
 def parse(path, ranks=None):
     """Read a machine file; return a non-empty list of `Host`, one per rank, in rank order.
 
     A line with k slots gives k consecutive ranks; with ``ranks`` (-n) only
     the first that many slots are used, and a file with fewer is an error.
 
-    Raises MachineFileError for a file that cannot be read, holds no host, or
-    has a line `parse_line` refuses.
+    Raises MachineFileError for a file that cannot be read, holds no host,
+    has a line `parse_line` refuses, or (without ``ranks``) more slots than
+    MAX_RANKS: refused at the line that goes over, before anything starts.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise MachineFileError(path, None, "cannot read it: %s" % reason) from None
-    hosts = []
+    return _hosts(read_lines(path), ranks, lambda lineno, reason: MachineFileError(
+        path, lineno, reason))
+
+
+def parse_hosts(spec, ranks=None):
+    """-H's 'host1,u@host2:2,...' -> the list of `Host` (lineno: the entry's number).
+
+    Raises ValueError("-H SPEC: reason") as `parse` does for a machine file,
+    and for more than MAX_RANKS entries.
+    """
+    entries = spec.split(",")
+    if len(entries) > MAX_RANKS:
+        raise ValueError("-H names %d hosts, but a job has at most %d ranks"
+                         % (len(entries), MAX_RANKS))
+    if "" in [e.strip() for e in entries]:
+        raise ValueError("-H %s: an empty host between commas" % spec)
+    hosts = _hosts(entries, ranks, lambda n, reason: ValueError("-H %s: %s" % (spec, reason)))
+    return [h._replace(lineno=None) for h in hosts]
+
+
+def _hosts(lines, ranks, error):
+    """The hosts of `lines` (machine-file syntax), one per slot, at most `ranks` of them."""
+    hosts, want = [], MAX_RANKS if ranks is None else ranks
     for lineno, text in enumerate(lines, 1):
         try:
             parsed = parse_line(text)
         except ValueError as e:
-            raise MachineFileError(path, lineno, str(e)) from None
-        if parsed:
-            hosts += [Host(parsed[0], parsed[1], lineno, text)] * parsed[2]
+            raise error(lineno, str(e)) from None
+        if not parsed:
+            continue
+        if ranks is None and len(hosts) + parsed[2] > MAX_RANKS:
+            raise error(lineno, "more than %d slots, the most ranks a job can have; give "
+                        "-n N to use the first N" % MAX_RANKS)
+        hosts += [Host(parsed[0], parsed[1], lineno, text)] * min(parsed[2], want - len(hosts))
     if not hosts:
-        raise MachineFileError(path, None, "names no host (only blank lines and comments)")
+        raise error(None, "names no host (only blank lines and comments)")
     if ranks is not None and ranks > len(hosts):
-        raise MachineFileError(path, None, "has %d slots, -n asks for %d ranks"
-                               % (len(hosts), ranks))
-    return hosts[:ranks]
+        raise error(None, "has %d slots, -n asks for %d ranks" % (len(hosts), ranks))
+    return hosts
 
 
 @functools.lru_cache(maxsize=1)

@@ -179,6 +179,22 @@ class Master:
             except OSError:
                 pass
 
+    def tell(self, rank, type):
+        """Send a message without a body to a rank: False if it is not connected (any
+        more); OSError if its connection broke."""
+        conn = self.conns.get(rank)
+        if conn is not None:
+            wire.Message(type).to_io(conn)
+        return conn is not None
+
+    def tell_all(self, type):
+        """`tell` every rank still connected; a broken connection tells itself."""
+        for rank in list(self.conns):
+            try:
+                self.tell(rank, type)
+            except OSError:
+                pass
+
     def receive(self, rank):
         """Read one message from a rank; None when it closed the connection.
 

@@ -1,6 +1,7 @@
 """The rank bootstrap: what dsmexec runs on every host, before the user's program.
 
-    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR] PROG [ARGS...]
+    python -u -m libdsm_services.rank --rank R --master HOST:PORT [--listen ADDR]
+                                      [--module] PROG [ARGS...]
 
 1. Print the READY marker on stdout, so the launcher knows ssh got through.
 2. Read the job secret (hex) as one line on stdin: it never appears on a
@@ -16,12 +17,16 @@
    the same status.
 5. Watch the dsmexec connection: when it closes, the rank kills the rest of
    its process group and exits at once, so nothing of it outlives its job
-   on any host.  On it come the STDIN messages, dsmexec's stdin: rank 0's
-   stdin becomes a pipe they are fed into (after the secret, so the secret
-   stays off every command line and environment); the other ranks' stdin
-   becomes /dev/null, as under mpirun.
-6. Run PROG as ``__main__``.  `libdsm.init()` finds the job in `CONTEXT`.
-   A program file that is not there is reported once to dsmexec (FAILED),
+   on any host.  SIGUSR1, or a STACKS message on it, prints every thread's
+   stack (services/stacks.py); ENDING (the job ends before this rank
+   finished) runs the LAST_WORDS: what libdsm writes for --trace/--stats.
+   On it come the STDIN messages, dsmexec's stdin: rank 0's stdin becomes
+   a pipe they are fed into (after the secret, so the secret stays off
+   every command line and environment); the other ranks' stdin becomes
+   /dev/null, as under mpirun.
+6. Run PROG (or with --module, module PROG) as ``__main__``.  `libdsm.init()`
+   finds the job in `CONTEXT`.  A program file that is not there (or is a
+   directory, or a module not found) is reported once to dsmexec (FAILED),
    not as a traceback.  An uncaught exception prints the program's own
    frames only (none of runpy's or this module's), in one write, so the
    lines of several ranks' tracebacks do not interleave; status 1.
@@ -31,6 +36,7 @@ Stdlib only; never imports libdsm.
 import argparse
 import base64
 import faulthandler
+import importlib.util
 import os
 import queue
 import runpy
@@ -42,7 +48,7 @@ import threading
 import time
 import traceback
 
-from libdsm_services import iomux, wire
+from libdsm_services import iomux, stacks, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
@@ -72,6 +78,11 @@ class Context:
 
 
 CONTEXT = None
+LAST_WORDS = []
+"""What runs once when the rank ends without finishing (its program raised or exited,
+or dsmexec says the job is ending: ENDING): libdsm's --trace/--stats report."""
+LAST_WORDS_GRACE = 2.0
+"""Seconds the watch thread gives the last words before the rank exits anyway."""
 PRINTING, PRINTED = threading.Event(), threading.Event()
 """Set when the program's uncaught exception is being printed, and once it is out."""
 PRINT_GRACE = 1.0
@@ -144,13 +155,18 @@ def kill_group_but_me(sig=signal.SIGKILL):
 def _watch(master, feed=None):
     """Exit the process, and what it started, when dsmexec's connection closes.
 
-    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes).
+    Until then pass the STDIN messages on to `feed` (a queue.Queue of bytes),
+    and turn STACKS into the stack dump (services/stacks.py).
     """
     try:
         while True:
             msg = wire.Message.from_io(master)
             if msg.type == wire.Message.STDIN and feed is not None:
                 feed.put(base64.b64decode(msg.body.get("data", "")))
+            elif msg.type == wire.Message.STACKS:
+                stacks.request_self()
+            elif msg.type == wire.Message.ENDING:
+                last_words(LAST_WORDS_GRACE)
     except (OSError, ValueError, wire.WireError):
         pass
     if PRINTING.is_set():
@@ -161,6 +177,29 @@ def _watch(master, feed=None):
         pass                    # stderr went with dsmexec: exit all the same
     kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
+
+
+def at_end(fn):
+    """Run fn (no arguments) if the rank ends without finishing; once, see LAST_WORDS."""
+    LAST_WORDS.append(fn)
+
+
+def last_words(timeout=None):
+    """Run the LAST_WORDS, each once; with a timeout, in a thread given that long (a
+    stuck program may hold what they need)."""
+    def run():
+        while LAST_WORDS:
+            fn = LAST_WORDS.pop()
+            try:
+                fn()
+            except Exception as e:      # one rank's report is not worth its traceback
+                sys.stderr.write("dsm rank: could not write its last words: %s\n" % e)
+    if timeout is None:
+        run()
+        return
+    t = threading.Thread(target=run, name="dsm-last-words", daemon=True)
+    t.start()
+    t.join(timeout)
 
 
 def _feed_stdin(feed, fd):
@@ -257,9 +296,11 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=SECRET_TIMEOUT)
     p.add_argument("--listen", default="0.0.0.0")
     p.add_argument("--supervise", action="store_true")
+    p.add_argument("--module", action="store_true", help="prog is a module name (dsmexec -m)")
     p.add_argument("prog")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
+    stacks.register()       # before it registers: dsmexec may ask from then on
     sys.stdout.write("%s %d\n" % (READY, a.rank))
     sys.stdout.flush()
     try:
@@ -269,9 +310,10 @@ def main(argv=None):
     except (OSError, wire.WireError) as e:
         sys.stderr.write("dsm rank %d: cannot join the job: %s\n" % (a.rank, e))
         return EXIT_LOST_LAUNCHER
-    if not os.path.exists(a.prog):
-        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s: no such file in %s on %s" % (
-            a.prog, os.getcwd(), socket.gethostname())})
+    problem = program_problem(a.prog, a.module)
+    if problem:
+        CONTEXT.notify(wire.Message.FAILED, {"reason": "%s in %s on %s" % (
+            problem, os.getcwd(), socket.gethostname())})
         return EXIT_NO_PROGRAM
     if a.supervise:
         supervise(CONTEXT)
@@ -280,15 +322,33 @@ def main(argv=None):
                      daemon=True).start()
     faulthandler.enable()
     sys.argv = [a.prog] + a.args
-    sys.path[0] = os.path.dirname(os.path.abspath(a.prog))
+    sys.path[0] = os.getcwd() if a.module else os.path.dirname(os.path.abspath(a.prog))
     try:
-        runpy.run_path(a.prog, run_name="__main__")
+        if a.module:
+            runpy.run_module(a.prog, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(a.prog, run_name="__main__")
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as e:
         print_traceback(e)
         return 1
+    finally:
+        last_words()
     return 0
+
+
+def program_problem(prog, module):
+    """Why PROG (or module PROG) cannot run here, or None."""
+    if module:
+        try:
+            found = importlib.util.find_spec(prog)
+        except (ImportError, ValueError):
+            found = None
+        return None if found else "no module named %s" % prog
+    if os.path.isdir(prog):
+        return "%s is a directory, not a program" % prog
+    return None if os.path.isfile(prog) else "%s: no such file" % prog
 
 
 def print_traceback(e):

@@ -87,7 +87,8 @@ def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
                 *[w for kv in opts.exports.items() for w in ("-x", "%s=%s" % kv)]]
     return [python, *dsmexec, "--launcher", "slurm", "--connect-timeout",
             "%g" % opts.connect_timeout, *optional, "--python", opts.python,
-            "--wdir", opts.cwd, "-n", str(opts.ntasks), opts.prog, *opts.args]
+            "--wdir", opts.cwd, "-n", str(opts.ntasks), *(["-m"] if opts.module else []),
+            opts.prog, *opts.args]
 
 
 def srun_argv(ntasks, command):
@@ -123,6 +124,9 @@ def allocation(environ, ntasks=None, run=subprocess.run):
     n = ntasks or int(environ.get("SLURM_NTASKS") or environ.get("SLURM_NPROCS") or 0)
     if n < 1:
         raise SlurmError("the allocation does not say how many tasks it has: give -n N")
+    if n > machinefile.MAX_RANKS:
+        raise SlurmError("the allocation has %d tasks, but a job has at most %d ranks: give "
+                         "-n N" % (n, machinefile.MAX_RANKS))
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST", "")
     try:
         p = run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
@@ -166,7 +170,9 @@ class SlurmJob(_job.Job):
         if self._none_to_start(ranks):
             return
         o = self.opts
-        argv = srun_argv(len(ranks), task_argv(o.python, self.master.port, o.prog, o.args))
+        words = spawn.program_words(o.prog, o.module)
+        argv = srun_argv(len(ranks), task_argv(o.python, self.master.port, words[0],
+                                               words[1:] + o.args))
         try:
             self.step = srun.Step(argv, spawn.local_env(o.environ, exports=o.exports), o.cwd,
                                   self.secret, len(ranks), self.out, self.err, o.prefix,

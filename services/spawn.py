@@ -20,16 +20,22 @@ PYTHONPATH; None for an installed dsmexec, whose ranks find libdsm installed."""
 FORWARD_PREFIX = "DSM_"
 
 
-def rank_argv(python, rank, master, prog, args, listen=None, supervise=False):
+def rank_argv(python, rank, master, prog, args, listen=None, supervise=False, module=False):
     """The bootstrap command line of one rank (services.rank).
 
     ``listen``: the address its peer listener binds (default 0.0.0.0); an
     all-local job gives 127.0.0.1.  ``supervise``: run it under a parent
-    that reports its real exit status (ssh ranks).
+    that reports its real exit status (ssh ranks).  ``module``: prog is a
+    module name (dsmexec -m).
     """
     extra = (["--listen", listen] if listen else []) + (["--supervise"] if supervise else [])
     return [python, "-u", "-m", "libdsm_services.rank", "--rank", str(rank),
-            "--master", master, *extra, prog, *args]
+            "--master", master, *extra, *program_words(prog, module), *args]
+
+
+def program_words(prog, module):
+    """The bootstrap's words for the program: PROG, or --module NAME."""
+    return ["--module", prog] if module else [prog]
 
 
 def local_master(port):

@@ -32,9 +32,11 @@ class LaunchError(Exception):
 @dataclass
 class Options:
     """What dsmexec was asked to run, and how."""
-    machine_file: str
-    prog: str
+    machine_file: Optional[str]
+    prog: str                       # a file, or with `module` a module name (-m)
     args: list = field(default_factory=list)
+    module: bool = False
+    hosts: Optional[list] = None    # machinefile.Host by rank, checked by services/cli.py
     ssh_all: bool = False
     ssh_options: list = field(default_factory=list)
     identity: Optional[str] = None
@@ -76,8 +78,9 @@ def local_hosts(n):
 
 
 def check(opts, ranks):
-    """What can be checked here before a rank starts: the program and the working
-    directory of the local ranks; makes --output-filename's DIR.  Raises LaunchError."""
+    """What can be checked here before a rank starts (services/cli.py checked the
+    program): the working directory of the local ranks; makes --output-filename's
+    DIR.  Raises LaunchError."""
     if opts.output_dir is not None:
         try:
             os.makedirs(opts.output_dir, exist_ok=True)
@@ -87,10 +90,6 @@ def check(opts, ranks):
         return          # elsewhere the rank bootstrap says so, once (services/rank.py)
     if not os.path.isdir(opts.cwd):
         raise LaunchError("working directory %s: no such directory" % opts.cwd)
-    prog = os.path.join(opts.cwd, opts.prog)
-    if not os.path.exists(prog):
-        raise LaunchError("%s: no such file%s" % (opts.prog, "" if os.path.isabs(opts.prog)
-                                                  else " in %s" % opts.cwd))
 
 
 def output_paths(output_dir, index):
@@ -129,7 +128,8 @@ class Starting:
         o = self.opts
         all_local = all(r.local for r in self.ranks)
         argv = spawn.rank_argv(o.python, rank.index, spawn.local_master(self.master.port),
-                               o.prog, o.args, listen="127.0.0.1" if all_local else None)
+                               o.prog, o.args, listen="127.0.0.1" if all_local else None,
+                               module=o.module)
         if self.teardown is not None:       # an earlier rank failed to start: stop here
             rank.judged = True
             return
@@ -159,7 +159,7 @@ class Starting:
         paths = self._plan_sharing(ranks)
         specs = [(r.index, r.host, spawn.ssh_argv(
             r.host, spawn.rank_argv(o.python, r.index, spawn.ssh_master(self.master.port),
-                                    o.prog, o.args, supervise=True),
+                                    o.prog, o.args, supervise=True, module=o.module),
             o.ssh_options, o.identity, o.connect_timeout, env, o.cwd,
             control_path=paths.get(r.index))) for r in ranks]
         try:

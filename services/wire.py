@@ -27,7 +27,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1      # 1.1: STDIN, FAILED
+PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: STACKS, ENDING
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 
@@ -274,10 +274,14 @@ class Message:
     STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end
     FAILED    rank -> dsmexec  {"reason": text}: the bootstrap cannot run the
                                program (the file is missing); the rank exits
+    STACKS    dsmexec -> rank  {}: print every thread's stack (services/stacks.py)
+    ENDING    dsmexec -> rank  {}: the job ends before the rank finished: write what
+                               --trace/--stats want now (services/rank.py: LAST_WORDS)
     """
-    REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED, STDIN, FAILED = range(1, 9)
+    (REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED, STDIN, FAILED, STACKS,
+     ENDING) = range(1, 11)
     NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED",
-             7: "STDIN", 8: "FAILED"}
+             7: "STDIN", 8: "FAILED", 9: "STACKS", 10: "ENDING"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

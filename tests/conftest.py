@@ -63,15 +63,15 @@ def wait_gone(marker, timeout=10.0, where="cmdline"):
     return pids_with(marker, where)
 
 
-def wait_for_lines(proc, count, word, timeout=20.0):
-    """Read proc's stdout until count lines contain word; return what was read."""
-    seen, deadline = b"", time.monotonic() + timeout
+def wait_for_lines(proc, count, word, timeout=20.0, stream=None):
+    """Read proc's stdout (or `stream`) until count lines contain word; return what was read."""
+    seen, deadline, stream = b"", time.monotonic() + timeout, stream or proc.stdout
     while seen.count(word.encode()) < count:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+        if left <= 0 or not select.select([stream], [], [], left)[0]:
             proc.kill()
-            pytest.fail("the ranks did not start in %g s: %r" % (timeout, seen))
-        chunk = os.read(proc.stdout.fileno(), 65536)
+            pytest.fail("no %d %r in %g s: %r" % (count, word, timeout, seen))
+        chunk = os.read(stream.fileno(), 65536)
         if not chunk:
             pytest.fail("dsmexec ended early: %r %r" % (seen, proc.stderr.read()))
         seen += chunk

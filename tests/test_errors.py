@@ -49,12 +49,12 @@ def test_a_rank_that_fails_because_of_another_gets_to_finish_its_traceback(tag):
     assert "lost the connection to dsmexec" not in r.stderr
 
 
-def test_a_missing_program_is_one_launcher_error(tmp_path):
+def test_a_missing_program_is_one_usage_error(tmp_path):
     r = run_dsmexec("-n", "3", str(tmp_path / "nope.py"))
     assert r.returncode == 1
-    assert r.stderr == "dsmexec: %s: no such file\n" % (tmp_path / "nope.py")
+    assert r.stderr.splitlines()[0] == "dsmexec: error: %s: no such file" % (tmp_path / "nope.py")
     r = run_dsmexec("--wdir", str(tmp_path), "-n", "2", "nope.py")
-    assert r.stderr == "dsmexec: nope.py: no such file in %s\n" % tmp_path
+    assert r.stderr.splitlines()[0] == "dsmexec: error: nope.py: no such file in %s" % tmp_path
 
 
 def test_a_missing_program_on_ssh_hosts_is_reported_once(tmp_path, sshd, tag):

@@ -121,7 +121,7 @@ def test_bad_machine_file_is_named_with_its_line(tmp_path, lines, where):
     path = machine_file(tmp_path, *lines)
     r = run_dsmexec(path, HELPER)
     assert r.returncode == 1
-    assert r.stderr.startswith("dsmexec: machine file %s" % path)
+    assert r.stderr.startswith("dsmexec: error: machine file %s" % path)
     assert where in r.stderr
 
 

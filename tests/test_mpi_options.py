@@ -22,17 +22,21 @@ print("err of", rank, file=sys.stderr)
 
 # ---------------------------------------------------------------- pure parts
 
-@pytest.mark.parametrize("words, launcher, n, split", [
-    (["m", "p.py", "a"], "ssh", None, ("m", "p.py", ["a"])),
-    (["p.py", "a"], "ssh", 2, (None, "p.py", ["a"])),
-    (["prog"], "ssh", 2, (None, "prog", [])),
-    (["hosts", "p.py"], "ssh", 2, ("hosts", "p.py", [])),
-    (["p.py", "x"], "slurm", None, (None, "p.py", ["x"])),
-    (["p.py"], "ssh", None, "no PROG given"),
-    ([], "ssh", None, "give MACHINE_FILE and PROG, or -n N and PROG"),
+@pytest.mark.parametrize("words, split", [
+    (["m", "p.py", "a"], ("m", "p.py", ["a"])),
+    (["p.py", "a"], (None, "p.py", ["a"])),
+    (["prog"], (None, "prog", [])),
+    (["hosts", "python3", "p.py"], ("hosts", "p.py", [])),
+    (["python", "-m", "pkg.mod", "x"], (None, "pkg.mod", ["x"])),
 ])
-def test_split_words(words, launcher, n, split):
-    assert cli.split_words(words, launcher, n) == split
+def test_split_words(words, split):
+    found = cli.split_words(words, "/")
+    assert (found.machine_file, found.prog, found.args) == split
+
+
+def test_split_words_without_a_machine_file_allowed():
+    assert cli.split_words(["m", "p.py"], "/", machine_file_allowed=False).prog == "m"
+    assert cli.split_words([], "/") == "no PROG given"
 
 
 def test_exports():

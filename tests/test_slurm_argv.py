@@ -30,6 +30,12 @@ def test_salloc_argv_reruns_dsmexec_inside():
         "-n", "2", "p.py"]
 
 
+def test_a_module_is_passed_on_as_dash_m_and_to_the_bootstrap_as_module():
+    opts = job.Options(machine_file=None, prog="pkg.mod", args=["x"], module=True,
+                       python="/py", launcher="slurm", ntasks=2, cwd="/w")
+    assert slurm.rerun_argv(opts, [], "/me")[-4:] == ["2", "-m", "pkg.mod", "x"]
+
+
 def test_task_argv_keeps_the_program_out_of_the_shell_text():
     argv = slurm.task_argv("/py thon", 4242, "my prog.py", ["$HOME", "a b"])
     assert argv[:2] == ["sh", "-c"]
@@ -116,6 +122,8 @@ def test_allocation_hosts_from_scontrol():
 @pytest.mark.parametrize("env,message", [
     ({}, "needs a Slurm allocation"),
     ({"SLURM_JOB_ID": "5"}, "give -n"),
+    ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "65"},
+     "the allocation has 65 tasks, but a job has at most 64 ranks: give -n N"),
 ])
 def test_allocation_errors(env, message):
     with pytest.raises(slurm.SlurmError, match=message):

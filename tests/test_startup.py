@@ -26,9 +26,9 @@ STARTUP_PROG = os.path.join(REPO, "tests", "startup_prog.py")
 
 class HeldJob:
     """dsmexec with n ranks (local, or over ssh with `opts`), each held before it
-    starts until go(rank)."""
+    starts until go(rank); `nofile`: the ranks' limit of open files (ulimit -n)."""
 
-    def __init__(self, tmp_path, n, prog, *args, opts=()):
+    def __init__(self, tmp_path, n, prog, *args, opts=(), nofile=None):
         self.dir, self.err = tmp_path, b""
         wrapper = tmp_path / "python"
         wrapper.write_text(
@@ -40,7 +40,9 @@ class HeldJob:
             "n=0; while [ ! -e %s/go-$r ]; do\n"
             "  n=$((n + 1)); [ $n -lt 2000 ] || exit 1; sleep 0.02\n"   # not held for ever
             "done\n"
-            'exec %s "$@"\n' % (tmp_path, tmp_path, sys.executable))
+            "%s"
+            'exec %s "$@"\n' % (tmp_path, tmp_path, "ulimit -n %d\n" % nofile if nofile else "",
+                                sys.executable))
         wrapper.chmod(0o755)
         hosts = machine_file(tmp_path, *["localhost"] * n)
         self.proc = subprocess.Popen(
@@ -158,3 +160,24 @@ def test_fuzzing_the_master_and_a_rank_listener_during_start_up(tmp_path):
     assert not stuck and not stuck2, (where, stuck[:5], stuck2[:5])
     assert err.count("dsmexec: refused a connection") >= 250, where
     assert err.count("libdsm: rank 0: refused a connection") >= 250, where
+
+
+def test_running_out_of_descriptors_while_strangers_connect_is_a_stall(tmp_path):
+    """Rank 0, at ulimit -n 64, accepts 120 idle strangers while it waits for rank 1:
+    accept() fails with EMFILE, the rank rests until the strangers' handshakes expire,
+    and the job goes on (issue 21, point 11)."""
+    go2 = tmp_path / "go-mesh"
+    job = HeldJob(tmp_path, 2, STARTUP_PROG, "--hold", "1:%s" % go2, nofile=64)
+    with Strangers() as s:
+        job.go(0, 1)
+        listeners, seen = job.listeners(2)
+        for _ in range(120):
+            s.idle(listeners[0])
+        job.wait_err(rb"^\[rank 0\] libdsm: rank 0: out of file descriptors while accepting "
+                     rb"\(Too many open files, \d+ handshakes under way\): waiting for some "
+                     rb"to close$", 1)
+        job.wait_err(RANK0_REFUSED + rb"handshake: timed out", 120, timeout=40)
+        go2.touch()
+        status, out, err = job.finish()
+    assert status == 0, err
+    assert (seen.decode() + out).count("] ok") == 2
