@@ -393,5 +393,6 @@ def init(*, size: int | str | None = None, base: int | str | None = None,
                    twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug)
     ctx = job.context()
     _instance = Dsm(ctx, job.start(ctx, options))
+    job.forbid_fork(_instance._coll, _instance.rank, _instance.hostname())
     job.joined(ctx)
     return _instance
