@@ -29,26 +29,38 @@ Dsm is made (none of them imports this package):
 
 libdsm.sysv sits on top, beside this module, and uses Dsm.named_regions.
 """
+from __future__ import annotations
+
+import os
+from typing import Any, BinaryIO, ContextManager, Literal, Sequence, Union
+
+import numpy as np
+from numpy.typing import DTypeLike
+
 from libdsm import _binding, job, layout
 from libdsm.alloc import Allocation
-from libdsm.arrays import Arrays
+from libdsm.arrays import Arrays, SharedArray
 from libdsm.collectives import Collectives
-from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
-                           DsmError, LockError, MappingLimitError, PeerError, PinTimeoutError,
-                           PlacementError, StateError)
+from libdsm.errors import (AddressInUseError, ArgumentError, CollectiveError, ConfigError,
+                           CoreVersionError, DsmError, LockError, MappingLimitError,
+                           OutOfSpaceError, PeerError, PinTimeoutError, PlacementError,
+                           StateError)
 from libdsm.locks import Lock, Locks
 from libdsm.memory import Memory
 from libdsm.partitions import Partitions
 from libdsm.pinned import PIN_TIMEOUT, Pins
 from libdsm.placement import Placement
-from libdsm.regions import Region
+from libdsm.regions import Region, Regions
 from libdsm.report import Report
 
+Span = Union[Allocation, Region, np.ndarray, memoryview, tuple[int, int]]
+"""What the calls taking a piece of the region accept (a type alias)."""
+
 __all__ = [
-    "init", "instance", "Dsm", "Allocation", "Lock", "Region",
+    "init", "instance", "Dsm", "Allocation", "Lock", "Region", "SharedArray",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError", "PinTimeoutError",
-    "PlacementError",
+    "PlacementError", "OutOfSpaceError", "ArgumentError",
 ]
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
@@ -62,21 +74,21 @@ class Dsm:
     rank in the same order, from one thread per rank.
     """
 
-    def __init__(self, ctx, cfg):
+    def __init__(self, ctx: Any, cfg: dict[str, Any]) -> None:
         self._ctx = ctx
-        self.rank = ctx.rank if ctx else 0
+        self.rank: int = ctx.rank if ctx else 0
         """This rank's number, 0 to size - 1."""
-        self.size = ctx.size if ctx else 1
+        self.size: int = ctx.size if ctx else 1
         """The number of ranks in the job."""
-        self.page_size = _binding.page_size()
-        self.base = cfg["base"]
+        self.page_size: int = _binding.page_size()
+        self.base: int = cfg["base"]
         """The region's address: the same in every rank."""
-        self.nbytes = cfg["size"]
+        self.nbytes: int = cfg["size"]
         """The region's size in bytes."""
-        self.block_pages = cfg["block_pages"]
-        self.nlocks = cfg["locks"]
+        self.block_pages: int = cfg["block_pages"]
+        self.nlocks: int = cfg["locks"]
         memory = Memory(self.base, _binding.region_view(self.base, self.nbytes), self.page_size)
-        self.mem = memory.mem
+        self.mem: memoryview = memory.mem
         """A writable memoryview of the whole region."""
         self._memory = memory
         self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
@@ -87,30 +99,30 @@ class Dsm:
             self._locks.system, self.rank)
         self._coll = Collectives(memory, self.rank, self.size, self.hostname())
         self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
+        self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
-                              self.rank, self.hostname())
-        self._pins = Pins(memory, self._span)
+                              self._pins, self._fetch, self.rank, self.hostname())
         self._report = Report(self.rank, self.hostname())
         self._report.start()
 
     # ------------------------------------------------------------ who and where
-    def hostname(self, rank=None):
+    def hostname(self, rank: int | None = None) -> str:
         """The machine-file host of a rank (default: this one)."""
         return self._where.hostname(rank)
 
-    def page_of(self, offset):
+    def page_of(self, offset: int) -> int:
         """The page number holding a byte offset of the region."""
         return self._memory.page_of(offset)
 
-    def page_home(self, page):
+    def page_home(self, page: int) -> int:
         """The home rank of a page: round-robin until placed (see `place`)."""
         return _binding.page_home(page)
 
-    def page_access(self, page):
+    def page_access(self, page: int) -> Literal["none", "read", "rw"]:
         """This rank's access to a page now: 'none', 'read' or 'rw'."""
         return _binding.page_prot(page)
 
-    def hot_pages(self, count=10):
+    def hot_pages(self, count: int = 10) -> list[tuple[int, int]]:
         """The pages this rank gave up most often (served to another rank or
         dropped on invalidation), as (page, times), most first: where the
         program thrashes.  Give each rank its own pages (see row_block)."""
@@ -119,7 +131,7 @@ class Dsm:
         top = heapq.nlargest(count, enumerate(times), key=lambda pt: pt[1])
         return [(page, n) for page, n in top if n]
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """Counters of this rank: faults, messages, pages, mappings."""
         return _binding.stats()
 
@@ -163,7 +175,7 @@ class Dsm:
         job.finished(self._ctx)
 
     # ------------------------------------------------------------ memory
-    def malloc(self, nbytes, align=16):
+    def malloc(self, nbytes: int, align: int = 16) -> Allocation:
         """Allocate nbytes of the shared region (not collective).
 
         Returns an Allocation (offset, nbytes, .mem) that can be bcast to the
@@ -174,21 +186,31 @@ class Dsm:
         self._coll.check()
         return self._heap.malloc(nbytes, align)
 
-    def free(self, obj):
-        """Give back an Allocation, or an array made by `array()`."""
+    def free(self, obj: Allocation | SharedArray) -> None:
+        """Give back an Allocation from `malloc` (on one rank, as malloc), or
+        an array from `array()` without a name: collective, every rank
+        frees the same array, in the same order.  An array is also freed
+        when no rank uses it any more (see `array`)."""
         self._coll.check()
-        self._heap.free(obj if isinstance(obj, Allocation) else self._arrays.forget(obj))
+        if isinstance(obj, Allocation):
+            self._heap.free(obj)
+        else:
+            self._arrays.free(obj)
 
-    def prefetch(self, obj, write=False):
+    def prefetch(self, obj: Span, write: bool = False) -> None:
         """Fetch the pages under obj now, in bulk, instead of one fault per
         page: for reading, or (write=True) for writing.  obj is an
         Allocation, a Region, an array on the region, or (offset, nbytes)."""
         self._coll.check()
-        first, count = self._memory.pages(*self._span(obj))
+        self._fetch(obj, write)
+
+    def _fetch(self, obj, write):
+        first, count = self._memory.pages(*self._memory.span(obj))
         if count:
             _binding.prefetch(first, count, write)
 
-    def place(self, obj, homes="first_touch"):
+    def place(self, obj: Span,
+              homes: Literal["first_touch", "row_block"] = "first_touch") -> None:
         """Collective: move the homes of the pages under obj (an Allocation,
         Region, array on the region, or (offset, nbytes)), every rank
         passing the same obj.  homes="first_touch": each page goes to the
@@ -197,9 +219,10 @@ class Dsm:
         rows go to it.  No thread of any rank may touch shared memory or
         hold pins meanwhile.  Release mode moves no home: there it is a barrier."""
         self._coll.check()
-        self._placement.place(obj, homes, self._span(obj))
+        self._placement.place(obj, homes, self._memory.span(obj))
 
-    def pinned(self, obj, write=False, timeout=PIN_TIMEOUT):
+    def pinned(self, obj: Span, write: bool = False,
+               timeout: float | None = PIN_TIMEOUT) -> ContextManager[Any]:
         """Context manager: every page under obj (an Allocation, Region,
         array, memoryview on the region, or (offset, nbytes)) is fetched and
         stays here, writable too if write, until the block ends; other ranks
@@ -208,42 +231,33 @@ class Dsm:
         self._coll.check()
         return self._pins.pinned(obj, write, timeout)
 
-    def save(self, file, array):
+    def save(self, file: str | bytes | os.PathLike[str] | BinaryIO, array: np.ndarray) -> None:
         """np.save of an array on the region; a path gets the whole file or none."""
         self._coll.check()
         self._pins.save(file, array)
 
-    def write(self, dest, obj):
+    def write(self, dest: int | BinaryIO, obj: Span) -> None:
         """Write obj's bytes to an fd or binary file, all of them or raise."""
         self._coll.check()
         self._pins.write(dest, obj)
 
-    def readinto(self, src, obj):
+    def readinto(self, src: int | BinaryIO, obj: Span) -> None:
         """Fill obj from an fd or binary file, all of it or raise (EOFError)."""
         self._coll.check()
         self._pins.readinto(src, obj)
 
-    def _span(self, obj):
-        """(offset, nbytes) of something on the region."""
-        if isinstance(obj, Allocation):
-            return obj.offset, obj.nbytes
-        if isinstance(obj, Region):
-            return obj.offset, obj.size
-        if isinstance(obj, tuple):
-            return obj
-        if hasattr(obj, "__array_interface__"):
-            return self._memory.array_span(obj)
-        if isinstance(obj, memoryview):
-            import numpy as np
-            return self._memory.array_span(np.asarray(obj))
-        raise TypeError("expected an Allocation, a Region, an array, a memoryview or "
-                        "(offset, nbytes), got %s" % type(obj).__name__)
-
-    def array(self, shape, dtype="float64", name=None, pad_rows=False, homes=None):
+    def array(self, shape: int | Sequence[int], dtype: DTypeLike = "float64",
+              name: str | None = None, pad_rows: bool = False,
+              homes: Literal["row_block", "first_touch"] | None = None) -> SharedArray:
         """A numpy array on shared pages, the same on every rank.
 
         Without a name it is collective: rank 0 allocates, every rank gets
-        the same array.  With a name it is not: the first rank to ask creates
+        the same array.  Its memory goes back when no rank uses it any more:
+        when every rank has dropped it (and every view of it), at the next
+        collective array(); at once with `free(arr)` on every rank, or
+        ``with dsm.array(...) as arr:``.  A bad shape or dtype raises
+        ArgumentError; no room, OutOfSpaceError (a MemoryError) with the
+        figures.  With a name it is not: the first rank to ask creates
         the named region, the others map it (see `map_region`).
         It starts on a page boundary.  To keep ranks from sharing pages,
         give each rank whole pages of rows: see `row_block`.  With
@@ -259,7 +273,7 @@ class Dsm:
         self._coll.check()
         return self._arrays.array(shape, dtype, name, pad_rows, homes)
 
-    def row_block(self, nrows, row_bytes, rank=None):
+    def row_block(self, nrows: int, row_bytes: int, rank: int | None = None) -> slice:
         """The slice of rows a rank should own so ranks share no page.
 
         Blocks are whole multiples of the rows that fill a page exactly, so
@@ -272,56 +286,56 @@ class Dsm:
 
     # ------------------------------------------------------------ named regions
     @property
-    def named_regions(self):
+    def named_regions(self) -> Regions:
         """This rank's named regions (a libdsm.regions.Regions), for layers
         built on them such as libdsm.sysv; programs use the calls below."""
         return self._regions
 
-    def create_region(self, name, size):
+    def create_region(self, name: str, size: int) -> int:
         """Create a region called name, of size bytes; returns its id.
         FileExistsError if the name is taken, MemoryError if there is no room.
         Two ranks racing to create one name: exactly one succeeds."""
         self._coll.check()
         return self._regions.create(name, size)
 
-    def map_region(self, name):
+    def map_region(self, name: str) -> Region:
         """Map the region called name: a Region whose .mem (and .array())
         sit at the same address on every rank.  Each mapping counts.
         FileNotFoundError if there is no such region."""
         self._coll.check()
         return self._regions.map(name)
 
-    def unmap_region(self, region):
+    def unmap_region(self, region: Region | memoryview | np.ndarray) -> None:
         """Drop one mapping; ValueError if it is not mapped by this rank."""
         self._coll.check()
         self._regions.unmap(region)
 
-    def destroy_region(self, name):
+    def destroy_region(self, name: str) -> bool:
         """Remove a region.  ValueError while this rank still maps it.  Its
         name goes at once; its memory is freed now if no rank maps it, else
         at the last unmap anywhere (as IPC_RMID).  True if freed now."""
         self._coll.check()
         return self._regions.destroy(name)
 
-    def regions(self):
+    def regions(self) -> list[tuple[str, int, int, int]]:
         """(name, id, size, mappings) of every region in use, a snapshot."""
         return self._regions.entries()
 
     # ------------------------------------------------------------ partitions (seed 004)
-    def partition_id(self):
+    def partition_id(self) -> int:
         """This partition (rank)."""
         return self.rank
 
-    def partition_count(self):
+    def partition_count(self) -> int:
         return self.size
 
-    def partition_list(self):
+    def partition_list(self) -> list[int]:
         return list(range(self.size))
 
-    def partition_hostnames(self):
+    def partition_hostnames(self) -> list[str]:
         return self._where.hostnames()
 
-    def segment_owner(self, shmid):
+    def segment_owner(self, shmid: int) -> int:
         """The rank whose memory homes a segment: the home of its first page."""
         return self.page_home(self._regions.stat(shmid).offset // self.page_size)
 
@@ -331,36 +345,54 @@ class Dsm:
         return self._locks.user(k)
 
     # ------------------------------------------------------------ context
-    def __enter__(self):
+    def __enter__(self) -> Dsm:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         # On an exception, leave without finalize: dsmexec tears the job down.
         if exc_type is None and not self._coll.finalized:
             self.finalize()
         return False
 
 
-_instance = None
+_instance: Dsm | None = None
 
 
-def instance():
+def instance() -> Dsm:
     """The Dsm of this process; StateError before init()."""
     if _instance is None:
         raise StateError("libdsm.init() has not been called in this process")
     return _instance
 
 
-def init(**options):
+def init(*, size: int | str | None = None, base: int | str | None = None,
+         block_pages: int | None = None, locks: int | None = None,
+         readahead: int | None = None, spin_us: int | None = None,
+         wait: Literal["reply", "yield"] | None = None, hold_us: int | None = None,
+         connect_timeout: float | None = None,
+         consistency: Literal["sequential", "release"] | None = None,
+         twin_limit: int | str | None = None, heartbeat_s: float | None = None,
+         debug: bool | None = None) -> Dsm:
     """Join the job (or run alone) and map the shared region.
 
-    Options override DSM_* variables: size, base, block_pages, hold_us,
-    locks, connect_timeout, heartbeat_s, debug.  Returns a `Dsm`; call it once per process.
+    Each keyword is the DSM_* variable of its name (size is DSM_SIZE, and so
+    on; libdsm.config says what each does); a keyword given overrides the
+    variable, None leaves it to the variable or the default.  size and
+    twin_limit take bytes or a string such as "1G"; base an int or a string
+    such as "0x200000000000".  A value of the wrong type or out of range
+    raises ConfigError naming the option and what it takes; so does a size
+    beyond this host's memory + swap.  Returns a `Dsm`; call it once per
+    process.
     """
     global _instance
     if _instance is not None:
         raise StateError("libdsm.init() was already called in this process")
+    options = dict(size=size, base=base, block_pages=block_pages, locks=locks,
+                   readahead=readahead, spin_us=spin_us, wait=wait, hold_us=hold_us,
+                   connect_timeout=connect_timeout, consistency=consistency,
+                   twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug)
     ctx = job.context()
     _instance = Dsm(ctx, job.start(ctx, options))
+    job.forbid_fork(_instance._coll, _instance.rank, _instance.hostname())
     job.joined(ctx)
     return _instance

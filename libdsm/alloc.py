@@ -6,10 +6,17 @@ and no two allocations overlap, with no allocator process.  Free extents
 are kept sorted by offset and merged on free; small allocations are packed
 together (16-byte granules), never one per page.
 """
+from __future__ import annotations
+
 import array
 import bisect
+from typing import TYPE_CHECKING
 
-from libdsm.errors import StateError
+from libdsm.config import human
+from libdsm.errors import OutOfSpaceError, StateError
+
+if TYPE_CHECKING:
+    from libdsm.memory import Memory
 
 MAGIC = 0x5041_4548_4d53_44          # "DSMHEAP", little-endian
 GRANULE = 16
@@ -29,8 +36,10 @@ class Allocation:
     (pickles hold only offset and size): use `dsm.mem[a.offset:...]`.
     """
     __slots__ = ("offset", "nbytes", "_memory")
+    offset: int
+    nbytes: int
 
-    def __init__(self, offset, nbytes, memory=None):
+    def __init__(self, offset: int, nbytes: int, memory: Memory | None = None) -> None:
         self.offset = offset
         self.nbytes = nbytes
         self._memory = memory
@@ -42,12 +51,12 @@ class Allocation:
         return self._memory
 
     @property
-    def mem(self):
+    def mem(self) -> memoryview:
         """A writable memoryview of the allocation in this rank."""
         return self._bound("mem").view(self.offset, self.nbytes)
 
     @property
-    def address(self):
+    def address(self) -> int:
         """The virtual address: the same in every rank."""
         return self._bound("address").address(self.offset)
 
@@ -116,16 +125,23 @@ class Heap:
                 if start + size <= off + length:
                     break
             else:
-                free = sum(length for _, length in extents)
-                largest = max((length for _, length in extents), default=0)
-                raise MemoryError(
-                    "cannot allocate %d bytes (alignment %d): %d bytes free in a heap of %d, "
-                    "the largest free block is %d" % (nbytes, align, free, self._size, largest))
+                raise OutOfSpaceError(self._no_room(nbytes, align, extents))
             pieces = [(off, start - off)] if start > off else []
             if start + size < off + length:
                 pieces.append((start + size, off + length - start - size))
             self._store(extents[:i] + pieces + extents[i + 1:])
         return Allocation(start, nbytes, self._memory)
+
+    def _no_room(self, nbytes, align, extents):
+        """Why nbytes do not fit, in figures, and what to do."""
+        free = sum(length for _, length in extents)
+        largest = max((length for _, length in extents), default=0)
+        return ("cannot allocate %d bytes (%s, alignment %d): the region has %d bytes (%s), "
+                "%d in use, %d bytes free, the largest free block %d (%s); raise DSM_SIZE or "
+                "pass a larger size= to libdsm.init(), e.g. size=\"%dM\""
+                % (nbytes, human(nbytes), align, self._size, human(self._size),
+                   self._size - free, free, largest, human(largest),
+                   -(-(self._size + 2 * nbytes) >> 20)))
 
     def free(self, alloc):
         """Give an Allocation back; freeing what is not allocated is an error."""

@@ -64,3 +64,12 @@ class PlacementError(DsmError, ValueError):
 
 class PinTimeoutError(DsmError, TimeoutError):
     """Pages stayed pinned by another rank past the timeout of dsm.pinned()."""
+
+
+class OutOfSpaceError(DsmError, MemoryError):
+    """The region has no free block big enough: raise DSM_SIZE (init(size=))."""
+
+
+class ArgumentError(DsmError, ValueError, TypeError):
+    """An argument of a libdsm call (a shape, a dtype) that it cannot take;
+    the message names the argument."""

@@ -1,10 +1,12 @@
 """Joining the job: the context dsmexec started this rank in, the checked
 configuration, the mesh between ranks, starting the C core, and the
-notices a rank sends dsmexec (INIT, FINALIZED)."""
+notices a rank sends dsmexec (INIT, FINALIZED); a child forked after init
+is no rank, and refused."""
 import faulthandler
+import os
 
 from libdsm import _binding, config, layout, mesh
-from libdsm.errors import ConfigError
+from libdsm.errors import ConfigError, StateError
 from libdsm_services import wire
 
 
@@ -49,6 +51,21 @@ def start(ctx, options):
                           % (rank, cfg["consistency"], theirs,
                              config.CONSISTENCIES[modes[theirs]]), rank, host)
     return cfg
+
+
+def forbid_fork(collectives, rank, host):
+    """In a child forked from now on, every call refuses (through
+    collectives.check, which every entry point makes), as the C core refuses
+    its memory: the child has no comm thread and is no rank of the job."""
+    def child():
+        parent = os.getppid()
+
+        def refuse():
+            raise StateError("this process was forked after libdsm.init() in process %d, and "
+                             "only that process can use the DSM: fork before init(), or start "
+                             "children with multiprocessing's 'spawn'" % parent, rank, host)
+        collectives.check = refuse
+    os.register_at_fork(after_in_child=child)
 
 
 def joined(ctx):

@@ -53,3 +53,19 @@ class Memory:
         for n, stride in zip(arr.shape, arr.strides):
             lo, hi = lo + min(0, (n - 1) * stride), hi + max(0, (n - 1) * stride)
         return lo - self.base, hi + arr.itemsize - lo
+
+    def span(self, obj):
+        """(offset, nbytes) of something on the region: an Allocation (its
+        offset and nbytes), a Region, an array or memoryview on the region,
+        or an (offset, nbytes) tuple."""
+        if isinstance(obj, tuple):
+            return obj
+        if hasattr(obj, "__array_interface__"):
+            return self.array_span(obj)
+        if isinstance(obj, memoryview):
+            import numpy as np
+            return self.array_span(np.asarray(obj))
+        if isinstance(getattr(obj, "offset", None), int) and hasattr(obj, "nbytes"):
+            return obj.offset, obj.nbytes
+        raise TypeError("expected an Allocation, a Region, an array, a memoryview or "
+                        "(offset, nbytes), got %s" % type(obj).__name__)

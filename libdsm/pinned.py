@@ -25,10 +25,12 @@ PIN_TIMEOUT = 60.0
 
 class Pins:
     """dsm.pinned and the helpers built on it.  `span(obj)` gives the
-    (offset, nbytes) of something on the region."""
+    (offset, nbytes) of something on the region; release: the region is in
+    release consistency, where pages are not pinned."""
 
-    def __init__(self, memory, span):
-        self._memory, self._span = memory, span
+    def __init__(self, memory, span, release=False):
+        self._memory, self._span, self._release = memory, span, release
+        self._held = []                 # (first, count) of the pinned blocks open now
 
     @contextlib.contextmanager
     def pinned(self, obj, write=False, timeout=PIN_TIMEOUT):
@@ -40,11 +42,24 @@ class Pins:
         first, count = self._memory.pages(*self._span(obj))
         if count:
             _binding.pin(first, count, write, timeout)
+        self._held.append((first, count))
         try:
             yield obj
         finally:
+            self._held.remove((first, count))
             if count:
                 _binding.unpin(first, count)
+
+    def tofile(self, arr, fid, sep, format):      # noqa: A002  (numpy's name)
+        """ndarray.tofile of an array on the region, all of it: with its
+        pages pinned for the write (in release mode, from a private copy)."""
+        if self._release:
+            return arr.copy().tofile(fid, sep, format)
+        first, count = self._memory.pages(*self._span(arr))
+        if any(f <= first and first + count <= f + n for f, n in self._held):
+            return arr.tofile(fid, sep, format)         # inside dsm.pinned(...) already
+        with self.pinned(arr):
+            return arr.tofile(fid, sep, format)
 
     def _bytes(self, obj):
         """The writable byte view of obj's memory, which must be contiguous."""

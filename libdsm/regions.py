@@ -12,10 +12,13 @@ Destroy semantics, as IPC_RMID: destroying a region that is still mapped
 somewhere hides its name at once (it can be created anew) and frees its
 memory when the last mapping anywhere is dropped.
 """
+from __future__ import annotations
+
 import hashlib
 import struct
 
 import numpy as np
+import numpy.typing as npt
 
 BUCKETS = 64
 SLOTS = 8                       # entries per bucket
@@ -50,9 +53,16 @@ class Region(np.ndarray):
     It is also the region's bytes, as a writable uint8 array, so that
     ``memoryview(region)``, ``np.asarray(region)`` and anything taking a
     buffer work on every Python (a class of plain Python can only offer a
-    buffer from 3.12 on, through __buffer__).  As an object it stays one
-    mapping: true, equal only to itself, hashable; slices and arithmetic
-    give plain arrays."""
+    buffer from 3.12 on, through __buffer__).  It compares as a uint8
+    array does, elementwise (``np.all(region == 0)``); which mapping it is,
+    `is` says.  As an object it stays one mapping: true, hashable by
+    identity; slices, comparisons and arithmetic give plain arrays."""
+    name: str
+    shmid: int
+    offset: int
+    address: int
+    mem: memoryview
+    mapped: bool
 
     def __new__(cls, entry, memory):
         self = super().__new__(cls, (entry.size,), np.uint8,
@@ -66,26 +76,21 @@ class Region(np.ndarray):
         self.mapped = True
         return self
 
-    def array(self, dtype="uint8", shape=None):
+    def array(self, dtype: npt.DTypeLike = "uint8",
+              shape: int | tuple[int, ...] | None = None) -> np.ndarray:
         """A numpy view of the region (all of it by default)."""
         dtype = np.dtype(dtype)
         count = -1 if shape is None else int(np.prod(shape))
         arr = np.frombuffer(self.mem, dtype=dtype, count=count)
         return arr if shape is None else arr.reshape(shape)
 
-    def contains(self, address):
+    def contains(self, address: int) -> bool:
         """Whether a byte address lies in this mapping's memory."""
         start = self.__array_interface__["data"][0]
         return start <= address < start + max(1, self.size)
 
     # One mapping as an object; its bytes as plain arrays.
     __hash__ = object.__hash__
-
-    def __eq__(self, other):
-        return self is other
-
-    def __ne__(self, other):
-        return self is not other
 
     def __bool__(self):
         return True

@@ -38,5 +38,4 @@ with libdsm.init() as dsm:
     dsm.barrier()
     if dsm.rank == 0:
         dsm.destroy_region("buf")
-    if dsm.rank == 0:
-        dsm.free(arr)               # one allocation, made by rank 0
+    dsm.free(arr)                   # collective: every rank frees it

@@ -30,7 +30,7 @@ def check_all(dsm, arr, value_of):
 
 def band_homes(dsm, arr, rows):
     """The homes of the pages under arr[rows]."""
-    offset, nbytes = dsm._span(arr[rows]) if rows.stop > rows.start else (0, 0)
+    offset, nbytes = dsm._memory.span(arr[rows]) if rows.stop > rows.start else (0, 0)
     first = offset // dsm.page_size
     last = -(-(offset + nbytes) // dsm.page_size)
     return {dsm.page_home(p) for p in range(first, last)}
@@ -71,9 +71,7 @@ def rehome(dsm, nrows, ncols):
         after = check_all(dsm, arr, lambda q: 100 * (q + 1))
         print("rehome %s before=%d after=%d own_homes=%s write_faults=%d"
               % (how, before, after, sorted(homes), faults))
-        dsm.barrier()
-        if dsm.rank == 0:
-            dsm.free(arr)
+        dsm.free(arr)                   # collective: every rank frees it
 
 
 def mismatch(dsm):

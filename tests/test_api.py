@@ -50,7 +50,25 @@ def test_api_error_cases(tmp_path, n):
         assert lines["root"] == "bcast root %d out of range 0..%d" % (n, n - 1)
         assert "rank 0 called barrier(), rank 1 called bcast(root=0)" in lines["mismatch"]
         assert "not allocated" in lines["free"]
-        if r == 0:
-            assert lines["array"] == "NO ERROR"
-        else:
-            assert "rank 0 for (4, 4) <i4" in lines["array"]
+        assert "array(): rank 1 asked for (4, 5) <i4 (row stride 20), rank 0 for (4, 4) <i4" \
+            in lines["array"]                   # every rank, rank 0 too
+
+
+def test_the_memory_array_and_region_calls_carry_type_hints():
+    import typing
+
+    import numpy as np
+
+    import libdsm
+    typed = ["array", "free", "malloc", "prefetch", "place", "pinned", "save", "write",
+             "readinto", "row_block", "create_region", "map_region", "unmap_region",
+             "destroy_region", "regions", "hostname", "page_of", "page_home", "page_access",
+             "hot_pages", "stats", "segment_owner", "__enter__", "__exit__"]
+    for name in typed:
+        hints = typing.get_type_hints(getattr(libdsm.Dsm, name))
+        assert "return" in hints, name
+    assert typing.get_type_hints(libdsm.Dsm.array)["return"] is libdsm.SharedArray
+    assert issubclass(libdsm.SharedArray, np.ndarray)
+    assert typing.get_type_hints(libdsm.Dsm.map_region)["return"] is libdsm.Region
+    assert typing.get_type_hints(libdsm.Allocation) == {"offset": int, "nbytes": int}
+    assert typing.get_type_hints(libdsm.init)["return"] is libdsm.Dsm

@@ -37,8 +37,21 @@ def test_memoryview_and_asarray_of_a_region_are_its_bytes(regions):
     assert bytes(region.mem[:5]) == b"abcd\x07"
     assert type(region[1:3]) is np.ndarray and type(region + 1) is np.ndarray
     other = regions.map("r")
-    assert region and region == region and region != other and len({region, other}) == 2
+    assert region and region is not other and len({region, other}) == 2
+    assert {region: 1}[region] == 1
     assert "Region 'r'" in repr(region)
+
+
+def test_a_region_compares_elementwise_like_a_uint8_array(regions):
+    regions.create("z", 2 * PAGE)
+    region = regions.map("z")
+    eq = region == 0
+    assert type(eq) is np.ndarray and eq.shape == (2 * PAGE,) and eq.dtype == bool
+    assert np.all(region == 0) and not np.any(region != 0)
+    region[5] = 3
+    assert np.flatnonzero(region != 0).tolist() == [5]
+    assert np.all(region == regions.map("z"))           # the same bytes, another mapping
+    assert (region < 1).sum() == 2 * PAGE - 1
 
 
 @pytest.mark.parametrize("how", ["region", "memoryview", "slice", "array"])

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from libdsm.alloc import GRANULE, Allocation, Heap
-from libdsm.errors import StateError
+from libdsm.errors import OutOfSpaceError, StateError
 from libdsm.memory import Memory
 
 pytestmark = pytest.mark.timeout(30)
@@ -41,7 +41,10 @@ def test_free_merges_neighbours_back_into_one_extent(heap):
 
 def test_exhaustion_names_the_sizes(heap):
     heap.malloc(1 << 19)
-    with pytest.raises(MemoryError, match=r"cannot allocate 786432 bytes .* 524288 bytes free"):
+    with pytest.raises(OutOfSpaceError, match=r"cannot allocate 786432 bytes \(768 KiB, alignment "
+                       r"16\): the region has 1048576 bytes \(1 MiB\), 524288 in use, 524288 "
+                       r"bytes free, the largest free block 524288 \(512 KiB\); raise DSM_SIZE "
+                       r"or pass a larger size= to libdsm.init\(\), e.g. size=\"3M\""):
         heap.malloc(3 << 18)
 
 

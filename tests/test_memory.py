@@ -67,3 +67,10 @@ def test_plain_pickle_cannot_smuggle_a_memory(memory):
     bound = Allocation(0, 4, memory)
     assert b"memoryview" not in pickle.dumps(bound)
     assert pickle.loads(pickle.dumps(bound)) == bound
+
+
+def test_span_of_an_allocation_a_tuple_and_nothing_else(memory):
+    assert memory.span(Allocation(4096, 100)) == (4096, 100)
+    assert memory.span((8, 16)) == (8, 16)
+    with pytest.raises(TypeError, match="expected an Allocation, .* got str"):
+        memory.span("x")

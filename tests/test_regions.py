@@ -39,7 +39,7 @@ def test_region_errors(tmp_path, n):
     got = rank_lines(p.stdout, "errors")
     assert len(got) == n
     for text in got.values():
-        assert text == ("errors FileExistsError FileNotFoundError MemoryError ValueError "
+        assert text == ("errors FileExistsError FileNotFoundError OutOfSpaceError ValueError "
                         "ValueError FileNotFoundError")
 
 

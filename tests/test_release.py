@@ -66,4 +66,5 @@ def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):
 def test_a_bad_mode_is_a_config_error(tmp_path):
     p = run(tmp_path, 2, DSM_PROG, "own_pages", env={"DSM_CONSISTENCY": "weak"}, timeout=60)
     assert p.returncode != 0
-    assert "consistency must be 'sequential' or 'release', got 'weak'" in p.stderr
+    assert "consistency=/DSM_CONSISTENCY must be 'sequential' or 'release', got 'weak'" \
+        in p.stderr

@@ -78,6 +78,14 @@ static void on_fault(void *ctx, uint64_t offset, int write)
     coh_fault(&d->coh, offset / d->core.page_size, write);
 }
 
+/* In a child forked while the core runs: no page stays accessible, so the
+ * child's first touch faults and coh_fault refuses it on every rank alike. */
+static void revoke_in_child(void)
+{
+    if (D.core.phase == PHASE_RUNNING)
+        region_revoke(&D.region);
+}
+
 int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
 {
     struct core *c = &D.core;
@@ -114,6 +122,10 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         goto err_coll;
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
         goto err_locks;
+    c->pid = getpid();
+    static int at_fork;                 /* registered once per process */
+    if (!at_fork++)
+        pthread_atfork(NULL, NULL, revoke_in_child);
     c->phase = PHASE_RUNNING;
     if (!(rc = comm_run(&D.tp, cfg->wait_reply, err)))
         return DSM_OK;
@@ -403,8 +415,10 @@ int dsm_finalize(char *err)
     if (!rc)
         rc = core_wait(c, finished, c, 0, err);
     pthread_mutex_unlock(&c->mu);
-    if (!rc)
+    if (!rc) {
         comm_join(&D.tp);
+        region_revoke(&D.region);
+    }
     return rc;
 }
 

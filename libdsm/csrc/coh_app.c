@@ -5,6 +5,7 @@
  * a request to ourselves goes through the ring. */
 #define _GNU_SOURCE
 #include <time.h>
+#include <unistd.h>
 #include "coherence.h"
 
 #define PREFETCH_CHUNK 1024     /* pages; two chunks at most in flight */
@@ -204,7 +205,16 @@ void coh_fault(struct coh *h, uint64_t page, int write)
     struct core *c = h->c;
     struct want w = { h, page, write };
     uint64_t t0 = now_ns(), dur;
+    if (c->pid && getpid() != c->pid)   /* a child has no comm thread; c->mu may be held */
+        dsm_panic(c->rank, "page %llu touched in process %d, forked after libdsm.init() in "
+                  "process %d: only the process that called init() can use DSM memory; fork "
+                  "before init(), or start children with multiprocessing's 'spawn'",
+                  (unsigned long long)page, (int)getpid(), (int)c->pid);
     pthread_mutex_lock(&c->mu);
+    if (c->phase == PHASE_FINISHED) {   /* finalize revoked every page (region_revoke) */
+        pthread_mutex_unlock(&c->mu);
+        dsm_panic(c->rank, "page %llu touched after finalize()", (unsigned long long)page);
+    }
     if (write < 0)
         w.write = write = coh_satisfied(c, page, 0);
     c->pages[page].waiters++;           /* it opens on this CPU when it comes */

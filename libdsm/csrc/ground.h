@@ -29,6 +29,7 @@
 #define DSM_GROUND_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "dsm_api.h"
@@ -95,6 +96,7 @@ struct core {
     struct dsm_stats stats;
     uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
     struct trace *trace;        /* events for dsmexec --trace; NULL: off (set once) */
+    pid_t pid;                  /* the process that started the core; 0: not checked */
 };
 
 /* Tracing that costs one branch when DSM_DEBUG is off. */

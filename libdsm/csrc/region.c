@@ -154,6 +154,12 @@ err:
     return rc;
 }
 
+void region_revoke(struct region *r)
+{
+    if (r->app)
+        mprotect(r->app, r->size, PROT_NONE);
+}
+
 void region_unmap(struct region *r)
 {
     if (r->app)

@@ -20,4 +20,8 @@ struct region {
  * On failure everything is undone. */
 int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, char *err);
 void region_unmap(struct region *r);
+/* After finalize: no page of the application view stays accessible, so a
+ * touch on any rank faults (and coh_fault refuses it), not only where the
+ * page was elsewhere. */
+void region_revoke(struct region *r);
 #endif
