@@ -35,20 +35,21 @@ from libdsm.arrays import Arrays
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, CollectiveError, ConfigError, CoreVersionError,
                            DsmError, LockError, MappingLimitError, PeerError, PinTimeoutError,
-                           PlacementError, StateError)
+                           PlacementError, StateError, BarrierTimeoutError)
 from libdsm.locks import Lock, Locks
 from libdsm.memory import Memory
 from libdsm.partitions import Partitions
 from libdsm.pinned import PIN_TIMEOUT, Pins
 from libdsm.placement import Placement
 from libdsm.regions import Region
+from libdsm.sync import Condition, Event, Semaphore, Sync
 from libdsm.report import Report
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError", "PinTimeoutError",
-    "PlacementError",
+    "PlacementError", "Condition", "Event", "Semaphore", "BarrierTimeoutError",
 ]
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
@@ -90,6 +91,8 @@ class Dsm:
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
                               self.rank, self.hostname())
         self._pins = Pins(memory, self._span)
+        self._sync = Sync(self._locks, lambda name, words: self.array(words, "uint64", name),
+                          self.rank, self.size)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
 
@@ -124,11 +127,13 @@ class Dsm:
         return _binding.stats()
 
     # ------------------------------------------------------------ collectives
-    def barrier(self):
+    def barrier(self, timeout=None):
         """Wait until every rank has called barrier().  log2(N) exchanges
         between the comm threads; no Python runs on the way.  Then the
-        arrays made with homes="first_touch" since the last one are placed."""
-        self._coll.barrier()
+        arrays made with homes="first_touch" since the last one are placed.
+        Past timeout seconds, BarrierTimeoutError: this rank stays in the
+        barrier, and calling barrier() again goes on waiting for it."""
+        self._coll.barrier(timeout)
         self._placement.barrier_passed()
 
     def allreduce(self, x, op="sum"):
@@ -327,8 +332,26 @@ class Dsm:
 
     # ------------------------------------------------------------ locks
     def lock(self, k):
-        """Global lock k (0 <= k < DSM_LOCKS).  Kept by rank k % size."""
+        """Global lock k (0 <= k < DSM_LOCKS), or the lock called k (a str:
+        see libdsm.locks.Locks.named).  Kept by rank k % size."""
         return self._locks.user(k)
+
+    def condition(self, name, lock=None):
+        """The Condition called name (the same on every rank, no collective
+        call), on lock (default: the lock called name): libdsm.sync."""
+        self._coll.check()
+        return self._sync.condition(name, lock)
+
+    def event(self, name):
+        """The Event called name, as threading.Event across ranks."""
+        self._coll.check()
+        return self._sync.event(name)
+
+    def semaphore(self, name, value=1):
+        """The Semaphore called name, as threading.Semaphore across ranks;
+        every rank gives the same initial value."""
+        self._coll.check()
+        return self._sync.semaphore(name, value)
 
     # ------------------------------------------------------------ context
     def __enter__(self):

@@ -18,7 +18,7 @@ import zlib
 
 from libdsm import _binding
 from libdsm.alloc import Allocation
-from libdsm.errors import StateError
+from libdsm.errors import BarrierTimeoutError, CollectiveError, StateError
 
 _ENTRY = struct.Struct("<II")       # a gathered value: rank, length, then the bytes
 
@@ -59,6 +59,8 @@ class Collectives:
         self._rank, self._size, self._host = rank, size, host
         self._lock = threading.Lock()
         self.finalized = False
+        self._barriers = 0                  # barriers this rank entered
+        self._pending = None                # a barrier that timed out, still entered
 
     def check(self):
         """Raise StateError after finalize; put our SIGSEGV handler back if
@@ -67,14 +69,43 @@ class Collectives:
             raise StateError("the DSM was finalized", self._rank, self._host)
         _binding.ensure_handler()
 
-    def barrier(self):
+    def barrier(self, timeout=None):
+        """Wait until every rank called barrier().  Past timeout seconds,
+        BarrierTimeoutError; this rank then stays in that barrier, and its
+        next barrier() call goes on waiting for it (other collectives raise
+        CollectiveError until it completes)."""
         self.check()
-        with self._lock:
-            _binding.barrier()
+        if timeout is None and self._pending is None:
+            with self._lock:
+                self._barriers += 1
+                _binding.barrier()
+            return
+        if timeout is not None and not timeout >= 0:
+            raise ValueError("barrier timeout must be a number of seconds >= 0, got %r"
+                             % (timeout,))
+        if self._pending is None:
+            self._barriers += 1
+            self._pending = _Pending(self._lock, _binding.barrier, self._barriers)
+        pending = self._pending
+        if not pending.done.wait(timeout):
+            raise BarrierTimeoutError(
+                "barrier() timed out after %g s: not every rank has called it (barrier %d "
+                "of this rank); this rank stays in it: call barrier() again to go on "
+                "waiting" % (timeout, pending.number), self._rank, self._host)
+        self._pending = None
+        if pending.error is not None:
+            raise pending.error
+
+    def _not_pending(self):
+        if self._pending is not None:
+            raise CollectiveError("a barrier that timed out is still pending on this rank "
+                                  "(barrier %d): call barrier() to finish it first"
+                                  % self._pending.number, self._rank, self._host)
 
     def place(self, first, count, homes):
         """Collective: move the homes of pages [first, first + count)."""
         self.check()
+        self._not_pending()
         with self._lock:
             _binding.place(first, count, homes)
 
@@ -84,6 +115,7 @@ class Collectives:
 
     def _run(self, kind, root, data=None, **kw):
         self.check()
+        self._not_pending()
         with self._lock:
             return _binding.collective(kind, root, data, **kw)
 
@@ -136,6 +168,27 @@ class Collectives:
 
     def finalize(self):
         self.check()
+        self._not_pending()
         with self._lock:
             _binding.finalize()
         self.finalized = True
+
+
+class _Pending:
+    """A barrier run by a thread of its own, holding `lock`, so that the
+    caller can stop waiting for it: `done` is set when it returns, `error`
+    is what it raised."""
+
+    def __init__(self, lock, barrier, number):
+        self.done, self.error, self.number = threading.Event(), None, number
+        self._lock, self._barrier = lock, barrier
+        threading.Thread(target=self._run, name="libdsm-barrier-%d" % number,
+                         daemon=True).start()
+
+    def _run(self):
+        try:
+            with self._lock:
+                self._barrier()
+        except Exception as e:      # handed to the caller's thread
+            self.error = e
+        self.done.set()

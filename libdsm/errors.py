@@ -64,3 +64,7 @@ class PlacementError(DsmError, ValueError):
 
 class PinTimeoutError(DsmError, TimeoutError):
     """Pages stayed pinned by another rank past the timeout of dsm.pinned()."""
+
+
+class BarrierTimeoutError(CollectiveError, TimeoutError):
+    """barrier(timeout=...) passed its timeout: some rank had not arrived."""

@@ -55,6 +55,17 @@ static void on_acq(struct locks *l, const struct msg *m)
     tail->seq = m->lk.seq;
 }
 
+/* A try takes a free lock as an ACQ would; a held one is answered BUSY. */
+static void on_try(struct locks *l, const struct msg *m)
+{
+    struct msg busy = { .type = DSM_LOCK_BUSY, .origin = m->origin,
+                        .lk = { .lock = m->lk.lock, .seq = m->lk.seq } };
+    if (tail_of(l, m->lk.lock)->rank < 0)
+        on_acq(l, m);
+    else
+        tp_send(l->t, m->origin, &busy, NULL);
+}
+
 /* The holder knew no successor: free the lock if nobody queued since
  * (keeping its value for the next), else the holder hands it on itself. */
 static void on_rel(struct locks *l, const struct msg *m, const unsigned char *payload)
@@ -68,6 +79,35 @@ static void on_rel(struct locks *l, const struct msg *m, const unsigned char *pa
 
 /* ---------------------------------------------------------- every rank */
 
+/* A grant for a request whose thread stopped waiting: hand the lock on at
+ * once, as locks_give would, with the value it brought.  Caller holds
+ * core.mu; it is dropped before sending (a failed send takes it). */
+static void pass_on(struct locks *l, uint32_t lock)
+{
+    struct lock_mine *me = &l->mine[lock];
+    struct lock_value v = { NULL, 0 };
+    struct msg m = { .type = DSM_LOCK_REL, .origin = (uint16_t)l->c->rank,
+                     .lk = { .lock = lock, .seq = me->seq } };
+    int to = me->succ >= 0 ? me->succ : home_rank(l, lock);
+    if (me->value.len && !(v.data = malloc(me->value.len))) {
+        core_fail_locked(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
+        pthread_mutex_unlock(&l->c->mu);
+        return;
+    }
+    if (me->value.len)
+        memcpy(v.data, me->value.data, v.len = me->value.len);
+    if (me->succ >= 0)
+        m = (struct msg){ .type = DSM_LOCK_GRANT, .origin = (uint16_t)me->succ,
+                          .lk = { .lock = lock } };
+    m.len = v.len;
+    me->abandoned = 0;
+    me->state = LOCK_FREE;
+    pthread_cond_broadcast(&l->c->cv);      /* a thread may wait to ask again */
+    pthread_mutex_unlock(&l->c->mu);
+    tp_send(l->t, to, &m, v.data);
+    free(v.data);
+}
+
 static void on_grant(struct locks *l, const struct msg *m, const unsigned char *payload)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
@@ -80,7 +120,27 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
         return;
     }
     me->state = LOCK_HELD;
+    if (me->abandoned) {
+        pass_on(l, m->lk.lock);
+        return;
+    }
     pthread_cond_broadcast(&l->c->cv);
+    pthread_mutex_unlock(&l->c->mu);
+}
+
+/* Our try found the lock held. */
+static void on_busy(struct locks *l, const struct msg *m)
+{
+    struct lock_mine *me = &l->mine[m->lk.lock];
+    pthread_mutex_lock(&l->c->mu);
+    if (me->state != LOCK_ASKING || m->lk.seq != me->seq) {
+        core_fail_locked(l->c, "protocol error: lock %u answered busy by rank %d, but not "
+                         "tried", m->lk.lock, m->from);
+    } else {
+        me->state = LOCK_FREE;
+        me->busy = 1;
+        pthread_cond_broadcast(&l->c->cv);
+    }
     pthread_mutex_unlock(&l->c->mu);
 }
 
@@ -111,7 +171,8 @@ static void on_next(struct locks *l, const struct msg *m)
 static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct locks *l = ctx;
-    int at_home = m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL;
+    int at_home = m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL ||
+                  m->type == DSM_LOCK_TRY;
     TRACE(l->c, "%s lock %u seq %u origin %d from %d", msg_name(m->type), m->lk.lock,
           m->lk.seq, m->origin, m->from);
     if (m->lk.lock >= l->n || (at_home && home_rank(l, m->lk.lock) != l->c->rank) ||
@@ -125,6 +186,8 @@ static void on_message(void *ctx, const struct msg *m, const unsigned char *payl
     case DSM_LOCK_REL: on_rel(l, m, payload); break;
     case DSM_LOCK_GRANT: on_grant(l, m, payload); break;
     case DSM_LOCK_NEXT: on_next(l, m); break;
+    case DSM_LOCK_TRY: on_try(l, m); break;
+    case DSM_LOCK_BUSY: on_busy(l, m); break;
     }
 }
 
@@ -140,17 +203,23 @@ static int check_lock(struct locks *l, uint32_t lock, char *err)
     return rc;
 }
 
-int locks_ask(struct locks *l, uint32_t lock, char *err)
+/* locks_ask with a DSM_LOCK_ACQ or a DSM_LOCK_TRY. */
+static int ask(struct locks *l, uint32_t lock, int type, char *err)
 {
     struct lock_mine *me = &l->mine[lock < l->n ? lock : 0];
-    struct msg m = { .type = DSM_LOCK_ACQ, .origin = (uint16_t)l->c->rank,
+    struct msg m = { .type = (uint8_t)type, .origin = (uint16_t)l->c->rank,
                      .lk = { .lock = lock } };
     int rc;
     if ((rc = check_lock(l, lock, err)))
         return rc;
+    if (me->abandoned && type == DSM_LOCK_ACQ) {   /* take the abandoned request over */
+        me->abandoned = 0;
+        return DSM_OK;
+    }
     if (me->state != LOCK_FREE)     /* one request per rank: other threads queue */
         return TP_FULL;
     me->state = LOCK_ASKING;
+    me->busy = 0;
     me->succ = -1;
     m.lk.seq = ++me->seq;
     if ((rc = tp_send_app(l->t, home_rank(l, lock), &m, NULL)) == TP_FULL) {
@@ -158,6 +227,11 @@ int locks_ask(struct locks *l, uint32_t lock, char *err)
         me->seq--;
     }
     return rc == TP_FULL ? TP_FULL : DSM_OK;
+}
+
+int locks_ask(struct locks *l, uint32_t lock, char *err)
+{
+    return ask(l, lock, DSM_LOCK_ACQ, err);
 }
 
 int locks_held(struct locks *l, uint64_t lock)
@@ -256,6 +330,39 @@ int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char 
     return rc;
 }
 
+/* Answered: held, or (a try) busy.  Past the deadline, an ACQ still
+ * waiting is abandoned to the comm thread (see locks.h). */
+int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, char *err)
+{
+    int type = timeout_ms ? DSM_LOCK_ACQ : DSM_LOCK_TRY, late = 0, rc;
+    uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
+                        now_ns() + timeout_ms * 1000000ULL : 0;
+    struct lock_mine *me;
+    pthread_mutex_lock(&l->c->mu);
+    me = &l->mine[lock < l->n ? lock : 0];
+    while ((rc = ask(l, lock, type, err)) == TP_FULL && !l->c->failed && !late &&
+           !(type == DSM_LOCK_TRY && me->state != LOCK_FREE))
+        late = mbox_wait_until(l->c, deadline);
+    if (rc == TP_FULL && !l->c->failed)
+        late = 1;                   /* a try while this rank asks or holds: busy */
+    while (!rc && !locks_held(l, lock) && !me->busy && !l->c->failed && !late)
+        late = mbox_wait_until(l->c, deadline);
+    if (l->c->failed && !locks_held(l, lock)) {
+        dsm_err(err, "%s", l->c->failure);
+        rc = DSM_EPEER;
+    } else if (!rc && !locks_held(l, lock)) {
+        me->abandoned = me->state == LOCK_ASKING;
+        me->busy = 0;
+        late = 1;
+    }
+    if (late && rc != DSM_EPEER) {
+        dsm_err(err, "lock %u is held elsewhere: not granted within %u ms", lock, timeout_ms);
+        rc = DSM_ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&l->c->mu);
+    return rc;
+}
+
 /* ---------------------------------------------------------- life cycle */
 
 int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n, char *err)
@@ -279,6 +386,9 @@ int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n,
     for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_NEXT; type++)
         tp_register(t, type, on_message, l,
                     type == DSM_LOCK_GRANT || type == DSM_LOCK_REL ? LOCK_VALUE_MAX : 0);
+    tp_register(t, DSM_LOCK_TRY, on_message, l, 0);
+    tp_register(t, DSM_LOCK_BUSY, on_message, l, 0);
+    mbox_init(&l->mbox, c, t);
     return DSM_OK;
 }
 
@@ -291,6 +401,7 @@ void locks_free(struct locks *l)
         free(l->tails[i].value.data);
     free(l->mine);
     free(l->tails);
+    mbox_free(&l->mbox);
     l->mine = NULL;
     l->tails = NULL;
 }

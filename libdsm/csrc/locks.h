@@ -12,10 +12,20 @@
  *             to the holder, who then forwards the GRANT.
  * Waiters are served in the order their requests reached the home.
  *
+ * Without waiting in the queue:
+ *   try       R -TRY-> home: a free lock is granted as for ACQ, a held one
+ *             answered BUSY; the queue is not touched.
+ *   timeout   an ACQ whose thread stops waiting stays in the queue,
+ *             marked abandoned: its GRANT, when it comes, is handed on at
+ *             once (to the successor, or REL to the home) with the value it
+ *             brought.  An acquire of the same lock on this rank before
+ *             then takes the abandoned request over instead of asking again.
+ *
  * A lock also carries a value from holder to holder, opaque here: in
  * release mode, the write notices its next holder must apply. */
 #ifndef DSM_LOCKS_H
 #define DSM_LOCKS_H
+#include "mbox.h"
 #include "transport.h"
 
 enum lock_state { LOCK_FREE, LOCK_ASKING, LOCK_HELD };
@@ -33,6 +43,8 @@ struct lock_mine {
     uint8_t state;                  /* LOCK_* */
     int16_t succ;                   /* who gets it when we release, or -1 */
     uint32_t seq;                   /* our latest request */
+    uint8_t abandoned;              /* its thread stopped waiting: pass the grant on */
+    uint8_t busy;                   /* our TRY was answered BUSY */
     struct lock_value value;        /* what it brought, or what we gave it */
 };
 
@@ -49,6 +61,7 @@ struct locks {
     uint32_t n;
     struct lock_mine *mine;
     struct lock_tail *tails;        /* the locks homed here */
+    struct mbox mbox;               /* the wake-ups of libdsm.sync, started with the locks */
 };
 
 int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n, char *err);
@@ -68,4 +81,7 @@ struct lock_value locks_value(struct locks *l, uint32_t lock);
 /* The blocking calls of the API. */
 int locks_acquire(struct locks *l, uint32_t lock, char *err);
 int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char *err);
+/* Acquire waiting at most timeout_ms (UINT32_MAX: no limit; 0: try, never
+ * queue): 0, or DSM_ETIMEDOUT when not granted (held elsewhere). */
+int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, char *err);
 #endif

@@ -1,0 +1,63 @@
+"""Locks as threading.Lock, Condition, Event and Semaphore across ranks,
+and barrier(timeout=), on real ranks under dsmexec."""
+import os
+
+import pytest
+
+from dsmrun import rank_lines, run
+
+pytestmark = pytest.mark.timeout(120)
+PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sync_prog.py")
+
+
+def lines(p, needle, n):
+    """{rank: line} of the ranks that printed needle; the job passed."""
+    assert p.returncode == 0, p.stdout + p.stderr
+    return rank_lines(p.stdout, needle)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_locks_try_timeout_locked_and_names(tmp_path, n):
+    p = run(tmp_path, n, PROG, "locks")
+    named = lines(p, "named lock", n)
+    assert len(named) == n and len(set(named.values())) == 1, p.stdout
+    assert lines(p, "while held", n) == {1: "while held: try=False timed=False locked=True"}
+    assert lines(p, "holder", n) == {0: "holder: locked=True again=False"}
+    reacquire = lines(p, "reacquire", n)[0]
+    assert "LockError" in reacquire and "already held by this thread" in reacquire, reacquire
+    assert lines(p, "when free", n) == {1: "when free: try=True"}
+    assert lines(p, "released", n) == {1: "released: locked=False"}
+    assert set(lines(p, "bad args", n).values()) == {
+        "bad args: ValueError: can't specify a timeout for a non-blocking call"}
+    assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (100 * n, 100 * n)}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_condition_wakes_every_waiting_thread_of_every_rank(tmp_path, n):
+    p = run(tmp_path, n, PROG, "condition")
+    assert lines(p, "timeout:", n) == {0: "timeout: False"}
+    assert "cannot notify on an un-acquired lock" in lines(p, "not held", n)[0]
+    assert lines(p, "woke", n) == {r: "woke [True, True]" for r in range(1, n)}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_event_and_semaphore(tmp_path, n):
+    p = run(tmp_path, n, PROG, "event")
+    assert lines(p, "before", n) == {r: "before: set=False wait=False" for r in range(n)}
+    assert lines(p, "waited", n) == {r: "waited: True" for r in range(n)}
+    p = run(tmp_path, n, PROG, "semaphore")
+    assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (50 * n, 50 * n)}
+    assert lines(p, "two:", n) == {0: "two: [True, True, False]"}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
+    p = run(tmp_path, n, PROG, "barrier_timeout")
+    timed_out = lines(p, "waited: ", n)
+    assert sorted(timed_out) == list(range(n - 1)), p.stdout
+    for r, text in timed_out.items():
+        assert text.startswith("waited: BarrierTimeoutError: rank %d" % r), text
+        assert "barrier() timed out after 0.5 s" in text, text
+    for text in lines(p, "pending", n).values():
+        assert "a barrier that timed out is still pending" in text, text
+    assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
