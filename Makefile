@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py libdsm/_build.py $(wildcard libdsm/csrc/*.c libdsm/csrc/*.h)
 
-.PHONY: run test bench build clean sim
+.PHONY: run test bench build clean sim simsync
 
 run: $(STAMP)
 	$(VPY) dsmexec.py machine_file.example examples/double_touch.py
@@ -42,6 +42,18 @@ build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
 	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
 	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
+
+# What libdsm.sync adds (lock tries, abandoned requests, mailboxes), with
+# the same channels and the real locks.c and mbox.c: `make simsync`.
+SIMSYNC_SOURCES := tests/sim/simsync.c $(filter-out tests/sim/sim.c tests/sim/simapp.c \
+	tests/sim/simcheck.c,$(SIM_SOURCES))
+build/simsync: $(SIMSYNC_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
+	  -Itests/sim -o $@ $(SIMSYNC_SOURCES) -pthread
+
+simsync: build/simsync
+	build/simsync --seeds 0:10000
 
 sim: build/sim
 ifdef SEED

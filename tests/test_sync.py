@@ -1,13 +1,16 @@
 """Locks as threading.Lock, Condition, Event and Semaphore across ranks,
-and barrier(timeout=), on real ranks under dsmexec."""
+and barrier(timeout=), on real ranks under dsmexec; and what they add to
+the protocol (lock tries, abandoned requests, mailboxes) in the simulator."""
 import os
+import re
+import subprocess
 
 import pytest
 
-from dsmrun import rank_lines, run
+from dsmrun import ROOT, rank_lines, run
 
 pytestmark = pytest.mark.timeout(120)
-PROG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sync_prog.py")
+PROG = os.path.join(ROOT, "tests", "sync_prog.py")
 
 
 def lines(p, needle, n):
@@ -61,3 +64,12 @@ def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
     for text in lines(p, "pending", n).values():
         assert "a barrier that timed out is still pending" in text, text
     assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
+
+
+def test_simulated_tries_timeouts_and_posts_keep_every_rule():
+    subprocess.run(["make", "-s", "build/simsync"], cwd=ROOT, check=True, timeout=120)
+    p = subprocess.run([os.path.join(ROOT, "build", "simsync"), "--seeds", "0:5000"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("passed"), p.stdout[-3000:]
+    m = re.search(r"(\d+) tries found a lock busy, (\d+) acquires gave up", p.stdout)
+    assert int(m.group(1)) > 1000 and int(m.group(2)) > 1000, p.stdout     # both paths ran

@@ -138,7 +138,6 @@ static void on_busy(struct locks *l, const struct msg *m)
                          "tried", m->lk.lock, m->from);
     } else {
         me->state = LOCK_FREE;
-        me->busy = 1;
         pthread_cond_broadcast(&l->c->cv);
     }
     pthread_mutex_unlock(&l->c->mu);
@@ -219,7 +218,6 @@ static int ask(struct locks *l, uint32_t lock, int type, char *err)
     if (me->state != LOCK_FREE)     /* one request per rank: other threads queue */
         return TP_FULL;
     me->state = LOCK_ASKING;
-    me->busy = 0;
     me->succ = -1;
     m.lk.seq = ++me->seq;
     if ((rc = tp_send_app(l->t, home_rank(l, lock), &m, NULL)) == TP_FULL) {
@@ -232,6 +230,31 @@ static int ask(struct locks *l, uint32_t lock, int type, char *err)
 int locks_ask(struct locks *l, uint32_t lock, char *err)
 {
     return ask(l, lock, DSM_LOCK_ACQ, err);
+}
+
+int locks_try(struct locks *l, uint32_t lock, char *err)
+{
+    return ask(l, lock, DSM_LOCK_TRY, err);
+}
+
+uint32_t locks_seq(struct locks *l, uint32_t lock)
+{
+    return l->mine[lock].seq;
+}
+
+int locks_held_by(struct locks *l, uint32_t lock, uint32_t seq)
+{
+    return l->mine[lock].state == LOCK_HELD && l->mine[lock].seq == seq;
+}
+
+int locks_busy(struct locks *l, uint32_t lock, uint32_t seq)
+{
+    return l->mine[lock].seq != seq || l->mine[lock].state == LOCK_FREE;
+}
+
+void locks_abandon(struct locks *l, uint32_t lock)
+{
+    l->mine[lock].abandoned = l->mine[lock].state == LOCK_ASKING;
 }
 
 int locks_held(struct locks *l, uint64_t lock)
@@ -334,29 +357,28 @@ int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char 
  * waiting is abandoned to the comm thread (see locks.h). */
 int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, char *err)
 {
-    int type = timeout_ms ? DSM_LOCK_ACQ : DSM_LOCK_TRY, late = 0, rc;
+    int try = !timeout_ms, late = 0, busy = 0, rc;
     uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
                         now_ns() + timeout_ms * 1000000ULL : 0;
-    struct lock_mine *me;
+    uint32_t seq = 0;
     pthread_mutex_lock(&l->c->mu);
-    me = &l->mine[lock < l->n ? lock : 0];
-    while ((rc = ask(l, lock, type, err)) == TP_FULL && !l->c->failed && !late &&
-           !(type == DSM_LOCK_TRY && me->state != LOCK_FREE))
+    while ((rc = try ? locks_try(l, lock, err) : locks_ask(l, lock, err)) == TP_FULL &&
+           !l->c->failed && !late && !(busy = try && l->mine[lock].state != LOCK_FREE))
+        late = mbox_wait_until(l->c, deadline);     /* (a try waits only for the ring) */
+    if (!rc)
+        seq = locks_seq(l, lock);
+    while (!rc && !locks_held_by(l, lock, seq) && !(busy = try && locks_busy(l, lock, seq)) &&
+           !l->c->failed && !late)
         late = mbox_wait_until(l->c, deadline);
-    if (rc == TP_FULL && !l->c->failed)
-        late = 1;                   /* a try while this rank asks or holds: busy */
-    while (!rc && !locks_held(l, lock) && !me->busy && !l->c->failed && !late)
-        late = mbox_wait_until(l->c, deadline);
-    if (l->c->failed && !locks_held(l, lock)) {
+    if (!rc && locks_held_by(l, lock, seq)) {
+        rc = DSM_OK;
+    } else if (l->c->failed) {
         dsm_err(err, "%s", l->c->failure);
         rc = DSM_EPEER;
-    } else if (!rc && !locks_held(l, lock)) {
-        me->abandoned = me->state == LOCK_ASKING;
-        me->busy = 0;
-        late = 1;
-    }
-    if (late && rc != DSM_EPEER) {
-        dsm_err(err, "lock %u is held elsewhere: not granted within %u ms", lock, timeout_ms);
+    } else if (rc == TP_FULL || !rc) {
+        if (late && !rc)            /* our request, not another thread's */
+            locks_abandon(l, lock);
+        dsm_err(err, "lock %u is held elsewhere: %s", lock, busy ? "busy" : "timed out");
         rc = DSM_ETIMEDOUT;
     }
     pthread_mutex_unlock(&l->c->mu);

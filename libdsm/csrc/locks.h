@@ -44,7 +44,6 @@ struct lock_mine {
     int16_t succ;                   /* who gets it when we release, or -1 */
     uint32_t seq;                   /* our latest request */
     uint8_t abandoned;              /* its thread stopped waiting: pass the grant on */
-    uint8_t busy;                   /* our TRY was answered BUSY */
     struct lock_value value;        /* what it brought, or what we gave it */
 };
 
@@ -73,6 +72,20 @@ void locks_free(struct locks *l);
  * with err filled. */
 int locks_ask(struct locks *l, uint32_t lock, char *err);
 int locks_held(struct locks *l, uint64_t lock);
+/* locks_ask with a TRY: the answer is a grant (locks_held) or BUSY. */
+int locks_try(struct locks *l, uint32_t lock, char *err);
+/* The request this rank made last (after locks_ask or locks_try: the
+ * caller's).  A thread waits for its own request, not just any: another
+ * thread of its rank may ask once a TRY is answered BUSY. */
+uint32_t locks_seq(struct locks *l, uint32_t lock);
+/* Is the lock held through request seq? */
+int locks_held_by(struct locks *l, uint32_t lock, uint32_t seq);
+/* Was TRY seq answered BUSY?  It was once it is over without a grant:
+ * this rank is free of the lock, or has asked again since (only the
+ * thread a grant is for gives the lock back). */
+int locks_busy(struct locks *l, uint32_t lock, uint32_t seq);
+/* Stop waiting for our ACQ: its grant is handed on when it comes. */
+void locks_abandon(struct locks *l, uint32_t lock);
 /* Release, passing `value` (taken over; NULL for none) to the next holder. */
 int locks_give(struct locks *l, uint32_t lock, struct lock_value value, char *err);
 /* The value the lock brought us (while we hold it). */

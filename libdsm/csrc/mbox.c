@@ -50,17 +50,27 @@ static void on_post(void *ctx, const struct msg *m, const unsigned char *payload
     pthread_mutex_unlock(&b->c->mu);
 }
 
-int mbox_post(struct mbox *b, int rank, uint64_t key, char *err)
+int mbox_send(struct mbox *b, int rank, uint64_t key, char *err)
 {
     struct msg m = { .type = DSM_POST, .origin = (uint16_t)b->c->rank, .len = sizeof key };
     uint64_t wire = htole64(key);
     int rc;
-    pthread_mutex_lock(&b->c->mu);
-    if (!(rc = core_running(b->c, err)) && (rank < 0 || rank >= b->c->nranks)) {
+    if ((rc = core_running(b->c, err)))
+        return rc;
+    if (rank < 0 || rank >= b->c->nranks) {
         dsm_err(err, "post to rank %d: ranks are 0..%d", rank, b->c->nranks - 1);
-        rc = DSM_EINVAL;
+        return DSM_EINVAL;
     }
-    if (!rc && tp_send_app_wait(b->t, rank, &m, &wire) == DSM_EPEER) {
+    return tp_send_app(b->t, rank, &m, &wire) == TP_FULL ? TP_FULL : DSM_OK;
+}
+
+int mbox_post(struct mbox *b, int rank, uint64_t key, char *err)
+{
+    int rc;
+    pthread_mutex_lock(&b->c->mu);
+    while ((rc = mbox_send(b, rank, key, err)) == TP_FULL && !b->c->failed)
+        pthread_cond_wait(&b->c->cv, &b->c->mu);
+    if (rc == TP_FULL) {
         dsm_err(err, "%s", b->c->failure);
         rc = DSM_EPEER;
     }
@@ -68,8 +78,7 @@ int mbox_post(struct mbox *b, int rank, uint64_t key, char *err)
     return rc;
 }
 
-/* Take one post for key if there is one (caller holds core.mu). */
-static int take_one(struct mbox *b, uint64_t key)
+int mbox_take_one(struct mbox *b, uint64_t key)
 {
     struct mbox_slot *s = slot_of(b, key);
     if (!s)
@@ -100,7 +109,7 @@ int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err)
     uint64_t deadline = timeout_ms == UINT32_MAX ? 0 : now_ns() + timeout_ms * 1000000ULL;
     int rc;
     pthread_mutex_lock(&c->mu);
-    while (!(rc = core_running(c, err)) && !take_one(b, key)) {
+    while (!(rc = core_running(c, err)) && !mbox_take_one(b, key)) {
         if (c->failed) {
             dsm_err(err, "%s", c->failure);
             rc = DSM_EPEER;

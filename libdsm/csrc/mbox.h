@@ -26,6 +26,12 @@ struct mbox {
 void mbox_init(struct mbox *b, struct core *c, struct transport *t);
 void mbox_free(struct mbox *b);
 
+/* Non-blocking steps, caller holding core.mu.  Send a post: 0,
+ * TP_FULL (the ring is full: wait for core.cv and call again) or a DSM_*
+ * error with err filled.  Take one post for key: 1, or 0 if none is here. */
+int mbox_send(struct mbox *b, int rank, uint64_t key, char *err);
+int mbox_take_one(struct mbox *b, uint64_t key);
+
 /* The blocking calls of the API: post one wake-up for `key` to `rank`;
  * take one for `key` here, waiting up to timeout_ms (UINT32_MAX: no
  * limit).  0, DSM_ETIMEDOUT, or DSM_EPEER/DSM_ESTATE with err filled. */
