@@ -136,15 +136,44 @@ class Dsm:
         self._coll.barrier(timeout)
         self._placement.barrier_passed()
 
-    def allreduce(self, x, op="sum"):
-        """Collective: x (a number or a numpy array) combined elementwise over
-        every rank with op ("sum", "prod", "min" or "max"); every rank gets
-        the result, a number for a number, an array for an array."""
-        return self._coll.reduce(x, op, None)
+    def allreduce(self, x, op="sum", out=None):
+        """Collective: x (numbers, bools, complex, lists of them, arrays)
+        combined elementwise over every rank with op: "sum", "prod", "min",
+        "max", "land", "lor", "lxor", "band", "bor" or "bxor" (numpy's
+        result).  Every rank gets it in x's form, or in `out` (an array)."""
+        return self._coll.reduce(x, op, None, out)
 
-    def reduce(self, x, op="sum", root=0):
+    def reduce(self, x, op="sum", root=0, out=None):
         """Like allreduce, but only root gets the result; the others None."""
-        return self._coll.reduce(x, op, root)
+        return self._coll.reduce(x, op, root, out)
+
+    def scan(self, x, op="sum", out=None):
+        """Collective: rank r gets the combination (as allreduce) of the x
+        of ranks 0 to r."""
+        return self._coll.scan(x, op, False, out)
+
+    def exscan(self, x, op="sum", out=None):
+        """Collective: rank r gets the combination of the x of ranks 0 to
+        r - 1; rank 0 gets None."""
+        return self._coll.scan(x, op, True, out)
+
+    def reduce_scatter(self, x, op="sum", counts=None, out=None):
+        """Collective: x (an array, the same shape on every rank) combined
+        as allreduce, then split along its first axis: rank r gets block r,
+        counts[r] rows (counts the same on every rank; default as
+        numpy.array_split)."""
+        return self._coll.reduce_scatter(x, op, counts, out)
+
+    def scatter(self, values=None, root=0):
+        """Collective: root passes a list of `size` values (anything
+        picklable); rank r gets values[r].  The whole list travels as one
+        bcast."""
+        return self._coll.scatter(values, root)
+
+    def alltoall(self, values):
+        """Collective: every rank passes a list of `size` values; rank r
+        gets the list of every rank's values[r], by rank."""
+        return self._coll.alltoall(values)
 
     def gather(self, value, root=0):
         """Collective: root gets the list of every rank's value (anything

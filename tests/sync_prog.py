@@ -128,11 +128,12 @@ def barrier_timeout(dsm):
     print("after: sum=%d" % dsm.allreduce(1))
 
 
-def main():
+def main(scenarios):
+    """Run the scenario argv[1] names, a function of scenarios (a dict)."""
     with libdsm.init() as dsm:
-        globals()[sys.argv[1]](dsm)
+        scenarios[sys.argv[1]](dsm)
         sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    main(globals())
