@@ -66,6 +66,20 @@ def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
     assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_producer_consumer_example(tmp_path, n):
+    prog = os.path.join(ROOT, "examples", "producer_consumer.py")
+    with open(prog) as f:
+        source = f.read()
+    assert "sleep(" not in source and "import time" not in source   # Conditions only
+    p = run(tmp_path, n, prog, "300")
+    assert lines(p, "expected", n) == {
+        0: "consumers took 300 numbers summing to 45150, expected 300 and 45150: ok"}, p.stdout
+    took = lines(p, "took", n)
+    assert sorted(took) == list(range(n)), p.stdout
+    assert sum(int(t.split()[3]) for r, t in took.items() if r) == 300, took
+
+
 def test_simulated_tries_timeouts_and_posts_keep_every_rule():
     subprocess.run(["make", "-s", "build/simsync"], cwd=ROOT, check=True, timeout=120)
     p = subprocess.run([os.path.join(ROOT, "build", "simsync"), "--seeds", "0:5000"],
