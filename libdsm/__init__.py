@@ -148,31 +148,24 @@ class Dsm:
         return self._coll.reduce(x, op, root, out)
 
     def scan(self, x, op="sum", out=None):
-        """Collective: rank r gets the combination (as allreduce) of the x
-        of ranks 0 to r."""
+        """Collective: rank r gets the combination of ranks 0..r's x."""
         return self._coll.scan(x, op, False, out)
 
     def exscan(self, x, op="sum", out=None):
-        """Collective: rank r gets the combination of the x of ranks 0 to
-        r - 1; rank 0 gets None."""
+        """Collective: rank r gets that of ranks 0..r-1's x; rank 0 None."""
         return self._coll.scan(x, op, True, out)
 
     def reduce_scatter(self, x, op="sum", counts=None, out=None):
-        """Collective: x (an array, the same shape on every rank) combined
-        as allreduce, then split along its first axis: rank r gets block r,
-        counts[r] rows (counts the same on every rank; default as
-        numpy.array_split)."""
+        """Collective: block r (counts[r] rows, else as np.array_split) of
+        allreduce(x), to rank r."""
         return self._coll.reduce_scatter(x, op, counts, out)
 
     def scatter(self, values=None, root=0):
-        """Collective: root passes a list of `size` values (anything
-        picklable); rank r gets values[r].  The whole list travels as one
-        bcast."""
+        """Collective: rank r gets values[r] of root's list (one bcast)."""
         return self._coll.scatter(values, root)
 
     def alltoall(self, values):
-        """Collective: every rank passes a list of `size` values; rank r
-        gets the list of every rank's values[r], by rank."""
+        """Collective: rank r gets [values[r] of every rank], by rank."""
         return self._coll.alltoall(values)
 
     def gather(self, value, root=0):
@@ -366,19 +359,17 @@ class Dsm:
         return self._locks.user(k)
 
     def condition(self, name, lock=None):
-        """The Condition called name (the same on every rank, no collective
-        call), on lock (default: the lock called name): libdsm.sync."""
+        """The Condition called name, on lock (default dsm.lock(name))."""
         self._coll.check()
         return self._sync.condition(name, lock)
 
     def event(self, name):
-        """The Event called name, as threading.Event across ranks."""
+        """The Event called name (threading.Event across ranks)."""
         self._coll.check()
         return self._sync.event(name)
 
     def semaphore(self, name, value=1):
-        """The Semaphore called name, as threading.Semaphore across ranks;
-        every rank gives the same initial value."""
+        """The Semaphore called name; every rank gives the same value."""
         self._coll.check()
         return self._sync.semaphore(name, value)
 

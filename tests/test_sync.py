@@ -19,9 +19,11 @@ def lines(p, needle, n):
     return rank_lines(p.stdout, needle)
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_locks_try_timeout_locked_and_names(tmp_path, n):
-    p = run(tmp_path, n, PROG, "locks")
+@pytest.mark.parametrize("n,mode", [(2, "sequential"), (3, "sequential"), (3, "release")])
+def test_locks_try_timeout_locked_and_names(tmp_path, n, mode):
+    """In release mode a timed acquire that gives up still hands the write
+    notices on: the count stays exact."""
+    p = run(tmp_path, n, PROG, "locks", env={"DSM_CONSISTENCY": mode})
     named = lines(p, "named lock", n)
     assert len(named) == n and len(set(named.values())) == 1, p.stdout
     assert lines(p, "while held", n) == {1: "while held: try=False timed=False locked=True"}
