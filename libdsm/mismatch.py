@@ -17,20 +17,32 @@ _PKG = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("call", "root", "op", "dtype", "shape")
 _FINALIZED = re.compile(r"rank (\d+) called finalize\(\)")
 _ROOTED = ("bcast", "reduce", "gather", "scatter")
+_inside = {}                        # code file name -> is it libdsm's? (a cache)
+
+
+def _ours(filename):
+    if filename not in _inside:
+        _inside[filename] = os.path.abspath(filename).startswith(_PKG + os.sep)
+    return _inside[filename]
 
 
 def describe(**args):
     """This rank's description of the collective it is making: args (root,
     op, dtype, shape as they apply) and the public call and its site."""
     frame, outer = sys._getframe(1), None
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PKG):
+    while frame is not None and _ours(frame.f_code.co_filename):
         outer, frame = frame, frame.f_back
     call = outer.f_code.co_name if outer is not None else "?"
-    desc = {"call": "finalize" if call == "__exit__" else call, "site": "?"}
-    if frame is not None:
-        desc["site"] = "%s:%d" % (os.path.basename(frame.f_code.co_filename), frame.f_lineno)
-    desc.update((k, v) for k, v in args.items() if v is not None)
+    desc = {k: v for k, v in args.items() if v is not None}
+    desc["call"] = "finalize" if call == "__exit__" else call
+    desc["site"] = (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
     return desc
+
+
+def _site(desc):
+    """Where the call was made: file:line."""
+    return "%s:%d" % (os.path.basename(desc["site"][0]), desc["site"][1]) if desc["site"] \
+        else "?"
 
 
 def sig(desc):
@@ -66,7 +78,7 @@ def explain(descs):
     for ranks in groups.values():
         d = descs[ranks[0]]
         if key == "call":
-            parts.append("%s called %s at %s" % (_ranks(ranks), render(d), d["site"]))
+            parts.append("%s called %s at %s" % (_ranks(ranks), render(d), _site(d)))
         else:
             parts.append("%s on %s" % (_value(key, d.get(key)), _ranks(ranks)))
     if key == "call":
@@ -88,4 +100,4 @@ def finalizing(text, desc, rank):
     if not m or int(m.group(1)) == rank:
         return None
     return "rank %d called %s at %s while rank %s was finalizing" % (
-        rank, render(desc), desc["site"], m.group(1))
+        rank, render(desc), _site(desc), m.group(1))

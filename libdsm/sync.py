@@ -197,14 +197,17 @@ class Sync:
     def __init__(self, locks, named_array, rank, size):
         self._locks, self._named_array = locks, named_array
         self._rank, self._size = rank, size
+        self._states = {}           # name -> its state array, mapped once per rank
 
     def condition(self, name, lock=None, value=0):
         """The Condition called name, on lock (default: the lock called
         name); value: what Event and Semaphore start from."""
         if not isinstance(name, str) or not name:
             raise ValueError("a condition name is a non-empty str, got %r" % (name,))
-        region = "libdsm.sync." + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
-        state = self._named_array(region, _HEADER + 2 * THREADS * self._size)
+        if name not in self._states:
+            region = "libdsm.sync." + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+            self._states[name] = self._named_array(region, _HEADER + 2 * THREADS * self._size)
+        state = self._states[name]
         return Condition(self._locks.named(name) if lock is None else lock, state, self._rank,
                          value)
 
