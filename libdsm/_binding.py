@@ -286,3 +286,7 @@ def take(key, timeout_s):
         return False
     _check(rc, err)
     return True
+
+
+OPS.update(land=lib.DSM_OP_LAND, lor=lib.DSM_OP_LOR, lxor=lib.DSM_OP_LXOR,
+           band=lib.DSM_OP_BAND, bor=lib.DSM_OP_BOR, bxor=lib.DSM_OP_BXOR)

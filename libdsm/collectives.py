@@ -161,14 +161,16 @@ class Collectives:
             self._root(root, "reduce")
         arr = reductions.as_array(x)
         desc = mismatch.describe(op=op, root=root, dtype=arr.dtype.name, shape=arr.shape)
-        if not reductions.in_core(arr, op):
+        wire = reductions.in_core(arr, op)
+        if wire is None:
             result = self._combine(self.gather(arr, None, desc), op)
             return None if root not in (None, self._rank) else reductions.like(result, x, out)
-        got = self._run("reduce", _binding.ROOT_ALL if root is None else root, arr, desc,
-                        op=op, dtype=arr.dtype.name)
+        send, finish = wire
+        got = self._run("reduce", _binding.ROOT_ALL if root is None else root, send, desc,
+                        op=op, dtype=send.dtype.name)
         if got is None:
             return None
-        return reductions.like(reductions.from_bytes(got, arr), x, out)
+        return reductions.like(finish(reductions.from_bytes(got, send)), x, out)
 
     def gather(self, value, root, desc=None):
         """Every rank's value, in rank order, at root (every rank for

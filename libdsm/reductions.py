@@ -2,11 +2,12 @@
 sees them.
 
 A value is a number, a bool, a complex, a list or tuple of them, or a
-numpy array; it is combined elementwise with an op.  sum, prod, min and
-max of the numeric types of the C core (_binding.DTYPES) run in the comm
-threads (libdsm/csrc/reduce.c); every other pair (bool, complex, float16,
-and the logical and bitwise ops) exchanges the values and combines them
-with numpy's ufunc on each rank, so the result is numpy's exactly.
+numpy array; it is combined elementwise with an op, with numpy's result.
+The comm threads combine (libdsm/csrc/reduce.c) every op on the core's
+int, uint and float types (_binding.DTYPES), bools (as 0/1 bytes, or as
+int64 for sum and prod, as numpy does), and the sum of complex numbers
+(as pairs of floats).  The rest (complex prod, min and max, float16, ...)
+is exchanged and combined by numpy's ufunc on each rank.
 """
 import numpy as np
 
@@ -16,6 +17,8 @@ UFUNCS = {"sum": np.add, "prod": np.multiply, "min": np.minimum, "max": np.maxim
           "land": np.logical_and, "lor": np.logical_or, "lxor": np.logical_xor,
           "band": np.bitwise_and, "bor": np.bitwise_or, "bxor": np.bitwise_xor}
 OPS = tuple(UFUNCS)
+LOGICAL = ("land", "lor", "lxor")
+BITWISE = ("band", "bor", "bxor")
 
 
 def check_op(op):
@@ -36,9 +39,25 @@ def as_array(x):
     return arr
 
 
+def _same(result):
+    return result
+
+
 def in_core(arr, op):
-    """Do the comm threads combine this?"""
-    return op in _binding.OPS and arr.dtype.name in _binding.DTYPES
+    """How the comm threads combine arr with op: (the array to send them,
+    a function from what they return to numpy's result), or None when
+    numpy must."""
+    kind, shape = arr.dtype.kind, arr.shape
+    if kind == "b" and op in ("sum", "prod"):
+        return arr.astype("int64"), _same
+    if kind == "b":
+        return arr.view("uint8"), lambda r: r.view(bool)
+    if kind == "c" and op == "sum" and arr.dtype.itemsize in (8, 16):
+        part = np.dtype("float%d" % (arr.dtype.itemsize * 4))
+        return arr.reshape(-1).view(part), lambda r: r.view(arr.dtype).reshape(shape)
+    if arr.dtype.name not in _binding.DTYPES or (kind == "f" and op in BITWISE):
+        return None
+    return arr, (lambda r: r.astype(bool)) if op in LOGICAL else _same
 
 
 def combine(arrays, op):

@@ -18,6 +18,8 @@ def value(r, dtype):
     rng = np.random.default_rng(77 + r)
     if dtype == "bool":
         return rng.integers(0, 2, size=5).astype(bool)
+    if dtype == "float64":
+        return rng.integers(-1, 2, size=5) * 0.5
     if dtype == "complex128":
         return rng.integers(-5, 5, size=5) + 1j * rng.integers(-5, 5, size=5)
     return rng.integers(1, 60, size=5).astype(dtype)
@@ -30,6 +32,7 @@ def built(dsm):
               "band": np.bitwise_and, "bor": np.bitwise_or, "bxor": np.bitwise_xor}
     for dtype, ops in (("bool", ("land", "lor", "lxor", "band", "bor", "bxor", "sum", "max")),
                        ("int64", tuple(ufuncs)), ("uint8", ("band", "bor", "bxor", "lor")),
+                       ("float64", ("land", "lor", "lxor", "sum")),
                        ("complex128", ("sum", "prod"))):
         stack = np.stack([value(q, dtype) for q in range(n)])
         for op in ops:

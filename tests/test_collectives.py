@@ -5,6 +5,7 @@ mismatched calls fail on every rank instead of hanging, saying what
 differs."""
 import os
 
+import numpy as np
 import pytest
 
 from dsmrun import DSM_PROG, ROOT, rank_lines, run
@@ -29,6 +30,24 @@ def test_collectives_match_numpy_and_mismatches_fail_everywhere(tmp_path, n):
         assert sorted(got) == list(range(n)), p.stdout
         assert all(text in line for line in got.values()), got
     assert sorted(rank_lines(p.stdout, "after errors sum=%d" % n)) == list(range(n))
+
+
+def test_what_the_comm_threads_combine():
+    """Bools, complex sums and every op on the core's types go to the C core;
+    numpy combines the rest after an exchange."""
+    from libdsm.reductions import in_core
+    for arr, op in ((np.array([True, False]), "land"), (np.array(True), "sum"),
+                    (np.array([1j, 2]), "sum"), (np.array(1 + 1j, "complex64"), "sum"),
+                    (np.arange(3), "bxor"), (np.arange(3.0), "lor")):
+        send, finish = in_core(arr, op)
+        assert send.dtype.name in ("uint8", "int64", "float64", "float32"), (arr, op)
+        back = finish(send)
+        assert back.shape == arr.shape, (arr, op)
+        assert back.dtype == (bool if op in ("land", "lor") else np.add.reduce(
+            np.stack([arr])).dtype), (arr, op)
+    for arr, op in ((np.array([1j]), "prod"), (np.arange(3.0), "band"),
+                    (np.zeros(2, "float16"), "sum")):
+        assert in_core(arr, op) is None, (arr, op)
 
 
 def line_of(text):

@@ -29,6 +29,12 @@
 #define DSM_OP_PROD 2
 #define DSM_OP_MIN 3
 #define DSM_OP_MAX 4
+#define DSM_OP_LAND 5       /* logical: 1 or 0 in the operands' type (nonzero is true) */
+#define DSM_OP_LOR 6
+#define DSM_OP_LXOR 7
+#define DSM_OP_BAND 8       /* bitwise: integer types only */
+#define DSM_OP_BOR 9
+#define DSM_OP_BXOR 10
 #define DSM_DT_F64 1
 #define DSM_DT_F32 2
 #define DSM_DT_I64 3
