@@ -131,8 +131,8 @@ class Dsm:
         """Wait until every rank has called barrier().  log2(N) exchanges
         between the comm threads; no Python runs on the way.  Then the
         arrays made with homes="first_touch" since the last one are placed.
-        Past timeout seconds, BarrierTimeoutError: this rank stays in the
-        barrier, and calling barrier() again goes on waiting for it."""
+        Past timeout seconds, BarrierTimeoutError naming the ranks not
+        arrived; this rank stays in the barrier, and barrier() goes on."""
         self._coll.barrier(timeout)
         self._placement.barrier_passed()
 

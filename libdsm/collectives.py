@@ -65,6 +65,7 @@ class Collectives:
         self.finalized = False
         self._barriers = 0                  # barriers this rank entered
         self._pending = None                # a barrier that timed out, still entered
+        self._arrivals = _Arrivals(rank, size)
 
     def check(self):
         """Raise StateError after finalize; put our SIGSEGV handler back if
@@ -128,14 +129,16 @@ class Collectives:
                              % (timeout,))
         if self._pending is None:
             self._barriers += 1
+            if timeout is not None:
+                self._arrivals.arrive()
             self._pending = _Pending(lambda: self._guarded(_binding.barrier, desc),
                                      self._barriers)
         pending = self._pending
         if not pending.done.wait(timeout):
             raise BarrierTimeoutError(
-                "barrier() timed out after %g s: not every rank has called it (barrier %d "
-                "of this rank); this rank stays in it: call barrier() again to go on "
-                "waiting" % (timeout, pending.number), self._rank, self._host)
+                "barrier() timed out after %g s: %s (barrier %d of this rank); this rank "
+                "stays in it: call barrier() again to go on waiting"
+                % (timeout, self._arrivals.missing(), pending.number), self._rank, self._host)
         self._pending = None
         if pending.error is not None:
             raise pending.error
@@ -260,6 +263,34 @@ def _entries(out, size):
 def _what(values):
     return "%s of %d" % (type(values).__name__, len(values)) if hasattr(values, "__len__") \
         else type(values).__name__
+
+
+class _Arrivals:
+    """Who has entered the barriers called with a timeout: each rank posts
+    its arrival to every other (mailbox key ARRIVED | rank), and a rank that
+    times out counts the posts it got.  It costs N - 1 small messages per
+    rank, so plain barriers do not count."""
+
+    ARRIVED = 1 << 63               # no thread's key (libdsm.sync) has this bit
+
+    def __init__(self, rank, size):
+        self._rank, self._others = rank, [q for q in range(size) if q != rank]
+        self._entered, self._seen = 0, dict.fromkeys(self._others, 0)
+
+    def arrive(self):
+        self._entered += 1
+        for q in self._others:
+            _binding.post(q, self.ARRIVED | self._rank)
+
+    def missing(self):
+        """Who has not arrived, said as a sentence part."""
+        for q in self._others:
+            while _binding.take(self.ARRIVED | q, 0):
+                self._seen[q] += 1
+        late = [q for q in self._others if self._seen[q] < self._entered]
+        if not late:
+            return "every rank that uses a timeout has arrived; one without has not"
+        return "%s %s not arrived" % (mismatch.ranks(late), "has" if len(late) == 1 else "have")
 
 
 class _Pending:

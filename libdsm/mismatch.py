@@ -58,9 +58,10 @@ def render(desc):
     return "%s(%s)" % (desc["call"], args)
 
 
-def _ranks(ranks):
-    return ("rank %d" if len(ranks) == 1 else "ranks %s") % (
-        ranks[0] if len(ranks) == 1 else ", ".join(map(str, ranks)))
+def ranks(which):
+    """'rank 1' or 'ranks 1, 2'."""
+    return ("rank %d" if len(which) == 1 else "ranks %s") % (
+        which[0] if len(which) == 1 else ", ".join(map(str, which)))
 
 
 def explain(descs):
@@ -75,12 +76,12 @@ def explain(descs):
     else:
         return None
     parts = []
-    for ranks in groups.values():
-        d = descs[ranks[0]]
+    for group in groups.values():
+        d = descs[group[0]]
         if key == "call":
-            parts.append("%s called %s at %s" % (_ranks(ranks), render(d), _site(d)))
+            parts.append("%s called %s at %s" % (ranks(group), render(d), _site(d)))
         else:
-            parts.append("%s on %s" % (_value(key, d.get(key)), _ranks(ranks)))
+            parts.append("%s on %s" % (_value(key, d.get(key)), ranks(group)))
     if key == "call":
         return "ranks called different collectives: " + "; ".join(parts)
     what = {"root": "roots", "op": "ops", "dtype": "dtypes", "shape": "shapes"}[key]

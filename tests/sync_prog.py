@@ -112,18 +112,18 @@ def semaphore(dsm):
 
 
 def barrier_timeout(dsm):
-    """The last rank holds back until rank 0 has timed out, then arrives;
-    the others' barrier, still pending, then completes."""
-    late = dsm.event("late")
+    """The last rank holds back until every other rank has timed out, then
+    arrives; the others' barrier, still pending, then completes."""
+    timed_out = dsm.semaphore("timed out", 0)
     if dsm.rank == dsm.size - 1:
-        late.wait(60)
-        dsm.barrier()
+        for _ in range(dsm.size - 1):
+            timed_out.acquire()
+        dsm.barrier(timeout=60)
     else:
         print("waited: " + expect(libdsm.BarrierTimeoutError,
-                                     lambda: dsm.barrier(timeout=0.5)))
+                                  lambda: dsm.barrier(timeout=0.5)))
         print("pending: " + expect(libdsm.CollectiveError, lambda: dsm.allreduce(1)))
-        if dsm.rank == 0:
-            late.set()
+        timed_out.release()
         dsm.barrier()
     print("after: sum=%d" % dsm.allreduce(1))
 

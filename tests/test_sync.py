@@ -62,7 +62,12 @@ def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
     assert sorted(timed_out) == list(range(n - 1)), p.stdout
     for r, text in timed_out.items():
         assert text.startswith("waited: BarrierTimeoutError: rank %d" % r), text
-        assert "barrier() timed out after 0.5 s" in text, text
+        assert "barrier() timed out after 0.5 s: " in text, text
+        # the late rank is named; a rank between may be too, if it came later than 0.5 s
+        late = re.search(r"timed out after 0.5 s: ranks? ([\d, ]+) ha(s|ve) not arrived "
+                         r"\(barrier 1 of this rank\)", text)
+        assert late and str(n - 1) in late.group(1).split(", "), text
+        assert str(r) not in late.group(1).split(", "), text
     for text in lines(p, "pending", n).values():
         assert "a barrier that timed out is still pending" in text, text
     assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
