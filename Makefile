@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py libdsm/_build.py $(wildcard libdsm/csrc/*.c libdsm/csrc/*.h)
 
-.PHONY: run test bench build clean sim
+.PHONY: run test bench build clean sim simsync
 
 run: $(RUN_STAMP)
 	$(VPY) dsmexec.py machine_file.example examples/double_touch.py
@@ -47,11 +47,23 @@ clean:
 # as the failure printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
-	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coh_place.c coll.c reduce.c locks.c)
+	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coh_place.c coll.c reduce.c locks.c mbox.c)
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
 	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
 	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
+
+# What libdsm.sync adds (lock tries, abandoned requests, mailboxes), with
+# the same channels and the real locks.c and mbox.c: `make simsync`.
+SIMSYNC_SOURCES := tests/sim/simsync.c $(filter-out tests/sim/sim.c tests/sim/simapp.c \
+	tests/sim/simcheck.c,$(SIM_SOURCES))
+build/simsync: $(SIMSYNC_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
+	  -Itests/sim -o $@ $(SIMSYNC_SOURCES) -pthread
+
+simsync: build/simsync
+	build/simsync --seeds 0:10000
 
 sim: build/sim
 ifdef SEED

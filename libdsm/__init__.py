@@ -41,16 +41,17 @@ from libdsm import _binding, job, layout
 from libdsm.alloc import Allocation
 from libdsm.arrays import Arrays, SharedArray
 from libdsm.collectives import Collectives
-from libdsm.errors import (AddressInUseError, ArgumentError, CollectiveError, ConfigError,
-                           CoreVersionError, DsmError, LockError, MappingLimitError,
-                           OutOfSpaceError, PeerError, PinTimeoutError, PlacementError,
-                           StateError)
+from libdsm.errors import (AddressInUseError, ArgumentError, BarrierTimeoutError,
+                           CollectiveError, ConfigError, CoreVersionError, DsmError, LockError,
+                           MappingLimitError, OutOfSpaceError, PeerError, PinTimeoutError,
+                           PlacementError, StateError)
 from libdsm.locks import Lock, Locks
 from libdsm.memory import Memory
 from libdsm.partitions import Partitions
 from libdsm.pinned import PIN_TIMEOUT, Pins
 from libdsm.placement import Placement
 from libdsm.regions import Region, Regions
+from libdsm.sync import Condition, Event, Semaphore, Sync
 from libdsm.report import Report
 
 Span = Union[Allocation, Region, np.ndarray, memoryview, tuple[int, int]]
@@ -60,7 +61,8 @@ __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region", "SharedArray",
     "DsmError", "ConfigError", "AddressInUseError", "MappingLimitError", "PeerError",
     "StateError", "CoreVersionError", "CollectiveError", "LockError", "PinTimeoutError",
-    "PlacementError", "OutOfSpaceError", "ArgumentError",
+    "PlacementError", "OutOfSpaceError", "ArgumentError", "Condition", "Event", "Semaphore",
+    "BarrierTimeoutError",
 ]
 from libdsm._version import __version__  # noqa: F401  (re-exported)
 
@@ -102,6 +104,8 @@ class Dsm:
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
                               self._pins, self._fetch, self.rank, self.hostname())
+        self._sync = Sync(self._locks, lambda name, words: self.array(words, "uint64", name=name),
+                          self.rank, self.size)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
 
@@ -136,22 +140,46 @@ class Dsm:
         return _binding.stats()
 
     # ------------------------------------------------------------ collectives
-    def barrier(self):
+    def barrier(self, timeout=None):
         """Wait until every rank has called barrier().  log2(N) exchanges
         between the comm threads; no Python runs on the way.  Then the
-        arrays made with homes="first_touch" since the last one are placed."""
-        self._coll.barrier()
+        arrays made with homes="first_touch" since the last one are placed.
+        Past timeout seconds, BarrierTimeoutError naming the ranks not
+        arrived; this rank stays in the barrier, and barrier() goes on."""
+        self._coll.barrier(timeout)
         self._placement.barrier_passed()
 
-    def allreduce(self, x, op="sum"):
-        """Collective: x (a number or a numpy array) combined elementwise over
-        every rank with op ("sum", "prod", "min" or "max"); every rank gets
-        the result, a number for a number, an array for an array."""
-        return self._coll.reduce(x, op, None)
+    def allreduce(self, x, op="sum", out=None):
+        """Collective: x (numbers, bools, complex, lists of them, arrays)
+        combined elementwise over every rank with op: "sum", "prod", "min",
+        "max", "land", "lor", "lxor", "band", "bor" or "bxor" (numpy's
+        result).  Every rank gets it in x's form, or in `out` (an array)."""
+        return self._coll.reduce(x, op, None, out)
 
-    def reduce(self, x, op="sum", root=0):
+    def reduce(self, x, op="sum", root=0, out=None):
         """Like allreduce, but only root gets the result; the others None."""
-        return self._coll.reduce(x, op, root)
+        return self._coll.reduce(x, op, root, out)
+
+    def scan(self, x, op="sum", out=None):
+        """Collective: rank r gets the combination of ranks 0..r's x."""
+        return self._coll.scan(x, op, False, out)
+
+    def exscan(self, x, op="sum", out=None):
+        """Collective: rank r gets that of ranks 0..r-1's x; rank 0 None."""
+        return self._coll.scan(x, op, True, out)
+
+    def reduce_scatter(self, x, op="sum", counts=None, out=None):
+        """Collective: block r (counts[r] rows, else as np.array_split) of
+        allreduce(x), to rank r."""
+        return self._coll.reduce_scatter(x, op, counts, out)
+
+    def scatter(self, values=None, root=0):
+        """Collective: rank r gets values[r] of root's list (one bcast)."""
+        return self._coll.scatter(values, root)
+
+    def alltoall(self, values):
+        """Collective: rank r gets [values[r] of every rank], by rank."""
+        return self._coll.alltoall(values)
 
     def gather(self, value, root=0):
         """Collective: root gets the list of every rank's value (anything
@@ -341,8 +369,24 @@ class Dsm:
 
     # ------------------------------------------------------------ locks
     def lock(self, k):
-        """Global lock k (0 <= k < DSM_LOCKS).  Kept by rank k % size."""
+        """Global lock k (0 <= k < DSM_LOCKS), or the lock called k (a str:
+        see libdsm.locks.Locks.named).  Kept by rank k % size."""
         return self._locks.user(k)
+
+    def condition(self, name, lock=None):
+        """The Condition called name, on lock (default dsm.lock(name))."""
+        self._coll.check()
+        return self._sync.condition(name, lock)
+
+    def event(self, name):
+        """The Event called name (threading.Event across ranks)."""
+        self._coll.check()
+        return self._sync.event(name)
+
+    def semaphore(self, name, value=1):
+        """The Semaphore called name; every rank gives the same value."""
+        self._coll.check()
+        return self._sync.semaphore(name, value)
 
     # ------------------------------------------------------------ context
     def __enter__(self) -> Dsm:

@@ -240,3 +240,53 @@ def trace_events():
     n = lib.dsm_trace_read(buf, n)
     return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns, e.arg, e.peer, e.write)
             for e in (buf[i] for i in range(n))], dropped[0]
+
+
+FOREVER_MS = 0xFFFFFFFF             # a timeout_ms meaning no limit
+
+
+def timeout_ms(timeout_s):
+    """A timeout in seconds as the C core's milliseconds: None is no limit,
+    0 is "now only", anything above 0 at least 1 ms."""
+    if timeout_s is None:
+        return FOREVER_MS
+    if timeout_s <= 0:
+        return 0
+    return min(FOREVER_MS - 1, max(1, int(round(timeout_s * 1000))))
+
+
+def lock_acquire_within(lock, timeout_s):
+    """Acquire lock within timeout_s (0: only if free now, None: no limit):
+    True, or False when it stayed held elsewhere."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    rc = lib.dsm_lock_acquire_within(lock, timeout_ms(timeout_s), err)
+    if rc == lib.DSM_ETIMEDOUT:
+        return False
+    _check(rc, err)
+    return True
+
+
+def lock_held(lock):
+    """Does this rank hold the lock?"""
+    return lib.dsm_lock_held(lock) == 1
+
+
+def post(rank, key):
+    """One wake-up for key (uint64) to rank's mailbox."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_post(rank, key, err), err)
+
+
+def take(key, timeout_s):
+    """Take one wake-up for key from this rank's mailbox, waiting at most
+    timeout_s (None: no limit): True, or False if none came in time."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    rc = lib.dsm_take(key, timeout_ms(timeout_s), err)
+    if rc == lib.DSM_ETIMEDOUT:
+        return False
+    _check(rc, err)
+    return True
+
+
+OPS.update(land=lib.DSM_OP_LAND, lor=lib.DSM_OP_LOR, lxor=lib.DSM_OP_LXOR,
+           band=lib.DSM_OP_BAND, bor=lib.DSM_OP_BOR, bxor=lib.DSM_OP_BXOR)

@@ -73,3 +73,7 @@ class OutOfSpaceError(DsmError, MemoryError):
 class ArgumentError(DsmError, ValueError, TypeError):
     """An argument of a libdsm call (a shape, a dtype) that it cannot take;
     the message names the argument."""
+
+
+class BarrierTimeoutError(CollectiveError, TimeoutError):
+    """barrier(timeout=...) passed its timeout: some rank had not arrived."""

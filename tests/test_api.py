@@ -48,7 +48,8 @@ def test_api_error_cases(tmp_path, n):
         assert lines["exhausted"].startswith("cannot allocate")
         assert "power of two" in lines["align"]
         assert lines["root"] == "bcast root %d out of range 0..%d" % (n, n - 1)
-        assert "rank 0 called barrier(), rank 1 called bcast(root=0)" in lines["mismatch"]
+        assert "rank 0 called barrier() at dsm_prog.py:" in lines["mismatch"]
+        assert "called bcast(root=0) at dsm_prog.py:" in lines["mismatch"]
         assert "not allocated" in lines["free"]
         assert "array(): rank 1 asked for (4, 5) <i4 (row stride 20), rank 0 for (4, 4) <i4" \
             in lines["array"]                   # every rank, rank 0 too

@@ -34,6 +34,7 @@ def test_user_locks_are_checked_and_system_locks_come_after():
     locks = Locks(10, 4)
     assert locks.user(5) is locks.user(5)
     assert (locks.user(5).home, locks.system(0).index, locks.system(3).home) == (1, 10, 1)
-    for bad in (10, -1, "1"):
+    for bad in (10, -1, 1.5):
         with pytest.raises(ValueError, match="out of range 0..9"):
             locks.user(bad)
+    assert locks.user("1").name == "1" and 8 <= locks.user("1").index <= 9   # by name

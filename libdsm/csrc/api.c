@@ -493,3 +493,46 @@ uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max)
         memcpy(out, D.core.trace->ev, n * sizeof *out);
     return n;
 }
+
+/* ---------------------------------------------------------- libdsm.sync */
+
+/* In release mode, the notices a lock just brought take effect here. */
+static int lock_notices(uint32_t lock, char *err)
+{
+    struct lock_value notices;
+    int rc;
+    pthread_mutex_lock(&D.core.mu);
+    notices = locks_value(&D.locks, lock);
+    rc_acquire(&D.coh, notices.data, notices.len);
+    rc = drop_noticed(err);
+    pthread_mutex_unlock(&D.core.mu);
+    return rc;
+}
+
+int dsm_lock_acquire_within(uint32_t lock, uint32_t timeout_ms, char *err)
+{
+    uint64_t t0 = now_ns();
+    int rc = locks_acquire_within(&D.locks, lock, timeout_ms, err);
+    if (!rc)
+        waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
+    return rc || !D.core.release ? rc : lock_notices(lock, err);
+}
+
+int dsm_lock_held(uint32_t lock)
+{
+    int held;
+    pthread_mutex_lock(&D.core.mu);
+    held = D.core.phase == PHASE_RUNNING && lock < D.locks.n && locks_held(&D.locks, lock);
+    pthread_mutex_unlock(&D.core.mu);
+    return held;
+}
+
+int dsm_post(int rank, uint64_t key, char *err)
+{
+    return mbox_post(&D.locks.mbox, rank, key, err);
+}
+
+int dsm_take(uint64_t key, uint32_t timeout_ms, char *err)
+{
+    return mbox_take(&D.locks.mbox, key, timeout_ms, err);
+}

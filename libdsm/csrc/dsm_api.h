@@ -29,6 +29,12 @@
 #define DSM_OP_PROD 2
 #define DSM_OP_MIN 3
 #define DSM_OP_MAX 4
+#define DSM_OP_LAND 5       /* logical: 1 or 0 in the operands' type (nonzero is true) */
+#define DSM_OP_LOR 6
+#define DSM_OP_LXOR 7
+#define DSM_OP_BAND 8       /* bitwise: integer types only */
+#define DSM_OP_BOR 9
+#define DSM_OP_BXOR 10
 #define DSM_DT_F64 1
 #define DSM_DT_F32 2
 #define DSM_DT_I64 3
@@ -189,3 +195,15 @@ uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max);
 int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err);
 /* Drop one pin of each page of [first, first + n); what waited runs. */
 int dsm_unpin(uint64_t first, uint64_t n, char *err);
+
+/* libdsm.sync.  Acquire lock, waiting at most timeout_ms (0xFFFFFFFF: no
+ * limit; 0: only if it is free now, never queueing): DSM_ETIMEDOUT when
+ * not granted.  A request given up on is handed on when its grant comes. */
+int dsm_lock_acquire_within(uint32_t lock, uint32_t timeout_ms, char *err);
+/* 1 if this rank holds the lock, else 0. */
+int dsm_lock_held(uint32_t lock);
+/* Counted mailboxes: post one wake-up for key to rank; take one for key
+ * here, waiting at most timeout_ms (0xFFFFFFFF: no limit; DSM_ETIMEDOUT).
+ * Posts made before the take are counted, so none is lost. */
+int dsm_post(int rank, uint64_t key, char *err);
+int dsm_take(uint64_t key, uint32_t timeout_ms, char *err);

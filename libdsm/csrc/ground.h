@@ -18,6 +18,7 @@
  *   coh_place.c  layer 2: coherence, moving page homes (dsm_place)
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
+ *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
  *

@@ -55,6 +55,17 @@ static void on_acq(struct locks *l, const struct msg *m)
     tail->seq = m->lk.seq;
 }
 
+/* A try takes a free lock as an ACQ would; a held one is answered BUSY. */
+static void on_try(struct locks *l, const struct msg *m)
+{
+    struct msg busy = { .type = DSM_LOCK_BUSY, .origin = m->origin,
+                        .lk = { .lock = m->lk.lock, .seq = m->lk.seq } };
+    if (tail_of(l, m->lk.lock)->rank < 0)
+        on_acq(l, m);
+    else
+        tp_send(l->t, m->origin, &busy, NULL);
+}
+
 /* The holder knew no successor: free the lock if nobody queued since
  * (keeping its value for the next), else the holder hands it on itself. */
 static void on_rel(struct locks *l, const struct msg *m, const unsigned char *payload)
@@ -68,6 +79,35 @@ static void on_rel(struct locks *l, const struct msg *m, const unsigned char *pa
 
 /* ---------------------------------------------------------- every rank */
 
+/* A grant for a request whose thread stopped waiting: hand the lock on at
+ * once, as locks_give would, with the value it brought.  Caller holds
+ * core.mu; it is dropped before sending (a failed send takes it). */
+static void pass_on(struct locks *l, uint32_t lock)
+{
+    struct lock_mine *me = &l->mine[lock];
+    struct lock_value v = { NULL, 0 };
+    struct msg m = { .type = DSM_LOCK_REL, .origin = (uint16_t)l->c->rank,
+                     .lk = { .lock = lock, .seq = me->seq } };
+    int to = me->succ >= 0 ? me->succ : home_rank(l, lock);
+    if (me->value.len && !(v.data = malloc(me->value.len))) {
+        core_fail_locked(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
+        pthread_mutex_unlock(&l->c->mu);
+        return;
+    }
+    if (me->value.len)
+        memcpy(v.data, me->value.data, v.len = me->value.len);
+    if (me->succ >= 0)
+        m = (struct msg){ .type = DSM_LOCK_GRANT, .origin = (uint16_t)me->succ,
+                          .lk = { .lock = lock } };
+    m.len = v.len;
+    me->abandoned = 0;
+    me->state = LOCK_FREE;
+    pthread_cond_broadcast(&l->c->cv);      /* a thread may wait to ask again */
+    pthread_mutex_unlock(&l->c->mu);
+    tp_send(l->t, to, &m, v.data);
+    free(v.data);
+}
+
 static void on_grant(struct locks *l, const struct msg *m, const unsigned char *payload)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
@@ -80,7 +120,26 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
         return;
     }
     me->state = LOCK_HELD;
+    if (me->abandoned) {
+        pass_on(l, m->lk.lock);
+        return;
+    }
     pthread_cond_broadcast(&l->c->cv);
+    pthread_mutex_unlock(&l->c->mu);
+}
+
+/* Our try found the lock held. */
+static void on_busy(struct locks *l, const struct msg *m)
+{
+    struct lock_mine *me = &l->mine[m->lk.lock];
+    pthread_mutex_lock(&l->c->mu);
+    if (me->state != LOCK_ASKING || m->lk.seq != me->seq) {
+        core_fail_locked(l->c, "protocol error: lock %u answered busy by rank %d, but not "
+                         "tried", m->lk.lock, m->from);
+    } else {
+        me->state = LOCK_FREE;
+        pthread_cond_broadcast(&l->c->cv);
+    }
     pthread_mutex_unlock(&l->c->mu);
 }
 
@@ -111,7 +170,8 @@ static void on_next(struct locks *l, const struct msg *m)
 static void on_message(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct locks *l = ctx;
-    int at_home = m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL;
+    int at_home = m->type == DSM_LOCK_ACQ || m->type == DSM_LOCK_REL ||
+                  m->type == DSM_LOCK_TRY;
     TRACE(l->c, "%s lock %u seq %u origin %d from %d", msg_name(m->type), m->lk.lock,
           m->lk.seq, m->origin, m->from);
     if (m->lk.lock >= l->n || (at_home && home_rank(l, m->lk.lock) != l->c->rank) ||
@@ -125,6 +185,8 @@ static void on_message(void *ctx, const struct msg *m, const unsigned char *payl
     case DSM_LOCK_REL: on_rel(l, m, payload); break;
     case DSM_LOCK_GRANT: on_grant(l, m, payload); break;
     case DSM_LOCK_NEXT: on_next(l, m); break;
+    case DSM_LOCK_TRY: on_try(l, m); break;
+    case DSM_LOCK_BUSY: on_busy(l, m); break;
     }
 }
 
@@ -140,14 +202,19 @@ static int check_lock(struct locks *l, uint32_t lock, char *err)
     return rc;
 }
 
-int locks_ask(struct locks *l, uint32_t lock, char *err)
+/* locks_ask with a DSM_LOCK_ACQ or a DSM_LOCK_TRY. */
+static int ask(struct locks *l, uint32_t lock, int type, char *err)
 {
     struct lock_mine *me = &l->mine[lock < l->n ? lock : 0];
-    struct msg m = { .type = DSM_LOCK_ACQ, .origin = (uint16_t)l->c->rank,
+    struct msg m = { .type = (uint8_t)type, .origin = (uint16_t)l->c->rank,
                      .lk = { .lock = lock } };
     int rc;
     if ((rc = check_lock(l, lock, err)))
         return rc;
+    if (me->abandoned && type == DSM_LOCK_ACQ) {   /* take the abandoned request over */
+        me->abandoned = 0;
+        return DSM_OK;
+    }
     if (me->state != LOCK_FREE)     /* one request per rank: other threads queue */
         return TP_FULL;
     me->state = LOCK_ASKING;
@@ -158,6 +225,36 @@ int locks_ask(struct locks *l, uint32_t lock, char *err)
         me->seq--;
     }
     return rc == TP_FULL ? TP_FULL : DSM_OK;
+}
+
+int locks_ask(struct locks *l, uint32_t lock, char *err)
+{
+    return ask(l, lock, DSM_LOCK_ACQ, err);
+}
+
+int locks_try(struct locks *l, uint32_t lock, char *err)
+{
+    return ask(l, lock, DSM_LOCK_TRY, err);
+}
+
+uint32_t locks_seq(struct locks *l, uint32_t lock)
+{
+    return l->mine[lock].seq;
+}
+
+int locks_held_by(struct locks *l, uint32_t lock, uint32_t seq)
+{
+    return l->mine[lock].state == LOCK_HELD && l->mine[lock].seq == seq;
+}
+
+int locks_busy(struct locks *l, uint32_t lock, uint32_t seq)
+{
+    return l->mine[lock].seq != seq || l->mine[lock].state == LOCK_FREE;
+}
+
+void locks_abandon(struct locks *l, uint32_t lock)
+{
+    l->mine[lock].abandoned = l->mine[lock].state == LOCK_ASKING;
 }
 
 int locks_held(struct locks *l, uint64_t lock)
@@ -256,6 +353,38 @@ int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char 
     return rc;
 }
 
+/* Answered: held, or (a try) busy.  Past the deadline, an ACQ still
+ * waiting is abandoned to the comm thread (see locks.h). */
+int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, char *err)
+{
+    int try = !timeout_ms, late = 0, busy = 0, rc;
+    uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
+                        now_ns() + timeout_ms * 1000000ULL : 0;
+    uint32_t seq = 0;
+    pthread_mutex_lock(&l->c->mu);
+    while ((rc = try ? locks_try(l, lock, err) : locks_ask(l, lock, err)) == TP_FULL &&
+           !l->c->failed && !late && !(busy = try && l->mine[lock].state != LOCK_FREE))
+        late = mbox_wait_until(l->c, deadline);     /* (a try waits only for the ring) */
+    if (!rc)
+        seq = locks_seq(l, lock);
+    while (!rc && !locks_held_by(l, lock, seq) && !(busy = try && locks_busy(l, lock, seq)) &&
+           !l->c->failed && !late)
+        late = mbox_wait_until(l->c, deadline);
+    if (!rc && locks_held_by(l, lock, seq)) {
+        rc = DSM_OK;
+    } else if (l->c->failed) {
+        dsm_err(err, "%s", l->c->failure);
+        rc = DSM_EPEER;
+    } else if (rc == TP_FULL || !rc) {
+        if (late && !rc)            /* our request, not another thread's */
+            locks_abandon(l, lock);
+        dsm_err(err, "lock %u is held elsewhere: %s", lock, busy ? "busy" : "timed out");
+        rc = DSM_ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&l->c->mu);
+    return rc;
+}
+
 /* ---------------------------------------------------------- life cycle */
 
 int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n, char *err)
@@ -279,6 +408,9 @@ int locks_init(struct locks *l, struct core *c, struct transport *t, uint32_t n,
     for (type = DSM_LOCK_ACQ; type <= DSM_LOCK_NEXT; type++)
         tp_register(t, type, on_message, l,
                     type == DSM_LOCK_GRANT || type == DSM_LOCK_REL ? LOCK_VALUE_MAX : 0);
+    tp_register(t, DSM_LOCK_TRY, on_message, l, 0);
+    tp_register(t, DSM_LOCK_BUSY, on_message, l, 0);
+    mbox_init(&l->mbox, c, t);
     return DSM_OK;
 }
 
@@ -291,6 +423,7 @@ void locks_free(struct locks *l)
         free(l->tails[i].value.data);
     free(l->mine);
     free(l->tails);
+    mbox_free(&l->mbox);
     l->mine = NULL;
     l->tails = NULL;
 }

@@ -26,6 +26,9 @@ enum msg_type {
     DSM_UNPIN,          /* rank -> itself: pages were unpinned, run what was parked */
     DSM_PLACE,          /* rank -> itself, then -> every peer: my part of a placement is
                          * done; all I sent before it for those pages has gone */
+    DSM_LOCK_TRY,       /* rank -> lock home: `lock` if it is free, else DSM_LOCK_BUSY */
+    DSM_LOCK_BUSY,      /* lock home -> rank: your DSM_LOCK_TRY found it held */
+    DSM_POST,           /* rank -> rank: one wake-up for the key in the payload (mbox.h) */
     DSM_MSG_MAX
 };
 

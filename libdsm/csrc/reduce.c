@@ -1,6 +1,7 @@
 /* Layer 0: elementwise reductions of typed arrays.  One loop per element
  * type and operation, generated below, with numpy's results: integers wrap
- * around, and a NaN wins min and max. */
+ * around, a NaN wins min and max, a logical op gives 1 or 0 (nonzero, NaN
+ * included, is true), and the bitwise ops take integers only. */
 #include <stdint.h>
 #include <string.h>
 #include "dsm_api.h"
@@ -22,12 +23,18 @@
     case DSM_OP_MIN: LOOP(T, ISNAN(x) || (!ISNAN(y) && x <= y) ? x : y); return 0;  \
     case DSM_OP_MAX: LOOP(T, ISNAN(x) || (!ISNAN(y) && x >= y) ? x : y); return 0;
 
+#define LOGICAL(T)                                                                  \
+    case DSM_OP_LAND: LOOP(T, (T)(x != 0 && y != 0)); return 0;                     \
+    case DSM_OP_LOR: LOOP(T, (T)(x != 0 || y != 0)); return 0;                      \
+    case DSM_OP_LXOR: LOOP(T, (T)((x != 0) != (y != 0))); return 0;
+
 /* Floating point as it is. */
 #define FLOAT_OPS(T)                                                                \
     switch (op) {                                                                   \
     case DSM_OP_SUM: LOOP(T, x + y); return 0;                                      \
     case DSM_OP_PROD: LOOP(T, x * y); return 0;                                     \
     MINMAX(T)                                                                       \
+    LOGICAL(T)                                                                      \
     }                                                                               \
     return -1
 
@@ -37,6 +44,10 @@
     case DSM_OP_SUM: LOOP(T, (T)((uint64_t)x + (uint64_t)y)); return 0;            \
     case DSM_OP_PROD: LOOP(T, (T)((uint64_t)x * (uint64_t)y)); return 0;           \
     MINMAX(T)                                                                       \
+    LOGICAL(T)                                                                      \
+    case DSM_OP_BAND: LOOP(T, x & y); return 0;                                     \
+    case DSM_OP_BOR: LOOP(T, x | y); return 0;                                      \
+    case DSM_OP_BXOR: LOOP(T, x ^ y); return 0;                                     \
     }                                                                               \
     return -1
 

@@ -1,4 +1,5 @@
-/* Layer 0: elementwise reductions of typed arrays (allreduce, reduce). */
+/* Layer 0: elementwise reductions of typed arrays (allreduce, reduce): sum,
+ * prod, min, max, logical and bitwise (DSM_OP_*). */
 #ifndef DSM_REDUCE_H
 #define DSM_REDUCE_H
 #include <stdint.h>

@@ -18,7 +18,8 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_LOCK_GRANT] = "DSM_LOCK_GRANT", [DSM_LOCK_REL] = "DSM_LOCK_REL",
     [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
     [DSM_DIFF_ACK] = "DSM_DIFF_ACK", [DSM_HEARTBEAT] = "DSM_HEARTBEAT", [DSM_UNPIN] = "DSM_UNPIN",
-    [DSM_PLACE] = "DSM_PLACE",
+    [DSM_PLACE] = "DSM_PLACE", [DSM_LOCK_TRY] = "DSM_LOCK_TRY", [DSM_LOCK_BUSY] = "DSM_LOCK_BUSY",
+    [DSM_POST] = "DSM_POST",
 };
 
 const char *msg_name(int type)
@@ -40,7 +41,8 @@ static int page_family(int type)
 
 static int lock_family(int type)
 {
-    return type >= DSM_LOCK_ACQ && type <= DSM_LOCK_NEXT;
+    return (type >= DSM_LOCK_ACQ && type <= DSM_LOCK_NEXT) || type == DSM_LOCK_TRY ||
+           type == DSM_LOCK_BUSY;
 }
 
 static void to_slots(const struct msg *m, struct slots *s)

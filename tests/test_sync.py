@@ -1,0 +1,96 @@
+"""Locks as threading.Lock, Condition, Event and Semaphore across ranks,
+and barrier(timeout=), on real ranks under dsmexec; and what they add to
+the protocol (lock tries, abandoned requests, mailboxes) in the simulator."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from dsmrun import ROOT, rank_lines, run
+
+pytestmark = pytest.mark.timeout(120)
+PROG = os.path.join(ROOT, "tests", "sync_prog.py")
+
+
+def lines(p, needle, n):
+    """{rank: line} of the ranks that printed needle; the job passed."""
+    assert p.returncode == 0, p.stdout + p.stderr
+    return rank_lines(p.stdout, needle)
+
+
+@pytest.mark.parametrize("n,mode", [(2, "sequential"), (3, "sequential"), (3, "release")])
+def test_locks_try_timeout_locked_and_names(tmp_path, n, mode):
+    """In release mode a timed acquire that gives up still hands the write
+    notices on: the count stays exact."""
+    p = run(tmp_path, n, PROG, "locks", env={"DSM_CONSISTENCY": mode})
+    named = lines(p, "named lock", n)
+    assert len(named) == n and len(set(named.values())) == 1, p.stdout
+    assert lines(p, "while held", n) == {1: "while held: try=False timed=False locked=True"}
+    assert lines(p, "holder", n) == {0: "holder: locked=True again=False"}
+    reacquire = lines(p, "reacquire", n)[0]
+    assert "LockError" in reacquire and "already held by this thread" in reacquire, reacquire
+    assert lines(p, "when free", n) == {1: "when free: try=True"}
+    assert lines(p, "released", n) == {1: "released: locked=False"}
+    assert set(lines(p, "bad args", n).values()) == {
+        "bad args: ValueError: can't specify a timeout for a non-blocking call"}
+    assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (100 * n, 100 * n)}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_condition_wakes_every_waiting_thread_of_every_rank(tmp_path, n):
+    p = run(tmp_path, n, PROG, "condition")
+    assert lines(p, "timeout:", n) == {0: "timeout: False"}
+    assert "cannot notify on an un-acquired lock" in lines(p, "not held", n)[0]
+    assert lines(p, "woke", n) == {r: "woke [True, True]" for r in range(1, n)}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_event_and_semaphore(tmp_path, n):
+    p = run(tmp_path, n, PROG, "event")
+    assert lines(p, "before", n) == {r: "before: set=False wait=False" for r in range(n)}
+    assert lines(p, "waited", n) == {r: "waited: True" for r in range(n)}
+    p = run(tmp_path, n, PROG, "semaphore")
+    assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (50 * n, 50 * n)}
+    assert lines(p, "two:", n) == {0: "two: [True, True, False]"}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
+    p = run(tmp_path, n, PROG, "barrier_timeout")
+    timed_out = lines(p, "waited: ", n)
+    assert sorted(timed_out) == list(range(n - 1)), p.stdout
+    for r, text in timed_out.items():
+        assert text.startswith("waited: BarrierTimeoutError: rank %d" % r), text
+        assert "barrier() timed out after 0.5 s: " in text, text
+        # the late rank is named; a rank between may be too, if it came later than 0.5 s
+        late = re.search(r"timed out after 0.5 s: ranks? ([\d, ]+) ha(s|ve) not arrived "
+                         r"\(barrier 1 of this rank\)", text)
+        assert late and str(n - 1) in late.group(1).split(", "), text
+        assert str(r) not in late.group(1).split(", "), text
+    for text in lines(p, "pending", n).values():
+        assert "a barrier that timed out is still pending" in text, text
+    assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_producer_consumer_example(tmp_path, n):
+    prog = os.path.join(ROOT, "examples", "producer_consumer.py")
+    with open(prog) as f:
+        source = f.read()
+    assert "sleep(" not in source and "import time" not in source   # Conditions only
+    p = run(tmp_path, n, prog, "300")
+    assert lines(p, "expected", n) == {
+        0: "consumers took 300 numbers summing to 45150, expected 300 and 45150: ok"}, p.stdout
+    took = lines(p, "took", n)
+    assert sorted(took) == list(range(n)), p.stdout
+    assert sum(int(t.split()[3]) for r, t in took.items() if r) == 300, took
+
+
+def test_simulated_tries_timeouts_and_posts_keep_every_rule():
+    subprocess.run(["make", "-s", "build/simsync"], cwd=ROOT, check=True, timeout=120)
+    p = subprocess.run([os.path.join(ROOT, "build", "simsync"), "--seeds", "0:5000"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("passed"), p.stdout[-3000:]
+    m = re.search(r"(\d+) tries found a lock busy, (\d+) acquires gave up", p.stdout)
+    assert int(m.group(1)) > 1000 and int(m.group(2)) > 1000, p.stdout     # both paths ran
