@@ -54,7 +54,7 @@ build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
 
 # What libdsm.sync adds (lock tries, abandoned requests, mailboxes), with
-# the same channels and the real locks.c and mbox.c: `make simsync`.
+# the same channels and the real libdsm/csrc/locks.c and libdsm/csrc/mbox.c: `make simsync`.
 SIMSYNC_SOURCES := tests/sim/simsync.c $(filter-out tests/sim/sim.c tests/sim/simapp.c \
 	tests/sim/simcheck.c,$(SIM_SOURCES))
 build/simsync: $(SIMSYNC_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
