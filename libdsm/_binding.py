@@ -1,8 +1,6 @@
 """The only module that touches the compiled cffi module (`libdsm._core`).
 
 Every C return code is checked here and becomes a typed exception."""
-import re
-
 from libdsm import errors
 from libdsm._version import __version__
 
@@ -54,30 +52,22 @@ def _check(rc, err):
         return
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
-        what = _with_host(what)
-        _tell_launcher_peer_lost(what)
+        peer = lib.dsm_failed_peer()
+        peer = None if peer < 0 else peer
+        raise errors.PeerError(_with_host(what, peer), peer=peer, **_where)
     if rc == lib.DSM_ESYS:
         raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
 
 
-def _with_host(what):
+def _with_host(what, peer):
     """'rank 1 sent nothing...' -> 'rank 1 on host h sent nothing...': the
-    core knows ranks only by number."""
-    m = re.match(r"rank (\d+) ", what)
-    if not m or int(m.group(1)) >= len(_hosts):
+    core knows ranks only by number.  The lost rank (`peer`) tells which;
+    dsmexec learnt it from the core itself (the LOST_PEER message, peer.h)."""
+    lead = "rank %d " % peer if peer is not None else None
+    if lead is None or peer >= len(_hosts) or not what.startswith(lead):
         return what
-    return "rank %s on host %s %s" % (m.group(1), _hosts[int(m.group(1))], what[m.end():])
-
-
-def _tell_launcher_peer_lost(what):
-    """Let dsmexec blame the rank that failed first, not this one."""
-    from libdsm_services import rank, wire
-    if rank.CONTEXT is not None:
-        try:
-            rank.CONTEXT.notify(wire.Message.LOST_PEER, {"peer_error": what})
-        except OSError:
-            pass                # dsmexec is gone too; nothing to tell
+    return "rank %d on host %s %s" % (peer, _hosts[peer], what[len(lead):])
 
 
 def page_size():

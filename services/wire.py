@@ -267,8 +267,13 @@ class Message:
                                 "hostnames": [...]}
     INIT      rank -> dsmexec  {}: libdsm.init() ran
     FINALIZED rank -> dsmexec  {}: finalize() completed
-    LOST_PEER rank -> dsmexec  {"peer_error": text}: this rank is failing
-                               because another rank went away first
+    LOST_PEER rank -> dsmexec  {"peer": rank, "how": "closed"|"silent",
+                               "peer_error": text}: this rank's core lost
+                               that rank (its connection closed or reset, or
+                               it fell silent past DSM_HEARTBEAT_S) and fails
+                               because of it.  Written by the C core itself
+                               (libdsm/csrc/peer.c), before the failure is
+                               recorded; read it with `lost_peer`.
     EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
                                its supervisor (an ssh rank; see services/rank.py)
     STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end
@@ -323,6 +328,19 @@ class Message:
         if length > cls.MAX_BODY:
             raise WireError("control message of %d bytes exceeds %d" % (length, cls.MAX_BODY))
         return cls.decode(header, recv_exact(sock, length, "message body"))
+
+
+LOST_HOW = ("closed", "silent")
+
+
+def lost_peer(body, nranks, accuser):
+    """A LOST_PEER body -> (lost rank, how, text), or None when it names no
+    other rank of the job (then it is no evidence against anyone)."""
+    peer, how = body.get("peer"), body.get("how")
+    if not isinstance(peer, int) or not 0 <= peer < nranks or peer == accuser \
+            or how not in LOST_HOW:
+        return None
+    return peer, how, str(body.get("peer_error", ""))
 
 
 class FirstMessage(Handshake):

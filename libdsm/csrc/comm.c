@@ -48,7 +48,8 @@ struct comm {
     struct peer *peers;
     struct pollfd *fds;         /* evfd, master, then one per rank */
     struct deferred *deferred;  /* sorted by due */
-    int evfd, master_fd;
+    int evfd;
+    struct loss_report report;  /* the LOST_PEER message to dsmexec (peer.h) */
     int self_finalized, stopping;
     pthread_t thread;
     uint64_t next_tick_ns;      /* next round of heartbeats */
@@ -219,7 +220,7 @@ static void heartbeat_duty(struct comm *cm, uint64_t now)
         if (r == c->rank || p->eof)
             continue;
         if (now - p->last_rx_ns >= c->heartbeat_ns)
-            core_fail(cm->c, "rank %d sent nothing for %.1f s: declared dead", r,
+            peer_lost(p, "silent", "rank %d sent nothing for %.1f s: declared dead", r,
                       (double)(now - p->last_rx_ns) / 1e9);
         else if (p->last_rx_ns + c->heartbeat_ns < cm->next_duty_ns)
             cm->next_duty_ns = p->last_rx_ns + c->heartbeat_ns;
@@ -392,7 +393,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     }
     cm->t = t;
     cm->c = c;
-    cm->master_fd = master_fd;
+    cm->report.master_fd = master_fd;
     pthread_mutex_init(&cm->loop_mu, NULL);
     cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
@@ -400,7 +401,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
         goto err;
     }
     for (r = 0; r < c->nranks; r++) {
-        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r]);
+        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r], &cm->report);
         if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
             goto err;
     }

@@ -1,0 +1,63 @@
+"""Whom dsmexec blames when one rank of a job fails, and with what status.
+
+Each test fails one rank with tests/failure_prog.py while the others are
+inside libdsm; they find the loss themselves (a closed or reset
+connection, or the heartbeat) and their cores tell dsmexec which rank they
+lost.  dsmexec must name that rank, never one it took down, with the
+rank's own status (137 for SIGKILL, 3 for exit(3)) or the heartbeat's
+verdict (status 1, "declared dead") for a rank that cannot say anything.
+"""
+import os
+import re
+
+import pytest
+
+from dsmrun import ROOT, run
+
+PROG = os.path.join(ROOT, "tests", "failure_prog.py")
+HEARTBEAT_S = 2
+pytestmark = pytest.mark.timeout(120)
+
+
+def verdicts(err):
+    """dsmexec's own lines about ranks ("dsmexec: rank N ...")."""
+    return re.findall(r"^dsmexec: (rank \d+ .*)$", err, re.M)
+
+
+def test_a_rank_killed_by_sigkill_is_named_with_status_137(tmp_path):
+    p = run(tmp_path, 4, PROG, "kill", "--rank", "2")
+    assert p.returncode == 137, p.stderr
+    got = verdicts(p.stderr)
+    assert got and got[0].startswith("rank 2 (host localhost, line 3) was killed by signal 9 "
+                                     "(SIGKILL)"), p.stderr
+    assert "survived" not in p.stdout
+
+
+def test_a_stopped_rank_is_named_by_the_heartbeat_while_the_others_fault(tmp_path):
+    # The others wait inside page faults on pages rank 2 is home of: they leave
+    # through dsm_panic, and their cores still name rank 2 to dsmexec.
+    p = run(tmp_path, 4, PROG, "stop", "--rank", "2", env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S)})
+    assert p.returncode == 1, p.stderr
+    got = verdicts(p.stderr)
+    assert got and re.fullmatch(r"rank 2 \(host localhost, line 3\) declared dead by rank [013]: "
+                                r"rank 2 sent nothing for [\d.]+ s: declared dead; killed it",
+                                got[0]), p.stderr
+    assert "fatal: page" in p.stderr        # the others were inside faults
+    assert "survived" not in p.stdout
+
+
+def test_a_connection_reset_in_an_allreduce_ends_the_job_naming_the_rank(tmp_path):
+    # Rank 0's comm thread, inside a 4 KiB allreduce under core.mu, sends to
+    # rank 2 just after rank 2's reset came (failure_prog.py arranges it).  It
+    # must end by itself with a PeerError naming rank 2, not hang on its own
+    # lock until dsmexec's teardown ends it.
+    p = run(tmp_path, 3, PROG, "reset", "--rank", "2", "--dir", str(tmp_path),
+            env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S)})
+    assert p.returncode == 3, p.stderr
+    got = verdicts(p.stderr)
+    assert got and got[0].startswith("rank 2 (host localhost, line 3) exited with status 3"), \
+        p.stderr
+    for r in (0, 1):
+        assert re.search(r"^\[rank %d\] libdsm\.errors\.PeerError: rank %d on host localhost: "
+                         r".*rank 2\b" % (r, r), p.stderr, re.M), p.stderr
+    assert "lost the connection to dsmexec" not in p.stderr
