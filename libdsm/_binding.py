@@ -212,6 +212,8 @@ def region_view(base, size):
 
 EVENT_KINDS = {lib.DSM_EV_FAULT: "fault", lib.DSM_EV_SERVE: "serve", lib.DSM_EV_SYNC: "sync",
                lib.DSM_EV_LOCK: "lock"}
+SYNC_NAMES = {lib.DSM_COLL_BARRIER: "barrier", **{v: k for k, v in COLLECTIVES.items()}}
+"""A sync event's arg, a DSM_COLL_* number, by name (services/rankreport.py)."""
 
 
 def trace_start(capacity):
@@ -222,11 +224,12 @@ def trace_start(capacity):
 
 def trace_events():
     """(events, dropped): the events recorded, as (kind name, start_ns
-    (CLOCK_MONOTONIC), dur_ns, arg, peer, write) tuples, and how many did not
-    fit in the buffer."""
+    (CLOCK_MONOTONIC), dur_ns, arg, peer, write) tuples (a sync event's arg
+    is the collective's name), and how many did not fit in the buffer."""
     dropped = ffi.new("uint64_t *")
     n = lib.dsm_trace_count(dropped)
     buf = ffi.new("struct dsm_event[]", max(1, n))
     n = lib.dsm_trace_read(buf, n)
-    return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns, e.arg, e.peer, e.write)
-            for e in (buf[i] for i in range(n))], dropped[0]
+    return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns,
+             SYNC_NAMES.get(e.arg, "collective") if e.kind == lib.DSM_EV_SYNC else e.arg,
+             e.peer, e.write) for e in (buf[i] for i in range(n))], dropped[0]

@@ -1,21 +1,16 @@
 """What a rank hands to `dsmexec --trace` / `--stats` at finalize.
 
-dsmexec names a directory in DSM_REPORT_DIR (a DSM_* variable, so it
-reaches ssh and Slurm ranks too; the hosts share the filesystem) and, for
---trace, a buffer size in DSM_TRACE_EVENTS.  At init a rank starts the C
-core's event trace; at finalize it writes ``rank-N.json`` there: its
-counters, the pages it gave up most and its events, with the pair of
-clocks that turns the core's monotonic times into wall-clock times.
-services/report.py merges the files.  Without DSM_REPORT_DIR this does
-nothing.
+services/rankreport.py defines the report (variables, file, fields) for
+both sides.  At init a rank starts the C core's event trace; at finalize
+it writes its counters, the pages it gave up most and its events, with
+the pair of clocks that turns the core's monotonic times into wall-clock
+times.  Without DSM_REPORT_DIR this does nothing.
 """
-import json
 import os
 import time
 
 from libdsm import _binding
-
-DIR_VAR, EVENTS_VAR = "DSM_REPORT_DIR", "DSM_TRACE_EVENTS"
+from libdsm_services.rankreport import DIR_VAR, EVENTS_VAR, rank_document, write_rank
 
 
 class Report:
@@ -38,10 +33,5 @@ class Report:
         if not self.dir:
             return
         events, dropped = _binding.trace_events() if self.capacity else ([], 0)
-        doc = {"rank": self.rank, "host": self.host, "page_size": page_size,
-               "clocks": self.clocks, "stats": stats, "hot_pages": hot_pages,
-               "events": events, "dropped": dropped}
-        path = os.path.join(self.dir, "rank-%d.json" % self.rank)
-        with open(path + ".tmp", "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
-        os.replace(path + ".tmp", path)
+        write_rank(self.dir, rank_document(self.rank, self.host, page_size, self.clocks, stats,
+                                           hot_pages, events, dropped))

@@ -37,7 +37,7 @@ import shutil
 import signal
 import time
 
-from libdsm_services import iomux, machinefile, procs, wire
+from libdsm_services import iomux, machinefile, procs, rankreport, wire
 from libdsm_services.master import Refused
 from libdsm_services.start import (EXIT_LAUNCH, EXIT_TIMEOUT, REGISTER_SLACK, LaunchError,
                                    Options, Rank, Starting, check, local_hosts)
@@ -204,7 +204,8 @@ class Job(Starting):
             rank.finalized = True
         elif msg.type == wire.Message.LOST_PEER:
             rank.lost_peer = True
-            self.accusations[rank.index] = wire.lost_peer(msg.body, len(self.ranks), rank.index)
+            self.accusations[rank.index] = rankreport.lost_peer(msg.body, len(self.ranks),
+                                                                 rank.index)
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
         elif msg.type == wire.Message.FAILED:

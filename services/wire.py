@@ -273,7 +273,7 @@ class Message:
                                it fell silent past DSM_HEARTBEAT_S) and fails
                                because of it.  Written by the C core itself
                                (libdsm/csrc/peer.c), before the failure is
-                               recorded; read it with `lost_peer`.
+                               recorded; services/rankreport.py defines it.
     EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
                                its supervisor (an ssh rank; see services/rank.py)
     STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end
@@ -328,19 +328,6 @@ class Message:
         if length > cls.MAX_BODY:
             raise WireError("control message of %d bytes exceeds %d" % (length, cls.MAX_BODY))
         return cls.decode(header, recv_exact(sock, length, "message body"))
-
-
-LOST_HOW = ("closed", "silent")
-
-
-def lost_peer(body, nranks, accuser):
-    """A LOST_PEER body -> (lost rank, how, text), or None when it names no
-    other rank of the job (then it is no evidence against anyone)."""
-    peer, how = body.get("peer"), body.get("how")
-    if not isinstance(peer, int) or not 0 <= peer < nranks or peer == accuser \
-            or how not in LOST_HOW:
-        return None
-    return peer, how, str(body.get("peer_error", ""))
 
 
 class FirstMessage(Handshake):
