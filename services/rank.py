@@ -66,7 +66,8 @@ class Context:
         self._send_lock = threading.Lock()
 
     def notify(self, type, body=None):
-        """Tell dsmexec something (Message.INIT, FINALIZED, LOST_PEER)."""
+        """Tell dsmexec something (Message.INIT, FINALIZED).  A lost peer is told
+        by the C core itself, on the same connection (services/rankreport.py)."""
         with self._send_lock:
             wire.Message(type, body).to_io(self.master)
 

@@ -14,6 +14,8 @@
 #define DIRECT_MIN 4096         /* payloads this large are sent without a copy */
 #define LOST_PEER 5             /* services/wire.py Message.LOST_PEER */
 
+enum { SEND_OK, SEND_LOST, SEND_NOMEM, SEND_RECORDED };    /* peer.send_failed */
+
 void peer_init(struct peer *p, struct transport *t, int rank, int fd,
                struct loss_report *report)
 {
@@ -122,11 +124,11 @@ void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     core_fail_peer(p->t->core, p->rank, "%s", why);
 }
 
-/* Under txmu: note why a send to p failed, for peer_check; the first
- * reason stays. */
-static void send_failed(struct peer *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void send_failed(struct peer *p, const char *fmt, ...)
+/* Under txmu: note why a send to p failed (SEND_LOST: the connection,
+ * SEND_NOMEM: the outbox), for peer_check; the first reason stays. */
+static void send_failed(struct peer *p, int why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void send_failed(struct peer *p, int why, const char *fmt, ...)
 {
     va_list ap;
     if (__atomic_load_n(&p->send_failed, __ATOMIC_ACQUIRE))
@@ -134,15 +136,19 @@ static void send_failed(struct peer *p, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(p->send_error, sizeof p->send_error, fmt, ap);
     va_end(ap);
-    __atomic_store_n(&p->send_failed, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->send_failed, why, __ATOMIC_RELEASE);
 }
 
 void peer_check(struct peer *p)
 {
-    if (__atomic_load_n(&p->send_failed, __ATOMIC_ACQUIRE) == 1) {
-        __atomic_store_n(&p->send_failed, 2, __ATOMIC_RELAXED);
+    int why = __atomic_load_n(&p->send_failed, __ATOMIC_ACQUIRE);
+    if (why != SEND_LOST && why != SEND_NOMEM)
+        return;
+    __atomic_store_n(&p->send_failed, SEND_RECORDED, __ATOMIC_RELAXED);
+    if (why == SEND_LOST)
         peer_lost(p, "closed", "%s", p->send_error);
-    }
+    else
+        core_fail(p->t->core, "%s", p->send_error);
 }
 
 /* Send to a peer.  A message goes straight onto the socket, behind what
@@ -166,7 +172,7 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
                            __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->txmu);
     if (p->eof || p->shut || p->send_failed) {
-        send_failed(p, "cannot send %s to rank %d: its connection is closed",
+        send_failed(p, SEND_LOST, "cannot send %s to rank %d: its connection is closed",
                     msg_name(m->type), p->rank);
         pthread_mutex_unlock(&p->txmu);
         p->t->ops->wake(p->t);
@@ -176,7 +182,7 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (now || m->len >= DIRECT_MIN) {
         if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
                                 m->len)) < 0) {
-            send_failed(p, "send %s to rank %d: %s", msg_name(m->type), p->rank,
+            send_failed(p, SEND_LOST, "send %s to rank %d: %s", msg_name(m->type), p->rank,
                         strerror(errno));
             pthread_mutex_unlock(&p->txmu);
             p->t->ops->wake(p->t);
@@ -191,15 +197,17 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     sent = sent > MSG_WIRE_SIZE ? sent - MSG_WIRE_SIZE : 0;
     if (m->len > sent)
         oom |= buf_append(&p->tx, (const unsigned char *)payload + sent, m->len - sent);
+    if (oom)
+        send_failed(p, SEND_NOMEM, "out of memory buffering %s for rank %d",
+                    msg_name(m->type), p->rank);
     left = p->tx.off < p->tx.len;
     if (!left)
         p->tx.off = p->tx.len = 0;
     if (p->t->core->heartbeat_ns)
         p->last_tx_ns = now_ns();
     pthread_mutex_unlock(&p->txmu);
-    if (oom)        /* core.mu may be held: the lock-free record is ops's core_fail */
-        core_fail(p->t->core, "out of memory buffering %s for rank %d", msg_name(m->type),
-                  p->rank);
+    if (oom)
+        p->t->ops->wake(p->t);
     return left;
 }
 
@@ -315,7 +323,7 @@ void peer_flush(struct peer *p)
                  MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        send_failed(p, "send to rank %d: %s", p->rank, strerror(errno));
+        send_failed(p, SEND_LOST, "send to rank %d: %s", p->rank, strerror(errno));
         p->tx.off = p->tx.len;
     } else if (n > 0) {
         p->tx.off += (size_t)n;

@@ -38,7 +38,7 @@ struct peer {
     uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
     uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
     struct loss_report *report;
-    int send_failed;            /* a send failed; its reason is in send_error (atomic) */
+    int send_failed;            /* a send failed (SEND_* in peer.c); why: send_error (atomic) */
     char send_error[DSM_ERRLEN];    /* written once, under txmu, before send_failed */
 };
 
@@ -60,8 +60,9 @@ void peer_flush(struct peer *p);
  * and no txmu. */
 void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Comm thread, holding no core.mu: record the loss a failed send noted.
- * A send can fail in any thread, some holding core.mu, so it only notes
- * the failure and wakes the comm thread, which records it here. */
+/* Comm thread, holding no core.mu: record the failure a send noted (the
+ * loss of p's rank, or no memory for its outbox).  A send can fail in any
+ * thread, some holding core.mu, so it only notes the failure and wakes
+ * the comm thread, which records it here. */
 void peer_check(struct peer *p);
 #endif
