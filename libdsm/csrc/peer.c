@@ -77,9 +77,9 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (m->type == DSM_PAGE && m->len)
         __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
                            __ATOMIC_RELAXED);
-    pthread_mutex_lock(&p->txmu);
+    mu_lock(&p->txmu, LK_TX);
     if (p->eof || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         core_fail(p->t->core, "cannot send %s to rank %d: its connection is closed",
                   msg_name(m->type), p->rank);
         return 0;
@@ -88,7 +88,7 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (now || m->len >= DIRECT_MIN) {
         if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
                                 m->len)) < 0) {
-            pthread_mutex_unlock(&p->txmu);
+            mu_unlock(&p->txmu, LK_TX);
             core_fail(p->t->core, "send %s to rank %d: %s", msg_name(m->type), p->rank,
                       strerror(errno));
             return 0;
@@ -107,7 +107,7 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
         p->tx.off = p->tx.len = 0;
     if (p->t->core->heartbeat_ns)
         p->last_tx_ns = now_ns();
-    pthread_mutex_unlock(&p->txmu);
+    mu_unlock(&p->txmu, LK_TX);
     return left;
 }
 
@@ -213,9 +213,9 @@ void peer_read(struct peer *p, int self_finalized)
 void peer_flush(struct peer *p)
 {
     ssize_t n;
-    pthread_mutex_lock(&p->txmu);
+    mu_lock(&p->txmu, LK_TX);
     if (p->tx.off == p->tx.len || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         return;
     }
     do {
@@ -230,6 +230,6 @@ void peer_flush(struct peer *p)
     }
     if (p->tx.off == p->tx.len)
         p->tx.off = p->tx.len = 0;
-    pthread_mutex_unlock(&p->txmu);
+    mu_unlock(&p->txmu, LK_TX);
 }
 
