@@ -6,15 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include "net.h"
 #include "peer.h"
 
 #define RX_CHUNK (64 * 1024)    /* bytes one recv asks for, besides payloads received in place */
 #define DIRECT_MIN 4096         /* payloads this large are sent without a copy */
 #define LOST_PEER 5             /* services/wire.py Message.LOST_PEER */
-
-enum { SEND_OK, SEND_LOST, SEND_NOMEM, SEND_RECORDED };    /* peer.send_failed */
 
 void peer_init(struct peer *p, struct transport *t, int rank, int fd,
                struct loss_report *report)
@@ -124,33 +121,6 @@ void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     core_fail_peer(p->t->core, p->rank, "%s", why);
 }
 
-/* Under txmu: note why a send to p failed (SEND_LOST: the connection,
- * SEND_NOMEM: the outbox), for peer_check; the first reason stays. */
-static void send_failed(struct peer *p, int why, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void send_failed(struct peer *p, int why, const char *fmt, ...)
-{
-    va_list ap;
-    if (__atomic_load_n(&p->send_failed, __ATOMIC_ACQUIRE))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(p->send_error, sizeof p->send_error, fmt, ap);
-    va_end(ap);
-    __atomic_store_n(&p->send_failed, why, __ATOMIC_RELEASE);
-}
-
-void peer_check(struct peer *p)
-{
-    int why = __atomic_load_n(&p->send_failed, __ATOMIC_ACQUIRE);
-    if (why != SEND_LOST && why != SEND_NOMEM)
-        return;
-    __atomic_store_n(&p->send_failed, SEND_RECORDED, __ATOMIC_RELAXED);
-    if (why == SEND_LOST)
-        peer_lost(p, "closed", "%s", p->send_error);
-    else
-        core_fail(p->t->core, "%s", p->send_error);
-}
-
 /* Send to a peer.  A message goes straight onto the socket, behind what
  * the outbox holds, with no copy, when it is `now` (application threads,
  * to save a hand-off) or carries a payload of DIRECT_MIN bytes or more
@@ -170,22 +140,21 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (m->type == DSM_PAGE && m->len)
         __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
                            __ATOMIC_RELAXED);
-    pthread_mutex_lock(&p->txmu);
-    if (p->eof || p->shut || p->send_failed) {
-        send_failed(p, SEND_LOST, "cannot send %s to rank %d: its connection is closed",
-                    msg_name(m->type), p->rank);
-        pthread_mutex_unlock(&p->txmu);
-        p->t->ops->wake(p->t);
+    mu_lock(&p->txmu, LK_TX);
+    if (p->eof || p->shut) {
+        mu_unlock(&p->txmu, LK_TX);
+        peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
+                  msg_name(m->type), p->rank);
         return 0;
     }
     queued = p->tx.len - p->tx.off;
     if (now || m->len >= DIRECT_MIN) {
         if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
                                 m->len)) < 0) {
-            send_failed(p, SEND_LOST, "send %s to rank %d: %s", msg_name(m->type), p->rank,
-                        strerror(errno));
-            pthread_mutex_unlock(&p->txmu);
-            p->t->ops->wake(p->t);
+            int e = errno;
+            mu_unlock(&p->txmu, LK_TX);
+            peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(m->type), p->rank,
+                      strerror(e));
             return 0;
         }
         sent = (size_t)n;
@@ -197,17 +166,15 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     sent = sent > MSG_WIRE_SIZE ? sent - MSG_WIRE_SIZE : 0;
     if (m->len > sent)
         oom |= buf_append(&p->tx, (const unsigned char *)payload + sent, m->len - sent);
-    if (oom)
-        send_failed(p, SEND_NOMEM, "out of memory buffering %s for rank %d",
-                    msg_name(m->type), p->rank);
     left = p->tx.off < p->tx.len;
     if (!left)
         p->tx.off = p->tx.len = 0;
     if (p->t->core->heartbeat_ns)
         p->last_tx_ns = now_ns();
-    pthread_mutex_unlock(&p->txmu);
+    mu_unlock(&p->txmu, LK_TX);
     if (oom)
-        p->t->ops->wake(p->t);
+        core_fail(p->t->core, "out of memory buffering %s for rank %d", msg_name(m->type),
+                  p->rank);
     return left;
 }
 
@@ -313,9 +280,10 @@ void peer_read(struct peer *p, int self_finalized)
 void peer_flush(struct peer *p)
 {
     ssize_t n;
-    pthread_mutex_lock(&p->txmu);
+    int failed = 0;
+    mu_lock(&p->txmu, LK_TX);
     if (p->tx.off == p->tx.len || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         return;
     }
     do {
@@ -323,14 +291,15 @@ void peer_flush(struct peer *p)
                  MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        send_failed(p, SEND_LOST, "send to rank %d: %s", p->rank, strerror(errno));
+        failed = errno;
         p->tx.off = p->tx.len;
     } else if (n > 0) {
         p->tx.off += (size_t)n;
     }
     if (p->tx.off == p->tx.len)
         p->tx.off = p->tx.len = 0;
-    pthread_mutex_unlock(&p->txmu);
-    peer_check(p);
+    mu_unlock(&p->txmu, LK_TX);
+    if (failed)
+        peer_lost(p, "closed", "send to rank %d: %s", p->rank, strerror(failed));
 }
 

@@ -38,8 +38,6 @@ struct peer {
     uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
     uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
     struct loss_report *report;
-    int send_failed;            /* a send failed (SEND_* in peer.c); why: send_error (atomic) */
-    char send_error[DSM_ERRLEN];    /* written once, under txmu, before send_failed */
 };
 
 /* Before use: the connection to `rank` over fd (not yet prepared). */
@@ -56,13 +54,8 @@ void peer_read(struct peer *p, int self_finalized);
 /* Comm thread: write as much of the outbox as the socket takes. */
 void peer_flush(struct peer *p);
 /* The rank of p is lost (how: "closed" or "silent"): report it to dsmexec
- * and record the failure (core_fail_peer).  The caller holds no core.mu
- * and no txmu. */
+ * and record the failure (core_fail_peer, which takes no lock).  Any
+ * thread but one holding p's txmu. */
 void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Comm thread, holding no core.mu: record the failure a send noted (the
- * loss of p's rank, or no memory for its outbox).  A send can fail in any
- * thread, some holding core.mu, so it only notes the failure and wakes
- * the comm thread, which records it here. */
-void peer_check(struct peer *p);
 #endif

@@ -215,7 +215,7 @@ static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
     int rc = DSM_OK;
     if (n == 1 && c->pages[first].prot == prot)
         return DSM_OK;
-    pthread_mutex_lock(&r->mu);
+    mu_lock(&r->mu, LK_REGION);
     runs = r->runs - edges(c, first, n) + edges_if(c, first, n, prot);
     if (runs > r->run_budget) {
         rc = over_budget(err, first, runs, r->run_budget);
@@ -232,7 +232,7 @@ static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
         c->stats.vma_runs = runs;
         core_record_prot(c, first, n, prot);
     }
-    pthread_mutex_unlock(&r->mu);
+    mu_unlock(&r->mu, LK_REGION);
     return rc;
 }
 
