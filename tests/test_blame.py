@@ -9,6 +9,9 @@ verdict (status 1, "declared dead") for a rank that cannot say anything.
 """
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,35 @@ def test_a_connection_reset_in_an_allreduce_ends_the_job_naming_the_rank(tmp_pat
         assert re.search(r"^\[rank %d\] libdsm\.errors\.PeerError: rank %d on host localhost: "
                          r".*rank 2\b" % (r, r), p.stderr, re.M), p.stderr
     assert "lost the connection to dsmexec" not in p.stderr
+
+
+@pytest.fixture(scope="module")
+def lockcheck_tree(tmp_path_factory):
+    """A copy of the package whose core is built with -DDSM_LOCKCHECK: every lock
+    taken out of ground.h's order aborts the rank."""
+    tree = tmp_path_factory.mktemp("lockcheck")
+    skip = shutil.ignore_patterns("*.so", "*.o", "_core.c", "__pycache__")
+    for d, name in (("libdsm", "libdsm"), ("services", "libdsm_services")):
+        shutil.copytree(os.path.join(ROOT, d), tree / name, ignore=skip)
+    shutil.copy(os.path.join(ROOT, "dsmexec.py"), tree / "dsmexec.py")
+    shutil.copytree(os.path.join(ROOT, "tests"), tree / "tests",
+                    ignore=shutil.ignore_patterns("*.pyc", "__pycache__", "sim"))
+    subprocess.run([sys.executable, os.path.join("libdsm", "_build.py")], cwd=tree, check=True,
+                   capture_output=True, timeout=300, env=dict(os.environ, DSM_LOCKCHECK="1"))
+    core = [f for f in os.listdir(tree / "libdsm") if f.startswith("_core") and f.endswith(".so")]
+    assert b"lock order" in (tree / "libdsm" / core[0]).read_bytes()     # the check is in
+    return tree
+
+
+@pytest.mark.timeout(400)
+def test_the_reset_in_an_allreduce_keeps_the_lock_order(tmp_path, lockcheck_tree):
+    # The failing send runs under core.mu on the comm thread: recording and
+    # reporting the loss there must take no lock out of order.
+    p = run(tmp_path, 3, str(lockcheck_tree / "tests" / "failure_prog.py"), "reset", "--rank", "2",
+            "--dir", str(tmp_path), cwd=str(lockcheck_tree),
+            dsmexec=str(lockcheck_tree / "dsmexec.py"))
+    assert p.returncode == 3, p.stderr
+    assert "libdsm: lock order" not in p.stderr, p.stderr
+    for r in (0, 1):
+        assert re.search(r"^\[rank %d\] libdsm\.errors\.PeerError: .*rank 2\b" % r, p.stderr,
+                         re.M), p.stderr
