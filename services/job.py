@@ -12,23 +12,15 @@ dsmexec's stdin goes to rank 0 (over its connection, as STDIN messages,
 once every rank registered; see services/rank.py); the other ranks read
 /dev/null.
 
-Blame goes by evidence, never by timing.  A rank whose core lost a peer
-says which (LOST_PEER, written by the C core itself: libdsm/csrc/peer.h)
-and is not to blame; the rank it names is, following the chain should
-that one have named another.  A rank that lost a peer to silence (the
-heartbeat's verdict) names a rank that may be stopped or cut off: it is
-killed and blamed with status 1.  Otherwise the blamed rank's own status
-is the job's.  Ranks that end with no accusation are judged killed by a
-signal first, then in the order they were reaped, then by number.
+Whom to blame goes by what the ranks said, never by timing (services/blame.py).
 
 Teardown is bounded: ranks still inside libdsm get FAILING_GRACE s to end
-by themselves with their own error; then close the master connections
+by themselves with their own error; then the master connections close
 (every rank exits by itself when its connection closes), after CLOSE_GRACE
 s SIGTERM to each rank's process group, after TERM_GRACE s more SIGKILL;
-then reap.  The ssh
-control masters (ranks on one host share a connection) are stopped after
-the ranks, and their private directory is removed (by a `procs.Janitor`
-if dsmexec itself is killed).
+then reap.  The ssh control masters (ranks on one host share a connection)
+are stopped after the ranks, and their private directory is removed (by a
+`procs.Janitor` if dsmexec itself is killed).
 """
 import base64
 import functools
@@ -37,7 +29,7 @@ import shutil
 import signal
 import time
 
-from libdsm_services import iomux, machinefile, procs, rankreport, wire
+from libdsm_services import blame, iomux, machinefile, procs, wire
 from libdsm_services.master import Refused
 from libdsm_services.start import (EXIT_LAUNCH, EXIT_TIMEOUT, REGISTER_SLACK, LaunchError,
                                    Options, Rank, Starting, check, local_hosts)
@@ -50,12 +42,10 @@ DRAIN_GRACE = 1.0
 CLOSE_GRACE = 2.0
 """Seconds ranks get to exit by themselves once their connections closed."""
 FAILING_GRACE = 4.0
-"""Seconds the ranks still inside libdsm get, after a failure, to end by themselves with
-their own error (a PeerError naming the lost rank) before their connections close (their
-watch thread would end them at once, mid-traceback).  Twice the core's self-fencing time
-(FENCE_NS in libdsm/csrc/comm.c, 2 s), so a rank stuck in C ends itself first and says
-why.  It serves their output; blame does not depend on it: the teardown goes on as soon
-as they all ended."""
+"""Seconds the ranks inside libdsm get, after a failure, to end by themselves with their
+own error (a PeerError naming the lost rank) before their connections close; twice the
+core's self-fencing (FENCE_NS, comm.c), so a rank stuck in C ends itself and says why.
+It serves their output, not blame; the teardown goes on as soon as they all ended."""
 MAX_WAIT = 0.5
 
 
@@ -91,7 +81,7 @@ class Job(Starting):
         self.exit_code = None
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
-        self.accusations = {}       # rank index -> (lost rank, how, text), in arrival order
+        self.evidence = blame.Evidence(len(self.ranks))
         self.culprit = None         # the rank an accusation named, judged when it ends
         self.lost_by = None         # (accuser, its text) of the culprit
         self.waits = True           # the teardown waits for ranks failing by themselves
@@ -204,8 +194,7 @@ class Job(Starting):
             rank.finalized = True
         elif msg.type == wire.Message.LOST_PEER:
             rank.lost_peer = True
-            self.accusations[rank.index] = rankreport.lost_peer(msg.body, len(self.ranks),
-                                                                 rank.index)
+            self.evidence.lost_peer(rank.index, msg.body)
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
         elif msg.type == wire.Message.FAILED:
@@ -214,28 +203,18 @@ class Job(Starting):
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
     def _resolve(self):
-        """Name the culprit from the accusations (module docstring): from the first,
-        follow who lost whom to a rank that lost nobody; in a circle, the first named."""
+        """Once an accusation names the culprit (services/blame.py), it is to blame;
+        one declared dead (silent) that still runs is killed."""
         if self.culprit is not None or self.teardown is not None:
             return
-        for accuser, accusation in self.accusations.items():
-            if accusation is None:
-                continue                # a rank that failed, blaming no one rank
-            seen, (peer, how, text) = {accuser}, accusation
-            while self.accusations.get(peer) and peer not in seen:
-                seen.add(peer)
-                accuser, (peer, how, text) = peer, self.accusations[peer]
-            if peer in seen:
-                accuser, (peer, how, text) = next(iter(seen)), accusation
-            self._accuse(self.ranks[peer], accuser, how, text)
+        named = self.evidence.culprit()
+        if named is None:
             return
-
-    def _accuse(self, culprit, accuser, how, text):
-        """culprit is to blame; one declared dead (silent) that still runs is killed."""
-        self.culprit, self.lost_by = culprit, (accuser, text)
-        if how == "silent" and culprit.exited_at is None:
+        culprit = self.culprit = self.ranks[named.peer]
+        self.lost_by = (named.accuser, named.text)
+        if named.how == "silent" and culprit.exited_at is None:
             self._fail(EXIT_LAUNCH, "%s declared dead by rank %d: %s; killed it"
-                       % (culprit.label(), accuser, text))
+                       % (culprit.label(), named.accuser, named.text))
             if culprit.proc:
                 culprit.proc.signal_group(signal.SIGKILL)
         else:
@@ -282,13 +261,8 @@ class Job(Starting):
             if r.proc and r.exited_at is None and r.proc.poll() is not None:
                 r.exited_at = now
         self._resolve()
-        # Judge by evidence: a rank that said it lost a peer last (it waits for the
-        # culprit it named), one killed by a signal first; then in the order they were
-        # reaped (ranks reaped in one poll share a time), then by number.
-        ended = sorted((r for r in self.ranks if not r.judged and r.exited_at is not None),
-                       key=lambda r: (r.lost_peer, self._signal(r) is None, r.exited_at,
-                                      r.index))
-        for r in ended:
+        for r in blame.judge_order(r for r in self.ranks
+                                   if not r.judged and r.exited_at is not None):
             grace_over = now >= r.exited_at + DRAIN_GRACE
             waiting = r.lost_peer and self.teardown is None     # no culprit yet
             if not grace_over and (waiting or not self._drained(r)):
@@ -309,13 +283,6 @@ class Job(Starting):
     def _drained(self, rank):
         return not rank.streams and rank.index not in self.master.conns
 
-    @staticmethod
-    def _signal(rank):
-        """The signal that killed rank, if one did (ssh ranks: as their supervisor says)."""
-        if rank.reported and rank.reported[0] == rank.proc.status:
-            return rank.reported[1]         # what ssh's own status cannot tell
-        return rank.proc.signal
-
     def _judge(self, rank):
         """A rank ended and its output is out: was it a failure?  The culprit an
         accusation named decides the exit status here, with its own."""
@@ -323,16 +290,16 @@ class Job(Starting):
             self._end_stream(rank, fd)
         rank.judged = True
         status, culprit = rank.proc.status, rank is self.culprit
-        why = " (rank %d lost it: %s)" % self.lost_by if culprit else ""
         if status != 0:
-            self._fail(status, "%s %s%s" % (rank.label(), procs.describe(status, self._signal(rank)),
-                                             why), culprit)
+            what = procs.describe(status, blame.signal_of(rank))
         elif rank.init and not rank.finalized:
-            self._fail(EXIT_LAUNCH, "%s exited without calling finalize()%s" % (rank.label(), why),
-                       culprit)
+            status, what = EXIT_LAUNCH, "exited without calling finalize()"
         elif culprit:
-            self._fail(EXIT_LAUNCH, "%s ended while another rank needed it%s" % (rank.label(), why),
-                       culprit)
+            status, what = EXIT_LAUNCH, "ended while another rank needed it"
+        else:
+            return
+        why = " (rank %d lost it: %s)" % self.lost_by if culprit else ""
+        self._fail(status, "%s %s%s" % (rank.label(), what, why), culprit)
 
     def _fail(self, status, message, culprit=False, waits=True):
         """The first failure sets the exit status and starts the teardown; later ones are
@@ -364,9 +331,8 @@ class Job(Starting):
                  functools.partial(self._signal_all, signal.SIGKILL))]
 
     def _failing(self):
-        """Ranks running inside libdsm (init, no finalize, or said they lost a peer), but
-        for the culprit: they find the failure through their peers and end with their
-        own error."""
+        """Ranks running inside libdsm (init, no finalize, or said they lost a peer) but
+        the culprit: they find the failure through their peers, and say so."""
         if self.signalled or not self.waits:
             return []
         return [r for r in self.ranks if (r.lost_peer or r.init and not r.finalized)

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from dsmrun import ROOT, run
+from libdsm_services import blame
 
 PROG = os.path.join(ROOT, "tests", "failure_prog.py")
 HEARTBEAT_S = 2
@@ -25,6 +26,31 @@ pytestmark = pytest.mark.timeout(120)
 def verdicts(err):
     """dsmexec's own lines about ranks ("dsmexec: rank N ...")."""
     return re.findall(r"^dsmexec: (rank \d+ .*)$", err, re.M)
+
+
+def lost(peer, how="closed"):
+    return {"peer": peer, "how": how, "peer_error": "rank %d went away" % peer}
+
+
+def test_blame_follows_who_lost_whom_to_a_rank_that_lost_nobody():
+    e = blame.Evidence(4)
+    assert e.culprit() is None
+    e.lost_peer(3, lost(1))             # 3 lost 1, but 1 had lost 2 first
+    e.lost_peer(1, lost(2, "silent"))
+    e.lost_peer(0, {"peer_error": "no rank named"})     # no evidence against anyone
+    assert e.culprit() == blame.Accusation(1, 2, "silent", "rank 2 went away")
+    for bad in ({"peer": 0, "how": "closed"}, {"peer": 9, "how": "closed"},
+                {"peer": 2, "how": "maybe"}, {"peer": "2", "how": "closed"}):
+        e = blame.Evidence(4)
+        e.lost_peer(0, bad)             # itself, no such rank, no such way, not a number
+        assert e.culprit() is None, bad
+
+
+def test_in_a_circle_of_losses_the_first_named_is_blamed():
+    e = blame.Evidence(3)
+    e.lost_peer(0, lost(1))
+    e.lost_peer(1, lost(0))
+    assert e.culprit().peer == 1
 
 
 def test_a_rank_killed_by_sigkill_is_named_with_status_137(tmp_path):
