@@ -52,12 +52,18 @@ def _check(rc, err):
         return
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
-        peer = lib.dsm_failed_peer()
-        peer = None if peer < 0 else peer
+        peer = failed_peer()
         raise errors.PeerError(_with_host(what, peer), peer=peer, **_where)
     if rc == lib.DSM_ESYS:
         raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
+
+
+def failed_peer():
+    """The rank whose loss failed the job (the core's record), or None: not
+    failed, or no one rank to blame."""
+    peer = lib.dsm_failed_peer()
+    return None if peer < 0 else peer
 
 
 def _with_host(what, peer):

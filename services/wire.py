@@ -27,7 +27,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1      # 1.1: STDIN, FAILED
+PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: LOST_PEER names the rank, from the core
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 

@@ -15,11 +15,12 @@ others go on inside libdsm, where they find the loss themselves:
           rank 0 once it waits in the allreduce, rank 2 (seeing it stopped)
           sends its part and exits 3 with its connection to rank 0 set to
           reset (SO_LINGER 0), and rank 1 lets rank 0 go on once rank 2 is
-          gone
+          gone and rank 0's kernel took the reset
   wait    R loops on barriers (the others' link to it is cut by the test)
 
 The loops run --rounds times at most; a rank that ends them prints
 ``survived`` (a test that sees it has found a failure nobody noticed).
+A rank that gets a PeerError prints its fields: ``PeerError peer=P rank=R``.
 """
 import argparse
 import os
@@ -81,6 +82,15 @@ def proc_state(pid, tid=None):
         return "gone", ""
 
 
+def connected(local_port, remote_port):
+    """Whether the kernel still has a TCP connection between these ports (one that
+    a reset closed is gone from /proc/net/tcp)."""
+    ends = ":%04X" % local_port, ":%04X" % remote_port
+    with open("/proc/net/tcp") as f:
+        return any(line.split()[1].endswith(ends[0]) and line.split()[2].endswith(ends[1])
+                   for line in list(f)[1:])
+
+
 def sent_to_rank0(ctx, started):
     """Wait until the 4 KiB this rank is about to send rank 0 reached its kernel."""
     s = socket_to(ctx, 0)
@@ -90,13 +100,14 @@ def sent_to_rank0(ctx, started):
     return s
 
 
-def rank1_conductor(ctx, pids, flag, started):
+def rank1_conductor(ctx, pids, ports, flag, started):
     """Rank 1's side thread: see the module docstring (reset)."""
     sent_to_rank0(ctx, started)
     until(lambda: os.path.exists(flag) and proc_state(pids[0])[0] == "S"
           and proc_state(pids[0])[1].startswith("futex"))
     os.kill(pids[0], signal.SIGSTOP)
     until(lambda: proc_state(pids[2])[0] in ("Z", "gone"))
+    until(lambda: not connected(ctx.table[0][1], ports[2]))    # rank 0's kernel took the reset
     os.kill(pids[0], signal.SIGCONT)
 
 
@@ -113,13 +124,17 @@ def reset(dsm, a):
     from libdsm_services import rank
     ctx = rank.CONTEXT
     pids = dsm.allgather(os.getpid())
+    if dsm.rank:
+        with socket_to(ctx, 0) as s:
+            port = s.getsockname()[1]
+    ports = dsm.allgather(port if dsm.rank else None)
     flag = os.path.join(a.dir, "rank0-in-allreduce")
     x = np.full(512, dsm.rank, dtype="float64")       # 4 KiB
     started = threading.Event()
     if dsm.rank == 0:
         open(flag, "w").close()
     elif dsm.rank == 1:
-        side = threading.Thread(target=rank1_conductor, args=(ctx, pids, flag, started))
+        side = threading.Thread(target=rank1_conductor, args=(ctx, pids, ports, flag, started))
     else:
         until(lambda: proc_state(pids[0])[0] == "T")
         side = threading.Thread(target=rank2_reset, args=(ctx, started), daemon=True)
@@ -150,15 +165,19 @@ def main():
         os.kill(os.getpid(), signal.SIGKILL)
     if a.scenario == "stop" and me:
         os.kill(os.getpid(), signal.SIGSTOP)
-    if a.scenario == "stop":
-        theirs = [pg for pg in range(pages) if dsm.page_home(pg) == a.rank]
-        for i in range(a.rounds):
-            dsm.mem[theirs[i % len(theirs)] * dsm.page_size] = i & 0xFF
-    elif a.scenario == "reset":
-        reset(dsm, a)
-    else:
-        for _ in range(a.rounds):
-            dsm.barrier()
+    try:
+        if a.scenario == "stop":
+            theirs = [pg for pg in range(pages) if dsm.page_home(pg) == a.rank]
+            for i in range(a.rounds):
+                dsm.mem[theirs[i % len(theirs)] * dsm.page_size] = i & 0xFF
+        elif a.scenario == "reset":
+            reset(dsm, a)
+        else:
+            for _ in range(a.rounds):
+                dsm.barrier()
+    except libdsm.PeerError as e:
+        print("PeerError peer=%s rank=%s" % (e.peer, e.rank), flush=True)
+        raise
     print("survived", flush=True)
     dsm.finalize()
 

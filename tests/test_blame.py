@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from dsmrun import ROOT, run
+from dsmrun import ROOT, rank_lines, run
 from libdsm_services import blame
 
 PROG = os.path.join(ROOT, "tests", "failure_prog.py")
@@ -60,6 +60,9 @@ def test_a_rank_killed_by_sigkill_is_named_with_status_137(tmp_path):
     assert got and got[0].startswith("rank 2 (host localhost, line 3) was killed by signal 9 "
                                      "(SIGKILL)"), p.stderr
     assert "survived" not in p.stdout
+    # the ranks that saw it go got it as a field: PeerError.peer, from dsm_failed_peer()
+    assert rank_lines(p.stdout, "PeerError") == {
+        r: "PeerError peer=2 rank=%d" % r for r in (0, 1, 3)}, p.stdout
 
 
 def test_a_stopped_rank_is_named_by_the_heartbeat_while_the_others_fault(tmp_path):
@@ -90,6 +93,9 @@ def test_a_connection_reset_in_an_allreduce_ends_the_job_naming_the_rank(tmp_pat
         assert re.search(r"^\[rank %d\] libdsm\.errors\.PeerError: rank %d on host localhost: "
                          r".*rank 2\b" % (r, r), p.stderr, re.M), p.stderr
     assert "lost the connection to dsmexec" not in p.stderr
+    # rank 0's was raised in the allreduce (rank 1's may come from finalize:
+    # its part of the allreduce may have been done before it saw the loss)
+    assert rank_lines(p.stdout, "PeerError").get(0) == "PeerError peer=2 rank=0", p.stdout
 
 
 @pytest.fixture(scope="module")
