@@ -116,9 +116,10 @@ def barrier_loop(dsm, a):
 
 def stuck(dsm, a):
     """Rank 0 sits in one GIL-holding C call for --busy seconds while the
-    others loop on barriers (a test stops one of them)."""
-    print("pid=%d" % os.getpid(), flush=True)
+    others loop on barriers (a test stops one of them).  Each rank prints
+    its pid past the barrier: rank 0 then goes straight into the call."""
     dsm.barrier()
+    print("pid=%d" % os.getpid(), flush=True)
     if dsm.rank == 0:
         ctypes.PyDLL(None).sleep(int(a.busy))
         print("stuck rank 0 came back")
