@@ -20,6 +20,9 @@ from libdsm_services import blame
 
 PROG = os.path.join(ROOT, "tests", "failure_prog.py")
 HEARTBEAT_S = 2
+NO_FENCE = {"DSM_HEARTBEAT_S": "0"}
+"""No heartbeat, so no self-fencing 2 s after a loss: on a loaded machine a rank may
+need longer to raise its PeerError and print it (a closed connection is found at once)."""
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -54,9 +57,7 @@ def test_in_a_circle_of_losses_the_first_named_is_blamed():
 
 
 def test_a_rank_killed_by_sigkill_is_named_with_status_137(tmp_path):
-    # No heartbeat, so no self-fencing 2 s after the loss: on a loaded machine the
-    # others may need longer to raise their PeerError and print it.
-    p = run(tmp_path, 4, PROG, "kill", "--rank", "2", env={"DSM_HEARTBEAT_S": "0"})
+    p = run(tmp_path, 4, PROG, "kill", "--rank", "2", env=NO_FENCE)
     assert p.returncode == 137, p.stderr
     got = verdicts(p.stderr)
     assert got and got[0].startswith("rank 2 (host localhost, line 3) was killed by signal 9 "
@@ -85,8 +86,7 @@ def test_a_connection_reset_in_an_allreduce_ends_the_job_naming_the_rank(tmp_pat
     # rank 2 just after rank 2's reset came (failure_prog.py arranges it).  It
     # must end by itself with a PeerError naming rank 2, not hang on its own
     # lock until dsmexec's teardown ends it.
-    p = run(tmp_path, 3, PROG, "reset", "--rank", "2", "--dir", str(tmp_path),
-            env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S)})
+    p = run(tmp_path, 3, PROG, "reset", "--rank", "2", "--dir", str(tmp_path), env=NO_FENCE)
     assert p.returncode == 3, p.stderr
     got = verdicts(p.stderr)
     assert got and got[0].startswith("rank 2 (host localhost, line 3) exited with status 3"), \
@@ -123,7 +123,7 @@ def test_the_reset_in_an_allreduce_keeps_the_lock_order(tmp_path, lockcheck_tree
     # The failing send runs under core.mu on the comm thread: recording and
     # reporting the loss there must take no lock out of order.
     p = run(tmp_path, 3, str(lockcheck_tree / "tests" / "failure_prog.py"), "reset", "--rank", "2",
-            "--dir", str(tmp_path), cwd=str(lockcheck_tree),
+            "--dir", str(tmp_path), env=NO_FENCE, cwd=str(lockcheck_tree),
             dsmexec=str(lockcheck_tree / "dsmexec.py"))
     assert p.returncode == 3, p.stderr
     assert "libdsm: lock order" not in p.stderr, p.stderr
