@@ -1,8 +1,6 @@
 """The only module that touches the compiled cffi module (`libdsm._core`).
 
 Every C return code is checked here and becomes a typed exception."""
-import re
-
 from libdsm import errors
 from libdsm._version import __version__
 
@@ -54,30 +52,28 @@ def _check(rc, err):
         return
     what = ffi.string(err).decode(errors="replace")
     if rc == lib.DSM_EPEER:
-        what = _with_host(what)
-        _tell_launcher_peer_lost(what)
+        peer = failed_peer()
+        raise errors.PeerError(_with_host(what, peer), peer=peer, **_where)
     if rc == lib.DSM_ESYS:
         raise errors.SystemCallError(what, errno=lib.dsm_last_errno(), **_where)
     raise _ERRORS.get(rc, errors.DsmError)(what, **_where)
 
 
-def _with_host(what):
+def failed_peer():
+    """The rank whose loss failed the job (the core's record), or None: not
+    failed, or no one rank to blame."""
+    peer = lib.dsm_failed_peer()
+    return None if peer < 0 else peer
+
+
+def _with_host(what, peer):
     """'rank 1 sent nothing...' -> 'rank 1 on host h sent nothing...': the
-    core knows ranks only by number."""
-    m = re.match(r"rank (\d+) ", what)
-    if not m or int(m.group(1)) >= len(_hosts):
+    core knows ranks only by number.  The lost rank (`peer`) tells which;
+    dsmexec learnt it from the core itself (the LOST_PEER message, peer.h)."""
+    lead = "rank %d " % peer if peer is not None else None
+    if lead is None or peer >= len(_hosts) or not what.startswith(lead):
         return what
-    return "rank %s on host %s %s" % (m.group(1), _hosts[int(m.group(1))], what[m.end():])
-
-
-def _tell_launcher_peer_lost(what):
-    """Let dsmexec blame the rank that failed first, not this one."""
-    from libdsm_services import rank, wire
-    if rank.CONTEXT is not None:
-        try:
-            rank.CONTEXT.notify(wire.Message.LOST_PEER, {"peer_error": what})
-        except OSError:
-            pass                # dsmexec is gone too; nothing to tell
+    return "rank %d on host %s %s" % (peer, _hosts[peer], what[len(lead):])
 
 
 def page_size():
@@ -222,6 +218,8 @@ def region_view(base, size):
 
 EVENT_KINDS = {lib.DSM_EV_FAULT: "fault", lib.DSM_EV_SERVE: "serve", lib.DSM_EV_SYNC: "sync",
                lib.DSM_EV_LOCK: "lock"}
+SYNC_NAMES = {lib.DSM_COLL_BARRIER: "barrier", **{v: k for k, v in COLLECTIVES.items()}}
+"""A sync event's arg, a DSM_COLL_* number, by name (services/rankreport.py)."""
 
 
 def trace_start(capacity):
@@ -232,14 +230,15 @@ def trace_start(capacity):
 
 def trace_events():
     """(events, dropped): the events recorded, as (kind name, start_ns
-    (CLOCK_MONOTONIC), dur_ns, arg, peer, write) tuples, and how many did not
-    fit in the buffer."""
+    (CLOCK_MONOTONIC), dur_ns, arg, peer, write) tuples (a sync event's arg
+    is the collective's name), and how many did not fit in the buffer."""
     dropped = ffi.new("uint64_t *")
     n = lib.dsm_trace_count(dropped)
     buf = ffi.new("struct dsm_event[]", max(1, n))
     n = lib.dsm_trace_read(buf, n)
-    return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns, e.arg, e.peer, e.write)
-            for e in (buf[i] for i in range(n))], dropped[0]
+    return [(EVENT_KINDS.get(e.kind, "?"), e.start_ns, e.dur_ns,
+             SYNC_NAMES.get(e.arg, "collective") if e.kind == lib.DSM_EV_SYNC else e.arg,
+             e.peer, e.write) for e in (buf[i] for i in range(n))], dropped[0]
 
 
 FOREVER_MS = 0xFFFFFFFF             # a timeout_ms meaning no limit

@@ -4,7 +4,8 @@
 The package version (libdsm/_version.py) is stamped into the compiled core,
 and `_binding` checks the stamp at import.  DSM_RING_CAP=n in the
 environment builds a core whose ring to the comm thread holds n messages
-(the tests build a tiny one to drive the ring-full path).
+(the tests build a tiny one to drive the ring-full path).  DSM_LOCKCHECK=1
+builds a core that checks the lock order of ground.h at every take.
 """
 import os
 import re
@@ -29,6 +30,8 @@ def macros():
     defs = [("DSM_BUILD_VERSION", '"%s"' % package_version())]
     if os.environ.get("DSM_RING_CAP"):
         defs.append(("DSM_RING_CAP", str(int(os.environ["DSM_RING_CAP"]))))
+    if os.environ.get("DSM_LOCKCHECK"):
+        defs.append(("DSM_LOCKCHECK", "1"))
     return defs
 
 

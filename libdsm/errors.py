@@ -38,7 +38,14 @@ class MappingLimitError(DsmError, MemoryError):
 
 
 class PeerError(DsmError, ConnectionError):
-    """A peer rank was lost, refused us, or broke the protocol."""
+    """A peer rank was lost, refused us, or broke the protocol.  `.peer` is
+    the rank whose loss it is (the core's own record, dsm_failed_peer()),
+    None when no one rank is to blame; `.rank` is this rank, as for every
+    DsmError."""
+
+    def __init__(self, what, rank=None, host=None, peer=None):
+        DsmError.__init__(self, what, rank, host)
+        self.peer = peer
 
 
 class StateError(DsmError, RuntimeError):

@@ -3,8 +3,10 @@
 In the source tree this is the directory services/; installed, it is the
 package ``libdsm_services`` (pyproject.toml maps it; the symlink
 libdsm_services -> services makes the same name work from a checkout), so
-every import says ``libdsm_services``.  Nothing here imports libdsm;
-libdsm imports `libdsm_services.wire` and `libdsm_services.rank`.
+every import says ``libdsm_services``.  Nothing here imports libdsm
+(tests/test_layering.py checks it); libdsm imports the leaf modules
+`wire`, `meshwire` and `rankreport` (stdlib only), and `rank` for the
+job a rank was started in.
 """
 import importlib.util
 import os

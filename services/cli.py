@@ -12,6 +12,7 @@ libdsm_services.main, which checks the interpreter first.
 import argparse
 import os
 import re
+import subprocess
 import sys
 from typing import NamedTuple, Optional
 
@@ -52,13 +53,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(1)
 
 
-def versions():
-    """The versioned pieces: the launcher, the wire protocol, the C core."""
-    try:
-        from libdsm import _binding
-        core = "%d.%d" % _binding.core_version()
-    except ImportError as e:
-        core = "not built (%s)" % e
+CORE_VERSION = ("from libdsm import _binding\n"
+                "print('%d.%d' % _binding.core_version())")
+"""Asked of a child interpreter: the launcher never imports libdsm (services/__init__.py)."""
+
+
+def versions(python=sys.executable):
+    """The versioned pieces: the launcher, the wire protocol, the C core (as
+    python, the ranks' interpreter, finds it)."""
+    p = subprocess.run([python, "-c", CORE_VERSION], capture_output=True, text=True)
+    last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    core = p.stdout.strip() if p.returncode == 0 else "not built (%s)" % last
     return ("dsmexec %s\nwire protocol %d.%d\nC core %s\n"
             % (version(), wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR, core))
 

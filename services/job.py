@@ -12,22 +12,24 @@ dsmexec's stdin goes to rank 0 (over its connection, as STDIN messages,
 once every rank registered; see services/rank.py); the other ranks read
 /dev/null.
 
-Teardown is bounded: close the master connections (every rank exits by
-itself when its connection closes), after CLOSE_GRACE s SIGTERM to each
-rank's process group, after TERM_GRACE s more SIGKILL; then reap.  The ssh
-control masters (ranks on one host share a connection) are stopped after
-the ranks, and their private directory is removed (by a `procs.Janitor`
-if dsmexec itself is killed).
+Whom to blame goes by what the ranks said, never by timing (services/blame.py).
+
+Teardown is bounded: ranks still inside libdsm get FAILING_GRACE s to end
+by themselves with their own error; then the master connections close
+(every rank exits by itself when its connection closes), after CLOSE_GRACE
+s SIGTERM to each rank's process group, after TERM_GRACE s more SIGKILL;
+then reap.  The ssh control masters (ranks on one host share a connection)
+are stopped after the ranks, and their private directory is removed (by a
+`procs.Janitor` if dsmexec itself is killed).
 """
 import base64
 import functools
 import os
-import re
 import shutil
 import signal
 import time
 
-from libdsm_services import iomux, machinefile, procs, stacks, wire
+from libdsm_services import blame, iomux, machinefile, procs, stacks, wire
 from libdsm_services.master import Refused
 from libdsm_services.start import (EXIT_LAUNCH, EXIT_TIMEOUT, REGISTER_SLACK, LaunchError,
                                    Options, Rank, Starting, check, local_hosts)
@@ -39,12 +41,11 @@ DRAIN_GRACE = 1.0
 """Seconds to wait for a dead rank's output and connection to close."""
 CLOSE_GRACE = 2.0
 """Seconds ranks get to exit by themselves once their connections closed."""
-FAILING_GRACE = 2.0
-"""Seconds a rank failing because another failed gets to finish its traceback before
-its connection closes (its watch thread would end it at once)."""
-REPORT_WINDOW = 0.2
-"""Seconds after a failure before the connections close, even with no rank failing
-because of it yet: the ranks it takes down say so (LOST_PEER) just after it."""
+FAILING_GRACE = 4.0
+"""Seconds the ranks inside libdsm get, after a failure, to end by themselves with their
+own error (a PeerError naming the lost rank) before their connections close; twice the
+core's self-fencing (FENCE_NS, comm.c), so a rank stuck in C ends itself and says why.
+It serves their output, not blame; the teardown goes on as soon as they all ended."""
 MAX_WAIT = 0.5
 
 
@@ -81,7 +82,11 @@ class Job(Starting):
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
         self.stacks = None          # stacks.Wait while the ranks print their stacks
-        self.report_until = None    # no closing before then (REPORT_WINDOW)
+        self.evidence = blame.Evidence(len(self.ranks))
+        self.culprit = None         # the rank an accusation named, judged when it ends
+        self.lost_by = None         # (accuser, its text) of the culprit
+        self.waits = True           # the teardown waits for ranks failing by themselves
+        self.decided = False        # the exit status and its message are out
         self.register_deadline = None
         self.control_dir = None     # the private directory of the ssh control sockets
         self.janitor = None         # procs.Janitor of control_dir
@@ -194,7 +199,7 @@ class Job(Starting):
             rank.finalized = True
         elif msg.type == wire.Message.LOST_PEER:
             rank.lost_peer = True
-            self._blame_dead(rank, (msg.body or {}).get("peer_error", ""))
+            self.evidence.lost_peer(rank.index, msg.body)
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
         elif msg.type == wire.Message.FAILED:
@@ -202,16 +207,23 @@ class Job(Starting):
         else:
             self.log("%s: unexpected %r ignored" % (rank.label(), msg))
 
-    def _blame_dead(self, victim, text):
-        """A peer declared dead (silent past DSM_HEARTBEAT_S) is the culprit;
-        it may be stopped or wedged, so it is killed rather than asked."""
-        m = re.match(r"rank (\d+) .*declared dead", text)
-        dead = self.ranks[int(m.group(1))] if m and int(m.group(1)) < len(self.ranks) else None
-        if dead is not None and dead.exited_at is None and dead is not victim:
-            self._fail(EXIT_LAUNCH, "%s declared dead by rank %d: %s" % (dead.label(), victim.index,
-                                                                       text))
-            if dead.proc:
-                dead.proc.signal_group(signal.SIGKILL)
+    def _resolve(self):
+        """Once an accusation names the culprit (services/blame.py), it is to blame;
+        one declared dead (silent) that still runs is killed."""
+        if self.culprit is not None or self.teardown is not None:
+            return
+        named = self.evidence.culprit()
+        if named is None:
+            return
+        culprit = self.culprit = self.ranks[named.peer]
+        self.lost_by = (named.accuser, named.text)
+        if named.how == "silent" and culprit.exited_at is None:
+            self._fail(EXIT_LAUNCH, "%s declared dead by rank %d: %s; killed it"
+                       % (culprit.label(), named.accuser, named.text))
+            if culprit.proc:
+                culprit.proc.signal_group(signal.SIGKILL)
+        else:
+            self._begin_teardown()      # its own status decides, once it ended (_judge)
 
     def _close_conn(self, index):
         conn = self.master.conns.get(index)
@@ -262,12 +274,9 @@ class Job(Starting):
         for r in self.ranks:
             if r.proc and r.exited_at is None and r.proc.poll() is not None:
                 r.exited_at = now
-        # Judge in the order the ranks exited, and never one before an earlier
-        # one.  A rank that said it lost a peer waits out the grace: the rank
-        # that really failed must take the blame, not the ones it took down.
-        ended = sorted((r for r in self.ranks if not r.judged and r.exited_at is not None),
-                       key=lambda r: (r.lost_peer, r.exited_at))
-        for r in ended:
+        self._resolve()
+        for r in blame.judge_order(r for r in self.ranks
+                                   if not r.judged and r.exited_at is not None):
             grace_over = now >= r.exited_at + DRAIN_GRACE
             waiting = r.lost_peer and self.teardown is None     # no culprit yet
             if not grace_over and (waiting or not self._drained(r)):
@@ -278,40 +287,50 @@ class Job(Starting):
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             self._fail(EXIT_TIMEOUT, "the job ran past --timeout %g s: stopping it, after "
-                       "every rank's stack" % self.opts.timeout, stacks_first=True)
+                       "every rank's stack" % self.opts.timeout, waits=False, stacks_first=True)
         if self.stacks is not None and now >= self.stacks.deadline():
             then, self.stacks = self.stacks.then, None
             then()
         if self.teardown is None and not self.master.complete and now > self.register_deadline:
             late = ", ".join(self.ranks[i].label() for i in self.master.missing())
             self._fail(EXIT_LAUNCH, "%s did not register within %g s" % (
-                late, self.opts.connect_timeout + REGISTER_SLACK))
+                late, self.opts.connect_timeout + REGISTER_SLACK), waits=False)
         self._advance_teardown(now)
 
     def _drained(self, rank):
         return not rank.streams and rank.index not in self.master.conns
 
     def _judge(self, rank):
-        """A rank ended and its output is out: was it a failure?"""
+        """A rank ended and its output is out: was it a failure?  The culprit an
+        accusation named decides the exit status here, with its own."""
         for fd in list(rank.streams):
             self._end_stream(rank, fd)
         rank.judged = True
-        status, sig = rank.proc.status, rank.proc.signal
-        if rank.reported and rank.reported[0] == status:
-            sig = rank.reported[1]          # what ssh's own status cannot tell
+        status, culprit = rank.proc.status, rank is self.culprit
         if status != 0:
-            self._fail(status, "%s %s" % (rank.label(), procs.describe(status, sig)))
+            what = procs.describe(status, blame.signal_of(rank))
         elif rank.init and not rank.finalized:
-            self._fail(EXIT_LAUNCH, "%s exited without calling finalize()" % rank.label())
+            status, what = EXIT_LAUNCH, "exited without calling finalize()"
+        elif culprit:
+            status, what = EXIT_LAUNCH, "ended while another rank needed it"
+        else:
+            return
+        why = " (rank %d lost it: %s)" % self.lost_by if culprit else ""
+        self._fail(status, "%s %s%s" % (rank.label(), what, why), culprit)
 
-    def _fail(self, status, message, stacks_first=False):
+    def _fail(self, status, message, culprit=False, waits=True, stacks_first=False):
         """The first failure sets the exit status and starts the teardown (after the ranks'
-        stacks with `stacks_first`); later ones are its echo."""
-        if self.teardown is None and self.stacks is None:
+        stacks with `stacks_first`); later ones are its echo.  `culprit`: the rank an
+        accusation named, which ends after the teardown began and still decides.  `waits`:
+        a rank failed, and the others will find out (not a timeout or a launch failure)."""
+        first = self.teardown is None and self.stacks is None
+        if first or (culprit and not self.decided):
+            self.decided = True
             if self.exit_code is None:
                 self.exit_code = status
             self.log(message)
-            if stacks_first:
+            self.waits = self.waits and waits
+            if stacks_first and first:
                 self._ask_stacks(self._begin_teardown)
                 return
         self._begin_teardown()
@@ -319,11 +338,10 @@ class Job(Starting):
     # ------------------------------------------------------------ teardown
 
     def _begin_teardown(self):
-        """Schedule the teardown; ranks failing because of another get FAILING_GRACE s first."""
+        """Schedule the teardown; ranks still inside libdsm get FAILING_GRACE s first."""
         if self.teardown is not None:
             return
         t = time.monotonic()
-        self.report_until = t + REPORT_WINDOW
         self.teardown = self._schedule(t + FAILING_GRACE)
         self.master.tell_all(wire.Message.ENDING)   # --trace/--stats: write what you have
         self._advance_teardown(t)
@@ -335,15 +353,18 @@ class Job(Starting):
                  functools.partial(self._signal_all, signal.SIGKILL))]
 
     def _failing(self):
-        """Ranks that said they lost a peer and still run: printing their traceback, likely."""
-        return [r for r in self.ranks if r.lost_peer and r.proc and r.exited_at is None]
+        """Ranks running inside libdsm (init, no finalize, or said they lost a peer) but
+        the culprit: they find the failure through their peers, and say so."""
+        if self.signalled or not self.waits:
+            return []
+        return [r for r in self.ranks if (r.lost_peer or r.init and not r.finalized)
+                and r.proc and r.exited_at is None and r is not self.culprit]
 
     def _advance_teardown(self, now):
         """Run the teardown steps that are due.  Connections close FAILING_GRACE after
-        the failure while a rank is failing because of it, else once REPORT_WINDOW is
-        over; a second stop signal runs them all at once (now = inf)."""
-        if (self.teardown and self.teardown[0][1] == self._close_all and not self._failing()
-                and now >= self.report_until):
+        the failure while a rank is failing because of it, else at once; a second stop
+        signal runs them all at once (now = inf)."""
+        if self.teardown and self.teardown[0][1] == self._close_all and not self._failing():
             self.teardown = self._schedule(min(now, self.teardown[0][0]))
         while self.teardown and self.teardown[0][0] <= now:
             self.teardown.pop(0)[1]()
@@ -374,8 +395,6 @@ class Job(Starting):
         times = [now + MAX_WAIT]
         if self.teardown:
             times.append(self.teardown[0][0])
-            if self.teardown[0][1] == self._close_all and self.report_until > now:
-                times.append(self.report_until)
         if self.deadline is not None:
             times.append(self.deadline)
         if self.stacks is not None:

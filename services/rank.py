@@ -19,7 +19,7 @@
    its process group and exits at once, so nothing of it outlives its job
    on any host.  SIGUSR1, or a STACKS message on it, prints every thread's
    stack (services/stacks.py); ENDING (the job ends before this rank
-   finished) runs the LAST_WORDS: what libdsm writes for --trace/--stats.
+   finished) runs the last words (rankreport.at_end): what libdsm writes for --trace/--stats.
    On it come the STDIN messages, dsmexec's stdin: rank 0's stdin becomes
    a pipe they are fed into (after the secret, so the secret stays off
    every command line and environment); the other ranks' stdin becomes
@@ -48,7 +48,7 @@ import threading
 import time
 import traceback
 
-from libdsm_services import iomux, stacks, wire
+from libdsm_services import iomux, rankreport, stacks, wire
 
 READY = "DSMEXEC-READY"
 SECRET_TIMEOUT = 60.0
@@ -72,15 +72,13 @@ class Context:
         self._send_lock = threading.Lock()
 
     def notify(self, type, body=None):
-        """Tell dsmexec something (Message.INIT, FINALIZED, LOST_PEER)."""
+        """Tell dsmexec something (Message.INIT, FINALIZED).  A lost peer is told
+        by the C core itself, on the same connection (services/rankreport.py)."""
         with self._send_lock:
             wire.Message(type, body).to_io(self.master)
 
 
 CONTEXT = None
-LAST_WORDS = []
-"""What runs once when the rank ends without finishing (its program raised or exited,
-or dsmexec says the job is ending: ENDING): libdsm's --trace/--stats report."""
 LAST_WORDS_GRACE = 2.0
 """Seconds the watch thread gives the last words before the rank exits anyway."""
 PRINTING, PRINTED = threading.Event(), threading.Event()
@@ -166,7 +164,7 @@ def _watch(master, feed=None):
             elif msg.type == wire.Message.STACKS:
                 stacks.request_self()
             elif msg.type == wire.Message.ENDING:
-                last_words(LAST_WORDS_GRACE)
+                rankreport.last_words(LAST_WORDS_GRACE)
     except (OSError, ValueError, wire.WireError):
         pass
     if PRINTING.is_set():
@@ -177,29 +175,6 @@ def _watch(master, feed=None):
         pass                    # stderr went with dsmexec: exit all the same
     kill_group_but_me()
     os._exit(EXIT_LOST_LAUNCHER)
-
-
-def at_end(fn):
-    """Run fn (no arguments) if the rank ends without finishing; once, see LAST_WORDS."""
-    LAST_WORDS.append(fn)
-
-
-def last_words(timeout=None):
-    """Run the LAST_WORDS, each once; with a timeout, in a thread given that long (a
-    stuck program may hold what they need)."""
-    def run():
-        while LAST_WORDS:
-            fn = LAST_WORDS.pop()
-            try:
-                fn()
-            except Exception as e:      # one rank's report is not worth its traceback
-                sys.stderr.write("dsm rank: could not write its last words: %s\n" % e)
-    if timeout is None:
-        run()
-        return
-    t = threading.Thread(target=run, name="dsm-last-words", daemon=True)
-    t.start()
-    t.join(timeout)
 
 
 def _feed_stdin(feed, fd):
@@ -334,7 +309,7 @@ def main(argv=None):
         print_traceback(e)
         return 1
     finally:
-        last_words()
+        rankreport.last_words()
     return 0
 
 

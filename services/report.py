@@ -1,7 +1,8 @@
 """dsmexec --trace FILE and --stats: what the ranks saw, gathered at the end.
 
 Each rank writes ``rank-N.json`` at finalize into the directory that
-dsmexec names in DSM_REPORT_DIR (libdsm/report.py writes it): a hidden
+dsmexec names in DSM_REPORT_DIR (services/rankreport.py defines the
+files, libdsm/report.py writes them): a hidden
 temporary directory beside the trace file, or in the working directory,
 since remote ranks share those paths but not /tmp.  `Collector`
 makes that directory, sets the variables, and at the end merges the files:
@@ -16,10 +17,10 @@ import shutil
 import sys
 import tempfile
 
-DIR_VAR, EVENTS_VAR = "DSM_REPORT_DIR", "DSM_TRACE_EVENTS"
+from libdsm_services.rankreport import DIR_VAR, EVENTS_VAR, read_ranks
+
 TRACE_EVENTS = 1 << 20          # per rank: 32 MiB of records in the core
 APP_TID, COMM_TID = 1, 2
-SYNC_NAMES = {1: "barrier", 2: "bcast", 3: "reduce", 4: "gather"}
 
 
 def add_options(parser):
@@ -92,16 +93,6 @@ def _shared_tempdir(near):
         return tempfile.mkdtemp(prefix="dsmexec-report-")
 
 
-def read_ranks(directory):
-    """The rank files in directory, by rank."""
-    docs = []
-    for name in os.listdir(directory):
-        if name.startswith("rank-") and name.endswith(".json"):
-            with open(os.path.join(directory, name)) as f:
-                docs.append(json.load(f))
-    return sorted(docs, key=lambda d: d["rank"])
-
-
 def chrome_trace(ranks):
     """The trace-event document of every rank's events, times in µs from the
     job's first event, on wall clocks (each rank's monotonic clock shifted by
@@ -136,7 +127,7 @@ def _event(pid, shift, kind, start, dur, arg, peer, write):
     elif kind == "lock":
         ev.update(name="lock wait", cat="lock", args={"lock": arg})
     else:
-        ev.update(name=SYNC_NAMES.get(arg, "collective"), cat="sync", args={})
+        ev.update(name=arg, cat="sync", args={})        # the collective's name
     return ev
 
 

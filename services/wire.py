@@ -27,7 +27,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: STACKS, ENDING
+PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: STACKS, ENDING, and LOST_PEER from the core
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 
@@ -267,8 +267,13 @@ class Message:
                                 "hostnames": [...]}
     INIT      rank -> dsmexec  {}: libdsm.init() ran
     FINALIZED rank -> dsmexec  {}: finalize() completed
-    LOST_PEER rank -> dsmexec  {"peer_error": text}: this rank is failing
-                               because another rank went away first
+    LOST_PEER rank -> dsmexec  {"peer": rank, "how": "closed"|"silent",
+                               "peer_error": text}: this rank's core lost
+                               that rank (its connection closed or reset, or
+                               it fell silent past DSM_HEARTBEAT_S) and fails
+                               because of it.  Written by the C core itself
+                               (libdsm/csrc/peer.c), before the failure is
+                               recorded; services/rankreport.py defines it.
     EXITED    rank -> dsmexec  {"status", "signal"}: how the rank ended, from
                                its supervisor (an ssh rank; see services/rank.py)
     STDIN     dsmexec -> rank 0 {"data": base64}: dsmexec's stdin; "" is its end

@@ -76,13 +76,16 @@ def mutual(dsm, a):
 
 def busy_owner(dsm, a):
     """Rank 0 is busy in pure Python, then in a GIL-holding C call, while
-    rank 1 faults on rank 0's page; the fault must be served meanwhile."""
+    rank 1 faults on rank 0's page; the fault must be served meanwhile.
+    With --until-file, rank 0 stays busy until rank 1 made that file after
+    its fault: the fault cannot have waited for rank 0's Python."""
     if dsm.rank == 0:
         put(dsm, 0, 4242)
     dsm.barrier()
     if dsm.rank == 0:
         end = time.monotonic() + a.busy
-        while time.monotonic() < end:       # pure Python, never sleeps
+        while (not os.path.exists(a.until_file) if a.until_file
+               else time.monotonic() < end):   # pure Python, never sleeps
             pass
         data = list(range(3000000, 0, -3))
         data.sort(key=None, reverse=False)  # one C call that keeps the GIL
@@ -93,6 +96,8 @@ def busy_owner(dsm, a):
         t = time.monotonic()
         v = get(dsm, 0)
         print("busy_owner value=%d fault_s=%.3f busy_s=%.1f" % (v, time.monotonic() - t, a.busy))
+        if a.until_file:
+            open(a.until_file, "w").close()
     dsm.barrier()
 
 
@@ -111,9 +116,10 @@ def barrier_loop(dsm, a):
 
 def stuck(dsm, a):
     """Rank 0 sits in one GIL-holding C call for --busy seconds while the
-    others loop on barriers (a test stops one of them)."""
-    print("pid=%d" % os.getpid(), flush=True)
+    others loop on barriers (a test stops one of them).  Each rank prints
+    its pid past the barrier: rank 0 then goes straight into the call."""
     dsm.barrier()
+    print("pid=%d" % os.getpid(), flush=True)
     if dsm.rank == 0:
         ctypes.PyDLL(None).sleep(int(a.busy))
         print("stuck rank 0 came back")
@@ -465,6 +471,7 @@ def main():
     p.add_argument("--fail-rank", type=int, default=1)
     p.add_argument("--busy", type=float, default=2.0)
     p.add_argument("--gil-hold", type=float, default=0.0)
+    p.add_argument("--until-file", help="busy_owner: rank 0 is busy until rank 1 makes it")
     a = p.parse_args()
     dsm = libdsm.init()
     SCENARIOS[a.scenario](dsm, a)

@@ -84,8 +84,8 @@ def main():
         print("rank %d sleeping" % rank, flush=True)
         time.sleep(a.sleep)
     if a.lost_peer == rank:
-        ctx.notify(wire.Message.LOST_PEER, {"peer_error": "rank 1 went away"})
-        time.sleep(0.7)
+        ctx.notify(wire.Message.LOST_PEER, {"peer": 1, "how": "closed",
+                                            "peer_error": "rank 1 went away"})
         a.exception = (rank, "lost my peer")
     if a.exception and a.exception[0] == rank:
         deep(a.deep, a.exception[1])

@@ -4,6 +4,7 @@ and libdsm.sysv sit on top; no module below imports the package itself
 private of the Dsm."""
 import ast
 import os
+import sys
 
 import pytest
 
@@ -50,3 +51,39 @@ def test_sysv_uses_no_private_attribute():
                if isinstance(n, ast.Attribute) and n.attr.startswith("_")
                and not n.attr.startswith("__")]
     assert private == []
+
+
+SERVICES = os.path.join(REPO, "services")
+LEAVES = ("rankreport.py", "wire.py", "meshwire.py")
+"""The launcher's modules libdsm imports: the stdlib and each other only."""
+
+
+def _imported(path):
+    """Every module name a file imports (relative imports as '.')."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module if not node.level else ".")
+    return names
+
+
+def test_the_launcher_and_the_runtime_stay_apart():
+    """services/ (libdsm_services) never imports libdsm; the modules libdsm takes
+    from it are stdlib-only leaves; the binding imports nothing of the launcher."""
+    launcher = sorted(f for f in os.listdir(SERVICES) if f.endswith(".py"))
+    assert "cli.py" in launcher and "rankreport.py" in launcher
+    for name in launcher:
+        bad = [m for m in _imported(os.path.join(SERVICES, name))
+               if m == "libdsm" or m.startswith("libdsm.")]
+        assert bad == [], "services/%s imports %s" % (name, bad)
+    for name in LEAVES:
+        leaves = {"libdsm_services." + leaf[:-3] for leaf in LEAVES}
+        ours = [m for m in _imported(os.path.join(SERVICES, name))
+                if m.split(".")[0] not in sys.stdlib_module_names and m not in leaves]
+        assert ours == [], "services/%s is no stdlib-only leaf: it imports %s" % (name, ours)
+    binding = _imported(os.path.join(PKG, "_binding.py"))
+    assert not [m for m in binding if m.startswith("libdsm_services")], binding

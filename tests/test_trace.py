@@ -60,7 +60,7 @@ def _rank_doc(rank, events):
 
 def test_merging_shifts_each_rank_to_wall_clock_and_names_the_events():
     ranks = [_rank_doc(0, [["fault", 2000, 1500, 7, 0, 1]]),
-             _rank_doc(1, [["serve", 1000, 0, 7, 0, 0], ["sync", 1000, 4000, 1, 1, 0],
+             _rank_doc(1, [["serve", 1000, 0, 7, 0, 0], ["sync", 1000, 4000, "barrier", 1, 0],
                            ["lock", 9000, 100, 5, 1, 0]])]
     doc = report.chrome_trace(ranks)
     real = [e for e in doc["traceEvents"] if e["ph"] != "M"]

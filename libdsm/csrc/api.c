@@ -199,9 +199,14 @@ static int release_writes(char *err)
 /* Release mode, caller holding core.mu: drop the copies the notices named. */
 static int drop_noticed(char *err)
 {
-    while (!rc_drop_step(&D.coh) && !D.core.failed)
-        pthread_cond_wait(&D.core.cv, &D.core.mu);
-    if (!D.core.failed)
+    uint32_t seq;
+    for (;;) {      /* a step drops core.mu to send: the count is read before it */
+        seq = core_seq(&D.core);
+        if (rc_drop_step(&D.coh) || core_failed(&D.core))
+            break;
+        core_sleep(&D.core, seq, 0);
+    }
+    if (!core_failed(&D.core))
         return DSM_OK;
     dsm_err(err, "%s", D.core.failure);
     return DSM_EPEER;
@@ -217,21 +222,21 @@ static int memory_barrier(char *err)
     void *all = NULL;
     uint64_t len = 0;
     int rc;
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     if (!(rc = release_writes(err)) && rc_notices(&D.coh, 0, &notices, &len))
         rc = dsm_err_sys(err, ENOMEM, "write notices");
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
     call.data = notices;
     call.len = len;
     if (!rc)
         rc = coll_run(&D.coll, &call, &all, &len, err);
     free(notices);
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     if (!rc) {
         rc_barrier(&D.coh, all, len);
         rc = drop_noticed(err);
     }
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
     free(all);
     return rc;
 }
@@ -316,9 +321,9 @@ int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err)
     void *out;
     int rc = core_running(&D.core, err), valid = !check_pages(first, n, err);
     if (!rc && valid && !D.core.release) {          /* no read-ahead of ours still coming */
-        pthread_mutex_lock(&D.core.mu);
+        core_lock(&D.core);
         rc = core_wait(&D.core, place_settled, range, 0, err);
-        pthread_mutex_unlock(&D.core.mu);
+        core_unlock(&D.core);
     }
     if (!rc)
         rc = collective(DSM_COLL_BARRIER, 0, 0, 0, place_sig(first, valid ? n : 0, homes),
@@ -372,11 +377,11 @@ int dsm_lock_acquire(uint32_t lock, char *err)
     waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
     if (rc || !D.core.release)
         return rc;
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     notices = locks_value(&D.locks, lock);
     rc_acquire(&D.coh, notices.data, notices.len);
     rc = drop_noticed(err);
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
     return rc;
 }
 
@@ -386,12 +391,12 @@ int dsm_lock_release(uint32_t lock, char *err)
     uint64_t len = 0;
     int rc = DSM_OK;
     if (D.core.release) {
-        pthread_mutex_lock(&D.core.mu);
+        core_lock(&D.core);
         if (!(rc = core_running(&D.core, err)) && !(rc = release_writes(err)) &&
             rc_notices(&D.coh, 1, &notices.data, &len))
             rc = dsm_err_sys(err, ENOMEM, "write notices");
         notices.len = (uint32_t)len;
-        pthread_mutex_unlock(&D.core.mu);
+        core_unlock(&D.core);
     }
     return rc ? rc : locks_release(&D.locks, lock, notices, err);
 }
@@ -408,13 +413,13 @@ int dsm_finalize(char *err)
     struct core *c = &D.core;
     struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)c->rank };
     int rc;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     m.coll.epoch = coll_count(&D.coll);
     if (!(rc = core_running(c, err)) && (rc = tp_send_app_wait(&D.tp, c->rank, &m, NULL)))
         dsm_err(err, "%s", c->failure);
     if (!rc)
         rc = core_wait(c, finished, c, 0, err);
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     if (!rc) {
         comm_join(&D.tp);
         region_revoke(&D.region);
@@ -424,11 +429,7 @@ int dsm_finalize(char *err)
 
 int dsm_failed_peer(void)
 {
-    int peer;
-    pthread_mutex_lock(&D.core.mu);
-    peer = D.core.failed ? D.core.failed_peer : -1;
-    pthread_mutex_unlock(&D.core.mu);
-    return peer;
+    return core_failed(&D.core) ? D.core.failed_peer : -1;
 }
 
 int dsm_handler_ensure(void)
@@ -458,9 +459,9 @@ int dsm_page_home(uint64_t page)
 
 void dsm_get_stats(struct dsm_stats *out)
 {
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     *out = D.core.stats;
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
 }
 
 int dsm_trace_start(uint64_t capacity, char *err)
@@ -501,11 +502,11 @@ static int lock_notices(uint32_t lock, char *err)
 {
     struct lock_value notices;
     int rc;
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     notices = locks_value(&D.locks, lock);
     rc_acquire(&D.coh, notices.data, notices.len);
     rc = drop_noticed(err);
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
     return rc;
 }
 
@@ -521,9 +522,9 @@ int dsm_lock_acquire_within(uint32_t lock, uint32_t timeout_ms, char *err)
 int dsm_lock_held(uint32_t lock)
 {
     int held;
-    pthread_mutex_lock(&D.core.mu);
+    core_lock(&D.core);
     held = D.core.phase == PHASE_RUNNING && lock < D.locks.n && locks_held(&D.locks, lock);
-    pthread_mutex_unlock(&D.core.mu);
+    core_unlock(&D.core);
     return held;
 }
 

@@ -86,9 +86,9 @@ static int populate_ahead(struct core *c, uint64_t start, uint64_t n, int down)
 {
     uint64_t ahead = down ? (start > 2 * n ? start - 2 * n : 0) : start + n;
     uint64_t len = ahead + 2 * n <= c->npages ? 2 * n : c->npages - ahead;
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     c->mem.populate(c->mem.ctx, ahead, len);
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     return TP_DROPPED;
 }
 
@@ -149,7 +149,7 @@ int coh_open_closed(struct coh *h, uint64_t page)
     if (!pg->closed || pg->pending)
         return 0;
     if (c->mem.protect(c->mem.ctx, page, 1, pg->closed, err))
-        core_fail_locked(c, "%s", err);
+        core_fail(c, "%s", err);
     pg->trigger = 0;
     __atomic_store_n(&pg->closed, 0, __ATOMIC_RELEASE);
     c->stats.opened_by_waiter += !trigger;
@@ -210,22 +210,25 @@ void coh_fault(struct coh *h, uint64_t page, int write)
                   "process %d: only the process that called init() can use DSM memory; fork "
                   "before init(), or start children with multiprocessing's 'spawn'",
                   (unsigned long long)page, (int)getpid(), (int)c->pid);
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     if (c->phase == PHASE_FINISHED) {   /* finalize revoked every page (region_revoke) */
-        pthread_mutex_unlock(&c->mu);
+        core_unlock(c);
         dsm_panic(c->rank, "page %llu touched after finalize()", (unsigned long long)page);
     }
     if (write < 0)
         w.write = write = coh_satisfied(c, page, 0);
     c->pages[page].waiters++;           /* it opens on this CPU when it comes */
-    while (!coh_satisfied(c, page, write)) {
-        if (c->failed) {
-            pthread_mutex_unlock(&c->mu);
+    for (;;) {
+        uint32_t seq = core_seq(c);     /* before the step, which may drop core.mu */
+        if (coh_satisfied(c, page, write))
+            break;
+        if (core_failed(c)) {
+            core_unlock(c);
             dsm_panic(c->rank, "page %llu needed, but %s", (unsigned long long)page,
                       c->failure);
         }
         if (c->phase != PHASE_RUNNING) {
-            pthread_mutex_unlock(&c->mu);
+            core_unlock(c);
             dsm_panic(c->rank, "page %llu touched %s", (unsigned long long)page,
                       c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
         }
@@ -235,18 +238,18 @@ void coh_fault(struct coh *h, uint64_t page, int write)
             break;
         case COH_WAIT:
             core_spin(c, want_ready, &w, 0);
-            if (!want_ready(&w) && !c->failed)
-                pthread_cond_wait(&c->cv, &c->mu);
+            if (!want_ready(&w) && !core_failed(c))
+                core_sleep(c, seq, 0);
             break;
         case COH_FULL:          /* the comm thread wakes us when it drains the ring */
-            pthread_cond_wait(&c->cv, &c->mu);
+            core_sleep(c, seq, 0);
             break;
         }
     }
     c->pages[page].waiters--;
     dur = now_ns() - t0;
     c->stats.fault_wait_ns += dur;
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     TRACE_EVENT(c, DSM_EV_FAULT, page, c->rank, write, t0, dur);
 }
 
@@ -257,25 +260,18 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
 {
     struct core *c = h->c;
     uint64_t p, got;
-    for (p = first; p < first + n && !c->failed; p++)
+    for (p = first; p < first + n && !core_failed(c); p++)
         if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !coh_open_closed(h, p))
             request_run(h, p, first + n - p, write, 0, 0, &got);
 }
 
-/* Caller holds core.mu: wait for core.cv, until deadline (now_ns) if not 0;
- * nonzero once the deadline has passed. */
-static int wait_until(struct core *c, uint64_t deadline)
+/* Caller holds core.mu: sleep on the event count read as `seq`, until
+ * deadline (now_ns) if not 0; nonzero once the deadline has passed. */
+static int wait_until(struct core *c, uint32_t seq, uint64_t deadline)
 {
-    struct timespec ts;
-    if (!deadline) {
-        pthread_cond_wait(&c->cv, &c->mu);
-        return 0;
-    }
-    if (now_ns() >= deadline)
+    if (deadline && now_ns() >= deadline)
         return 1;
-    ts.tv_sec = (time_t)(deadline / 1000000000ULL);
-    ts.tv_nsec = (long)(deadline % 1000000000ULL);
-    pthread_cond_clockwait(&c->cv, &c->mu, CLOCK_MONOTONIC, &ts);
+    core_sleep(c, seq, deadline);
     return 0;
 }
 
@@ -289,18 +285,19 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
     char scratch[DSM_ERRLEN];
     int rc, late = 0, ask = write && !h->release;   /* release mode fetches, then opens locally */
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
-    for (ch = first; ch < end && !c->failed && !late; ch += PREFETCH_CHUNK) {
+    for (ch = first; ch < end && !core_failed(c) && !late; ch += PREFETCH_CHUNK) {
         uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
         uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
         if (next) {             /* the next chunk: memory first, then the request */
-            pthread_mutex_unlock(&c->mu);
+            core_unlock(c);
             c->mem.populate(c->mem.ctx, stop, next);
-            pthread_mutex_lock(&c->mu);
+            core_lock(c);
             request_range(h, stop, next, ask);
         }
-        for (p = ch; p < stop && !c->failed && !late; ) {
+        for (p = ch; p < stop && !core_failed(c) && !late; ) {
+            uint32_t seq = core_seq(c);     /* before anything that may drop core.mu */
             if (coh_open_closed(h, p))
                 continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
@@ -309,16 +306,16 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
                 rc_write(h, p);
             else if (c->pages[p].pending ||
                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
-                late = wait_until(c, deadline);
+                late = wait_until(c, seq, deadline);
         }
     }
-    rc = c->failed ? DSM_EPEER : late ? DSM_ETIMEDOUT : DSM_OK;
+    rc = core_failed(c) ? DSM_EPEER : late ? DSM_ETIMEDOUT : DSM_OK;
     if (rc == DSM_EPEER)
         dsm_err(err, "%s", c->failure);
     else if (rc)
         dsm_err(err, "page %llu did not come within the timeout: another rank holds it "
                 "pinned", (unsigned long long)p);
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     if (rc && pin && p > first)         /* all or nothing; the job's failure is in err */
         coh_unpin_wait(h, first, p - first, scratch);
     return rc;

@@ -24,7 +24,7 @@ static void on_unpin(void *ctx, const struct msg *m, const unsigned char *payloa
         core_fail(c, "protocol error: DSM_UNPIN from rank %d", m->from);
         return;
     }
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     for (pp = &h->parked; (p = *pp); ) {
         if (c->pages[p->m.pg.page].pinned) {
             pp = &p->next;
@@ -35,7 +35,7 @@ static void on_unpin(void *ctx, const struct msg *m, const unsigned char *payloa
         *tail = p;
         tail = &p->next;
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     while ((p = ready)) {
         ready = p->next;
         h->t->ops->defer(h->t, &p->m, c->clock());
@@ -64,7 +64,7 @@ static void park(struct coh *h, const struct msg *m)
     struct core *c = h->c;
     struct parked *p, **pp;
     if (!(p = malloc(sizeof *p))) {
-        core_fail_locked(c, "out of memory parking %s for pinned page %llu",
+        core_fail(c, "out of memory parking %s for pinned page %llu",
                          msg_name(m->type), (unsigned long long)m->pg.page);
         return;
     }
@@ -86,14 +86,14 @@ static int park_or_claim(struct coh *h, const struct msg *m, int claim)
 {
     struct core *c = h->c;
     int pinned;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     if ((pinned = c->pages[m->pg.page].pinned != 0))
         park(h, m);
     else if (claim) {
         c->pages[m->pg.page].leaving = 1;
         coh_forget_closed(c, m->pg.page);
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     return pinned;
 }
 
@@ -109,9 +109,9 @@ int coh_claim(struct coh *h, const struct msg *m)
 
 void coh_unclaim(struct coh *h, uint64_t page)
 {
-    pthread_mutex_lock(&h->c->mu);
+    core_lock(h->c);
     h->c->pages[page].leaving = 0;
-    pthread_mutex_unlock(&h->c->mu);
+    core_unlock(h->c);
 }
 
 int coh_pin_page(struct coh *h, uint64_t page, int write)
@@ -145,11 +145,11 @@ int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err)
     struct core *c = h->c;
     struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)c->rank };
     int rc = DSM_OK;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     if (coh_unpin(h, first, n) && tp_send_app_wait(h->t, c->rank, &m, NULL) == DSM_EPEER) {
         dsm_err(err, "%s", c->failure);
         rc = DSM_EPEER;
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     return rc;
 }

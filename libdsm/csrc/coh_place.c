@@ -19,15 +19,15 @@ static void place_switch(struct coh *h)
     struct core *c = h->c;
     struct place *pl = &h->place;
     uint64_t p;
-    pthread_mutex_lock(&c->mu);
-    for (p = pl->first; p < pl->first + pl->n && !c->failed; p++) {
+    core_lock(c);
+    for (p = pl->first; p < pl->first + pl->n && !core_failed(c); p++) {
         int from = c->homes[p], to = pl->homes[p - pl->first];
         struct dir *d = coh_dir(h, p);
         if (from == to)
             continue;
         if (from == c->rank && (d->busy || d->reads || d->queued || d->lending ||
                                 d->owner != to || d->copyset))
-            core_fail_locked(c, "page %llu was in use while its home moved from rank %d to "
+            core_fail(c, "page %llu was in use while its home moved from rank %d to "
                              "%d: no thread may touch the pages of a placement",
                              (unsigned long long)p, from, to);
         if (to == c->rank)
@@ -36,8 +36,8 @@ static void place_switch(struct coh *h)
         c->stats.homes_moved++;
     }
     pl->done = 1;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    core_wake(c);
+    core_unlock(c);
 }
 
 /* DSM_PLACE: ours (this rank's part is done: tell every peer, behind what
@@ -132,23 +132,23 @@ int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, 
     struct msg m = { .type = DSM_PLACE, .origin = (uint16_t)c->rank };
     uint64_t p, run, end = first + n;
     int rc = DSM_OK;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     if (coh_place_begin(h, first, n, homes)) {
-        pthread_mutex_unlock(&c->mu);
+        core_unlock(c);
         return dsm_err_sys(err, ENOMEM, "placement of %llu pages", (unsigned long long)n);
     }
     /* take our pages, a run at a time (coh_prefetch takes core.mu itself) */
     for (p = coh_place_next(h, first); p < end && !rc; p = coh_place_next(h, p + run)) {
         run = my_run(h, p, end);
-        pthread_mutex_unlock(&c->mu);
+        core_unlock(c);
         rc = coh_prefetch(h, p, run, 1, 0, 0, err);
-        pthread_mutex_lock(&c->mu);
+        core_lock(c);
     }
     if (!rc && (rc = tp_send_app_wait(h->t, c->rank, &m, NULL)) == DSM_EPEER)
         dsm_err(err, "%s", c->failure);
     if (!rc)
         rc = core_wait(c, switched, h, 0, err);
     coh_place_end(h);
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     return rc;
 }

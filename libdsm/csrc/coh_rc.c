@@ -110,7 +110,7 @@ static int set_prot(struct coh *h, uint64_t page, int prot)
     char err[DSM_ERRLEN];
     if (!c->mem.protect(c->mem.ctx, page, 1, prot, err))
         return 0;
-    core_fail_locked(c, "%s", err);
+    core_fail(c, "%s", err);
     return -1;
 }
 
@@ -153,7 +153,7 @@ static void flush_page(struct coh *h, uint64_t page)
         return;                     /* the home writes the master itself */
     /* a run header per word at most: twice the page */
     if (!(buf = malloc(2 * c->page_size))) {
-        core_fail_locked(c, "out of memory diffing page %llu", (unsigned long long)page);
+        core_fail(c, "out of memory diffing page %llu", (unsigned long long)page);
         return;
     }
     m.len = (uint32_t)make_diff(h, page, buf);
@@ -182,7 +182,7 @@ enum coh_step rc_write(struct coh *h, uint64_t page)
                 return COH_AGAIN;   /* core.mu was dropped: look again */
         }
         if (!(h->rc.twin[page] = malloc(c->page_size))) {
-            core_fail_locked(c, "out of memory for the twin of page %llu",
+            core_fail(c, "out of memory for the twin of page %llu",
                              (unsigned long long)page);
             return COH_WAIT;
         }
@@ -202,7 +202,7 @@ enum coh_step rc_write(struct coh *h, uint64_t page)
 void rc_flush(struct coh *h)
 {
     uint64_t p;
-    while ((p = set_next(&h->rc.dirty, 0)) != UINT64_MAX && !h->c->failed)
+    while ((p = set_next(&h->rc.dirty, 0)) != UINT64_MAX && !core_failed(h->c))
         flush_page(h, p);
 }
 
@@ -380,10 +380,10 @@ int rc_serves(struct coh *h, uint64_t page, uint64_t n)
 {
     uint64_t i;
     int ok = page < h->c->npages && n <= h->c->npages - page;
-    pthread_mutex_lock(&h->c->mu);
+    core_lock(h->c);
     for (i = 0; ok && i < n; i++)
         ok = home_or_heir(h, page + i);
-    pthread_mutex_unlock(&h->c->mu);
+    core_unlock(h->c);
     return ok;
 }
 
@@ -418,10 +418,10 @@ static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload
 static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct coh *h = ctx;
-    pthread_mutex_lock(&h->c->mu);
+    core_lock(h->c);
     if (h->rc.acks_due && !--h->rc.acks_due)
-        pthread_cond_broadcast(&h->c->cv);
-    pthread_mutex_unlock(&h->c->mu);
+        core_wake(h->c);
+    core_unlock(h->c);
 }
 
 /* A read request at the home: a copy of the master as it is now, a run of
@@ -443,7 +443,7 @@ void rc_serve(struct coh *h, const struct msg *req)
         k = n - i < RUN_MAX ? n - i : RUN_MAX;
         out.len = (uint32_t)(k * c->page_size);
         out.pg.count = (uint32_t)k;
-        pthread_mutex_lock(&c->mu);
+        core_lock(c);
         for (p = out.pg.page; p < out.pg.page + k; p++) {
             if (!set_has(&h->rc.served, p)) {
                 set_add(&h->rc.served, p);
@@ -453,7 +453,7 @@ void rc_serve(struct coh *h, const struct msg *req)
             copy_words(copy + (p - out.pg.page) * c->page_size, c->rw + p * c->page_size,
                        c->page_size);
         }
-        pthread_mutex_unlock(&c->mu);
+        core_unlock(c);
         tp_send(h->t, req->origin, &out, copy);
     }
     free(copy);

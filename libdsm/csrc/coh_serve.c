@@ -72,7 +72,7 @@ static void flush_installs(struct coh *h)
     unsigned i, k;
     if (!h->n_installs)
         return;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     for (i = 0; i < h->n_installs; i++) {
         struct batched *b = &h->installs[i];
         struct page *pg = &c->pages[b->page];
@@ -83,19 +83,19 @@ static void flush_installs(struct coh *h)
             pg->pending = 0;
         }
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     if (protect_runs(h, h->installs, h->n_installs)) {
         h->n_installs = 0;
         return;
     }
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     for (i = 0; i < h->n_installs; i++)
         if (!h->installs[i].closed) {   /* a closed one is its waiter's since the first pass */
             c->pages[h->installs[i].page].installed_ns = now;
             c->pages[h->installs[i].page].pending = 0;
         }
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    core_wake(c);
+    core_unlock(c);
     for (i = 0; i < h->n_installs; i += k) {
         const struct batched *b = &h->installs[i];
         struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)c->rank,

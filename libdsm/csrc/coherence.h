@@ -126,9 +126,9 @@ struct dir *coh_dir(struct coh *h, uint64_t page);
 /* What a faulting thread does next (coh_fault_step). */
 enum coh_step {
     COH_DONE,           /* the page allows the access */
-    COH_WAIT,           /* a request is out: wait for core.cv */
+    COH_WAIT,           /* a request is out: sleep (core_sleep) */
     COH_AGAIN,          /* core.mu was dropped: look again at once */
-    COH_FULL,           /* the ring to our own comm thread is full: wait for core.cv */
+    COH_FULL,           /* the ring to our own comm thread is full: sleep (core_sleep) */
 };
 /* One step of a fault, caller holding core.mu; never blocks. */
 enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write);

@@ -72,7 +72,7 @@ static void end(struct coll *cl, const char *error)
 {
     snprintf(cl->error, sizeof cl->error, "%s", error ? error : "");
     cl->active = 0;
-    pthread_cond_broadcast(&cl->c->cv);
+    core_wake(cl->c);
 }
 
 /* Every exchange done: the identities agree, or every rank says so. */
@@ -220,7 +220,7 @@ static void advance(struct coll *cl, int from_app)
     struct step st;
     if (cl->busy && !from_app)
         return;                     /* the application thread goes on when back */
-    while (cl->active && !cl->c->failed) {
+    while (cl->active && !core_failed(cl->c)) {
         st = plan(cl, cl->c->rank, cl->step);
         if (st.kind == ST_END) {
             finish(cl);
@@ -256,7 +256,7 @@ static void on_coll(void *ctx, const struct msg *m, const unsigned char *payload
     }
     memcpy(e->data, payload, m->len);
     *e = (struct coll_early){ m->coll.epoch, m->coll.round, m->len, e->data, NULL };
-    pthread_mutex_lock(&cl->c->mu);
+    core_lock(cl->c);
     if (m->coll.epoch < cl->epoch || (m->coll.epoch == cl->epoch && !cl->active)) {
         free(e->data);              /* of a collective that already failed here */
         free(e);
@@ -266,7 +266,7 @@ static void on_coll(void *ctx, const struct msg *m, const unsigned char *payload
         *pp = e;
         advance(cl, 0);
     }
-    pthread_mutex_unlock(&cl->c->mu);
+    core_unlock(cl->c);
 }
 
 /* A rank said DSM_FINALIZE after `epoch` collectives: one past that waits
@@ -277,7 +277,7 @@ static void on_finalized(void *ctx, const struct msg *m, const unsigned char *pa
     char text[DSM_ERRLEN], a[64];
     if (m->from == cl->c->rank)
         return;
-    pthread_mutex_lock(&cl->c->mu);
+    core_lock(cl->c);
     if (cl->finalized_by < 0 || m->coll.epoch < cl->finalized_after) {
         cl->finalized_by = m->from;
         cl->finalized_after = m->coll.epoch;
@@ -287,7 +287,7 @@ static void on_finalized(void *ctx, const struct msg *m, const unsigned char *pa
                  cl->finalized_by, cl->c->rank, describe(a, sizeof a, &cl->mine));
         end(cl, text);
     }
-    pthread_mutex_unlock(&cl->c->mu);
+    core_unlock(cl->c);
 }
 
 uint64_t coll_count(struct coll *cl)
@@ -402,10 +402,10 @@ int coll_run(struct coll *cl, const struct coll_call *call, void **out, uint64_t
              char *err)
 {
     int rc;
-    pthread_mutex_lock(&cl->c->mu);
+    core_lock(cl->c);
     if (!(rc = coll_begin(cl, call, err)) && !(rc = core_wait(cl->c, ended, cl, 1, err)))
         rc = coll_result(cl, out, len, err);
-    pthread_mutex_unlock(&cl->c->mu);
+    core_unlock(cl->c);
     return rc;
 }
 

@@ -48,7 +48,8 @@ struct comm {
     struct peer *peers;
     struct pollfd *fds;         /* evfd, master, then one per rank */
     struct deferred *deferred;  /* sorted by due */
-    int evfd, master_fd;
+    int evfd;
+    struct loss_report report;  /* the LOST_PEER message to dsmexec (peer.h) */
     int self_finalized, stopping;
     pthread_t thread;
     uint64_t next_tick_ns;      /* next round of heartbeats */
@@ -137,12 +138,12 @@ static void finalize_progress(struct comm *cm)
         struct peer *p = &cm->peers[r];
         if (r == cm->c->rank)
             continue;
-        pthread_mutex_lock(&p->txmu);
+        mu_lock(&p->txmu, LK_TX);
         if (!p->shut && p->tx.off == p->tx.len) {
             shutdown(p->fd, SHUT_WR);
             p->shut = 1;
         }
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         open += !p->shut || !p->eof;
     }
     cm->stopping = !open;
@@ -219,15 +220,15 @@ static void heartbeat_duty(struct comm *cm, uint64_t now)
         if (r == c->rank || p->eof)
             continue;
         if (now - p->last_rx_ns >= c->heartbeat_ns)
-            core_fail(cm->c, "rank %d sent nothing for %.1f s: declared dead", r,
+            peer_lost(p, "silent", "rank %d sent nothing for %.1f s: declared dead", r,
                       (double)(now - p->last_rx_ns) / 1e9);
         else if (p->last_rx_ns + c->heartbeat_ns < cm->next_duty_ns)
             cm->next_duty_ns = p->last_rx_ns + c->heartbeat_ns;
         if (!send)
             continue;
-        pthread_mutex_lock(&p->txmu);
+        mu_lock(&p->txmu, LK_TX);
         idle = !p->shut && now - p->last_tx_ns >= tick;
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         if (idle)
             peer_send(p, &hb, NULL, 0);
     }
@@ -239,7 +240,7 @@ static void fence(struct comm *cm, uint64_t now)
 {
     struct core *c = cm->c;
     char why[DSM_ERRLEN];
-    if (!c->heartbeat_ns || !__atomic_load_n(&c->failed, __ATOMIC_RELAXED))
+    if (!c->heartbeat_ns || !core_failed(c))
         return;
     if (!cm->fence_ns) {
         cm->fence_ns = now + FENCE_NS;
@@ -247,9 +248,7 @@ static void fence(struct comm *cm, uint64_t now)
     }
     if (now < cm->fence_ns)
         return;
-    pthread_mutex_lock(&c->mu);
-    memcpy(why, c->failure, sizeof why);
-    pthread_mutex_unlock(&c->mu);
+    memcpy(why, c->failure, sizeof why);    /* fixed once core_failed says so */
     dsm_panic(c->rank, "%s; the program did not end within %llu s of it, exiting", why,
               FENCE_NS / 1000000000ULL);
 }
@@ -281,9 +280,9 @@ static void peer_fds(struct comm *cm, struct pollfd *fds, int leader, int outbox
                                   .events = POLLIN };
         if (!outbox)
             continue;
-        pthread_mutex_lock(&p->txmu);
+        mu_lock(&p->txmu, LK_TX);
         fds[r].events |= (short)(p->tx.off < p->tx.len ? POLLOUT : 0);
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
     }
 }
 
@@ -297,19 +296,19 @@ static void round_of_events(struct comm *cm)
     struct timespec ts;
     uint64_t received;
     int leader;
-    pthread_mutex_lock(&cm->loop_mu);
+    mu_lock(&cm->loop_mu, LK_LOOP);
     __atomic_store_n(&cm->watching, 1, __ATOMIC_SEQ_CST);
     if ((leader = __atomic_load_n(&cm->pollers, __ATOMIC_SEQ_CST) > 0))
         __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
     peer_fds(cm, fds + 2, leader, 1);
-    pthread_mutex_unlock(&cm->loop_mu);
+    mu_unlock(&cm->loop_mu, LK_LOOP);
     if (ppoll(fds, (nfds_t)(2 + cm->c->nranks), poll_timeout(cm, &ts, leader), NULL) < 0 &&
         errno != EINTR)
         core_fail(cm->c, "ppoll: %s", strerror(errno));
     __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
     if (fds[1].revents)
         dsm_panic(cm->c->rank, "lost the connection to dsmexec, exiting");
-    pthread_mutex_lock(&cm->loop_mu);
+    mu_lock(&cm->loop_mu, LK_LOOP);
     if (fds[0].revents & POLLIN) {
         uint64_t v;
         if (read(cm->evfd, &v, sizeof v) < 0 && errno != EAGAIN)
@@ -324,7 +323,7 @@ static void round_of_events(struct comm *cm)
         cm->awake_until = now_ns() + cm->c->spin_ns;
     finalize_progress(cm);
     fence(cm, now_ns());
-    pthread_mutex_unlock(&cm->loop_mu);
+    mu_unlock(&cm->loop_mu, LK_LOOP);
 }
 
 /* core.poll: an application thread waiting for a reply it expects within
@@ -345,11 +344,11 @@ static void app_poll(void *ctx, uint64_t until)
     if (__atomic_load_n(&cm->watching, __ATOMIC_SEQ_CST))
         wake(cm);
     while (!got && !cm->stopping && now_ns() < until) {
-        if (!pthread_mutex_trylock(&cm->loop_mu)) {
+        if (!mu_trylock(&cm->loop_mu, LK_LOOP)) {
             peer_fds(cm, fds, 0, 0);
             if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0))
                 peers_round(cm, fds);
-            pthread_mutex_unlock(&cm->loop_mu);
+            mu_unlock(&cm->loop_mu, LK_LOOP);
         }
         if (!got)
             sched_yield();
@@ -364,15 +363,15 @@ static void *comm_main(void *arg)
     int r;
     while (!cm->stopping)
         round_of_events(cm);
-    pthread_mutex_lock(&cm->loop_mu);
+    mu_lock(&cm->loop_mu, LK_LOOP);
     for (r = 0; r < cm->c->nranks; r++)
         if (r != cm->c->rank)
             close(cm->peers[r].fd);
-    pthread_mutex_unlock(&cm->loop_mu);
-    pthread_mutex_lock(&cm->c->mu);
+    mu_unlock(&cm->loop_mu, LK_LOOP);
+    core_lock(cm->c);
     cm->c->phase = PHASE_FINISHED;
-    pthread_cond_broadcast(&cm->c->cv);
-    pthread_mutex_unlock(&cm->c->mu);
+    core_wake(cm->c);
+    core_unlock(cm->c);
     return NULL;
 }
 
@@ -392,7 +391,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     }
     cm->t = t;
     cm->c = c;
-    cm->master_fd = master_fd;
+    cm->report.master_fd = master_fd;
     pthread_mutex_init(&cm->loop_mu, NULL);
     cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
@@ -400,7 +399,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
         goto err;
     }
     for (r = 0; r < c->nranks; r++) {
-        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r]);
+        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r], &cm->report);
         if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
             goto err;
     }

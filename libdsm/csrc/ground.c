@@ -2,11 +2,14 @@
  * clock and the one way a thread waits.  It calls nothing above it. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "ground.h"
@@ -82,33 +85,25 @@ void core_init(struct core *c)
 {
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
     c->clock = now_ns;
     c->failed_peer = -1;
 }
 
+/* The first caller claims the record and writes it; failed is stored
+ * last, so whoever reads it set (core_failed) sees the whole record.  No
+ * lock: this runs from under any lock, core.mu and txmu included. */
 static void fail(struct core *c, int peer, const char *fmt, va_list ap)
 {
-    if (!c->failed) {
+    if (!__atomic_exchange_n(&c->fail_claim, 1, __ATOMIC_ACQ_REL)) {
         c->failed_peer = peer;
         vsnprintf(c->failure, sizeof c->failure, fmt, ap);
-        c->failed = 1;
+        __atomic_store_n(&c->failed, 1, __ATOMIC_SEQ_CST);
         TRACE(c, "failure: %s", c->failure);
     }
-    pthread_cond_broadcast(&c->cv);
+    core_wake(c);
 }
 
 void core_fail(struct core *c, const char *fmt, ...)
-{
-    va_list ap;
-    pthread_mutex_lock(&c->mu);
-    va_start(ap, fmt);
-    fail(c, -1, fmt, ap);
-    va_end(ap);
-    pthread_mutex_unlock(&c->mu);
-}
-
-void core_fail_locked(struct core *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -119,11 +114,40 @@ void core_fail_locked(struct core *c, const char *fmt, ...)
 void core_fail_peer(struct core *c, int peer, const char *fmt, ...)
 {
     va_list ap;
-    pthread_mutex_lock(&c->mu);
     va_start(ap, fmt);
     fail(c, peer, fmt, ap);
     va_end(ap);
-    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---------------------------------------------------------- waiting */
+
+/* The event count pairs with `sleepers` as in Dekker's algorithm (all
+ * sequentially consistent): a waker that reads no sleeper bumped the count
+ * before the sleeper announced itself, so the sleeper's futex wait sees
+ * the new count and returns at once. */
+void core_wake(struct core *c)
+{
+    __atomic_fetch_add(&c->wake_seq, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&c->sleepers, __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, &c->wake_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns)
+{
+    struct timespec ts, *at = NULL;
+    lockcheck_only(1u << LK_CORE, __func__);
+    if (deadline_ns) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000ULL);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000ULL);
+        at = &ts;
+    }
+    __atomic_fetch_add(&c->sleepers, 1, __ATOMIC_SEQ_CST);
+    core_unlock(c);
+    if (core_seq(c) == seq)     /* absolute CLOCK_MONOTONIC deadline with the bitset form */
+        syscall(SYS_futex, &c->wake_seq, FUTEX_WAIT_BITSET_PRIVATE, seq, at, NULL,
+                FUTEX_BITSET_MATCH_ANY);
+    core_lock(c);
+    __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_SEQ_CST);
 }
 
 void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot)
@@ -161,24 +185,67 @@ void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm)
     if (poll_comm)
         __atomic_fetch_add(&c->busy_poll, 1, __ATOMIC_RELAXED);
     do {
-        pthread_mutex_unlock(&c->mu);
+        core_unlock(c);
         if (c->poll)
             c->poll(c->poll_ctx, until);
         else
             sched_yield();
-        pthread_mutex_lock(&c->mu);
-    } while (!cond(arg) && !c->failed && now_ns() < until);
+        core_lock(c);
+    } while (!cond(arg) && !core_failed(c) && now_ns() < until);
     if (poll_comm)
         __atomic_fetch_sub(&c->busy_poll, 1, __ATOMIC_RELAXED);
 }
 
 int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err)
 {
+    uint32_t seq;
     core_spin(c, cond, arg, poll_comm);
-    while (!cond(arg) && !c->failed)
-        pthread_cond_wait(&c->cv, &c->mu);
-    if (cond(arg))
-        return DSM_OK;
+    for (;;) {
+        seq = core_seq(c);
+        if (cond(arg))
+            return DSM_OK;
+        if (core_failed(c))
+            break;
+        core_sleep(c, seq, 0);
+    }
     dsm_err(err, "%s", c->failure);
     return DSM_EPEER;
 }
+
+#ifdef DSM_LOCKCHECK
+/* ---------------------------------------------------------- lock order check */
+
+static __thread unsigned held;      /* bit per lock_level this thread holds */
+
+static void lock_abort(const char *where, const char *what, int level)
+{
+    char line[160];
+    int n = snprintf(line, sizeof line, "libdsm: lock order: %s: %s level %d (held 0x%x)\n",
+                     where, what, level, held);
+    if (write(2, line, (size_t)n) < 0)
+        abort();
+    abort();
+}
+
+void lockcheck_take(int level, const char *where)
+{
+    if (held & 1u << level)
+        lock_abort(where, "taking again", level);
+    if (held >> level)
+        lock_abort(where, "taking out of order", level);
+    held |= 1u << level;
+}
+
+void lockcheck_drop(int level, const char *where)
+{
+    if (!(held & 1u << level))
+        lock_abort(where, "dropping a lock not held at", level);
+    held &= ~(1u << level);
+}
+
+void lockcheck_only(unsigned mask, const char *where)
+{
+    if (held != mask)
+        lock_abort(where, "holding other locks than expected, wanted mask", (int)mask);
+}
+#endif

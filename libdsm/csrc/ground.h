@@ -66,6 +66,72 @@ struct mem_ops {
     void *ctx;
 };
 
+/* The lock order.  Every mutex of a rank has a level; a thread takes them
+ * in increasing level only, and never one it holds already:
+ *
+ *   LK_LOOP    comm.c's loop_mu: whoever plays the comm thread (the comm
+ *              thread, or in DSM_WAIT=reply a waiting application thread
+ *              by trylock).  Held across deliveries, hence across every
+ *              handler, its sends and its mprotects.
+ *   LK_CORE    core.mu: the page table, phase, the protocols' state.  The
+ *              comm thread may hold it across a send (tp_send: queued, or
+ *              written straight to the socket under txmu) and across an
+ *              mprotect.  An application thread never holds it across a
+ *              send to a peer (tp_send_app drops it) nor in a page fault's
+ *              access; it does hold it across an mprotect (coh_rc.c).
+ *   LK_TX      a peer's txmu (peer.c): one peer's at a time, held across
+ *              that peer's sendmsg only.
+ *   LK_REGION  region.c's mu: held across an mprotect only.
+ *
+ * No lock is needed to record a failure (core_fail) or to wake waiters
+ * (core_wake): both may be called holding any of these.  Sleeping
+ * (core_sleep) holds core.mu only, and drops it.  The trace takes no lock
+ * (one atomic add per event).
+ *
+ * With -DDSM_LOCKCHECK (the simulator's build, and a debug build of the
+ * core), every take and drop goes through mu_lock/mu_unlock, which keep a
+ * per-thread mask of the levels held and abort on a take out of order or
+ * of a level held already. */
+enum lock_level { LK_LOOP, LK_CORE, LK_TX, LK_REGION };
+
+#ifdef DSM_LOCKCHECK
+void lockcheck_take(int level, const char *where);
+void lockcheck_drop(int level, const char *where);
+/* Abort unless the levels this thread holds are exactly `mask`. */
+void lockcheck_only(unsigned mask, const char *where);
+#else
+static inline void lockcheck_take(int level, const char *where) { (void)level, (void)where; }
+static inline void lockcheck_drop(int level, const char *where) { (void)level, (void)where; }
+static inline void lockcheck_only(unsigned mask, const char *where) { (void)mask, (void)where; }
+#endif
+
+static inline void mu_lock_at(pthread_mutex_t *m, int level, const char *where)
+{
+    lockcheck_take(level, where);
+    pthread_mutex_lock(m);
+}
+
+/* 0 if taken, as pthread_mutex_trylock. */
+static inline int mu_trylock_at(pthread_mutex_t *m, int level, const char *where)
+{
+    int rc = pthread_mutex_trylock(m);
+    if (!rc)
+        lockcheck_take(level, where);
+    return rc;
+}
+
+static inline void mu_unlock_at(pthread_mutex_t *m, int level, const char *where)
+{
+    lockcheck_drop(level, where);
+    pthread_mutex_unlock(m);
+}
+
+#define mu_lock(m, level) mu_lock_at(m, level, __func__)
+#define mu_trylock(m, level) mu_trylock_at(m, level, __func__)
+#define mu_unlock(m, level) mu_unlock_at(m, level, __func__)
+#define core_lock(c) mu_lock(&(c)->mu, LK_CORE)
+#define core_unlock(c) mu_unlock(&(c)->mu, LK_CORE)
+
 struct core {
     /* configuration, fixed after start */
     int rank, nranks, debug;
@@ -80,9 +146,16 @@ struct core {
     uint16_t *homes;            /* each page's home, which can move (coh_init); NULL before */
     struct mem_ops mem;
 
-    pthread_mutex_t mu;         /* guards the page table, phase, failure, waits */
-    pthread_cond_t cv;          /* every state change a waiter may want */
+    pthread_mutex_t mu;         /* guards the page table, phase, waits (LK_CORE) */
+    /* The event count every waiter sleeps on: core_wake bumps it after any
+     * state change a waiter may want (see core_sleep).  Atomic, no lock. */
+    uint32_t wake_seq;
+    uint32_t sleepers;          /* threads in core_sleep: core_wake makes a syscall only then */
     int phase;
+    /* The failure, recorded without a lock: fail_claim picks the one writer
+     * of failed_peer and failure, which then stores failed (release); once
+     * core_failed() says so, both are fixed for good. */
+    int fail_claim;
     int failed;
     int failed_peer;            /* the rank whose loss caused the failure, or -1 */
     char failure[DSM_ERRLEN];
@@ -118,25 +191,55 @@ int dsm_err_sys(char *err, int errnum, const char *fmt, ...) __attribute__((form
 uint64_t now_ns(void);
 
 void core_init(struct core *c);
-/* Record the first failure and wake every waiter (takes c->mu; the
- * _locked form is for a caller that holds it). */
+/* Record the first failure and wake every waiter.  Any thread, holding any
+ * lock or none: it takes no lock (a send that fails under core.mu or txmu
+ * records its failure here). */
 void core_fail(struct core *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void core_fail_locked(struct core *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 /* core_fail for the loss of rank `peer` (a closed or reset connection, a
  * silent peer): the first failure's peer is what dsmexec blames. */
 void core_fail_peer(struct core *c, int peer, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Has the job failed?  Once it says so, c->failure and c->failed_peer are
+ * written and stay as they are. */
+static inline int core_failed(const struct core *c)
+{
+    return __atomic_load_n(&c->failed, __ATOMIC_ACQUIRE);
+}
 /* Set the recorded protection of pages [first, first + n).  Each byte is
  * stored whole: readers under c->mu see the old or the new protection, and
- * whoever makes a waiter's access possible wakes c->cv itself. */
+ * whoever makes a waiter's access possible calls core_wake itself. */
 void core_record_prot(struct core *c, uint64_t first, uint64_t n, int prot);
 /* DSM_OK if running, else DSM_ESTATE with err filled (caller holds c->mu or
  * runs before the comm thread starts). */
 int core_running(struct core *c, char *err);
+
+/* The one way of waiting.  A waiter reads the event count with core_seq
+ * before it looks at its condition (under core.mu; the look may drop and
+ * retake core.mu, as a step that sends does), and if the condition is
+ * false calls core_sleep with what it read: that returns at once if any
+ * core_wake came since the read, else once one comes.  No wake-up is lost,
+ * and a waker needs no lock: it changes the state (under core.mu, or
+ * atomically), then calls core_wake.
+ *
+ *     for (;;) {
+ *         uint32_t seq = core_seq(c);
+ *         if (step_done(...) || core_failed(c)) break;
+ *         core_sleep(c, seq, 0);
+ *     }
+ */
+static inline uint32_t core_seq(const struct core *c)
+{
+    return __atomic_load_n(&c->wake_seq, __ATOMIC_SEQ_CST);
+}
+/* Any thread, holding any lock or none. */
+void core_wake(struct core *c);
+/* Caller holds core.mu and no other lock: drop it, sleep until the event
+ * count differs from `seq` (or the clock reaches deadline_ns, if not 0),
+ * take it again.  May return early (spuriously). */
+void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
 /* Caller holds c->mu: yield for up to spin_ns while cond() is false, then
- * sleep on c->cv until cond() holds or the job failed.  0 or DSM_EPEER
- * with err filled. */
+ * sleep until cond() holds or the job failed.  0 or DSM_EPEER with err
+ * filled.  cond() runs under core.mu and must not drop it. */
 int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
 /* Only the polling part of core_wait. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);

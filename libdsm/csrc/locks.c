@@ -90,8 +90,8 @@ static void pass_on(struct locks *l, uint32_t lock)
                      .lk = { .lock = lock, .seq = me->seq } };
     int to = me->succ >= 0 ? me->succ : home_rank(l, lock);
     if (me->value.len && !(v.data = malloc(me->value.len))) {
-        core_fail_locked(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
-        pthread_mutex_unlock(&l->c->mu);
+        core_fail(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
+        core_unlock(l->c);
         return;
     }
     if (me->value.len)
@@ -102,8 +102,8 @@ static void pass_on(struct locks *l, uint32_t lock)
     m.len = v.len;
     me->abandoned = 0;
     me->state = LOCK_FREE;
-    pthread_cond_broadcast(&l->c->cv);      /* a thread may wait to ask again */
-    pthread_mutex_unlock(&l->c->mu);
+    core_unlock(l->c);
+    core_wake(l->c);                        /* a thread may wait to ask again */
     tp_send(l->t, to, &m, v.data);
     free(v.data);
 }
@@ -111,10 +111,10 @@ static void pass_on(struct locks *l, uint32_t lock)
 static void on_grant(struct locks *l, const struct msg *m, const unsigned char *payload)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
-    pthread_mutex_lock(&l->c->mu);
+    core_lock(l->c);
     keep(l, &me->value, payload, m->len);
     if (me->state != LOCK_ASKING) {
-        pthread_mutex_unlock(&l->c->mu);
+        core_unlock(l->c);
         core_fail(l->c, "protocol error: lock %u granted by rank %d, but not asked for",
                   m->lk.lock, m->from);
         return;
@@ -124,23 +124,22 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
         pass_on(l, m->lk.lock);
         return;
     }
-    pthread_cond_broadcast(&l->c->cv);
-    pthread_mutex_unlock(&l->c->mu);
+    core_wake(l->c);
+    core_unlock(l->c);
 }
 
 /* Our try found the lock held. */
 static void on_busy(struct locks *l, const struct msg *m)
 {
     struct lock_mine *me = &l->mine[m->lk.lock];
-    pthread_mutex_lock(&l->c->mu);
-    if (me->state != LOCK_ASKING || m->lk.seq != me->seq) {
-        core_fail_locked(l->c, "protocol error: lock %u answered busy by rank %d, but not "
-                         "tried", m->lk.lock, m->from);
-    } else {
+    core_lock(l->c);
+    if (me->state != LOCK_ASKING || m->lk.seq != me->seq)
+        core_fail(l->c, "protocol error: lock %u answered busy by rank %d, but not tried",
+                  m->lk.lock, m->from);
+    else
         me->state = LOCK_FREE;
-        pthread_cond_broadcast(&l->c->cv);
-    }
-    pthread_mutex_unlock(&l->c->mu);
+    core_unlock(l->c);
+    core_wake(l->c);
 }
 
 /* Our request `seq` has a successor.  If that tenure is over already (we
@@ -150,18 +149,18 @@ static void on_next(struct locks *l, const struct msg *m)
     struct lock_mine *me = &l->mine[m->lk.lock];
     struct lock_value v = { NULL, 0 };
     int now;
-    pthread_mutex_lock(&l->c->mu);
+    core_lock(l->c);
     now = m->lk.seq != me->seq || me->state == LOCK_FREE;
     if (!now) {
         me->succ = (int16_t)m->lk.succ;
     } else if (me->value.len && !(v.data = malloc(me->value.len))) {
-        core_fail_locked(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
+        core_fail(l->c, "out of memory copying a lock value of %u bytes", me->value.len);
         now = 0;
     } else if (me->value.len) { /* our value is still the one we gave back */
         memcpy(v.data, me->value.data, me->value.len);
         v.len = me->value.len;
     }
-    pthread_mutex_unlock(&l->c->mu);
+    core_unlock(l->c);
     if (now)                    /* sent without core.mu: a failed send takes it */
         send_grant(l, m->lk.lock, m->lk.succ, v);
     free(v.data);
@@ -295,17 +294,18 @@ int locks_give(struct locks *l, uint32_t lock, struct lock_value value, char *er
         me->state = LOCK_HELD;
         return TP_FULL;
     }
-    pthread_cond_broadcast(&l->c->cv);
+    core_wake(l->c);
     return DSM_OK;
 }
 
 /* ---------------------------------------------------------- blocking calls */
 
-/* Wait while a step answers TP_FULL; whatever it waits for wakes core.cv. */
-static int until_not_full(struct locks *l, int rc, char *err)
+/* After a step that answered TP_FULL: sleep on the event count read as
+ * `seq` before it (whatever it waits for, the ring's room, wakes it). */
+static int until_not_full(struct locks *l, uint32_t seq, int rc, char *err)
 {
-    if (rc == TP_FULL && !l->c->failed)
-        pthread_cond_wait(&l->c->cv, &l->c->mu);
+    if (rc == TP_FULL && !core_failed(l->c))
+        core_sleep(l->c, seq, 0);
     else if (rc == TP_FULL) {
         dsm_err(err, "%s", l->c->failure);
         rc = DSM_EPEER;
@@ -328,27 +328,31 @@ int locks_acquire(struct locks *l, uint32_t lock, char *err)
 {
     struct held_wait w = { l, lock };
     int rc;
-    pthread_mutex_lock(&l->c->mu);
-    while ((rc = until_not_full(l, locks_ask(l, lock, err), err)) == TP_FULL)
-        ;
+    uint32_t seq;
+    core_lock(l->c);
+    do
+        seq = core_seq(l->c);
+    while ((rc = until_not_full(l, seq, locks_ask(l, lock, err), err)) == TP_FULL);
     if (!rc)
         rc = core_wait(l->c, held_ready, &w, 1, err);
-    pthread_mutex_unlock(&l->c->mu);
+    core_unlock(l->c);
     return rc;
 }
 
 int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char *err)
 {
     struct lock_value copy;
+    uint32_t seq;
     int rc;
-    pthread_mutex_lock(&l->c->mu);
+    core_lock(l->c);
     do {            /* locks_give takes the value over, even when it answers TP_FULL */
+        seq = core_seq(l->c);
         copy.len = value.len;
         copy.data = value.len ? malloc(value.len) : NULL;
         if (value.len && copy.data)
             memcpy(copy.data, value.data, value.len);
-    } while ((rc = until_not_full(l, locks_give(l, lock, copy, err), err)) == TP_FULL);
-    pthread_mutex_unlock(&l->c->mu);
+    } while ((rc = until_not_full(l, seq, locks_give(l, lock, copy, err), err)) == TP_FULL);
+    core_unlock(l->c);
     free(value.data);
     return rc;
 }
@@ -360,19 +364,28 @@ int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, ch
     int try = !timeout_ms, late = 0, busy = 0, rc;
     uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
                         now_ns() + timeout_ms * 1000000ULL : 0;
-    uint32_t seq = 0;
-    pthread_mutex_lock(&l->c->mu);
-    while ((rc = try ? locks_try(l, lock, err) : locks_ask(l, lock, err)) == TP_FULL &&
-           !l->c->failed && !late && !(busy = try && l->mine[lock].state != LOCK_FREE))
-        late = mbox_wait_until(l->c, deadline);     /* (a try waits only for the ring) */
+    uint32_t seq = 0, wseq;
+    core_lock(l->c);
+    for (;;) {                              /* (a try waits only for the ring) */
+        wseq = core_seq(l->c);
+        rc = try ? locks_try(l, lock, err) : locks_ask(l, lock, err);
+        if (rc != TP_FULL || core_failed(l->c) || late ||
+            (busy = try && l->mine[lock].state != LOCK_FREE))
+            break;
+        late = mbox_wait_until(l->c, wseq, deadline);
+    }
     if (!rc)
         seq = locks_seq(l, lock);
-    while (!rc && !locks_held_by(l, lock, seq) && !(busy = try && locks_busy(l, lock, seq)) &&
-           !l->c->failed && !late)
-        late = mbox_wait_until(l->c, deadline);
+    while (!rc) {
+        wseq = core_seq(l->c);
+        if (locks_held_by(l, lock, seq) || (busy = try && locks_busy(l, lock, seq)) ||
+            core_failed(l->c) || late)
+            break;
+        late = mbox_wait_until(l->c, wseq, deadline);
+    }
     if (!rc && locks_held_by(l, lock, seq)) {
         rc = DSM_OK;
-    } else if (l->c->failed) {
+    } else if (core_failed(l->c)) {
         dsm_err(err, "%s", l->c->failure);
         rc = DSM_EPEER;
     } else if (rc == TP_FULL || !rc) {
@@ -381,7 +394,7 @@ int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, ch
         dsm_err(err, "lock %u is held elsewhere: %s", lock, busy ? "busy" : "timed out");
         rc = DSM_ETIMEDOUT;
     }
-    pthread_mutex_unlock(&l->c->mu);
+    core_unlock(l->c);
     return rc;
 }
 

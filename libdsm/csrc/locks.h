@@ -68,7 +68,7 @@ void locks_free(struct locks *l);
 
 /* Non-blocking steps, caller holding core.mu: 0 (done; core.mu may have
  * been dropped), TP_FULL (nothing done: another thread of ours is asking,
- * or the ring is full; wait for core.cv and call again), or a DSM_* error
+ * or the ring is full; sleep (core_sleep) and call again), or a DSM_* error
  * with err filled. */
 int locks_ask(struct locks *l, uint32_t lock, char *err);
 int locks_held(struct locks *l, uint64_t lock);

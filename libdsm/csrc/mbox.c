@@ -4,7 +4,6 @@
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "mbox.h"
 
 /* The slot of key, or NULL (caller holds core.mu). */
@@ -29,13 +28,13 @@ static void on_post(void *ctx, const struct msg *m, const unsigned char *payload
     }
     memcpy(&key, payload, sizeof key);
     key = le64toh(key);
-    pthread_mutex_lock(&b->c->mu);
+    core_lock(b->c);
     if (!(s = slot_of(b, key)) && b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
         if (!(grown = realloc(b->slots, cap * sizeof *grown))) {
-            core_fail_locked(b->c, "out of memory counting a post for key %llu",
-                             (unsigned long long)key);
-            pthread_mutex_unlock(&b->c->mu);
+            core_fail(b->c, "out of memory counting a post for key %llu",
+                      (unsigned long long)key);
+            core_unlock(b->c);
             return;
         }
         b->slots = grown;
@@ -46,8 +45,8 @@ static void on_post(void *ctx, const struct msg *m, const unsigned char *payload
         *s = (struct mbox_slot){ key, 0 };
     }
     s->count++;
-    pthread_cond_broadcast(&b->c->cv);
-    pthread_mutex_unlock(&b->c->mu);
+    core_unlock(b->c);
+    core_wake(b->c);
 }
 
 int mbox_send(struct mbox *b, int rank, uint64_t key, char *err)
@@ -66,15 +65,20 @@ int mbox_send(struct mbox *b, int rank, uint64_t key, char *err)
 
 int mbox_post(struct mbox *b, int rank, uint64_t key, char *err)
 {
+    uint32_t seq;
     int rc;
-    pthread_mutex_lock(&b->c->mu);
-    while ((rc = mbox_send(b, rank, key, err)) == TP_FULL && !b->c->failed)
-        pthread_cond_wait(&b->c->cv, &b->c->mu);
+    core_lock(b->c);
+    for (;;) {
+        seq = core_seq(b->c);
+        if ((rc = mbox_send(b, rank, key, err)) != TP_FULL || core_failed(b->c))
+            break;
+        core_sleep(b->c, seq, 0);
+    }
     if (rc == TP_FULL) {
         dsm_err(err, "%s", b->c->failure);
         rc = DSM_EPEER;
     }
-    pthread_mutex_unlock(&b->c->mu);
+    core_unlock(b->c);
     return rc;
 }
 
@@ -88,18 +92,11 @@ int mbox_take_one(struct mbox *b, uint64_t key)
     return 1;
 }
 
-int mbox_wait_until(struct core *c, uint64_t deadline)
+int mbox_wait_until(struct core *c, uint32_t seq, uint64_t deadline)
 {
-    struct timespec ts;
-    if (!deadline) {
-        pthread_cond_wait(&c->cv, &c->mu);
-        return 0;
-    }
-    if (now_ns() >= deadline)
+    if (deadline && now_ns() >= deadline)
         return 1;
-    ts.tv_sec = (time_t)(deadline / 1000000000ULL);
-    ts.tv_nsec = (long)(deadline % 1000000000ULL);
-    pthread_cond_clockwait(&c->cv, &c->mu, CLOCK_MONOTONIC, &ts);
+    core_sleep(c, seq, deadline);
     return 0;
 }
 
@@ -107,13 +104,17 @@ int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err)
 {
     struct core *c = b->c;
     uint64_t deadline = timeout_ms == UINT32_MAX ? 0 : now_ns() + timeout_ms * 1000000ULL;
+    uint32_t seq;
     int rc;
-    pthread_mutex_lock(&c->mu);
-    while (!(rc = core_running(c, err)) && !mbox_take_one(b, key)) {
-        if (c->failed) {
+    core_lock(c);
+    for (;;) {
+        seq = core_seq(c);
+        if ((rc = core_running(c, err)) || mbox_take_one(b, key))
+            break;
+        if (core_failed(c)) {
             dsm_err(err, "%s", c->failure);
             rc = DSM_EPEER;
-        } else if (mbox_wait_until(c, deadline)) {
+        } else if (mbox_wait_until(c, seq, deadline)) {
             dsm_err(err, "nothing posted for key %llu within %u ms",
                     (unsigned long long)key, timeout_ms);
             rc = DSM_ETIMEDOUT;
@@ -121,7 +122,7 @@ int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err)
         if (rc)
             break;
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     return rc;
 }
 

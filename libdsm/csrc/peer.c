@@ -1,6 +1,8 @@
 /* Layer 1: one peer connection of the socket backend (peer.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -9,13 +11,16 @@
 
 #define RX_CHUNK (64 * 1024)    /* bytes one recv asks for, besides payloads received in place */
 #define DIRECT_MIN 4096         /* payloads this large are sent without a copy */
+#define LOST_PEER 5             /* services/wire.py Message.LOST_PEER */
 
-void peer_init(struct peer *p, struct transport *t, int rank, int fd)
+void peer_init(struct peer *p, struct transport *t, int rank, int fd,
+               struct loss_report *report)
 {
     memset(p, 0, sizeof *p);
     p->t = t;
     p->rank = rank;
     p->fd = fd;
+    p->report = report;
     p->last_rx_ns = p->last_tx_ns = now_ns();
     pthread_mutex_init(&p->txmu, NULL);
 }
@@ -48,14 +53,72 @@ static int buf_reserve(struct buf *b, size_t n)
     return 0;
 }
 
-static void buf_append(struct core *c, struct buf *b, const void *p, size_t n)
+/* Append n bytes to b: 0, or -1 (out of memory). */
+static int buf_append(struct buf *b, const void *p, size_t n)
 {
-    if (buf_reserve(b, n)) {
-        core_fail(c, "out of memory buffering %zu bytes", n);
-        return;
-    }
+    if (buf_reserve(b, n))
+        return -1;
     memcpy(b->data + b->len, p, n);
     b->len += n;
+    return 0;
+}
+
+/* Characters of s as a JSON string body into out (at most cap - 1). */
+static size_t json_text(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            n += (size_t)snprintf(out + n, cap - n, "\\%c", ch);
+        else if (ch < 0x20)
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+        else
+            out[n++] = (char)ch;
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* The LOST_PEER message to dsmexec (peer.h), once per process, in one
+ * write: the rank's Python thread writes on the same connection only at
+ * init and finalize, never while a loss is being found. */
+static void tell_launcher(struct loss_report *rep, int peer, const char *how, const char *why)
+{
+    unsigned char frame[5 + 64 + 2 * DSM_ERRLEN];
+    char text[2 * DSM_ERRLEN];
+    int len;
+    ssize_t n;
+    size_t off = 0;
+    if (!rep || rep->master_fd < 0 || __atomic_exchange_n(&rep->sent, 1, __ATOMIC_SEQ_CST))
+        return;
+    json_text(text, sizeof text, why);
+    len = snprintf((char *)frame + 5, sizeof frame - 5,
+                   "{\"peer\":%d,\"how\":\"%s\",\"peer_error\":\"%s\"}", peer, how, text);
+    frame[0] = LOST_PEER;
+    frame[1] = (unsigned char)(len >> 24);
+    frame[2] = (unsigned char)(len >> 16);
+    frame[3] = (unsigned char)(len >> 8);
+    frame[4] = (unsigned char)len;
+    while (off < (size_t)len + 5) {
+        n = send(rep->master_fd, frame + off, (size_t)len + 5 - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;             /* dsmexec is gone: nobody to tell */
+        off += (size_t)n;
+    }
+}
+
+void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
+{
+    char why[DSM_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    tell_launcher(p->report, p->rank, how, why);
+    core_fail_peer(p->t->core, p->rank, "%s", why);
 }
 
 /* Send to a peer.  A message goes straight onto the socket, behind what
@@ -71,16 +134,16 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     unsigned char hdr[MSG_WIRE_SIZE];
     size_t queued, sent = 0;
     ssize_t n;
-    int left;
+    int left, oom = 0;
     msg_encode(m, hdr);
     __atomic_fetch_add(&p->t->core->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
     if (m->type == DSM_PAGE && m->len)
         __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
                            __ATOMIC_RELAXED);
-    pthread_mutex_lock(&p->txmu);
+    mu_lock(&p->txmu, LK_TX);
     if (p->eof || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
-        core_fail(p->t->core, "cannot send %s to rank %d: its connection is closed",
+        mu_unlock(&p->txmu, LK_TX);
+        peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
                   msg_name(m->type), p->rank);
         return 0;
     }
@@ -88,9 +151,10 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (now || m->len >= DIRECT_MIN) {
         if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
                                 m->len)) < 0) {
-            pthread_mutex_unlock(&p->txmu);
-            core_fail(p->t->core, "send %s to rank %d: %s", msg_name(m->type), p->rank,
-                      strerror(errno));
+            int e = errno;
+            mu_unlock(&p->txmu, LK_TX);
+            peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(m->type), p->rank,
+                      strerror(e));
             return 0;
         }
         sent = (size_t)n;
@@ -98,16 +162,19 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
         sent = sent > queued ? sent - queued : 0;
     }
     if (sent < MSG_WIRE_SIZE)
-        buf_append(p->t->core, &p->tx, hdr + sent, MSG_WIRE_SIZE - sent);
+        oom |= buf_append(&p->tx, hdr + sent, MSG_WIRE_SIZE - sent);
     sent = sent > MSG_WIRE_SIZE ? sent - MSG_WIRE_SIZE : 0;
     if (m->len > sent)
-        buf_append(p->t->core, &p->tx, (const unsigned char *)payload + sent, m->len - sent);
+        oom |= buf_append(&p->tx, (const unsigned char *)payload + sent, m->len - sent);
     left = p->tx.off < p->tx.len;
     if (!left)
         p->tx.off = p->tx.len = 0;
     if (p->t->core->heartbeat_ns)
         p->last_tx_ns = now_ns();
-    pthread_mutex_unlock(&p->txmu);
+    mu_unlock(&p->txmu, LK_TX);
+    if (oom)
+        core_fail(p->t->core, "out of memory buffering %s for rank %d", msg_name(m->type),
+                  p->rank);
     return left;
 }
 
@@ -160,7 +227,7 @@ static size_t receive(struct peer *p, int self_finalized, void *dst, size_t len)
     if (n <= 0) {               /* a peer closes only once every rank, we too, finalized */
         p->eof = 1;
         if (!p->finalized || !self_finalized)
-            core_fail(p->t->core, "rank %d closed its connection before finalize (%s)", p->rank,
+            peer_lost(p, "closed", "rank %d closed its connection before finalize (%s)", p->rank,
                       n < 0 ? strerror(errno) : "end of stream");
         return 0;
     }
@@ -213,9 +280,10 @@ void peer_read(struct peer *p, int self_finalized)
 void peer_flush(struct peer *p)
 {
     ssize_t n;
-    pthread_mutex_lock(&p->txmu);
+    int failed = 0;
+    mu_lock(&p->txmu, LK_TX);
     if (p->tx.off == p->tx.len || p->shut) {
-        pthread_mutex_unlock(&p->txmu);
+        mu_unlock(&p->txmu, LK_TX);
         return;
     }
     do {
@@ -223,13 +291,15 @@ void peer_flush(struct peer *p)
                  MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        core_fail(p->t->core, "send to rank %d: %s", p->rank, strerror(errno));
+        failed = errno;
         p->tx.off = p->tx.len;
     } else if (n > 0) {
         p->tx.off += (size_t)n;
     }
     if (p->tx.off == p->tx.len)
         p->tx.off = p->tx.len = 0;
-    pthread_mutex_unlock(&p->txmu);
+    mu_unlock(&p->txmu, LK_TX);
+    if (failed)
+        peer_lost(p, "closed", "send to rank %d: %s", p->rank, strerror(failed));
 }
 

@@ -6,6 +6,17 @@
 #include <sys/types.h>
 #include "transport.h"
 
+/* How a rank tells dsmexec which peer it lost: one LOST_PEER control
+ * message (services/wire.py, type 5, body {"peer", "how", "peer_error"})
+ * written straight onto the connection to dsmexec, before the failure is
+ * recorded, so that it is out even if the rank then ends in dsm_panic.
+ * One per process: the first loss is the one to blame.  Shared by the
+ * peers of one comm (comm.c owns it). */
+struct loss_report {
+    int master_fd;              /* the connection to dsmexec; -1: none (run alone) */
+    int sent;                   /* a report went out (atomic) */
+};
+
 struct buf {
     unsigned char *data;
     size_t off, len, cap;       /* live bytes are data[off, len) */
@@ -26,10 +37,12 @@ struct peer {
     struct buf tx;
     uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
     uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
+    struct loss_report *report;
 };
 
 /* Before use: the connection to `rank` over fd (not yet prepared). */
-void peer_init(struct peer *p, struct transport *t, int rank, int fd);
+void peer_init(struct peer *p, struct transport *t, int rank, int fd,
+               struct loss_report *report);
 void peer_free(struct peer *p);
 /* Send m (and m->len payload bytes).  `now`: an application thread, which
  * sends at once rather than leave it for the comm thread.  1 if something
@@ -40,4 +53,9 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
 void peer_read(struct peer *p, int self_finalized);
 /* Comm thread: write as much of the outbox as the socket takes. */
 void peer_flush(struct peer *p);
+/* The rank of p is lost (how: "closed" or "silent"): report it to dsmexec
+ * and record the failure (core_fail_peer, which takes no lock).  Any
+ * thread but one holding p's txmu. */
+void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 #endif

@@ -195,10 +195,24 @@ static uint64_t edges_if(const struct core *c, uint64_t first, uint64_t n, int p
     return e;
 }
 
+/* The MappingLimitError text of a protection change that needs `runs`
+ * mappings where only `budget` are to be had.  Returns DSM_ELIMIT. */
+static int over_budget(char *err, uint64_t first, uint64_t runs, uint64_t budget)
+{
+    dsm_err(err, "page %llu: the region would need %llu mappings, over the %llu that "
+            "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
+            "vm.max_map_count", (unsigned long long)first, (unsigned long long)runs,
+            (unsigned long long)budget);
+    return DSM_ELIMIT;
+}
+
 /* Give pages [first, first + n) one protection, with one mprotect.
  * Refuses, with a clear error, a change that would need more mappings than
  * the budget: an mprotect ENOMEM inside the protocol would be
- * unrecoverable. */
+ * unrecoverable.  The budget is what was left at init; should the program
+ * have taken mappings of its own since, mprotect's ENOMEM tells, and it
+ * becomes the same error, the budget shrinking to what the region has
+ * (this runs in the SIGSEGV handler too: no counting /proc/self/maps). */
 static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
 {
     struct region *r = ctx;
@@ -207,23 +221,24 @@ static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
     int rc = DSM_OK;
     if (n == 1 && c->pages[first].prot == prot)
         return DSM_OK;
-    pthread_mutex_lock(&r->mu);
+    mu_lock(&r->mu, LK_REGION);
     runs = r->runs - edges(c, first, n) + edges_if(c, first, n, prot);
     if (runs > r->run_budget) {
-        dsm_err(err, "page %llu: the region would need %llu mappings, over the %llu that "
-                "vm.max_map_count allows; use a larger DSM_BLOCK_PAGES or raise "
-                "vm.max_map_count", (unsigned long long)first,
-                (unsigned long long)runs, (unsigned long long)r->run_budget);
-        rc = DSM_ELIMIT;
+        rc = over_budget(err, first, runs, r->run_budget);
     } else if (mprotect(r->app + first * c->page_size, n * c->page_size, mprot[prot])) {
-        rc = dsm_err_sys(err, errno, "pages %llu..%llu: mprotect", (unsigned long long)first,
-                         (unsigned long long)(first + n - 1));
+        if (errno == ENOMEM && runs > r->runs) {
+            r->run_budget = c->stats.vma_budget = r->runs;
+            rc = over_budget(err, first, runs, r->run_budget);
+        } else {
+            rc = dsm_err_sys(err, errno, "pages %llu..%llu: mprotect",
+                             (unsigned long long)first, (unsigned long long)(first + n - 1));
+        }
     } else {
         r->runs = runs;
         c->stats.vma_runs = runs;
         core_record_prot(c, first, n, prot);
     }
-    pthread_mutex_unlock(&r->mu);
+    mu_unlock(&r->mu, LK_REGION);
     return rc;
 }
 

@@ -11,7 +11,7 @@
 #endif
 
 /* ring_put's answer when there is no room.  It is not an error: the poster
- * waits until the comm thread drains the ring (which wakes core.cv) and
+ * waits until the comm thread drains the ring (which calls core_wake) and
  * tries again. */
 #define RING_FULL 1
 

@@ -123,18 +123,21 @@ int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload
         t->ops->wake(t);
         return 0;
     }
-    pthread_mutex_unlock(&c->mu);
+    core_unlock(c);
     t->ops->send_app(t, dst, m, payload);
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     return TP_DROPPED;
 }
 
 int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *payload)
 {
     struct core *c = t->core;
+    uint32_t seq = core_seq(c);
     int rc;
-    while ((rc = tp_send_app(t, dst, m, payload)) == TP_FULL && !c->failed)
-        pthread_cond_wait(&c->cv, &c->mu);
+    while ((rc = tp_send_app(t, dst, m, payload)) == TP_FULL && !core_failed(c)) {
+        core_sleep(c, seq, 0);
+        seq = core_seq(c);
+    }
     return rc == TP_FULL ? DSM_EPEER : rc;
 }
 
@@ -186,11 +189,11 @@ unsigned tp_drain_ring(struct transport *t)
     struct core *c = t->core;
     unsigned i, n;
     int was_full;
-    pthread_mutex_lock(&c->mu);
+    core_lock(c);
     n = ring_take(&t->ring, batch, DSM_RING_CAP, &was_full);
     if (was_full)
-        pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+        core_wake(c);
+    core_unlock(c);
     for (i = 0; i < n; i++) {
         batch[i].m.from = (uint16_t)c->rank;
         tp_deliver(t, &batch[i].m, batch[i].payload);

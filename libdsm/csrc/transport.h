@@ -10,8 +10,14 @@
  *   - the ring from application threads, and the queue of messages a
  *     handler sends to its own rank (dispatched right after that handler).
  *
- * Threads: tp_send and the handlers run in the comm thread (the simulator's
- * single thread); tp_send_app and tp_post run in application threads. */
+ * Threads: tp_send and the handlers run in whichever thread plays the comm
+ * thread, holding comm.c's loop_mu: the comm thread, or with DSM_WAIT=reply
+ * an application thread waiting for a reply (app_poll, which can be inside
+ * the SIGSEGV handler: safe because the fault is synchronous and no holder
+ * of core.mu touches the application view).  Every handler may run in any
+ * of these, one at a time; none may assume the comm thread.  In the
+ * simulator the scheduler runs them.  tp_send_app runs in application
+ * threads.  See ground.h for the locks each may hold. */
 #ifndef DSM_TRANSPORT_H
 #define DSM_TRANSPORT_H
 #include <stddef.h>

@@ -256,7 +256,7 @@ int thread_ready(int r, int t)
     const struct op *o = &th->ops[th->pc];
     if (sr->dead || thread_done(th))
         return 0;
-    if (sr->core.failed)
+    if (core_failed(&sr->core))
         return 1;               /* it wakes to the failure */
     if (th->full && !ring_room(sr))
         return 0;
@@ -558,8 +558,8 @@ void app_step(int r, int t)
     const struct op *o = &th->ops[th->pc];
     step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
              op_names[o->kind], o->page, o->word, o->lock, th->phase);
-    pthread_mutex_lock(&sr->core.mu);
-    if (sr->core.failed) {
+    core_lock(&sr->core);
+    if (core_failed(&sr->core)) {
         th->ended = 1;
     } else if (o->kind == OP_READ || o->kind == OP_WRITE) {
         if (fault(r, th, o->page, o->kind == OP_WRITE)) {
@@ -578,7 +578,7 @@ void app_step(int r, int t)
     } else {
         collective_step(r, th, o);
     }
-    pthread_mutex_unlock(&sr->core.mu);
+    core_unlock(&sr->core);
     if (th->ended && threads_done(r, 0)) {   /* the error reaches the program, which exits */
         step_log("rank %d exits after its failure: %s", r, sr->core.failure);
         simnet_kill(&W.s, r);

@@ -183,11 +183,11 @@ void check_end(void)
                               "is possible", r, t, op_names[W.th[r][t].ops[W.th[r][t].pc].kind],
                               W.th[r][t].phase);
         if (W.dropped >= 0) {
-            if (!W.dropped_finalized && !sr->core.failed)
+            if (!W.dropped_finalized && !core_failed(&sr->core))
                 sim_violation(s, "rank %d never learnt that rank %d died", r, W.dropped);
             continue;
         }
-        if (sr->core.failed)
+        if (core_failed(&sr->core))
             sim_violation(s, "rank %d failed: %s", r, sr->core.failure);
         for (p = 0; p < s->n; p++)
             if (s->ch[r][p].len)
