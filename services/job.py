@@ -202,6 +202,8 @@ class Job(Starting):
             self.evidence.lost_peer(rank.index, msg.body)
         elif msg.type == wire.Message.EXITED:
             rank.reported = (msg.body.get("status"), msg.body.get("signal"))
+        elif msg.type == wire.Message.ENDED:
+            rank.said_last = True
         elif msg.type == wire.Message.FAILED:
             self._fail(EXIT_LAUNCH, "%s: %s" % (rank.label(), msg.body.get("reason")))
         else:
@@ -360,11 +362,20 @@ class Job(Starting):
         return [r for r in self.ranks if (r.lost_peer or r.init and not r.finalized)
                 and r.proc and r.exited_at is None and r is not self.culprit]
 
+    def _writing(self):
+        """Ranks told ENDING that still run and have not said ENDED: writing the
+        --trace/--stats report that closing their connection would cut short."""
+        if self.opts.report is None or not self.opts.report.wanted:
+            return []
+        return [r for r in self.ranks if r.index in self.master.conns and r.proc
+                and r.exited_at is None and not r.said_last]
+
     def _advance_teardown(self, now):
         """Run the teardown steps that are due.  Connections close FAILING_GRACE after
-        the failure while a rank is failing because of it, else at once; a second stop
-        signal runs them all at once (now = inf)."""
-        if self.teardown and self.teardown[0][1] == self._close_all and not self._failing():
+        the failure while a rank is failing because of it or writing its report, else
+        at once; a second stop signal runs them all at once (now = inf)."""
+        if (self.teardown and self.teardown[0][1] == self._close_all and not self._failing()
+                and not self._writing()):
             self.teardown = self._schedule(min(now, self.teardown[0][0]))
         while self.teardown and self.teardown[0][0] <= now:
             self.teardown.pop(0)[1]()

@@ -165,6 +165,7 @@ def _watch(master, feed=None):
                 stacks.request_self()
             elif msg.type == wire.Message.ENDING:
                 rankreport.last_words(LAST_WORDS_GRACE)
+                CONTEXT.notify(wire.Message.ENDED, {})
     except (OSError, ValueError, wire.WireError):
         pass
     if PRINTING.is_set():

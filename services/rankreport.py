@@ -73,6 +73,11 @@ def lost_peer(body, nranks, accuser):
 
 LAST_WORDS = []
 """What runs once when the rank ends without finishing: see the module's doc."""
+_SPEAKING = threading.Lock()
+"""Held while the last words run."""
+LAST_WORDS_WAIT = 10.0
+"""Seconds a second caller waits for the first one's last words at most (a stuck
+program may hold what they need)."""
 
 
 def at_end(fn):
@@ -82,14 +87,21 @@ def at_end(fn):
 
 def last_words(timeout=None):
     """Run the LAST_WORDS, each once; with a timeout, in a thread given that long (a
-    stuck program may hold what they need)."""
+    stuck program may hold what they need).  Two callers (the program's end and an
+    ENDING) do not race: the second returns once the first is done, so the rank
+    does not exit while a report is half written."""
     def run():
-        while LAST_WORDS:
-            fn = LAST_WORDS.pop()
-            try:
-                fn()
-            except Exception as e:      # one rank's report is not worth its traceback
-                sys.stderr.write("dsm rank: could not write its last words: %s\n" % e)
+        if not _SPEAKING.acquire(timeout=LAST_WORDS_WAIT):
+            return
+        try:
+            while LAST_WORDS:
+                fn = LAST_WORDS.pop()
+                try:
+                    fn()
+                except Exception as e:      # one rank's report is not worth its traceback
+                    sys.stderr.write("dsm rank: could not write its last words: %s\n" % e)
+        finally:
+            _SPEAKING.release()
     if timeout is None:
         run()
         return

@@ -62,6 +62,7 @@ class Rank:
         self.streams = {}           # fd -> iomux.Stream, until EOF
         self.init = self.finalized = False
         self.lost_peer = False      # it failed because another rank went away
+        self.said_last = False      # it answered ENDING: its last words are out (ENDED)
         self.reported = None        # (status, signal) from its supervisor (ssh ranks)
         self.exited_at = None
         self.judged = False

@@ -27,7 +27,7 @@ import time
 
 MAGIC = b"DSM1"
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: STACKS, ENDING, and LOST_PEER from the core
+PROTOCOL_MINOR = 2      # 1.1: STDIN, FAILED; 1.2: STACKS, ENDING/ENDED, LOST_PEER from the core
 SECRET_BYTES = 32
 NONCE_BYTES = 16
 
@@ -281,12 +281,13 @@ class Message:
                                program (the file is missing); the rank exits
     STACKS    dsmexec -> rank  {}: print every thread's stack (services/stacks.py)
     ENDING    dsmexec -> rank  {}: the job ends before the rank finished: write what
-                               --trace/--stats want now (services/rank.py: LAST_WORDS)
+                               --trace/--stats want now (rankreport.at_end), then say ENDED
+    ENDED     rank -> dsmexec  {}: its last words are out; its connection may close
     """
     (REGISTER, TABLE, INIT, FINALIZED, LOST_PEER, EXITED, STDIN, FAILED, STACKS,
-     ENDING) = range(1, 11)
+     ENDING, ENDED) = range(1, 12)
     NAMES = {1: "REGISTER", 2: "TABLE", 3: "INIT", 4: "FINALIZED", 5: "LOST_PEER", 6: "EXITED",
-             7: "STDIN", 8: "FAILED", 9: "STACKS", 10: "ENDING"}
+             7: "STDIN", 8: "FAILED", 9: "STACKS", 10: "ENDING", 11: "ENDED"}
     HEADER = struct.Struct("!BI")
     MAX_BODY = 16 << 20
 

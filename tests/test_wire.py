@@ -55,8 +55,8 @@ def test_short_body_says_what_was_expected(pair):
 
 
 def test_unknown_type_and_oversized_body_are_refused(pair):
-    with pytest.raises(wire.WireError, match="unknown control message type 11"):
-        Message(11)
+    with pytest.raises(wire.WireError, match="unknown control message type 12"):
+        Message(12)
     pair[0].sendall(Message.HEADER.pack(Message.INIT, Message.MAX_BODY + 1))
     with pytest.raises(wire.WireError, match="exceeds"):
         Message.from_io(pair[1])
