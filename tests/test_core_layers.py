@@ -103,14 +103,21 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
     # issue 13's paths: runs of pages in one message, payloads received in
     # place with other steps between their parts, read-ahead asked early,
     # pages their faulting thread opened
+    # issue 19: threads of a rank run while another has core.mu dropped
     for what in ("page runs", "payloads received in two parts", "early read-aheads",
-                 "pages opened by their waiter"):
+                 "pages opened by their waiter", "steps while another thread dropped core.mu"):
         assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
 
 
 @pytest.mark.parametrize("seed,flags", [
     ("32528", []),          # an early read-ahead from a placement's write fault
     ("3037", ["--drop"]),   # a lock handed over under core.mu to a dead peer: a hang
+    # issue 19, found once threads ran where core.mu is dropped:
+    ("33", ["--release"]),  # a thread wrote a page while another's acquire sent its diff and
+                            # then dropped it: the write's twin and dirty bit left on a copy
+    ("513", ["--release"]), # a read-ahead run asked again for a page another thread asked
+                            # for meanwhile: installed twice, over a write
+    ("6013", ["--release"]),  # two threads per rank: a locked increment lost
 ])
 def test_seeds_that_found_bugs_stay_fixed(sim, seed, flags):
     p = subprocess.run([sim, "--seed", seed, *flags], capture_output=True, text=True,

@@ -65,6 +65,12 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
         rc |= send_run(h, page, cut, write);
         page += cut;
         n -= cut;
+        /* The send dropped core.mu: another thread may have asked for the
+         * rest, or it came.  Asking twice would install a page twice, the
+         * second time over what was written since the first. */
+        for (cut = 0; rc & TP_DROPPED && cut < n && needs_request(c, page + cut, write); cut++)
+            ;
+        n = rc & TP_DROPPED ? cut : n;
     }
     return rc;
 }

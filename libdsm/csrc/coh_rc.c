@@ -349,8 +349,11 @@ int rc_drop_step(struct coh *h)
     FOR_EACH(&h->rc.drop, p) {
         if (c->pages[p].pending)
             continue;
-        if (set_has(&h->rc.dirty, p))
-            flush_page(h, p);       /* false sharing: our words go home first (and the twin) */
+        /* False sharing: our words go home first (and the twin).  Sending
+         * drops core.mu, and another thread may write the page again
+         * meanwhile: then its words go too, before the copy is dropped. */
+        while (set_has(&h->rc.dirty, p))
+            flush_page(h, p);
         set_del(&h->rc.drop, p);
         held = coh_holds(c, p);
         coh_forget_closed(c, p);

@@ -248,4 +248,9 @@ void lockcheck_only(unsigned mask, const char *where)
     if (held != mask)
         lock_abort(where, "holding other locks than expected, wanted mask", (int)mask);
 }
+
+unsigned lockcheck_held(void)
+{
+    return held;
+}
 #endif

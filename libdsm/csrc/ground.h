@@ -97,6 +97,9 @@ void lockcheck_take(int level, const char *where);
 void lockcheck_drop(int level, const char *where);
 /* Abort unless the levels this thread holds are exactly `mask`. */
 void lockcheck_only(unsigned mask, const char *where);
+/* The levels this thread holds (the simulator switches threads only where
+ * the running one holds no core.mu). */
+unsigned lockcheck_held(void);
 #else
 static inline void lockcheck_take(int level, const char *where) { (void)level, (void)where; }
 static inline void lockcheck_drop(int level, const char *where) { (void)level, (void)where; }

@@ -54,6 +54,7 @@ static void op_send(struct transport *t, int dst, const struct msg *m, const voi
                   msg_name(m->type), dst);
     else if (!r->sim->r[dst].dead)
         enqueue(r->sim, r->id, dst, m, payload, 0);
+    sim_yield(r->id);           /* a sender without core.mu lets the rank's others run */
 }
 
 static void op_wake(struct transport *t)
@@ -99,13 +100,18 @@ static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
 {
     (void)err;
     struct srank *r = ctx;
+    sim_yield(r->id);           /* as an mprotect: the caller may have dropped core.mu */
+    step_log("rank %d protects pages %llu..%llu: %d", r->id, (unsigned long long)first,
+             (unsigned long long)(first + n - 1), prot);
     core_record_prot(&r->core, first, n, prot);
     return DSM_OK;
 }
 
 static void populate(void *ctx, uint64_t first, uint64_t n)
 {
-    (void)ctx, (void)first, (void)n;
+    struct srank *r = ctx;
+    (void)first, (void)n;
+    sim_yield(r->id);
 }
 
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
