@@ -52,6 +52,9 @@ static void op_send(struct transport *t, int dst, const struct msg *m, const voi
     if (r->peer_eof[dst])       /* as comm.c: sending to a closed connection fails */
         core_fail(&r->core, "cannot send %s to rank %d: its connection is closed",
                   msg_name(m->type), dst);
+    else if (r->sim->r[dst].dead && below(2))   /* as peer.c: the reset reaches a send first */
+        core_fail_peer(&r->core, dst, "send %s to rank %d: Connection reset by peer",
+                       msg_name(m->type), dst);
     else if (!r->sim->r[dst].dead)
         enqueue(r->sim, r->id, dst, m, payload, 0);
     sim_yield(r->id);           /* a sender without core.mu lets the rank's others run */
