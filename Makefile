@@ -32,9 +32,11 @@ clean:
 	rm -rf $(VENV) build *.egg-info libdsm/_core*.so libdsm/_core.c libdsm/_core.o
 
 # The protocol simulation (tests/sim): the real protocol code, N ranks in
-# one process.  `make sim` runs 10,000 seeds in each consistency mode;
-# `make sim SEED=n` replays one with its trace (SIMFLAGS="--release --drop"
-# as the failure printed).
+# one process, each rank's threads run step by step (another may run
+# wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
+# `make sim` runs 10,000 seeds in each consistency mode; `make sim SEED=n`
+# replays one with its trace (SIMFLAGS="--release --drop" as the failure
+# printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
 	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coh_place.c coll.c reduce.c locks.c)

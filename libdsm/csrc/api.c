@@ -104,8 +104,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
         goto err_region;
-    if ((rc = coh_init(&D.coh, c, &D.tp, c->release, (uint64_t)cfg->twin_limit_mb << 20,
-                       err)))
+    if ((rc = coh_init(&D.coh, c, &D.tp, (uint64_t)cfg->twin_limit_mb << 20, err)))
         goto err_comm;
     coh_pin_init(&D.coh);
     if ((rc = coll_init(&D.coll, c, &D.tp, err)))

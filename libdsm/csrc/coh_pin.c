@@ -107,13 +107,11 @@ int coh_claim(struct coh *h, const struct msg *m)
     return park_or_claim(h, m, 1);
 }
 
-/* A thread pinning the page waits for the claim to end (coh_pin_page). */
 void coh_unclaim(struct coh *h, uint64_t page)
 {
     core_lock(h->c);
     h->c->pages[page].leaving = 0;
     core_unlock(h->c);
-    core_wake(h->c);
 }
 
 int coh_pin_page(struct coh *h, uint64_t page, int write)

@@ -169,7 +169,8 @@ static void flush_page(struct coh *h, uint64_t page)
     free(buf);
 }
 
-enum coh_step rc_write(struct coh *h, uint64_t page)
+/* A write fault on a readable copy (coh.write_copy). */
+static enum coh_step rc_write(struct coh *h, uint64_t page)
 {
     struct core *c = h->c;
     uint64_t p;
@@ -421,10 +422,12 @@ static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload
 static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct coh *h = ctx;
+    int all;
     core_lock(h->c);
-    if (h->rc.acks_due && !--h->rc.acks_due)
-        core_wake(h->c);
+    all = h->rc.acks_due && !--h->rc.acks_due;
     core_unlock(h->c);
+    if (all)
+        core_wake(h->c);
 }
 
 /* A read request at the home: a copy of the master as it is now, a run of
@@ -468,6 +471,7 @@ int rc_init(struct coh *h, uint64_t limit, char *err)
     struct rc *rc = &h->rc;
     uint64_t p;
     rc->limit = limit;
+    h->write_copy = rc_write;
     if (!(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||

@@ -80,8 +80,8 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
         return;
     }
     me->state = LOCK_HELD;
-    core_wake(l->c);
     core_unlock(l->c);
+    core_wake(l->c);            /* after the unlock: the woken thread wants core.mu */
 }
 
 /* Our request `seq` has a successor.  If that tenure is over already (we

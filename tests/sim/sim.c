@@ -6,7 +6,14 @@
  * scheduler picks, at every step, one of: an application thread's next
  * step (a read, a write, a lock-protected increment, a collective, finalize),
  * the delivery of the next messages on a channel, the drain of a rank's
- * ring, or a held-back (deferred) message.  After every step it checks:
+ * ring, or a held-back (deferred) message.  Threads, not only messages:
+ * wherever the running thread drops core.mu (a send, a protect, a
+ * populate: sim_yield), whole steps of its rank's other threads may run
+ * before it goes on (the comm thread's work, the other application
+ * threads), and a thread whose step went nowhere sleeps on the event count
+ * (core_sleep) until a core_wake, so a lost wake-up is a hang.  The lock
+ * order is checked at every take (-DDSM_LOCKCHECK).  After every step it
+ * checks:
  *   - at most one writable copy of a page, and none beside read copies;
  *   - every copy's data is the last write (a shadow memory), and every read
  *     returns it: sequential consistency;
@@ -31,7 +38,8 @@
  * never a value not yet written to that word; after the last barrier every
  * home holds every last write.
  * --drop kills one rank at a random step: every other rank must then reach
- * the failure (the fail hook), and none may hang.  --corrupt flips a byte
+ * the failure (the fail hook), and none may hang; a send to the dead rank
+ * fails at the sender half the time, as a reset connection does.  --corrupt flips a byte
  * of one copy, to show the checker catches it. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -171,6 +179,12 @@ static void act(const struct action *a)
         simnet_fire_deferred(&s->r[a->a]);
         break;
     }
+}
+
+uint64_t thread_progress(const struct thread *th)
+{
+    return (uint64_t)th->pc << 40 ^ (uint64_t)th->phase << 32 ^ (uint64_t)th->upto << 8 ^
+           (uint64_t)th->colls_done << 2 ^ (uint64_t)th->flushing << 1 ^ (uint64_t)th->ended;
 }
 
 /* Is action a another thread of the actor's rank?  The comm thread runs

@@ -174,6 +174,9 @@ extern struct world W;
 
 /* sim.c */
 uint64_t below(uint64_t n);
+/* Where a thread is in its operations: a step that leaves it as it was
+ * went nowhere, and the thread sleeps. */
+uint64_t thread_progress(const struct thread *th);
 void step_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word);
 

@@ -553,21 +553,13 @@ static void pin_step(int r, struct thread *th, const struct op *o)
     }
 }
 
-/* Where a thread is in its operations: a step that leaves it as it was
- * went nowhere, and the thread sleeps. */
-static uint64_t progress(const struct thread *th)
-{
-    return (uint64_t)th->pc << 40 ^ (uint64_t)th->phase << 32 ^ (uint64_t)th->upto << 8 ^
-           (uint64_t)th->colls_done << 2 ^ (uint64_t)th->flushing << 1 ^ (uint64_t)th->ended;
-}
-
 void app_step(int r, int t)
 {
     struct thread *th = &W.th[r][t];
     struct srank *sr = &W.s.r[r];
     const struct op *o = &th->ops[th->pc];
     uint32_t seq = core_seq(&sr->core);     /* as core_sleep's callers: before the step */
-    uint64_t was = progress(th);
+    uint64_t was = thread_progress(th);
     step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
              op_names[o->kind], o->page, o->word, o->lock, th->phase);
     core_lock(&sr->core);
@@ -591,7 +583,7 @@ void app_step(int r, int t)
         collective_step(r, th, o);
     }
     /* Finalize waits for the comm thread's end, which the simulator has not. */
-    th->asleep = progress(th) == was && !th->moved && o->kind != OP_FINALIZE;
+    th->asleep = thread_progress(th) == was && !th->moved && o->kind != OP_FINALIZE;
     th->moved = 0;
     th->seq = seq;
     core_unlock(&sr->core);

@@ -145,7 +145,7 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
     tp_init(&r->tp, c, &sim_ops, r);
     tp_register(&r->tp, DSM_FINALIZE, on_finalize, r, 0);
     /* twins for two pages at most: release mode often sends pages home early */
-    if (coh_init(&r->coh, c, &r->tp, release, 2 * SIM_PAGE, err) ||
+    if (coh_init(&r->coh, c, &r->tp, 2 * SIM_PAGE, err) ||
         coll_init(&r->coll, c, &r->tp, err) ||
         locks_init(&r->locks, c, &r->tp, nlocks, err)) {
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
