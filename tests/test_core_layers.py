@@ -225,3 +225,40 @@ def test_a_failed_system_call_is_an_oserror_with_its_errno():
     assert p.returncode == 0, p.stderr
     assert re.match(r"SystemCallError EMFILE rank 0: \S.*: Too many open files$", p.stdout), \
         p.stdout
+
+
+WAITS = """
+import threading
+
+import libdsm
+from libdsm import _binding
+
+with libdsm.init() as dsm:
+    if dsm.rank == 0:
+        with dsm.lock(3):
+            dsm.barrier()               # rank 1 asks for lock 3 now
+            dsm.barrier()               # it has seen its thread wait
+    else:
+        dsm.barrier()
+        asker = threading.Thread(target=lambda: dsm.lock(3).acquire())
+        asker.start()
+        for _ in range(100000):
+            waits = _binding.describe_waits()
+            if "lock 3" in waits:
+                break
+        print("waiting: %r" % waits)
+        dsm.barrier()
+        asker.join()
+        dsm.lock(3).release()
+        print("after: %r" % _binding.describe_waits())
+"""
+
+
+def test_describe_waits_names_the_lock_a_thread_waits_for(tmp_path):
+    prog = tmp_path / "waits.py"
+    prog.write_text(WAITS)
+    p = run(tmp_path, 2, str(prog), timeout=60)
+    assert p.returncode == 0, p.stderr
+    waiting = re.search(r"waiting: '(.*)'", p.stdout).group(1)
+    assert re.fullmatch(r"thread \d+: lock 3\\n", waiting), p.stdout
+    assert "after: ''" in p.stdout

@@ -210,6 +210,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
     struct core *c = h->c;
     struct want w = { h, page, write };
     uint64_t t0 = now_ns(), dur;
+    int note = core_note_wait(c, WAIT_PAGE, page, (uint64_t)page_home(c, page));
     core_lock(c);
     if (write < 0)
         w.write = write = coh_satisfied(c, page, 0);
@@ -243,6 +244,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
         }
     }
     c->pages[page].waiters--;
+    core_end_wait(c, note);
     dur = now_ns() - t0;
     c->stats.fault_wait_ns += dur;
     core_unlock(c);
