@@ -5,7 +5,7 @@
  * usually), so a genuine crash still prints its traceback and kills the
  * process.  A signal handler can only find its state in globals: these,
  * set once before the handler is installed.  (The core's other globals are
- * api.c's one `struct dsm` and ground.c's per-thread errno and lock mask;
+ * api.c's one `struct dsm` and ground.c's per-thread errno, id and lock mask;
  * the layers between keep their state in structs.) */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -214,15 +214,19 @@ int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, cha
 
 /* ---------------------------------------------------------- what threads wait for */
 
+static __thread int my_tid;         /* this thread's id, asked once */
+
 int core_note_wait(struct core *c, int kind, uint64_t a, uint64_t b)
 {
     int i, free_kind;
+    if (!my_tid)
+        my_tid = (int)syscall(SYS_gettid);
     for (i = 0; i < CORE_WAIT_SLOTS; i++) {
         struct wait_note *w = &c->waits[i];
         free_kind = WAIT_FREE;
         if (__atomic_compare_exchange_n(&w->kind, &free_kind, WAIT_CLAIMED, 0,
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            w->tid = (int)syscall(SYS_gettid);
+            w->tid = my_tid;
             w->a = a;
             w->b = b;
             __atomic_store_n(&w->kind, kind, __ATOMIC_RELEASE);
