@@ -42,9 +42,11 @@ clean:
 	rm -rf $(VENV) build *.egg-info libdsm/_core*.so libdsm/_core.c libdsm/_core.o
 
 # The protocol simulation (tests/sim): the real protocol code, N ranks in
-# one process.  `make sim` runs 10,000 seeds in each consistency mode;
-# `make sim SEED=n` replays one with its trace (SIMFLAGS="--release --drop"
-# as the failure printed).
+# one process, each rank's threads run step by step (another may run
+# wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
+# `make sim` runs 10,000 seeds in each consistency mode; `make sim SEED=n`
+# replays one with its trace (SIMFLAGS="--release --drop" as the failure
+# printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
 	ring.c transport.c coh_app.c coh_serve.c coh_rc.c coh_pin.c coh_place.c coll.c reduce.c locks.c mbox.c)
@@ -59,18 +61,19 @@ SIMSYNC_SOURCES := tests/sim/simsync.c $(filter-out tests/sim/sim.c tests/sim/si
 	tests/sim/simcheck.c,$(SIM_SOURCES))
 build/simsync: $(SIMSYNC_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
-	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -I$(CSRC) \
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -DDSM_LOCKCHECK -I$(CSRC) \
 	  -Itests/sim -o $@ $(SIMSYNC_SOURCES) -pthread
 
 simsync: build/simsync
 	build/simsync --seeds 0:10000
 
-sim: build/sim
+sim: build/sim build/simsync
 ifdef SEED
 	build/sim --seed $(SEED) $(SIMFLAGS)
 else
 	build/sim --seeds 0:10000 $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
+	build/simsync --seeds 0:10000
 endif
 
 # Scaling to 16 ranks (bench/scale.py): the same reference peers as `make

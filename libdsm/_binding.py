@@ -195,6 +195,13 @@ def pages_given_up(first, n):
     return ffi.unpack(out, n)
 
 
+def describe_waits(size=4096):
+    """What each thread waiting in the core waits for, a line each."""
+    buf = ffi.new("char[]", size)
+    lib.dsm_describe_waits(buf, size)
+    return ffi.string(buf).decode()
+
+
 def page_home(page):
     return lib.dsm_page_home(page)
 

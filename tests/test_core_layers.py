@@ -103,14 +103,23 @@ def test_ten_thousand_seeds_keep_every_invariant(sim):
     # issue 13's paths: runs of pages in one message, payloads received in
     # place with other steps between their parts, read-ahead asked early,
     # pages their faulting thread opened
+    # issue 19: threads of a rank run while another has core.mu dropped
     for what in ("page runs", "payloads received in two parts", "early read-aheads",
-                 "pages opened by their waiter"):
+                 "pages opened by their waiter", "steps while another thread dropped core.mu"):
         assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
 
 
 @pytest.mark.parametrize("seed,flags", [
     ("32528", []),          # an early read-ahead from a placement's write fault
     ("3037", ["--drop"]),   # a lock handed over under core.mu to a dead peer: a hang
+    # issue 19, found once threads ran where core.mu is dropped:
+    ("33", ["--release"]),  # a thread wrote a page while another's acquire sent its diff and
+                            # then dropped it: the write's twin and dirty bit left on a copy
+    ("513", ["--release"]), # a read-ahead run asked again for a page another thread asked
+                            # for meanwhile: installed twice, over a write
+    ("6013", ["--release"]),  # two threads per rank: a locked increment lost
+    ("313", ["--drop"]),    # a send to a reset peer failing in on_coll under core.mu:
+                            # core_fail took core.mu again, the comm thread deadlocked
 ])
 def test_seeds_that_found_bugs_stay_fixed(sim, seed, flags):
     p = subprocess.run([sim, "--seed", seed, *flags], capture_output=True, text=True,
@@ -216,3 +225,40 @@ def test_a_failed_system_call_is_an_oserror_with_its_errno():
     assert p.returncode == 0, p.stderr
     assert re.match(r"SystemCallError EMFILE rank 0: \S.*: Too many open files$", p.stdout), \
         p.stdout
+
+
+WAITS = """
+import threading
+
+import libdsm
+from libdsm import _binding
+
+with libdsm.init() as dsm:
+    if dsm.rank == 0:
+        with dsm.lock(3):
+            dsm.barrier()               # rank 1 asks for lock 3 now
+            dsm.barrier()               # it has seen its thread wait
+    else:
+        dsm.barrier()
+        asker = threading.Thread(target=lambda: dsm.lock(3).acquire())
+        asker.start()
+        for _ in range(100000):
+            waits = _binding.describe_waits()
+            if "lock 3" in waits:
+                break
+        print("waiting: %r" % waits)
+        dsm.barrier()
+        asker.join()
+        dsm.lock(3).release()
+        print("after: %r" % _binding.describe_waits())
+"""
+
+
+def test_describe_waits_names_the_lock_a_thread_waits_for(tmp_path):
+    prog = tmp_path / "waits.py"
+    prog.write_text(WAITS)
+    p = run(tmp_path, 2, str(prog), timeout=60)
+    assert p.returncode == 0, p.stderr
+    waiting = re.search(r"waiting: '(.*)'", p.stdout).group(1)
+    assert re.fullmatch(r"thread \d+: lock 3\\n", waiting), p.stdout
+    assert "after: ''" in p.stdout

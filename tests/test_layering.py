@@ -1,9 +1,13 @@
 """Dependencies inside libdsm run one way: the package's face (__init__)
 and libdsm.sysv sit on top; no module below imports the package itself
 (libdsm.instance & co.), only its sibling modules, and sysv uses nothing
-private of the Dsm."""
+private of the Dsm.  In the C core, the calls between files (read from
+each object's defined and undefined symbols) have no circle and go down
+the layers ground.h lists."""
 import ast
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -87,3 +91,94 @@ def test_the_launcher_and_the_runtime_stay_apart():
         assert ours == [], "services/%s is no stdlib-only leaf: it imports %s" % (name, ours)
     binding = _imported(os.path.join(PKG, "_binding.py"))
     assert not [m for m in binding if m.startswith("libdsm_services")], binding
+
+
+# ---------------------------------------------------------------- the C core's calls
+
+CSRC = os.path.join(PKG, "csrc")
+
+
+def ground_layers():
+    """The layer of each C file, from the list in ground.h's opening comment
+    (a file named there without "layer N" is the ground, layer 0)."""
+    with open(os.path.join(CSRC, "ground.h")) as f:
+        head = f.read().split("*/", 1)[0]
+    return {name: int(layer or 0)
+            for name, layer in re.findall(r"^ \*\s+(\w+\.c)\s+(?:layer (\d):)?", head, re.M)}
+
+
+def call_graph(objects):
+    """File -> {file it calls into: [symbols]}, from the symbols each object
+    defines and leaves undefined (nm)."""
+    defined, wanted = {}, {}
+    for name, obj in objects.items():
+        wanted[name] = set()
+        for line in subprocess.run(["nm", obj], capture_output=True, text=True,
+                                   check=True).stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in "TDBRC":
+                defined[fields[2]] = name
+            elif len(fields) == 2 and fields[0] == "U":
+                wanted[name].add(fields[1])
+    graph = {name: {} for name in objects}
+    for name, syms in wanted.items():
+        for sym in sorted(syms):
+            if defined.get(sym, name) != name:
+                graph[name].setdefault(defined[sym], []).append(sym)
+    return graph
+
+
+def cycle(graph):
+    """A call circle as a list of files, or None."""
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        found = node not in state and visit(node, [node])
+        if found:
+            return found
+    return None
+
+
+def test_the_cycle_check_sees_a_circle():
+    assert cycle({"a.c": {"b.c": ["f"]}, "b.c": {"a.c": ["g"]}}) == ["a.c", "b.c", "a.c"]
+    assert cycle({"a.c": {"b.c": ["f"]}, "b.c": {}}) is None
+
+
+@pytest.fixture(scope="module")
+def c_calls(tmp_path_factory):
+    out = tmp_path_factory.mktemp("objects")
+    objects = {}
+    for name in sorted(f for f in os.listdir(CSRC) if f.endswith(".c")):
+        obj = str(out / (name + ".o"))
+        subprocess.run(["cc", "-c", "-O0", "-I", CSRC, "-o", obj, os.path.join(CSRC, name)],
+                       check=True, timeout=60)
+        objects[name] = obj
+    return call_graph(objects)
+
+
+def test_every_c_file_is_in_ground_h_s_list(c_calls):
+    assert sorted(ground_layers()) == sorted(c_calls)
+
+
+def test_c_calls_have_no_circle(c_calls):
+    assert cycle(c_calls) is None, "call circle: %s" % " -> ".join(cycle(c_calls))
+
+
+def test_c_calls_go_down_the_layers(c_calls):
+    layers = ground_layers()
+    up = ["%s (layer %d) calls %s in %s (layer %d)" % (a, layers[a], ", ".join(syms), b, layers[b])
+          for a, callees in c_calls.items() for b, syms in callees.items()
+          if layers[b] > layers[a]]
+    assert up == []

@@ -112,8 +112,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
         goto err_region;
-    if ((rc = coh_init(&D.coh, c, &D.tp, c->release, (uint64_t)cfg->twin_limit_mb << 20,
-                       err)))
+    if ((rc = coh_init(&D.coh, c, &D.tp, (uint64_t)cfg->twin_limit_mb << 20, err)))
         goto err_comm;
     coh_pin_init(&D.coh);
     if ((rc = coll_init(&D.coll, c, &D.tp, err)))
@@ -161,20 +160,29 @@ static int check_pages(uint64_t first, uint64_t n, char *err)
 
 int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
 {
-    int rc = check_pages(first, n, err);
-    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 0, 0, err);
+    int rc = check_pages(first, n, err), note;
+    if (rc)
+        return rc;
+    note = core_note_wait(&D.core, WAIT_PAGES, first, n);
+    rc = coh_prefetch(&D.coh, first, n, write, 0, 0, err);
+    core_end_wait(&D.core, note);
+    return rc;
 }
 
 int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
 {
-    int rc = check_pages(first, n, err);
+    int rc = check_pages(first, n, err), note;
     if (!rc && D.core.release) {
         dsm_err(err, "pinning is for sequential consistency; in release mode copy the data "
                 "out (bytes(), tobytes()) between synchronisations");
         return DSM_EINVAL;
     }
-    return rc ? rc : coh_prefetch(&D.coh, first, n, write, 1,
-                                  now_ns() + timeout_ms * 1000000ULL, err);
+    if (rc)
+        return rc;
+    note = core_note_wait(&D.core, WAIT_PAGES, first, n);
+    rc = coh_prefetch(&D.coh, first, n, write, 1, now_ns() + timeout_ms * 1000000ULL, err);
+    core_end_wait(&D.core, note);
+    return rc;
 }
 
 int dsm_unpin(uint64_t first, uint64_t n, char *err)
@@ -255,7 +263,9 @@ int dsm_barrier(char *err)
     struct coll_call call = { .kind = DSM_COLL_BARRIER };
     void *out;
     uint64_t len, t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_COLL, DSM_COLL_BARRIER, coll_count(&D.coll));
     int rc = D.core.release ? memory_barrier(err) : coll_run(&D.coll, &call, &out, &len, err);
+    core_end_wait(&D.core, note);
     waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, DSM_COLL_BARRIER, t0);
     return rc;
 }
@@ -285,7 +295,9 @@ int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const vo
                    uint64_t len, void **out, uint64_t *out_len, char *err)
 {
     uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_COLL, (uint64_t)kind, coll_count(&D.coll));
     int rc = collective(kind, root, op, dtype, sig, data, len, out, out_len, err);
+    core_end_wait(&D.core, note);
     waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, (uint64_t)kind, t0);
     return rc;
 }
@@ -373,7 +385,9 @@ int dsm_lock_acquire(uint32_t lock, char *err)
 {
     struct lock_value notices;
     uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
     int rc = locks_acquire(&D.locks, lock, err);
+    core_end_wait(&D.core, note);
     waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
     if (rc || !D.core.release)
         return rc;
@@ -406,25 +420,45 @@ static int finished(void *arg)
     return ((struct core *)arg)->phase == PHASE_FINISHED;
 }
 
+/* No page of ours is still asked for: a read-ahead run may be on its way. */
+static int settled(void *arg)
+{
+    const struct core *c = arg;
+    uint64_t p;
+    for (p = 0; p < c->npages; p++)
+        if (c->pages[p].pending)
+            return 0;
+    return 1;
+}
+
 /* DSM_FINALIZE goes to our own comm thread, which tells every peer and
  * stops once all have said it and the connections are drained. */
 int dsm_finalize(char *err)
 {
     struct core *c = &D.core;
     struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)c->rank };
-    int rc;
+    int rc, note = core_note_wait(c, WAIT_FINALIZE, 0, 0);
     core_lock(c);
     m.coll.epoch = coll_count(&D.coll);
-    if (!(rc = core_running(c, err)) && (rc = tp_send_app_wait(&D.tp, c->rank, &m, NULL)))
+    /* Settled first: a page that came after DSM_FINALIZE would be confirmed
+     * to its home (DSM_UPDATE) over a connection already shut. */
+    if (!(rc = core_running(c, err)) && !(rc = core_wait(c, settled, c, 0, err)) &&
+        (rc = tp_send_app_wait(&D.tp, c->rank, &m, NULL)))
         dsm_err(err, "%s", c->failure);
     if (!rc)
         rc = core_wait(c, finished, c, 0, err);
     core_unlock(c);
+    core_end_wait(c, note);
     if (!rc) {
         comm_join(&D.tp);
         region_revoke(&D.region);
     }
     return rc;
+}
+
+uint64_t dsm_describe_waits(char *buf, uint64_t len)
+{
+    return core_describe_waits(&D.core, buf, len);
 }
 
 int dsm_failed_peer(void)

@@ -66,6 +66,12 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
         rc |= send_run(h, page, cut, write);
         page += cut;
         n -= cut;
+        /* The send dropped core.mu: another thread may have asked for the
+         * rest, or it came.  Asking twice would install a page twice, the
+         * second time over what was written since the first. */
+        for (cut = 0; rc & TP_DROPPED && cut < n && needs_request(c, page + cut, write); cut++)
+            ;
+        n = rc & TP_DROPPED ? cut : n;
     }
     return rc;
 }
@@ -172,12 +178,12 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
             readahead_early(h, page);
         return COH_AGAIN;
     }
-    if (h->release && write && c->pages[page].prot == DSM_PROT_READ)
-        return rc_write(h, page);   /* multiple writers: no message */
+    if (h->write_copy && write && c->pages[page].prot == DSM_PROT_READ)
+        return h->write_copy(h, page);  /* multiple writers: no message */
     if (c->pages[page].pending)
         return COH_WAIT;
-    rc = request(h, page, write && !h->release);
-    if (coh_satisfied(c, page, write) || (h->release && write && c->pages[page].prot))
+    rc = request(h, page, write && !h->c->release);
+    if (coh_satisfied(c, page, write) || (h->c->release && write && c->pages[page].prot))
         return COH_AGAIN;
     if (c->pages[page].pending)
         return COH_WAIT;
@@ -210,6 +216,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
                   "process %d: only the process that called init() can use DSM memory; fork "
                   "before init(), or start children with multiprocessing's 'spawn'",
                   (unsigned long long)page, (int)getpid(), (int)c->pid);
+    int note = core_note_wait(c, WAIT_PAGE, page, (uint64_t)page_home(c, page));
     core_lock(c);
     if (c->phase == PHASE_FINISHED) {   /* finalize revoked every page (region_revoke) */
         core_unlock(c);
@@ -247,6 +254,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
         }
     }
     c->pages[page].waiters--;
+    core_end_wait(c, note);
     dur = now_ns() - t0;
     c->stats.fault_wait_ns += dur;
     core_unlock(c);
@@ -283,7 +291,7 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
     struct core *c = h->c;
     uint64_t ch, p = first, end = first + n, got;
     char scratch[DSM_ERRLEN];
-    int rc, late = 0, ask = write && !h->release;   /* release mode fetches, then opens locally */
+    int rc, late = 0, ask = write && !h->c->release;   /* release mode fetches, then opens locally */
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
     core_lock(c);
     request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
@@ -302,8 +310,8 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
                 continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;
-            else if (h->release && write && c->pages[p].prot == DSM_PROT_READ)
-                rc_write(h, p);
+            else if (h->write_copy && write && c->pages[p].prot == DSM_PROT_READ)
+                h->write_copy(h, p);
             else if (c->pages[p].pending ||
                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
                 late = wait_until(c, seq, deadline);

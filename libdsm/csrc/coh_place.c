@@ -36,8 +36,8 @@ static void place_switch(struct coh *h)
         c->stats.homes_moved++;
     }
     pl->done = 1;
-    core_wake(c);
     core_unlock(c);
+    core_wake(c);
 }
 
 /* DSM_PLACE: ours (this rank's part is done: tell every peer, behind what

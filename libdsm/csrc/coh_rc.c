@@ -169,7 +169,8 @@ static void flush_page(struct coh *h, uint64_t page)
     free(buf);
 }
 
-enum coh_step rc_write(struct coh *h, uint64_t page)
+/* A write fault on a readable copy (coh.write_copy). */
+static enum coh_step rc_write(struct coh *h, uint64_t page)
 {
     struct core *c = h->c;
     uint64_t p;
@@ -349,8 +350,11 @@ int rc_drop_step(struct coh *h)
     FOR_EACH(&h->rc.drop, p) {
         if (c->pages[p].pending)
             continue;
-        if (set_has(&h->rc.dirty, p))
-            flush_page(h, p);       /* false sharing: our words go home first (and the twin) */
+        /* False sharing: our words go home first (and the twin).  Sending
+         * drops core.mu, and another thread may write the page again
+         * meanwhile: then its words go too, before the copy is dropped. */
+        while (set_has(&h->rc.dirty, p))
+            flush_page(h, p);
         set_del(&h->rc.drop, p);
         held = coh_holds(c, p);
         coh_forget_closed(c, p);
@@ -418,10 +422,12 @@ static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload
 static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct coh *h = ctx;
+    int all;
     core_lock(h->c);
-    if (h->rc.acks_due && !--h->rc.acks_due)
-        core_wake(h->c);
+    all = h->rc.acks_due && !--h->rc.acks_due;
     core_unlock(h->c);
+    if (all)
+        core_wake(h->c);
 }
 
 /* A read request at the home: a copy of the master as it is now, a run of
@@ -465,6 +471,7 @@ int rc_init(struct coh *h, uint64_t limit, char *err)
     struct rc *rc = &h->rc;
     uint64_t p;
     rc->limit = limit;
+    h->write_copy = rc_write;
     if (!(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||

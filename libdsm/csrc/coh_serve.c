@@ -9,12 +9,6 @@
 
 static void home_complete(struct coh *h, uint64_t page, int mode, int origin, int server);
 
-/* The directory entry of a page homed here. */
-struct dir *coh_dir(struct coh *h, uint64_t page)
-{
-    return &h->dirs[page];
-}
-
 /* Apply the protections of a batch, one protect() per run of consecutive
  * pages with the same protection; pages kept closed are left alone.
  * Nonzero (the failure recorded) if one could not be applied. */
@@ -94,8 +88,8 @@ static void flush_installs(struct coh *h)
             c->pages[h->installs[i].page].installed_ns = now;
             c->pages[h->installs[i].page].pending = 0;
         }
-    core_wake(c);
     core_unlock(c);
+    core_wake(c);               /* after the unlock: the woken thread wants core.mu */
     for (i = 0; i < h->n_installs; i += k) {
         const struct batched *b = &h->installs[i];
         struct msg up = { .type = DSM_UPDATE, .origin = (uint16_t)c->rank,
@@ -154,7 +148,7 @@ static void on_page(struct coh *h, const struct msg *m, const unsigned char *pay
         h->installs[h->n_installs++] = (struct batched){
             .page = m->pg.page + i,
             .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
-            .confirm = !h->release && (page_home(c, m->pg.page + i) != m->from ||
+            .confirm = !h->c->release && (page_home(c, m->pg.page + i) != m->from ||
                                        m->from == c->rank),
             .server = m->from };
     }
@@ -364,7 +358,7 @@ static void on_req(struct coh *h, const struct msg *m)
 {
     const struct core *c = h->c;
     uint64_t i, n = m->pg.count ? m->pg.count : 1;
-    int ours = h->release ? rc_serves(h, m->pg.page, n)
+    int ours = h->c->release ? rc_serves(h, m->pg.page, n)
                           : n <= c->npages - m->pg.page && page_home(c, m->pg.page) == c->rank &&
                             home_run(c, m->pg.page, n) == n;
     if (!ours || (m->pg.mode != MODE_READ && m->pg.mode != MODE_WRITE)) {
@@ -373,7 +367,7 @@ static void on_req(struct coh *h, const struct msg *m)
                   (unsigned long long)m->pg.page);
         return;
     }
-    if (h->release)
+    if (h->c->release)
         rc_serve(h, m);
     else
         for (i = 0; i < n; i++)
@@ -491,15 +485,14 @@ static void on_flush(void *ctx, int type)
         flush_serves(h);
 }
 
-int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
-             uint64_t twin_limit, char *err)
+int coh_init(struct coh *h, struct core *c, struct transport *t, uint64_t twin_limit,
+             char *err)
 {
     uint64_t p;
-    int type, rc;
+    int type, rc, release = c->release;
     memset(h, 0, sizeof *h);
     h->c = c;
     h->t = t;
-    h->release = release;
     h->wait_tail = &h->wait_head;
     h->ra = (struct readahead){ UINT64_MAX, UINT64_MAX, 1 };
     /* a home for every page, and in sequential mode a directory entry for
@@ -542,6 +535,6 @@ void coh_free(struct coh *h)
     free(h->c->homes);
     h->c->homes = NULL;
     coh_place_end(h);
-    if (h->release)
+    if (h->c->release)
         rc_free(h);
 }

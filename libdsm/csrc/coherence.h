@@ -97,10 +97,21 @@ struct rc {
     uint64_t epoch;                 /* barriers passed: the age of notices */
 };
 
+/* What a faulting thread does next (coh_fault_step). */
+enum coh_step {
+    COH_DONE,           /* the page allows the access */
+    COH_WAIT,           /* a request is out: sleep (core_sleep) */
+    COH_AGAIN,          /* core.mu was dropped: look again at once */
+    COH_FULL,           /* the ring to our own comm thread is full: sleep (core_sleep) */
+};
+
 struct coh {
     struct core *c;
     struct transport *t;
-    int release;                    /* release consistency (else sequential) */
+    /* Release mode (rc_init): a write fault on a readable copy opens it
+     * with no message (a twin); NULL in sequential mode.  A pointer, so
+     * that the faulting side (coh_app.c) does not call up into coh_rc.c. */
+    enum coh_step (*write_copy)(struct coh *h, uint64_t page);
     struct rc rc;
     struct dir *dirs;                   /* per page, used where homed here (comm thread);
                                          * NULL in release mode */
@@ -112,24 +123,21 @@ struct coh {
     struct place place;
 };
 
-/* Directory and handlers; the page table (core.pages) must exist.
- * `release`: release consistency, with at most twin_limit bytes of twins. */
-int coh_init(struct coh *h, struct core *c, struct transport *t, int release,
-             uint64_t twin_limit, char *err);
+/* Directory and handlers; the page table (core.pages) must exist.  The
+ * mode is core.release (set once, before): in release mode at most
+ * twin_limit bytes of twins. */
+int coh_init(struct coh *h, struct core *c, struct transport *t, uint64_t twin_limit,
+             char *err);
 void coh_free(struct coh *h);
 
 /* The directory entry of a page homed here (the simulator checks them):
  * one per page of the region, so that any page can be homed anywhere.
  * Sequential mode only. */
-struct dir *coh_dir(struct coh *h, uint64_t page);
+static inline struct dir *coh_dir(struct coh *h, uint64_t page)
+{
+    return &h->dirs[page];
+}
 
-/* What a faulting thread does next (coh_fault_step). */
-enum coh_step {
-    COH_DONE,           /* the page allows the access */
-    COH_WAIT,           /* a request is out: sleep (core_sleep) */
-    COH_AGAIN,          /* core.mu was dropped: look again at once */
-    COH_FULL,           /* the ring to our own comm thread is full: sleep (core_sleep) */
-};
 /* One step of a fault, caller holding core.mu; never blocks. */
 enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write);
 /* Is there something for a faulting thread to do (caller holds core.mu)? */
@@ -216,7 +224,6 @@ int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, 
  * holding core.mu (which sending drops for a while). */
 int rc_init(struct coh *h, uint64_t limit, char *err);
 void rc_free(struct coh *h);
-enum coh_step rc_write(struct coh *h, uint64_t page);   /* a write fault on a readable page */
 void rc_flush(struct coh *h);       /* release: every written page's diff goes home */
 int rc_flushed(struct coh *h);      /* ... and every home applied it */
 /* This rank's write notices: for a barrier, or for a lock's next holder.

@@ -119,6 +119,11 @@ int dsm_last_errno(void);
 /* After a DSM_EPEER: the rank whose loss failed the job (a closed or reset
  * connection, a silent peer), or -1 when the failure names no lost rank. */
 int dsm_failed_peer(void);
+/* One line per thread waiting in the core: "thread TID: lock N",
+ * "collective KIND #EPOCH", "page P from rank HOME", "pages FIRST count
+ * N".  At most len bytes, NUL-terminated; returns the bytes written.  Safe
+ * in a signal handler (SIGUSR1 when a job hangs): no lock, no allocation. */
+uint64_t dsm_describe_waits(char *buf, uint64_t len);
 uint64_t dsm_page_size(void);
 
 /* Map the region, install the SIGSEGV handler and start the comm thread.

@@ -3,8 +3,10 @@
  * coherence layer), which returns once the access may be retried; if not,
  * it goes to whatever handler was installed before us (faulthandler,
  * usually), so a genuine crash still prints its traceback and kills the
- * process.  A signal handler can only find its state in globals: these
- * are the core's only ones, set once before the handler is installed. */
+ * process.  A signal handler can only find its state in globals: these,
+ * set once before the handler is installed.  (The core's other globals are
+ * api.c's one `struct dsm` and ground.c's per-thread errno, id and lock mask;
+ * the layers between keep their state in structs.) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>

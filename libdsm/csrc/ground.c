@@ -212,6 +212,82 @@ int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, cha
     return DSM_EPEER;
 }
 
+/* ---------------------------------------------------------- what threads wait for */
+
+static __thread int my_tid;         /* this thread's id, asked once */
+
+int core_note_wait(struct core *c, int kind, uint64_t a, uint64_t b)
+{
+    int i, free_kind;
+    if (!my_tid)
+        my_tid = (int)syscall(SYS_gettid);
+    for (i = 0; i < CORE_WAIT_SLOTS; i++) {
+        struct wait_note *w = &c->waits[i];
+        free_kind = WAIT_FREE;
+        if (__atomic_compare_exchange_n(&w->kind, &free_kind, WAIT_CLAIMED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            w->tid = my_tid;
+            w->a = a;
+            w->b = b;
+            __atomic_store_n(&w->kind, kind, __ATOMIC_RELEASE);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void core_end_wait(struct core *c, int slot)
+{
+    if (slot >= 0)
+        __atomic_store_n(&c->waits[slot].kind, WAIT_FREE, __ATOMIC_RELEASE);
+}
+
+/* Append text, or the decimal v when text is NULL, keeping room for the NUL. */
+static void put(char *buf, uint64_t len, uint64_t *at, const char *text, uint64_t v)
+{
+    char digits[24];
+    int n = 0;
+    if (!text) {
+        do
+            digits[n++] = (char)('0' + v % 10);
+        while ((v /= 10));
+    }
+    while (text ? *text : n > 0)
+        if (*at + 1 < len)
+            buf[(*at)++] = text ? *text++ : digits[--n];
+        else
+            return;
+}
+
+uint64_t core_describe_waits(struct core *c, char *buf, uint64_t len)
+{
+    static const char *what[] = { "", "", "lock ", "collective ", "page ", "pages ",
+                                  "finalize" };
+    uint64_t at = 0;
+    int i;
+    for (i = 0; i < CORE_WAIT_SLOTS && len; i++) {
+        const struct wait_note *w = &c->waits[i];
+        int kind = __atomic_load_n(&w->kind, __ATOMIC_ACQUIRE);
+        if (kind <= WAIT_CLAIMED || kind > WAIT_FINALIZE)
+            continue;
+        put(buf, len, &at, "thread ", 0);
+        put(buf, len, &at, NULL, (uint64_t)w->tid);
+        put(buf, len, &at, ": ", 0);
+        put(buf, len, &at, what[kind], 0);
+        if (kind != WAIT_FINALIZE)
+            put(buf, len, &at, NULL, w->a);
+        if (kind == WAIT_COLL || kind == WAIT_PAGE || kind == WAIT_PAGES)
+            put(buf, len, &at, kind == WAIT_COLL ? " #" : kind == WAIT_PAGE ? " from rank " :
+                " count ", 0);
+        if (kind == WAIT_COLL || kind == WAIT_PAGE || kind == WAIT_PAGES)
+            put(buf, len, &at, NULL, w->b);
+        put(buf, len, &at, "\n", 0);
+    }
+    if (len)
+        buf[at] = 0;
+    return at;
+}
+
 #ifdef DSM_LOCKCHECK
 /* ---------------------------------------------------------- lock order check */
 
@@ -247,5 +323,10 @@ void lockcheck_only(unsigned mask, const char *where)
 {
     if (held != mask)
         lock_abort(where, "holding other locks than expected, wanted mask", (int)mask);
+}
+
+unsigned lockcheck_held(void)
+{
+    return held;
 }
 #endif

@@ -99,6 +99,9 @@ void lockcheck_take(int level, const char *where);
 void lockcheck_drop(int level, const char *where);
 /* Abort unless the levels this thread holds are exactly `mask`. */
 void lockcheck_only(unsigned mask, const char *where);
+/* The levels this thread holds (the simulator switches threads only where
+ * the running one holds no core.mu). */
+unsigned lockcheck_held(void);
 #else
 static inline void lockcheck_take(int level, const char *where) { (void)level, (void)where; }
 static inline void lockcheck_drop(int level, const char *where) { (void)level, (void)where; }
@@ -131,6 +134,16 @@ static inline void mu_unlock_at(pthread_mutex_t *m, int level, const char *where
 #define mu_unlock(m, level) mu_unlock_at(m, level, __func__)
 #define core_lock(c) mu_lock(&(c)->mu, LK_CORE)
 #define core_unlock(c) mu_unlock(&(c)->mu, LK_CORE)
+
+/* What a thread waits for, for dsm_describe_waits (core_note_wait). */
+enum wait_kind { WAIT_FREE, WAIT_CLAIMED, WAIT_LOCK, WAIT_COLL, WAIT_PAGE, WAIT_PAGES,
+                 WAIT_FINALIZE };
+#define CORE_WAIT_SLOTS 32
+struct wait_note {
+    int kind;                   /* enum wait_kind, stored last (release) */
+    int tid;
+    uint64_t a, b;              /* lock; kind, epoch; page, home; first, count */
+};
 
 struct core {
     /* configuration, fixed after start */
@@ -171,6 +184,7 @@ struct core {
     uint64_t heartbeat_ns;      /* a peer silent this long is dead; 0: never (fixed) */
     struct trace *trace;        /* events for dsmexec --trace; NULL: off (set once) */
     pid_t pid;                  /* the process that started the core; 0: not checked */
+    struct wait_note waits[CORE_WAIT_SLOTS];    /* no lock: see core_note_wait */
 };
 
 /* Tracing that costs one branch when DSM_DEBUG is off. */
@@ -243,6 +257,15 @@ void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
 int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
 /* Only the polling part of core_wait. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
+
+/* Note that this thread waits for (kind, a, b) until core_end_wait(slot):
+ * the slot, or -1 when all are taken.  No lock: a slot is claimed by an
+ * atomic exchange, and read from a signal handler (core_describe_waits). */
+int core_note_wait(struct core *c, int kind, uint64_t a, uint64_t b);
+void core_end_wait(struct core *c, int slot);
+/* One line per noted wait into buf (at most len bytes, NUL-terminated);
+ * the bytes written.  Async-signal-safe: no lock, no allocation, no stdio. */
+uint64_t core_describe_waits(struct core *c, char *buf, uint64_t len);
 
 /* Round-robin by blocks of pages to begin with; then a table that
  * placements change (coh_place.c) and, in release mode, single writers

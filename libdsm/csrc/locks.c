@@ -124,8 +124,8 @@ static void on_grant(struct locks *l, const struct msg *m, const unsigned char *
         pass_on(l, m->lk.lock);
         return;
     }
-    core_wake(l->c);
     core_unlock(l->c);
+    core_wake(l->c);            /* after the unlock: the woken thread wants core.mu */
 }
 
 /* Our try found the lock held. */

@@ -6,7 +6,14 @@
  * scheduler picks, at every step, one of: an application thread's next
  * step (a read, a write, a lock-protected increment, a collective, finalize),
  * the delivery of the next messages on a channel, the drain of a rank's
- * ring, or a held-back (deferred) message.  After every step it checks:
+ * ring, or a held-back (deferred) message.  Threads, not only messages:
+ * wherever the running thread drops core.mu (a send, a protect, a
+ * populate: sim_yield), whole steps of its rank's other threads may run
+ * before it goes on (the comm thread's work, the other application
+ * threads), and a thread whose step went nowhere sleeps on the event count
+ * (core_sleep) until a core_wake, so a lost wake-up is a hang.  The lock
+ * order is checked at every take (-DDSM_LOCKCHECK).  After every step it
+ * checks:
  *   - at most one writable copy of a page, and none beside read copies;
  *   - every copy's data is the last write (a shadow memory), and every read
  *     returns it: sequential consistency;
@@ -31,7 +38,8 @@
  * never a value not yet written to that word; after the last barrier every
  * home holds every last write.
  * --drop kills one rank at a random step: every other rank must then reach
- * the failure (the fail hook), and none may hang.  --corrupt flips a byte
+ * the failure (the fail hook), and none may hang; a send to the dead rank
+ * fails at the sender half the time, as a reset connection does.  --corrupt flips a byte
  * of one copy, to show the checker catches it. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -121,9 +129,26 @@ static int advance_clock(void)
     return 1;
 }
 
+/* " page P+N" for a message about pages, for the trace. */
+static const char *page_of(const struct sim_msg *m)
+{
+    static char buf[48];
+    int t = m->m.type;
+    buf[0] = 0;
+    if (!m->eof && (t == DSM_REQ || t == DSM_PAGE || t == DSM_FWD || t == DSM_INV ||
+                    t == DSM_UPDATE || t == DSM_DIFF))
+        snprintf(buf, sizeof buf, " page %llu+%u", (unsigned long long)m->m.pg.page,
+                 m->m.pg.count);
+    return buf;
+}
+
 static void act(const struct action *a)
 {
     struct sim *s = &W.s;
+    if (!W.nested) {
+        W.actor_rank = a->kind == ACT_DELIVER ? a->b : a->a;
+        W.actor_thread = a->kind == ACT_APP ? a->b : -1;
+    }
     switch (a->kind) {
     case ACT_APP:
         app_step(a->a, a->b);
@@ -132,7 +157,7 @@ static void act(const struct action *a)
         const struct sim_msg *m = s->ch[a->a][a->b].head;
         int burst = 1 + (int)below(3);
         step_log("deliver %d -> %d: %s%s (x%d)", a->a, a->b,
-                 m->eof ? "end of stream" : msg_name(m->m.type), "", burst);
+                 m->eof ? "end of stream" : msg_name(m->m.type), page_of(m), burst);
         simnet_deliver(s, a->a, a->b, burst, (int)below(2), observe);
         break;
     }
@@ -156,6 +181,47 @@ static void act(const struct action *a)
     }
 }
 
+uint64_t thread_progress(const struct thread *th)
+{
+    return (uint64_t)th->pc << 40 ^ (uint64_t)th->phase << 32 ^ (uint64_t)th->upto << 8 ^
+           (uint64_t)th->colls_done << 2 ^ (uint64_t)th->flushing << 1 ^ (uint64_t)th->ended;
+}
+
+/* Is action a another thread of the actor's rank?  The comm thread runs
+ * deliveries, the ring, held-back messages and batched pages. */
+static int beside_actor(const struct action *a)
+{
+    if (a->kind == ACT_APP)
+        return a->a == W.actor_rank && a->b != W.actor_thread;
+    return W.actor_thread >= 0 && (a->kind == ACT_DELIVER ? a->b : a->a) == W.actor_rank;
+}
+
+/* The thread that runs dropped core.mu (a send, a protect, a populate):
+ * as on a real rank, the rank's other threads may run before it goes on,
+ * each a whole step (no deeper nesting).  A thread holding core.mu still
+ * (the comm thread sending under it) lets nobody in. */
+void sim_yield(int r)
+{
+    static struct action acts[SIM_MAX_RANKS * (SIM_MAX_THREADS + SIM_MAX_RANKS + 3)];
+    int n, i, k, rounds;
+    if (W.nested || r != W.actor_rank || lockcheck_held() & 1u << LK_CORE || below(2))
+        return;
+    W.nested = 1;
+    for (rounds = 1 + (int)below(2); rounds > 0; rounds--) {
+        n = enabled(acts);
+        for (i = k = 0; i < n; i++)
+            if (beside_actor(&acts[i]))
+                acts[k++] = acts[i];
+        if (!k)
+            break;
+        step_log("meanwhile (rank %d thread %d dropped core.mu):", W.actor_rank, W.actor_thread);
+        act(&acts[below((uint64_t)k)]);
+        W.cover.nested++;
+        check_nested_step();
+    }
+    W.nested = 0;
+}
+
 /* One seed: 0 if every rule held. */
 static int run(uint64_t seed, int drop, int corrupt)
 {
@@ -166,6 +232,7 @@ static int run(uint64_t seed, int drop, int corrupt)
     memset(s, 0, sizeof *s);
     W.rng = W.seed = seed;
     W.dropped = -1;
+    W.exiting = -1;
     W.ntrace = 0;
     W.writes = 0;
     memset(W.fifo, 0, sizeof W.fifo);
@@ -211,6 +278,9 @@ static int run(uint64_t seed, int drop, int corrupt)
             break;
         }
         act(&acts[below((uint64_t)n)]);
+        if (W.exiting >= 0 && !s->r[W.exiting].dead)
+            simnet_kill(s, W.exiting);
+        W.exiting = -1;
         sim_now += 1000;
         check_step();
     }
@@ -272,6 +342,7 @@ int main(int argc, char **argv)
             W.release = 1;
         } else if (!strcmp(argv[i], "--corrupt")) {
             corrupt = 1;
+
         } else {
             fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--release] [--drop] "
                     "[--corrupt]\n");
@@ -284,12 +355,13 @@ int main(int argc, char **argv)
     printf("covered: %llu steps with a page lent to several readers, %llu full rings, "
            "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved, "
            "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
-           "%llu pages opened by their waiter\n",
+           "%llu pages opened by their waiter, %llu steps while another thread dropped "
+           "core.mu\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
            (unsigned long long)W.cover.split, (unsigned long long)W.cover.early,
-           (unsigned long long)W.cover.opened);
+           (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested);
     printf("%d seeds passed%s%s%s\n", i, W.release ? " (--release)" : "", drop ? " (--drop)" : "",
            corrupt ? " (--corrupt)" : "");
     return 0;

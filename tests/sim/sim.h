@@ -66,6 +66,10 @@ struct sim {
 
 extern uint64_t sim_now;            /* simulated ns: the core's clock */
 
+/* sim.c: the running thread of rank r dropped core.mu (a send, a protect,
+ * a populate): other threads of the rank may run meanwhile. */
+void sim_yield(int r);
+
 /* simnet.c */
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
                      uint64_t hold_ns, uint32_t nlocks, int release);
@@ -116,6 +120,11 @@ struct thread {
     uint32_t waits_on;          /* page + 1 of the fault it waits in (page.waiters), or 0 */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
+    /* Its last step went nowhere: it sleeps as core_sleep does, on the
+     * event count it read before the step, until a core_wake moves it. */
+    int asleep;
+    uint32_t seq;
+    int moved;                  /* the step made the access possible, the state shows it not */
 };
 
 struct lock_fifo {
@@ -148,9 +157,15 @@ struct world {
         uint64_t split;         /* payloads received straight into pages in two parts */
         uint64_t early;         /* read-ahead runs asked for at a trigger page */
         uint64_t opened;        /* pages their faulting thread opened */
+        uint64_t nested;        /* steps run while another thread of the rank had core.mu dropped */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */
+    /* Who runs now (the scheduler's top-level action): a thread of a rank,
+     * or its comm thread (thread -1); `nested` while another thread of that
+     * rank runs meanwhile (sim_yield). */
+    int actor_rank, actor_thread, nested;
+    int exiting;                    /* a rank whose program exits after the nested step, or -1 */
     int tracing;
     char trace[TRACE_KEEP][200];
     unsigned ntrace;
@@ -159,6 +174,9 @@ extern struct world W;
 
 /* sim.c */
 uint64_t below(uint64_t n);
+/* Where a thread is in its operations: a step that leaves it as it was
+ * went nowhere, and the thread sleeps. */
+uint64_t thread_progress(const struct thread *th);
 void step_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word);
 
@@ -171,5 +189,6 @@ int thread_done(const struct thread *th);
 /* simcheck.c: the rules */
 void observe(struct sim *s, int dst, const struct msg *m);
 void check_step(void);
+void check_nested_step(void);
 void check_end(void);
 #endif

@@ -258,6 +258,8 @@ int thread_ready(int r, int t)
         return 0;
     if (core_failed(&sr->core))
         return 1;               /* it wakes to the failure */
+    if (th->asleep && core_seq(&sr->core) == th->seq)
+        return 0;               /* nobody woke it */
     if (th->full && !ring_room(sr))
         return 0;
     if (!phase_open(r, t, o))
@@ -498,7 +500,7 @@ static void place_step(int r, struct thread *th, const struct op *o)
         if (p == c->first + c->n)
             th->phase = 3;
         else
-            fault(r, th, (uint32_t)p, 1);
+            th->moved = fault(r, th, (uint32_t)p, 1);
         break;
     case 3:
         th->full = coh_place_post(&sr->coh) == TP_FULL;
@@ -528,7 +530,7 @@ static void pin_step(int r, struct thread *th, const struct op *o)
         while (th->upto < o->count && coh_pin_page(&sr->coh, o->page + th->upto, (int)o->write))
             th->upto++;
         if (th->upto < o->count) {
-            fault(r, th, o->page + th->upto, (int)o->write);
+            th->moved = fault(r, th, o->page + th->upto, (int)o->write);
             return;
         }
         th->phase = 1;
@@ -556,6 +558,8 @@ void app_step(int r, int t)
     struct thread *th = &W.th[r][t];
     struct srank *sr = &W.s.r[r];
     const struct op *o = &th->ops[th->pc];
+    uint32_t seq = core_seq(&sr->core);     /* as core_sleep's callers: before the step */
+    uint64_t was = thread_progress(th);
     step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
              op_names[o->kind], o->page, o->word, o->lock, th->phase);
     core_lock(&sr->core);
@@ -578,10 +582,17 @@ void app_step(int r, int t)
     } else {
         collective_step(r, th, o);
     }
+    /* Finalize waits for the comm thread's end, which the simulator has not. */
+    th->asleep = thread_progress(th) == was && !th->moved && o->kind != OP_FINALIZE;
+    th->moved = 0;
+    th->seq = seq;
     core_unlock(&sr->core);
-    if (th->ended && threads_done(r, 0)) {   /* the error reaches the program, which exits */
+    if (th->ended && threads_done(r, 0) && !sr->dead) {  /* the error reaches the program */
         step_log("rank %d exits after its failure: %s", r, sr->core.failure);
-        simnet_kill(&W.s, r);
+        if (W.nested)
+            W.exiting = r;      /* once the thread it interrupted is out of its step */
+        else
+            simnet_kill(&W.s, r);
     }
 }
 

@@ -52,8 +52,12 @@ static void op_send(struct transport *t, int dst, const struct msg *m, const voi
     if (r->peer_eof[dst])       /* as comm.c: sending to a closed connection fails */
         core_fail(&r->core, "cannot send %s to rank %d: its connection is closed",
                   msg_name(m->type), dst);
+    else if (r->sim->r[dst].dead && below(2))   /* as peer.c: the reset reaches a send first */
+        core_fail_peer(&r->core, dst, "send %s to rank %d: Connection reset by peer",
+                       msg_name(m->type), dst);
     else if (!r->sim->r[dst].dead)
         enqueue(r->sim, r->id, dst, m, payload, 0);
+    sim_yield(r->id);           /* a sender without core.mu lets the rank's others run */
 }
 
 static void op_wake(struct transport *t)
@@ -99,13 +103,18 @@ static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
 {
     (void)err;
     struct srank *r = ctx;
+    sim_yield(r->id);           /* as an mprotect: the caller may have dropped core.mu */
+    step_log("rank %d protects pages %llu..%llu: %d", r->id, (unsigned long long)first,
+             (unsigned long long)(first + n - 1), prot);
     core_record_prot(&r->core, first, n, prot);
     return DSM_OK;
 }
 
 static void populate(void *ctx, uint64_t first, uint64_t n)
 {
-    (void)ctx, (void)first, (void)n;
+    struct srank *r = ctx;
+    (void)first, (void)n;
+    sim_yield(r->id);
 }
 
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
@@ -136,7 +145,7 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
     tp_init(&r->tp, c, &sim_ops, r);
     tp_register(&r->tp, DSM_FINALIZE, on_finalize, r, 0);
     /* twins for two pages at most: release mode often sends pages home early */
-    if (coh_init(&r->coh, c, &r->tp, release, 2 * SIM_PAGE, err) ||
+    if (coh_init(&r->coh, c, &r->tp, 2 * SIM_PAGE, err) ||
         coll_init(&r->coll, c, &r->tp, err) ||
         locks_init(&r->locks, c, &r->tp, nlocks, err)) {
         fprintf(stderr, "sim: rank %d: %s\n", id, err);

@@ -16,6 +16,7 @@
  *   build/simsync --seeds A:B     run seeds A .. B-1
  *   build/simsync --seed N        one seed, printing its steps */
 #define _GNU_SOURCE
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,30 @@ static uint64_t pick(uint64_t n)
     Z.rng ^= Z.rng >> 7;
     Z.rng ^= Z.rng << 17;
     return Z.rng % n;
+}
+
+/* What simnet.c asks of its driver (sim.h).  Here a thread's step runs
+ * whole: no other thread of its rank runs where it drops core.mu (the
+ * main simulator, sim.c, interleaves those). */
+uint64_t below(uint64_t n)
+{
+    return pick(n);
+}
+
+void sim_yield(int r)
+{
+    (void)r;
+}
+
+void step_log(const char *fmt, ...)
+{
+    va_list ap;
+    if (!Z.tracing)
+        return;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
 }
 
 static void say(const char *fmt, int r, int t, uint32_t lock)
@@ -205,9 +230,9 @@ static int act(void)
     i = (int)pick((uint64_t)n);
     r = cand[i][1];
     if (cand[i][0] == 0) {
-        pthread_mutex_lock(&Z.s.r[r].core.mu);
+        core_lock(&Z.s.r[r].core);
         step(r, cand[i][2]);
-        pthread_mutex_unlock(&Z.s.r[r].core.mu);
+        core_unlock(&Z.s.r[r].core);
     } else if (cand[i][0] == 1) {
         simnet_deliver(&Z.s, r, cand[i][2], 1, 1, observe_grant);
     } else {
