@@ -78,6 +78,7 @@ class Job(Starting):
         self.loop = iomux.Loop()
         self.master = self.signals = None
         self.exit_code = None
+        self.failure = None         # the first failure's message (for --restarts)
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
         self.report_until = None    # no closing before then (REPORT_WINDOW)
@@ -292,6 +293,7 @@ class Job(Starting):
         if self.teardown is None:
             if self.exit_code is None:
                 self.exit_code = status
+            self.failure = self.failure or message
             self.log(message)
         self._begin_teardown()
 

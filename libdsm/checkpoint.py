@@ -1,0 +1,333 @@
+"""Checkpoints at collectives, and the restore at init (docs/checkpoint.md).
+
+`dsm.checkpoint(state)` is a collective.  After its opening barrier (a
+release and an acquire for everyone) each rank saves the pages it homes,
+once, whatever copies other ranks hold, plus its pickled `state`, as one
+part of a generation (libdsm.ckptstore).  The generation becomes complete
+when its manifest is written, after every part is in; two are kept.
+
+Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
+rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB on
+each host (JOB from dsmexec, DSM_CHECKPOINT_JOB), which outlives the rank
+processes, and a copy of each rank's part on its buddy, the next rank on
+another host (none when every rank is on one host: the host's memory is
+then the one place).  The buddy reads the pages through the DSM itself.
+
+Restore (`libdsm.init()` with a directory, or on a dsmexec restart): the
+ranks pool what each can read, pick the newest generation whose manifest
+matches this job and whose files are all somewhere, and load each part on
+one rank that has it (any rank can load any part: parts are by page runs).
+A part whose checksum fails refuses the generation (its manifest is
+renamed *.refused) and the one before is tried.  State i goes to rank i;
+ranks beyond the saved count get None.
+"""
+import io
+import os
+import pickle
+import sys
+import time
+
+from libdsm import _binding
+from libdsm.alloc import Allocation
+from libdsm.ckptstore import CheckpointError, Store, part_name
+from libdsm.pinned import PIN_TIMEOUT
+
+DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
+SHM = "/dev/shm"
+FORMAT = 1
+COPY_BYTES = 4 << 20
+
+
+class _Pickler(pickle.Pickler):
+    """Allocations and arrays on the region travel as references, not bytes."""
+
+    def __init__(self, out, memory):
+        super().__init__(out, pickle.HIGHEST_PROTOCOL)
+        self._memory = memory
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Allocation):
+            return ("alloc", obj.offset, obj.nbytes)
+        face = getattr(obj, "__array_interface__", None)
+        if face is None or not hasattr(obj, "strides"):
+            return None
+        offset = face["data"][0] - self._memory.base
+        if 0 <= offset < self._memory.nbytes:
+            return ("array", offset, obj.shape, obj.dtype.str, obj.strides)
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data, memory):
+        super().__init__(io.BytesIO(data))
+        self._memory = memory
+
+    def persistent_load(self, pid):
+        if pid[0] == "alloc":
+            return Allocation(pid[1], pid[2], self._memory)
+        import numpy as np
+        _, offset, shape, dtype, strides = pid
+        return np.ndarray(shape, dtype, buffer=self._memory.mem, offset=offset, strides=strides)
+
+
+def dumps_state(state, memory):
+    out = io.BytesIO()
+    _Pickler(out, memory).dump(state)
+    return out.getvalue()
+
+
+def runs_of(pages):
+    """Ascending page numbers -> [[first, count], ...] of consecutive ones."""
+    runs = []
+    for p in pages:
+        if runs and runs[-1][0] + runs[-1][1] == p:
+            runs[-1][1] += 1
+        else:
+            runs.append([p, 1])
+    return runs
+
+
+def buddy_of(rank, hostnames):
+    """The rank keeping a copy of rank's part: the next one on another host, or None."""
+    size = len(hostnames)
+    for step in range(1, size):
+        other = (rank + step) % size
+        if hostnames[other] != hostnames[rank]:
+            return other
+    return None
+
+
+class Checkpoints:
+    """One rank's checkpoints.  memory: the user's region; coll: the
+    collectives; mapped: the bytes the core maps (region + system area);
+    consistency: the job's mode (release mode has no pins)."""
+
+    def __init__(self, memory, coll, rank, hostnames, mapped, consistency, environ=None):
+        environ = os.environ if environ is None else environ
+        self._release = consistency == "release"
+        self._memory, self._coll = memory, coll
+        self._rank, self._hosts = rank, list(hostnames)
+        self._size = len(self._hosts)
+        self._ps = memory.page_size
+        self._npages = mapped // self._ps
+        self._view = _binding.region_view(memory.base, mapped)
+        directory = environ.get(DIR_VAR, "").strip()
+        self.directory = os.path.abspath(directory) if directory else None
+        self._job = environ.get(JOB_VAR, "").strip() or None
+        self._restart = bool(environ.get(RESTART_VAR, "").strip())
+        self._store = Store(self.directory) if self.directory else None
+        self.last = 0                   # the newest generation seen or made
+        self._loaded = None             # restore: the files this rank read, by name
+        self.counters = {"checkpoints": 0, "checkpoint_bytes": 0, "checkpoint_ns": 0,
+                         "restores": 0, "restore_bytes": 0, "restore_ns": 0}
+
+    # ------------------------------------------------------------ where
+    def _buddy_mode(self):
+        return self.directory is None
+
+    def _open_store(self):
+        """The store; buddy memory's is named per job (rank 0's pid when run alone)."""
+        if self._store is None:
+            job = self._job or self._coll.bcast("pid%d" % os.getpid(), 0)
+            self._store = Store(os.path.join(SHM, "dsm-ckpt-%s" % job))
+        return self._store
+
+    def _keeps_manifest(self):
+        """Who writes manifests: rank 0 in a directory; the first rank of each host in memory."""
+        if not self._buddy_mode():
+            return self._rank == 0
+        return self._hosts.index(self._hosts[self._rank]) == self._rank
+
+    # ------------------------------------------------------------ saving
+    def _home_runs(self):
+        return runs_of(p for p in range(self._npages) if _binding.page_home(p) == self._rank)
+
+    def _pages(self, runs):
+        """The bytes of runs: each pinned here while it is written; in release
+        mode, which has no pins, copied out in pieces of COPY_BYTES."""
+        for first, count in runs:
+            view = self._view[first * self._ps:(first + count) * self._ps]
+            if self._release:
+                _binding.prefetch(first, count, False)
+                for at in range(0, len(view), COPY_BYTES):
+                    yield bytes(view[at:at + COPY_BYTES])
+                continue
+            _binding.pin(first, count, False, PIN_TIMEOUT)
+            try:
+                yield view
+            finally:
+                _binding.unpin(first, count)
+
+    def checkpoint(self, state):
+        """Collective: save the region and state as the next generation."""
+        t0 = time.monotonic_ns()
+        blob = dumps_state(state, self._memory)
+        store = self._open_store()
+        self._coll.barrier()
+        gen = self.last + 1
+        runs = self._home_runs()
+        nbytes, crc = store.write(gen, part_name("part", self._rank), self._pages(runs))
+        snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
+        buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
+        every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None),
+                                  None)
+        if self._buddy_mode():
+            self._keep_copies(store, gen, every)
+        self._coll.barrier()            # every part (and copy) is in
+        if self._keeps_manifest():
+            store.write_manifest(gen, self._manifest(gen, every))
+            store.drop_before(gen - 1)
+        self._coll.barrier()            # the generation is complete everywhere
+        self.last = gen
+        self._count("checkpoint", nbytes + snbytes, t0)
+
+    def _keep_copies(self, store, gen, every):
+        """Write the parts of the ranks whose buddy this rank is, read through the DSM."""
+        for r, (runs, nbytes, crc, _, scrc, blob) in enumerate(every):
+            if r == self._rank or buddy_of(r, self._hosts) != self._rank:
+                continue
+            got = store.write(gen, part_name("part", r), self._pages(runs))
+            if got != (nbytes, crc):
+                raise CheckpointError("rank %d: the copy of rank %d's part differs from its "
+                                      "original (%d bytes crc %08x, not %d crc %08x)"
+                                      % (self._rank, r, got[0], got[1], nbytes, crc))
+            store.write(gen, part_name("state", r), [blob])
+
+    def _manifest(self, gen, every):
+        return {"format": FORMAT, "generation": gen, "ranks": self._size,
+                "page_size": self._ps, "pages": self._npages, "hosts": self._hosts,
+                "parts": [{"name": part_name("part", r), "runs": runs, "nbytes": n, "crc": c}
+                          for r, (runs, n, c, _, _, _) in enumerate(every)],
+                "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
+                           for r, (_, _, _, n, c, _) in enumerate(every)]}
+
+    def _count(self, what, nbytes, t0):
+        self.counters[what + "s"] += 1
+        self.counters[what + "_bytes"] += nbytes
+        self.counters[what + "_ns"] += time.monotonic_ns() - t0
+
+    # ------------------------------------------------------------ restoring
+    def restore(self):
+        """Collective, at init: restore the newest usable generation; this
+        rank's state, or None (fresh start, or no state saved for it)."""
+        if self.directory is None and not self._restart:
+            return None                 # nothing can have been saved for this job
+        t0 = time.monotonic_ns()
+        store = self._open_store()
+        have = {g: store.files(g) for g in store.generations()}
+        every = self._coll.gather(have, None)
+        gens = sorted({g for h in every for g in h}, reverse=True)
+        self.last = max(gens, default=0)
+        for gen in gens:
+            holders = {}
+            for r, h in enumerate(every):
+                for name in h.get(gen, ()):
+                    holders.setdefault(name, []).append(r)
+            src = min(r for r, h in enumerate(every) if gen in h)
+            doc = self._coll.bcast(self._read_manifest(store, gen) if self._rank == src
+                                   else None, src)
+            problem, plan = self._plan(doc, holders)
+            if problem is None:
+                problem = self._agree(self._load(store, gen, doc, plan))
+                if problem is not None and self._keeps_manifest():
+                    store.refuse(gen)
+            if problem is None:
+                return self._apply(gen, doc, plan, t0)
+            self._say("checkpoint generation %d refused: %s; trying the one before" % (gen, problem))
+        if gens:
+            self._say("no usable checkpoint generation: starting afresh")
+        return None
+
+    def _read_manifest(self, store, gen):
+        try:
+            return store.manifest(gen)
+        except CheckpointError as e:
+            return {"error": str(e)}
+
+    def _plan(self, doc, holders):
+        """(problem, {file name: rank loading it}): why doc cannot be used, or who loads what."""
+        if "error" in doc:
+            return doc["error"], None
+        if doc.get("format") != FORMAT or doc.get("page_size") != self._ps or \
+                doc.get("pages") != self._npages:
+            return ("its manifest does not match this job (format %s, %s pages of %s bytes; "
+                    "this job maps %d pages of %d: give it the same DSM_SIZE)"
+                    % (doc.get("format"), doc.get("pages"), doc.get("page_size"),
+                       self._npages, self._ps)), None
+        plan = {}
+        for i, entry in enumerate(doc["parts"] + doc["states"]):
+            ranks = holders.get(entry["name"], [])
+            if not ranks:
+                return "%s is on no rank of this job" % entry["name"], None
+            index = i % len(doc["parts"])
+            plan[entry["name"]] = index % self._size if index % self._size in ranks else ranks[0]
+        return None, plan
+
+    def _load(self, store, gen, doc, plan):
+        """Read and check the files plan gives this rank into self._loaded
+        ({name: bytes}); the problem with one, or None."""
+        self._loaded = {}
+        for entry in doc["parts"] + doc["states"]:
+            if plan[entry["name"]] == self._rank:
+                try:
+                    self._loaded[entry["name"]] = store.read(gen, entry["name"],
+                                                             entry["nbytes"], entry["crc"])
+                except CheckpointError as e:
+                    return "rank %d: %s" % (self._rank, e)
+        return None
+
+    def _agree(self, problem):
+        """Every rank's problem with its files, pooled: the first one, or None."""
+        problems = [p for p in self._coll.gather(problem, None) if p]
+        return problems[0] if problems else None
+
+    def _apply(self, gen, doc, plan, t0):
+        """Write the loaded parts into the region; hand out the states."""
+        self._place(doc)
+        loaded, nbytes = self._loaded, 0
+        for entry in doc["parts"]:
+            data = loaded.pop(entry["name"], None)
+            if data is None:
+                continue
+            at = 0
+            for first, count in entry["runs"]:
+                n = count * self._ps
+                _binding.prefetch(first, count, True)
+                self._view[first * self._ps:first * self._ps + n] = data[at:at + n]
+                at += n
+            nbytes += len(data)
+        states = self._coll.gather(loaded, None)     # what is left: the states
+        self._coll.barrier()
+        self._loaded = None
+        blob = next((s[part_name("state", self._rank)] for s in states
+                     if part_name("state", self._rank) in s), None)
+        self._count("restore", nbytes, t0)
+        if self._rank == 0:
+            self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
+                      % (gen, doc["ranks"], self._size))
+        return None if blob is None else _Unpickler(blob, self._memory).load()
+
+    def _place(self, doc):
+        """With the rank count it was saved with, put the user region's homes back
+        where they were (dsm.place) before the pages are written."""
+        if doc["ranks"] != self._size:
+            return
+        user = self._memory.nbytes // self._ps
+        homes = [0] * user
+        for r, entry in enumerate(doc["parts"]):
+            for first, count in entry["runs"]:
+                for p in range(first, min(first + count, user)):
+                    homes[p] = r
+        if any(_binding.page_home(p) != h for p, h in enumerate(homes)):
+            self._coll.place(0, user, homes)
+
+    def _say(self, message):
+        if self._rank == 0:
+            sys.stderr.write("libdsm: %s\n" % message)
+            sys.stderr.flush()
+
+    # ------------------------------------------------------------ the end
+    def finished(self):
+        """After finalize: buddy memory is this job's and goes with it."""
+        if self._buddy_mode() and self._store is not None and self._keeps_manifest():
+            self._store.remove()

@@ -1,0 +1,92 @@
+"""dsmexec --restarts K and --checkpoint-dir DIR: run the job again after a failure.
+
+The ranks save checkpoints themselves (libdsm/checkpoint.py, docs/checkpoint.md);
+dsmexec names where, and relaunches.  Every rank gets DSM_CHECKPOINT_JOB,
+a name for this dsmexec run that stays the same over its restarts (buddy
+memory lives in /dev/shm/dsm-ckpt-JOB on each host), DSM_CHECKPOINT_DIR
+with --checkpoint-dir, and on a restart DSM_CHECKPOINT_RESTART=N, which
+makes the ranks' init() restore the newest complete generation.
+
+After a failed run (not one stopped by a signal or --timeout) with restarts
+left, dsmexec says on stderr what failed, which generation the job restarts
+from and how many restarts are left, and starts it again on the same hosts.
+The exit status is the last run's.  This module only reads file names
+(stdlib, no libdsm): the ranks check the checksums and may fall back to an
+older generation, which they then say.
+"""
+import os
+import re
+import secrets
+import shutil
+
+from libdsm_services.start import EXIT_TIMEOUT
+
+DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
+SHM = "/dev/shm"
+_MANIFEST = re.compile(r"gen-(\d{6})\.json$")
+
+
+def add_options(parser):
+    parser.add_argument("--restarts", type=int, default=0, metavar="K",
+                        help="after a failure, run the job again up to K times, from its "
+                        "newest complete checkpoint (dsm.checkpoint) (default 0)")
+    parser.add_argument("--checkpoint-dir", metavar="DIR",
+                        help="keep checkpoints in DIR (a path every rank reaches; sets "
+                        "DSM_CHECKPOINT_DIR) instead of in buddy memory (/dev/shm)")
+
+
+def newest_generation(root):
+    """The newest generation with a manifest under root, or None."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return None
+    return max((int(m.group(1)) for m in map(_MANIFEST.match, names) if m), default=None)
+
+
+class Policy:
+    """What dsmexec does about checkpoints and restarts for one command line."""
+
+    def __init__(self, restarts=0, directory=None, job=None):
+        if restarts < 0:
+            raise ValueError("--restarts must be 0 or more, got %d" % restarts)
+        self.restarts = restarts
+        self.directory = os.path.abspath(directory) if directory else None
+        self.job = job or secrets.token_hex(8)
+
+    def environ(self, environ):
+        """environ with what the ranks need to checkpoint and restore."""
+        env = dict(environ)
+        env[JOB_VAR] = self.job
+        if self.directory:
+            env[DIR_VAR] = self.directory
+        return env
+
+    def _where(self):
+        """Where this machine can see the generations: the directory, or this host's memory."""
+        return self.directory or os.path.join(SHM, "dsm-ckpt-%s" % self.job)
+
+    def run(self, opts, job, make_job, log):
+        """Run job, then again (make_job() each time) after a failure while
+        restarts are left; the last run's exit status."""
+        left = self.restarts
+        while True:
+            status = job.run()
+            if status == 0 or job.signalled or status == EXIT_TIMEOUT or left == 0:
+                break
+            left -= 1
+            gen = newest_generation(self._where())
+            log("the job failed (%s); restarting it %s; %d restart%s left"
+                % (job.failure or "exit status %d" % status,
+                   "from checkpoint generation %d in %s" % (gen, self._where()) if gen
+                   else "from the start (no complete checkpoint yet)",
+                   left, "" if left == 1 else "s"))
+            opts.environ[RESTART_VAR] = str(self.restarts - left)
+            job = make_job(opts)
+        self.finish()
+        return status
+
+    def finish(self):
+        """Remove this host's buddy memory of the job (a directory stays)."""
+        if not self.directory:
+            shutil.rmtree(self._where(), ignore_errors=True)
