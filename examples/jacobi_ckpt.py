@@ -4,13 +4,15 @@ Run it under ``dsmexec --restarts K``: after a rank dies the job starts
 again from the last checkpoint, and the final grid is the same bit for bit
 as a run without failures.  Rank 0 prints the grid's checksum and, given
 --out FILE, saves it there (.npy).  --progress prints a line per sweep and
-before each checkpoint (a test kills ranks on them).
+before each checkpoint (a test kills ranks on them); --pause-at K stops
+the first run before sweep K until rank 0 reads a line.
 
     ./dsmexec.py --restarts 3 -n 2 examples/jacobi_ckpt.py [n] [sweeps] [every] [--out F]
 """
 import argparse
 import hashlib
 import os
+import sys
 
 import numpy as np
 
@@ -25,6 +27,9 @@ def options():
     p.add_argument("every", type=int, nargs="?", default=10, help="sweeps between checkpoints")
     p.add_argument("--out", help="rank 0 saves the final grid here")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--pause-at", type=int, metavar="K",
+                   help="a fresh run's rank 0 reads a line of stdin before sweep K (the "
+                   "others wait at the barrier): a moment for a test to act")
     return p.parse_args()
 
 
@@ -53,6 +58,9 @@ def main():
                 say("checkpoint %d" % k)
                 dsm.checkpoint(k)
             say("sweep %d" % k)
+            if k == a.pause_at and start == 0 and dsm.rank == 0:
+                print("paused at sweep %d" % k, flush=True)
+                sys.stdin.readline()
             sweep(u, v, rows.start, rows.stop)
             dsm.barrier()
             u, v = v, u

@@ -7,8 +7,8 @@ part of a generation (libdsm.ckptstore).  The generation becomes complete
 when its manifest is written, after every part is in; two are kept.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
-rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB on
-each host (JOB from dsmexec, DSM_CHECKPOINT_JOB), which outlives the rank
+rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB-HOST
+on each host (JOB from dsmexec, DSM_CHECKPOINT_JOB), which outlives the rank
 processes, and a copy of each rank's part on its buddy, the next rank on
 another host (none when every rank is on one host: the host's memory is
 then the one place).  The buddy reads the pages through the DSM itself.
@@ -24,6 +24,7 @@ ranks beyond the saved count get None.
 import io
 import os
 import pickle
+import re
 import sys
 import time
 
@@ -126,10 +127,12 @@ class Checkpoints:
         return self.directory is None
 
     def _open_store(self):
-        """The store; buddy memory's is named per job (rank 0's pid when run alone)."""
+        """The store; buddy memory's is named per job (rank 0's pid when run
+        alone) and host, so that hosts sharing a machine keep apart."""
         if self._store is None:
             job = self._job or self._coll.bcast("pid%d" % os.getpid(), 0)
-            self._store = Store(os.path.join(SHM, "dsm-ckpt-%s" % job))
+            host = re.sub(r"[^A-Za-z0-9.-]", "_", self._hosts[self._rank])
+            self._store = Store(os.path.join(SHM, "dsm-ckpt-%s-%s" % (job, host)))
         return self._store
 
     def _keeps_manifest(self):

@@ -3,17 +3,20 @@
 The ranks save checkpoints themselves (libdsm/checkpoint.py, docs/checkpoint.md);
 dsmexec names where, and relaunches.  Every rank gets DSM_CHECKPOINT_JOB,
 a name for this dsmexec run that stays the same over its restarts (buddy
-memory lives in /dev/shm/dsm-ckpt-JOB on each host), DSM_CHECKPOINT_DIR
+memory lives in /dev/shm/dsm-ckpt-JOB-HOST on each host), DSM_CHECKPOINT_DIR
 with --checkpoint-dir, and on a restart DSM_CHECKPOINT_RESTART=N, which
 makes the ranks' init() restore the newest complete generation.
 
 After a failed run (not one stopped by a signal or --timeout) with restarts
 left, dsmexec says on stderr what failed, which generation the job restarts
 from and how many restarts are left, and starts it again on the same hosts.
-The exit status is the last run's.  This module only reads file names
+The exit status is the last run's.  At the end dsmexec removes the buddy
+memory it can see on this machine (the ranks remove theirs at finalize).
+This module only reads file names
 (stdlib, no libdsm): the ranks check the checksums and may fall back to an
 older generation, which they then say.
 """
+import glob
 import os
 import re
 import secrets
@@ -63,8 +66,11 @@ class Policy:
         return env
 
     def _where(self):
-        """Where this machine can see the generations: the directory, or this host's memory."""
-        return self.directory or os.path.join(SHM, "dsm-ckpt-%s" % self.job)
+        """Where this machine keeps the generations: the directory, or its
+        hosts' memory (one /dev/shm/dsm-ckpt-JOB-HOST per host name)."""
+        if self.directory:
+            return [self.directory]
+        return glob.glob(os.path.join(SHM, "dsm-ckpt-%s-*" % self.job))
 
     def run(self, opts, job, make_job, log):
         """Run job, then again (make_job() each time) after a failure while
@@ -75,11 +81,12 @@ class Policy:
             if status == 0 or job.signalled or status == EXIT_TIMEOUT or left == 0:
                 break
             left -= 1
-            gen = newest_generation(self._where())
+            gen, where = max(((newest_generation(d) or 0, d) for d in self._where()),
+                             default=(0, None))
             log("the job failed (%s); restarting it %s; %d restart%s left"
                 % (job.failure or "exit status %d" % status,
-                   "from checkpoint generation %d in %s" % (gen, self._where()) if gen
-                   else "from the start (no complete checkpoint yet)",
+                   "from checkpoint generation %d in %s" % (gen, where) if gen
+                   else "from the start (no complete checkpoint here)",
                    left, "" if left == 1 else "s"))
             opts.environ[RESTART_VAR] = str(self.restarts - left)
             job = make_job(opts)
@@ -89,4 +96,5 @@ class Policy:
     def finish(self):
         """Remove this host's buddy memory of the job (a directory stays)."""
         if not self.directory:
-            shutil.rmtree(self._where(), ignore_errors=True)
+            for where in self._where():
+                shutil.rmtree(where, ignore_errors=True)

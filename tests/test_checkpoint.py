@@ -5,6 +5,7 @@ then ends with the fault-free run's grid, bit for bit."""
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,21 +131,25 @@ def test_a_flipped_byte_is_refused_and_the_generation_before_used(tmp_path):
 
 # ---------------------------------------------------------------- dsmexec --restarts
 
-def _run_killing(tmp_path, rng, opts, hosts, out, deadline_s=150):
-    """Run Jacobi under --restarts 3; SIGKILL a random rank when a random
-    rank reports a random sweep (not among the last few, so that the rank
-    is still there) or checkpoint.  (returncode, output, trigger, victim)."""
-    sweeps = 40
-    victim = rng.randrange(len(hosts))
+def _random_kill(rng, nranks, sweeps):
+    """(trigger line, victim): a random rank reporting a random sweep (not
+    among the last few, so that the victim is still there) or checkpoint."""
     if rng.random() < 0.5:
-        trigger = "[rank %d] checkpoint %d" % (rng.randrange(len(hosts)),
+        trigger = "[rank %d] checkpoint %d" % (rng.randrange(nranks),
                                                5 * rng.randrange(1, sweeps // 5))
     else:
-        trigger = "[rank %d] sweep %d" % (rng.randrange(len(hosts)), rng.randrange(1, sweeps - 4))
+        trigger = "[rank %d] sweep %d" % (rng.randrange(nranks), rng.randrange(1, sweeps - 4))
+    return trigger, rng.randrange(nranks)
+
+
+def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
+                 deadline_s=150, sweeps=40, args=()):
+    """Run Jacobi under --restarts 3; SIGKILL rank victim when the trigger
+    line comes (after before_kill(), if given).  (returncode, output)."""
     cmd = [sys.executable, DSMEXEC, "--restarts", "3", *opts, machine_file(tmp_path, *hosts),
-           JACOBI, "128", str(sweeps), "5", "--out", out, "--progress"]
+           JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=REPO)
+                            stdin=subprocess.PIPE, cwd=REPO)
     seen, pids, killed = b"", {}, None
     deadline = time.monotonic() + deadline_s
     while True:
@@ -164,10 +169,14 @@ def _run_killing(tmp_path, rng, opts, hosts, out, deadline_s=150):
                 pids[int(line[6:line.index("]")])] = int(line.rsplit(" ", 1)[1])
         if killed is None and trigger in lines and victim in pids:
             killed = pids[victim]
+            if before_kill:
+                before_kill()
             os.kill(killed, signal.SIGKILL)
+            proc.stdin.close()          # (--pause-at: rank 0 reads it)
+    proc.stdin.close()
     proc.wait()
     assert killed is not None, "the trigger %r never came: %s" % (trigger, seen.decode())
-    return proc.returncode, seen.decode(errors="replace"), trigger, victim
+    return proc.returncode, seen.decode(errors="replace")
 
 
 @pytest.mark.timeout(900)
@@ -183,7 +192,8 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         out = str(tmp_path / ("grid-%d.npy" % trial))
         opts = ["--checkpoint-dir", str(tmp_path / ("ck-%d" % trial))] \
             if where == "directory" else []
-        status, output, trigger, victim = _run_killing(tmp_path, rng, opts, hosts, out)
+        trigger, victim = _random_kill(rng, len(hosts), 40)
+        status, output = _run_killing(tmp_path, opts, hosts, out, trigger, victim)
         what = "trial %d (%s, kill rank %d)" % (trial, trigger, victim)
         assert status == 0, "%s: %s" % (what, output[-3000:])
         assert output.count("dsmexec: the job failed (rank %d" % victim) == 1, (what, output)
@@ -191,3 +201,29 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         assert np.load(out).tobytes() == np.load(reference).tobytes(), what
         assert wait_gone(JACOBI, timeout=10) == []
     assert shm_stores() == before             # buddy memory went with each job
+
+
+@pytest.mark.timeout(300)
+def test_a_hosts_memory_lost_restores_from_the_buddy_copy(tmp_path):
+    """Host 127.0.0.1 (rank 1) loses its rank and its memory while the job
+    waits between checkpoints; the copy of rank 1's part on localhost restores it."""
+    hosts = ["localhost", "127.0.0.1", "localhost"]
+    reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
+    assert _jacobi(tmp_path, 40, out=reference).returncode == 0
+    before, lost = shm_stores(), []
+
+    def lose_memory():
+        for name in shm_stores() - before:
+            if name.endswith("-127.0.0.1"):
+                lost.append(sorted(os.listdir(os.path.join("/dev/shm", name))))
+                shutil.rmtree(os.path.join("/dev/shm", name))
+
+    status, output = _run_killing(tmp_path, [], hosts, out, "[rank 0] paused at sweep 12", 1,
+                                  before_kill=lose_memory, args=["--pause-at", "12"])
+    assert status == 0, output
+    assert lost == [["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]]
+    assert "restarting it from checkpoint generation 2 in /dev/shm/dsm-ckpt-" in output
+    assert "restored checkpoint generation 2" in output
+    assert output.count("restarted at sweep 10") == 3, output
+    assert np.load(out).tobytes() == np.load(reference).tobytes()
+    assert shm_stores() == before
