@@ -1,9 +1,10 @@
 """Checkpoints at collectives, and the restore at init (docs/checkpoint.md).
 
 `dsm.checkpoint(state)` is a collective.  After its opening barrier (a
-release and an acquire for everyone) each rank saves the pages it homes,
-once, whatever copies other ranks hold, plus its pickled `state`, as one
-part of a generation (libdsm.ckptstore).  The generation becomes complete
+release and an acquire for everyone) each page is saved once, by the rank
+holding its current data (in sequential mode the rank holding it writable,
+else its home; in release mode its home), and each rank's pickled `state`;
+each rank's pages are one part of a generation (libdsm.ckptstore).  The generation becomes complete
 when its manifest is written, after every part is in; two are kept.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
@@ -88,6 +89,15 @@ def runs_of(pages):
     return runs
 
 
+def _mask(runs, npages):
+    """A numpy bool array of npages, True on the pages of runs."""
+    import numpy as np
+    out = np.zeros(npages, bool)
+    for first, count in runs:
+        out[first:first + count] = True
+    return out
+
+
 def buddy_of(rank, hostnames):
     """The rank keeping a copy of rank's part: the next one on another host, or None."""
     size = len(hostnames)
@@ -119,6 +129,7 @@ class Checkpoints:
         self._store = Store(self.directory) if self.directory else None
         self.last = 0                   # the newest generation seen or made
         self._loaded = None             # restore: the files this rank read, by name
+        self._runs = None               # (homes_moved then, this rank's home runs)
         self.counters = {"checkpoints": 0, "checkpoint_bytes": 0, "checkpoint_ns": 0,
                          "restores": 0, "restore_bytes": 0, "restore_ns": 0}
 
@@ -143,7 +154,26 @@ class Checkpoints:
 
     # ------------------------------------------------------------ saving
     def _home_runs(self):
-        return runs_of(p for p in range(self._npages) if _binding.page_home(p) == self._rank)
+        """This rank's home pages as runs; recomputed only after homes moved."""
+        moved = _binding.stats()["homes_moved"]
+        if self._runs is None or self._runs[0] != moved:
+            self._runs = (moved, runs_of(p for p in range(self._npages)
+                                         if _binding.page_home(p) == self._rank))
+        return self._runs[1]
+
+    def _saved_runs(self, homes):
+        """The pages this rank saves, as runs: in sequential mode those it
+        holds writable (their only current copy, saved where it is, with no
+        transfer and no downgrade) and those it homes that no rank holds
+        writable; in release mode, after the barrier, those it homes."""
+        if self._release:
+            return homes
+        import numpy as np
+        rw = bytes(_binding.page_prot(p) == "rw" for p in range(self._npages))
+        held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
+        held = held.reshape(self._size, self._npages).astype(bool)
+        mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))
+        return runs_of(np.flatnonzero(mine).tolist())
 
     def _pages(self, runs):
         """The bytes of runs: each pinned here while it is written; in release
@@ -168,25 +198,26 @@ class Checkpoints:
         store = self._open_store()
         self._coll.barrier()
         gen = self.last + 1
-        runs = self._home_runs()
+        homes = self._home_runs()
+        runs = self._saved_runs(homes)
         nbytes, crc = store.write(gen, part_name("part", self._rank), self._pages(runs))
         snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
         buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
-        every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None),
-                                  None)
+        every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None,
+                                   homes), None)
         if self._buddy_mode():
             self._keep_copies(store, gen, every)
         self._coll.barrier()            # every part (and copy) is in
         if self._keeps_manifest():
             store.write_manifest(gen, self._manifest(gen, every))
-            store.drop_before(gen - 1)
+            store.drop_before(gen - 1, background=True)
         self._coll.barrier()            # the generation is complete everywhere
         self.last = gen
         self._count("checkpoint", nbytes + snbytes, t0)
 
     def _keep_copies(self, store, gen, every):
         """Write the parts of the ranks whose buddy this rank is, read through the DSM."""
-        for r, (runs, nbytes, crc, _, scrc, blob) in enumerate(every):
+        for r, (runs, nbytes, crc, _, scrc, blob, _) in enumerate(every):
             if r == self._rank or buddy_of(r, self._hosts) != self._rank:
                 continue
             got = store.write(gen, part_name("part", r), self._pages(runs))
@@ -199,10 +230,11 @@ class Checkpoints:
     def _manifest(self, gen, every):
         return {"format": FORMAT, "generation": gen, "ranks": self._size,
                 "page_size": self._ps, "pages": self._npages, "hosts": self._hosts,
+                "homes": [e[6] for e in every],
                 "parts": [{"name": part_name("part", r), "runs": runs, "nbytes": n, "crc": c}
-                          for r, (runs, n, c, _, _, _) in enumerate(every)],
+                          for r, (runs, n, c, _, _, _, _) in enumerate(every)],
                 "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
-                           for r, (_, _, _, n, c, _) in enumerate(every)]}
+                           for r, (_, _, _, n, c, _, _) in enumerate(every)]}
 
     def _count(self, what, nbytes, t0):
         self.counters[what + "s"] += 1
@@ -317,8 +349,8 @@ class Checkpoints:
             return
         user = self._memory.nbytes // self._ps
         homes = [0] * user
-        for r, entry in enumerate(doc["parts"]):
-            for first, count in entry["runs"]:
+        for r, runs in enumerate(doc["homes"]):
+            for first, count in runs:
                 for p in range(first, min(first + count, user)):
                     homes[p] = r
         if any(_binding.page_home(p) != h for p, h in enumerate(homes)):

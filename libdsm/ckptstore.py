@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import zlib
 
 _MANIFEST = re.compile(r"gen-(\d{6})\.json$")
@@ -131,9 +132,11 @@ class Store:
         with contextlib.suppress(OSError):
             os.replace(self.manifest_path(gen), self.manifest_path(gen) + REFUSED)
 
-    def drop_before(self, gen):
+    def drop_before(self, gen, background=False):
         """Remove the generations older than gen (the manifest first, so none
-        is ever seen half removed), and unfinished ones older than gen."""
+        is ever seen half removed), and unfinished ones older than gen; with
+        background, their files in a thread (unlinking large files takes a
+        while, and no one looks at a directory without a manifest)."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
@@ -143,14 +146,21 @@ class Store:
             if m and int(m.group(1)) < gen and m.group(2):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.root, name))
-        for name in names:
-            m = re.match(r"gen-(\d{6})$", name)
-            if m and int(m.group(1)) < gen:
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+        old = [os.path.join(self.root, n) for n in names
+               if re.match(r"gen-\d{6}$", n) and int(n[4:]) < gen]
+        if background:
+            threading.Thread(target=_remove_all, args=(old,), daemon=True).start()
+        else:
+            _remove_all(old)
 
     def remove(self):
         """Remove everything under root, root too."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_all(paths):
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_dir(path):

@@ -193,7 +193,10 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         opts = ["--checkpoint-dir", str(tmp_path / ("ck-%d" % trial))] \
             if where == "directory" else []
         trigger, victim = _random_kill(rng, len(hosts), 40)
-        status, output = _run_killing(tmp_path, opts, hosts, out, trigger, victim)
+        # the first run waits before sweep 38 until the kill: the test reads
+        # the output late on a busy machine, and must not find the job ended
+        status, output = _run_killing(tmp_path, opts, hosts, out, trigger, victim,
+                                      args=["--pause-at", "38"])
         what = "trial %d (%s, kill rank %d)" % (trial, trigger, victim)
         assert status == 0, "%s: %s" % (what, output[-3000:])
         assert output.count("dsmexec: the job failed (rank %d" % victim) == 1, (what, output)
