@@ -48,7 +48,7 @@ def main():
     env = dict(os.environ, DSM_HEARTBEAT_S=str(HEARTBEAT_S))
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pids, killed_at, restored, ref = {}, None, None, None
+    pids, killed_at, restored, ref, relaunch = {}, None, None, None, None
     for line in proc.stdout:
         sys.stdout.write(line)
         rank, _, text = line.partition("] ")
@@ -59,12 +59,15 @@ def main():
             killed_at = time.time()
             os.kill(pids[1], signal.SIGKILL)
             proc.stdin.close()
+        elif "restarting it from" in line:
+            relaunch = time.time() - killed_at
         elif text.startswith("restored at "):
-            restored = float(text.split()[2]) - killed_at
+            restored = float(text.split()[2].rstrip(",")) - killed_at
     if proc.wait() != 0 or restored is None:
         raise SystemExit("the restart job failed (%d)" % proc.returncode)
-    print("restart after a SIGKILLed rank, %d MiB from buddy memory: %.3f s; heartbeat %.1f s "
-          "+ reading the bytes back: %.3f s" % (a.mib, restored, HEARTBEAT_S, ref))
+    print("restart after a SIGKILLed rank, %d MiB from buddy memory: %.3f s (dsmexec relaunched "
+          "after %.3f s); heartbeat %.1f s + reading the bytes back: %.3f s"
+          % (a.mib, restored, relaunch, HEARTBEAT_S, ref))
     reference.emit(row="restart from buddy memory", mib=a.mib, seconds=restored,
                    ref_seconds=ref)
 

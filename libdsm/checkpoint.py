@@ -78,15 +78,11 @@ def dumps_state(state, memory):
     return out.getvalue()
 
 
-def runs_of(pages):
-    """Ascending page numbers -> [[first, count], ...] of consecutive ones."""
-    runs = []
-    for p in pages:
-        if runs and runs[-1][0] + runs[-1][1] == p:
-            runs[-1][1] += 1
-        else:
-            runs.append([p, 1])
-    return runs
+def runs_of(mask):
+    """A bool array over pages -> [[first, count], ...] of its runs of True."""
+    import numpy as np
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0]))))
+    return [[int(a), int(b - a)] for a, b in zip(edges[0::2], edges[1::2])]
 
 
 def _mask(runs, npages):
@@ -130,6 +126,8 @@ class Checkpoints:
         self.last = 0                   # the newest generation seen or made
         self._loaded = None             # restore: the files this rank read, by name
         self._runs = None               # (homes_moved then, this rank's home runs)
+        self._dirty = []                # restore: the runs read into the region so far
+        self._restored_bytes = 0
         self.counters = {"checkpoints": 0, "checkpoint_bytes": 0, "checkpoint_ns": 0,
                          "restores": 0, "restore_bytes": 0, "restore_ns": 0}
 
@@ -157,8 +155,10 @@ class Checkpoints:
         """This rank's home pages as runs; recomputed only after homes moved."""
         moved = _binding.stats()["homes_moved"]
         if self._runs is None or self._runs[0] != moved:
-            self._runs = (moved, runs_of(p for p in range(self._npages)
-                                         if _binding.page_home(p) == self._rank))
+            import numpy as np
+            homes = np.fromiter(map(_binding.page_home, range(self._npages)), np.int32,
+                                self._npages)
+            self._runs = (moved, runs_of(homes == self._rank))
         return self._runs[1]
 
     def _saved_runs(self, homes):
@@ -169,23 +169,29 @@ class Checkpoints:
         if self._release:
             return homes
         import numpy as np
-        rw = bytes(_binding.page_prot(p) == "rw" for p in range(self._npages))
+        rw = bytes(prot == "rw" for prot in map(_binding.page_prot, range(self._npages)))
         held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
         held = held.reshape(self._size, self._npages).astype(bool)
         mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))
-        return runs_of(np.flatnonzero(mine).tolist())
+        return runs_of(mine)
 
-    def _pages(self, runs):
-        """The bytes of runs: each pinned here while it is written; in release
-        mode, which has no pins, copied out in pieces of COPY_BYTES."""
+    def _buffers(self, runs, write=False):
+        """Buffers over the pages of runs, in order: to save (their bytes) or,
+        with write, to restore (the caller fills each before it asks for the
+        next).  The pages themselves, pinned; in release mode, which has no
+        pins, copies in pieces of COPY_BYTES (copied back in after, with write)."""
         for first, count in runs:
             view = self._view[first * self._ps:(first + count) * self._ps]
+            _binding.prefetch(first, count, write)
             if self._release:
-                _binding.prefetch(first, count, False)
                 for at in range(0, len(view), COPY_BYTES):
-                    yield bytes(view[at:at + COPY_BYTES])
+                    piece = view[at:at + COPY_BYTES]
+                    buf = bytearray(len(piece)) if write else bytes(piece)
+                    yield buf
+                    if write:
+                        piece[:] = buf
                 continue
-            _binding.pin(first, count, False, PIN_TIMEOUT)
+            _binding.pin(first, count, write, PIN_TIMEOUT)
             try:
                 yield view
             finally:
@@ -200,7 +206,7 @@ class Checkpoints:
         gen = self.last + 1
         homes = self._home_runs()
         runs = self._saved_runs(homes)
-        nbytes, crc = store.write(gen, part_name("part", self._rank), self._pages(runs))
+        nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs))
         snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
         buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
         every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None,
@@ -220,7 +226,7 @@ class Checkpoints:
         for r, (runs, nbytes, crc, _, scrc, blob, _) in enumerate(every):
             if r == self._rank or buddy_of(r, self._hosts) != self._rank:
                 continue
-            got = store.write(gen, part_name("part", r), self._pages(runs))
+            got = store.write(gen, part_name("part", r), self._buffers(runs))
             if got != (nbytes, crc):
                 raise CheckpointError("rank %d: the copy of rank %d's part differs from its "
                                       "original (%d bytes crc %08x, not %d crc %08x)"
@@ -263,14 +269,16 @@ class Checkpoints:
                                    else None, src)
             problem, plan = self._plan(doc, holders)
             if problem is None:
+                self._place(doc)
                 problem = self._agree(self._load(store, gen, doc, plan))
                 if problem is not None and self._keeps_manifest():
                     store.refuse(gen)
             if problem is None:
-                return self._apply(gen, doc, plan, t0)
+                return self._apply(gen, doc, t0)
             self._say("checkpoint generation %d refused: %s; trying the one before" % (gen, problem))
         if gens:
             self._say("no usable checkpoint generation: starting afresh")
+            self._clean()
         return None
 
     def _read_manifest(self, store, gen):
@@ -299,44 +307,49 @@ class Checkpoints:
         return None, plan
 
     def _load(self, store, gen, doc, plan):
-        """Read and check the files plan gives this rank into self._loaded
-        ({name: bytes}); the problem with one, or None."""
-        self._loaded = {}
+        """Read the files plan gives this rank, checking each: parts straight
+        into the region, states into self._loaded ({name: bytes}).  The
+        problem with one, or None."""
+        self._loaded, self._restored_bytes = {}, 0
         for entry in doc["parts"] + doc["states"]:
-            if plan[entry["name"]] == self._rank:
-                try:
+            if plan[entry["name"]] != self._rank:
+                continue
+            try:
+                if entry in doc["states"]:
                     self._loaded[entry["name"]] = store.read(gen, entry["name"],
                                                              entry["nbytes"], entry["crc"])
-                except CheckpointError as e:
-                    return "rank %d: %s" % (self._rank, e)
+                    continue
+                self._dirty.extend(entry["runs"])
+                store.read_into(gen, entry["name"], entry["nbytes"], entry["crc"],
+                                self._buffers(entry["runs"], write=True))
+                self._restored_bytes += entry["nbytes"]
+            except CheckpointError as e:
+                return "rank %d: %s" % (self._rank, e)
         return None
+
+    def _clean(self):
+        """Zero the pages a refused generation was read into: a fresh start."""
+        zeros = bytes(COPY_BYTES)
+        for first, count in self._dirty:
+            view = self._view[first * self._ps:(first + count) * self._ps]
+            for at in range(0, len(view), COPY_BYTES):
+                view[at:at + COPY_BYTES] = zeros[:len(view) - at]
+        self._dirty = []
+        self._coll.barrier()
 
     def _agree(self, problem):
         """Every rank's problem with its files, pooled: the first one, or None."""
         problems = [p for p in self._coll.gather(problem, None) if p]
         return problems[0] if problems else None
 
-    def _apply(self, gen, doc, plan, t0):
-        """Write the loaded parts into the region; hand out the states."""
-        self._place(doc)
-        loaded, nbytes = self._loaded, 0
-        for entry in doc["parts"]:
-            data = loaded.pop(entry["name"], None)
-            if data is None:
-                continue
-            at = 0
-            for first, count in entry["runs"]:
-                n = count * self._ps
-                _binding.prefetch(first, count, True)
-                self._view[first * self._ps:first * self._ps + n] = data[at:at + n]
-                at += n
-            nbytes += len(data)
-        states = self._coll.gather(loaded, None)     # what is left: the states
+    def _apply(self, gen, doc, t0):
+        """The generation is in: hand out the states."""
+        states = self._coll.gather(self._loaded, None)
         self._coll.barrier()
-        self._loaded = None
+        self._loaded, self._dirty = None, []
         blob = next((s[part_name("state", self._rank)] for s in states
                      if part_name("state", self._rank) in s), None)
-        self._count("restore", nbytes, t0)
+        self._count("restore", self._restored_bytes, t0)
         if self._rank == 0:
             self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
                       % (gen, doc["ranks"], self._size))
@@ -347,14 +360,15 @@ class Checkpoints:
         where they were (dsm.place) before the pages are written."""
         if doc["ranks"] != self._size:
             return
+        moved = self._coll.gather(doc["homes"][self._rank] != self._home_runs(), None)
+        if not any(moved):
+            return
         user = self._memory.nbytes // self._ps
         homes = [0] * user
         for r, runs in enumerate(doc["homes"]):
             for first, count in runs:
-                for p in range(first, min(first + count, user)):
-                    homes[p] = r
-        if any(_binding.page_home(p) != h for p, h in enumerate(homes)):
-            self._coll.place(0, user, homes)
+                homes[first:min(first + count, user)] = [r] * max(0, min(count, user - first))
+        self._coll.place(0, user, homes)
 
     def _say(self, message):
         if self._rank == 0:

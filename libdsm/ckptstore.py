@@ -127,6 +127,31 @@ class Store:
                                   "corrupt)" % (path, got, crc))
         return data
 
+    def read_into(self, gen, name, nbytes, crc, sinks):
+        """Read generation gen's file name into the writable buffers sinks
+        yields, in turn, checking its size and crc32 (CheckpointError)."""
+        path = self.path(gen, name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size != nbytes:
+                    raise CheckpointError("%s: %d bytes, the manifest says %d"
+                                          % (path, size, nbytes))
+                got = 0
+                for sink in sinks:
+                    view, done = memoryview(sink).cast("B"), 0
+                    while done < len(view):
+                        n = f.readinto(view[done:])
+                        if not n:
+                            raise CheckpointError("%s: ends after %d bytes" % (path, done))
+                        done += n
+                    got = zlib.crc32(view, got)
+        except OSError as e:
+            raise CheckpointError("%s: %s" % (path, e.strerror or e)) from None
+        if got != crc:
+            raise CheckpointError("%s: checksum %08x, the manifest says %08x (the file is "
+                                  "corrupt)" % (path, got, crc))
+
     def refuse(self, gen):
         """Take generation gen out of use: its manifest is renamed *.refused."""
         with contextlib.suppress(OSError):

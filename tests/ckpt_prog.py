@@ -29,7 +29,8 @@ def main():
             a[rows] = -2                # lost: after the last checkpoint
             dsm.barrier()
         elif st is None:
-            print("state None")
+            zero = not np.frombuffer(dsm.mem, np.uint8).any()
+            print("state None, region zero %s, first malloc at %d" % (zero, dsm.malloc(8).offset))
         else:
             a, alloc = st["a"], st["alloc"]
             on_region = 0 <= a.__array_interface__["data"][0] - dsm.base < dsm.nbytes
