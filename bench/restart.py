@@ -28,8 +28,10 @@ HEARTBEAT_S = 1.0
 
 def read_back_seconds(stores):
     """Seconds to read the newest generation's files in stores, one copy of each."""
-    files = {os.path.basename(f): f for d in stores for f in glob.glob(os.path.join(
-        d, max(g for g in os.listdir(d) if g.endswith(".json"))[:-5], "*"))}
+    newest = {d: max((g for g in os.listdir(d) if g.endswith(".json")), default=None)
+              for d in stores}
+    files = {os.path.basename(f): f for d, g in newest.items() if g
+             for f in glob.glob(os.path.join(d, g[:-5], "*"))}
     t = time.perf_counter()
     for f in files.values():
         with open(f, "rb") as fh:

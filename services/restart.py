@@ -9,7 +9,11 @@ makes the ranks' init() restore the newest complete generation.
 
 After a failed run (not one stopped by a signal or --timeout) with restarts
 left, dsmexec says on stderr what failed, which generation the job restarts
-from and how many restarts are left, and starts it again on the same hosts.
+from and how many restarts are left, and starts it again: over ssh on the
+hosts that still answer (each is asked to run `true`, within
+--connect-timeout), the ranks of those that do not going to the others in
+turn (a machine file of its own, one line a rank); local ranks and Slurm
+jobs restart where they were.
 The exit status is the last run's.  At the end dsmexec removes the buddy
 memory it can see on this machine (the ranks remove theirs at finalize).
 This module only reads file names
@@ -21,7 +25,11 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
+import tempfile
+import time
 
+from libdsm_services import spawn
 from libdsm_services.start import EXIT_TIMEOUT
 
 DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
@@ -47,6 +55,25 @@ def newest_generation(root):
     return max((int(m.group(1)) for m in map(_MANIFEST.match, names) if m), default=None)
 
 
+def answering(hosts, opts):
+    """The targets of hosts (machinefile.Hosts) that run `true` over ssh
+    within opts.connect_timeout (and a second)."""
+    procs = {h.target: subprocess.Popen(
+        spawn.ssh_argv(h, ["true"], opts.ssh_options, opts.identity, opts.connect_timeout),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for h in hosts}
+    deadline = time.monotonic() + opts.connect_timeout + 1
+    ok = set()
+    for target, p in procs.items():
+        try:
+            if p.wait(timeout=max(0.0, deadline - time.monotonic())) == 0:
+                ok.add(target)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return ok
+
+
 class Policy:
     """What dsmexec does about checkpoints and restarts for one command line."""
 
@@ -56,6 +83,7 @@ class Policy:
         self.restarts = restarts
         self.directory = os.path.abspath(directory) if directory else None
         self.job = job or secrets.token_hex(8)
+        self._tmpdir = None             # where _rehost writes its machine files
 
     def environ(self, environ):
         """environ with what the ranks need to checkpoint and restore."""
@@ -71,6 +99,34 @@ class Policy:
         if self.directory:
             return [self.directory]
         return glob.glob(os.path.join(SHM, "dsm-ckpt-%s-*" % self.job))
+
+    def _rehost(self, opts, job, log):
+        """Point opts at the job's hosts that still answer (a machine file of
+        dsmexec's), when some of its ssh hosts do not; nothing otherwise."""
+        hosts = [r.host for r in job.ranks]
+        remote = {r.host.target: r.host for r in job.ranks if not r.local}
+        if not remote:
+            return
+        answer = answering(list(remote.values()), opts)
+        lost = [t for t in remote if t not in answer]
+        keep = [h for h in hosts if h.target not in lost]
+        if not lost or not keep:
+            return
+        targets = list(dict.fromkeys(h.target for h in keep))
+        moved = [targets[i % len(targets)] for i in range(len(hosts) - len(keep))]
+        lines, given = [], iter(moved)
+        for h in hosts:
+            lines.append(next(given) if h.target in lost else h.target)
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="dsm-restart-")
+        opts.machine_file = os.path.join(self._tmpdir, "machines-%d" % len(os.listdir(
+            self._tmpdir)))
+        with open(opts.machine_file, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        log("host%s %s do%s not answer: %s" % (
+            "s" if len(lost) > 1 else "", ", ".join(lost), "" if len(lost) > 1 else "es",
+            "; ".join("rank %d goes to %s" % (i, line) for i, (h, line) in
+                      enumerate(zip(hosts, lines)) if h.target in lost)))
 
     def run(self, opts, job, make_job, log):
         """Run job, then again (make_job() each time) after a failure while
@@ -89,12 +145,17 @@ class Policy:
                    else "from the start (no complete checkpoint here)",
                    left, "" if left == 1 else "s"))
             opts.environ[RESTART_VAR] = str(self.restarts - left)
+            if opts.launcher != "slurm" and opts.machine_file is not None:
+                self._rehost(opts, job, log)
             job = make_job(opts)
         self.finish()
         return status
 
     def finish(self):
-        """Remove this host's buddy memory of the job (a directory stays)."""
+        """Remove this host's buddy memory of the job (a directory stays) and
+        the machine files of the restarts."""
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
         if not self.directory:
             for where in self._where():
                 shutil.rmtree(where, ignore_errors=True)

@@ -172,13 +172,14 @@ def _random_kill(rng, nranks, sweeps):
 
 
 def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
-                 deadline_s=150, sweeps=40, args=()):
-    """Run Jacobi under --restarts 3; SIGKILL rank victim when the trigger
-    line comes (after before_kill(), if given).  (returncode, output)."""
+                 deadline_s=150, sweeps=40, args=(), env=None):
+    """Run Jacobi under --restarts 3; SIGKILL rank victim (None: none) when
+    the trigger line comes, after before_kill(), if given.  (returncode, output)."""
     cmd = [sys.executable, DSMEXEC, "--restarts", "3", *opts, machine_file(tmp_path, *hosts),
            JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.PIPE, cwd=REPO, env=dict(os.environ, **NO_READAHEAD))
+                            stdin=subprocess.PIPE, cwd=REPO,
+                            env=dict(os.environ, **NO_READAHEAD, **(env or {})))
     seen, pids, killed = b"", {}, None
     deadline = time.monotonic() + deadline_s
     while True:
@@ -196,11 +197,12 @@ def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
         for line in lines:
             if line.startswith("[rank ") and "] pid " in line:
                 pids[int(line[6:line.index("]")])] = int(line.rsplit(" ", 1)[1])
-        if killed is None and trigger in lines and victim in pids:
-            killed = pids[victim]
+        if killed is None and trigger in lines and (victim is None or victim in pids):
+            killed = pids.get(victim, 0)
             if before_kill:
                 before_kill()
-            os.kill(killed, signal.SIGKILL)
+            if victim is not None:
+                os.kill(killed, signal.SIGKILL)
             proc.stdin.close()          # (--pause-at: rank 0 reads it)
     proc.stdin.close()
     proc.wait()
