@@ -164,6 +164,6 @@ def main(argv=None):
         opts.report.finish(quiet=True)
         return job.EXIT_LAUNCH
     try:
-        return opts.restart.run(opts, the_job, make_job, the_job.log)
+        return opts.restart.run(opts, the_job, make_job)
     finally:
         opts.report.finish(len(getattr(the_job, "ranks", ())))

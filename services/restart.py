@@ -100,7 +100,7 @@ class Policy:
             return [self.directory]
         return glob.glob(os.path.join(SHM, "dsm-ckpt-%s-*" % self.job))
 
-    def _rehost(self, opts, job, log):
+    def _rehost(self, opts, job):
         """Point opts at the job's hosts that still answer (a machine file of
         dsmexec's), when some of its ssh hosts do not; nothing otherwise."""
         hosts = [r.host for r in job.ranks]
@@ -123,30 +123,31 @@ class Policy:
             self._tmpdir)))
         with open(opts.machine_file, "w") as f:
             f.write("".join(line + "\n" for line in lines))
-        log("host%s %s do%s not answer: %s" % (
+        job.log("host%s %s do%s not answer: %s" % (
             "s" if len(lost) > 1 else "", ", ".join(lost), "" if len(lost) > 1 else "es",
             "; ".join("rank %d goes to %s" % (i, line) for i, (h, line) in
                       enumerate(zip(hosts, lines)) if h.target in lost)))
 
-    def run(self, opts, job, make_job, log):
+    def run(self, opts, job, make_job):
         """Run job, then again (make_job() each time) after a failure while
-        restarts are left; the last run's exit status."""
-        left = self.restarts
+        restarts are left; the last run's exit status.  A job run under a new
+        salloc (slurm.InNewAllocation) restarts inside, in the dsmexec there."""
+        left = self.restarts if hasattr(job, "ranks") else 0    # salloc: the inner dsmexec
         while True:
             status = job.run()
-            if status == 0 or job.signalled or status == EXIT_TIMEOUT or left == 0:
+            if status == 0 or left == 0 or job.signalled or status == EXIT_TIMEOUT:
                 break
             left -= 1
             gen, where = max(((newest_generation(d) or 0, d) for d in self._where()),
                              default=(0, None))
-            log("the job failed (%s); restarting it %s; %d restart%s left"
+            job.log("the job failed (%s); restarting it %s; %d restart%s left"
                 % (job.failure or "exit status %d" % status,
                    "from checkpoint generation %d in %s" % (gen, where) if gen
                    else "from the start (no complete checkpoint here)",
                    left, "" if left == 1 else "s"))
             opts.environ[RESTART_VAR] = str(self.restarts - left)
             if opts.launcher != "slurm" and opts.machine_file is not None:
-                self._rehost(opts, job, log)
+                self._rehost(opts, job)
             job = make_job(opts)
         self.finish()
         return status

@@ -172,14 +172,16 @@ def _random_kill(rng, nranks, sweeps):
 
 
 def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
-                 deadline_s=150, sweeps=40, args=(), env=None):
-    """Run Jacobi under --restarts 3; SIGKILL rank victim (None: none) when
-    the trigger line comes, after before_kill(), if given.  (returncode, output)."""
-    cmd = [sys.executable, DSMEXEC, "--restarts", "3", *opts, machine_file(tmp_path, *hosts),
+                 deadline_s=150, sweeps=40, args=(), env=None, prefix=()):
+    """Run Jacobi under --restarts 3 (after prefix: salloc...; on hosts, None
+    for the allocation's); SIGKILL rank victim (None: none) when the trigger
+    line comes, after before_kill(), if given.  (returncode, output)."""
+    where = [machine_file(tmp_path, *hosts)] if hosts else []
+    cmd = [*prefix, sys.executable, DSMEXEC, "--restarts", "3", *opts, *where,
            JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE, cwd=REPO,
-                            env=dict(os.environ, **NO_READAHEAD, **(env or {})))
+                            env={**os.environ, **NO_READAHEAD, **(env or {})})
     seen, pids, killed = b"", {}, None
     deadline = time.monotonic() + deadline_s
     while True:
