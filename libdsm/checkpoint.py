@@ -256,9 +256,12 @@ class Checkpoints:
         t0 = time.monotonic_ns()
         store = self._open_store()
         have = {g: store.files(g) for g in store.generations()}
-        every = self._coll.gather(have, None)
+        pooled = self._coll.gather((have, store.highest()), None)
+        every = [h for h, _ in pooled]
         gens = sorted({g for h in every for g in h}, reverse=True)
-        self.last = max(gens, default=0)
+        # new generations go past any begun anywhere, so that no stale file
+        # of an unfinished one is ever taken for a part of a new one
+        self.last = max(top for _, top in pooled)
         for gen in gens:
             holders = {}
             for r, h in enumerate(every):

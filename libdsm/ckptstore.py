@@ -94,6 +94,15 @@ class Store:
             return []
         return sorted((int(m.group(1)) for m in map(_MANIFEST.match, names) if m), reverse=True)
 
+    def highest(self):
+        """The highest generation begun here (complete or not, refused too), or 0."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return 0
+        return max((int(m.group(1)) for m in (re.match(r"gen-(\d{6})", n) for n in names) if m),
+                   default=0)
+
     def files(self, gen):
         """The finished files of generation gen here (no temporaries)."""
         try:

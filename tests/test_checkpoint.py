@@ -67,6 +67,8 @@ def test_store_keeps_two_generations(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ["gen-000003", "gen-000003.json",
                                                   "gen-000004", "gen-000004.json"]
     assert restart.newest_generation(str(tmp_path)) == 4
+    store.write(6, "part-0000", [b"x"])         # begun, never completed
+    assert store.generations() == [4, 3] and store.highest() == 6
 
 
 def test_runs_and_buddies():
