@@ -169,7 +169,7 @@ class Checkpoints:
         if self._release:
             return homes
         import numpy as np
-        rw = bytes(prot == "rw" for prot in map(_binding.page_prot, range(self._npages)))
+        rw = bytes(map("rw".__eq__, map(_binding.page_prot, range(self._npages))))
         held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
         held = held.reshape(self._size, self._npages).astype(bool)
         mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))

@@ -80,7 +80,7 @@ class Store:
         final = self.manifest_path(gen)
         tmp = final + ".tmp.%d" % os.getpid()
         with open(tmp, "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
+            f.write(json.dumps(doc, separators=(",", ":")))    # the C encoder: one string
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
