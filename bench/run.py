@@ -11,6 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +25,9 @@ MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "tcp
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", MPI4PY_RC_THREAD_LEVEL="serialized")
 
+
+CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "dsm-bench-checkpoint")
+"""The checkpoint-to-disk row's directory (bench/checkpoint.py removes it)."""
 
 RELEASE = ["env", "DSM_CONSISTENCY=release"]
 """Prefix of the runs in release consistency."""
@@ -53,6 +57,10 @@ RUNS = [
     DSMEXEC + [M4, bench("region_init.py")],
     DSMEXEC + [M2, bench("placement.py")],
     [PY, bench("launch.py")],
+    DSMEXEC + [bench("machines-2hosts"), bench("checkpoint.py"), "buddy"],
+    DSMEXEC + ["--checkpoint-dir", CHECKPOINT_DIR, M2, bench("checkpoint.py"), "dir"],
+    DSMEXEC + [M2, bench("checkpoint.py"), "jacobi"],
+    [PY, bench("restart.py")],
 ]
 
 
@@ -175,7 +183,31 @@ def table(r):
     add("launch of 8 ranks through ssh", "%.2f s" % x["seconds"],
         "one serial ssh %.2f s" % x["ref_seconds"], "%.1f×" % (x["seconds"] / x["ref_seconds"]),
         "≤ 1.5 s", x["seconds"] <= 1.5)
+    checkpoint_rows(r, add)
     return out
+
+
+def checkpoint_rows(r, add):
+    """The rows of bench/checkpoint.py and bench/restart.py (issue 22)."""
+    for row, what, ref, target in (
+            ("checkpoint, buddy memory", "checkpoint of %d MiB over 2 ranks, buddy memory",
+             "memcpy + loopback TCP stream of it", 2.0),
+            ("checkpoint, directory", "checkpoint of %d MiB over 2 ranks to a directory on "
+             "local disk", "os.write + fsync of it", 1.5)):
+        x = r[row]
+        ratio = x["seconds"] / x["ref_seconds"]
+        add(what % x["mib"], "%.3f s" % x["seconds"], "%s %.3f s" % (ref, x["ref_seconds"]),
+            "%.2f×" % ratio, "≤ %.1f×" % target, ratio <= target)
+    x = r["jacobi with checkpoints"]
+    ratio = x["seconds"] / x["ref_seconds"]
+    add("jacobi 2048², 2 ranks, a checkpoint every 10 sweeps (buddy memory)",
+        "%.3f s" % x["seconds"], "without checkpoints %.3f s" % x["ref_seconds"],
+        "%.2f×" % ratio, "≤ 1.10×", ratio <= 1.10)
+    x = r["restart from buddy memory"]
+    add("restart after a SIGKILLed rank, %d MiB from buddy memory" % x["mib"],
+        "%.2f s" % x["seconds"], "heartbeat (DSM_HEARTBEAT_S=1) + reading the bytes back "
+        "%.2f s" % x["ref_seconds"], "+%.2f s" % (x["seconds"] - x["ref_seconds"]),
+        "≤ that + 2 s", x["seconds"] <= x["ref_seconds"] + 2)
 
 
 def machine():

@@ -26,6 +26,7 @@ Dsm is made (none of them imports this package):
     partitions   ranks, hosts, row_block
     report       what dsmexec --trace and --stats collect at finalize
     locks        dsm.lock and the system locks
+    checkpoint   dsm.checkpoint, and the restore at init (dsm.restored)
 
 libdsm.sysv sits on top, beside this module, and uses Dsm.named_regions.
 """
@@ -40,6 +41,7 @@ from numpy.typing import DTypeLike
 from libdsm import _binding, job, layout
 from libdsm.alloc import Allocation
 from libdsm.arrays import Arrays, SharedArray
+from libdsm.checkpoint import Checkpoints
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, ArgumentError, BarrierTimeoutError,
                            CollectiveError, ConfigError, CoreVersionError, DsmError, LockError,
@@ -108,6 +110,11 @@ class Dsm:
                           self.rank, self.size)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
+        self._ckpt = Checkpoints(memory, self._coll, self.rank, self._where.hostnames(),
+                                 layout.mapped_bytes(self.nbytes), cfg["consistency"])
+        self.restored = self._ckpt.restore()
+        """This rank's state from the checkpoint the job restarted from; None
+        on a fresh start (see `checkpoint`)."""
 
     # ------------------------------------------------------------ who and where
     def hostname(self, rank: int | None = None) -> str:
@@ -136,8 +143,8 @@ class Dsm:
         return [(page, n) for page, n in top if n]
 
     def stats(self) -> dict[str, int]:
-        """Counters of this rank: faults, messages, pages, mappings."""
-        return _binding.stats()
+        """Counters of this rank: faults, messages, pages, mappings, checkpoints."""
+        return {**_binding.stats(), **self._ckpt.counters}
 
     # ------------------------------------------------------------ collectives
     def barrier(self, timeout=None):
@@ -201,6 +208,16 @@ class Dsm:
         self._coll.finalize()
         self._report.write(self.stats(), self.hot_pages(), self.page_size)
         job.finished(self._ctx)
+        self._ckpt.finished()
+
+    def checkpoint(self, state=None):
+        """Collective: save the whole region and this rank's state (anything
+        picklable; arrays and Allocations on the region go as references) as
+        one generation, in DSM_CHECKPOINT_DIR or else in buddy memory.  A
+        restarted job finds the region as it was here and its state in
+        `restored`.  See docs/checkpoint.md."""
+        self._coll.check()
+        self._ckpt.checkpoint(state)
 
     # ------------------------------------------------------------ memory
     def malloc(self, nbytes: int, align: int = 16) -> Allocation:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import NamedTuple, Optional
 
-from libdsm_services import job, machinefile, report, slurm, version, wire
+from libdsm_services import job, machinefile, report, restart, slurm, version, wire
 from libdsm_services.start import local_hosts
 
 USAGE = """\
@@ -89,6 +89,7 @@ def build_parser():
                    "instead of a MACHINE_FILE")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARGS]",
                    help="run library module MODULE as the program (as python -m)")
+    restart.add_options(p)
     p.add_argument("-x", dest="exports", metavar="VAR[=VALUE]", action="append", default=[],
                    help="set VAR on every rank, to VALUE or to its value here (repeatable)")
     p.add_argument("--wdir", metavar="DIR", help="the ranks' working directory (default: "
@@ -201,6 +202,8 @@ def parse_options(argv):
     a = parser.parse_args(argv)
     if not a.connect_timeout > 0:
         parser.error("--connect-timeout must be positive, got %g" % a.connect_timeout)
+    if a.restarts < 0:
+        parser.error("--restarts must be 0 or more, got %d" % a.restarts)
     for flag, value in (("-n", a.ntasks), ("--timeout", a.timeout)):
         if value is not None and not value > 0:
             parser.error("%s must be positive, got %g" % (flag, value))
@@ -223,12 +226,14 @@ def parse_options(argv):
     if problem:
         parser.error(problem)
     collector = report.Collector(a.trace, a.stats)
+    policy = restart.Policy(a.restarts, a.checkpoint_dir)
     return job.Options(machine_file=what.machine_file, prog=what.prog, args=what.args,
                        module=what.module, hosts=hosts,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,
                        connect_timeout=a.connect_timeout, prefix=not a.no_prefix,
                        python=python, cwd=cwd,
-                       environ=collector.environ(dict(os.environ)), launcher=launcher,
+                       environ=policy.environ(collector.environ(dict(os.environ))),
+                       launcher=launcher, restart=policy,
                        ntasks=a.ntasks, exports=exported, timeout=a.timeout,
                        output_dir=a.output_dir and os.path.abspath(a.output_dir),
                        report=collector)
@@ -262,13 +267,14 @@ def program_problem(prog, cwd):
 
 def main(argv=None):
     opts = parse_options(argv)
+    make_job = slurm.make_job if opts.launcher == "slurm" else job.Job
     try:
-        the_job = (slurm.make_job if opts.launcher == "slurm" else job.Job)(opts)
+        the_job = make_job(opts)
     except (machinefile.MachineFileError, slurm.SlurmError, job.LaunchError) as e:
         sys.stderr.write("dsmexec: %s\n" % e)
         opts.report.finish(quiet=True)
         return job.EXIT_LAUNCH
     try:
-        return the_job.run()
+        return opts.restart.run(opts, the_job, make_job)
     finally:
         opts.report.finish(len(getattr(the_job, "ranks", ())))

@@ -79,6 +79,7 @@ class Job(Starting):
         self.loop = iomux.Loop()
         self.master = self.signals = None
         self.exit_code = None
+        self.failure = None         # the first failure's message (for --restarts)
         self.signalled = False      # a stop signal came: its status is the job's
         self.teardown = None        # [(when, action)] once the teardown began
         self.stacks = None          # stacks.Wait while the ranks print their stacks
@@ -330,6 +331,7 @@ class Job(Starting):
             self.decided = True
             if self.exit_code is None:
                 self.exit_code = status
+            self.failure = self.failure or message
             self.log(message)
             self.waits = self.waits and waits
             if stacks_first and first:

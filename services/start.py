@@ -51,6 +51,7 @@ class Options:
     output_dir: Optional[str] = None    # --output-filename: rank.N.stdout/.stderr there
     timeout: Optional[float] = None     # --timeout: seconds before the job is stopped
     report: object = None           # report.Collector: --trace, --stats
+    restart: object = None          # restart.Policy: --restarts, --checkpoint-dir
 
 
 class Rank:

@@ -1,0 +1,385 @@
+"""Checkpoints at collectives, and the restore at init (docs/checkpoint.md).
+
+`dsm.checkpoint(state)` is a collective.  After its opening barrier (a
+release and an acquire for everyone) each page is saved once, by the rank
+holding its current data (in sequential mode the rank holding it writable,
+else its home; in release mode its home), and each rank's pickled `state`;
+each rank's pages are one part of a generation (libdsm.ckptstore).  The generation becomes complete
+when its manifest is written, after every part is in; two are kept.
+
+Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
+rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB-HOST
+on each host (JOB from dsmexec, DSM_CHECKPOINT_JOB), which outlives the rank
+processes, and a copy of each rank's part on its buddy, the next rank on
+another host (none when every rank is on one host: the host's memory is
+then the one place).  The buddy reads the pages through the DSM itself.
+
+Restore (`libdsm.init()` with a directory, or on a dsmexec restart): the
+ranks pool what each can read, pick the newest generation whose manifest
+matches this job and whose files are all somewhere, and load each part on
+one rank that has it (any rank can load any part: parts are by page runs).
+A part whose checksum fails refuses the generation (its manifest is
+renamed *.refused) and the one before is tried.  State i goes to rank i;
+ranks beyond the saved count get None.
+"""
+import io
+import os
+import pickle
+import re
+import sys
+import time
+
+from libdsm import _binding
+from libdsm.alloc import Allocation
+from libdsm.ckptstore import CheckpointError, Store, part_name
+from libdsm.pinned import PIN_TIMEOUT
+
+DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
+SHM = "/dev/shm"
+FORMAT = 1
+COPY_BYTES = 4 << 20
+
+
+class _Pickler(pickle.Pickler):
+    """Allocations and arrays on the region travel as references, not bytes."""
+
+    def __init__(self, out, memory):
+        super().__init__(out, pickle.HIGHEST_PROTOCOL)
+        self._memory = memory
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Allocation):
+            return ("alloc", obj.offset, obj.nbytes)
+        face = getattr(obj, "__array_interface__", None)
+        if face is None or not hasattr(obj, "strides"):
+            return None
+        offset = face["data"][0] - self._memory.base
+        if 0 <= offset < self._memory.nbytes:
+            return ("array", offset, obj.shape, obj.dtype.str, obj.strides)
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data, memory):
+        super().__init__(io.BytesIO(data))
+        self._memory = memory
+
+    def persistent_load(self, pid):
+        if pid[0] == "alloc":
+            return Allocation(pid[1], pid[2], self._memory)
+        import numpy as np
+        _, offset, shape, dtype, strides = pid
+        return np.ndarray(shape, dtype, buffer=self._memory.mem, offset=offset, strides=strides)
+
+
+def dumps_state(state, memory):
+    out = io.BytesIO()
+    _Pickler(out, memory).dump(state)
+    return out.getvalue()
+
+
+def runs_of(mask):
+    """A bool array over pages -> [[first, count], ...] of its runs of True."""
+    import numpy as np
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0]))))
+    return [[int(a), int(b - a)] for a, b in zip(edges[0::2], edges[1::2])]
+
+
+def _mask(runs, npages):
+    """A numpy bool array of npages, True on the pages of runs."""
+    import numpy as np
+    out = np.zeros(npages, bool)
+    for first, count in runs:
+        out[first:first + count] = True
+    return out
+
+
+def buddy_of(rank, hostnames):
+    """The rank keeping a copy of rank's part: the next one on another host, or None."""
+    size = len(hostnames)
+    for step in range(1, size):
+        other = (rank + step) % size
+        if hostnames[other] != hostnames[rank]:
+            return other
+    return None
+
+
+class Checkpoints:
+    """One rank's checkpoints.  memory: the user's region; coll: the
+    collectives; mapped: the bytes the core maps (region + system area);
+    consistency: the job's mode (release mode has no pins)."""
+
+    def __init__(self, memory, coll, rank, hostnames, mapped, consistency, environ=None):
+        environ = os.environ if environ is None else environ
+        self._release = consistency == "release"
+        self._memory, self._coll = memory, coll
+        self._rank, self._hosts = rank, list(hostnames)
+        self._size = len(self._hosts)
+        self._ps = memory.page_size
+        self._npages = mapped // self._ps
+        self._view = _binding.region_view(memory.base, mapped)
+        directory = environ.get(DIR_VAR, "").strip()
+        self.directory = os.path.abspath(directory) if directory else None
+        self._job = environ.get(JOB_VAR, "").strip() or None
+        self._restart = bool(environ.get(RESTART_VAR, "").strip())
+        self._store = Store(self.directory) if self.directory else None
+        self.last = 0                   # the newest generation seen or made
+        self._loaded = None             # restore: the files this rank read, by name
+        self._runs = None               # (homes_moved then, this rank's home runs)
+        self._dirty = []                # restore: the runs read into the region so far
+        self._restored_bytes = 0
+        self.counters = {"checkpoints": 0, "checkpoint_bytes": 0, "checkpoint_ns": 0,
+                         "restores": 0, "restore_bytes": 0, "restore_ns": 0}
+
+    # ------------------------------------------------------------ where
+    def _buddy_mode(self):
+        return self.directory is None
+
+    def _open_store(self):
+        """The store; buddy memory's is named per job (rank 0's pid when run
+        alone) and host, so that hosts sharing a machine keep apart."""
+        if self._store is None:
+            job = self._job or self._coll.bcast("pid%d" % os.getpid(), 0)
+            host = re.sub(r"[^A-Za-z0-9.-]", "_", self._hosts[self._rank])
+            self._store = Store(os.path.join(SHM, "dsm-ckpt-%s-%s" % (job, host)))
+        return self._store
+
+    def _keeps_manifest(self):
+        """Who writes manifests: rank 0 in a directory; the first rank of each host in memory."""
+        if not self._buddy_mode():
+            return self._rank == 0
+        return self._hosts.index(self._hosts[self._rank]) == self._rank
+
+    # ------------------------------------------------------------ saving
+    def _home_runs(self):
+        """This rank's home pages as runs; recomputed only after homes moved."""
+        moved = _binding.stats()["homes_moved"]
+        if self._runs is None or self._runs[0] != moved:
+            import numpy as np
+            homes = np.fromiter(map(_binding.page_home, range(self._npages)), np.int32,
+                                self._npages)
+            self._runs = (moved, runs_of(homes == self._rank))
+        return self._runs[1]
+
+    def _saved_runs(self, homes):
+        """The pages this rank saves, as runs: in sequential mode those it
+        holds writable (their only current copy, saved where it is, with no
+        transfer and no downgrade) and those it homes that no rank holds
+        writable; in release mode, after the barrier, those it homes."""
+        if self._release:
+            return homes
+        import numpy as np
+        rw = bytes(map("rw".__eq__, map(_binding.page_prot, range(self._npages))))
+        held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
+        held = held.reshape(self._size, self._npages).astype(bool)
+        mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))
+        return runs_of(mine)
+
+    def _buffers(self, runs, write=False):
+        """Buffers over the pages of runs, in order: to save (their bytes) or,
+        with write, to restore (the caller fills each before it asks for the
+        next).  The pages themselves, pinned; in release mode, which has no
+        pins, copies in pieces of COPY_BYTES (copied back in after, with write)."""
+        for first, count in runs:
+            view = self._view[first * self._ps:(first + count) * self._ps]
+            _binding.prefetch(first, count, write)
+            if self._release:
+                for at in range(0, len(view), COPY_BYTES):
+                    piece = view[at:at + COPY_BYTES]
+                    buf = bytearray(len(piece)) if write else bytes(piece)
+                    yield buf
+                    if write:
+                        piece[:] = buf
+                continue
+            _binding.pin(first, count, write, PIN_TIMEOUT)
+            try:
+                yield view
+            finally:
+                _binding.unpin(first, count)
+
+    def checkpoint(self, state):
+        """Collective: save the region and state as the next generation."""
+        t0 = time.monotonic_ns()
+        blob = dumps_state(state, self._memory)
+        store = self._open_store()
+        self._coll.barrier()
+        gen = self.last + 1
+        homes = self._home_runs()
+        runs = self._saved_runs(homes)
+        nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs))
+        snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
+        buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
+        every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None,
+                                   homes), None)
+        if self._buddy_mode():
+            self._keep_copies(store, gen, every)
+        self._coll.barrier()            # every part (and copy) is in
+        if self._keeps_manifest():
+            store.write_manifest(gen, self._manifest(gen, every))
+            store.drop_before(gen - 1, background=True)
+        self._coll.barrier()            # the generation is complete everywhere
+        self.last = gen
+        self._count("checkpoint", nbytes + snbytes, t0)
+
+    def _keep_copies(self, store, gen, every):
+        """Write the parts of the ranks whose buddy this rank is, read through the DSM."""
+        for r, (runs, nbytes, crc, _, scrc, blob, _) in enumerate(every):
+            if r == self._rank or buddy_of(r, self._hosts) != self._rank:
+                continue
+            got = store.write(gen, part_name("part", r), self._buffers(runs))
+            if got != (nbytes, crc):
+                raise CheckpointError("rank %d: the copy of rank %d's part differs from its "
+                                      "original (%d bytes crc %08x, not %d crc %08x)"
+                                      % (self._rank, r, got[0], got[1], nbytes, crc))
+            store.write(gen, part_name("state", r), [blob])
+
+    def _manifest(self, gen, every):
+        return {"format": FORMAT, "generation": gen, "ranks": self._size,
+                "page_size": self._ps, "pages": self._npages, "hosts": self._hosts,
+                "homes": [e[6] for e in every],
+                "parts": [{"name": part_name("part", r), "runs": runs, "nbytes": n, "crc": c}
+                          for r, (runs, n, c, _, _, _, _) in enumerate(every)],
+                "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
+                           for r, (_, _, _, n, c, _, _) in enumerate(every)]}
+
+    def _count(self, what, nbytes, t0):
+        self.counters[what + "s"] += 1
+        self.counters[what + "_bytes"] += nbytes
+        self.counters[what + "_ns"] += time.monotonic_ns() - t0
+
+    # ------------------------------------------------------------ restoring
+    def restore(self):
+        """Collective, at init: restore the newest usable generation; this
+        rank's state, or None (fresh start, or no state saved for it)."""
+        if self.directory is None and not self._restart:
+            return None                 # nothing can have been saved for this job
+        t0 = time.monotonic_ns()
+        store = self._open_store()
+        have = {g: store.files(g) for g in store.generations()}
+        pooled = self._coll.gather((have, store.highest()), None)
+        every = [h for h, _ in pooled]
+        gens = sorted({g for h in every for g in h}, reverse=True)
+        # new generations go past any begun anywhere, so that no stale file
+        # of an unfinished one is ever taken for a part of a new one
+        self.last = max(top for _, top in pooled)
+        for gen in gens:
+            holders = {}
+            for r, h in enumerate(every):
+                for name in h.get(gen, ()):
+                    holders.setdefault(name, []).append(r)
+            src = min(r for r, h in enumerate(every) if gen in h)
+            doc = self._coll.bcast(self._read_manifest(store, gen) if self._rank == src
+                                   else None, src)
+            problem, plan = self._plan(doc, holders)
+            if problem is None:
+                self._place(doc)
+                problem = self._agree(self._load(store, gen, doc, plan))
+                if problem is not None and self._keeps_manifest():
+                    store.refuse(gen)
+            if problem is None:
+                return self._apply(gen, doc, t0)
+            self._say("checkpoint generation %d refused: %s; trying the one before" % (gen, problem))
+        if gens:
+            self._say("no usable checkpoint generation: starting afresh")
+            self._clean()
+        return None
+
+    def _read_manifest(self, store, gen):
+        try:
+            return store.manifest(gen)
+        except CheckpointError as e:
+            return {"error": str(e)}
+
+    def _plan(self, doc, holders):
+        """(problem, {file name: rank loading it}): why doc cannot be used, or who loads what."""
+        if "error" in doc:
+            return doc["error"], None
+        if doc.get("format") != FORMAT or doc.get("page_size") != self._ps or \
+                doc.get("pages") != self._npages:
+            return ("its manifest does not match this job (format %s, %s pages of %s bytes; "
+                    "this job maps %d pages of %d: give it the same DSM_SIZE)"
+                    % (doc.get("format"), doc.get("pages"), doc.get("page_size"),
+                       self._npages, self._ps)), None
+        plan = {}
+        for i, entry in enumerate(doc["parts"] + doc["states"]):
+            ranks = holders.get(entry["name"], [])
+            if not ranks:
+                return "%s is on no rank of this job" % entry["name"], None
+            index = i % len(doc["parts"])
+            plan[entry["name"]] = index % self._size if index % self._size in ranks else ranks[0]
+        return None, plan
+
+    def _load(self, store, gen, doc, plan):
+        """Read the files plan gives this rank, checking each: parts straight
+        into the region, states into self._loaded ({name: bytes}).  The
+        problem with one, or None."""
+        self._loaded, self._restored_bytes = {}, 0
+        for entry in doc["parts"] + doc["states"]:
+            if plan[entry["name"]] != self._rank:
+                continue
+            try:
+                if entry in doc["states"]:
+                    self._loaded[entry["name"]] = store.read(gen, entry["name"],
+                                                             entry["nbytes"], entry["crc"])
+                    continue
+                self._dirty.extend(entry["runs"])
+                store.read_into(gen, entry["name"], entry["nbytes"], entry["crc"],
+                                self._buffers(entry["runs"], write=True))
+                self._restored_bytes += entry["nbytes"]
+            except CheckpointError as e:
+                return "rank %d: %s" % (self._rank, e)
+        return None
+
+    def _clean(self):
+        """Zero the pages a refused generation was read into: a fresh start."""
+        zeros = bytes(COPY_BYTES)
+        for first, count in self._dirty:
+            view = self._view[first * self._ps:(first + count) * self._ps]
+            for at in range(0, len(view), COPY_BYTES):
+                view[at:at + COPY_BYTES] = zeros[:len(view) - at]
+        self._dirty = []
+        self._coll.barrier()
+
+    def _agree(self, problem):
+        """Every rank's problem with its files, pooled: the first one, or None."""
+        problems = [p for p in self._coll.gather(problem, None) if p]
+        return problems[0] if problems else None
+
+    def _apply(self, gen, doc, t0):
+        """The generation is in: hand out the states."""
+        states = self._coll.gather(self._loaded, None)
+        self._coll.barrier()
+        self._loaded, self._dirty = None, []
+        blob = next((s[part_name("state", self._rank)] for s in states
+                     if part_name("state", self._rank) in s), None)
+        self._count("restore", self._restored_bytes, t0)
+        if self._rank == 0:
+            self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
+                      % (gen, doc["ranks"], self._size))
+        return None if blob is None else _Unpickler(blob, self._memory).load()
+
+    def _place(self, doc):
+        """With the rank count it was saved with, put the user region's homes back
+        where they were (dsm.place) before the pages are written."""
+        if doc["ranks"] != self._size:
+            return
+        moved = self._coll.gather(doc["homes"][self._rank] != self._home_runs(), None)
+        if not any(moved):
+            return
+        user = self._memory.nbytes // self._ps
+        homes = [0] * user
+        for r, runs in enumerate(doc["homes"]):
+            for first, count in runs:
+                homes[first:min(first + count, user)] = [r] * max(0, min(count, user - first))
+        self._coll.place(0, user, homes)
+
+    def _say(self, message):
+        if self._rank == 0:
+            sys.stderr.write("libdsm: %s\n" % message)
+            sys.stderr.flush()
+
+    # ------------------------------------------------------------ the end
+    def finished(self):
+        """After finalize: buddy memory is this job's and goes with it."""
+        if self._buddy_mode() and self._store is not None and self._keeps_manifest():
+            self._store.remove()

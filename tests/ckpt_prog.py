@@ -1,0 +1,46 @@
+"""What test_checkpoint asks of a checkpoint, one rank's part.
+
+    ckpt_prog.py save     state with an array and an Allocation on the region
+                          (by reference), checkpointed twice, then changed
+    ckpt_prog.py load     prints what this rank got back
+"""
+import sys
+
+import numpy as np
+
+import libdsm
+
+
+def main():
+    with libdsm.init() as dsm:
+        st = dsm.restored
+        if sys.argv[1] == "save":
+            a = dsm.array((3000,), "int64")
+            alloc = dsm.bcast(dsm.malloc(64) if dsm.rank == 0 else None)
+            rows = dsm.row_block(3000, 8)
+            a[rows] = np.arange(rows.start, rows.stop) * (dsm.rank + 1)
+            if dsm.rank == 0:
+                alloc.mem[:5] = b"first"
+            dsm.checkpoint({"a": a, "alloc": alloc, "rank": dsm.rank})
+            a[rows] = -1                # what the second checkpoint holds
+            if dsm.rank == 0:
+                alloc.mem[:5] = b"saved"
+            dsm.checkpoint({"a": a, "alloc": alloc, "rank": dsm.rank, "second": True})
+            a[rows] = -2                # lost: after the last checkpoint
+            dsm.barrier()
+        elif st is None:
+            zero = not np.frombuffer(dsm.mem, np.uint8).any()
+            print("state None, region zero %s, first malloc at %d" % (zero, dsm.malloc(8).offset))
+        else:
+            a, alloc = st["a"], st["alloc"]
+            on_region = 0 <= a.__array_interface__["data"][0] - dsm.base < dsm.nbytes
+            print("state rank %d second %s sum %d on_region %s alloc %r" % (
+                st["rank"], st.get("second"), int(a.sum()), on_region,
+                bytes(alloc.mem[:5]).decode()))
+            print("stats checkpoints %d restores %d" % (dsm.stats()["checkpoints"],
+                                                         dsm.stats()["restores"]))
+        dsm.barrier()
+
+
+if __name__ == "__main__":
+    main()

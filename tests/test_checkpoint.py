@@ -1,0 +1,259 @@
+"""Checkpoints (libdsm/checkpoint.py, ckptstore.py) and dsmexec --restarts
+(services/restart.py): the store's files, the restore at init, a corrupt
+part refused, and ranks SIGKILLed at random moments of a Jacobi run that
+then ends with the fault-free run's grid, bit for bit."""
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DSMEXEC, REPO, machine_file, wait_gone
+from dsmrun import rank_lines, run
+from libdsm.checkpoint import buddy_of, runs_of
+from libdsm.ckptstore import CheckpointError, Store
+from libdsm_services import cli, restart
+
+JACOBI = os.path.join(REPO, "examples", "jacobi_ckpt.py")
+PROG = os.path.join(REPO, "tests", "ckpt_prog.py")
+def shm_stores():
+    return {n for n in os.listdir("/dev/shm") if n.startswith("dsm-ckpt-")}
+
+
+# ---------------------------------------------------------------- units
+
+def test_store_writes_whole_files_and_refuses_a_bad_checksum(tmp_path):
+    store = Store(str(tmp_path / "ck"))
+    assert store.generations() == []
+    n, crc = store.write(1, "part-0000", [b"abc", memoryview(b"defg")])
+    assert n == 7 and store.read(1, "part-0000", 7, crc) == b"abcdefg"
+    assert store.generations() == []            # no manifest: not complete
+    store.write_manifest(1, {"generation": 1})
+    assert store.generations() == [1] and store.manifest(1) == {"generation": 1}
+    assert not [f for f in os.listdir(store.gen_dir(1)) if ".tmp." in f]
+    path = store.path(1, "part-0000")
+    with open(path, "r+b") as f:
+        f.write(b"x")
+    with pytest.raises(CheckpointError, match="checksum .* corrupt"):
+        store.read(1, "part-0000", 7, crc)
+    with pytest.raises(CheckpointError, match="8"):
+        store.read(1, "part-0000", 8, crc)
+    store.refuse(1)
+    assert store.generations() == [] and os.path.exists(store.manifest_path(1) + ".refused")
+
+
+def test_store_keeps_two_generations(tmp_path):
+    store = Store(str(tmp_path))
+    for gen in range(1, 5):
+        store.write(gen, "part-0000", [b"x"])
+        store.write_manifest(gen, {})
+        store.drop_before(gen - 1)
+    assert store.generations() == [4, 3]
+    assert sorted(os.listdir(str(tmp_path))) == ["gen-000003", "gen-000003.json",
+                                                  "gen-000004", "gen-000004.json"]
+    assert restart.newest_generation(str(tmp_path)) == 4
+    store.write(6, "part-0000", [b"x"])         # begun, never completed
+    assert store.generations() == [4, 3] and store.highest() == 6
+
+
+def test_runs_and_buddies():
+    assert runs_of([1, 1, 1, 0, 0, 1, 0, 1, 1]) == [[0, 3], [5, 1], [7, 2]]
+    assert runs_of([0, 0]) == [] and runs_of([1]) == [[0, 1]]
+    assert buddy_of(0, ["a", "a"]) is None              # one host: its memory alone
+    assert [buddy_of(r, ["a", "a", "b", "b"]) for r in range(4)] == [2, 2, 0, 0]
+
+
+def test_command_line_options(tmp_path):
+    opts = cli.parse_options(["--restarts", "2", "--checkpoint-dir", str(tmp_path),
+                              "-n", "2", "x.py"])
+    assert opts.restart.restarts == 2
+    assert opts.environ[restart.DIR_VAR] == str(tmp_path)
+    assert opts.environ[restart.JOB_VAR] == opts.restart.job
+    plain = cli.parse_options(["-n", "2", "x.py"])
+    assert plain.restart.restarts == 0 and restart.DIR_VAR not in plain.environ
+    assert plain.restart.job != opts.restart.job
+    with pytest.raises(SystemExit):
+        cli.parse_options(["--restarts", "-1", "-n", "2", "x.py"])
+
+
+# ---------------------------------------------------------------- restore at init
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_restore_with_more_ranks(tmp_path, consistency):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency}
+    p = run(tmp_path, 2, PROG, "save", env=env)
+    assert p.returncode == 0, p.stderr
+    p = run(tmp_path, 3, PROG, "load", env=env)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "state")
+    # the second checkpoint, not the writes after it; arrays still on the region
+    for r in (0, 1):
+        assert got[r] == "state rank %d second True sum -3000 on_region True alloc 'saved'" % r
+    assert got[2].startswith("state None")             # no rank 2 was saved
+    assert "restored checkpoint generation 2 (2 ranks saved it, 3 now)" in p.stderr
+    assert rank_lines(p.stdout, "stats")[1] == "stats checkpoints 0 restores 1"
+
+
+@pytest.mark.timeout(200)
+def test_every_generation_refused_starts_afresh_on_a_clean_region(tmp_path):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck")}
+    assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
+    store = Store(str(tmp_path / "ck"))
+    for gen in store.generations():             # both: a bit flipped in rank 1's part
+        with open(store.path(gen, "part-0001"), "r+b") as f:
+            byte = f.read(1)
+            f.seek(0)
+            f.write(bytes([byte[0] ^ 1]))
+    p = run(tmp_path, 2, PROG, "load", env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("refused: rank 1: ") == 2, p.stderr
+    assert "no usable checkpoint generation: starting afresh" in p.stderr
+    # what the refused generations wrote is gone: the heap starts again at 0
+    # (each rank mallocs 8 bytes, at once: one gets 0, the other the next granule)
+    assert set(rank_lines(p.stdout, "state").values()) == {
+        "state None, region zero True, first malloc at %d" % o for o in (0, 16)}, p.stdout
+
+
+def _jacobi(tmp_path, sweeps, *opts, n=3, out=None, progress=False, env=None):
+    args = ["128", str(sweeps), "5"] + (["--out", out] if out else []) + \
+        (["--progress"] if progress else [])
+    return run(tmp_path, n, JACOBI, *args, opts=opts, env=env, timeout=150)
+
+
+@pytest.mark.timeout(300)
+def test_a_flipped_byte_is_refused_and_the_generation_before_used(tmp_path):
+    ck = str(tmp_path / "ck")
+    p = _jacobi(tmp_path, 30, "--checkpoint-dir", ck)
+    assert p.returncode == 0, p.stderr
+    assert Store(ck).generations() == [5, 4]            # at sweeps 25 and 20
+    part = Store(ck).path(5, "part-0001")
+    with open(part, "r+b") as f:
+        f.seek(os.path.getsize(part) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+    p = _jacobi(tmp_path, 40, "--checkpoint-dir", ck, progress=True)
+    assert p.returncode == 0, p.stderr
+    assert "checkpoint generation 5 refused: rank 1: %s: checksum" % part in p.stderr
+    assert "restored checkpoint generation 4" in p.stderr
+    assert set(rank_lines(p.stdout, "restarted at").values()) == {"restarted at sweep 20"}
+    # the refused one stays out of use; the new ones (sweeps 25, 30, 35) follow it
+    assert Store(ck).generations() == [8, 7]
+    fresh = _jacobi(tmp_path, 40)
+    assert rank_lines(p.stdout, "sha256")[0] == rank_lines(fresh.stdout, "sha256")[0]
+
+
+# ---------------------------------------------------------------- dsmexec --restarts
+
+def _random_kill(rng, nranks, sweeps):
+    """(trigger line, victim): a random rank reporting a random sweep (not
+    among the last few, so that the victim is still there) or checkpoint."""
+    if rng.random() < 0.5:
+        trigger = "[rank %d] checkpoint %d" % (rng.randrange(nranks),
+                                               5 * rng.randrange(1, sweeps // 5))
+    else:
+        trigger = "[rank %d] sweep %d" % (rng.randrange(nranks), rng.randrange(1, sweeps - 4))
+    return trigger, rng.randrange(nranks)
+
+
+def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
+                 deadline_s=150, sweeps=40, args=(), env=None, prefix=()):
+    """Run Jacobi under --restarts 3 (after prefix: salloc...; on hosts, None
+    for the allocation's); SIGKILL rank victim (None: none) when the trigger
+    line comes, after before_kill(), if given.  (returncode, output)."""
+    where = [machine_file(tmp_path, *hosts)] if hosts else []
+    cmd = [*prefix, sys.executable, DSMEXEC, "--restarts", "3", *opts, *where,
+           JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, **(env or {})})
+    seen, pids, killed = b"", {}, None
+    deadline = time.monotonic() + deadline_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            proc.kill()
+            proc.wait()
+            pytest.fail("trial (%s, kill rank %d) ran past %g s: %s"
+                        % (trigger, victim, deadline_s, seen.decode()[-3000:]))
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+        lines = seen.decode(errors="replace").splitlines()
+        for line in lines:
+            if line.startswith("[rank ") and "] pid " in line:
+                pids[int(line[6:line.index("]")])] = int(line.rsplit(" ", 1)[1])
+        if killed is None and trigger in lines and (victim is None or victim in pids):
+            killed = pids.get(victim, 0)
+            if before_kill:
+                before_kill()
+            if victim is not None:
+                os.kill(killed, signal.SIGKILL)
+            proc.stdin.close()          # (--pause-at: rank 0 reads it)
+    proc.stdin.close()
+    proc.wait()
+    assert killed is not None, "the trigger %r never came: %s" % (trigger, seen.decode())
+    return proc.returncode, seen.decode(errors="replace")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("where", ["directory", "buddy"])
+def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
+    hosts = ["localhost"] * 3 if where == "directory" else ["localhost", "127.0.0.1", "localhost"]
+    reference = str(tmp_path / "ref.npy")
+    p = _jacobi(tmp_path, 40, out=reference)
+    assert p.returncode == 0, p.stderr
+    before = shm_stores()
+    rng = random.Random(20261207 + len(where))
+    for trial in range(3):
+        out = str(tmp_path / ("grid-%d.npy" % trial))
+        opts = ["--checkpoint-dir", str(tmp_path / ("ck-%d" % trial))] \
+            if where == "directory" else []
+        trigger, victim = _random_kill(rng, len(hosts), 40)
+        # the first run waits before sweep 38 until the kill: the test reads
+        # the output late on a busy machine, and must not find the job ended
+        status, output = _run_killing(tmp_path, opts, hosts, out, trigger, victim,
+                                      args=["--pause-at", "38"])
+        what = "trial %d (%s, kill rank %d)" % (trial, trigger, victim)
+        assert status == 0, "%s: %s" % (what, output[-3000:])
+        # one failure, one restart (which rank dsmexec blames is services/job.py's
+        # business: a rank the kill takes down can be judged first)
+        assert output.count("dsmexec: the job failed (rank ") == 1, (what, output)
+        assert "2 restarts left" in output and "1 restart left" not in output, what
+        assert np.load(out).tobytes() == np.load(reference).tobytes(), what
+        assert wait_gone(JACOBI, timeout=10) == []
+    assert shm_stores() == before             # buddy memory went with each job
+
+
+@pytest.mark.timeout(300)
+def test_a_hosts_memory_lost_restores_from_the_buddy_copy(tmp_path):
+    """Host 127.0.0.1 (rank 1) loses its rank and its memory while the job
+    waits between checkpoints; the copy of rank 1's part on localhost restores it."""
+    hosts = ["localhost", "127.0.0.1", "localhost"]
+    reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
+    assert _jacobi(tmp_path, 40, out=reference).returncode == 0
+    before, lost = shm_stores(), []
+
+    def lose_memory():
+        for name in shm_stores() - before:
+            if name.endswith("-127.0.0.1"):
+                lost.append(sorted(os.listdir(os.path.join("/dev/shm", name))))
+                shutil.rmtree(os.path.join("/dev/shm", name))
+
+    status, output = _run_killing(tmp_path, [], hosts, out, "[rank 0] paused at sweep 12", 1,
+                                  before_kill=lose_memory, args=["--pause-at", "12"])
+    assert status == 0, output
+    assert lost == [["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]]
+    assert "restarting it from checkpoint generation 2 in /dev/shm/dsm-ckpt-" in output
+    assert "restored checkpoint generation 2" in output
+    assert output.count("restarted at sweep 10") == 3, output
+    assert np.load(out).tobytes() == np.load(reference).tobytes()
+    assert shm_stores() == before
