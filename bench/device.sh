@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The scaling benchmark on the 16-core machine (FACTS.md, "A 16-core
-# machine"): no network, Python 3.12 at /opt/torch/.venv/bin/python3 with
-# numpy but without cffi, pycparser, pexpect or ptyprocess (setuptools,
-# which cffi needs to compile on 3.12, comes along in case it lacks it too).
+# The scaling benchmark on the 16-core machine (the device tool's): no
+# network, Python 3.12 at /opt/torch/.venv/bin/python3 with numpy but
+# without cffi, pycparser, pexpect or ptyprocess (setuptools, which cffi
+# needs to compile on 3.12, comes along in case it lacks it too).
 #
 #     make wheels                 (here, with a network: fills wheels/)
 #     bash bench/device.sh        (there, from the root of a plain checkout

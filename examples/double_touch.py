@@ -1,4 +1,4 @@
-"""double_touch, seed 002's example: every rank touches the same page.
+"""double_touch: every rank touches the same page.
 
 The ranks take turns: rank r adds r + 1 to one integer at the start of the
 region, then everyone meets at a barrier.  The page moves to each writer in

@@ -1,4 +1,4 @@
-"""share, after seed 001's example: one rank writes, the others read.
+"""share: one rank writes, the others read.
 
 Rank 0 allocates a buffer, fills it and broadcasts the allocation; every rank
 checks the bytes.  Then the last rank rewrites it and the others check again.

@@ -148,8 +148,9 @@ class Dsm:
 
     # ------------------------------------------------------------ collectives
     def barrier(self, timeout=None):
-        """Wait until every rank has called barrier().  log2(N) exchanges
-        between the comm threads; no Python runs on the way.  Then the
+        """Wait until every rank has called barrier().  log2(N) rounds of
+        messages: this thread sends the first, the comm threads the rest;
+        no Python runs on the way.  Then the
         arrays made with homes="first_touch" since the last one are placed.
         Past timeout seconds, BarrierTimeoutError naming the ranks not
         arrived; this rank stays in the barrier, and barrier() goes on."""
@@ -366,7 +367,7 @@ class Dsm:
         """(name, id, size, mappings) of every region in use, a snapshot."""
         return self._regions.entries()
 
-    # ------------------------------------------------------------ partitions (seed 004)
+    # ------------------------------------------------------------ partitions
     def partition_id(self) -> int:
         """This partition (rank)."""
         return self.rank

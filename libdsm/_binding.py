@@ -261,15 +261,19 @@ def timeout_ms(timeout_s):
     return min(FOREVER_MS - 1, max(1, int(round(timeout_s * 1000))))
 
 
-def lock_acquire_within(lock, timeout_s):
-    """Acquire lock within timeout_s (0: only if free now, None: no limit):
-    True, or False when it stayed held elsewhere."""
-    err = ffi.new("char[]", lib.DSM_ERRLEN)
-    rc = lib.dsm_lock_acquire_within(lock, timeout_ms(timeout_s), err)
+def _in_time(rc, err):
+    """True for DSM_OK, False for DSM_ETIMEDOUT; other errors raise."""
     if rc == lib.DSM_ETIMEDOUT:
         return False
     _check(rc, err)
     return True
+
+
+def lock_acquire_within(lock, timeout_s):
+    """Acquire lock within timeout_s (0: only if free now, None: no limit):
+    True, or False when it stayed held elsewhere."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    return _in_time(lib.dsm_lock_acquire_within(lock, timeout_ms(timeout_s), err), err)
 
 
 def lock_held(lock):
@@ -287,11 +291,7 @@ def take(key, timeout_s):
     """Take one wake-up for key from this rank's mailbox, waiting at most
     timeout_s (None: no limit): True, or False if none came in time."""
     err = ffi.new("char[]", lib.DSM_ERRLEN)
-    rc = lib.dsm_take(key, timeout_ms(timeout_s), err)
-    if rc == lib.DSM_ETIMEDOUT:
-        return False
-    _check(rc, err)
-    return True
+    return _in_time(lib.dsm_take(key, timeout_ms(timeout_s), err), err)
 
 
 OPS.update(land=lib.DSM_OP_LAND, lor=lib.DSM_OP_LOR, lxor=lib.DSM_OP_LXOR,

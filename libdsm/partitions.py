@@ -1,4 +1,4 @@
-"""Who and where: the ranks (seed 004's partitions), their hosts, and which
+"""Who and where: the ranks (partitions), their hosts, and which
 rows of an array each rank should own so that no two share a page."""
 import math
 import warnings

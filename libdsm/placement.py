@@ -16,8 +16,7 @@ switches its table):
 
 `dsm.array(..., homes="first_touch")` places the array at the first
 `dsm.barrier()` after it was made, so that each rank's first writes decide
-(even if it was freed meanwhile: only one rank frees, and every rank must
-make the same placements).
+(even if it was freed meanwhile: every rank must make the same placements).
 """
 from libdsm import _binding
 from libdsm.errors import PlacementError

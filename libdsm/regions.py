@@ -1,4 +1,4 @@
-"""Named shared regions (seed 003) and the table behind them.
+"""Named shared regions and the table behind them.
 
 A region is a page-aligned piece of the heap with a name, a size and a
 count of mappings across all ranks.  Its entry lives in a table in the

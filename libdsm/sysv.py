@@ -1,4 +1,4 @@
-"""A System V-style interface to the DSM (seed 004's xp_* family).
+"""A System V-style interface to the DSM (the xp_* family).
 
     from libdsm import sysv
     shmid = sysv.shmget(sysv.ftok("/some/file", 1), 4096, sysv.IPC_CREAT | 0o600)

@@ -1,6 +1,7 @@
 """One dsmexec job: start the ranks, run the poll loop, decide the exit status, tear down.
 
-The exit status is the status of the FIRST rank that failed (its exit
+The exit status is the status of the rank to blame (services/blame.py:
+the rank another one reported lost, else the first that failed; its exit
 code, or 128 + the signal that killed it), 1 for a failure dsmexec itself
 detected (a rank that could not start or register, or that exited 0 after
 init() without finalize()), 128 + N after dsmexec got signal N (130 for

@@ -312,16 +312,21 @@ def ring_full(dsm, a):
             with dsm.lock(k):
                 counters[k] += 1
 
-    for _ in range(a.rounds):
+    rounds = 0
+    # a.rounds at least; with --until-full, on (to ten times that) until some
+    # rank's thread found the ring full: how soon depends on the load
+    while rounds < a.rounds or (a.until_full and rounds < 10 * a.rounds and
+                                not dsm.allreduce(dsm.stats()["ring_full"])):
         pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
         for th in pool:
             th.start()
         for th in pool:
             th.join()
         dsm.barrier()
+        rounds += 1
     used = arr[:, :dsm.size * threads * width]
-    bad = int(np.count_nonzero(used != a.rounds))
-    want = a.rounds * threads * dsm.size
+    bad = int(np.count_nonzero(used != rounds))
+    want = rounds * threads * dsm.size
     print("ring_full bad=%d counters=%s expected=%d ring_full=%d"
           % (bad, counters.tolist(), want, dsm.stats()["ring_full"]))
 
@@ -468,6 +473,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario", choices=sorted(SCENARIOS))
     p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--until-full", action="store_true",
+                   help="ring_full: go on until some thread found the ring full")
     p.add_argument("--fail-rank", type=int, default=1)
     p.add_argument("--busy", type=float, default=2.0)
     p.add_argument("--gil-hold", type=float, default=0.0)

@@ -1,5 +1,5 @@
-"""Named regions, the System V interface and partition info (seeds 003
-and 004), under real ranks."""
+"""Named regions, the System V interface and partition info, under real
+ranks."""
 import os
 
 import pytest

@@ -41,6 +41,11 @@ def test_timeout_prints_every_ranks_stack_then_stops(tag):
     check_stacks(r.stderr, prog)
     first_frame = min(i for i, s in enumerate(lines) if "deadlock_prog.py" in s)
     assert lines.index(said) < first_frame          # said first, then the stacks
+    # and the C core's word on what each waits for (libdsm/csrc/waitsig.c)
+    assert "[rank 1] libdsm: rank 1: its threads wait in libdsm for:" in lines, r.stderr
+    assert re.search(r"^\[rank 1\] thread \d+: lock 0$", r.stderr, re.M), r.stderr
+    assert re.search(r"^\[rank 0\] thread \d+: collective barrier #\d+$", r.stderr, re.M), \
+        r.stderr
 
 
 def started_job(tag, *opts):

@@ -12,6 +12,7 @@
 #include "coherence.h"
 #include "comm.h"
 #include "fault.h"
+#include "waitsig.h"
 #include "region.h"
 #include "coll.h"
 #include "locks.h"
@@ -121,6 +122,8 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         goto err_coll;
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
         goto err_locks;
+    if ((rc = waitsig_install(c, err)))
+        goto err_locks;
     c->pid = getpid();
     static int at_fork;                 /* registered once per process */
     if (!at_fork++)
@@ -129,6 +132,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     if (!(rc = comm_run(&D.tp, cfg->wait_reply, err)))
         return DSM_OK;
     c->phase = PHASE_IDLE;
+    waitsig_remove();
 err_locks:
     locks_free(&D.locks);
 err_coll:
@@ -379,24 +383,29 @@ void dsm_buffer_free(void *buf)
     free(buf);
 }
 
-/* In release mode a lock brings the write notices of its earlier holders,
- * and takes ours on. */
-int dsm_lock_acquire(uint32_t lock, char *err)
+/* In release mode, the notices a lock just brought take effect here. */
+static int lock_notices(uint32_t lock, char *err)
 {
     struct lock_value notices;
-    uint64_t t0 = now_ns();
-    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
-    int rc = locks_acquire(&D.locks, lock, err);
-    core_end_wait(&D.core, note);
-    waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
-    if (rc || !D.core.release)
-        return rc;
+    int rc;
     core_lock(&D.core);
     notices = locks_value(&D.locks, lock);
     rc_acquire(&D.coh, notices.data, notices.len);
     rc = drop_noticed(err);
     core_unlock(&D.core);
     return rc;
+}
+
+/* In release mode a lock brings the write notices of its earlier holders,
+ * and takes ours on. */
+int dsm_lock_acquire(uint32_t lock, char *err)
+{
+    uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
+    int rc = locks_acquire(&D.locks, lock, err);
+    core_end_wait(&D.core, note);
+    waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
+    return rc || !D.core.release ? rc : lock_notices(lock, err);
 }
 
 int dsm_lock_release(uint32_t lock, char *err)
@@ -451,6 +460,7 @@ int dsm_finalize(char *err)
     core_end_wait(c, note);
     if (!rc) {
         comm_join(&D.tp);
+        waitsig_remove();
         region_revoke(&D.region);
     }
     return rc;
@@ -531,23 +541,12 @@ uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max)
 
 /* ---------------------------------------------------------- libdsm.sync */
 
-/* In release mode, the notices a lock just brought take effect here. */
-static int lock_notices(uint32_t lock, char *err)
-{
-    struct lock_value notices;
-    int rc;
-    core_lock(&D.core);
-    notices = locks_value(&D.locks, lock);
-    rc_acquire(&D.coh, notices.data, notices.len);
-    rc = drop_noticed(err);
-    core_unlock(&D.core);
-    return rc;
-}
-
 int dsm_lock_acquire_within(uint32_t lock, uint32_t timeout_ms, char *err)
 {
     uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
     int rc = locks_acquire_within(&D.locks, lock, timeout_ms, err);
+    core_end_wait(&D.core, note);
     if (!rc)
         waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
     return rc || !D.core.release ? rc : lock_notices(lock, err);

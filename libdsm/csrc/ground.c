@@ -263,6 +263,7 @@ uint64_t core_describe_waits(struct core *c, char *buf, uint64_t len)
 {
     static const char *what[] = { "", "", "lock ", "collective ", "page ", "pages ",
                                   "finalize" };
+    static const char *colls[] = { "barrier", "bcast", "reduce", "gather" };
     uint64_t at = 0;
     int i;
     for (i = 0; i < CORE_WAIT_SLOTS && len; i++) {
@@ -274,7 +275,9 @@ uint64_t core_describe_waits(struct core *c, char *buf, uint64_t len)
         put(buf, len, &at, NULL, (uint64_t)w->tid);
         put(buf, len, &at, ": ", 0);
         put(buf, len, &at, what[kind], 0);
-        if (kind != WAIT_FINALIZE)
+        if (kind == WAIT_COLL && w->a >= DSM_COLL_BARRIER && w->a <= DSM_COLL_GATHER)
+            put(buf, len, &at, colls[w->a - DSM_COLL_BARRIER], 0);
+        else if (kind != WAIT_FINALIZE)
             put(buf, len, &at, NULL, w->a);
         if (kind == WAIT_COLL || kind == WAIT_PAGE || kind == WAIT_PAGES)
             put(buf, len, &at, kind == WAIT_COLL ? " #" : kind == WAIT_PAGE ? " from rank " :

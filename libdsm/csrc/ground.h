@@ -20,6 +20,7 @@
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
+ *   waitsig.c    layer 3: SIGUSR1: what each thread waits for (a hung job's stacks)
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
  *
  * Calls go down only.  The transport reaches the protocols through the
