@@ -70,16 +70,18 @@ def test_runs_and_buddies():
 
 
 def test_command_line_options(tmp_path):
+    prog = tmp_path / "x.py"                # dsmexec checks that the program is there
+    prog.write_text("")
     opts = cli.parse_options(["--restarts", "2", "--checkpoint-dir", str(tmp_path),
-                              "-n", "2", "x.py"])
+                              "-n", "2", str(prog)])
     assert opts.restart.restarts == 2
     assert opts.environ[restart.DIR_VAR] == str(tmp_path)
     assert opts.environ[restart.JOB_VAR] == opts.restart.job
-    plain = cli.parse_options(["-n", "2", "x.py"])
+    plain = cli.parse_options(["-n", "2", str(prog)])
     assert plain.restart.restarts == 0 and restart.DIR_VAR not in plain.environ
     assert plain.restart.job != opts.restart.job
     with pytest.raises(SystemExit):
-        cli.parse_options(["--restarts", "-1", "-n", "2", "x.py"])
+        cli.parse_options(["--restarts", "-1", "-n", "2", str(prog)])
 
 
 # ---------------------------------------------------------------- restore at init
