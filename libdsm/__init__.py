@@ -58,6 +58,8 @@ from libdsm.report import Report
 
 Span = Union[Allocation, Region, np.ndarray, memoryview, tuple[int, int]]
 """What the calls taking a piece of the region accept (a type alias)."""
+Op = Literal["sum", "prod", "min", "max", "land", "lor", "lxor", "band", "bor", "bxor"]
+"""The ops of allreduce, reduce, scan, exscan and reduce_scatter (a type alias)."""
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region", "SharedArray",
@@ -112,7 +114,7 @@ class Dsm:
         self._report.start()
         self._ckpt = Checkpoints(memory, self._coll, self.rank, self._where.hostnames(),
                                  layout.mapped_bytes(self.nbytes), cfg["consistency"])
-        self.restored = self._ckpt.restore()
+        self.restored: Any = self._ckpt.restore()
         """This rank's state from the checkpoint the job restarted from; None
         on a fresh start (see `checkpoint`)."""
 
@@ -147,7 +149,7 @@ class Dsm:
         return {**_binding.stats(), **self._ckpt.counters}
 
     # ------------------------------------------------------------ collectives
-    def barrier(self, timeout=None):
+    def barrier(self, timeout: float | None = None) -> None:
         """Wait until every rank has called barrier().  log2(N) rounds of
         messages: this thread sends the first, the comm threads the rest;
         no Python runs on the way.  Then the
@@ -157,61 +159,63 @@ class Dsm:
         self._coll.barrier(timeout)
         self._placement.barrier_passed()
 
-    def allreduce(self, x, op="sum", out=None):
+    def allreduce(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
         """Collective: x (numbers, bools, complex, lists of them, arrays)
         combined elementwise over every rank with op: "sum", "prod", "min",
         "max", "land", "lor", "lxor", "band", "bor" or "bxor" (numpy's
         result).  Every rank gets it in x's form, or in `out` (an array)."""
         return self._coll.reduce(x, op, None, out)
 
-    def reduce(self, x, op="sum", root=0, out=None):
+    def reduce(self, x: Any, op: Op = "sum", root: int = 0,
+               out: np.ndarray | None = None) -> Any:
         """Like allreduce, but only root gets the result; the others None."""
         return self._coll.reduce(x, op, root, out)
 
-    def scan(self, x, op="sum", out=None):
+    def scan(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
         """Collective: rank r gets the combination of ranks 0..r's x."""
         return self._coll.scan(x, op, False, out)
 
-    def exscan(self, x, op="sum", out=None):
+    def exscan(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
         """Collective: rank r gets that of ranks 0..r-1's x; rank 0 None."""
         return self._coll.scan(x, op, True, out)
 
-    def reduce_scatter(self, x, op="sum", counts=None, out=None):
+    def reduce_scatter(self, x: Any, op: Op = "sum", counts: Sequence[int] | None = None,
+                       out: np.ndarray | None = None) -> Any:
         """Collective: block r (counts[r] rows, else as np.array_split) of
         allreduce(x), to rank r."""
         return self._coll.reduce_scatter(x, op, counts, out)
 
-    def scatter(self, values=None, root=0):
+    def scatter(self, values: Sequence[Any] | None = None, root: int = 0) -> Any:
         """Collective: rank r gets values[r] of root's list (one bcast)."""
         return self._coll.scatter(values, root)
 
-    def alltoall(self, values):
+    def alltoall(self, values: Sequence[Any]) -> list[Any]:
         """Collective: rank r gets [values[r] of every rank], by rank."""
         return self._coll.alltoall(values)
 
-    def gather(self, value, root=0):
+    def gather(self, value: Any, root: int = 0) -> list[Any] | None:
         """Collective: root gets the list of every rank's value (anything
         picklable), in rank order; the others None."""
         return self._coll.gather(value, root)
 
-    def allgather(self, value):
+    def allgather(self, value: Any) -> list[Any]:
         """Collective: every rank gets the list of every rank's value."""
         return self._coll.gather(value, None)
 
-    def bcast(self, value=None, root=0):
+    def bcast(self, value: Any = None, root: int = 0) -> Any:
         """Collective: every rank returns root's value (anything picklable,
         an Allocation included, bound to this rank's region).  Writes root
         made before the call are visible to every rank after it."""
         return self._coll.bcast(value, root)
 
-    def finalize(self):
+    def finalize(self) -> None:
         """Collective end: no rank leaves while another may need its pages."""
         self._coll.finalize()
         self._report.write(self.stats(), self.hot_pages(), self.page_size)
         job.finished(self._ctx)
         self._ckpt.finished()
 
-    def checkpoint(self, state=None):
+    def checkpoint(self, state: Any = None) -> None:
         """Collective: save the whole region and this rank's state (anything
         picklable; arrays and Allocations on the region go as references) as
         one generation, in DSM_CHECKPOINT_DIR or else in buddy memory.  A
@@ -250,7 +254,7 @@ class Dsm:
         self._coll.check()
         self._fetch(obj, write)
 
-    def _fetch(self, obj, write):
+    def _fetch(self, obj: Span, write: bool) -> None:
         first, count = self._memory.pages(*self._memory.span(obj))
         if count:
             _binding.prefetch(first, count, write)
@@ -386,22 +390,22 @@ class Dsm:
         return self.page_home(self._regions.stat(shmid).offset // self.page_size)
 
     # ------------------------------------------------------------ locks
-    def lock(self, k):
+    def lock(self, k: int | str) -> Lock:
         """Global lock k (0 <= k < DSM_LOCKS), or the lock called k (a str:
         see libdsm.locks.Locks.named).  Kept by rank k % size."""
         return self._locks.user(k)
 
-    def condition(self, name, lock=None):
+    def condition(self, name: str, lock: Lock | None = None) -> Condition:
         """The Condition called name, on lock (default dsm.lock(name))."""
         self._coll.check()
         return self._sync.condition(name, lock)
 
-    def event(self, name):
+    def event(self, name: str) -> Event:
         """The Event called name (threading.Event across ranks)."""
         self._coll.check()
         return self._sync.event(name)
 
-    def semaphore(self, name, value=1):
+    def semaphore(self, name: str, value: int = 1) -> Semaphore:
         """The Semaphore called name; every rank gives the same value."""
         self._coll.check()
         return self._sync.semaphore(name, value)

@@ -1,7 +1,10 @@
 """Global locks: `dsm.lock(k)` and `dsm.lock("name")`, as `threading.Lock`
 across ranks, and the numbering of user and system locks."""
+from __future__ import annotations
+
 import threading
 import zlib
+from typing import Literal
 
 from libdsm import _binding
 from libdsm.errors import LockError
@@ -17,13 +20,14 @@ class Lock:
     never return).
     """
 
-    def __init__(self, index, home, owners, name=None):
-        self.index = index
-        self.home = home
-        self.name = name
+    def __init__(self, index: int, home: int, owners: dict[int, tuple[int, str | None]],
+                 name: str | None = None) -> None:
+        self.index: int = index
+        self.home: int = home
+        self.name: str | None = name
         self._owners = owners       # index -> (thread ident, name) of this rank's holder
 
-    def acquire(self, blocking=True, timeout=-1):
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """As threading.Lock.acquire: True once this rank holds the lock;
         False if blocking is false and it is held (by another rank, or
         another thread of this one), or after timeout seconds.  The GIL is
@@ -47,7 +51,7 @@ class Lock:
         self._owners[self.index] = (threading.get_ident(), self.name)
         return True
 
-    def release(self):
+    def release(self) -> None:
         held = self._owners.pop(self.index, None)
         try:
             _binding.lock_release(self.index)
@@ -56,7 +60,7 @@ class Lock:
                 self._owners[self.index] = held
             raise
 
-    def locked(self):
+    def locked(self) -> bool:
         """As threading.Lock.locked: is the lock held, by any rank?  True at
         once if this rank holds it; otherwise a non-blocking acquire (and
         release) finds out, so the answer may be stale when it comes."""
@@ -67,7 +71,7 @@ class Lock:
             return False
         return True
 
-    def held_by_me(self):
+    def held_by_me(self) -> bool:
         """Does the calling thread hold this lock?"""
         held = self._owners.get(self.index)
         return bool(held) and held[0] == threading.get_ident()
@@ -81,15 +85,15 @@ class Lock:
         return " under %s: names share a lock when they hash alike; use lock numbers" % (
             "lock %d" % self.index if other is None else "the name %r" % other)
 
-    def __enter__(self):
+    def __enter__(self) -> Lock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.release()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<libdsm.Lock %s, home rank %d>" % (self._what()[5:], self.home)
 
 

@@ -9,13 +9,19 @@ waiter list, releases the lock and sleeps in the C core's counted mailbox
 to each (`dsm_post`).  A post that comes before its take is counted, so no
 wake-up is lost.  Event and Semaphore are a Condition with a value.
 """
+from __future__ import annotations
+
 import hashlib
 import threading
 import time
+from typing import Any, Callable, Literal, TypeVar
 
 import numpy as np
 
 from libdsm import _binding
+from libdsm.locks import Lock
+
+T = TypeVar("T")
 
 _MAGIC = 0x6c696264736d5359         # marks the state initialised
 _HEADER = 4                          # magic, value, waiters, capacity
@@ -28,23 +34,23 @@ class Condition:
     sleeps and holds it again when it returns.  Waiters are woken in the
     order they began to wait."""
 
-    def __init__(self, lock, state, rank, initial=0):
+    def __init__(self, lock: Lock, state: np.ndarray, rank: int, initial: int = 0) -> None:
         self._lock, self._state, self._rank = lock, state, rank
         self._initial = initial
 
     # ------------------------------------------------------------ the lock
-    def acquire(self, *args, **kw):
+    def acquire(self, *args: Any, **kw: Any) -> bool:
         return self._lock.acquire(*args, **kw)
 
-    def release(self):
+    def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> Condition:
         self._lock.acquire()
         self._init()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self._lock.release()
         return False
 
@@ -62,7 +68,7 @@ class Condition:
         self._init()
 
     # ------------------------------------------------------------ waiting
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, sleep until notified or timeout seconds passed,
         take the lock again.  True if notified, False on the timeout."""
         self._owned("wait on")
@@ -83,7 +89,7 @@ class Condition:
             notified = True
         return notified
 
-    def wait_for(self, predicate, timeout=None):
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Wait until predicate() is true (checked holding the lock), or
         timeout seconds passed; the last value of predicate()."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -108,7 +114,7 @@ class Condition:
         s[2] = n - 1
         return True
 
-    def notify(self, n=1):
+    def notify(self, n: int = 1) -> None:
         """Wake up to n waiters, the longest waiting first."""
         self._owned("notify on")
         s, count = self._state, int(self._state[2])
@@ -119,26 +125,26 @@ class Condition:
         for rank, key in woken:
             _binding.post(int(rank), int(key))
 
-    def notify_all(self):
+    def notify_all(self) -> None:
         self.notify(1 << 62)
 
     @property
-    def value(self):
+    def value(self) -> int:
         """The number Event and Semaphore keep with the condition (under its lock)."""
         return int(self._state[1])
 
     @value.setter
-    def value(self, v):
+    def value(self, v: int) -> None:
         self._state[1] = v
 
 
 class Semaphore:
     """threading.Semaphore across ranks."""
 
-    def __init__(self, cond):
+    def __init__(self, cond: Condition) -> None:
         self._cond = cond
 
-    def acquire(self, blocking=True, timeout=None):
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take one unit: True, or False if none came (non-blocking, timeout)."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
@@ -149,7 +155,7 @@ class Semaphore:
             self._cond.value -= 1
             return True
 
-    def release(self, n=1):
+    def release(self, n: int = 1) -> None:
         """Give back n units, waking as many waiters."""
         if n < 1:
             raise ValueError("n must be one or more")
@@ -159,7 +165,7 @@ class Semaphore:
 
     __enter__ = acquire
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.release()
         return False
 
@@ -168,23 +174,23 @@ class Event:
     """threading.Event across ranks: set() wakes every waiting thread of
     every rank."""
 
-    def __init__(self, cond):
+    def __init__(self, cond: Condition) -> None:
         self._cond = cond
 
-    def is_set(self):
+    def is_set(self) -> bool:
         with self._cond:
             return bool(self._cond.value)
 
-    def set(self):
+    def set(self) -> None:
         with self._cond:
             self._cond.value = 1
             self._cond.notify_all()
 
-    def clear(self):
+    def clear(self) -> None:
         with self._cond:
             self._cond.value = 0
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> bool:
         """Until the flag is set (True) or timeout seconds passed (False)."""
         with self._cond:
             return bool(self._cond.wait_for(lambda: self._cond.value, timeout))

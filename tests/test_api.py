@@ -55,21 +55,40 @@ def test_api_error_cases(tmp_path, n):
             in lines["array"]                   # every rank, rank 0 too
 
 
-def test_the_memory_array_and_region_calls_carry_type_hints():
+def test_the_public_calls_carry_type_hints():
+    import inspect
     import typing
 
     import numpy as np
 
     import libdsm
-    typed = ["array", "free", "malloc", "prefetch", "place", "pinned", "save", "write",
-             "readinto", "row_block", "create_region", "map_region", "unmap_region",
-             "destroy_region", "regions", "hostname", "page_of", "page_home", "page_access",
-             "hot_pages", "stats", "segment_owner", "__enter__", "__exit__"]
-    for name in typed:
-        hints = typing.get_type_hints(getattr(libdsm.Dsm, name))
-        assert "return" in hints, name
+    typed = {libdsm.Dsm: [
+        "array", "free", "malloc", "prefetch", "place", "pinned", "save", "write", "readinto",
+        "row_block", "create_region", "map_region", "unmap_region", "destroy_region", "regions",
+        "hostname", "page_of", "page_home", "page_access", "hot_pages", "stats",
+        "segment_owner", "partition_id", "partition_count", "partition_list",
+        "partition_hostnames", "barrier", "allreduce", "reduce", "scan", "exscan",
+        "reduce_scatter", "scatter", "alltoall", "gather", "allgather", "bcast", "finalize",
+        "checkpoint", "lock", "condition", "event", "semaphore", "__enter__", "__exit__"],
+        libdsm.Lock: ["acquire", "release", "locked", "held_by_me", "__enter__", "__exit__"],
+        libdsm.Condition: ["acquire", "release", "wait", "wait_for", "notify", "notify_all",
+                           "__enter__", "__exit__"],
+        libdsm.Event: ["is_set", "set", "clear", "wait"],
+        libdsm.Semaphore: ["acquire", "release", "__enter__", "__exit__"]}
+    public = {n for n, f in vars(libdsm.Dsm).items() if callable(f) and not n.startswith("_")}
+    assert public <= set(typed[libdsm.Dsm]), public - set(typed[libdsm.Dsm])
+    for cls, names in typed.items():
+        for name in names:
+            fn = getattr(cls, name)
+            hints = typing.get_type_hints(fn)
+            params = set(inspect.signature(fn).parameters) - {"self"}
+            assert "return" in hints and params <= set(hints), (cls.__name__, name)
+    assert typing.get_type_hints(libdsm.Condition.value.fget)["return"] is int
     assert typing.get_type_hints(libdsm.Dsm.array)["return"] is libdsm.SharedArray
     assert issubclass(libdsm.SharedArray, np.ndarray)
     assert typing.get_type_hints(libdsm.Dsm.map_region)["return"] is libdsm.Region
+    assert typing.get_type_hints(libdsm.Dsm.lock)["return"] is libdsm.Lock
+    assert typing.get_type_hints(libdsm.Lock.acquire) == {
+        "blocking": bool, "timeout": float, "return": bool}
     assert typing.get_type_hints(libdsm.Allocation) == {"offset": int, "nbytes": int}
     assert typing.get_type_hints(libdsm.init)["return"] is libdsm.Dsm
