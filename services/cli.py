@@ -226,7 +226,7 @@ def parse_options(argv):
     if problem:
         parser.error(problem)
     collector = report.Collector(a.trace, a.stats)
-    policy = restart.Policy(a.restarts, a.checkpoint_dir)
+    policy = restart.Policy(a.restarts, a.checkpoint_dir, os.environ.get(restart.JOB_VAR))
     return job.Options(machine_file=what.machine_file, prog=what.prog, args=what.args,
                        module=what.module, hosts=hosts,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -22,8 +23,16 @@ from libdsm_services import cli, restart
 
 JACOBI = os.path.join(REPO, "examples", "jacobi_ckpt.py")
 PROG = os.path.join(REPO, "tests", "ckpt_prog.py")
-def shm_stores():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("dsm-ckpt-")}
+def shm_stores(job):
+    """The buddy memory of job (DSM_CHECKPOINT_JOB) on this machine: other
+    suites running beside this one have theirs."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith("dsm-ckpt-%s-" % job)}
+
+
+def fresh_job():
+    """A job name of this test's own, and the environment that gives it."""
+    job = "t" + uuid.uuid4().hex[:12]
+    return job, {restart.JOB_VAR: job}
 
 
 # ---------------------------------------------------------------- units
@@ -213,7 +222,6 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
     reference = str(tmp_path / "ref.npy")
     p = _jacobi(tmp_path, 40, out=reference)
     assert p.returncode == 0, p.stderr
-    before = shm_stores()
     rng = random.Random(20261207 + len(where))
     for trial in range(3):
         out = str(tmp_path / ("grid-%d.npy" % trial))
@@ -222,8 +230,9 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         trigger, victim = _random_kill(rng, len(hosts), 40)
         # the first run waits before sweep 38 until the kill: the test reads
         # the output late on a busy machine, and must not find the job ended
+        job, env = fresh_job()
         status, output = _run_killing(tmp_path, opts, hosts, out, trigger, victim,
-                                      args=["--pause-at", "38"])
+                                      args=["--pause-at", "38"], env=env)
         what = "trial %d (%s, kill rank %d)" % (trial, trigger, victim)
         assert status == 0, "%s: %s" % (what, output[-3000:])
         # one failure, one restart (which rank dsmexec blames is services/job.py's
@@ -232,7 +241,7 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         assert "2 restarts left" in output and "1 restart left" not in output, what
         assert np.load(out).tobytes() == np.load(reference).tobytes(), what
         assert wait_gone(JACOBI, timeout=10) == []
-    assert shm_stores() == before             # buddy memory went with each job
+        assert shm_stores(job) == set()     # buddy memory went with the job
 
 
 @pytest.mark.timeout(300)
@@ -242,20 +251,20 @@ def test_a_hosts_memory_lost_restores_from_the_buddy_copy(tmp_path):
     hosts = ["localhost", "127.0.0.1", "localhost"]
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
-    before, lost = shm_stores(), []
+    (job, env), lost = fresh_job(), []
 
     def lose_memory():
-        for name in shm_stores() - before:
+        for name in shm_stores(job):
             if name.endswith("-127.0.0.1"):
                 lost.append(sorted(os.listdir(os.path.join("/dev/shm", name))))
                 shutil.rmtree(os.path.join("/dev/shm", name))
 
     status, output = _run_killing(tmp_path, [], hosts, out, "[rank 0] paused at sweep 12", 1,
-                                  before_kill=lose_memory, args=["--pause-at", "12"])
+                                  before_kill=lose_memory, args=["--pause-at", "12"], env=env)
     assert status == 0, output
     assert lost == [["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]]
     assert "restarting it from checkpoint generation 2 in /dev/shm/dsm-ckpt-" in output
     assert "restored checkpoint generation 2" in output
     assert output.count("restarted at sweep 10") == 3, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
-    assert shm_stores() == before
+    assert shm_stores(job) == set()

@@ -11,7 +11,7 @@ import pytest
 
 import slurmd
 from conftest import wait_gone
-from test_checkpoint import _jacobi, _run_killing, shm_stores
+from test_checkpoint import _jacobi, _run_killing, fresh_job, shm_stores
 
 HEARTBEAT_S = 2
 
@@ -21,7 +21,7 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     cut = hosts.hosts[2]
-    before = shm_stores()
+    job, env = fresh_job()
 
     def cut_link():
         subprocess.run(["ip", "link", "set", cut.veth, "down"], check=True)
@@ -30,7 +30,7 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
         status, output = _run_killing(
             tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3"], hosts.addresses, out,
             "[rank 0] paused at sweep 12", None, before_kill=cut_link,
-            args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S)})
+            args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
     finally:
         subprocess.run(["ip", "link", "set", cut.veth, "up"], check=False)
     assert status == 0, output
@@ -39,7 +39,7 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
     assert "restarting it from checkpoint generation 2" in output, output
     assert output.count("restarted at sweep 10") == 3, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
-    assert shm_stores() == before
+    assert shm_stores(job) == set()
 
 
 @pytest.mark.timeout(240)
