@@ -23,6 +23,11 @@ from libdsm_services import cli, restart
 
 JACOBI = os.path.join(REPO, "examples", "jacobi_ckpt.py")
 PROG = os.path.join(REPO, "tests", "ckpt_prog.py")
+SMALL = {"DSM_SIZE": "64M"}
+"""Every job here runs in a 64 MiB region: a checkpoint saves the whole
+region, and the default 1 GiB would write gigabytes per test."""
+
+
 def shm_stores(job):
     """The buddy memory of job (DSM_CHECKPOINT_JOB) on this machine: other
     suites running beside this one have theirs."""
@@ -98,7 +103,7 @@ def test_command_line_options(tmp_path):
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("consistency", ["sequential", "release"])
 def test_restore_with_more_ranks(tmp_path, consistency):
-    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency}
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency, **SMALL}
     p = run(tmp_path, 2, PROG, "save", env=env)
     assert p.returncode == 0, p.stderr
     p = run(tmp_path, 3, PROG, "load", env=env)
@@ -114,7 +119,7 @@ def test_restore_with_more_ranks(tmp_path, consistency):
 
 @pytest.mark.timeout(200)
 def test_every_generation_refused_starts_afresh_on_a_clean_region(tmp_path):
-    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck")}
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
     assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
     store = Store(str(tmp_path / "ck"))
     for gen in store.generations():             # both: a bit flipped in rank 1's part
@@ -135,7 +140,7 @@ def test_every_generation_refused_starts_afresh_on_a_clean_region(tmp_path):
 def _jacobi(tmp_path, sweeps, *opts, n=3, out=None, progress=False, env=None):
     args = ["128", str(sweeps), "5"] + (["--out", out] if out else []) + \
         (["--progress"] if progress else [])
-    return run(tmp_path, n, JACOBI, *args, opts=opts, env=env, timeout=150)
+    return run(tmp_path, n, JACOBI, *args, opts=opts, env={**SMALL, **(env or {})}, timeout=150)
 
 
 @pytest.mark.timeout(300)
@@ -184,7 +189,7 @@ def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
            JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE, cwd=REPO,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **SMALL, **(env or {})})
     seen, pids, killed = b"", {}, None
     deadline = time.monotonic() + deadline_s
     while True:
