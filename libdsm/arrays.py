@@ -167,9 +167,9 @@ class Arrays:
             self._give_back(self._dead[offset])
         try:
             return unused, self._heap.malloc(nbytes, align=self._memory.page_size), None
-        except OutOfSpaceError as e:
+        except MemoryError as e:          # OutOfSpaceError, or the heap's free list is full
             return unused, None, ("space", "array(shape=%s, dtype=%s): %s"
-                                  % (asked[0], np.dtype(asked[1]), e.what))
+                                  % (asked[0], np.dtype(asked[1]), e))
 
     def free(self, arr):
         """Collective: every rank frees the same collective array; rank 0
