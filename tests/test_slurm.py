@@ -193,3 +193,19 @@ def test_missing_program_and_timeout_under_slurm(slurm, tmp_path):
     p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("--timeout", "2", HELPER, "--sleep", "30")])
     assert p.returncode == 124, p.stderr
     assert "dsmexec: the job ran past --timeout 2 s: stopping it" in p.stderr
+
+
+def test_a_hung_job_under_slurm_prints_every_ranks_stack(slurm):
+    """The STACKS request reaches Slurm tasks over their dsmexec connection (issue 21)."""
+    prog = os.path.join(REPO, "tests", "deadlock_prog.py")
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("--timeout", "6", prog)])
+    assert p.returncode == 124, p.stderr
+    for rank, line in ((0, 10), (1, 9)):
+        assert '[rank %d]   File "%s", line %d in <module>' % (rank, prog, line) \
+            in p.stderr.splitlines(), p.stderr
+
+
+def test_a_module_under_slurm(slurm):
+    p = slurm_run(slurm, ["salloc", "-n", "2", *dsmexec("-m", "examples.matmul", "64")])
+    assert p.returncode == 0, p.stderr
+    assert "[rank 0] matmul n=64 on 2 ranks: max error 0: ok" in p.stdout.splitlines(), p.stdout
