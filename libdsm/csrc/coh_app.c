@@ -275,14 +275,6 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
 
 /* Caller holds core.mu: sleep on the event count read as `seq`, until
  * deadline (now_ns) if not 0; nonzero once the deadline has passed. */
-static int wait_until(struct core *c, uint32_t seq, uint64_t deadline)
-{
-    if (deadline && now_ns() >= deadline)
-        return 1;
-    core_sleep(c, seq, deadline);
-    return 0;
-}
-
 /* The bulk form of a fault, with no signal per page.  At most two chunks
  * are in flight, so the owner never queues more than that for us. */
 int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
@@ -314,7 +306,7 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
                 h->write_copy(h, p);
             else if (c->pages[p].pending ||
                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
-                late = wait_until(c, seq, deadline);
+                late = core_sleep_until(c, seq, deadline);
         }
     }
     rc = core_failed(c) ? DSM_EPEER : late ? DSM_ETIMEDOUT : DSM_OK;

@@ -196,6 +196,14 @@ void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm)
         __atomic_fetch_sub(&c->busy_poll, 1, __ATOMIC_RELAXED);
 }
 
+int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns)
+{
+    if (deadline_ns && now_ns() >= deadline_ns)
+        return 1;
+    core_sleep(c, seq, deadline_ns);
+    return 0;
+}
+
 int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err)
 {
     uint32_t seq;

@@ -252,6 +252,9 @@ void core_wake(struct core *c);
  * count differs from `seq` (or the clock reaches deadline_ns, if not 0),
  * take it again.  May return early (spuriously). */
 void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
+/* core_sleep for a waiter with a deadline (now_ns; 0: none): nonzero, and
+ * no sleep, once the deadline has passed. */
+int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns);
 /* Caller holds c->mu: yield for up to spin_ns while cond() is false, then
  * sleep until cond() holds or the job failed.  0 or DSM_EPEER with err
  * filled.  cond() runs under core.mu and must not drop it. */

@@ -372,7 +372,7 @@ int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, ch
         if (rc != TP_FULL || core_failed(l->c) || late ||
             (busy = try && l->mine[lock].state != LOCK_FREE))
             break;
-        late = mbox_wait_until(l->c, wseq, deadline);
+        late = core_sleep_until(l->c, wseq, deadline);
     }
     if (!rc)
         seq = locks_seq(l, lock);
@@ -381,7 +381,7 @@ int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, ch
         if (locks_held_by(l, lock, seq) || (busy = try && locks_busy(l, lock, seq)) ||
             core_failed(l->c) || late)
             break;
-        late = mbox_wait_until(l->c, wseq, deadline);
+        late = core_sleep_until(l->c, wseq, deadline);
     }
     if (!rc && locks_held_by(l, lock, seq)) {
         rc = DSM_OK;

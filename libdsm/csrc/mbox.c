@@ -92,14 +92,6 @@ int mbox_take_one(struct mbox *b, uint64_t key)
     return 1;
 }
 
-int mbox_wait_until(struct core *c, uint32_t seq, uint64_t deadline)
-{
-    if (deadline && now_ns() >= deadline)
-        return 1;
-    core_sleep(c, seq, deadline);
-    return 0;
-}
-
 int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err)
 {
     struct core *c = b->c;
@@ -114,7 +106,7 @@ int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err)
         if (core_failed(c)) {
             dsm_err(err, "%s", c->failure);
             rc = DSM_EPEER;
-        } else if (mbox_wait_until(c, seq, deadline)) {
+        } else if (core_sleep_until(c, seq, deadline)) {
             dsm_err(err, "nothing posted for key %llu within %u ms",
                     (unsigned long long)key, timeout_ms);
             rc = DSM_ETIMEDOUT;

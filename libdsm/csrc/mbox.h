@@ -37,9 +37,4 @@ int mbox_take_one(struct mbox *b, uint64_t key);
  * limit).  0, DSM_ETIMEDOUT, or DSM_EPEER/DSM_ESTATE with err filled. */
 int mbox_post(struct mbox *b, int rank, uint64_t key, char *err);
 int mbox_take(struct mbox *b, uint64_t key, uint32_t timeout_ms, char *err);
-/* Caller holds core.mu and read `seq` (core_seq) before it looked at its
- * condition: sleep until a wake-up after that read or until `deadline`
- * (now_ns; 0: no limit); nonzero once the deadline has passed.  Shared by
- * take and the timed lock acquire. */
-int mbox_wait_until(struct core *c, uint32_t seq, uint64_t deadline);
 #endif
