@@ -17,15 +17,15 @@ import sshd as private   # tests/sshd.py: the private sshd itself
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSMEXEC = os.path.join(REPO, "dsmexec.py")
 HELPER = os.path.join(REPO, "tests", "helper_prog.py")
-RUN_TIMEOUT = 60
 
 
 # ---------------------------------------------------------------- dsmexec runs
 
-def run_dsmexec(*argv, timeout=RUN_TIMEOUT, **kwargs):
+def run_dsmexec(*argv, timeout=None, **kwargs):
     """Run dsmexec.py with argv; return the CompletedProcess (text, both streams captured).
 
-    Its stdin (rank 0's) is /dev/null unless `input` is given."""
+    Its stdin (rank 0's) is /dev/null unless `input` is given.  The test's own timeout
+    bounds the run (subprocess.run kills dsmexec when it fires), unless `timeout` is given."""
     if "input" not in kwargs:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([sys.executable, DSMEXEC, *argv], capture_output=True, text=True,
@@ -55,20 +55,24 @@ def pids_with(marker, where="cmdline"):
     return found
 
 
-def wait_gone(marker, timeout=10.0, where="cmdline"):
-    """Wait until no process carries marker; return the pids still there at the deadline."""
-    deadline = time.monotonic() + timeout
-    while pids_with(marker, where) and time.monotonic() < deadline:
+def wait_gone(marker, timeout=None, where="cmdline"):
+    """Wait until no process carries marker; return the pids still there (none, unless a
+    `timeout` in seconds ran out first).  Without one the test's own timeout is the bound:
+    the property is that they end, not how fast on a loaded machine."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pids_with(marker, where) and (deadline is None or time.monotonic() < deadline):
         time.sleep(0.05)
     return pids_with(marker, where)
 
 
-def wait_for_lines(proc, count, word, timeout=20.0, stream=None):
-    """Read proc's stdout (or `stream`) until count lines contain word; return what was read."""
-    seen, deadline, stream = b"", time.monotonic() + timeout, stream or proc.stdout
+def wait_for_lines(proc, count, word, timeout=None, stream=None):
+    """Read proc's stdout (or `stream`) until count lines contain word; return what was read.
+    Without a `timeout` (seconds) the test's own timeout bounds the wait."""
+    seen, stream = b"", stream or proc.stdout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while seen.count(word.encode()) < count:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([stream], [], [], left)[0]:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and (left <= 0 or not select.select([stream], [], [], left)[0]):
             proc.kill()
             pytest.fail("no %d %r in %g s: %r" % (count, word, timeout, seen))
         chunk = os.read(stream.fileno(), 65536)
@@ -78,18 +82,24 @@ def wait_for_lines(proc, count, word, timeout=20.0, stream=None):
     return seen
 
 
+def kill_all(pids):
+    """SIGKILL each pid that is still there."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 def tag():
     """A unique marker for helper_prog's --tag; afterwards no process may still carry it."""
     marker = "dsmtest-" + uuid.uuid4().hex
     yield marker
-    left = wait_gone(marker)
-    for pid in left:                # do not let one failure leak into the next tests
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not left, "processes outlived the job: %s" % left
+    try:
+        wait_gone(marker)           # a process that outlives the job: the test times out
+    finally:
+        kill_all(pids_with(marker))     # do not let one failure leak into the next tests
 
 
 # ---------------------------------------------------------------- a private sshd

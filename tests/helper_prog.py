@@ -68,8 +68,8 @@ def main():
     if a.init_no_finalize:
         ctx.notify(wire.Message.INIT)
     if a.orphan:
-        # A child that would outlive the rank, tagged like the rank.
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(a.tag)],
+        # A child that would outlive the rank (and any test's timeout), tagged like the rank.
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", str(a.tag)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if a.kill and a.kill[0] == rank:
         os.kill(os.getpid(), int(a.kill[1]))

@@ -4,7 +4,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -80,7 +79,7 @@ def test_exception_gives_status_1_and_the_traceback(tmp_path, tag, n):
 def test_what_a_rank_started_does_not_outlive_the_job(tmp_path, tag):
     r = run_dsmexec(local_hosts(tmp_path, 2), HELPER, "--orphan", "--tag", tag)
     assert r.returncode == 0, r.stderr
-    assert wait_gone(tag, 5) == []
+    assert wait_gone(tag) == []     # the orphan sleeps an hour: dsmexec ended it
 
 
 def test_init_without_finalize_is_an_error(tmp_path, tag):
@@ -90,17 +89,16 @@ def test_init_without_finalize_is_an_error(tmp_path, tag):
                      r"finalize\(\)", r.stderr), r.stderr
 
 
-def test_a_rank_that_never_registers_fails_the_job_in_bounded_time(tmp_path, tag):
+def test_a_rank_that_never_registers_fails_the_job_by_its_connect_timeout(tmp_path, tag):
+    # The fake rank would sleep an hour: only dsmexec's own clock can end the job.
     fake = tmp_path / "fake-python"
-    fake.write_text("#!/bin/sh\necho DSMEXEC-READY 0\nexec %s -c 'import time; time.sleep(60)' %s\n"
+    fake.write_text("#!/bin/sh\necho DSMEXEC-READY 0\nexec %s -c 'import time; time.sleep(3600)' %s\n"
                     % (sys.executable, tag))
     fake.chmod(0o755)
-    start = time.monotonic()
     r = run_dsmexec("--python", str(fake), "--connect-timeout", "1", local_hosts(tmp_path, 1),
                     HELPER)
     assert r.returncode == 1
     assert "dsmexec: rank 0 (host localhost, line 2) did not register within 6 s" in r.stderr
-    assert time.monotonic() - start < 20
 
 
 def test_an_interpreter_that_does_not_exist_is_named(tmp_path):
@@ -162,9 +160,10 @@ def test_dsm_variables_reach_the_ranks_and_cwd_is_kept(tmp_path, tag):
 
 
 def start_sleeping_job(tmp_path, tag, n=3):
-    """Start dsmexec with n sleeping ranks; return (Popen, stdout seen) once all sleep."""
+    """Start dsmexec with n ranks that sleep an hour (past any test's timeout: only a
+    teardown ends them); return (Popen, stdout seen) once all sleep."""
     proc = subprocess.Popen([sys.executable, DSMEXEC, local_hosts(tmp_path, n), HELPER,
-                             "--sleep", "60", "--tag", tag],
+                             "--sleep", "3600", "--tag", tag],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     return proc, wait_for_lines(proc, n, "sleeping")
 
@@ -172,25 +171,22 @@ def start_sleeping_job(tmp_path, tag, n=3):
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_to_dsmexec_tears_the_job_down(tmp_path, tag, sig, status):
     proc, _ = start_sleeping_job(tmp_path, tag)
-    start = time.monotonic()
     proc.send_signal(sig)
     try:
-        _, err = proc.communicate(timeout=15)
+        _, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == status
     assert "dsmexec: got %s, stopping the job" % signal.Signals(sig).name in err.decode()
-    assert time.monotonic() - start < 10
-    assert wait_gone(tag, 5) == []
+    assert wait_gone(tag) == []
 
 
 def test_failure_of_one_rank_stops_the_sleeping_others(tmp_path, tag):
-    start = time.monotonic()
-    r = run_dsmexec(local_hosts(tmp_path, 3), HELPER, "--sleep", "60", "--kill", "2:15",
+    # The others sleep an hour: the job ends only if the failure stops them.
+    r = run_dsmexec(local_hosts(tmp_path, 3), HELPER, "--sleep", "3600", "--kill", "2:15",
                     "--tag", tag)
     assert r.returncode == 128 + 15
     assert "rank 2 (host localhost, line 4) was killed by signal 15 (SIGTERM)" in r.stderr
-    assert time.monotonic() - start < 15
 
 
 def test_an_all_local_job_listens_on_loopback_only(tmp_path, tag):

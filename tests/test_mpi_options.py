@@ -1,7 +1,6 @@
 """The options an MPI user reaches for: -n/-np, host slots, -x, --wdir,
 --output-filename, --timeout and stdin to rank 0; locally and over ssh."""
 import os
-import time
 
 import pytest
 
@@ -125,11 +124,10 @@ def test_the_same_over_ssh(tmp_path, sshd):
 
 
 def test_timeout_stops_the_job_with_its_own_status(tmp_path, tag):
-    start = time.monotonic()
-    r = run_dsmexec("--timeout", "1", "-n", "2", HELPER, "--sleep", "30", "--tag", tag)
+    # The ranks sleep an hour: only --timeout, on dsmexec's own clock, ends the job.
+    r = run_dsmexec("--timeout", "1", "-n", "2", HELPER, "--sleep", "3600", "--tag", tag)
     assert r.returncode == 124
     assert "dsmexec: the job ran past --timeout 1 s: stopping it" in r.stderr
-    assert time.monotonic() - start < 15
 
 
 def test_large_stdin_reaches_rank_0_whole(tmp_path, tag):

@@ -1,6 +1,5 @@
 """The ssh dialogue table (services/ssh.py), driven by fake "ssh" scripts: no network."""
 import os
-import time
 
 import pytest
 
@@ -9,6 +8,8 @@ from libdsm_services.machinefile import Host
 
 pytestmark = pytest.mark.timeout(60)
 HOST = Host(None, "h7", 3, "h7")
+PATIENT = 3600.0
+"""A dialogue timeout past the test's own: a row must be told by what the script says."""
 
 
 def launch(script, rank=0):
@@ -16,7 +17,7 @@ def launch(script, rank=0):
     return ssh.Launch(rank, HOST, ["sh", "-c", script])
 
 
-def reason_of(script, timeout=5.0):
+def reason_of(script, timeout=PATIENT):
     l = launch(script)
     with pytest.raises(ssh.SpawnError) as e:
         ssh.converse(l, wire.new_secret(), timeout)
@@ -52,9 +53,8 @@ def test_each_row_of_the_table(script, reason):
 
 
 def test_silence_is_a_timeout():
-    start = time.monotonic()
-    assert reason_of("sleep 10", timeout=0.3) == "h7 did not answer within 0.3 s (line 3)"
-    assert time.monotonic() - start < 5
+    # The script would be silent for an hour: only the dialogue's own clock ends it.
+    assert reason_of("sleep 3600", timeout=0.3) == "h7 did not answer within 0.3 s (line 3)"
 
 
 def test_the_child_is_closed_before_the_error_is_raised():
@@ -69,7 +69,7 @@ def test_ready_gets_the_secret_and_keeps_stdout_and_stderr_apart():
     secret = wire.new_secret()
     l = launch("echo motd; echo DSMEXEC-READY 4; read s; echo got $s; echo oops >&2; echo more",
                rank=4)
-    ssh.converse(l, secret, 5)
+    ssh.converse(l, secret, PATIENT)
     out = l.output
     while True:
         chunk = iomux.read_chunk(l.child.child_fd)

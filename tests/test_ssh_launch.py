@@ -14,6 +14,8 @@ from libdsm_services import iomux, procs, spawn, ssh, wire
 from libdsm_services.machinefile import Host
 
 pytestmark = pytest.mark.timeout(90)
+PATIENT = 3600.0
+"""A dialogue timeout past the test's own: the tests wait for what the ranks say."""
 
 # A label over 63 characters: the resolver refuses the name by itself, with no
 # DNS query leaving the machine (a plain *.invalid name would ask the DNS server).
@@ -52,17 +54,15 @@ def test_exit_status_comes_back_over_ssh(tmp_path, sshd, tag):
 
 def test_refused_key_is_a_clear_error(tmp_path, sshd, tag):
     hosts = machine_file(tmp_path, "# first", "localhost")
-    start = time.monotonic()
-    r = run_dsmexec(*sshd.options(key=sshd.refused_key), hosts, HELPER, "--tag", tag, timeout=30)
+    r = run_dsmexec(*sshd.options(key=sshd.refused_key), hosts, HELPER, "--tag", tag)
     assert r.returncode != 0
     assert "dsmexec: rank 0: permission denied by localhost (line 2): the key was refused" \
         in r.stderr
-    assert time.monotonic() - start < 15
 
 
 def test_unresolvable_host_is_a_clear_error(tmp_path, sshd, tag):
     hosts = machine_file(tmp_path, "localhost", UNRESOLVABLE)
-    r = run_dsmexec(*sshd.options(), hosts, HELPER, "--sleep", "30", "--tag", tag, timeout=30)
+    r = run_dsmexec(*sshd.options(), hosts, HELPER, "--sleep", "30", "--tag", tag)
     assert r.returncode != 0
     assert "dsmexec: rank 1: cannot resolve host %s (line 2)" % UNRESOLVABLE in r.stderr
 
@@ -70,7 +70,7 @@ def test_unresolvable_host_is_a_clear_error(tmp_path, sshd, tag):
 def test_closed_port_is_a_clear_error(tmp_path, sshd, tag):
     hosts = machine_file(tmp_path, "localhost")
     opts = [o.replace("Port=%d" % sshd.port, "Port=1") for o in sshd.options()]
-    r = run_dsmexec(*opts, hosts, HELPER, "--tag", tag, timeout=30)
+    r = run_dsmexec(*opts, hosts, HELPER, "--tag", tag)
     assert r.returncode != 0
     assert "localhost refused the connection (line 1)" in r.stderr
 
@@ -80,18 +80,18 @@ def test_closed_port_is_a_clear_error(tmp_path, sshd, tag):
 def test_sigterm_leaves_no_remote_rank_behind(tmp_path, sshd, tag, lines):
     hosts = machine_file(tmp_path, *lines)
     proc = subprocess.Popen([sys.executable, DSMEXEC, *sshd.options(), hosts, HELPER,
-                             "--sleep", "60", "--tag", tag],
+                             "--sleep", "3600", "--tag", tag],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                             env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
         wait_for_lines(proc, len(lines), "sleeping")
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == 143
-    assert wait_gone(tag, 10) == []
-    assert wait_gone("ControlPath=" + str(tmp_path), 10) == []     # the control master too
+    assert wait_gone(tag) == []     # the ranks would sleep an hour
+    assert wait_gone("ControlPath=" + str(tmp_path)) == []     # the control master too
     assert list(tmp_path.glob("dsm-ssh-*")) == []
 
 
@@ -107,19 +107,19 @@ def test_ranks_on_one_host_share_a_connection_that_ends_with_the_job(tmp_path, s
         sharing = pids_with("ControlPath=" + str(tmp_path))
         masters = [pid for pid in pids_with("ControlMaster=yes") if pid in sharing]
         assert len(masters) == 1 and len(sharing) == 5      # one master, four ranks
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert sorted(line for line in (seen + out).decode().splitlines() if "hello" in line) == [
         "[rank %d] hello from rank %d of 4" % (r, r) for r in range(4)]
-    assert wait_gone("ControlPath=" + str(tmp_path), 10) == []
+    assert wait_gone("ControlPath=" + str(tmp_path)) == []
     assert list(tmp_path.glob("dsm-ssh-*")) == []
 
 
 def test_a_refused_shared_connection_is_the_error_of_its_first_rank(tmp_path, sshd, tag):
     hosts = machine_file(tmp_path, "# first", "localhost", "localhost", "localhost")
-    r = run_dsmexec(*sshd.options(key=sshd.refused_key), hosts, HELPER, "--tag", tag, timeout=30,
+    r = run_dsmexec(*sshd.options(key=sshd.refused_key), hosts, HELPER, "--tag", tag,
                     env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert r.returncode != 0
     assert "dsmexec: rank 0: permission denied by localhost (line 2): the key was refused" \
@@ -147,15 +147,15 @@ def fake_rank_specs(sshd, n, tag):
                             {}, REPO)) for r in range(n)]
 
 
-def read_until_eof(fd, timeout=15.0):
-    data, deadline = b"", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([fd], [], [], deadline - time.monotonic())[0]:
-            chunk = iomux.read_chunk(fd)
-            if not chunk:
-                break
-            data += chunk
-    return data
+def read_until_eof(fd):
+    """All of fd up to its end (the test's timeout bounds the wait)."""
+    data = b""
+    while True:
+        select.select([fd], [], [])
+        chunk = iomux.read_chunk(fd)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def test_dialogues_run_concurrently_and_the_secret_goes_through_the_pty(sshd, tag, monkeypatch):
@@ -168,7 +168,7 @@ def test_dialogues_run_concurrently_and_the_secret_goes_through_the_pty(sshd, ta
         spans[launch.rank] = (begin, time.monotonic())
     monkeypatch.setattr(ssh, "converse", timed)
     secret = wire.new_secret()
-    started = ssh.start_all(fake_rank_specs(sshd, 4, tag), secret, 10)
+    started = ssh.start_all(fake_rank_specs(sshd, 4, tag), secret, PATIENT)
     try:
         # Every dialogue began before the first one ended: they overlapped.
         assert max(b for b, _ in spans.values()) < min(e for _, e in spans.values())
@@ -187,7 +187,7 @@ def test_a_failing_dialogue_closes_every_child(sshd, tag):
     bad = Host(None, UNRESOLVABLE, 2, UNRESOLVABLE)
     specs[1] = (1, bad, spawn.ssh_argv(bad, ["true"], (), sshd.key, 10, {}, REPO))
     with pytest.raises(ssh.SpawnError) as e:
-        ssh.start_all(specs, wire.new_secret(), 10)
+        ssh.start_all(specs, wire.new_secret(), PATIENT)
     assert (e.value.rank, e.value.lineno) == (1, 2)
     assert "cannot resolve host" in e.value.reason
-    assert wait_gone(tag, 10) == []
+    assert wait_gone(tag) == []
