@@ -111,8 +111,10 @@ def holds(dsm, a):
     dsm.barrier()
     if dsm.rank == 0:
         with dsm.pinned((off, 8)):
+            held = dsm.stats()["deferred"]
             dsm.barrier()                   # rank 1 now writes, and must wait
-            time.sleep(0.5)
+            while dsm.stats()["deferred"] == held:      # until its request is held here
+                time.sleep(0.001)
             during = Q.unpack_from(dsm.mem, off)[0]
         dsm.barrier()
         print("holds during=%d after=%d" % (during, Q.unpack_from(dsm.mem, off)[0]))

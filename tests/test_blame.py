@@ -112,7 +112,7 @@ def lockcheck_tree(tmp_path_factory):
     shutil.copytree(os.path.join(ROOT, "tests"), tree / "tests",
                     ignore=shutil.ignore_patterns("*.pyc", "__pycache__", "sim"))
     subprocess.run([sys.executable, os.path.join("libdsm", "_build.py")], cwd=tree, check=True,
-                   capture_output=True, timeout=300, env=dict(os.environ, DSM_LOCKCHECK="1"))
+                   capture_output=True, env=dict(os.environ, DSM_LOCKCHECK="1"))
     core = [f for f in os.listdir(tree / "libdsm") if f.startswith("_core") and f.endswith(".so")]
     assert b"lock order" in (tree / "libdsm" / core[0]).read_bytes()     # the check is in
     return tree

@@ -72,13 +72,13 @@ def test_an_unknown_host_key_gets_a_hint(tmp_path, sshd, tag):
     known.write_text("")
     opts = ["--ssh-all", "-i", sshd.key, "-o", "Port=%d" % sshd.port,
             "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=%s" % known]
-    r = run_dsmexec(*opts, machine_file(tmp_path, "localhost"), HELPER, "--tag", tag, timeout=30)
+    r = run_dsmexec(*opts, machine_file(tmp_path, "localhost"), HELPER, "--tag", tag)
     assert r.returncode == 1
     assert "host key of localhost is not known (line 1): add it to ~/.ssh/known_hosts" in r.stderr
     assert "StrictHostKeyChecking=accept-new" in r.stderr
     # ... and the hint works: accept-new lets the job through and records the key.
     opts[opts.index("StrictHostKeyChecking=yes")] = "StrictHostKeyChecking=accept-new"
     r = run_dsmexec(*opts, machine_file(tmp_path, "localhost"), HELPER, "--rank-print",
-                    "--tag", tag, timeout=30)
+                    "--tag", tag)
     assert r.returncode == 0, r.stderr
     assert os.path.getsize(known) > 0

@@ -27,7 +27,7 @@ with libdsm.init() as dsm:
 
 
 def run(argv, cwd, **kw):
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ SMALL = {"DSM_SIZE": "64M"}
 
 @pytest.mark.parametrize("how", ["gc", "free", "with"])
 def test_fifty_16mb_temporaries_fit_a_64mib_region(tmp_path, how):
-    p = run(tmp_path, 2, PROG, "temporaries_" + how, env=SMALL, timeout=180)
+    p = run(tmp_path, 2, PROG, "temporaries_" + how, env=SMALL)
     assert p.returncode == 0, p.stderr
     got = rank_lines(p.stdout, "temporaries")
     assert got == {r: "temporaries %s passes=50 dirty=0" % how for r in range(2)}, p.stdout

@@ -14,7 +14,7 @@ def test_64_mib_through_each_helper_while_other_ranks_hold_the_pages(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     p = run(tmp_path, 3, PINNED_PROG, "io", "--mib", "64", "--dir", str(out),
-            env={"DSM_SIZE": "256M"}, timeout=55)
+            env={"DSM_SIZE": "256M"})
     assert p.returncode == 0, p.stderr
     line = rank_lines(p.stdout, "io save")[0]
     assert line == ("io save=1 write_fd=1 write_file=1 readinto_fd=1 readinto_file=1 "

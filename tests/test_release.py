@@ -56,7 +56,7 @@ def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):
                     "from libdsm_services import rank\n"
                     "mode = 'release' if rank.CONTEXT.rank == 0 else 'sequential'\n"
                     "libdsm.init(consistency=mode)\n")
-    p = run(tmp_path, 2, str(prog), timeout=60)
+    p = run(tmp_path, 2, str(prog))
     assert p.returncode != 0
     assert "ConfigError" in p.stderr
     assert "different consistency" in p.stderr
@@ -64,7 +64,7 @@ def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):
 
 
 def test_a_bad_mode_is_a_config_error(tmp_path):
-    p = run(tmp_path, 2, DSM_PROG, "own_pages", env={"DSM_CONSISTENCY": "weak"}, timeout=60)
+    p = run(tmp_path, 2, DSM_PROG, "own_pages", env={"DSM_CONSISTENCY": "weak"})
     assert p.returncode != 0
     assert "consistency=/DSM_CONSISTENCY must be 'sequential' or 'release', got 'weak'" \
         in p.stderr
@@ -106,7 +106,7 @@ def test_two_threads_per_rank_take_locks_and_lose_no_increment(tmp_path):
     prog = tmp_path / "two_threads.py"
     prog.write_text(TWO_THREADS)
     for _ in range(2):
-        p = run(tmp_path, 4, str(prog), "1000", "3", env=RELEASE, timeout=200)
+        p = run(tmp_path, 4, str(prog), "1000", "3", env=RELEASE)
         assert p.returncode == 0, p.stderr
         got = rank_lines(p.stdout, "two_threads")
         assert sorted(got) == [0, 1, 2, 3], p.stdout

@@ -98,7 +98,7 @@ def test_rank_that_raises(tmp_path, n):
 
 @pytest.mark.parametrize("n", [2, 4])
 def test_rank_that_segfaults(tmp_path, n):
-    p = run(tmp_path, n, DSM_PROG, "segv", "--fail-rank", "1", timeout=60)
+    p = run(tmp_path, n, DSM_PROG, "segv", "--fail-rank", "1")
     assert p.returncode == 128 + 11, p.stderr
     assert "Fatal Python error: Segmentation fault" in p.stderr
     assert "in segv" in p.stderr            # faulthandler's traceback names the function
@@ -106,7 +106,7 @@ def test_rank_that_segfaults(tmp_path, n):
 
 
 def test_exit_without_finalize_is_an_error(tmp_path):
-    p = run(tmp_path, 2, DSM_PROG, "no_finalize", "--fail-rank", "1", timeout=60)
+    p = run(tmp_path, 2, DSM_PROG, "no_finalize", "--fail-rank", "1")
     assert p.returncode != 0
     assert "finalize" in p.stderr
 

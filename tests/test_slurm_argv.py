@@ -48,7 +48,7 @@ def test_task_argv_runs_the_bootstrap_with_the_tasks_rank():
     argv = slurm.task_argv("python3", 99, "-c", ["import libdsm_services.rank as r; print(r.READY)"])
     env = {"SLURM_PROCID": "3", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.9", "PATH": "/bin:/usr/bin"}
     shown = subprocess.run(argv[:3] + ["echo"] + argv[4:], env=env, capture_output=True,
-                           text=True, timeout=10).stdout.split()
+                           text=True).stdout.split()
     assert shown[:6] == ["-u", "-m", "libdsm_services.rank", "--rank", "3", "--master"]
     assert shown[6:8] == ["10.0.0.9:99", "-c"]
 

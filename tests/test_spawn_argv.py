@@ -25,7 +25,7 @@ def test_no_module_imports_services_by_its_directory_name():
     import re
     import subprocess as sp
     tracked = sp.run(["git", "ls-files", "*.py"], cwd=spawn.REPO_ROOT, capture_output=True,
-                     text=True, timeout=30).stdout.split()
+                     text=True).stdout.split()
     bad = re.compile(r"^\s*(from services[. ]|import services\b)|-m services\.", re.M)
     assert [f for f in tracked if bad.search(open(os.path.join(spawn.REPO_ROOT, f)).read())] \
         == []
@@ -74,7 +74,7 @@ def test_awkward_args_and_env_survive_a_real_shell(tmp_path):
     code = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['DSM_V'], os.getcwd()]))"
     cmd = spawn.remote_command([sys.executable, "-c", code, *AWKWARD], {"DSM_V": "x $y"},
                                str(tmp_path))
-    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [AWKWARD, "x $y", str(tmp_path)]
 
 

@@ -91,7 +91,7 @@ def test_plot_draws_a_png_of_the_transfers(tmp_path):
     trace.write_text(json.dumps(doc))
     png = tmp_path / "heat.png"
     p = subprocess.run([sys.executable, "-m", "libdsm.plot", str(trace), "-o", str(png)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=100)
+                       capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "21 page transfers" in p.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
