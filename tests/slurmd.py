@@ -107,15 +107,16 @@ def _node_idle(slurm):
     return p.stdout.strip() == "idle"
 
 
-def queue_drains(slurm, timeout=10.0):
-    """Wait until this cluster has no job, not even one completing; False if time ran out."""
-    deadline = time.monotonic() + timeout
+def queue_drains(slurm, timeout=None):
+    """Wait until this cluster has no job, not even one completing; False if `timeout`
+    (seconds) ran out first.  Without one the test's timeout bounds the wait."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         p = subprocess.run(["squeue", "-h"], capture_output=True, text=True,
                            env=slurm.environ(), timeout=30)
         if p.returncode != 0 or not p.stdout.strip():
             return True
-        if time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(0.1)
 
@@ -124,7 +125,7 @@ def _cancel_all(slurm):
     """Cancel this cluster's jobs and wait (bounded) until none is left."""
     subprocess.run(["scancel", "--full", "--user", "root"], env=slurm.environ(), timeout=30,
                    capture_output=True)
-    queue_drains(slurm)
+    queue_drains(slurm, timeout=10.0)
 
 
 @contextlib.contextmanager
