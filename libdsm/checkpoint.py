@@ -22,6 +22,7 @@ A part whose checksum fails refuses the generation (its manifest is
 renamed *.refused) and the one before is tried.  State i goes to rank i;
 ranks beyond the saved count get None.
 """
+import errno
 import io
 import os
 import pickle
@@ -38,6 +39,7 @@ DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM
 SHM = "/dev/shm"
 FORMAT = 1
 COPY_BYTES = 4 << 20
+_PROT = {"none": 0, "read": 1, "rw": 2}
 
 
 class _Pickler(pickle.Pickler):
@@ -83,6 +85,15 @@ def runs_of(mask):
     import numpy as np
     edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0]))))
     return [[int(a), int(b - a)] for a, b in zip(edges[0::2], edges[1::2])]
+
+
+def _extend(runs, first, count):
+    """Append the run [first, count) to runs ([[first, count], ...]), merged
+    with the last one when they touch."""
+    if runs and runs[-1][0] + runs[-1][1] == first:
+        runs[-1][1] += count
+    else:
+        runs.append([first, count])
 
 
 def _mask(runs, npages):
@@ -162,18 +173,46 @@ class Checkpoints:
         return self._runs[1]
 
     def _saved_runs(self, homes):
-        """The pages this rank saves, as runs: in sequential mode those it
+        """The pages this rank saves, as runs.  In sequential mode those it
         holds writable (their only current copy, saved where it is, with no
         transfer and no downgrade) and those it homes that no rank holds
-        writable; in release mode, after the barrier, those it homes."""
+        writable; in release mode, after the barrier, those it homes.  Of
+        the pages current here only those with data (the rest are zero,
+        never written); pages not current here are fetched, all of them."""
         if self._release:
-            return homes
+            return self._data_runs(homes)
         import numpy as np
-        rw = bytes(map("rw".__eq__, map(_binding.page_prot, range(self._npages))))
-        held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
-        held = held.reshape(self._size, self._npages).astype(bool)
+        prot = bytes(map(_PROT.__getitem__, map(_binding.page_prot, range(self._npages))))
+        held = np.frombuffer(b"".join(self._coll.gather(prot, None)), np.uint8)
+        held = held.reshape(self._size, self._npages) == _PROT["rw"]
         mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))
-        return runs_of(mine)
+        here = np.frombuffer(prot, np.uint8) != _PROT["none"]
+        out = []
+        for first, count in sorted(self._data_runs(runs_of(mine & here)) +
+                                   runs_of(mine & ~here)):
+            _extend(out, first, count)
+        return out
+
+    def _data_runs(self, runs):
+        """The pages of runs that hold data here, as runs: the others are
+        holes in the region's memfd, pages never written (zero), which a
+        restore leaves zero.  Found with lseek, touching no page."""
+        fd, ps, out = _binding.region_fd(), self._ps, []
+        for first, count in runs:
+            at, end = first * ps, (first + count) * ps
+            while at < end:
+                try:
+                    at = os.lseek(fd, at, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno != errno.ENXIO:      # ENXIO: no data past at
+                        raise
+                    break
+                if at >= end:
+                    break
+                stop = -(-min(os.lseek(fd, at, os.SEEK_HOLE), end) // ps) * ps
+                _extend(out, at // ps, (stop - at) // ps)
+                at = stop
+        return out
 
     def _buffers(self, runs, write=False):
         """Buffers over the pages of runs, in order: to save (their bytes) or,
@@ -219,7 +258,7 @@ class Checkpoints:
             store.drop_before(gen - 1, background=True)
         self._coll.barrier()            # the generation is complete everywhere
         self.last = gen
-        self._count("checkpoint", nbytes + snbytes, t0)
+        self._count("checkpoint", gen, nbytes + snbytes, t0)
 
     def _keep_copies(self, store, gen, every):
         """Write the parts of the ranks whose buddy this rank is, read through the DSM."""
@@ -242,10 +281,14 @@ class Checkpoints:
                 "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
                            for r, (_, _, _, n, c, _, _) in enumerate(every)]}
 
-    def _count(self, what, nbytes, t0):
+    def _count(self, what, gen, nbytes, t0):
+        """A checkpoint or restore done: into the counters (dsm.stats()) and,
+        under dsmexec --trace, an event."""
+        took = time.monotonic_ns() - t0
         self.counters[what + "s"] += 1
         self.counters[what + "_bytes"] += nbytes
-        self.counters[what + "_ns"] += time.monotonic_ns() - t0
+        self.counters[what + "_ns"] += took
+        _binding.trace_checkpoint(what == "restore", gen, nbytes, t0, took)
 
     # ------------------------------------------------------------ restoring
     def restore(self):
@@ -274,14 +317,17 @@ class Checkpoints:
             if problem is None:
                 self._place(doc)
                 problem = self._agree(self._load(store, gen, doc, plan))
-                if problem is not None and self._keeps_manifest():
+                if problem is None:
+                    return self._apply(gen, doc, t0)
+                if self._keeps_manifest():
                     store.refuse(gen)
-            if problem is None:
-                return self._apply(gen, doc, t0)
-            self._say("checkpoint generation %d refused: %s; trying the one before" % (gen, problem))
+                # parts hold only pages with data, the rest being zero: the
+                # generation before must find zero what this one wrote
+                self._clean()
+            self._say("checkpoint generation %d refused: %s; trying the one before"
+                      % (gen, problem))
         if gens:
             self._say("no usable checkpoint generation: starting afresh")
-            self._clean()
         return None
 
     def _read_manifest(self, store, gen):
@@ -352,7 +398,7 @@ class Checkpoints:
         self._loaded, self._dirty = None, []
         blob = next((s[part_name("state", self._rank)] for s in states
                      if part_name("state", self._rank) in s), None)
-        self._count("restore", self._restored_bytes, t0)
+        self._count("restore", gen, self._restored_bytes, t0)
         if self._rank == 0:
             self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
                       % (gen, doc["ranks"], self._size))

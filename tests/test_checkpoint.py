@@ -2,6 +2,7 @@
 (services/restart.py): the store's files, the restore at init, a corrupt
 part refused, and ranks SIGKILLed at random moments of a Jacobi run that
 then ends with the fault-free run's grid, bit for bit."""
+import json
 import os
 import random
 import select
@@ -19,13 +20,13 @@ from conftest import DSMEXEC, REPO, machine_file, wait_gone
 from dsmrun import rank_lines, run
 from libdsm.checkpoint import buddy_of, runs_of
 from libdsm.ckptstore import CheckpointError, Store
-from libdsm_services import cli, restart
+from libdsm_services import cli, rankreport, restart
 
 JACOBI = os.path.join(REPO, "examples", "jacobi_ckpt.py")
 PROG = os.path.join(REPO, "tests", "ckpt_prog.py")
 SMALL = {"DSM_SIZE": "64M"}
-"""Every job here runs in a 64 MiB region: a checkpoint saves the whole
-region, and the default 1 GiB would write gigabytes per test."""
+"""Jobs here run in a 64 MiB region, small to map and set up (a checkpoint
+saves only the pages with data: test_only_pages_with_data_are_saved)."""
 
 
 def shm_stores(job):
@@ -115,6 +116,51 @@ def test_restore_with_more_ranks(tmp_path, consistency):
     assert got[2].startswith("state None")             # no rank 2 was saved
     assert "restored checkpoint generation 2 (2 ranks saved it, 3 now)" in p.stderr
     assert rank_lines(p.stdout, "stats")[1] == "stats checkpoints 0 restores 1"
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_only_pages_with_data_are_saved(tmp_path, consistency):
+    """A 1 GiB region holding a 16 MB array: each rank saves its 8 MB half
+    (and a few pages of the allocator's), not 512 MB; restored exactly."""
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency,
+           "DSM_SIZE": "1G"}
+    p = run(tmp_path, 2, PROG, "sparse", env=env)
+    assert p.returncode == 0, p.stderr
+    saved = rank_lines(p.stdout, "sparse")
+    store = Store(str(tmp_path / "ck"))
+    doc = store.manifest(store.generations()[0])
+    for r, part in enumerate(doc["parts"]):
+        size = os.path.getsize(store.path(doc["generation"], part["name"]))
+        assert 8 << 20 <= size == part["nbytes"] < 9 << 20, (r, size)
+        assert sum(n for _, n in part["runs"]) * doc["page_size"] == size
+        state = os.path.getsize(store.path(doc["generation"], "state-%04d" % r))
+        assert saved[r].endswith("saved %d restored 0" % (size + state)), saved[r]
+    p = run(tmp_path, 2, PROG, "sparse", env=env)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "sparse")
+    sha = saved[0].split()[3]
+    for r in (0, 1):
+        assert got[r].startswith("sparse restored sha256 %s saved 0 restored " % sha), got[r]
+        assert int(got[r].split()[-1]) < 9 << 20
+
+
+@pytest.mark.timeout(200)
+def test_checkpoint_and_restore_are_trace_events(tmp_path):
+    from libdsm._binding import lib
+    assert rankreport.GEN_SHIFT == lib.DSM_EV_GEN_SHIFT
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    for what in ("checkpoint", "restore"):
+        out = str(tmp_path / ("%s.json" % what))
+        p = run(tmp_path, 2, PROG, "sparse", env=env, opts=("--trace", out))
+        assert p.returncode == 0, p.stderr
+        sizes = {r: int(line.split()[-3 if what == "checkpoint" else -1])
+                 for r, line in rank_lines(p.stdout, "sparse").items()}
+        with open(out) as f:
+            events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "checkpoint"]
+        assert sorted((e["pid"], e["name"], e["args"]["generation"], e["args"]["bytes"])
+                      for e in events) == [(r, what, 1, sizes[r]) for r in (0, 1)], events
+        assert all(e["dur"] > 0 and e["ts"] >= 0 for e in events)
 
 
 @pytest.mark.timeout(200)
