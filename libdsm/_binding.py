@@ -316,3 +316,11 @@ def trace_checkpoint(restore, generation, nbytes, start_ns, dur_ns):
     arg = (generation % (1 << (64 - shift))) << shift | nbytes % (1 << shift)
     lib.dsm_trace_note(lib.DSM_EV_RESTORE if restore else lib.DSM_EV_CHECKPOINT, arg,
                        start_ns, dur_ns)
+
+
+def page_prots(first, n):
+    """Each page of [first, first + n)'s protection here, as bytes of
+    lib.DSM_PROT_* values (PROT_NAMES names them)."""
+    out, err = ffi.new("uint8_t[]", n), ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_page_prots(first, n, out, err), err)
+    return ffi.buffer(out, n)[:]

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import DSMEXEC, REPO, machine_file, wait_gone
 from dsmrun import rank_lines, run
-from libdsm.checkpoint import buddy_of, runs_of
+from libdsm.checkpoint import buddy_of
+from libdsm.ckptruns import runs_of
 from libdsm.ckptstore import CheckpointError, Store
 from libdsm_services import cli, rankreport, restart
 
@@ -61,6 +62,17 @@ def test_store_writes_whole_files_and_refuses_a_bad_checksum(tmp_path):
         store.read(1, "part-0000", 8, crc)
     store.refuse(1)
     assert store.generations() == [] and os.path.exists(store.manifest_path(1) + ".refused")
+
+
+def test_buddy_memory_parts_go_without_a_checksum_but_their_size_is_checked(tmp_path):
+    store = Store(str(tmp_path))
+    assert store.write(1, "part-0000", [b"abc", b"de"], checksum=False) == (5, None)
+    assert store.read(1, "part-0000", 5, None) == b"abcde"
+    sink = bytearray(5)
+    store.read_into(1, "part-0000", 5, None, [sink])
+    assert sink == b"abcde"
+    with pytest.raises(CheckpointError, match="5 bytes, the manifest says 6"):
+        store.read_into(1, "part-0000", 6, None, [bytearray(6)])
 
 
 def test_store_keeps_two_generations(tmp_path):

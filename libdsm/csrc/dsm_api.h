@@ -225,3 +225,6 @@ int dsm_region_fd(void);
 /* Record an event of kind that began at start_ns (CLOCK_MONOTONIC) and
  * lasted dur_ns, when tracing. */
 void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns);
+/* Each page of [first, first + n)'s protection here (DSM_PROT_*) into
+ * out[n]; an error when not running or past the region. */
+int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
