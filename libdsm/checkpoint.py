@@ -179,12 +179,15 @@ class Checkpoints:
         t0 = time.monotonic_ns()
         blob = dumps_state(state, self._memory)
         store = self._open_store()
-        self._coll.barrier()
         gen = self.last + 1
+        if self._buddy_mode() and self._keeps_manifest():
+            store.retire_before(gen - 1)    # its files are written over (recycle)
+        self._coll.barrier()
         homes = self._home_runs()
         runs = self._saved_runs(homes)
+        memory = self._buddy_mode()
         nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs),
-                                  checksum=not self._buddy_mode())
+                                  checksum=not memory, recycle=memory)
         snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
         buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
         every = self._coll.gather((pack_runs(runs), nbytes, crc, snbytes, scrc,
@@ -205,7 +208,8 @@ class Checkpoints:
         for r, (runs, nbytes, _, _, _, blob, _) in enumerate(every):
             if r == self._rank or buddy_of(r, self._hosts) != self._rank:
                 continue
-            got, _ = store.write(gen, part_name("part", r), self._buffers(runs), checksum=False)
+            got, _ = store.write(gen, part_name("part", r), self._buffers(runs), checksum=False,
+                                 recycle=True)
             if got != nbytes:
                 raise CheckpointError("rank %d: the copy of rank %d's part has %d bytes, "
                                       "not %d" % (self._rank, r, got, nbytes))

@@ -49,16 +49,21 @@ class Store:
     def path(self, gen, name):
         return os.path.join(self.gen_dir(gen), name)
 
-    def write(self, gen, name, chunks, checksum=True):
+    def write(self, gen, name, chunks, checksum=True, recycle=False):
         """Write the byte chunks (an iterable of buffers) as gen's file name:
-        tmp, fsync, rename.  Returns (bytes written, crc32, or None without
+        tmp, fsync, rename.  With recycle, the file of that name of an older
+        generation without a manifest (retired) is written over, if there is
+        one: in memory its pages need not be allocated and zeroed again, nor
+        the old ones freed.  Returns (bytes written, crc32, or None without
         checksum)."""
         os.makedirs(self.gen_dir(gen), exist_ok=True)
         final = self.path(gen, name)
         tmp = final + ".tmp.%d" % os.getpid()
         crc = 0 if checksum else None
         total = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if recycle:
+            self._recycle(gen, name, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             for chunk in chunks:
                 view, done = memoryview(chunk).cast("B"), 0
@@ -67,6 +72,7 @@ class Store:
                 while done < len(view):
                     done += os.write(fd, view[done:])
                 total += len(view)
+            os.ftruncate(fd, total)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -76,6 +82,31 @@ class Store:
         os.close(fd)
         os.replace(tmp, final)
         return total, crc
+
+    def _recycle(self, gen, name, tmp):
+        """Move the file name of a retired generation older than gen to tmp, if any."""
+        done = set(self.generations())
+        for old in sorted(self._begun(), reverse=True):
+            if old < gen and old not in done:
+                with contextlib.suppress(FileNotFoundError):   # (dropped meanwhile)
+                    os.replace(self.path(old, name), tmp)
+                    return
+
+    def retire_before(self, gen):
+        """Take the generations older than gen out of use (their manifests
+        removed), leaving their files for `write` to recycle."""
+        for old in self.generations():
+            if old < gen:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.manifest_path(old))
+
+    def _begun(self):
+        """The generations with a directory here."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [int(n[4:]) for n in names if re.match(r"gen-\d{6}$", n)]
 
     def write_manifest(self, gen, doc):
         """Make generation gen complete: its manifest, tmp + fsync + rename +

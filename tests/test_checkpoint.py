@@ -75,6 +75,23 @@ def test_buddy_memory_parts_go_without_a_checksum_but_their_size_is_checked(tmp_
         store.read_into(1, "part-0000", 6, None, [bytearray(6)])
 
 
+def test_a_retired_generations_files_are_written_over(tmp_path):
+    store = Store(str(tmp_path))
+    store.write(1, "part-0000", [b"x" * 9000], checksum=False)
+    store.write_manifest(1, {})
+    inode = os.stat(store.path(1, "part-0000")).st_ino
+    assert store.write(2, "part-0000", [b"y" * 10], checksum=False, recycle=True) == (10, None)
+    assert os.path.exists(store.path(1, "part-0000"))   # gen 1 is still in use
+    store.write_manifest(2, {})
+    store.retire_before(2)
+    assert store.generations() == [2]
+    assert store.write(3, "part-0000", [b"z" * 5], checksum=False, recycle=True) == (5, None)
+    assert os.stat(store.path(3, "part-0000")).st_ino == inode
+    assert store.read(3, "part-0000", 5, None) == b"zzzzz"     # truncated to what was written
+    assert not os.path.exists(store.path(1, "part-0000"))
+    assert store.read(2, "part-0000", 10, None) == b"y" * 10
+
+
 def test_store_keeps_two_generations(tmp_path):
     store = Store(str(tmp_path))
     for gen in range(1, 5):

@@ -14,7 +14,7 @@ What is modelled, and why:
   fetch from it would.
   The page protocol under it is the C simulator's business (tests/sim).
 - A step is a call into the collectives, the core (pin, unpin, prefetch)
-  or the Store (write, write_manifest, drop_before).  A dropped rank stops
+  or the Store (write, write_manifest, retire_before, drop_before).  A dropped rank stops
   there for good, as under SIGKILL (a file it was writing stays a
   temporary), and the others fail at their next collective, as they do
   on losing a peer.  Each rank still takes its steps in its own order;
@@ -185,9 +185,13 @@ class StepStore(Store):
         super().__init__(root)
         self.job = job
 
-    def write(self, gen, name, chunks, checksum=True):
+    def write(self, gen, name, chunks, checksum=True, recycle=False):
         self.job.step()
-        return super().write(gen, name, chunks, checksum)
+        return super().write(gen, name, chunks, checksum, recycle)
+
+    def retire_before(self, gen):
+        self.job.step()
+        super().retire_before(gen)
 
     def write_manifest(self, gen, doc):
         self.job.step()
