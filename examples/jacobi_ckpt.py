@@ -3,9 +3,9 @@
 Run it under ``dsmexec --restarts K``: after a rank dies the job starts
 again from the last checkpoint, and the final grid is the same bit for bit
 as a run without failures.  Rank 0 prints the grid's checksum and, given
---out FILE, saves it there (.npy).  --progress prints a line per sweep and
-before each checkpoint (a test kills ranks on them); --pause-at K stops
-the first run before sweep K until rank 0 reads a line.
+--out FILE, saves it there (.npy).  --progress prints each rank's host, a
+line per sweep and one before each checkpoint (a test kills ranks on them);
+--pause-at K stops the first run before sweep K until rank 0 reads a line.
 
     ./dsmexec.py --restarts 3 -n 2 examples/jacobi_ckpt.py [n] [sweeps] [every] [--out F]
 """
@@ -37,6 +37,7 @@ def main():
     a = options()
     with libdsm.init() as dsm:
         say = (lambda text: print(text, flush=True)) if a.progress else (lambda text: None)
+        say("on %s" % dsm.hostname())
         say("pid %d" % os.getpid())
         # Named arrays: a restarted job finds them restored, by name; the
         # state is the sweep to go on from, the same on every rank, so

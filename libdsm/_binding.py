@@ -296,3 +296,31 @@ def take(key, timeout_s):
 
 OPS.update(land=lib.DSM_OP_LAND, lor=lib.DSM_OP_LOR, lxor=lib.DSM_OP_LXOR,
            band=lib.DSM_OP_BAND, bor=lib.DSM_OP_BOR, bxor=lib.DSM_OP_BXOR)
+
+
+def region_fd():
+    """The region's memfd (libdsm.checkpoint finds the pages with data by
+    lseek SEEK_DATA/SEEK_HOLE on it); StateError when not running."""
+    fd = lib.dsm_region_fd()
+    if fd < 0:
+        raise errors.StateError("the region is not mapped: no memfd", **_where)
+    return fd
+
+
+EVENT_KINDS.update({lib.DSM_EV_CHECKPOINT: "checkpoint", lib.DSM_EV_RESTORE: "restore"})
+
+
+def trace_checkpoint(restore, generation, nbytes, start_ns, dur_ns):
+    """A checkpoint (or, with restore, a restore) as a trace event, when tracing."""
+    shift = lib.DSM_EV_GEN_SHIFT
+    arg = (generation % (1 << (64 - shift))) << shift | nbytes % (1 << shift)
+    lib.dsm_trace_note(lib.DSM_EV_RESTORE if restore else lib.DSM_EV_CHECKPOINT, arg,
+                       start_ns, dur_ns)
+
+
+def page_prots(first, n):
+    """Each page of [first, first + n)'s protection here, as bytes of
+    lib.DSM_PROT_* values (PROT_NAMES names them)."""
+    out, err = ffi.new("uint8_t[]", n), ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_page_prots(first, n, out, err), err)
+    return ffi.buffer(out, n)[:]

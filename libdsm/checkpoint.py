@@ -3,8 +3,10 @@
 `dsm.checkpoint(state)` is a collective.  After its opening barrier (a
 release and an acquire for everyone) each page is saved once, by the rank
 holding its current data (in sequential mode the rank holding it writable,
-else its home; in release mode its home), and each rank's pickled `state`;
-each rank's pages are one part of a generation (libdsm.ckptstore).  The generation becomes complete
+else its home; in release mode its home), and each rank's pickled `state`
+(libdsm.ckptstate); each rank's pages are one part of a generation
+(libdsm.ckptstore), and of them only those with data (libdsm.ckptruns:
+pages never written are zero, and not saved).  The generation becomes complete
 when its manifest is written, after every part is in; two are kept.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
@@ -22,15 +24,14 @@ A part whose checksum fails refuses the generation (its manifest is
 renamed *.refused) and the one before is tried.  State i goes to rank i;
 ranks beyond the saved count get None.
 """
-import io
 import os
-import pickle
 import re
 import sys
 import time
 
 from libdsm import _binding
-from libdsm.alloc import Allocation
+from libdsm.ckptruns import data_runs, extend, mask, pack_runs, runs_of, unpack_runs
+from libdsm.ckptstate import dumps_state, loads_state
 from libdsm.ckptstore import CheckpointError, Store, part_name
 from libdsm.pinned import PIN_TIMEOUT
 
@@ -38,60 +39,6 @@ DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM
 SHM = "/dev/shm"
 FORMAT = 1
 COPY_BYTES = 4 << 20
-
-
-class _Pickler(pickle.Pickler):
-    """Allocations and arrays on the region travel as references, not bytes."""
-
-    def __init__(self, out, memory):
-        super().__init__(out, pickle.HIGHEST_PROTOCOL)
-        self._memory = memory
-
-    def persistent_id(self, obj):
-        if isinstance(obj, Allocation):
-            return ("alloc", obj.offset, obj.nbytes)
-        face = getattr(obj, "__array_interface__", None)
-        if face is None or not hasattr(obj, "strides"):
-            return None
-        offset = face["data"][0] - self._memory.base
-        if 0 <= offset < self._memory.nbytes:
-            return ("array", offset, obj.shape, obj.dtype.str, obj.strides)
-        return None
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, data, memory):
-        super().__init__(io.BytesIO(data))
-        self._memory = memory
-
-    def persistent_load(self, pid):
-        if pid[0] == "alloc":
-            return Allocation(pid[1], pid[2], self._memory)
-        import numpy as np
-        _, offset, shape, dtype, strides = pid
-        return np.ndarray(shape, dtype, buffer=self._memory.mem, offset=offset, strides=strides)
-
-
-def dumps_state(state, memory):
-    out = io.BytesIO()
-    _Pickler(out, memory).dump(state)
-    return out.getvalue()
-
-
-def runs_of(mask):
-    """A bool array over pages -> [[first, count], ...] of its runs of True."""
-    import numpy as np
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0]))))
-    return [[int(a), int(b - a)] for a, b in zip(edges[0::2], edges[1::2])]
-
-
-def _mask(runs, npages):
-    """A numpy bool array of npages, True on the pages of runs."""
-    import numpy as np
-    out = np.zeros(npages, bool)
-    for first, count in runs:
-        out[first:first + count] = True
-    return out
 
 
 def buddy_of(rank, hostnames):
@@ -107,17 +54,21 @@ def buddy_of(rank, hostnames):
 class Checkpoints:
     """One rank's checkpoints.  memory: the user's region; coll: the
     collectives; mapped: the bytes the core maps (region + system area);
-    consistency: the job's mode (release mode has no pins)."""
+    consistency: the job's mode (release mode has no pins); core: the
+    C core's calls it makes (libdsm._binding; a test gives a fake)."""
 
-    def __init__(self, memory, coll, rank, hostnames, mapped, consistency, environ=None):
+    def __init__(self, memory, coll, rank, hostnames, mapped, consistency, environ=None,
+                 core=_binding):
         environ = os.environ if environ is None else environ
+        self._core = core
+        self._prot = {name: value for value, name in core.PROT_NAMES.items()}
         self._release = consistency == "release"
         self._memory, self._coll = memory, coll
         self._rank, self._hosts = rank, list(hostnames)
         self._size = len(self._hosts)
         self._ps = memory.page_size
         self._npages = mapped // self._ps
-        self._view = _binding.region_view(memory.base, mapped)
+        self._view = core.region_view(memory.base, mapped)
         directory = environ.get(DIR_VAR, "").strip()
         self.directory = os.path.abspath(directory) if directory else None
         self._job = environ.get(JOB_VAR, "").strip() or None
@@ -153,64 +104,95 @@ class Checkpoints:
     # ------------------------------------------------------------ saving
     def _home_runs(self):
         """This rank's home pages as runs; recomputed only after homes moved."""
-        moved = _binding.stats()["homes_moved"]
+        moved = self._core.stats()["homes_moved"]
         if self._runs is None or self._runs[0] != moved:
             import numpy as np
-            homes = np.fromiter(map(_binding.page_home, range(self._npages)), np.int32,
+            homes = np.fromiter(map(self._core.page_home, range(self._npages)), np.int32,
                                 self._npages)
             self._runs = (moved, runs_of(homes == self._rank))
         return self._runs[1]
 
     def _saved_runs(self, homes):
-        """The pages this rank saves, as runs: in sequential mode those it
+        """The pages this rank saves, as runs.  In sequential mode those it
         holds writable (their only current copy, saved where it is, with no
         transfer and no downgrade) and those it homes that no rank holds
-        writable; in release mode, after the barrier, those it homes."""
+        writable; in release mode, after the barrier, those it homes.  Of
+        the pages current here only those with data (the rest are zero,
+        never written); pages not current here are fetched, all of them."""
         if self._release:
-            return homes
+            return data_runs(self._core.region_fd(), self._ps, homes)
         import numpy as np
-        rw = bytes(map("rw".__eq__, map(_binding.page_prot, range(self._npages))))
-        held = np.frombuffer(b"".join(self._coll.gather(rw, None)), np.uint8)
-        held = held.reshape(self._size, self._npages).astype(bool)
-        mine = held[self._rank] | (_mask(homes, self._npages) & ~held.any(axis=0))
-        return runs_of(mine)
+        prot = self._core.page_prots(0, self._npages)
+        held = np.frombuffer(b"".join(self._coll.gather(prot, None)), np.uint8)
+        held = held.reshape(self._size, self._npages) == self._prot["rw"]
+        mine = held[self._rank] | (mask(homes, self._npages) & ~held.any(axis=0))
+        here = np.frombuffer(prot, np.uint8) != self._prot["none"]
+        out = []
+        fd = self._core.region_fd()
+        for first, count in sorted(data_runs(fd, self._ps, runs_of(mine & here)) +
+                                   runs_of(mine & ~here)):
+            extend(out, first, count)
+        return out
+
+    def _hold(self, first, count, write):
+        """Make pages [first, first + count) current here: pinned, or in release
+        mode (no pins) fetched."""
+        if self._release:
+            self._core.prefetch(first, count, write)
+        else:
+            self._core.pin(first, count, write, PIN_TIMEOUT)
+
+    def _let_go(self, first, count):
+        if not self._release:
+            self._core.unpin(first, count)
 
     def _buffers(self, runs, write=False):
         """Buffers over the pages of runs, in order: to save (their bytes) or,
         with write, to restore (the caller fills each before it asks for the
         next).  The pages themselves, pinned; in release mode, which has no
-        pins, copies in pieces of COPY_BYTES (copied back in after, with write)."""
+        pins, copies in pieces of COPY_BYTES (copied back in after, with write).
+
+        Parts in buddy memory are written without a checksum: the copy is
+        then the whole cost.  That is safe because a checksum guards
+        against what memory does not do: a file in /dev/shm is never on a
+        device, cannot be torn (it is renamed into place whole, and its
+        size is checked) and is gone with the host that holds it; a bit
+        flipped in RAM would as likely be one in the region itself."""
         for first, count in runs:
             view = self._view[first * self._ps:(first + count) * self._ps]
-            _binding.prefetch(first, count, write)
-            if self._release:
+            self._hold(first, count, write)
+            try:
+                if not self._release:
+                    yield view
+                    continue
                 for at in range(0, len(view), COPY_BYTES):
                     piece = view[at:at + COPY_BYTES]
                     buf = bytearray(len(piece)) if write else bytes(piece)
                     yield buf
                     if write:
                         piece[:] = buf
-                continue
-            _binding.pin(first, count, write, PIN_TIMEOUT)
-            try:
-                yield view
             finally:
-                _binding.unpin(first, count)
+                self._let_go(first, count)
 
     def checkpoint(self, state):
         """Collective: save the region and state as the next generation."""
         t0 = time.monotonic_ns()
         blob = dumps_state(state, self._memory)
         store = self._open_store()
-        self._coll.barrier()
         gen = self.last + 1
+        if self._buddy_mode() and self._keeps_manifest():
+            store.retire_before(gen - 1)    # its files are written over (recycle)
+        self._coll.barrier()
         homes = self._home_runs()
         runs = self._saved_runs(homes)
-        nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs))
+        memory = self._buddy_mode()
+        nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs),
+                                  checksum=not memory, recycle=memory)
         snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
         buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
-        every = self._coll.gather((runs, nbytes, crc, snbytes, scrc, blob if buddy else None,
-                                   homes), None)
+        every = self._coll.gather((pack_runs(runs), nbytes, crc, snbytes, scrc,
+                                   blob if buddy else None, pack_runs(homes)), None)
+        every = [(unpack_runs(e[0]), *e[1:6], unpack_runs(e[6])) for e in every]
         if self._buddy_mode():
             self._keep_copies(store, gen, every)
         self._coll.barrier()            # every part (and copy) is in
@@ -219,18 +201,18 @@ class Checkpoints:
             store.drop_before(gen - 1, background=True)
         self._coll.barrier()            # the generation is complete everywhere
         self.last = gen
-        self._count("checkpoint", nbytes + snbytes, t0)
+        self._count("checkpoint", gen, nbytes + snbytes, t0)
 
     def _keep_copies(self, store, gen, every):
         """Write the parts of the ranks whose buddy this rank is, read through the DSM."""
-        for r, (runs, nbytes, crc, _, scrc, blob, _) in enumerate(every):
+        for r, (runs, nbytes, _, _, _, blob, _) in enumerate(every):
             if r == self._rank or buddy_of(r, self._hosts) != self._rank:
                 continue
-            got = store.write(gen, part_name("part", r), self._buffers(runs))
-            if got != (nbytes, crc):
-                raise CheckpointError("rank %d: the copy of rank %d's part differs from its "
-                                      "original (%d bytes crc %08x, not %d crc %08x)"
-                                      % (self._rank, r, got[0], got[1], nbytes, crc))
+            got, _ = store.write(gen, part_name("part", r), self._buffers(runs), checksum=False,
+                                 recycle=True)
+            if got != nbytes:
+                raise CheckpointError("rank %d: the copy of rank %d's part has %d bytes, "
+                                      "not %d" % (self._rank, r, got, nbytes))
             store.write(gen, part_name("state", r), [blob])
 
     def _manifest(self, gen, every):
@@ -242,10 +224,14 @@ class Checkpoints:
                 "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
                            for r, (_, _, _, n, c, _, _) in enumerate(every)]}
 
-    def _count(self, what, nbytes, t0):
+    def _count(self, what, gen, nbytes, t0):
+        """A checkpoint or restore done: into the counters (dsm.stats()) and,
+        under dsmexec --trace, an event."""
+        took = time.monotonic_ns() - t0
         self.counters[what + "s"] += 1
         self.counters[what + "_bytes"] += nbytes
-        self.counters[what + "_ns"] += time.monotonic_ns() - t0
+        self.counters[what + "_ns"] += took
+        self._core.trace_checkpoint(what == "restore", gen, nbytes, t0, took)
 
     # ------------------------------------------------------------ restoring
     def restore(self):
@@ -274,14 +260,17 @@ class Checkpoints:
             if problem is None:
                 self._place(doc)
                 problem = self._agree(self._load(store, gen, doc, plan))
-                if problem is not None and self._keeps_manifest():
+                if problem is None:
+                    return self._apply(gen, doc, t0)
+                if self._keeps_manifest():
                     store.refuse(gen)
-            if problem is None:
-                return self._apply(gen, doc, t0)
-            self._say("checkpoint generation %d refused: %s; trying the one before" % (gen, problem))
+                # parts hold only pages with data, the rest being zero: the
+                # generation before must find zero what this one wrote
+                self._clean()
+            self._say("checkpoint generation %d refused: %s; trying the one before"
+                      % (gen, problem))
         if gens:
             self._say("no usable checkpoint generation: starting afresh")
-            self._clean()
         return None
 
     def _read_manifest(self, store, gen):
@@ -352,11 +341,11 @@ class Checkpoints:
         self._loaded, self._dirty = None, []
         blob = next((s[part_name("state", self._rank)] for s in states
                      if part_name("state", self._rank) in s), None)
-        self._count("restore", self._restored_bytes, t0)
+        self._count("restore", gen, self._restored_bytes, t0)
         if self._rank == 0:
             self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
                       % (gen, doc["ranks"], self._size))
-        return None if blob is None else _Unpickler(blob, self._memory).load()
+        return None if blob is None else loads_state(blob, self._memory)
 
     def _place(self, doc):
         """With the rank count it was saved with, put the user region's homes back

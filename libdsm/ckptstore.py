@@ -49,21 +49,30 @@ class Store:
     def path(self, gen, name):
         return os.path.join(self.gen_dir(gen), name)
 
-    def write(self, gen, name, chunks):
+    def write(self, gen, name, chunks, checksum=True, recycle=False):
         """Write the byte chunks (an iterable of buffers) as gen's file name:
-        tmp, fsync, rename.  Returns (bytes written, crc32)."""
+        tmp, fsync, rename.  With recycle, the file of that name of an older
+        generation without a manifest (retired) is written over, if there is
+        one: in memory its pages need not be allocated and zeroed again, nor
+        the old ones freed.  Returns (bytes written, crc32, or None without
+        checksum)."""
         os.makedirs(self.gen_dir(gen), exist_ok=True)
         final = self.path(gen, name)
         tmp = final + ".tmp.%d" % os.getpid()
-        crc = total = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        crc = 0 if checksum else None
+        total = 0
+        if recycle:
+            self._recycle(gen, name, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             for chunk in chunks:
-                crc = zlib.crc32(chunk, crc)
                 view, done = memoryview(chunk).cast("B"), 0
+                if checksum:
+                    crc = zlib.crc32(view, crc)
                 while done < len(view):
                     done += os.write(fd, view[done:])
                 total += len(view)
+            os.ftruncate(fd, total)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -73,6 +82,31 @@ class Store:
         os.close(fd)
         os.replace(tmp, final)
         return total, crc
+
+    def _recycle(self, gen, name, tmp):
+        """Move the file name of a retired generation older than gen to tmp, if any."""
+        done = set(self.generations())
+        for old in sorted(self._begun(), reverse=True):
+            if old < gen and old not in done:
+                with contextlib.suppress(FileNotFoundError):   # (dropped meanwhile)
+                    os.replace(self.path(old, name), tmp)
+                    return
+
+    def retire_before(self, gen):
+        """Take the generations older than gen out of use (their manifests
+        removed), leaving their files for `write` to recycle."""
+        for old in self.generations():
+            if old < gen:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.manifest_path(old))
+
+    def _begun(self):
+        """The generations with a directory here."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [int(n[4:]) for n in names if re.match(r"gen-\d{6}$", n)]
 
     def write_manifest(self, gen, doc):
         """Make generation gen complete: its manifest, tmp + fsync + rename +
@@ -120,7 +154,8 @@ class Store:
             raise CheckpointError("%s: unreadable manifest: %s" % (path, e)) from None
 
     def read(self, gen, name, nbytes, crc):
-        """Generation gen's file name, checked against its size and crc32;
+        """Generation gen's file name, checked against its size and crc32
+        (None: written without one, only the size is checked);
         CheckpointError if it is missing, short or its checksum fails."""
         path = self.path(gen, name)
         try:
@@ -130,7 +165,7 @@ class Store:
             raise CheckpointError("%s: %s" % (path, e.strerror or e)) from None
         if len(data) != nbytes:
             raise CheckpointError("%s: %d bytes, the manifest says %d" % (path, len(data), nbytes))
-        got = zlib.crc32(data)
+        got = crc if crc is None else zlib.crc32(data)
         if got != crc:
             raise CheckpointError("%s: checksum %08x, the manifest says %08x (the file is "
                                   "corrupt)" % (path, got, crc))
@@ -138,7 +173,8 @@ class Store:
 
     def read_into(self, gen, name, nbytes, crc, sinks):
         """Read generation gen's file name into the writable buffers sinks
-        yields, in turn, checking its size and crc32 (CheckpointError)."""
+        yields, in turn, checking its size and crc32 (None: only the size;
+        CheckpointError)."""
         path = self.path(gen, name)
         try:
             with open(path, "rb", buffering=0) as f:
@@ -146,7 +182,7 @@ class Store:
                 if size != nbytes:
                     raise CheckpointError("%s: %d bytes, the manifest says %d"
                                           % (path, size, nbytes))
-                got = 0
+                got = 0 if crc is not None else None
                 for sink in sinks:
                     view, done = memoryview(sink).cast("B"), 0
                     while done < len(view):
@@ -154,7 +190,8 @@ class Store:
                         if not n:
                             raise CheckpointError("%s: ends after %d bytes" % (path, done))
                         done += n
-                    got = zlib.crc32(view, got)
+                    if crc is not None:
+                        got = zlib.crc32(view, got)
         except OSError as e:
             raise CheckpointError("%s: %s" % (path, e.strerror or e)) from None
         if got != crc:

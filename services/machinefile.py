@@ -10,6 +10,7 @@ ignored, ``user@host`` is accepted and a host may appear several times::
     localhost     # a second rank on this machine
     dsm@node7 slots=4
     localhost
+    node9 spare   # no rank; a restart moves a failed host's ranks here
 
 The same entries, comma-separated, make ``-H host1,host2:2`` (`parse_hosts`).
 No job has more than MAX_RANKS ranks: a slot count or a file beyond it is
@@ -28,6 +29,8 @@ from typing import NamedTuple, Optional
 _USER_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:%-]*\Z")
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+SPARE = "spare"
+"""The word after a host that makes it a spare: ``node9 spare``."""
 MAX_RANKS = 64
 """The most ranks a job can have: the C core's DSM_MAX_RANKS (libdsm/csrc/ground.h;
 its copysets are 64-bit masks).  Every launcher check reads it from here."""
@@ -97,13 +100,19 @@ def _count(entry, text):
 
 def parse_line(text):
     """One line -> (user, host, slots), or None for a blank or comment line.
+    A spare host (``host spare``) has 0 slots: it runs no rank until a
+    restart gives it a failed host's (services/restart.py).
 
     Raises ValueError with the reason (without file and line) for bad syntax.
     """
     entry = text.split("#", 1)[0].strip()
     if not entry:
         return None
-    entry, slots = parse_slots(entry)
+    words = entry.split()
+    if len(words) == 2 and words[1] == SPARE:
+        entry, slots = words[0], 0
+    else:
+        entry, slots = parse_slots(entry)
     user, at, host = entry.rpartition("@")
     if at and not user:
         raise ValueError("%r: empty user before '@'" % entry)
@@ -147,6 +156,20 @@ def parse(path, ranks=None):
     """
     return _hosts(read_lines(path), ranks, lambda lineno, reason: MachineFileError(
         path, lineno, reason))
+
+
+def spares(path):
+    """The spare hosts (``host spare`` lines) of a machine file, as `Host`s in
+    file order; MachineFileError as `parse`."""
+    out = []
+    for lineno, text in enumerate(read_lines(path), 1):
+        try:
+            parsed = parse_line(text)
+        except ValueError as e:
+            raise MachineFileError(path, lineno, str(e)) from None
+        if parsed and parsed[2] == 0:
+            out.append(Host(parsed[0], parsed[1], lineno, text))
+    return out
 
 
 def parse_hosts(spec, ranks=None):

@@ -8,8 +8,10 @@ DSM_TRACE_EVENTS.  At finalize each rank writes ``rank-N.json`` there
 (`write_rank`), a document of `rank_document`'s fields; dsmexec reads
 them back with `read_ranks` (services/report.py merges them).  Events are
 ``[kind, start_ns, dur_ns, arg, peer, write]``: kind "fault", "serve",
-"lock" or "sync"; a sync event's arg is the collective's name ("barrier",
-"bcast", "reduce", "gather"), as the binding names it.
+"lock", "sync", "checkpoint" or "restore"; a sync event's arg is the
+collective's name ("barrier", "bcast", "reduce", "gather"), as the binding
+names it; a checkpoint's or restore's packs the generation above bit
+GEN_SHIFT and the bytes this rank wrote or read below it (`generation_bytes`).
 
 **Failure.**  A rank whose core lost a peer says so at once with a
 LOST_PEER control message (services/wire.py) whose body is
@@ -27,6 +29,8 @@ import sys
 import threading
 
 DIR_VAR, EVENTS_VAR = "DSM_REPORT_DIR", "DSM_TRACE_EVENTS"
+GEN_SHIFT = 40
+"""libdsm/csrc/dsm_api.h's DSM_EV_GEN_SHIFT."""
 LOST_HOW = ("closed", "silent")
 """A lost peer's connection closed or was reset; or it sent nothing past DSM_HEARTBEAT_S."""
 
@@ -36,6 +40,11 @@ def rank_document(rank, host, page_size, clocks, stats, hot_pages, events, dropp
     together at init, to put the core's monotonic event times on the wall clock."""
     return {"rank": rank, "host": host, "page_size": page_size, "clocks": clocks,
             "stats": stats, "hot_pages": hot_pages, "events": events, "dropped": dropped}
+
+
+def generation_bytes(arg):
+    """A checkpoint or restore event's arg as (generation, bytes)."""
+    return arg >> GEN_SHIFT, arg & ((1 << GEN_SHIFT) - 1)
 
 
 def rank_path(directory, rank):

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 
-from libdsm_services.rankreport import DIR_VAR, EVENTS_VAR, read_ranks
+from libdsm_services.rankreport import DIR_VAR, EVENTS_VAR, generation_bytes, read_ranks
 
 TRACE_EVENTS = 1 << 20          # per rank: 32 MiB of records in the core
 APP_TID, COMM_TID = 1, 2
@@ -126,6 +126,9 @@ def _event(pid, shift, kind, start, dur, arg, peer, write):
                   args={"page": arg, "access": access, "latency_us": round(dur / 1000.0, 1)})
     elif kind == "lock":
         ev.update(name="lock wait", cat="lock", args={"lock": arg})
+    elif kind in ("checkpoint", "restore"):
+        gen, nbytes = generation_bytes(arg)
+        ev.update(name=kind, cat="checkpoint", args={"generation": gen, "bytes": nbytes})
     else:
         ev.update(name=arg, cat="sync", args={})        # the collective's name
     return ev

@@ -11,9 +11,11 @@ After a failed run (not one stopped by a signal or --timeout) with restarts
 left, dsmexec says on stderr what failed, which generation the job restarts
 from and how many restarts are left, and starts it again: over ssh on the
 hosts that still answer (each is asked to run `true`, within
---connect-timeout), the ranks of those that do not going to the others in
-turn (a machine file of its own, one line a rank); local ranks and Slurm
-jobs restart where they were.
+--connect-timeout), the ranks of those that do not going to a spare host
+of the machine file (``host spare``), all of a host's ranks to one, or
+without one to the others in turn (a machine file of its own, one line a
+rank); under Slurm, in the same allocation without the node where the
+failed rank ran (services/slurm.py); local ranks restart where they were.
 The exit status is the last run's.  At the end dsmexec removes the buddy
 memory it can see on this machine (the ranks remove theirs at finalize).
 This module only reads file names
@@ -21,6 +23,7 @@ This module only reads file names
 older generation, which they then say.
 """
 import glob
+import itertools
 import os
 import re
 import secrets
@@ -29,7 +32,7 @@ import subprocess
 import tempfile
 import time
 
-from libdsm_services import spawn
+from libdsm_services import machinefile, spawn
 from libdsm_services.start import EXIT_TIMEOUT
 
 DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
@@ -84,6 +87,7 @@ class Policy:
         self.directory = os.path.abspath(directory) if directory else None
         self.job = job or secrets.token_hex(8)
         self._tmpdir = None             # where _rehost writes its machine files
+        self.excluded = set()           # Slurm nodes the restarts leave out (services/slurm.py)
 
     def environ(self, environ):
         """environ with what the ranks need to checkpoint and restore."""
@@ -102,21 +106,35 @@ class Policy:
 
     def _rehost(self, opts, job):
         """Point opts at the job's hosts that still answer (a machine file of
-        dsmexec's), when some of its ssh hosts do not; nothing otherwise."""
+        dsmexec's), when some of its ssh hosts do not; nothing otherwise.  The
+        ranks of each silent host go to a spare host of the machine file that
+        answers, all of them to one; without one left, to the others in turn."""
         hosts = [r.host for r in job.ranks]
         remote = {r.host.target: r.host for r in job.ranks if not r.local}
+        spares = machinefile.spares(opts.machine_file) if opts.machine_file else []
         if not remote:
             return
-        answer = answering(list(remote.values()), opts)
+        answer = answering(list(remote.values()) + [h for h in spares if not
+                                                     machinefile.is_local(h.host)], opts)
         lost = [t for t in remote if t not in answer]
-        keep = [h for h in hosts if h.target not in lost]
-        if not lost or not keep:
-            return
-        targets = list(dict.fromkeys(h.target for h in keep))
-        moved = [targets[i % len(targets)] for i in range(len(hosts) - len(keep))]
-        lines, given = [], iter(moved)
-        for h in hosts:
-            lines.append(next(given) if h.target in lost else h.target)
+        ready = [h.target for h in spares if h.target in answer or machinefile.is_local(h.host)]
+        to = dict(zip(lost, ready))             # a spare for each of the first lost hosts
+        targets = list(dict.fromkeys(h.target for h in hosts if h.target not in lost))
+        if not lost or not targets and len(to) < len(lost):
+            return                              # nothing lost, or nowhere to go
+        rest = itertools.cycle(targets)
+        lines = [h.target if h.target not in lost else to.get(h.target) or next(rest)
+                 for h in hosts]
+        left = [h.target for h in spares if h.target not in to.values()]
+        self._write_machines(opts, lines + ["%s %s" % (t, machinefile.SPARE) for t in left])
+        job.log("host%s %s do%s not answer: %s" % (
+            "s" if len(lost) > 1 else "", ", ".join(lost), "" if len(lost) > 1 else "es",
+            "; ".join("rank %d goes to %s%s" % (i, line, " (a spare)" if line in
+                                                 to.values() else "")
+                      for i, (h, line) in enumerate(zip(hosts, lines)) if h.target in lost)))
+
+    def _write_machines(self, opts, lines):
+        """Point opts at a machine file of dsmexec's with these lines."""
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="dsm-restart-")
         opts.machine_file = os.path.join(self._tmpdir, "machines-%d" % len(os.listdir(
@@ -124,10 +142,23 @@ class Policy:
         with open(opts.machine_file, "w") as f:
             f.write("".join(line + "\n" for line in lines))
         opts.hosts = None                   # the job reads the new machine file
-        job.log("host%s %s do%s not answer: %s" % (
-            "s" if len(lost) > 1 else "", ", ".join(lost), "" if len(lost) > 1 else "es",
-            "; ".join("rank %d goes to %s" % (i, line) for i, (h, line) in
-                      enumerate(zip(hosts, lines)) if h.target in lost)))
+
+    def _exclude(self, job):
+        """Under Slurm: leave out of the restart the node where the failed
+        rank ran (dsmexec's failure message names the rank first), unless
+        it is the last one left."""
+        m = re.match(r"rank (\d+) ", job.failure or "")
+        if not m or int(m[1]) >= len(job.ranks):
+            return
+        node = job.ranks[int(m[1])].host.host
+        others = {r.host.host for r in job.ranks} - {node}
+        if not others:
+            job.log("node %s, where rank %s failed, is the job's only node: the restart "
+                    "runs there again" % (node, m[1]))
+            return
+        self.excluded.add(node)
+        job.log("leaving node %s out of the restart (rank %s failed there): its ranks go "
+                "to %s" % (node, m[1], ", ".join(sorted(others))))
 
     def run(self, opts, job, make_job):
         """Run job, then again (make_job() each time) after a failure while
@@ -147,7 +178,9 @@ class Policy:
                    else "from the start (no complete checkpoint here)",
                    left, "" if left == 1 else "s"))
             opts.environ[RESTART_VAR] = str(self.restarts - left)
-            if opts.launcher != "slurm":
+            if opts.launcher == "slurm":
+                self._exclude(job)
+            else:
                 self._rehost(opts, job)
             job = make_job(opts)
         self.finish()

@@ -13,15 +13,21 @@ Each task runs the same bootstrap as an ssh rank (services/rank.py) through
 The job secret goes to srun's stdin, which srun hands to every task
 (``--input=all``): never to a command line or the environment.
 
+A restart (--restarts, services/restart.py) leaves out the node whose rank
+failed: its ranks go to the allocation's other nodes, and the step places
+every task where dsmexec says (SLURM_HOSTFILE, --distribution=arbitrary).
+
 services/srun.py turns srun's labelled output back into each rank's lines
 and exit status.  Everything else (registration, verdicts, teardown:
 dsmexec closes the connections and the ranks exit by themselves) is the
 ssh job's, services/job.py.
 """
+import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 
 from libdsm_services import machinefile, procs, spawn, srun
 from libdsm_services import job as _job
@@ -91,10 +97,13 @@ def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
             opts.prog, *opts.args]
 
 
-def srun_argv(ntasks, command):
-    """The srun argv of one job step of ntasks tasks running `command` (an argv list)."""
-    return ["srun", "--ntasks=%d" % ntasks, "--distribution=block", "--label",
-            "--input=all", "--kill-on-bad-exit=0", *command]
+def srun_argv(ntasks, command, placed=False):
+    """The srun argv of one job step of ntasks tasks running `command` (an argv
+    list).  placed: each task goes to the node the SLURM_HOSTFILE lists for it
+    (a restart that leaves a node out), even past the CPUs it has there."""
+    layout = ["--distribution=arbitrary", "--overcommit"] if placed else ["--distribution=block"]
+    return ["srun", "--ntasks=%d" % ntasks, *layout, "--label", "--input=all",
+            "--kill-on-bad-exit=0", *command]
 
 
 def expand_counts(spec):
@@ -116,8 +125,9 @@ def rank_hosts(nodes, counts, ntasks):
 
 # ---------------------------------------------------------------- the allocation
 
-def allocation(environ, ntasks=None, run=subprocess.run):
-    """The rank hosts of the current allocation: a list of machinefile.Host, rank order."""
+def allocation(environ, ntasks=None, run=subprocess.run, exclude=()):
+    """The rank hosts of the current allocation: a list of machinefile.Host, rank
+    order; without the nodes in exclude (their ranks fill the others in turn)."""
     if not environ.get("SLURM_JOB_ID"):
         raise SlurmError("--launcher slurm needs a Slurm allocation (SLURM_JOB_ID is not set): "
                          "run dsmexec under salloc or in an sbatch script")
@@ -137,6 +147,11 @@ def allocation(environ, ntasks=None, run=subprocess.run):
     if p.returncode != 0 or not nodes:
         raise SlurmError("scontrol show hostnames %s failed: %s" % (nodelist, p.stderr.strip()))
     counts = expand_counts(environ.get("SLURM_TASKS_PER_NODE", ""))
+    kept = [(node, count) for node, count in zip(nodes, counts) if node not in exclude]
+    if exclude and not kept:
+        raise SlurmError("every node of the allocation (%s) is left out" % " ".join(nodes))
+    if exclude:
+        nodes, counts = [k for k, _ in kept], [c for _, c in kept]
     return [machinefile.Host(None, node, i, node)
             for i, node in enumerate(rank_hosts(nodes, counts, n))]
 
@@ -158,9 +173,14 @@ class SlurmJob(_job.Job):
         super().__init__(opts, out_fd, err_fd)
         self.ranks = [SlurmRank(r.index, r.host, False) for r in self.ranks]
         self.step = None
+        self.hostfile = None        # SLURM_HOSTFILE of a step that leaves nodes out
+
+    def _excluded(self):
+        """The nodes a restart leaves out (restart.Policy.excluded)."""
+        return self.opts.restart.excluded if self.opts.restart is not None else set()
 
     def _hosts(self):
-        return allocation(self.opts.environ, self.opts.ntasks)
+        return allocation(self.opts.environ, self.opts.ntasks, exclude=self._excluded())
 
     def _is_local(self, host):
         return False                # every rank connects from a node: listen on all addresses
@@ -172,11 +192,16 @@ class SlurmJob(_job.Job):
         o = self.opts
         words = spawn.program_words(o.prog, o.module)
         argv = srun_argv(len(ranks), task_argv(o.python, self.master.port, words[0],
-                                               words[1:] + o.args))
+                                               words[1:] + o.args), bool(self._excluded()))
+        env = spawn.local_env(o.environ, exports=o.exports)
+        if self._excluded():                # each task on the node dsmexec names for it
+            fd, self.hostfile = tempfile.mkstemp(prefix="dsm-hostfile-")
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(r.host.host + "\n" for r in ranks))
+            env["SLURM_HOSTFILE"] = self.hostfile
         try:
-            self.step = srun.Step(argv, spawn.local_env(o.environ, exports=o.exports), o.cwd,
-                                  self.secret, len(ranks), self.out, self.err, o.prefix,
-                                  o.output_dir)
+            self.step = srun.Step(argv, env, o.cwd, self.secret, len(ranks), self.out,
+                                  self.err, o.prefix, o.output_dir)
         except OSError as e:
             for r in ranks:
                 r.judged = True
@@ -192,6 +217,9 @@ class SlurmJob(_job.Job):
             if self.master is not None:
                 self._close_all()
             self.step.finish()
+        if self.hostfile is not None:
+            os.unlink(self.hostfile)
+            self.hostfile = None
         super()._cleanup()
 
 

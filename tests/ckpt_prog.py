@@ -3,7 +3,11 @@
     ckpt_prog.py save     state with an array and an Allocation on the region
                           (by reference), checkpointed twice, then changed
     ckpt_prog.py load     prints what this rank got back
+    ckpt_prog.py sparse   a 16 MB array (each rank its half) in a region
+                          otherwise never touched, checkpointed; restored,
+                          prints the array's sha256 and the bytes restored
 """
+import hashlib
 import sys
 
 import numpy as np
@@ -14,7 +18,9 @@ import libdsm
 def main():
     with libdsm.init() as dsm:
         st = dsm.restored
-        if sys.argv[1] == "save":
+        if sys.argv[1] == "sparse":
+            sparse(dsm)
+        elif sys.argv[1] == "save":
             a = dsm.array((3000,), "int64")
             alloc = dsm.bcast(dsm.malloc(64) if dsm.rank == 0 else None)
             rows = dsm.row_block(3000, 8)
@@ -41,6 +47,20 @@ def main():
                                                          dsm.stats()["restores"]))
         dsm.barrier()
 
+
+def sparse(dsm):
+    a = dsm.restored
+    if a is None:
+        a = dsm.array((1 << 21,), "int64", homes="row_block")
+        rows = dsm.row_block(a.shape[0], 8)
+        a[rows] = np.arange(rows.start, rows.stop) * 7 + 1
+        dsm.barrier()
+        dsm.checkpoint(a)
+    s = dsm.stats()
+    print("sparse %s sha256 %s saved %d restored %d" % (
+        "restored" if dsm.restored is not None else "fresh",
+        hashlib.sha256(np.asarray(a).tobytes()).hexdigest()[:16],
+        s["checkpoint_bytes"], s["restore_bytes"]))
 
 if __name__ == "__main__":
     main()

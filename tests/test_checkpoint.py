@@ -2,6 +2,7 @@
 (services/restart.py): the store's files, the restore at init, a corrupt
 part refused, and ranks SIGKILLed at random moments of a Jacobi run that
 then ends with the fault-free run's grid, bit for bit."""
+import json
 import os
 import random
 import select
@@ -17,15 +18,16 @@ import pytest
 
 from conftest import DSMEXEC, REPO, machine_file, wait_gone
 from dsmrun import rank_lines, run
-from libdsm.checkpoint import buddy_of, runs_of
+from libdsm.checkpoint import buddy_of
+from libdsm.ckptruns import runs_of
 from libdsm.ckptstore import CheckpointError, Store
-from libdsm_services import cli, restart
+from libdsm_services import cli, rankreport, restart
 
 JACOBI = os.path.join(REPO, "examples", "jacobi_ckpt.py")
 PROG = os.path.join(REPO, "tests", "ckpt_prog.py")
 SMALL = {"DSM_SIZE": "64M"}
-"""Every job here runs in a 64 MiB region: a checkpoint saves the whole
-region, and the default 1 GiB would write gigabytes per test."""
+"""Jobs here run in a 64 MiB region, small to map and set up (a checkpoint
+saves only the pages with data: test_only_pages_with_data_are_saved)."""
 
 
 def shm_stores(job):
@@ -60,6 +62,34 @@ def test_store_writes_whole_files_and_refuses_a_bad_checksum(tmp_path):
         store.read(1, "part-0000", 8, crc)
     store.refuse(1)
     assert store.generations() == [] and os.path.exists(store.manifest_path(1) + ".refused")
+
+
+def test_buddy_memory_parts_go_without_a_checksum_but_their_size_is_checked(tmp_path):
+    store = Store(str(tmp_path))
+    assert store.write(1, "part-0000", [b"abc", b"de"], checksum=False) == (5, None)
+    assert store.read(1, "part-0000", 5, None) == b"abcde"
+    sink = bytearray(5)
+    store.read_into(1, "part-0000", 5, None, [sink])
+    assert sink == b"abcde"
+    with pytest.raises(CheckpointError, match="5 bytes, the manifest says 6"):
+        store.read_into(1, "part-0000", 6, None, [bytearray(6)])
+
+
+def test_a_retired_generations_files_are_written_over(tmp_path):
+    store = Store(str(tmp_path))
+    store.write(1, "part-0000", [b"x" * 9000], checksum=False)
+    store.write_manifest(1, {})
+    inode = os.stat(store.path(1, "part-0000")).st_ino
+    assert store.write(2, "part-0000", [b"y" * 10], checksum=False, recycle=True) == (10, None)
+    assert os.path.exists(store.path(1, "part-0000"))   # gen 1 is still in use
+    store.write_manifest(2, {})
+    store.retire_before(2)
+    assert store.generations() == [2]
+    assert store.write(3, "part-0000", [b"z" * 5], checksum=False, recycle=True) == (5, None)
+    assert os.stat(store.path(3, "part-0000")).st_ino == inode
+    assert store.read(3, "part-0000", 5, None) == b"zzzzz"     # truncated to what was written
+    assert not os.path.exists(store.path(1, "part-0000"))
+    assert store.read(2, "part-0000", 10, None) == b"y" * 10
 
 
 def test_store_keeps_two_generations(tmp_path):
@@ -115,6 +145,51 @@ def test_restore_with_more_ranks(tmp_path, consistency):
     assert got[2].startswith("state None")             # no rank 2 was saved
     assert "restored checkpoint generation 2 (2 ranks saved it, 3 now)" in p.stderr
     assert rank_lines(p.stdout, "stats")[1] == "stats checkpoints 0 restores 1"
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_only_pages_with_data_are_saved(tmp_path, consistency):
+    """A 1 GiB region holding a 16 MB array: each rank saves its 8 MB half
+    (and a few pages of the allocator's), not 512 MB; restored exactly."""
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency,
+           "DSM_SIZE": "1G"}
+    p = run(tmp_path, 2, PROG, "sparse", env=env)
+    assert p.returncode == 0, p.stderr
+    saved = rank_lines(p.stdout, "sparse")
+    store = Store(str(tmp_path / "ck"))
+    doc = store.manifest(store.generations()[0])
+    for r, part in enumerate(doc["parts"]):
+        size = os.path.getsize(store.path(doc["generation"], part["name"]))
+        assert 8 << 20 <= size == part["nbytes"] < 9 << 20, (r, size)
+        assert sum(n for _, n in part["runs"]) * doc["page_size"] == size
+        state = os.path.getsize(store.path(doc["generation"], "state-%04d" % r))
+        assert saved[r].endswith("saved %d restored 0" % (size + state)), saved[r]
+    p = run(tmp_path, 2, PROG, "sparse", env=env)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "sparse")
+    sha = saved[0].split()[3]
+    for r in (0, 1):
+        assert got[r].startswith("sparse restored sha256 %s saved 0 restored " % sha), got[r]
+        assert int(got[r].split()[-1]) < 9 << 20
+
+
+@pytest.mark.timeout(200)
+def test_checkpoint_and_restore_are_trace_events(tmp_path):
+    from libdsm._binding import lib
+    assert rankreport.GEN_SHIFT == lib.DSM_EV_GEN_SHIFT
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    for what in ("checkpoint", "restore"):
+        out = str(tmp_path / ("%s.json" % what))
+        p = run(tmp_path, 2, PROG, "sparse", env=env, opts=("--trace", out))
+        assert p.returncode == 0, p.stderr
+        sizes = {r: int(line.split()[-3 if what == "checkpoint" else -1])
+                 for r, line in rank_lines(p.stdout, "sparse").items()}
+        with open(out) as f:
+            events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "checkpoint"]
+        assert sorted((e["pid"], e["name"], e["args"]["generation"], e["args"]["bytes"])
+                      for e in events) == [(r, what, 1, sizes[r]) for r in (0, 1)], events
+        assert all(e["dur"] > 0 and e["ts"] >= 0 for e in events)
 
 
 @pytest.mark.timeout(200)

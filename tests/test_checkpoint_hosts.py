@@ -1,8 +1,8 @@
 """dsmexec --restarts over several hosts (network namespaces, tests/netns.py):
-a host whose link goes down is left out of the restart, its ranks go to
-the hosts that still answer, and its part comes back from its buddy's
-memory on another host.  Under the private Slurm, a restart is a new srun
-step in the same allocation."""
+a host whose link goes down is left out of the restart, its ranks go to a
+spare host or to the hosts that still answer, and its part comes back from
+its buddy's memory on another host.  Under the private Slurm, a restart is
+a new srun step in the same allocation, without the node that failed."""
 import subprocess
 import uuid
 
@@ -16,11 +16,20 @@ from test_checkpoint import _jacobi, _run_killing, fresh_job, shm_stores
 HEARTBEAT_S = 2
 
 
-@pytest.mark.timeout(240)
-def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
+def last_hosts(output):
+    """{rank: the host it ran on last} from jacobi_ckpt.py --progress's "on HOST" lines."""
+    got = {}
+    for line in output.splitlines():
+        if line.startswith("[rank ") and "] on " in line:
+            got[int(line[6:line.index("]")])] = line.rsplit(" ", 1)[1]
+    return got
+
+
+def _cut_and_restart(tmp_path, hosts, lines, cut):
+    """Jacobi on the machine file `lines` under --restarts; host `cut`'s link
+    taken down while it waits at sweep 12.  (status, output)."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
-    cut = hosts.hosts[2]
     job, env = fresh_job()
 
     def cut_link():
@@ -28,33 +37,68 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
 
     try:
         status, output = _run_killing(
-            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3"], hosts.addresses, out,
+            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3"], lines, out,
             "[rank 0] paused at sweep 12", None, before_kill=cut_link,
             args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
     finally:
         subprocess.run(["ip", "link", "set", cut.veth, "up"], check=False)
     assert status == 0, output
-    assert "host %s does not answer: rank 2 goes to %s" % (cut.address, hosts.addresses[0]) \
-        in output, output
     assert "restarting it from checkpoint generation 2" in output, output
     assert output.count("restarted at sweep 10") == 3, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
     assert shm_stores(job) == set()
+    return output
 
 
 @pytest.mark.timeout(240)
-def test_a_killed_task_restarts_in_the_same_slurm_allocation(tmp_path, slurm):
+def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
+    cut = hosts.hosts[2]
+    output = _cut_and_restart(tmp_path, hosts, hosts.addresses, cut)
+    assert "host %s does not answer: rank 2 goes to %s" % (cut.address, hosts.addresses[0]) \
+        in output, output
+    assert last_hosts(output) == {0: hosts.addresses[0], 1: hosts.addresses[1],
+                                  2: hosts.addresses[0]}, output
+
+
+@pytest.mark.timeout(240)
+def test_a_spare_host_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path, hosts):
+    a, b, spare = hosts.addresses
+    output = _cut_and_restart(tmp_path, hosts, [a, b, b, "%s spare" % spare], hosts.hosts[1])
+    assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
+        "(a spare)" % (b, spare, spare) in output, output
+    assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
+
+
+def _kill_under_slurm(tmp_path, cluster, salloc, victim):
+    """Jacobi under salloc ... dsmexec --restarts, rank victim SIGKILLed at
+    sweep 12; the fault-free grid in the end.  The output."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
-    env = slurm.environ()
+    env = cluster.environ()
     env["DSM_TEST_TAG"] = uuid.uuid4().hex
-    status, output = _run_killing(tmp_path, [], None, out, "[rank 0] paused at sweep 12", 1,
-                                  args=["--pause-at", "12"], env=env,
-                                  prefix=["salloc", "-n", "3"])
+    status, output = _run_killing(tmp_path, [], None, out, "[rank 0] paused at sweep 12", victim,
+                                  args=["--pause-at", "12"], env=env, prefix=salloc)
     assert status == 0, output
     assert "the job failed (rank " in output and "Slurm task" in output, output
     assert "restarting it from checkpoint generation 2" in output, output
     assert output.count("restarted at sweep 10") == 3, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
     assert not wait_gone("DSM_TEST_TAG=" + env["DSM_TEST_TAG"], timeout=10, where="environ")
-    assert slurmd.queue_drains(slurm), "jobs left in the queue"
+    assert slurmd.queue_drains(cluster), "jobs left in the queue"
+    return output
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_task_restarts_in_the_same_slurm_allocation(tmp_path, slurm):
+    output = _kill_under_slurm(tmp_path, slurm, ["salloc", "-n", "3"], 1)
+    assert "is the job's only node: the restart runs there again" in output, output
+
+
+@pytest.mark.timeout(240)
+def test_a_restart_under_slurm_leaves_the_failed_node_out(tmp_path, slurm_nodes):
+    """Two nodes, h1 with ranks 0 and 1, h2 with rank 2: rank 2 killed, the
+    restart runs all three on h1 (the step's tasks where dsmexec puts them)."""
+    output = _kill_under_slurm(tmp_path, slurm_nodes, ["salloc", "-N", "2", "-n", "3"], 2)
+    assert "leaving node h2 out of the restart (rank 2 failed there): its ranks go to h1" \
+        in output, output
+    assert last_hosts(output) == {0: "h1", 1: "h1", 2: "h1"}, output

@@ -570,3 +570,24 @@ int dsm_take(uint64_t key, uint32_t timeout_ms, char *err)
 {
     return mbox_take(&D.locks.mbox, key, timeout_ms, err);
 }
+
+/* ---------------------------------------------------------- libdsm.checkpoint */
+
+int dsm_region_fd(void)
+{
+    return D.region.memfd;
+}
+
+void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns)
+{
+    TRACE_EVENT(&D.core, kind, arg, D.core.rank, 0, start_ns, dur_ns);
+}
+
+int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err)
+{
+    uint64_t i;
+    int rc = check_pages(first, n, err);
+    for (i = 0; !rc && i < n; i++)
+        out[i] = D.core.pages[first + i].prot;
+    return rc;
+}

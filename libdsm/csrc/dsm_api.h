@@ -212,3 +212,19 @@ int dsm_lock_held(uint32_t lock);
  * Posts made before the take are counted, so none is lost. */
 int dsm_post(int rank, uint64_t key, char *err);
 int dsm_take(uint64_t key, uint32_t timeout_ms, char *err);
+
+/* libdsm.checkpoint.  The region's memfd (the whole mapping, region and
+ * system area, at offset 0): lseek SEEK_DATA/SEEK_HOLE on it finds the
+ * pages ever written here without touching them; -1 when not running. */
+int dsm_region_fd(void);
+/* Checkpoint events for --trace: arg packs the generation (bits 40..63)
+ * and the bytes this rank wrote or read (bits 0..39). */
+#define DSM_EV_CHECKPOINT 5 /* a checkpoint: dur the whole collective */
+#define DSM_EV_RESTORE 6    /* a restore at init: dur the whole collective */
+#define DSM_EV_GEN_SHIFT 40
+/* Record an event of kind that began at start_ns (CLOCK_MONOTONIC) and
+ * lasted dur_ns, when tracing. */
+void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns);
+/* Each page of [first, first + n)'s protection here (DSM_PROT_*) into
+ * out[n]; an error when not running or past the region. */
+int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
