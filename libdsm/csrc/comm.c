@@ -223,9 +223,6 @@ static void hb_beat(void *ctx, int r)
     peer_send(&cm->peers[r], &hb, NULL, 0);
 }
 
-static const struct live_io heartbeat_io = { hb_closed, hb_last_rx, hb_last_tx, hb_lost,
-                                             hb_beat };
-
 /* Self-fencing: once the job failed, the program has FENCE_NS to end
  * (a PeerError normally does it); a rank stuck elsewhere ends here. */
 static void fence(struct comm *cm, uint64_t now)
@@ -239,16 +236,22 @@ static void fence(struct comm *cm, uint64_t now)
               FENCE_NS / 1000000000ULL);
 }
 
-/* Receive from the peers whose fds[r] polled readable, deliver, settle,
- * and flush the outboxes (caller holds loop_mu). */
-static void peers_round(struct comm *cm, const struct pollfd *fds)
+/* Receive from the peers whose fds[r] polled readable, deliver, and
+ * settle (caller holds loop_mu). */
+static void peers_receive(struct comm *cm, const struct pollfd *fds)
 {
-    int r, n = cm->c->nranks;
-    for (r = 0; r < n; r++)
+    int r;
+    for (r = 0; r < cm->c->nranks; r++)
         if (fds[r].fd >= 0 && (fds[r].revents & (POLLIN | POLLHUP | POLLERR)))
             peer_read(&cm->peers[r], cm->self_finalized);
     tp_settle(cm->t);
-    for (r = 0; r < n; r++)
+}
+
+/* Write what the outboxes hold (caller holds loop_mu). */
+static void peers_flush(struct comm *cm)
+{
+    int r;
+    for (r = 0; r < cm->c->nranks; r++)
         if (r != cm->c->rank)
             peer_flush(&cm->peers[r]);
 }
@@ -271,6 +274,20 @@ static void peer_fds(struct comm *cm, struct pollfd *fds, int leader, int outbox
         mu_unlock(&p->txmu, LK_TX);
     }
 }
+
+/* What came from every open peer, polled now: the heartbeat duty's look
+ * before a verdict in a round that left the peers to a polling thread. */
+static void hb_receive(void *ctx)
+{
+    struct comm *cm = ctx;
+    struct timespec zero = { 0, 0 };
+    peer_fds(cm, cm->fds + 2, 0, 0);
+    if (ppoll(cm->fds + 2, (nfds_t)cm->c->nranks, &zero, NULL) > 0)
+        peers_receive(cm, cm->fds + 2);
+}
+
+static const struct live_io heartbeat_io = { hb_closed, hb_last_rx, hb_last_tx, hb_lost,
+                                             hb_beat, hb_receive };
 
 /* One round: wait for events, deliver what came, settle, flush outboxes.
  * The wait is outside loop_mu, so that a waiting application thread can
@@ -300,9 +317,14 @@ static void round_of_events(struct comm *cm)
         tp_drain_ring(cm->t);
     }
     run_deferred(cm);
-    live_duty(&cm->live, now_ns(), cm->c->nranks, cm->c->rank, &heartbeat_io, cm);
     received = cm->c->stats.msgs_recv;
-    peers_round(cm, fds + 2);
+    /* what came first, then the verdicts (live_duty reads the peers
+     * itself after a wait that left them to a polling thread): a verdict
+     * on bytes left unread blames a live peer for this thread's own
+     * lateness (simcomm seeds 2432 and 23443) */
+    peers_receive(cm, fds + 2);
+    live_duty(&cm->live, now_ns(), cm->c->nranks, cm->c->rank, !leader, &heartbeat_io, cm);
+    peers_flush(cm);
     if (cm->c->stats.msgs_recv != received)
         cm->awake_until = now_ns() + cm->c->spin_ns;
     finalize_progress(cm);
@@ -329,8 +351,10 @@ static void app_poll(void *ctx, uint64_t until)
     while (!got && !cm->stopping && now_ns() < until) {
         if (!mu_trylock(&cm->loop_mu, LK_LOOP)) {
             peer_fds(cm, fds, 0, 0);
-            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0))
-                peers_round(cm, fds);
+            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0)) {
+                peers_receive(cm, fds);
+                peers_flush(cm);
+            }
             mu_unlock(&cm->loop_mu, LK_LOOP);
         }
         if (!got)

@@ -68,13 +68,16 @@ static int live_idle(const struct liveness *lv, uint64_t now, uint64_t last_tx_n
     return now - last_tx_ns >= lv->heartbeat_ns / 4;
 }
 
-void live_duty(struct liveness *lv, uint64_t now, int nranks, int self,
+void live_duty(struct liveness *lv, uint64_t now, int nranks, int self, int received,
                const struct live_io *io, void *ctx)
 {
     uint64_t rx, tx;
-    int r, send = live_round(lv, now);
+    int r, send;
     if (!lv->heartbeat_ns)
         return;
+    if (!received && now >= lv->next_duty_ns)
+        io->receive(ctx);
+    send = live_round(lv, now);
     for (r = 0; r < nranks; r++) {
         if (r == self || io->closed(ctx, r))
             continue;

@@ -56,12 +56,16 @@ struct live_io {
     int (*last_tx)(void *ctx, int r, uint64_t *at); /* 0: we closed ours; else *at: last send */
     void (*lost)(void *ctx, int r, uint64_t silent_ns);    /* it is dead: silent this long */
     void (*beat)(void *ctx, int r);             /* send it a heartbeat */
+    void (*receive)(void *ctx);                 /* receive what came from the peers now */
 };
-/* The heartbeat duty at `now` (each round, after what came was received):
- * a peer silent for heartbeat_ns is dead; every heartbeat_ns / 4, a
- * heartbeat to each peer we have been silent to for that long.  Sets
- * next_duty_ns: the next tick, or the first peer's silence deadline. */
-void live_duty(struct liveness *lv, uint64_t now, int nranks, int self,
+/* The heartbeat duty at `now`, each round, after what came was received
+ * (`received`: this round read every peer; if not, and a verdict may be
+ * due, io->receive reads them first: a verdict on bytes left unread would
+ * blame a live peer for this rank's own lateness).  A peer silent for
+ * heartbeat_ns is dead; every heartbeat_ns / 4, a heartbeat to each peer
+ * we have been silent to for that long.  Sets next_duty_ns: the next
+ * tick, or the first peer's silence deadline. */
+void live_duty(struct liveness *lv, uint64_t now, int nranks, int self, int received,
                const struct live_io *io, void *ctx);
 /* Self-fencing, each round: once the job failed (`failed`), the program
  * has fence_after_ns to end; 1 when the process is to end itself now. */
