@@ -119,30 +119,32 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     tp_finalized(cm->t, m);
 }
 
-/* Once every rank said DSM_FINALIZE, flush, shut our side, and stop when
- * every peer has shut theirs: nothing anyone still needs is in flight. */
-static void finalize_progress(struct comm *cm)
+/* The connections as finalize's progress (live_finish) sees them. */
+static int fin_finalized(void *ctx, int r)
 {
-    int r, open = 0;
-    if (!cm->self_finalized)
-        return;
-    for (r = 0; r < cm->c->nranks; r++)
-        if (r != cm->c->rank && !cm->peers[r].finalized)
-            return;
-    for (r = 0; r < cm->c->nranks; r++) {
-        struct peer *p = &cm->peers[r];
-        if (r == cm->c->rank)
-            continue;
-        mu_lock(&p->txmu, LK_TX);
-        if (!p->shut && p->tx.off == p->tx.len) {
-            shutdown(p->fd, SHUT_WR);
-            p->shut = 1;
-        }
-        mu_unlock(&p->txmu, LK_TX);
-        open += !p->shut || !p->eof;
-    }
-    cm->stopping = !open;
+    return ((struct comm *)ctx)->peers[r].finalized;
 }
+
+static int fin_shut(void *ctx, int r)
+{
+    struct peer *p = &((struct comm *)ctx)->peers[r];
+    int shut;
+    mu_lock(&p->txmu, LK_TX);
+    if (!p->shut && p->tx.off == p->tx.len) {
+        shutdown(p->fd, SHUT_WR);
+        p->shut = 1;
+    }
+    shut = p->shut;
+    mu_unlock(&p->txmu, LK_TX);
+    return shut;
+}
+
+static int fin_eof(void *ctx, int r)
+{
+    return ((struct comm *)ctx)->peers[r].eof;
+}
+
+static const struct finish_io finish_io = { fin_finalized, fin_shut, fin_eof };
 
 /* ---------------------------------------------------------- the loop */
 
@@ -327,7 +329,7 @@ static void round_of_events(struct comm *cm)
     peers_flush(cm);
     if (cm->c->stats.msgs_recv != received)
         cm->awake_until = now_ns() + cm->c->spin_ns;
-    finalize_progress(cm);
+    cm->stopping = live_finish(cm->c->nranks, cm->c->rank, cm->self_finalized, &finish_io, cm);
     fence(cm, now_ns());
     mu_unlock(&cm->loop_mu, LK_LOOP);
 }

@@ -111,6 +111,20 @@ uint64_t live_wait_ns(const struct liveness *lv, uint64_t now, uint64_t due, int
     return due > now ? due - now : 0;
 }
 
+int live_finish(int nranks, int self, int self_finalized, const struct finish_io *io, void *ctx)
+{
+    int r, open = 0;
+    if (!self_finalized)
+        return 0;
+    for (r = 0; r < nranks; r++)
+        if (r != self && !io->finalized(ctx, r))
+            return 0;
+    for (r = 0; r < nranks; r++)
+        if (r != self)
+            open += !io->shut(ctx, r) || !io->eof(ctx, r);
+    return !open;
+}
+
 int live_eof_lost(int peer_finalized, int self_finalized)
 {
     return !peer_finalized || !self_finalized;

@@ -74,6 +74,18 @@ int live_fence(struct liveness *lv, uint64_t now, int failed);
  * (`due`; UINT64_MAX: none), heartbeat duty or fence; at most HANDBACK_NS
  * while an application thread leads (`leader`).  UINT64_MAX: no limit. */
 uint64_t live_wait_ns(const struct liveness *lv, uint64_t now, uint64_t due, int leader);
+/* How live_finish sees the connections (comm.c's sockets, the
+ * simulator's channels).  `r` is never the rank itself. */
+struct finish_io {
+    int (*finalized)(void *ctx, int r);     /* its DSM_FINALIZE came */
+    int (*shut)(void *ctx, int r);          /* shut our side once its outbox is empty: 1 if shut */
+    int (*eof)(void *ctx, int r);           /* it shut its side */
+};
+/* Finalize's progress, each round: once this rank (`self_finalized`) and
+ * every peer said DSM_FINALIZE, each connection is shut as its outbox
+ * empties; 1 when the loop may stop (every connection shut both ways:
+ * nothing anyone still needs is in flight). */
+int live_finish(int nranks, int self, int self_finalized, const struct finish_io *io, void *ctx);
 /* Is an end of stream from a peer the loss of it?  Yes unless it and we
  * both said DSM_FINALIZE (then it is the end of the job). */
 int live_eof_lost(int peer_finalized, int self_finalized);

@@ -233,28 +233,28 @@ uint64_t comm_ready_at(int r)
     return at == NONE ? NONE : at + sr->late;
 }
 
-/* comm.c's finalize_progress: once every rank said DSM_FINALIZE, shut
- * each connection, and stop when every peer shut theirs. */
-static int finalize_progress(int r)
+/* The connections as live_finish sees them. */
+static int fin_finalized(void *ctx, int q)
 {
-    struct srank *sr = &S.r[r];
-    int q, open = 0;
-    if (!sr->self_finalized)
-        return 0;
-    for (q = 0; q < S.n; q++)
-        if (q != r && !sr->finalized[q])
-            return 0;
-    for (q = 0; q < S.n; q++) {
-        if (q == r)
-            continue;
-        if (!sr->shut[q]) {
-            push(r, q, M_EOF, 0, 0);
-            sr->shut[q] = 1;
-        }
-        open += !sr->eof[q];
-    }
-    return !open;
+    return ((struct srank *)ctx)->finalized[q];
 }
+
+static int fin_shut(void *ctx, int q)
+{
+    struct srank *sr = ctx;
+    if (!sr->shut[q]) {
+        push((int)(sr - S.r), q, M_EOF, 0, 0);
+        sr->shut[q] = 1;
+    }
+    return 1;
+}
+
+static int fin_eof(void *ctx, int q)
+{
+    return ((struct srank *)ctx)->eof[q];
+}
+
+static const struct finish_io sim_finish = { fin_finalized, fin_shut, fin_eof };
 
 /* One round of comm.c's round_of_events, after its wait ended. */
 void comm_round(int r)
@@ -264,7 +264,7 @@ void comm_round(int r)
     if (sr->watch)
         read_peers(r);
     live_duty(&sr->live, S.now, S.n, r, sr->watch, &sim_io, sr);
-    if (finalize_progress(r)) {
+    if (live_finish(S.n, r, sr->self_finalized, &sim_finish, sr)) {
         sr->clean = 1;
         end_rank(r, "finalized");
         return;
