@@ -22,8 +22,8 @@
 
 enum mtype { M_REQ, M_REP, M_HB, M_FIN, M_EOF };
 enum fate { F_NONE, F_SILENT, F_DEAD, F_RESET };
-/* An application thread: sending, in app_poll (without / holding
- * loop_mu), asleep on the event count, done, or (after a failure) stuck. */
+/* An application thread: computing, sending a request, in app_poll
+ * (without / holding loop_mu), asleep on the event count, or done. */
 enum astate { A_THINK, A_SEND, A_POLL, A_HOLD, A_SLEEP, A_DONE };
 
 struct smsg {
