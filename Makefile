@@ -68,7 +68,7 @@ simsync: build/simsync
 	build/simsync --seeds 0:10000
 
 # The comm thread's decisions (libdsm/csrc/commstep.c: heartbeats, silence
-# verdicts, self-fencing, DSM_WAIT=reply's leader/follower loop) on a
+# verdicts, self-fencing, the leader and follower loop of DSM_WAIT=reply) on a
 # simulated clock, with silent, dead, reset and slow peers: `make simcomm`.
 SIMCOMM_SOURCES := tests/sim/simcomm.c tests/sim/simcommrun.c $(addprefix $(CSRC)/,ground.c commstep.c)
 build/simcomm: $(SIMCOMM_SOURCES) $(wildcard $(CSRC)/*.h) tests/sim/simcomm.h
