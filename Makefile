@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py libdsm/_build.py $(wildcard libdsm/csrc/*.c libdsm/csrc/*.h)
 
-.PHONY: run test bench build clean sim simsync
+.PHONY: run test bench build clean sim simsync simcomm
 
 run: $(RUN_STAMP)
 	$(VPY) dsmexec.py machine_file.example examples/double_touch.py
@@ -67,6 +67,20 @@ build/simsync: $(SIMSYNC_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 simsync: build/simsync
 	build/simsync --seeds 0:10000
 
+# The comm thread's decisions (libdsm/csrc/commstep.c: heartbeats, silence
+# verdicts, self-fencing, the leader and follower loop of DSM_WAIT=reply) on a
+# simulated clock, with silent, dead, reset and slow peers: `make simcomm`.
+SIMCOMM_SOURCES := tests/sim/simcomm.c tests/sim/simcommrun.c $(addprefix $(CSRC)/,ground.c commstep.c)
+build/simcomm: $(SIMCOMM_SOURCES) $(wildcard $(CSRC)/*.h) tests/sim/simcomm.h
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_LOCKCHECK -I$(CSRC) -o $@ \
+	  $(SIMCOMM_SOURCES) -pthread
+
+simcomm: build/simcomm
+	build/simcomm --seeds 0:10000
+
+sim: build/simcomm
+
 sim: build/sim build/simsync
 ifdef SEED
 	build/sim --seed $(SEED) $(SIMFLAGS)
@@ -74,6 +88,7 @@ else
 	build/sim --seeds 0:10000 $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
 	build/simsync --seeds 0:10000
+	build/simcomm --seeds 0:10000
 endif
 
 # Scaling to 16 ranks (bench/scale.py): the same reference peers as `make

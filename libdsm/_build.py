@@ -18,6 +18,7 @@ C_FILES = ["ground.c", "wire.c", "ring.c", "region.c", "transport.c", "comm.c", 
            "net.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_pin.c", "coh_place.c",
            "coll.c", "reduce.c", "locks.c", "mbox.c",
            "trace.c",
+           "commstep.c",
            "fault.c", "waitsig.c", "api.c"]
 
 

@@ -23,11 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "comm.h"
+#include "commstep.h"
 #include "net.h"
 #include "peer.h"
-
-#define FENCE_NS 2000000000ULL  /* after a failure, the program's time to end */
-#define HANDBACK_NS 100000ULL   /* while threads poll, the comm thread looks this often */
 
 struct deferred {
     uint64_t due;
@@ -40,8 +38,7 @@ struct deferred {
  * (app_poll); peers[].tx is under txmu, and evfd anyone's. */
 struct comm {
     pthread_mutex_t loop_mu;
-    int pollers;                /* application threads polling the peers (app_poll) */
-    int watching;               /* the comm thread sleeps on the peer sockets */
+    struct lead lead;           /* who polls the peers in DSM_WAIT=reply (commstep.h) */
     uint64_t awake_until;       /* the comm thread polls without sleeping until then */
     struct transport *t;
     struct core *c;
@@ -52,9 +49,7 @@ struct comm {
     struct loss_report report;  /* the LOST_PEER message to dsmexec (peer.h) */
     int self_finalized, stopping;
     pthread_t thread;
-    uint64_t next_tick_ns;      /* next round of heartbeats */
-    uint64_t next_duty_ns;      /* next heartbeat or silence check; 0: heartbeats off */
-    uint64_t fence_ns;          /* when to end the process after a failure; 0: none */
+    struct liveness live;       /* heartbeats and fencing (commstep.h) */
 };
 
 static void wake(struct comm *cm)
@@ -124,30 +119,32 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
     tp_finalized(cm->t, m);
 }
 
-/* Once every rank said DSM_FINALIZE, flush, shut our side, and stop when
- * every peer has shut theirs: nothing anyone still needs is in flight. */
-static void finalize_progress(struct comm *cm)
+/* The connections as finalize's progress (live_finish) sees them. */
+static int fin_finalized(void *ctx, int r)
 {
-    int r, open = 0;
-    if (!cm->self_finalized)
-        return;
-    for (r = 0; r < cm->c->nranks; r++)
-        if (r != cm->c->rank && !cm->peers[r].finalized)
-            return;
-    for (r = 0; r < cm->c->nranks; r++) {
-        struct peer *p = &cm->peers[r];
-        if (r == cm->c->rank)
-            continue;
-        mu_lock(&p->txmu, LK_TX);
-        if (!p->shut && p->tx.off == p->tx.len) {
-            shutdown(p->fd, SHUT_WR);
-            p->shut = 1;
-        }
-        mu_unlock(&p->txmu, LK_TX);
-        open += !p->shut || !p->eof;
-    }
-    cm->stopping = !open;
+    return ((struct comm *)ctx)->peers[r].finalized;
 }
+
+static int fin_shut(void *ctx, int r)
+{
+    struct peer *p = &((struct comm *)ctx)->peers[r];
+    int shut;
+    mu_lock(&p->txmu, LK_TX);
+    if (!p->shut && p->tx.off == p->tx.len) {
+        shutdown(p->fd, SHUT_WR);
+        p->shut = 1;
+    }
+    shut = p->shut;
+    mu_unlock(&p->txmu, LK_TX);
+    return shut;
+}
+
+static int fin_eof(void *ctx, int r)
+{
+    return ((struct comm *)ctx)->peers[r].eof;
+}
+
+static const struct finish_io finish_io = { fin_finalized, fin_shut, fin_eof };
 
 /* ---------------------------------------------------------- the loop */
 
@@ -171,23 +168,16 @@ static void run_deferred(struct comm *cm)
  * the comm thread awake. */
 static struct timespec *poll_timeout(struct comm *cm, struct timespec *ts, int leader)
 {
-    uint64_t now, wait, due = leader ? now_ns() + HANDBACK_NS : UINT64_MAX;
+    uint64_t now = now_ns(), wait;
     if (__atomic_load_n(&cm->c->busy_poll, __ATOMIC_RELAXED) > 0 ||
-        (!leader && cm->c->poll && now_ns() < cm->awake_until)) {
+        (!leader && cm->c->poll && now < cm->awake_until)) {
         sched_yield();
         *ts = (struct timespec){ 0, 0 };
         return ts;
     }
-    if (cm->deferred)
-        due = cm->deferred->due;
-    if (cm->next_duty_ns && cm->next_duty_ns < due)
-        due = cm->next_duty_ns;
-    if (cm->fence_ns && cm->fence_ns < due)
-        due = cm->fence_ns;
-    if (due == UINT64_MAX)
+    wait = live_wait_ns(&cm->live, now, cm->deferred ? cm->deferred->due : UINT64_MAX, leader);
+    if (wait == UINT64_MAX)
         return NULL;
-    now = now_ns();
-    wait = due > now ? due - now : 0;
     ts->tv_sec = (time_t)(wait / 1000000000ULL);
     ts->tv_nsec = (long)(wait % 1000000000ULL);
     return ts;
@@ -200,38 +190,39 @@ static void on_heartbeat(void *ctx, const struct msg *m, const unsigned char *pa
 {
 }
 
-/* Each round: a peer silent for heartbeat_ns is declared dead.  Every
- * heartbeat_ns / 4: a heartbeat to each peer we have been silent to for
- * that long.  Peers that closed, or that we closed, need neither.  The
- * poll wakes at the next tick or the first peer's silence deadline. */
-static void heartbeat_duty(struct comm *cm, uint64_t now)
+/* The peers as the heartbeat duty (live_duty, commstep.h) sees them. */
+static int hb_closed(void *ctx, int r)
 {
-    const struct core *c = cm->c;
-    uint64_t tick = c->heartbeat_ns / 4;
-    struct msg hb = { .type = DSM_HEARTBEAT, .origin = (uint16_t)c->rank };
-    int r, idle, send = now >= cm->next_tick_ns;
-    if (!c->heartbeat_ns)
-        return;
-    if (send)
-        cm->next_tick_ns = now + tick;
-    cm->next_duty_ns = cm->next_tick_ns;
-    for (r = 0; r < c->nranks; r++) {
-        struct peer *p = &cm->peers[r];
-        if (r == c->rank || p->eof)
-            continue;
-        if (now - p->last_rx_ns >= c->heartbeat_ns)
-            peer_lost(p, "silent", "rank %d sent nothing for %.1f s: declared dead", r,
-                      (double)(now - p->last_rx_ns) / 1e9);
-        else if (p->last_rx_ns + c->heartbeat_ns < cm->next_duty_ns)
-            cm->next_duty_ns = p->last_rx_ns + c->heartbeat_ns;
-        if (!send)
-            continue;
-        mu_lock(&p->txmu, LK_TX);
-        idle = !p->shut && now - p->last_tx_ns >= tick;
-        mu_unlock(&p->txmu, LK_TX);
-        if (idle)
-            peer_send(p, &hb, NULL, 0);
-    }
+    return ((struct comm *)ctx)->peers[r].eof;
+}
+
+static uint64_t hb_last_rx(void *ctx, int r)
+{
+    return ((struct comm *)ctx)->peers[r].last_rx_ns;
+}
+
+static int hb_last_tx(void *ctx, int r, uint64_t *at)
+{
+    struct peer *p = &((struct comm *)ctx)->peers[r];
+    int open;
+    mu_lock(&p->txmu, LK_TX);
+    open = !p->shut;
+    *at = p->last_tx_ns;
+    mu_unlock(&p->txmu, LK_TX);
+    return open;
+}
+
+static void hb_lost(void *ctx, int r, uint64_t silent_ns)
+{
+    peer_lost(&((struct comm *)ctx)->peers[r], "silent",
+              "rank %d sent nothing for %.1f s: declared dead", r, (double)silent_ns / 1e9);
+}
+
+static void hb_beat(void *ctx, int r)
+{
+    struct comm *cm = ctx;
+    struct msg hb = { .type = DSM_HEARTBEAT, .origin = (uint16_t)cm->c->rank };
+    peer_send(&cm->peers[r], &hb, NULL, 0);
 }
 
 /* Self-fencing: once the job failed, the program has FENCE_NS to end
@@ -240,29 +231,29 @@ static void fence(struct comm *cm, uint64_t now)
 {
     struct core *c = cm->c;
     char why[DSM_ERRLEN];
-    if (!c->heartbeat_ns || !core_failed(c))
-        return;
-    if (!cm->fence_ns) {
-        cm->fence_ns = now + FENCE_NS;
-        return;
-    }
-    if (now < cm->fence_ns)
+    if (!live_fence(&cm->live, now, core_failed(c)))
         return;
     memcpy(why, c->failure, sizeof why);    /* fixed once core_failed says so */
     dsm_panic(c->rank, "%s; the program did not end within %llu s of it, exiting", why,
               FENCE_NS / 1000000000ULL);
 }
 
-/* Receive from the peers whose fds[r] polled readable, deliver, settle,
- * and flush the outboxes (caller holds loop_mu). */
-static void peers_round(struct comm *cm, const struct pollfd *fds)
+/* Receive from the peers whose fds[r] polled readable, deliver, and
+ * settle (caller holds loop_mu). */
+static void peers_receive(struct comm *cm, const struct pollfd *fds)
 {
-    int r, n = cm->c->nranks;
-    for (r = 0; r < n; r++)
+    int r;
+    for (r = 0; r < cm->c->nranks; r++)
         if (fds[r].fd >= 0 && (fds[r].revents & (POLLIN | POLLHUP | POLLERR)))
             peer_read(&cm->peers[r], cm->self_finalized);
     tp_settle(cm->t);
-    for (r = 0; r < n; r++)
+}
+
+/* Write what the outboxes hold (caller holds loop_mu). */
+static void peers_flush(struct comm *cm)
+{
+    int r;
+    for (r = 0; r < cm->c->nranks; r++)
         if (r != cm->c->rank)
             peer_flush(&cm->peers[r]);
 }
@@ -286,6 +277,20 @@ static void peer_fds(struct comm *cm, struct pollfd *fds, int leader, int outbox
     }
 }
 
+/* What came from every open peer, polled now: the heartbeat duty's look
+ * before a verdict in a round that left the peers to a polling thread. */
+static void hb_receive(void *ctx)
+{
+    struct comm *cm = ctx;
+    struct timespec zero = { 0, 0 };
+    peer_fds(cm, cm->fds + 2, 0, 0);
+    if (ppoll(cm->fds + 2, (nfds_t)cm->c->nranks, &zero, NULL) > 0)
+        peers_receive(cm, cm->fds + 2);
+}
+
+static const struct live_io heartbeat_io = { hb_closed, hb_last_rx, hb_last_tx, hb_lost,
+                                             hb_beat, hb_receive };
+
 /* One round: wait for events, deliver what came, settle, flush outboxes.
  * The wait is outside loop_mu, so that a waiting application thread can
  * receive its reply meanwhile (app_poll); while one does, the comm thread
@@ -297,15 +302,13 @@ static void round_of_events(struct comm *cm)
     uint64_t received;
     int leader;
     mu_lock(&cm->loop_mu, LK_LOOP);
-    __atomic_store_n(&cm->watching, 1, __ATOMIC_SEQ_CST);
-    if ((leader = __atomic_load_n(&cm->pollers, __ATOMIC_SEQ_CST) > 0))
-        __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
+    leader = !lead_watch(&cm->lead);
     peer_fds(cm, fds + 2, leader, 1);
     mu_unlock(&cm->loop_mu, LK_LOOP);
     if (ppoll(fds, (nfds_t)(2 + cm->c->nranks), poll_timeout(cm, &ts, leader), NULL) < 0 &&
         errno != EINTR)
         core_fail(cm->c, "ppoll: %s", strerror(errno));
-    __atomic_store_n(&cm->watching, 0, __ATOMIC_SEQ_CST);
+    lead_unwatch(&cm->lead);
     if (fds[1].revents)
         dsm_panic(cm->c->rank, "lost the connection to dsmexec, exiting");
     mu_lock(&cm->loop_mu, LK_LOOP);
@@ -316,12 +319,17 @@ static void round_of_events(struct comm *cm)
         tp_drain_ring(cm->t);
     }
     run_deferred(cm);
-    heartbeat_duty(cm, now_ns());
     received = cm->c->stats.msgs_recv;
-    peers_round(cm, fds + 2);
+    /* what came first, then the verdicts (live_duty reads the peers
+     * itself after a wait that left them to a polling thread): a verdict
+     * on bytes left unread blames a live peer for this thread's own
+     * lateness (simcomm seeds 2432 and 23443) */
+    peers_receive(cm, fds + 2);
+    live_duty(&cm->live, now_ns(), cm->c->nranks, cm->c->rank, !leader, &heartbeat_io, cm);
+    peers_flush(cm);
     if (cm->c->stats.msgs_recv != received)
         cm->awake_until = now_ns() + cm->c->spin_ns;
-    finalize_progress(cm);
+    cm->stopping = live_finish(cm->c->nranks, cm->c->rank, cm->self_finalized, &finish_io, cm);
     fence(cm, now_ns());
     mu_unlock(&cm->loop_mu, LK_LOOP);
 }
@@ -340,20 +348,21 @@ static void app_poll(void *ctx, uint64_t until)
     struct pollfd fds[DSM_MAX_RANKS];
     struct timespec zero = { 0, 0 };
     int got = 0;
-    __atomic_add_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&cm->watching, __ATOMIC_SEQ_CST))
+    if (lead_join(&cm->lead))
         wake(cm);
     while (!got && !cm->stopping && now_ns() < until) {
         if (!mu_trylock(&cm->loop_mu, LK_LOOP)) {
             peer_fds(cm, fds, 0, 0);
-            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0))
-                peers_round(cm, fds);
+            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0)) {
+                peers_receive(cm, fds);
+                peers_flush(cm);
+            }
             mu_unlock(&cm->loop_mu, LK_LOOP);
         }
         if (!got)
             sched_yield();
     }
-    if (!__atomic_sub_fetch(&cm->pollers, 1, __ATOMIC_SEQ_CST))
+    if (lead_leave(&cm->lead))
         wake(cm);               /* the peers are the comm thread's again */
 }
 
@@ -393,7 +402,7 @@ int comm_open(struct transport *t, struct core *c, const int *peer_fds, int mast
     cm->c = c;
     cm->report.master_fd = master_fd;
     pthread_mutex_init(&cm->loop_mu, NULL);
-    cm->next_tick_ns = cm->next_duty_ns = c->heartbeat_ns ? now_ns() + c->heartbeat_ns / 4 : 0;
+    live_init(&cm->live, c->heartbeat_ns, FENCE_NS, now_ns());
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         rc = dsm_err_sys(err, errno, "eventfd");
         goto err;

@@ -9,6 +9,7 @@
  *   region.c     layer 1: the two views of the memory, protections
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
+ *   commstep.c   layer 1: the comm thread's decisions, step functions of the time
  *   peer.c       layer 1: one connection of it: framing, outbox, payloads in place
  *   net.c        layer 1: socket helpers
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include "commstep.h"
 #include "net.h"
 #include "peer.h"
 
@@ -226,7 +227,7 @@ static size_t receive(struct peer *p, int self_finalized, void *dst, size_t len)
         return 0;
     if (n <= 0) {               /* a peer closes only once every rank, we too, finalized */
         p->eof = 1;
-        if (!p->finalized || !self_finalized)
+        if (live_eof_lost(p->finalized, self_finalized))
             peer_lost(p, "closed", "rank %d closed its connection before finalize (%s)", p->rank,
                       n < 0 ? strerror(errno) : "end of stream");
         return 0;
