@@ -296,3 +296,18 @@ def take(key, timeout_s):
 
 OPS.update(land=lib.DSM_OP_LAND, lor=lib.DSM_OP_LOR, lxor=lib.DSM_OP_LXOR,
            band=lib.DSM_OP_BAND, bor=lib.DSM_OP_BOR, bxor=lib.DSM_OP_BXOR)
+
+
+# ------------------------------------------------------------ host-shared memory
+
+def host_attach(memfd, nlocal, index):
+    """Before start(): the region maps the host's shared memfd (hostshare.py),
+    which the core owns from here on; this rank is index of nlocal on its host."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_host_attach(memfd, nlocal, index, err), err)
+
+
+def host_barrier():
+    """The barrier of the host's ranks, through their shared memory."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_host_barrier(err), err)

@@ -212,3 +212,14 @@ int dsm_lock_held(uint32_t lock);
  * Posts made before the take are counted, so none is lost. */
 int dsm_post(int rank, uint64_t key, char *err);
 int dsm_take(uint64_t key, uint32_t timeout_ms, char *err);
+
+/* Host-shared memory (DSM_SHARE=host; libdsm/hostshare.py).  Before
+ * dsm_start: the region will map `memfd` (the region's bytes, then a
+ * control area of 4096) instead of a memfd of its own, every page
+ * read/write; this rank is `index` of the `nlocal` ranks of its host.  The
+ * core owns memfd from here on. */
+int dsm_host_attach(int memfd, int nlocal, int index, char *err);
+/* Collective among the ranks of the host: returns when all have called
+ * it, through the shared control area (no message).  DSM_EPEER once the
+ * job failed; DSM_ESTATE when not in host-shared mode or not running. */
+int dsm_host_barrier(char *err);
