@@ -123,7 +123,9 @@ class Collectives:
         next barrier() call goes on waiting for it (other collectives raise
         CollectiveError until it completes)."""
         self.check()
-        desc = mismatch.describe()
+        # the host barrier has no mismatch to explain, and describe() costs
+        # more than the barrier itself
+        desc = None if self._host_shared else mismatch.describe()
         if timeout is None and self._pending is None:
             self._barriers += 1
             self._guarded(self._barrier, desc)

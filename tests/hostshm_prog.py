@@ -97,9 +97,9 @@ def where(dsm):
     maps = [line.split()[-2:] for line in open("/proc/self/maps")
             if int(line.split("-")[0], 16) == dsm.base]
     print("mapped from", " ".join(maps[0]))
+    dsm.barrier()                       # every rank has its memfd: the socket is shut
     sockets = [line for line in open("/proc/net/unix") if "@libdsm-" in line]
     mine = "@libdsm-%s" % hashlib.sha256(rank.CONTEXT.secret).hexdigest()[:16]
-    dsm.barrier()
     print("sockets left", sum(mine in line for line in sockets))
 
 
