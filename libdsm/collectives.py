@@ -122,10 +122,14 @@ class Collectives:
         BarrierTimeoutError; this rank then stays in that barrier, and its
         next barrier() call goes on waiting for it (other collectives raise
         CollectiveError until it completes)."""
-        self.check()
-        # the host barrier has no mismatch to explain, and describe() costs
-        # more than the barrier itself
-        desc = None if self._host_shared else mismatch.describe()
+        if self._host_shared and not self.finalized:
+            # the barrier programs loop on: no mismatch to explain, and the
+            # handler (which nothing faults on here) is put back by the
+            # other calls; each check costs more than the barrier itself
+            desc = None
+        else:
+            self.check()
+            desc = mismatch.describe()
         if timeout is None and self._pending is None:
             self._barriers += 1
             self._guarded(self._barrier, desc)
