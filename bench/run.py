@@ -65,9 +65,9 @@ RUNS = [
     [PY, bench("restart.py")],
 ] + [cmd for _ in range(APP_ROUNDS) for kind in ("fill", "jacobi", "matmul") for cmd in (
     DSMEXEC + [M2, bench("hostshm.py"), "dsm", kind],
-    [PY, bench("hostshm.py"), "shm", kind])] + [
-    MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", kind] for kind in ("jacobi", "matmul")
-    for _ in range(APP_ROUNDS)] + [
+    [PY, bench("hostshm.py"), "shm", kind],
+    MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", kind])
+    if cmd[-1] != "fill" or "mpi" not in cmd] + [
     DSMEXEC + [M2, bench("hostshm.py"), "dsm", "barrier"],
     MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", "barrier"],
 ]

@@ -2,6 +2,7 @@
 memfd, nothing faults, barriers go through the shared control area.  Every
 example prints what it prints in per-rank mode; the failure, fork and
 clean-up behaviour of per-rank mode stays."""
+import json
 import os
 import re
 import types
@@ -56,6 +57,15 @@ def test_every_call_works_with_no_fault_and_no_page_moved(tmp_path, consistency)
     assert set(rank_lines(p.stdout, "access").values()) == {"access ['rw']"}
     assert rank_lines(p.stdout, "faults") == {r: "faults 0 pages moved 0 twins 0"
                                               for r in (0, 1)}, p.stdout
+
+
+def test_the_trace_shows_each_ranks_barriers_and_no_fault(tmp_path):
+    out = tmp_path / "trace.json"
+    p = run(tmp_path, 2, PROG, "where", env=HOST, opts=("--trace", str(out)))
+    assert p.returncode == 0, p.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    assert {(e["pid"], e["name"]) for e in events} >= {(0, "barrier"), (1, "barrier")}
+    assert not [e for e in events if e.get("cat") == "fault"]
 
 
 def test_locked_increments_from_two_threads_a_rank_are_exact(tmp_path):

@@ -88,11 +88,10 @@ int dsm_host_barrier(char *err)
                 "which this process has not started");
         return DSM_ESTATE;
     }
-    core_lock(h->c);
-    rc = core_running(h->c, err);
-    core_unlock(h->c);
-    if (rc)
-        return rc;
+    if (__atomic_load_n(&h->c->phase, __ATOMIC_ACQUIRE) != PHASE_RUNNING) {
+        dsm_err(err, "the DSM was finalized");     /* started, since h is there */
+        return DSM_ESTATE;
+    }
     note = core_note_wait(h->c, WAIT_COLL, DSM_COLL_BARRIER,
                           __atomic_load_n(&h->ctrl->gen, __ATOMIC_RELAXED));
     rc = barrier(h, err);
