@@ -22,6 +22,8 @@ M2 = os.path.join(REPO, "machine_file.example")
 M4, M8 = os.path.join(HERE, "machines-4"), os.path.join(HERE, "machines-8")
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "tcp,self",
           "--mca", "pml", "ob1", "--mca", "osc", "pt2pt"]
+MPIRUN_SM = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+"""Open MPI left to its default transports: shared memory on one host."""
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", MPI4PY_RC_THREAD_LEVEL="serialized")
 
@@ -61,6 +63,13 @@ RUNS = [
     DSMEXEC + ["--checkpoint-dir", CHECKPOINT_DIR, M2, bench("checkpoint.py"), "dir"],
     DSMEXEC + [M2, bench("checkpoint.py"), "jacobi"],
     [PY, bench("restart.py")],
+] + [cmd for _ in range(APP_ROUNDS) for kind in ("fill", "jacobi", "matmul") for cmd in (
+    DSMEXEC + [M2, bench("hostshm.py"), "dsm", kind],
+    [PY, bench("hostshm.py"), "shm", kind],
+    MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", kind])
+    if cmd[-1] != "fill" or "mpi" not in cmd] + [
+    DSMEXEC + [M2, bench("hostshm.py"), "dsm", "barrier"],
+    MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", "barrier"],
 ]
 
 
@@ -184,7 +193,35 @@ def table(r):
         "one serial ssh %.2f s" % x["ref_seconds"], "%.1f×" % (x["seconds"] / x["ref_seconds"]),
         "≤ 1.5 s", x["seconds"] <= 1.5)
     checkpoint_rows(r, add)
+    host_rows(r, add)
     return out
+
+
+def host_rows(r, add):
+    """The rows of bench/hostshm.py: 2 ranks on one host in host-shared
+    memory (DSM_SHARE=host, issue 20)."""
+    x, s = r["host fill"], r["shm fill"]
+    ratio = x["seconds"] / s["seconds"]
+    add("2 ranks on one host fill their rows of a fresh 64 MiB array, a barrier, rank 0 "
+        "sums it (host-shared)", "%.3f s (first round %.3f s), %d faults" % (
+            x["seconds"], x["first_seconds"], x["faults"]),
+        "multiprocessing.shared_memory %.3f s (first %.3f s)" % (
+            s["seconds"], s["first_seconds"]),
+        "%.2f×" % ratio, "≤ 1.1×, 0 faults", ratio <= 1.1 and x["faults"] == 0)
+    x, m = r["host barrier"], r["mpi-sm barrier 2"]
+    ratio = x["median_us"] / m["median_us"]
+    add("barrier, 2 ranks on one host (host-shared)",
+        "%s (p99 %s)" % (us(x["median_us"]), us(x["p99_us"])),
+        "Open MPI default (shared-memory) barrier %s" % us(m["median_us"]),
+        "%.2f×" % ratio, "≤ 3×", ratio <= 3)
+    for kind in ("jacobi", "matmul"):
+        d = r["host " + kind]["seconds"]
+        for ref, what, target in (("shm", "multiprocessing.shared_memory", 1.05),
+                                  ("mpi-sm", "mpi4py, default transports", 1.0)):
+            m = r["%s %s" % (ref, kind)]["seconds"]
+            add("%s, 2 ranks on one host (host-shared)" % kind, "%.3f s" % d,
+                "%s %.3f s" % (what, m), "%.2f×" % (d / m), "≤ %.2f×" % target,
+                d / m <= target)
 
 
 def checkpoint_rows(r, add):

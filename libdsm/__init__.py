@@ -103,7 +103,8 @@ class Dsm:
         self._heap, self._regions = layout.open_system_area(
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
-        self._coll = Collectives(memory, self.rank, self.size, self.hostname())
+        shared = cfg["share"] == "host"
+        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared)
         self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
@@ -112,8 +113,11 @@ class Dsm:
                           self.rank, self.size)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
+        # host-shared: every rank holds every page writable, so each saves
+        # the pages it homes, as in release mode
         self._ckpt = Checkpoints(memory, self._coll, self.rank, self._where.hostnames(),
-                                 layout.mapped_bytes(self.nbytes), cfg["consistency"])
+                                 layout.mapped_bytes(self.nbytes),
+                                 "release" if shared else cfg["consistency"])
         self.restored: Any = self._ckpt.restore()
         """This rank's state from the checkpoint the job restarted from; None
         on a fresh start (see `checkpoint`)."""
@@ -438,7 +442,7 @@ def init(*, size: int | str | None = None, base: int | str | None = None,
          connect_timeout: float | None = None,
          consistency: Literal["sequential", "release"] | None = None,
          twin_limit: int | str | None = None, heartbeat_s: float | None = None,
-         debug: bool | None = None) -> Dsm:
+         debug: bool | None = None, share: Literal["rank", "host"] | None = None) -> Dsm:
     """Join the job (or run alone) and map the shared region.
 
     Each keyword is the DSM_* variable of its name (size is DSM_SIZE, and so
@@ -456,7 +460,7 @@ def init(*, size: int | str | None = None, base: int | str | None = None,
     options = dict(size=size, base=base, block_pages=block_pages, locks=locks,
                    readahead=readahead, spin_us=spin_us, wait=wait, hold_us=hold_us,
                    connect_timeout=connect_timeout, consistency=consistency,
-                   twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug)
+                   twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug, share=share)
     ctx = job.context()
     _instance = Dsm(ctx, job.start(ctx, options))
     job.forbid_fork(_instance._coll, _instance.rank, _instance.hostname())

@@ -1,6 +1,8 @@
 """The only module that touches the compiled cffi module (`libdsm._core`).
 
 Every C return code is checked here and becomes a typed exception."""
+import threading
+
 from libdsm import errors
 from libdsm._version import __version__
 
@@ -324,3 +326,27 @@ def page_prots(first, n):
     out, err = ffi.new("uint8_t[]", n), ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_page_prots(first, n, out, err), err)
     return ffi.buffer(out, n)[:]
+
+
+# ------------------------------------------------------------ host-shared memory
+
+def host_attach(memfd, nlocal, index):
+    """Before start(): the region maps the host's shared memfd (hostshare.py),
+    which the core owns from here on; this rank is index of nlocal on its host."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_host_attach(memfd, nlocal, index, err), err)
+
+
+_host_err = threading.local()
+
+
+def host_barrier():
+    """The barrier of the host's ranks, through their shared memory.  Its
+    error buffer is made once per thread: programs call it in tight loops,
+    where ffi.new would be a fair part of the time."""
+    err = getattr(_host_err, "buf", None)
+    if err is None:
+        err = _host_err.buf = ffi.new("char[]", lib.DSM_ERRLEN)
+    rc = lib.dsm_host_barrier(err)
+    if rc:
+        _check(rc, err)

@@ -56,10 +56,14 @@ def loads(data, memory):
 
 class Collectives:
     """One rank's collectives over the C core.  `memory` is what received
-    Allocations are bound to; rank and host name this rank in errors."""
+    Allocations are bound to; rank and host name this rank in errors.
+    host_shared: the ranks share one copy of the memory (DSM_SHARE=host):
+    barriers go through it, and homes do not move (nothing is to move)."""
 
-    def __init__(self, memory, rank, size, host):
+    def __init__(self, memory, rank, size, host, host_shared=False):
         self._memory = memory
+        self._barrier = _binding.host_barrier if host_shared else _binding.barrier
+        self._host_shared = host_shared
         self._rank, self._size, self._host = rank, size, host
         self._lock = threading.Lock()
         self.finalized = False
@@ -118,11 +122,17 @@ class Collectives:
         BarrierTimeoutError; this rank then stays in that barrier, and its
         next barrier() call goes on waiting for it (other collectives raise
         CollectiveError until it completes)."""
-        self.check()
-        desc = mismatch.describe()
+        if self._host_shared and not self.finalized:
+            # the barrier programs loop on: no mismatch to explain, and the
+            # handler (which nothing faults on here) is put back by the
+            # other calls; each check costs more than the barrier itself
+            desc = None
+        else:
+            self.check()
+            desc = mismatch.describe()
         if timeout is None and self._pending is None:
             self._barriers += 1
-            self._guarded(_binding.barrier, desc)
+            self._guarded(self._barrier, desc)
             return
         if timeout is not None and not timeout >= 0:
             raise ValueError("barrier timeout must be a number of seconds >= 0, got %r"
@@ -131,7 +141,7 @@ class Collectives:
             self._barriers += 1
             if timeout is not None:
                 self._arrivals.arrive()
-            self._pending = _Pending(lambda: self._guarded(_binding.barrier, desc),
+            self._pending = _Pending(lambda: self._guarded(self._barrier, desc),
                                      self._barriers)
         pending = self._pending
         if not pending.done.wait(timeout):
@@ -144,9 +154,13 @@ class Collectives:
             raise pending.error
 
     def place(self, first, count, homes):
-        """Collective: move the homes of pages [first, first + count)."""
+        """Collective: move the homes of pages [first, first + count); with
+        host-shared memory only a barrier."""
         self.check()
         self._not_pending()
+        if self._host_shared:
+            self._guarded(self._barrier, mismatch.describe())
+            return
         self._guarded(lambda: _binding.place(first, count, homes), mismatch.describe())
 
     def bcast(self, value, root):

@@ -22,6 +22,10 @@ DSM_TWIN_LIMIT       release mode: bytes of twins a rank keeps before it sends p
 DSM_HEARTBEAT_S      seconds of silence after which a peer is declared dead, and
                      the job fails (10); 0 turns failure detection off
 DSM_DEBUG            trace protocol messages to stderr when set to 1
+DSM_SHARE            "rank" (the default: every rank its own copy of each page, kept
+                     coherent by the protocol) or "host" (the ranks of a host map one
+                     physical copy: no page faults; docs/host-shared.md); for now
+                     "host" needs every rank of the job on one host
 """
 import os
 
@@ -41,10 +45,12 @@ DEFAULTS = {
     "twin_limit": 64 << 20,
     "heartbeat_s": 10.0,
     "debug": False,
+    "share": "rank",
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
 CONSISTENCIES = ("sequential", "release")
+SHARES = ("rank", "host")
 WAITS = ("reply", "yield")
 SPIN_US = 50
 MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 86400
@@ -85,6 +91,7 @@ _PARSERS = {
     "twin_limit": ("DSM_TWIN_LIMIT", parse_size),
     "heartbeat_s": ("DSM_HEARTBEAT_S", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
+    "share": ("DSM_SHARE", lambda s: s.strip().lower()),
 }
 
 
@@ -102,6 +109,7 @@ _ACCEPTS = {                # init() keyword -> (types it takes, what to say)
     "twin_limit": ((int, str), "a byte count: an int or a string such as '64M'"),
     "heartbeat_s": ((int, float), "seconds, an int or a float"),
     "debug": ((bool,), "True or False"),
+    "share": ((str,), "'rank' or 'host'"),
 }
 
 
@@ -203,6 +211,9 @@ def resolve(page_size, environ=None, ranks_here=1, memory=None, **given):
         raise ConfigError("%s must be %s, got %r"
                           % (option("consistency"), " or ".join(map(repr, CONSISTENCIES)),
                              cfg["consistency"]))
+    if cfg["share"] not in SHARES:
+        raise ConfigError("%s must be %s, got %r"
+                          % (option("share"), " or ".join(map(repr, SHARES)), cfg["share"]))
     if not 1 << 20 <= cfg["twin_limit"] <= 1 << 40:
         raise ConfigError("%s must be 1M..1T, got %d"
                           % (option("twin_limit"), cfg["twin_limit"]))

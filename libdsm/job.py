@@ -5,7 +5,7 @@ is no rank, and refused."""
 import faulthandler
 import os
 
-from libdsm import _binding, config, layout, mesh
+from libdsm import _binding, config, hostshare, layout, mesh
 from libdsm.errors import ConfigError, StateError
 from libdsm_services import wire
 
@@ -29,11 +29,15 @@ def start(ctx, options):
     host = ctx.hostnames[rank] if ctx else None
     mapped = layout.mapped_bytes(cfg["size"])
     fds = [None]
+    handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"]) \
+        if cfg["share"] == "host" else None
     if ctx:
         major, minor = _binding.core_version()
         shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size(),
                  major << 16 | minor)
         fds = mesh.build(ctx, shape, cfg["connect_timeout"])
+    if handover:                        # every rank is up: the memfd can be handed on
+        _binding.host_attach(*handover.take())
     if not faulthandler.is_enabled():
         faulthandler.enable()
     _binding.start(rank, size, cfg["base"], mapped, cfg["block_pages"], cfg["hold_us"],

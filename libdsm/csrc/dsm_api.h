@@ -228,3 +228,13 @@ void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns);
 /* Each page of [first, first + n)'s protection here (DSM_PROT_*) into
  * out[n]; an error when not running or past the region. */
 int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
+/* Host-shared memory (DSM_SHARE=host; libdsm/hostshare.py).  Before
+ * dsm_start: the region will map `memfd` (the region's bytes, then a
+ * control area of 4096) instead of a memfd of its own, every page
+ * read/write; this rank is `index` of the `nlocal` ranks of its host.  The
+ * core owns memfd from here on. */
+int dsm_host_attach(int memfd, int nlocal, int index, char *err);
+/* Collective among the ranks of the host: returns when all have called
+ * it, through the shared control area (no message).  DSM_EPEER once the
+ * job failed; DSM_ESTATE when not in host-shared mode or not running. */
+int dsm_host_barrier(char *err);

@@ -7,6 +7,7 @@
  *   reduce.c     elementwise reductions of typed arrays
  *   trace.c      the event trace (dsmexec --trace): fixed records, one atomic add each
  *   region.c     layer 1: the two views of the memory, protections
+ *   hostmem.c    layer 1: the memfd the ranks of a host share (DSM_SHARE=host)
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
  *   commstep.c   layer 1: the comm thread's decisions, step functions of the time
@@ -20,6 +21,7 @@
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
+ *   hostsync.c   layer 2: the barrier of a host's ranks, in their shared memory
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   waitsig.c    layer 3: SIGUSR1: what each thread waits for (a hung job's stacks)
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)

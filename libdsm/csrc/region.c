@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "hostmem.h"
 #include "region.h"
 
 #define RUN_RESERVE 2048    /* mappings left to the rest of the process */
@@ -66,11 +67,20 @@ static uint64_t initial_runs(const struct core *c)
     return runs;
 }
 
-/* Apply the initial protections, one mprotect per homed block. */
+/* Apply the initial protections, one mprotect per homed block; with the
+ * host's shared memfd, every page read/write (one physical copy: nothing
+ * to fault for). */
 static int apply_initial(struct region *r, char *err)
 {
     struct core *c = r->c;
     uint64_t p, n;
+    if (r->shared) {
+        for (p = 0; p < c->npages; p++)
+            c->pages[p].prot = DSM_PROT_RW;
+        if (mprotect(r->app, r->size, PROT_READ | PROT_WRITE))
+            return dsm_err_sys(err, errno, "mprotect of the host-shared region");
+        return DSM_OK;
+    }
     for (p = 0; p < c->npages; p++)
         c->pages[p].prot = (uint8_t)page_initial_prot(c, p);
     for (p = 0; p < c->npages; p += c->block) {
@@ -100,22 +110,27 @@ int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, c
         return dsm_err_sys(err, errno, "reading /proc/sys/vm/max_map_count");
     if (count_maps(&in_use))
         return dsm_err_sys(err, errno, "reading /proc/self/maps");
-    r->runs = initial_runs(c);
+    if ((rc = hostmem_claim(c, size, &r->memfd, err)))
+        return rc;
+    r->shared = r->memfd >= 0;
+    r->runs = r->shared ? 1 : initial_runs(c);
     r->run_budget = max_maps > in_use + RUN_RESERVE ? max_maps - in_use - RUN_RESERVE : 0;
     if (r->runs > r->run_budget) {
         dsm_err(err, "the initial layout needs %llu mappings but vm.max_map_count (%llu) "
                 "leaves room for %llu: set DSM_BLOCK_PAGES larger than %llu",
                 (unsigned long long)r->runs, (unsigned long long)max_maps,
                 (unsigned long long)r->run_budget, (unsigned long long)c->block);
-        return DSM_ELIMIT;
+        rc = DSM_ELIMIT;
+        goto err;
     }
     if (!(c->pages = calloc(c->npages, sizeof *c->pages))) {
         rc = dsm_err_sys(err, ENOMEM, "page table for %llu pages",
                          (unsigned long long)c->npages);
         goto err;
     }
-    r->memfd = memfd_create("libdsm", MFD_CLOEXEC);
-    if (r->memfd < 0 || ftruncate(r->memfd, (off_t)size)) {
+    if (!r->shared)
+        r->memfd = memfd_create("libdsm", MFD_CLOEXEC);
+    if (r->memfd < 0 || (!r->shared && ftruncate(r->memfd, (off_t)size))) {
         rc = dsm_err_sys(err, errno, "memfd of %llu bytes", (unsigned long long)size);
         goto err;
     }
@@ -168,6 +183,8 @@ void region_unmap(struct region *r)
         munmap(r->rw, r->size);
     if (r->memfd >= 0)
         close(r->memfd);
+    if (r->shared)
+        hostmem_release();
     free(r->c->pages);
     r->c->pages = NULL;
     r->c->rw = NULL;

@@ -9,6 +9,7 @@ struct region {
     pthread_mutex_t mu;         /* protection changes, from any thread, one at a time */
     uint64_t base, size;
     int memfd;
+    int shared;                 /* the memfd is the host's (hostmem.c): every page read/write */
     unsigned char *app;         /* the protected application view */
     unsigned char *rw;          /* the always read/write view */
     uint64_t runs, run_budget;  /* protection runs in the app view, and the most allowed */

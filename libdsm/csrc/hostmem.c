@@ -1,0 +1,73 @@
+/* Layer 1: host-shared memory (DSM_SHARE=host).  Python hands the core the
+ * memfd that the lowest rank of the host created and passed to the others
+ * (libdsm/hostshare.py); the region maps it instead of a memfd of its own,
+ * every page read/write from the start, and the control area after the
+ * region is mapped here for hostsync.c.
+ *
+ * Like api.c, this keeps the one real process's state in a global: the
+ * attachment comes before dsm_start, through its own entry point, so that
+ * the configuration struct stays as it is. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "hostmem.h"
+
+static struct hostmem H = { .memfd = -1 };
+
+int dsm_host_attach(int memfd, int nlocal, int index, char *err)
+{
+    if (H.c || H.memfd >= 0) {
+        dsm_err(err, "host-shared memory is already attached in this process");
+        return DSM_ESTATE;
+    }
+    if (memfd < 0 || nlocal < 1 || index < 0 || index >= nlocal) {
+        dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host", memfd,
+                index, nlocal);
+        return DSM_EINVAL;
+    }
+    H.memfd = memfd;
+    H.nlocal = nlocal;
+    H.index = index;
+    return DSM_OK;
+}
+
+struct hostmem *hostmem_get(void)
+{
+    return H.ctrl ? &H : NULL;
+}
+
+int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err)
+{
+    struct stat st;
+    void *ctrl;
+    *fd = -1;
+    if (H.memfd < 0)
+        return DSM_OK;
+    if (fstat(H.memfd, &st))
+        return dsm_err_sys(err, errno, "fstat of the host's shared memfd");
+    if ((uint64_t)st.st_size != size + HOST_CTRL_BYTES) {
+        dsm_err(err, "the host's shared memfd holds %lld bytes, not the region's %llu and "
+                "the %d of its control area", (long long)st.st_size,
+                (unsigned long long)size, HOST_CTRL_BYTES);
+        return DSM_EINVAL;
+    }
+    ctrl = mmap(NULL, HOST_CTRL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, H.memfd,
+                (off_t)size);
+    if (ctrl == MAP_FAILED)
+        return dsm_err_sys(err, errno, "control area of the host's shared memfd");
+    H.ctrl = ctrl;
+    H.c = c;
+    *fd = H.memfd;
+    H.memfd = -1;
+    return DSM_OK;
+}
+
+void hostmem_release(void)
+{
+    if (H.ctrl)
+        munmap(H.ctrl, HOST_CTRL_BYTES);
+    H.ctrl = NULL;
+    H.c = NULL;
+}

@@ -1,0 +1,131 @@
+"""Host-shared memory (DSM_SHARE=host): the ranks of a host map one memfd,
+so that a page written by one is the page every other reads.
+
+The lowest rank of the host creates the memfd (the region, then the C
+core's control area of CTRL_BYTES) and hands it to the others with
+SCM_RIGHTS over a Unix socket in the abstract namespace: nothing is left in
+the file system, and the socket goes with the last process that has it
+open.  Its name comes from the job's secret and the host; a rank proves it
+is of the job with an HMAC of its rank under the secret, which the socket
+never carries.
+
+Ranks are grouped by a host key, today their machine-file host; a job whose
+ranks are on several hosts is refused for now (docs/host-shared.md).
+"""
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import time
+
+from libdsm.errors import ConfigError, PeerError
+
+CTRL_BYTES = 4096
+"""The control area after the region (hostmem.h's HOST_CTRL_BYTES)."""
+_RANK = struct.Struct("<I")
+
+
+def host_keys(ctx):
+    """Every rank's host key: the ranks of one key share one memfd."""
+    return list(ctx.hostnames) if ctx else ["localhost"]
+
+
+def _proof(secret, rank):
+    return hmac.new(secret, b"libdsm host memory, rank %d" % rank, hashlib.sha256).digest()
+
+
+class Handover:
+    """This rank's part in sharing the host's memfd.  Make it before the mesh
+    is built (the lowest rank of the host starts listening then, so that the
+    socket is there once the mesh says every rank is up), and call take()
+    after: the memfd, the number of ranks on the host and this rank's index
+    among them."""
+
+    def __init__(self, ctx, nbytes, timeout):
+        keys = host_keys(ctx)
+        self.rank = ctx.rank if ctx else 0
+        self.host = keys[self.rank]
+        self.local = [r for r, k in enumerate(keys) if k == self.host]
+        if len(self.local) != len(keys):
+            others = sorted(set(keys) - {self.host})
+            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') spans one host for "
+                              "now, and this job's ranks are on %d: %s and %s; run the job on "
+                              "one host or use share='rank'"
+                              % (len(set(keys)), self.host, ", ".join(others)),
+                              self.rank, self.host)
+        self.ctx, self.nbytes, self.timeout = ctx, nbytes, timeout
+        self.memfd = self.listener = None
+        if self.rank != self.local[0]:
+            return
+        self.memfd = os.memfd_create("libdsm-host", os.MFD_CLOEXEC)
+        os.ftruncate(self.memfd, nbytes + CTRL_BYTES)
+        if len(self.local) > 1:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(self._name())
+            self.listener.listen(len(self.local))
+
+    def _name(self):
+        job = hashlib.sha256(self.ctx.secret).hexdigest()[:16]
+        return "\0libdsm-%s-%s" % (job, self.host)
+
+    def take(self):
+        """(memfd, ranks on this host, this rank's index among them)."""
+        index = self.local.index(self.rank)
+        if self.rank == self.local[0]:
+            try:
+                if self.listener:
+                    self._serve()
+            finally:
+                if self.listener:
+                    self.listener.close()
+            return self.memfd, len(self.local), index
+        return self._receive(), len(self.local), index
+
+    def _serve(self):
+        """Give the memfd to every other rank of the host that proves it is one."""
+        deadline = time.monotonic() + self.timeout
+        waiting = set(self.local[1:])
+        while waiting:
+            self.listener.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                raise PeerError("host-shared memory: ranks %s of host %s did not come for "
+                                "the memfd within %g s (DSM_CONNECT_TIMEOUT)"
+                                % (sorted(waiting), self.host, self.timeout),
+                                self.rank, self.host, peer=min(waiting)) from None
+            with conn:
+                conn.settimeout(max(0.001, deadline - time.monotonic()))
+                hello = conn.recv(_RANK.size + 32, socket.MSG_WAITALL)
+                if len(hello) != _RANK.size + 32:
+                    continue
+                (rank,) = _RANK.unpack_from(hello)
+                if rank in waiting and hmac.compare_digest(hello[_RANK.size:],
+                                                           _proof(self.ctx.secret, rank)):
+                    socket.send_fds(conn, [b"m"], [self.memfd])
+                    waiting.discard(rank)
+
+    def _receive(self):
+        """The memfd, from the lowest rank of the host."""
+        first = self.local[0]
+        fail = "host-shared memory: rank %d of host %s did not hand over the memfd" % (
+            first, self.host)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self._name())
+                s.sendall(_RANK.pack(self.rank) + _proof(self.ctx.secret, self.rank))
+                _, fds, _, _ = socket.recv_fds(s, 1, 1)
+            except socket.timeout:
+                raise PeerError("%s within %g s (DSM_CONNECT_TIMEOUT)" % (fail, self.timeout),
+                                self.rank, self.host, peer=first) from None
+            except OSError as e:
+                raise PeerError("%s: %s" % (fail, e), self.rank, self.host, peer=first) from None
+        if len(fds) != 1 or os.fstat(fds[0]).st_size != self.nbytes + CTRL_BYTES:
+            for fd in fds:
+                os.close(fd)
+            raise PeerError("%s: it sent %d descriptors, not one memfd of %d bytes"
+                            % (fail, len(fds), self.nbytes + CTRL_BYTES), self.rank,
+                            self.host, peer=first)
+        return fds[0]

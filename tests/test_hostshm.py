@@ -1,0 +1,146 @@
+"""Host-shared memory (DSM_SHARE=host): the ranks of one host map one
+memfd, nothing faults, barriers go through the shared control area.  Every
+example prints what it prints in per-rank mode; the failure, fork and
+clean-up behaviour of per-rank mode stays."""
+import json
+import os
+import re
+import types
+
+import pytest
+
+from dsmrun import ROOT, rank_lines, run, run_code
+from libdsm import hostshare
+from libdsm.errors import ConfigError
+
+PROG = os.path.join(ROOT, "tests", "hostshm_prog.py")
+HOST = {"DSM_SHARE": "host"}
+pytestmark = pytest.mark.timeout(150)
+
+EXAMPLES = {
+    "share.py": [], "counter_lock.py": ["300"], "matmul.py": ["128"], "sor.py": ["96", "30"],
+    "pi_ep.py": ["200000"], "row_fill.py": ["256", "512"], "histogram.py": ["5000"],
+    "named_regions.py": ["5000"], "double_touch.py": [], "producer_consumer.py": [],
+    "jacobi_ckpt.py": [],
+}
+
+
+def by_rank(out):
+    """Each rank's lines, in the order it printed them (ranks interleave)."""
+    got = {}
+    for line in out.splitlines():
+        m = re.match(r"\[rank (\d+)\] ", line)
+        got.setdefault(int(m.group(1)) if m else None, []).append(line)
+    return got
+
+
+def test_every_example_prints_what_it_prints_with_a_copy_per_rank(tmp_path):
+    assert sorted(EXAMPLES) == sorted(f for f in os.listdir(os.path.join(ROOT, "examples"))
+                                      if f.endswith(".py"))
+    for name, args in sorted(EXAMPLES.items()):
+        prog = os.path.join(ROOT, "examples", name)
+        outs = [run(tmp_path, 2, prog, *args, env={"DSM_SHARE": share})
+                for share in ("rank", "host")]
+        for p in outs:
+            assert p.returncode == 0, (name, p.stderr)
+        assert by_rank(outs[0].stdout) == by_rank(outs[1].stdout), name
+
+
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_every_call_works_with_no_fault_and_no_page_moved(tmp_path, consistency):
+    p = run(tmp_path, 2, PROG, "calls", env=dict(HOST, DSM_CONSISTENCY=consistency))
+    assert p.returncode == 0, p.stderr
+    assert set(rank_lines(p.stdout, "sum ").values()) == {"sum 393216 expected 393216"}
+    assert set(rank_lines(p.stdout, "placed").values()) == {"placed [0.0, 1.0]"}
+    assert set(rank_lines(p.stdout, "region").values()) == {"region [10, 11]"}
+    assert set(rank_lines(p.stdout, "allreduce").values()) == {"allreduce 3 bcast xxx"}
+    assert set(rank_lines(p.stdout, "access").values()) == {"access ['rw']"}
+    assert rank_lines(p.stdout, "faults") == {r: "faults 0 pages moved 0 twins 0"
+                                              for r in (0, 1)}, p.stdout
+
+
+def test_the_trace_shows_each_ranks_barriers_and_no_fault(tmp_path):
+    out = tmp_path / "trace.json"
+    p = run(tmp_path, 2, PROG, "where", env=HOST, opts=("--trace", str(out)))
+    assert p.returncode == 0, p.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    assert {(e["pid"], e["name"]) for e in events} >= {(0, "barrier"), (1, "barrier")}
+    assert not [e for e in events if e.get("cat") == "fault"]
+
+
+def test_locked_increments_from_two_threads_a_rank_are_exact(tmp_path):
+    p = run(tmp_path, 3, PROG, "locks", "300", env=HOST)
+    assert p.returncode == 0, p.stderr
+    assert set(rank_lines(p.stdout, "count").values()) == {"count 1800 expected 1800"}
+
+
+def test_a_rank_killed_in_a_barrier_ends_the_job_named_with_status_137(tmp_path):
+    p = run(tmp_path, 3, PROG, "kill", env=dict(HOST, DSM_HEARTBEAT_S="0"))
+    assert p.returncode == 137, p.stderr
+    assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
+                     re.M), p.stderr
+    assert "survived" not in p.stdout
+    lines = rank_lines(p.stdout, "PeerError peer=")
+    assert lines and all(text.startswith("PeerError peer=1:") for text in lines.values()), \
+        p.stdout
+
+
+def test_a_child_forked_after_init_is_refused_the_memory(tmp_path):
+    p = run(tmp_path, 2, PROG, "fork", env=HOST)
+    assert p.returncode == 0, p.stderr
+    assert set(rank_lines(p.stdout, "child exit").values()) == {"child exit 1"}
+    assert set(rank_lines(p.stdout, "after the child").values()) == {"a[0] after the child 0"}
+    assert "forked after libdsm.init()" in p.stdout + p.stderr
+
+
+def test_the_memory_is_one_memfd_and_the_hand_over_leaves_nothing(tmp_path):
+    shm = set(os.listdir("/dev/shm"))
+    p = run(tmp_path, 2, PROG, "where", env=HOST)
+    assert p.returncode == 0, p.stderr
+    assert set(rank_lines(p.stdout, "mapped from").values()) == {
+        "mapped from /memfd:libdsm-host (deleted)"}
+    assert set(rank_lines(p.stdout, "sockets left").values()) == {"sockets left 0"}
+    assert not [n for n in set(os.listdir("/dev/shm")) - shm if "libdsm" in n]
+
+
+def test_a_checkpoint_saves_each_page_once(tmp_path):
+    saved = {}
+    for share in ("rank", "host"):
+        d = tmp_path / share
+        p = run(tmp_path, 2, PROG, "ckpt",
+                env={"DSM_SHARE": share, "DSM_CHECKPOINT_DIR": str(d)})
+        assert p.returncode == 0, p.stderr
+        saved[share] = rank_lines(p.stdout, "saved")
+    assert saved["host"] == saved["rank"] and len(saved["host"]) == 2
+
+
+def test_a_bad_share_is_refused_naming_the_option():
+    for setting in ("os.environ['DSM_SHARE'] = 'hosts'; libdsm.init()",
+                    "libdsm.init(share='node')"):
+        p = run_code("import os, libdsm\n" + setting)
+        assert p.returncode != 0
+        assert re.search(r"ConfigError: share=/DSM_SHARE must be 'rank' or 'host', got "
+                         r"'(hosts|node)'", p.stderr), p.stderr
+    p = run_code("import libdsm; libdsm.init(share=1)")
+    assert "share=/DSM_SHARE takes 'rank' or 'host', got int 1" in p.stderr, p.stderr
+
+
+def test_a_job_on_two_hosts_is_refused_host_shared_memory(tmp_path):
+    ctx = types.SimpleNamespace(rank=1, hostnames=["a", "b", "b"], secret=b"s" * 32)
+    with pytest.raises(ConfigError, match="spans one host for now, and this job's ranks "
+                                          "are on 2: b and a"):
+        hostshare.Handover(ctx, 1 << 20, 1.0)
+    p = run(tmp_path, 2, PROG, "calls", env=HOST, hosts=["localhost", "127.0.0.1"])
+    assert p.returncode != 0
+    assert "host-shared memory (share=/DSM_SHARE='host') spans one host for now" in p.stderr, \
+        p.stderr
+
+
+def test_alone_the_memory_is_shared_too():
+    p = run_code("import libdsm\n"
+                 "d = libdsm.init(size='8M', share='host')\n"
+                 "a = d.array(1000, 'int64'); a[:] = 7; d.barrier()\n"
+                 "print(int(a.sum()), d.stats()['write_faults'], d.page_access(0))\n"
+                 "d.finalize()")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["7000", "0", "rw"]
