@@ -20,6 +20,7 @@ Dsm is made (none of them imports this package):
     alloc        the heap and Allocation
     regions      named regions (Dsm.named_regions)
     collectives  barrier, bcast, finalize, and the check at every entry point
+    calls        the Dsm methods that hand a collective or a sync object on
     arrays       dsm.array
     placement    dsm.place, dsm.array(homes=...): where pages live
     pinned       dsm.pinned, and save, write, readinto (system calls on DSM memory)
@@ -41,6 +42,7 @@ from numpy.typing import DTypeLike
 from libdsm import _binding, job, layout
 from libdsm.alloc import Allocation
 from libdsm.arrays import Arrays, SharedArray
+from libdsm.calls import CollectiveCalls, Op, SyncCalls  # noqa: F401  (Op re-exported)
 from libdsm.checkpoint import Checkpoints
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, ArgumentError, BarrierTimeoutError,
@@ -58,8 +60,6 @@ from libdsm.report import Report
 
 Span = Union[Allocation, Region, np.ndarray, memoryview, tuple[int, int]]
 """What the calls taking a piece of the region accept (a type alias)."""
-Op = Literal["sum", "prod", "min", "max", "land", "lor", "lxor", "band", "bor", "bxor"]
-"""The ops of allreduce, reduce, scan, exscan and reduce_scatter (a type alias)."""
 
 __all__ = [
     "init", "instance", "Dsm", "Allocation", "Lock", "Region", "SharedArray",
@@ -73,7 +73,7 @@ from libdsm._version import __version__  # noqa: F401  (re-exported)
 _binding.check_core_version()
 
 
-class Dsm:
+class Dsm(CollectiveCalls, SyncCalls):
     """One rank's handle on the shared region.  Get it from `libdsm.init()`.
 
     Collective calls (barrier, bcast, array, finalize) must be made by every
@@ -162,55 +162,6 @@ class Dsm:
         arrived; this rank stays in the barrier, and barrier() goes on."""
         self._coll.barrier(timeout)
         self._placement.barrier_passed()
-
-    def allreduce(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
-        """Collective: x (numbers, bools, complex, lists of them, arrays)
-        combined elementwise over every rank with op: "sum", "prod", "min",
-        "max", "land", "lor", "lxor", "band", "bor" or "bxor" (numpy's
-        result).  Every rank gets it in x's form, or in `out` (an array)."""
-        return self._coll.reduce(x, op, None, out)
-
-    def reduce(self, x: Any, op: Op = "sum", root: int = 0,
-               out: np.ndarray | None = None) -> Any:
-        """Like allreduce, but only root gets the result; the others None."""
-        return self._coll.reduce(x, op, root, out)
-
-    def scan(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
-        """Collective: rank r gets the combination of ranks 0..r's x."""
-        return self._coll.scan(x, op, False, out)
-
-    def exscan(self, x: Any, op: Op = "sum", out: np.ndarray | None = None) -> Any:
-        """Collective: rank r gets that of ranks 0..r-1's x; rank 0 None."""
-        return self._coll.scan(x, op, True, out)
-
-    def reduce_scatter(self, x: Any, op: Op = "sum", counts: Sequence[int] | None = None,
-                       out: np.ndarray | None = None) -> Any:
-        """Collective: block r (counts[r] rows, else as np.array_split) of
-        allreduce(x), to rank r."""
-        return self._coll.reduce_scatter(x, op, counts, out)
-
-    def scatter(self, values: Sequence[Any] | None = None, root: int = 0) -> Any:
-        """Collective: rank r gets values[r] of root's list (one bcast)."""
-        return self._coll.scatter(values, root)
-
-    def alltoall(self, values: Sequence[Any]) -> list[Any]:
-        """Collective: rank r gets [values[r] of every rank], by rank."""
-        return self._coll.alltoall(values)
-
-    def gather(self, value: Any, root: int = 0) -> list[Any] | None:
-        """Collective: root gets the list of every rank's value (anything
-        picklable), in rank order; the others None."""
-        return self._coll.gather(value, root)
-
-    def allgather(self, value: Any) -> list[Any]:
-        """Collective: every rank gets the list of every rank's value."""
-        return self._coll.gather(value, None)
-
-    def bcast(self, value: Any = None, root: int = 0) -> Any:
-        """Collective: every rank returns root's value (anything picklable,
-        an Allocation included, bound to this rank's region).  Writes root
-        made before the call are visible to every rank after it."""
-        return self._coll.bcast(value, root)
 
     def finalize(self) -> None:
         """Collective end: no rank leaves while another may need its pages."""
@@ -392,27 +343,6 @@ class Dsm:
     def segment_owner(self, shmid: int) -> int:
         """The rank whose memory homes a segment: the home of its first page."""
         return self.page_home(self._regions.stat(shmid).offset // self.page_size)
-
-    # ------------------------------------------------------------ locks
-    def lock(self, k: int | str) -> Lock:
-        """Global lock k (0 <= k < DSM_LOCKS), or the lock called k (a str:
-        see libdsm.locks.Locks.named).  Kept by rank k % size."""
-        return self._locks.user(k)
-
-    def condition(self, name: str, lock: Lock | None = None) -> Condition:
-        """The Condition called name, on lock (default dsm.lock(name))."""
-        self._coll.check()
-        return self._sync.condition(name, lock)
-
-    def event(self, name: str) -> Event:
-        """The Event called name (threading.Event across ranks)."""
-        self._coll.check()
-        return self._sync.event(name)
-
-    def semaphore(self, name: str, value: int = 1) -> Semaphore:
-        """The Semaphore called name; every rank gives the same value."""
-        self._coll.check()
-        return self._sync.semaphore(name, value)
 
     # ------------------------------------------------------------ context
     def __enter__(self) -> Dsm:

@@ -56,6 +56,9 @@ def test_readme_opens_with_the_quick_start():
     opening = first.split("\n\n")[1]
     assert "sequentially consistent by default" in opening
     assert 'consistency="release"' in opening and "option" in opening
+    memory = first.split("\n\n")[2]        # which memory a job gets, and its model
+    assert 'By default (`share="rank"`)' in memory and "DSM_SHARE=host" in memory
+    assert "x86-TSO" in memory
     for needed in ("apt-get install gcc make python3-dev python3-venv", "make run",
                    "homes=\"row_block\"", "dsmexec -n 4 prog.py", "dsmexec -H ",
                    "salloc -n"):
