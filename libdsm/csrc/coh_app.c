@@ -178,12 +178,12 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
             readahead_early(h, page);
         return COH_AGAIN;
     }
-    if (h->write_copy && write && c->pages[page].prot == DSM_PROT_READ)
-        return h->write_copy(h, page);  /* multiple writers: no message */
+    if ((rc = h->proto->open_here(h, page, write)) != COH_ASK)
+        return (enum coh_step)rc;       /* opened with no message (release: a twin) */
     if (c->pages[page].pending)
         return COH_WAIT;
-    rc = request(h, page, write && !h->c->release);
-    if (coh_satisfied(c, page, write) || (h->c->release && write && c->pages[page].prot))
+    rc = request(h, page, h->proto->asks_write(write));
+    if (coh_satisfied(c, page, write))
         return COH_AGAIN;
     if (c->pages[page].pending)
         return COH_WAIT;
@@ -242,6 +242,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
         switch (coh_fault_step(h, page, write)) {
         case COH_DONE:
         case COH_AGAIN:
+        case COH_ASK:           /* open_here's alone: coh_fault_step asks instead */
             break;
         case COH_WAIT:
             core_spin(c, want_ready, &w, 0);
@@ -273,8 +274,6 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
             request_run(h, p, first + n - p, write, 0, 0, &got);
 }
 
-/* Caller holds core.mu: sleep on the event count read as `seq`, until
- * deadline (now_ns) if not 0; nonzero once the deadline has passed. */
 /* The bulk form of a fault, with no signal per page.  At most two chunks
  * are in flight, so the owner never queues more than that for us. */
 int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
@@ -283,7 +282,7 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
     struct core *c = h->c;
     uint64_t ch, p = first, end = first + n, got;
     char scratch[DSM_ERRLEN];
-    int rc, late = 0, ask = write && !h->c->release;   /* release mode fetches, then opens locally */
+    int rc, late = 0, ask = h->proto->asks_write(write);
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
     core_lock(c);
     request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
@@ -302,10 +301,9 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
                 continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;
-            else if (h->write_copy && write && c->pages[p].prot == DSM_PROT_READ)
-                h->write_copy(h, p);
-            else if (c->pages[p].pending ||
-                     !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
+            else if (h->proto->open_here(h, p, write) == COH_ASK &&    /* else look again */
+                     (c->pages[p].pending ||
+                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED)))
                 late = core_sleep_until(c, seq, deadline);
         }
     }
