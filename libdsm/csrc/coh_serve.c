@@ -7,6 +7,8 @@
 #include <string.h>
 #include "coherence.h"
 
+/* ---------------------------------------------------------- batches */
+
 int coh_protect_runs(struct coh *h, const struct batched *b, unsigned n)
 {
     struct core *c = h->c;
@@ -14,9 +16,9 @@ int coh_protect_runs(struct coh *h, const struct batched *b, unsigned n)
     unsigned i, j;
     for (i = 0; i < n; i = j) {
         for (j = i + 1; j < n && b[j].page == b[j - 1].page + 1 && b[j].prot == b[i].prot &&
-             !b[j].closed; j++)
+             !b[j].closed && !b[j].stale; j++)
             ;
-        if (b[i].closed)
+        if (b[i].closed || b[i].stale)
             j = i + 1;
         else if (c->mem.protect(c->mem.ctx, b[i].page, j - i, b[i].prot, err)) {
             core_fail(c, "%s", err);
@@ -26,17 +28,17 @@ int coh_protect_runs(struct coh *h, const struct batched *b, unsigned n)
     return 0;
 }
 
-/* ---------------------------------------------------------- requester */
-
 unsigned coh_run_of(const struct core *c, const struct batched *b, unsigned n,
-                       int (*same)(const struct core *, const struct batched *,
-                                   const struct batched *))
+                    int (*same)(const struct core *, const struct batched *,
+                                const struct batched *))
 {
     unsigned k = 1, limit = n < RUN_MAX ? n : RUN_MAX;
     while (k < limit && b[k].page == b[k - 1].page + 1 && same(c, b, b + k))
         k++;
     return k;
 }
+
+/* ---------------------------------------------------------- installs */
 
 /* Installs confirmed by one DSM_UPDATE: to one home, for one server. */
 static int same_confirm(const struct core *c, const struct batched *a, const struct batched *b)
@@ -46,12 +48,12 @@ static int same_confirm(const struct core *c, const struct batched *a, const str
 }
 
 /* Open the received pages, wake the faulting threads, confirm to the homes
- * (one DSM_UPDATE per run).  A read-ahead trigger stays closed, and so
- * does a page a thread waits for in a fault if this rank had it mapped
- * before (open, or given up since): opening that one flushes the TLB of
- * every CPU running the process, the waiter's among them, so the waiter
- * opens it itself (coh_open_closed).  A page never mapped here needs no
- * flush and opens at once. */
+ * (one DSM_UPDATE per run; a stale page is only confirmed).  A read-ahead
+ * trigger stays closed, and so does a page a thread waits for in a fault
+ * if this rank had it mapped before (open, or given up since): opening
+ * that one flushes the TLB of every CPU running the process, the waiter's
+ * among them, so the waiter opens it itself (coh_open_closed).  A page
+ * never mapped here needs no flush and opens at once. */
 static void flush_installs(struct coh *h)
 {
     struct core *c = h->c;
@@ -63,6 +65,8 @@ static void flush_installs(struct coh *h)
     for (i = 0; i < h->n_installs; i++) {
         struct batched *b = &h->installs[i];
         struct page *pg = &c->pages[b->page];
+        if (b->stale)
+            continue;
         b->closed = pg->trigger || (pg->waiters && (pg->prot != DSM_PROT_NONE || pg->given_up));
         __atomic_store_n(&pg->closed, b->closed ? b->prot : 0, __ATOMIC_RELEASE);
         if (b->closed) {
@@ -76,8 +80,8 @@ static void flush_installs(struct coh *h)
         return;
     }
     core_lock(c);
-    for (i = 0; i < h->n_installs; i++)
-        if (!h->installs[i].closed) {   /* a closed one is its waiter's since the first pass */
+    for (i = 0; i < h->n_installs; i++)     /* a closed one is its waiter's since the first pass */
+        if (!h->installs[i].closed && !h->installs[i].stale) {
             c->pages[h->installs[i].page].installed_ns = now;
             c->pages[h->installs[i].page].pending = 0;
         }
@@ -106,42 +110,72 @@ static uint64_t page_run(const struct core *c, const struct msg *m)
     return n;
 }
 
+/* May a page that came be installed?  Only while our one request for it
+ * is out (pending, cleared when it opens): a page that comes otherwise (a
+ * duplicate, or an answer to a request that was already answered) would
+ * overwrite what this rank wrote since it came, so it is stale and dropped.
+ * Marks in stale[] the pages of a run not wanted; the count of them.
+ * Read without core.mu, which a faulting thread spinning for this very
+ * page takes and drops in a loop: while an answer is on its way, only the
+ * thread playing the comm thread (this one) clears pending, and no thread
+ * sets it. */
+static uint64_t stale_pages(struct coh *h, uint64_t page, uint64_t n, uint8_t *stale)
+{
+    const struct page *pages = h->c->pages;
+    uint64_t i, count = 0;
+    for (i = 0; i < n; i++)
+        count += stale[i] = !__atomic_load_n(&pages[page + i].pending, __ATOMIC_ACQUIRE);
+    return count;
+}
+
 /* Where a DSM_PAGE's data goes: straight into its pages in the read/write
- * view (the backend receives it there), or NULL for a malformed run,
- * which on_page then fails.  The flush hooks have run: no batched serve
- * still reads these pages. */
+ * view (the backend receives it there) if every page of the run is
+ * wanted; else NULL, for a malformed run (which on_page then fails) or
+ * one with a stale page (received whole, for on_page to pick from).  The
+ * flush hooks have run: no batched serve still reads these pages. */
 static unsigned char *page_sink(void *ctx, const struct msg *m)
 {
     struct coh *h = ctx;
-    if (m->pg.page >= h->c->npages || !page_run(h->c, m))
+    uint8_t stale[RUN_MAX];
+    uint64_t n;
+    if (m->pg.page >= h->c->npages || !(n = page_run(h->c, m)) ||
+        stale_pages(h, m->pg.page, n, stale))
         return NULL;
     return h->c->rw + m->pg.page * h->c->page_size;
 }
 
-/* DSM_PAGE: the data (if any) goes in through the read/write view (unless
- * the backend received it there already); the pages open at the next
- * flush, before any other message is handled.  A page that did not come
- * from its home is confirmed to the home with DSM_UPDATE (sequential mode;
- * a run may span homes). */
+/* DSM_PAGE: the data (if any) of each wanted page goes in through the
+ * read/write view (unless the backend received it there already); the
+ * pages open at the next flush, before any other message is handled.  A
+ * stale page is dropped, and counted; it is still confirmed, if the model
+ * confirms, so that a home's entry never waits for it.  The model says
+ * whether an install is confirmed to the home with DSM_UPDATE (a run may
+ * span homes). */
 static void on_page(struct coh *h, const struct msg *m, const unsigned char *payload)
 {
     struct core *c = h->c;
     unsigned char *dst = c->rw + m->pg.page * c->page_size;
-    uint64_t i, n = page_run(c, m);
+    uint8_t stale[RUN_MAX];
+    uint64_t i, p, n = page_run(c, m);
     if (!n) {
         core_fail(c, "protocol error: DSM_PAGE from rank %d with %u bytes for %u pages at %llu",
                   m->from, m->len, m->pg.count, (unsigned long long)m->pg.page);
         return;
     }
-    if (payload && payload != dst)
-        memcpy(dst, payload, m->len);
+    h->stale += stale_pages(h, m->pg.page, n, stale);
     for (i = 0; i < n; i++) {
+        p = m->pg.page + i;
+        if (stale[i])
+            TRACE(c, "page %llu from rank %d came unasked: dropped", (unsigned long long)p,
+                  m->from);
+        else if (payload && payload != dst)
+            memcpy(dst + i * c->page_size, payload + i * c->page_size, c->page_size);
         if (h->n_installs == BATCH_MAX)
             flush_installs(h);
         h->installs[h->n_installs++] = (struct batched){
-            .page = m->pg.page + i,
+            .page = p, .stale = stale[i],
             .prot = m->pg.mode == MODE_WRITE ? DSM_PROT_RW : DSM_PROT_READ,
-            .confirm = (uint8_t)h->proto->confirms(c, m->pg.page + i, m->from),
+            .confirm = (uint8_t)h->proto->confirms(c, p, m->from),
             .server = m->from };
     }
 }

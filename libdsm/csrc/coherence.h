@@ -26,12 +26,12 @@
  *
  * Protocol handlers run in the comm thread, and, with DSM_WAIT=reply, also
  * in a faulting application thread inside its SIGSEGV handler (coh_fault ->
- * core_spin polls the sockets).  That is safe because the fault is
- * synchronous (the thread is stopped at the access that faulted, holding
- * none of our locks: core.mu is never held across an access to the
- * application's view) and every handler reaches the page data only through
- * the read/write view, never through the application's view, so a handler
- * cannot fault in turn. */
+ * core_spin polls the sockets, taking loop_mu by trylock).  That is safe
+ * because the fault is synchronous: the thread stopped at its own load or
+ * store to the region, holding none of our locks (core.mu is never held
+ * across an access to the application's view, and loop_mu is only tried);
+ * and every handler reaches page data through the read/write view, never
+ * the application's view, so a handler cannot fault in turn. */
 #ifndef DSM_COHERENCE_H
 #define DSM_COHERENCE_H
 #include "transport.h"
@@ -169,6 +169,7 @@ struct coh {
     unsigned n_installs, n_serves;
     struct readahead ra;
     struct parked *parked;              /* DSM_FWD, DSM_INV held for pinned pages (core.mu) */
+    unsigned claim_waits;               /* threads in coh_claim_wait (core.mu) */
     struct place place;
     uint64_t stale;                     /* pages that came unasked, dropped (on_page) */
 };
@@ -248,9 +249,15 @@ void coh_pin_init(struct coh *h);
 void coh_pin_free(struct coh *h);
 /* Comm thread, about to give a page away: claim it (0), so that no thread
  * pins it meanwhile, or park m if it is pinned already (1).  coh_unclaim
- * ends the claim once the page is gone. */
+ * ends the claim once the page is gone, and wakes the threads that wait
+ * for it: a claimed page is waited for (coh_claim_wait, or a fault), never
+ * asked for while it is still here. */
 int coh_claim(struct coh *h, const struct msg *m);
 void coh_unclaim(struct coh *h, uint64_t page);
+/* Caller holds core.mu, and found a page claimed (pages[].leaving): sleep
+ * (core_sleep_until) until coh_unclaim wakes us.  A thread in a fault on
+ * the page (pages[].waiters) is woken too. */
+int coh_claim_wait(struct coh *h, uint32_t seq, uint64_t deadline);
 /* Comm thread: park m if its page is pinned; 1 if it was (or was dropped
  * because the job failed). */
 int coh_park(struct coh *h, const struct msg *m);
