@@ -1,6 +1,7 @@
 /* Layer 2: coherence, the faulting side.  Application threads (inside the
  * SIGSEGV handler, or in dsm_prefetch) ask the home for pages and wait for
- * the comm thread to install them.  A remote home gets the DSM_REQ straight
+ * them to be installed, by the comm thread (or, with DSM_WAIT=reply, by
+ * whichever waiting thread polls the sockets).  A remote home gets the DSM_REQ straight
  * from the faulting thread; our own home logic runs in the comm thread, so
  * a request to ourselves goes through the ring. */
 #define _GNU_SOURCE
@@ -13,7 +14,9 @@
 /* Ask the home for pages [page, page + n), all in one home block, and mark
  * them pending (caller holds core.mu).  0, TP_DROPPED (core.mu was dropped:
  * look at the state again) or TP_FULL (nothing asked, nothing marked, no
- * trigger left). */
+ * trigger left).  A page that allows the access already is never asked
+ * for: its answer would be installed over what is written here meanwhile
+ * (a page being served away, too, is waited for, not asked for). */
 static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
 {
     struct core *c = h->c;
@@ -23,6 +26,12 @@ static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
     uint64_t i;
     int rc;
     for (i = 0; i < n; i++)
+        if (coh_satisfied(c, page + i, write)) {
+            core_fail(c, "protocol error: asking for page %llu, which allows the %s here",
+                      (unsigned long long)(page + i), write ? "write" : "read");
+            return TP_FULL;
+        }
+    for (i = 0; i < n; i++)
         c->pages[page + i].pending = mode;
     if ((rc = tp_send_app(h->t, page_home(c, page), &m, NULL)) == TP_FULL)
         for (i = 0; i < n; i++)
@@ -31,11 +40,13 @@ static int send_run(struct coh *h, uint64_t page, uint64_t n, int write)
 }
 
 /* Must a page be asked for, for this access (caller holds core.mu)?  Not
- * if it allows it, is on its way, or (for a read) is here, kept closed. */
+ * if it allows it, is on its way, is being served away (the serve sets its
+ * protection without core.mu: asked now, its answer could come over a copy
+ * that allows the access), or (for a read) is here, kept closed. */
 static int needs_request(const struct core *c, uint64_t page, int write)
 {
-    return !c->pages[page].pending && !coh_satisfied(c, page, write) &&
-           (write || !coh_holds(c, page));
+    return !c->pages[page].pending && !c->pages[page].leaving &&
+           !coh_satisfied(c, page, write) && (write || !coh_holds(c, page));
 }
 
 /* Request up to `want` pages from `page` on: the run stops at the first
@@ -164,7 +175,8 @@ int coh_open_closed(struct coh *h, uint64_t page)
 
 int coh_fault_ready(struct coh *h, uint64_t page, int write)
 {
-    return coh_satisfied(h->c, page, write) || !h->c->pages[page].pending;
+    const struct page *pg = &h->c->pages[page];
+    return coh_satisfied(h->c, page, write) || (!pg->pending && !pg->leaving);
 }
 
 enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
@@ -178,12 +190,12 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
             readahead_early(h, page);
         return COH_AGAIN;
     }
-    if (h->write_copy && write && c->pages[page].prot == DSM_PROT_READ)
-        return h->write_copy(h, page);  /* multiple writers: no message */
-    if (c->pages[page].pending)
-        return COH_WAIT;
-    rc = request(h, page, write && !h->c->release);
-    if (coh_satisfied(c, page, write) || (h->c->release && write && c->pages[page].prot))
+    if ((rc = h->proto->open_here(h, page, write)) != COH_ASK)
+        return (enum coh_step)rc;       /* opened with no message (release: a twin) */
+    if (c->pages[page].pending || c->pages[page].leaving)
+        return COH_WAIT;        /* coh_unclaim wakes us once a page served away is gone */
+    rc = request(h, page, h->proto->asks_write(write));
+    if (coh_satisfied(c, page, write))
         return COH_AGAIN;
     if (c->pages[page].pending)
         return COH_WAIT;
@@ -204,8 +216,11 @@ static int want_ready(void *arg)
     return coh_fault_ready(w->h, w->page, w->write);
 }
 
-/* Runs inside the SIGSEGV handler: it only takes core.mu (never held by a
- * thread that can fault on the region) and sends requests. */
+/* Runs inside the SIGSEGV handler.  It takes core.mu, never held across an
+ * access to the application's view, and sends requests; with
+ * DSM_WAIT=reply its wait (core_spin) also polls the sockets and runs
+ * protocol handlers in this thread: safe as coherence.h says (the fault is
+ * synchronous, and handlers touch only the read/write view). */
 void coh_fault(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
@@ -242,6 +257,7 @@ void coh_fault(struct coh *h, uint64_t page, int write)
         switch (coh_fault_step(h, page, write)) {
         case COH_DONE:
         case COH_AGAIN:
+        case COH_ASK:           /* open_here's alone: coh_fault_step asks instead */
             break;
         case COH_WAIT:
             core_spin(c, want_ready, &w, 0);
@@ -269,12 +285,11 @@ static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
     struct core *c = h->c;
     uint64_t p, got;
     for (p = first; p < first + n && !core_failed(c); p++)
-        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !coh_open_closed(h, p))
+        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !c->pages[p].leaving &&
+            !coh_open_closed(h, p))
             request_run(h, p, first + n - p, write, 0, 0, &got);
 }
 
-/* Caller holds core.mu: sleep on the event count read as `seq`, until
- * deadline (now_ns) if not 0; nonzero once the deadline has passed. */
 /* The bulk form of a fault, with no signal per page.  At most two chunks
  * are in flight, so the owner never queues more than that for us. */
 int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
@@ -283,7 +298,7 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
     struct core *c = h->c;
     uint64_t ch, p = first, end = first + n, got;
     char scratch[DSM_ERRLEN];
-    int rc, late = 0, ask = write && !h->c->release;   /* release mode fetches, then opens locally */
+    int rc, late = 0, ask = h->proto->asks_write(write);
     c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
     core_lock(c);
     request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
@@ -302,10 +317,11 @@ int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
                 continue;
             if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
                 p++;
-            else if (h->write_copy && write && c->pages[p].prot == DSM_PROT_READ)
-                h->write_copy(h, p);
-            else if (c->pages[p].pending ||
-                     !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED))
+            else if (c->pages[p].leaving)   /* being served away (so it cannot be pinned) */
+                late = coh_claim_wait(h, seq, deadline);
+            else if (h->proto->open_here(h, p, write) == COH_ASK &&    /* else look again */
+                     (c->pages[p].pending ||
+                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED)))
                 late = core_sleep_until(c, seq, deadline);
         }
     }

@@ -109,9 +109,23 @@ int coh_claim(struct coh *h, const struct msg *m)
 
 void coh_unclaim(struct coh *h, uint64_t page)
 {
+    int wake;
     core_lock(h->c);
     h->c->pages[page].leaving = 0;
+    /* a thread waits for the serve to end: to pin the page, or in a fault */
+    wake = h->claim_waits || h->c->pages[page].waiters;
     core_unlock(h->c);
+    if (wake)
+        core_wake(h->c);
+}
+
+int coh_claim_wait(struct coh *h, uint32_t seq, uint64_t deadline)
+{
+    int late;
+    h->claim_waits++;
+    late = core_sleep_until(h->c, seq, deadline);
+    h->claim_waits--;
+    return late;
 }
 
 int coh_pin_page(struct coh *h, uint64_t page, int write)

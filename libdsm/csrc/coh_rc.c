@@ -169,11 +169,15 @@ static void flush_page(struct coh *h, uint64_t page)
     free(buf);
 }
 
-/* A write fault on a readable copy (coh.write_copy). */
-static enum coh_step rc_write(struct coh *h, uint64_t page)
+/* A write to a readable copy opens here (coh_proto.open_here): the first
+ * write of the interval to a page not homed here takes a twin.  Anything
+ * else asks the home. */
+static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
     uint64_t p;
+    if (!write || c->pages[page].prot != DSM_PROT_READ)
+        return COH_ASK;
     if (!mine(h, page)) {
         while (h->rc.twin_bytes + c->page_size > h->rc.limit &&
                (p = set_next(&h->rc.dirty, 0)) != UINT64_MAX) {
@@ -380,7 +384,9 @@ static int home_or_heir(struct coh *h, uint64_t page)
     return mine(h, page) || set_has(&h->rc.written, page);
 }
 
-int rc_serves(struct coh *h, uint64_t page, uint64_t n)
+/* DSM_REQ, DSM_DIFF (comm thread): may this rank serve pages [page,
+ * page + n) as their home? */
+static int rc_serves(struct coh *h, uint64_t page, uint64_t n)
 {
     uint64_t i;
     int ok = page < h->c->npages && n <= h->c->npages - page;
@@ -434,7 +440,7 @@ static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *pay
  * pages per message.  A page served for the first time is closed for
  * writing first, so the home's writes from then on are noted.  The copy
  * is taken word by word: the home's own threads may be writing. */
-void rc_serve(struct coh *h, const struct msg *req)
+static void rc_serve(struct coh *h, const struct msg *req)
 {
     struct core *c = h->c;
     uint64_t i, p, k, n = req->pg.count ? req->pg.count : 1;
@@ -465,13 +471,15 @@ void rc_serve(struct coh *h, const struct msg *req)
     free(copy);
 }
 
-int rc_init(struct coh *h, uint64_t limit, char *err)
+/* ---------------------------------------------------------- the model */
+
+/* No directory: only requests and pages, and the diffs. */
+static int rc_init(struct coh *h, uint64_t limit, char *err)
 {
     struct core *c = h->c;
     struct rc *rc = &h->rc;
     uint64_t p;
     rc->limit = limit;
-    h->write_copy = rc_write;
     if (!(rc->writer = malloc(c->npages * sizeof *rc->writer)) ||
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||
@@ -486,7 +494,7 @@ int rc_init(struct coh *h, uint64_t limit, char *err)
     return DSM_OK;
 }
 
-void rc_free(struct coh *h)
+static void rc_free(struct coh *h)
 {
     uint64_t p;
     if (h->rc.twin)
@@ -502,3 +510,32 @@ void rc_free(struct coh *h)
     free(h->rc.served.bits);
     memset(&h->rc, 0, sizeof h->rc);
 }
+
+/* A fault asks for a readable copy, which a write then opens here. */
+static int rc_asks_write(int write)
+{
+    return 0;
+}
+
+/* The home keeps no directory: nothing to confirm. */
+static int rc_confirms(const struct core *c, uint64_t page, int from)
+{
+    return 0;
+}
+
+/* The home serves each request at once: nothing batched. */
+static void rc_flush_batch(struct coh *h, int type)
+{
+}
+
+const struct coh_proto coh_release = {
+    .name = "release",
+    .init = rc_init,
+    .free = rc_free,
+    .asks_write = rc_asks_write,
+    .open_here = rc_open_here,
+    .confirms = rc_confirms,
+    .serves = rc_serves,
+    .request = rc_serve,
+    .flush = rc_flush_batch,
+};

@@ -1,7 +1,10 @@
-/* Layer 2: sequential consistency by write-invalidate with multiple
- * readers, after IVY's distributed manager: every page has a round-robin
- * home that keeps its directory entry (owner and copyset) and serialises
- * the faults on it.
+/* Layer 2: coherence, two models behind one interface (struct coh_proto),
+ * chosen once in coh_init from core.release.
+ *
+ * Sequential consistency (coh_sc.c, the default) is write-invalidate with
+ * multiple readers, after IVY's distributed manager: every page has a
+ * round-robin home that keeps its directory entry (owner and copyset) and
+ * serialises the faults on it.
  *
  *  read fault   R -REQ-> home -FWD-> owner -PAGE(data)-> R -UPDATE-> home
  *  write fault  home -INV-> each other copy -INV_ACK-> home, then as above;
@@ -13,8 +16,22 @@
  * the page, no DSM_UPDATE is needed: anything the home sends the requester
  * later travels behind the page on the same connection.
  *
+ * Release consistency (coh_rc.c) is home-based with multiple writers: a
+ * fault fetches a copy (REQ, PAGE), a write opens it here with a twin, and
+ * a release sends diffs home.
+ *
  * coh_app.c is the faulting side (application threads); coh_serve.c the
- * serving side (handlers, run by the comm thread). */
+ * receiving side both models share (installs, the request table, run by
+ * the comm thread); coh.c chooses the model.
+ *
+ * Protocol handlers run in the comm thread, and, with DSM_WAIT=reply, also
+ * in a faulting application thread inside its SIGSEGV handler (coh_fault ->
+ * core_spin polls the sockets, taking loop_mu by trylock).  That is safe
+ * because the fault is synchronous: the thread stopped at its own load or
+ * store to the region, holding none of our locks (core.mu is never held
+ * across an access to the application's view, and loop_mu is only tried);
+ * and every handler reaches page data through the read/write view, never
+ * the application's view, so a handler cannot fault in turn. */
 #ifndef DSM_COHERENCE_H
 #define DSM_COHERENCE_H
 #include "transport.h"
@@ -50,6 +67,7 @@ struct waiter {
  * they are sent (serves). */
 struct batched {
     uint64_t page;
+    uint8_t stale;              /* installs: not asked for: dropped, only confirmed */
     uint8_t prot;               /* the protection the page gets */
     uint8_t confirm;            /* installs: send DSM_UPDATE to the home */
     uint8_t mode;               /* serves: what the requester asked for */
@@ -103,15 +121,46 @@ enum coh_step {
     COH_WAIT,           /* a request is out: sleep (core_sleep) */
     COH_AGAIN,          /* core.mu was dropped: look again at once */
     COH_FULL,           /* the ring to our own comm thread is full: sleep (core_sleep) */
+    COH_ASK,            /* only from coh_proto.open_here: no, ask the home */
 };
+
+struct coh;
+
+/* What differs between the consistency models.  One instance each:
+ * coh_sequential (coh_sc.c) and coh_release (coh_rc.c); coh_init picks
+ * one from core.release, and the shared paths (the fault, prefetch,
+ * installs, requests) call through it and test no mode. */
+struct coh_proto {
+    const char *name;
+    /* The model's state and its own messages' handlers, after the shared
+     * ones: DSM_OK, or an error with err filled. */
+    int (*init)(struct coh *h, uint64_t twin_limit, char *err);
+    void (*free)(struct coh *h);
+    /* Faulting side, caller holding core.mu.  Does a fault for this access
+     * ask its home for a writable copy (else for a readable one)? */
+    int (*asks_write)(int write);
+    /* Open the access here with no message if the model can (release: a
+     * write to a readable copy gets a twin): COH_DONE; COH_AGAIN if core.mu
+     * was dropped meanwhile; COH_WAIT once the job failed; COH_ASK if it
+     * cannot: the home must be asked. */
+    enum coh_step (*open_here)(struct coh *h, uint64_t page, int write);
+    /* Comm thread.  Is an install of a page that `from` sent confirmed to
+     * its home with DSM_UPDATE? */
+    int (*confirms)(const struct core *c, uint64_t page, int from);
+    /* DSM_REQ for pages [page, page + n): are they all served here?  Then
+     * serve it (request). */
+    int (*serves)(struct coh *h, uint64_t page, uint64_t n);
+    void (*request)(struct coh *h, const struct msg *req);
+    /* The model's batched work takes effect, except on messages of `type`
+     * (which may keep batching): the transport's flush hook. */
+    void (*flush)(struct coh *h, int type);
+};
+extern const struct coh_proto coh_sequential, coh_release;
 
 struct coh {
     struct core *c;
     struct transport *t;
-    /* Release mode (rc_init): a write fault on a readable copy opens it
-     * with no message (a twin); NULL in sequential mode.  A pointer, so
-     * that the faulting side (coh_app.c) does not call up into coh_rc.c. */
-    enum coh_step (*write_copy)(struct coh *h, uint64_t page);
+    const struct coh_proto *proto;      /* set once, in coh_init */
     struct rc rc;
     struct dir *dirs;                   /* per page, used where homed here (comm thread);
                                          * NULL in release mode */
@@ -120,19 +169,49 @@ struct coh {
     unsigned n_installs, n_serves;
     struct readahead ra;
     struct parked *parked;              /* DSM_FWD, DSM_INV held for pinned pages (core.mu) */
+    unsigned claim_waits;               /* threads in coh_claim_wait (core.mu) */
     struct place place;
+    uint64_t stale;                     /* pages that came unasked, dropped (on_page) */
 };
 
-/* Directory and handlers; the page table (core.pages) must exist.  The
- * mode is core.release (set once, before): in release mode at most
- * twin_limit bytes of twins. */
+/* coh.c: the model of core.release (set once, before), its state and the
+ * handlers; the page table (core.pages) must exist.  In release mode at
+ * most twin_limit bytes of twins. */
 int coh_init(struct coh *h, struct core *c, struct transport *t, uint64_t twin_limit,
              char *err);
 void coh_free(struct coh *h);
 
-/* The directory entry of a page homed here (the simulator checks them):
- * one per page of the region, so that any page can be homed anywhere.
- * Sequential mode only. */
+/* coh_serve.c, for coh_init: the handlers both models share (DSM_REQ,
+ * DSM_PAGE, the batches' flush). */
+void coh_serve_init(struct coh *h);
+/* ... and, for the sequential model's serving side, the batches' helpers:
+ * apply a batch's protections, one protect() per run of consecutive pages
+ * with the same protection, leaving pages kept closed or stale alone
+ * (nonzero, the failure recorded, if one could not be applied); how many
+ * entries from b[0] on are one run of consecutive pages alike in `same`,
+ * at most RUN_MAX of them. */
+int coh_protect_runs(struct coh *h, const struct batched *b, unsigned n);
+unsigned coh_run_of(const struct core *c, const struct batched *b, unsigned n,
+                    int (*same)(const struct core *, const struct batched *,
+                                const struct batched *));
+
+/* A coherence message comes (comm thread): traced; 1 if it names a page
+ * of the region, else 0 with the failure recorded. */
+static inline int coh_arrived(struct coh *h, const struct msg *m)
+{
+    TRACE(h->c, "%s page %llu mode %d origin %d from %d", msg_name(m->type),
+          (unsigned long long)m->pg.page, m->pg.mode, m->origin, m->from);
+    if (m->pg.page < h->c->npages)
+        return 1;
+    core_fail(h->c, "protocol error: %s from rank %d names page %llu of %llu",
+              msg_name(m->type), m->from, (unsigned long long)m->pg.page,
+              (unsigned long long)h->c->npages);
+    return 0;
+}
+
+/* coh_sc.c: the directory entry of a page homed here (the simulator checks
+ * them): one per page of the region, so that any page can be homed
+ * anywhere.  Sequential model only. */
 static inline struct dir *coh_dir(struct coh *h, uint64_t page)
 {
     return &h->dirs[page];
@@ -170,9 +249,15 @@ void coh_pin_init(struct coh *h);
 void coh_pin_free(struct coh *h);
 /* Comm thread, about to give a page away: claim it (0), so that no thread
  * pins it meanwhile, or park m if it is pinned already (1).  coh_unclaim
- * ends the claim once the page is gone. */
+ * ends the claim once the page is gone, and wakes the threads that wait
+ * for it: a claimed page is waited for (coh_claim_wait, or a fault), never
+ * asked for while it is still here. */
 int coh_claim(struct coh *h, const struct msg *m);
 void coh_unclaim(struct coh *h, uint64_t page);
+/* Caller holds core.mu, and found a page claimed (pages[].leaving): sleep
+ * (core_sleep_until) until coh_unclaim wakes us.  A thread in a fault on
+ * the page (pages[].waiters) is woken too. */
+int coh_claim_wait(struct coh *h, uint32_t seq, uint64_t deadline);
 /* Comm thread: park m if its page is pinned; 1 if it was (or was dropped
  * because the job failed). */
 int coh_park(struct coh *h, const struct msg *m);
@@ -220,10 +305,9 @@ void coh_place_end(struct coh *h);      /* caller holds core.mu (or the rank is 
  * DSM_ESYS with err filled. */
 int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, char *err);
 
-/* coh_rc.c: release mode.  All but rc_serve run in application threads
- * holding core.mu (which sending drops for a while). */
-int rc_init(struct coh *h, uint64_t limit, char *err);
-void rc_free(struct coh *h);
+/* coh_rc.c: release mode (coh_release), what the API's synchronisation
+ * calls.  These run in application threads holding core.mu (which sending
+ * drops for a while). */
 void rc_flush(struct coh *h);       /* release: every written page's diff goes home */
 int rc_flushed(struct coh *h);      /* ... and every home applied it */
 /* This rank's write notices: for a barrier, or for a lock's next holder.
@@ -233,9 +317,6 @@ void rc_acquire(struct coh *h, const unsigned char *notices, uint64_t len);
 /* After a barrier: the notices of every rank, as a gather delivers them. */
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len);
 int rc_drop_step(struct coh *h);    /* drop the copies noticed; 1 when done */
-void rc_serve(struct coh *h, const struct msg *req);    /* comm thread, at the home */
-/* Comm thread: may this rank serve pages [page, page + n) as their home? */
-int rc_serves(struct coh *h, uint64_t page, uint64_t n);
 
 /* Pages that came but are kept closed (page.closed): a read-ahead trigger,
  * whose first access asks for the next run, and a page a faulting thread

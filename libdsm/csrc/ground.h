@@ -13,8 +13,10 @@
  *   commstep.c   layer 1: the comm thread's decisions, step functions of the time
  *   peer.c       layer 1: one connection of it: framing, outbox, payloads in place
  *   net.c        layer 1: socket helpers
+ *   coh.c        layer 2: coherence, the model chosen once (struct coh_proto)
  *   coh_app.c    layer 2: coherence, the faulting side (requests, read-ahead)
- *   coh_serve.c  layer 2: coherence, the serving side (owner, holder, home)
+ *   coh_serve.c  layer 2: coherence, the receiving side of both models (installs, requests)
+ *   coh_sc.c     layer 2: coherence, sequential (owner, holder, home directory)
  *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
  *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
  *   coh_place.c  layer 2: coherence, moving page homes (dsm_place)

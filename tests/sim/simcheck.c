@@ -139,6 +139,8 @@ static void check_release(uint32_t p)
     }
 }
 
+static void check_no_stale_pages(void);
+
 void check_step(void)
 {
     uint32_t p;
@@ -148,6 +150,7 @@ void check_step(void)
         W.release ? check_release(p) : check_page(p);
     check_pins();
     check_locks();
+    check_no_stale_pages();
 }
 
 /* After a step run while another thread of its rank had core.mu dropped:
@@ -220,3 +223,15 @@ void check_end(void)
                           id >= s->delivered_cap || !s->delivered[id] ? "lost" : "duplicated");
 }
 
+
+/* A page that comes unasked is dropped (coh_serve.c's on_page), so it
+ * cannot overwrite a write; but only a requester that asked twice, or a
+ * transport that delivered twice, sends one. */
+static void check_no_stale_pages(void)
+{
+    int r;
+    for (r = 0; r < W.s.n; r++)
+        if (W.s.r[r].coh.stale)
+            sim_violation(&W.s, "rank %d: %llu pages came that it had not asked for", r,
+                          (unsigned long long)W.s.r[r].coh.stale);
+}
