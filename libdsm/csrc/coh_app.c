@@ -76,6 +76,12 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
     return rc;
 }
 
+int coh_request(struct coh *h, uint64_t page, uint64_t n, int write)
+{
+    uint64_t got;
+    return request_run(h, page, n, write, 0, 0, &got);
+}
+
 /* Release mode: ask again for a copy an acquire dropped, before anyone
  * faults on it; the home has every write the acquire orders before it.
  * Caller holds core.mu, which this may drop. */

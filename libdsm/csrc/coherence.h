@@ -146,6 +146,10 @@ int coh_fault_ready(struct coh *h, uint64_t page, int write);
  * SIGSEGV handler).  write < 0: the CPU did not say; a fault on a page
  * readable already must be a write. */
 void coh_fault(struct coh *h, uint64_t page, int write);
+/* Ask for up to n pages from `page` on (a run that stops at the first page
+ * needing no request), caller holding core.mu: the TP_DROPPED and TP_FULL
+ * bits of the sends (ops.c's prefetch). */
+int coh_request(struct coh *h, uint64_t page, uint64_t n, int write);
 /* Release mode: ask again, at once, for a copy an acquire dropped. */
 void coh_refetch(struct coh *h, uint64_t page);
 /* Fetch pages [first, first + n) and wait for them: a bulk fault.  With

@@ -19,6 +19,8 @@
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
+ *   ops.c        layer 2: the operations, each blocking call as a resumable step function
+ *   ops_mode.c   layer 2: what the operations do in each consistency mode (struct op_mode)
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   waitsig.c    layer 3: SIGUSR1: what each thread waits for (a hung job's stacks)
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
