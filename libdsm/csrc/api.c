@@ -73,14 +73,35 @@ static int check_config(const struct dsm_config *c, const int *peer_fds, char *e
     return DSM_OK;
 }
 
+static int run(struct op *o);
+
+/* In the SIGSEGV handler: it only takes core.mu (never held by a thread
+ * that can fault on the region) and sends requests. */
 static void on_fault(void *ctx, uint64_t offset, int write)
 {
     struct dsm *d = ctx;
-    coh_fault(&d->coh, offset / d->core.page_size, write);
+    struct core *c = &d->core;
+    char err[DSM_ERRLEN];
+    struct op o = { .kind = OP_FAULT, .f = { .first = offset / c->page_size, .write = write },
+                    .err = err };
+    uint64_t t0 = now_ns(), dur;
+    int note;
+    if (c->pid && getpid() != c->pid)   /* a child has no comm thread; c->mu may be held */
+        dsm_panic(c->rank, "page %llu touched in process %d, forked after libdsm.init() in "
+                  "process %d: only the process that called init() can use DSM memory; fork "
+                  "before init(), or start children with multiprocessing's 'spawn'",
+                  (unsigned long long)o.f.first, (int)getpid(), (int)c->pid);
+    note = core_note_wait(c, WAIT_PAGE, o.f.first, (uint64_t)page_home(c, o.f.first));
+    if (run(&o))
+        dsm_panic(c->rank, "%s", err);
+    core_end_wait(c, note);
+    dur = now_ns() - t0;
+    __atomic_fetch_add(&c->stats.fault_wait_ns, dur, __ATOMIC_RELAXED);
+    TRACE_EVENT(c, DSM_EV_FAULT, o.f.first, c->rank, o.f.write, t0, dur);
 }
 
 /* In a child forked while the core runs: no page stays accessible, so the
- * child's first touch faults and coh_fault refuses it on every rank alike. */
+ * child's first touch faults and on_fault refuses it on every rank alike. */
 static void revoke_in_child(void)
 {
     if (D.core.phase == PHASE_RUNNING)
@@ -324,12 +345,15 @@ int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err)
 int dsm_agree(uint64_t value, uint64_t *all, char *err)
 {
     uint64_t mine = htole64(value), len, v;
-    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL, .data = &mine,
-                              .len = sizeof mine };
+    struct op o = { .kind = OP_COLL, .bare = 1, .err = err,
+                    .call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL, .data = &mine,
+                              .len = sizeof mine } };
     uint32_t tag[2];
-    unsigned char *out = NULL;
+    unsigned char *out;
     uint64_t at;
-    int rc = coll_run(&D.coll, &call, (void **)&out, &len, err);
+    int rc = run(&o);
+    out = o.out;
+    len = o.out_len;
     for (at = 0; !rc && at + 16 <= len; at += 16) {
         memcpy(tag, out + at, 8);
         memcpy(&v, out + at + 8, 8);

@@ -4,7 +4,7 @@
  * DSM_UNPIN to its own comm thread, which hands what was parked back to
  * the transport to run again.
  *
- * Pins are taken by coh_prefetch, in ascending page order, each as soon as
+ * Pins are taken by ops.c's OP_FETCH, in ascending page order, each as soon as
  * its page is here; a rank waiting for a page another holds pinned holds
  * pins only on lower pages, so two ranks pinning each other's pages cannot
  * wait for each other in a circle.  Nested pins (pinned() inside pinned())

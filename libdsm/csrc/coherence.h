@@ -142,28 +142,18 @@ static inline struct dir *coh_dir(struct coh *h, uint64_t page)
 enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write);
 /* Is there something for a faulting thread to do (caller holds core.mu)? */
 int coh_fault_ready(struct coh *h, uint64_t page, int write);
-/* Block the faulting thread until the page allows the access (in the
- * SIGSEGV handler).  write < 0: the CPU did not say; a fault on a page
- * readable already must be a write. */
-void coh_fault(struct coh *h, uint64_t page, int write);
 /* Ask for up to n pages from `page` on (a run that stops at the first page
  * needing no request), caller holding core.mu: the TP_DROPPED and TP_FULL
  * bits of the sends (ops.c's prefetch). */
 int coh_request(struct coh *h, uint64_t page, uint64_t n, int write);
 /* Release mode: ask again, at once, for a copy an acquire dropped. */
 void coh_refetch(struct coh *h, uint64_t page);
-/* Fetch pages [first, first + n) and wait for them: a bulk fault.  With
- * `pin`, each page is pinned as soon as it is here, in ascending order
- * (coh_pin.c); on an error none stays pinned.  deadline (now_ns) 0: none;
- * past it, DSM_ETIMEDOUT. */
-int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
-                 uint64_t deadline, char *err);
 
 /* coh_pin.c: pinned pages stay here.  A DSM_FWD or DSM_INV for a pinned
  * page is parked (coh_park, from the serving side) and runs again once the
  * page is unpinned: coh_unpin asks for that with a DSM_UNPIN to ourselves.
  * Pins are taken in ascending page order, each once its page is here
- * (coh_prefetch with pin): a rank waiting for a page pinned elsewhere holds
+ * (ops.c's OP_FETCH with pin): a rank waiting for a page pinned elsewhere holds
  * pins only below it, so no two pinning ranks wait for each other.  Nested
  * pins break the order; a deadline turns that deadlock into an error. */
 struct parked {
@@ -220,9 +210,6 @@ uint64_t coh_place_next(struct coh *h, uint64_t page);
 int coh_place_post(struct coh *h);
 int coh_place_done(struct coh *h);      /* caller holds core.mu */
 void coh_place_end(struct coh *h);      /* caller holds core.mu (or the rank is ending) */
-/* Steps 2 to 4 with the waits (takes core.mu): DSM_OK, or DSM_EPEER /
- * DSM_ESYS with err filled. */
-int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, char *err);
 
 /* coh_rc.c: release mode.  All but rc_serve run in application threads
  * holding core.mu (which sending drops for a while). */

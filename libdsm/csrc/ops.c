@@ -9,6 +9,55 @@
 
 #define FETCH_CHUNK 1024        /* pages; two chunks at most in flight */
 
+/* ---------------------------------------------------------- faults */
+
+enum { FA_START, FA_WAITING };
+
+/* The page fault's error: it leaves no waiter behind. */
+static int fault_fails(struct core *c, struct op *o, int rc)
+{
+    c->pages[o->f.first].waiters--;
+    return op_fail(o, rc);
+}
+
+/* coh_fault_step until the page allows the access.  Meanwhile the thread
+ * counts among the page's waiters: one of them opens it when it comes.
+ * An unknown access (write < 0) to a page readable already is a write. */
+static int fault_step(struct ops *x, struct op *o)
+{
+    struct core *c = x->c;
+    uint64_t page = o->f.first;
+    if (o->phase == FA_START) {
+        if (o->f.write < 0)
+            o->f.write = coh_satisfied(c, page, 0);
+        c->pages[page].waiters++;
+        o->phase = FA_WAITING;
+    }
+    for (;;) {
+        if (coh_satisfied(c, page, o->f.write)) {
+            c->pages[page].waiters--;
+            return OP_DONE;
+        }
+        if (core_failed(c)) {
+            dsm_err(o->err, "page %llu needed, but %s", (unsigned long long)page, c->failure);
+            return fault_fails(c, o, DSM_EPEER);
+        }
+        if (c->phase != PHASE_RUNNING) {
+            dsm_err(o->err, "page %llu touched %s", (unsigned long long)page,
+                    c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
+            return fault_fails(c, o, DSM_ESTATE);
+        }
+        switch (coh_fault_step(x->h, page, o->f.write)) {
+        case COH_DONE:
+            continue;
+        case COH_AGAIN:
+            return OP_AGAIN;
+        default:            /* a request is out, or the ring to our comm thread is full */
+            return OP_WAIT;
+        }
+    }
+}
+
 /* ---------------------------------------------------------- collectives */
 
 enum { C_PROLOGUE, C_BEGIN, C_ENDED };
@@ -19,10 +68,10 @@ static int collective(struct ops *x, struct op *o, const struct coll_call *call)
     int st;
     switch (o->cphase) {
     case C_PROLOGUE:
-        if ((st = x->mode->coll_prologue(x, o)) != OP_DONE)
+        if (!o->bare && (st = x->mode->coll_prologue(x, o)) != OP_DONE)
             return st;
         o->sub = 0;
-        if (call->kind == DSM_COLL_BARRIER && !call->sig && x->mode->prologue_syncs)
+        if (!o->bare && call->kind == DSM_COLL_BARRIER && !call->sig && x->mode->prologue_syncs)
             return OP_DONE;         /* the prologue was a barrier already */
         o->cphase = C_BEGIN;
         /* fall through */
@@ -296,6 +345,8 @@ int op_step(struct ops *x, struct op *o)
 {
     int st = OP_ERROR;
     switch (o->kind) {
+    case OP_FAULT:
+        return fault_step(x, o);
     case OP_COLL:
         return collective(x, o, &o->call);
     case OP_LOCK:

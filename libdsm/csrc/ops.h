@@ -26,6 +26,7 @@
 enum op_status { OP_DONE, OP_ERROR, OP_WAIT, OP_AGAIN };
 
 enum op_kind {
+    OP_FAULT,           /* the access f.write (< 0: unknown) to page f.first */
     OP_COLL,            /* a collective (with the mode's prologue): call, out */
     OP_LOCK,            /* acquire `lock`: try (never queue) or deadline */
     OP_UNLOCK,          /* release `lock` */
@@ -35,7 +36,8 @@ enum op_kind {
 };
 
 /* Pages [first, end) to bring here, in ascending order (OP_FETCH, and a
- * placement's runs): at is the next one not yet here (or pinned). */
+ * placement's runs): at is the next one not yet here (or pinned).  OP_FAULT:
+ * page `first`, for writing or not. */
 struct fetch {
     uint64_t first, end;
     int write, pin;
@@ -51,6 +53,7 @@ struct op {
     struct coll_call call;          /* OP_COLL; OP_PLACE: the first barrier's sig */
     uint32_t lock;
     int try;                        /* OP_LOCK: answered at once, never queued */
+    int bare;                       /* OP_COLL: without the mode's prologue */
     uint64_t first, n;              /* OP_PLACE */
     const uint16_t *homes;
     int verdict;                    /* OP_PLACE: the arguments' error (err filled), given

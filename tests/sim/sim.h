@@ -123,7 +123,6 @@ struct thread {
     int64_t mine[2];            /* its contribution to the collective it runs */
     int began;                  /* the collective task began its first collective */
     uint32_t upto;              /* T_PIN: pages pinned so far */
-    uint32_t waits_on;          /* page + 1 of the fault it waits in (page.waiters), or 0 */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
     /* Its last step went nowhere: it sleeps as core_sleep does, on the

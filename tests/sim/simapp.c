@@ -200,7 +200,7 @@ static int phase_open(int r, int t, const struct task *o)
 
 /* Can this thread's next step change something?  A thread whose last
  * step waited sleeps until a core_wake moves the event count, as
- * core_sleep does; a fault waits for what coh_fault waits for. */
+ * core_sleep does. */
 int thread_ready(int r, int t)
 {
     struct thread *th = &W.th[r][t];
@@ -216,32 +216,7 @@ int thread_ready(int r, int t)
         return 0;
     if (!phase_open(r, t, o))
         return 0;
-    if (o->kind == T_READ || o->kind == T_WRITE)
-        return coh_fault_ready(&sr->coh, o->page, o->kind == T_WRITE);
-    if (o->kind == T_LOCK_INC && th->phase == 1)
-        return coh_fault_ready(&sr->coh, counter_page(o->lock), 1);
     return o->kind != T_FINALIZE || th->phase || threads_done(r, 1);
-}
-
-/* A fault step; 1 once the access may be made.  Caller holds core.mu. */
-static int fault(int r, struct thread *th, uint32_t page, int write)
-{
-    struct srank *sr = &W.s.r[r];
-    int tries = 0;
-    enum coh_step st;
-    while ((st = coh_fault_step(&sr->coh, page, write)) == COH_AGAIN)
-        if (++tries > 100)
-            sim_violation(&W.s, "rank %d: a fault on page %u keeps asking again", r, page);
-    th->full = st == COH_FULL;
-    if (th->waits_on && (st == COH_DONE || th->waits_on != page + 1)) {
-        sr->core.pages[th->waits_on - 1].waiters--;
-        th->waits_on = 0;
-    }
-    if (st != COH_DONE && !th->waits_on) {  /* as coh_fault: the page opens in this thread */
-        sr->core.pages[page].waiters++;
-        th->waits_on = page + 1;
-    }
-    return st == COH_DONE;
 }
 
 /* A read: the last write, or in release mode, for a word another rank may
@@ -278,9 +253,15 @@ static void begin_op(int r, struct thread *th, const struct task *o)
     struct op *op = &th->op;
     *op = (struct op){ .err = th->err };
     switch (o->kind) {
+    case T_READ:
+    case T_WRITE:
+        op->kind = OP_FAULT;
+        op->f = (struct fetch){ .first = o->page, .write = o->kind == T_WRITE };
+        break;
     case T_LOCK_INC:
-        op->kind = th->phase ? OP_UNLOCK : OP_LOCK;
+        op->kind = th->phase == 0 ? OP_LOCK : th->phase == 1 ? OP_FAULT : OP_UNLOCK;
         op->lock = o->lock;
+        op->f = (struct fetch){ .first = counter_page(o->lock), .write = 1 };
         break;
     case T_PIN:
         op->kind = OP_FETCH;
@@ -342,20 +323,19 @@ static void next_task(struct thread *th)
     th->pc++;
 }
 
-/* A lock-protected increment: acquire, the increment, release. */
+/* A lock-protected increment: acquire, the fault on the counter's page
+ * and the increment, release. */
 static void lock_inc(int r, struct thread *th, const struct task *o)
 {
     uint32_t cp = counter_page(o->lock), cw = counter_word(o->lock);
-    if (th->phase != 1) {
-        if (op_steps(r, th, o) && th->phase++)
-            next_task(th);
-    } else if (fault(r, th, cp, 1)) {
+    if (!op_steps(r, th, o))
+        return;
+    if (th->phase == 1) {
         check_read(r, NULL, cp, cw);
         do_write(r, cp, cw, *word_at(W.shadow, cp, cw) + 1);
-        th->phase = 2;
-    } else {
-        th->asleep = 1;
     }
+    if (th->phase++ == 2)
+        next_task(th);
 }
 
 /* A pin task: the op fetches and pins the pages in ascending order; then
@@ -397,14 +377,12 @@ void app_step(int r, int t)
     if (core_failed(&sr->core)) {
         th->ended = 1;
     } else if (o->kind == T_READ || o->kind == T_WRITE) {
-        if (fault(r, th, o->page, o->kind == T_WRITE)) {
+        if (op_steps(r, th, o)) {
             if (o->kind == T_READ)
                 check_read(r, o, o->page, o->word);
             else
                 do_write(r, o->page, o->word, ++W.writes);
             th->pc++;
-        } else {
-            th->asleep = 1;
         }
     } else if (o->kind == T_LOCK_INC) {
         lock_inc(r, th, o);
