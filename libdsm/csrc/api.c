@@ -228,6 +228,12 @@ static void waited(uint64_t *counter, int kind, uint64_t arg, uint64_t t0)
     TRACE_EVENT(&D.core, kind, arg, D.core.rank, 0, t0, dur);
 }
 
+static int unpin(uint64_t first, uint64_t n, char *err)
+{
+    struct op o = { .kind = OP_UNPIN, .f = { .first = first, .end = first + n }, .err = err };
+    return run(&o);
+}
+
 /* Fetch pages [first, first + n), pinning each if `pin`: all or none
  * stay pinned. */
 static int fetch(uint64_t first, uint64_t n, int write, int pin, uint64_t deadline, char *err)
@@ -238,7 +244,7 @@ static int fetch(uint64_t first, uint64_t n, int write, int pin, uint64_t deadli
     int note = core_note_wait(&D.core, WAIT_PAGES, first, n), rc = run(&o);
     core_end_wait(&D.core, note);
     if (rc && pin && o.f.at > first)    /* the job's failure is in err */
-        coh_unpin_wait(&D.coh, first, o.f.at - first, scratch);
+        unpin(first, o.f.at - first, scratch);
     return rc;
 }
 
@@ -261,7 +267,7 @@ int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *er
 int dsm_unpin(uint64_t first, uint64_t n, char *err)
 {
     int rc = check_pages(first, n, err);
-    return rc ? rc : coh_unpin_wait(&D.coh, first, n, err);
+    return rc ? rc : unpin(first, n, err);
 }
 
 /* A collective operation, noted and timed as the application's wait. */

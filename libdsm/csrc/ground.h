@@ -257,11 +257,9 @@ void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
 /* core_sleep for a waiter with a deadline (now_ns; 0: none): nonzero, and
  * no sleep, once the deadline has passed. */
 int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns);
-/* Caller holds c->mu: yield for up to spin_ns while cond() is false, then
- * sleep until cond() holds or the job failed.  0 or DSM_EPEER with err
- * filled.  cond() runs under core.mu and must not drop it. */
-int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
-/* Only the polling part of core_wait. */
+/* Caller holds c->mu: yield (or poll, core.poll) for up to spin_ns while
+ * cond() is false, before a sleep; cond() runs under core.mu and must not
+ * drop it.  api.c's run() spins until the event count moves. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
 /* Note that this thread waits for (kind, a, b) until core_end_wait(slot):

@@ -238,6 +238,16 @@ static int fetch(struct ops *x, struct op *o, struct fetch *f)
     return stop < f->end ? OP_AGAIN : OP_DONE;
 }
 
+/* Drop the pins; if messages were parked for those pages, DSM_UNPIN to our
+ * comm thread runs them again. */
+static int unpin_step(struct ops *x, struct op *o)
+{
+    if (o->phase == 0 && !coh_unpin(x->h, o->f.first, o->f.end - o->f.first))
+        return OP_DONE;
+    o->phase = 1;
+    return coh_unpin_poke(x->h) == TP_FULL ? op_wait(x, o) : OP_DONE;
+}
+
 /* ---------------------------------------------------------- placement */
 
 enum { P_SETTLED, P_FIRST, P_TAKE, P_POST, P_SWITCHED, P_SECOND };
@@ -360,6 +370,8 @@ int op_step(struct ops *x, struct op *o)
         return st;
     case OP_FETCH:
         return fetch(x, o, &o->f);
+    case OP_UNPIN:
+        return unpin_step(x, o);
     case OP_FINALIZE:
         return finalize_step(x, o);
     }

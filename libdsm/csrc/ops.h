@@ -32,6 +32,7 @@ enum op_kind {
     OP_UNLOCK,          /* release `lock` */
     OP_PLACE,           /* move the homes of [first, first + n) to homes[] */
     OP_FETCH,           /* bring [first, first + n) here (write), pinning each (pin) */
+    OP_UNPIN,           /* drop a pin of each page of f: [first, end) */
     OP_FINALIZE,        /* this rank's part of the job's end */
 };
 

@@ -1,7 +1,9 @@
 /* The deterministic simulation of the protocol layers (see sim.c).
  * Every simulated rank has the real core, transport common part, coherence,
- * collectives and locks state of its own; simnet.c is the transport backend and the
- * memory they run on. */
+ * collectives, locks and operations state of its own; simnet.c is the
+ * transport backend and the memory they run on.  A thread's tasks (struct
+ * task) are what the scenario asks of it; each runs as operations (struct
+ * op, ops.h). */
 #ifndef DSM_SIM_H
 #define DSM_SIM_H
 #include <stdint.h>
@@ -115,7 +117,6 @@ struct coll_spec {
 struct thread {
     struct task tasks[MAX_TASKS];
     int ntasks, pc, phase;
-    int full;                   /* the last step found the ring full */
     int colls_done;             /* collectives it ended */
     struct op op;               /* the operation it runs (ops.h), if in_op */
     int in_op;

@@ -1,7 +1,9 @@
 /* The simulated application: the scenario a seed makes (the same
  * collectives on every rank, random memory operations and lock-protected
- * increments around them), and one step of a thread at a time, driving the
- * protocols' non-blocking steps as the real blocking calls do. */
+ * increments around them), and one step of a thread at a time.  Every
+ * access, lock, collective, placement, pin and finalize is an operation of
+ * the shipped code (ops.h), stepped as api.c's run() steps it; what is
+ * here is which tasks run, and the checks of what they see. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,11 +195,6 @@ static int phase_open(int r, int t, const struct task *o)
     return k < other->colls_done;
 }
 
-/* T_PIN, as dsm_pin: phase 0 fetches the pages in ascending order and
- * pins each as soon as it is here; phase 1 holds them all (reads, or
- * writes, each page); phase 2 unpins and posts DSM_UNPIN.  Ready in phase 0
- * when the next page can be asked for or has come. */
-
 /* Can this thread's next step change something?  A thread whose last
  * step waited sleeps until a core_wake moves the event count, as
  * core_sleep does. */
@@ -212,8 +209,6 @@ int thread_ready(int r, int t)
         return 1;               /* it wakes to the failure */
     if (th->asleep && core_seq(&sr->core) == th->seq)
         return 0;               /* nobody woke it */
-    if (th->full && sr->tp.ring.len == DSM_RING_CAP)
-        return 0;
     if (!phase_open(r, t, o))
         return 0;
     return o->kind != T_FINALIZE || th->phase || threads_done(r, 1);
@@ -264,7 +259,7 @@ static void begin_op(int r, struct thread *th, const struct task *o)
         op->f = (struct fetch){ .first = counter_page(o->lock), .write = 1 };
         break;
     case T_PIN:
-        op->kind = OP_FETCH;
+        op->kind = th->phase ? OP_UNPIN : OP_FETCH;
         op->f = (struct fetch){ .first = o->page, .end = o->page + o->count,
                                 .write = (int)o->write, .pin = 1, .at = o->page };
         break;
@@ -338,30 +333,22 @@ static void lock_inc(int r, struct thread *th, const struct task *o)
         next_task(th);
 }
 
-/* A pin task: the op fetches and pins the pages in ascending order; then
- * they are all held (read, or written), then unpinned. */
+/* A pin task: phase 0 fetches and pins the pages in ascending order (the
+ * op); phase 1 holds them all (reads, or writes, each page); phase 2
+ * unpins them (the op). */
 static void pin_task(int r, struct thread *th, const struct task *o)
 {
-    struct srank *sr = &W.s.r[r];
     uint32_t p;
-    if (th->phase == 0) {
-        th->phase = op_steps(r, th, o);
-        return;
-    }
     if (th->phase == 1) {
         for (p = o->page; p < o->page + o->count; p++)
             if (o->write)
                 do_write(r, p, o->word, ++W.writes);
             else
                 check_read(r, o, p, o->word);
-        th->phase = coh_unpin(&sr->coh, o->page, o->count) ? 2 : 3;
-    }
-    if (th->phase == 2) {
-        th->full = coh_unpin_poke(&sr->coh) == TP_FULL;
-        th->phase = th->full ? 2 : 3;
-    }
-    if (th->phase == 3)
+        th->phase = 2;
+    } else if (op_steps(r, th, o) && th->phase++) {
         next_task(th);
+    }
 }
 
 void app_step(int r, int t)
@@ -373,7 +360,7 @@ void app_step(int r, int t)
     step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
              task_names[o->kind], o->page, o->word, o->lock, th->phase);
     core_lock(&sr->core);
-    th->asleep = th->full = 0;
+    th->asleep = 0;
     if (core_failed(&sr->core)) {
         th->ended = 1;
     } else if (o->kind == T_READ || o->kind == T_WRITE) {
