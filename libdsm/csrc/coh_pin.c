@@ -139,17 +139,3 @@ int coh_unpin_poke(struct coh *h)
     struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)h->c->rank };
     return tp_send_app(h->t, h->c->rank, &m, NULL) == TP_FULL ? TP_FULL : 0;
 }
-
-int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err)
-{
-    struct core *c = h->c;
-    struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)c->rank };
-    int rc = DSM_OK;
-    core_lock(c);
-    if (coh_unpin(h, first, n) && tp_send_app_wait(h->t, c->rank, &m, NULL) == DSM_EPEER) {
-        dsm_err(err, "%s", c->failure);
-        rc = DSM_EPEER;
-    }
-    core_unlock(c);
-    return rc;
-}

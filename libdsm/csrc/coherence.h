@@ -177,9 +177,6 @@ int coh_pin_page(struct coh *h, uint64_t page, int write);
 int coh_unpin(struct coh *h, uint64_t first, uint64_t n);
 /* Caller holds core.mu: post DSM_UNPIN to ourselves; 0, or TP_FULL. */
 int coh_unpin_poke(struct coh *h);
-/* coh_unpin and its DSM_UNPIN, waiting for room in the ring (takes
- * core.mu): DSM_OK, or DSM_EPEER with err filled once the job failed. */
-int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err);
 
 /* coh_place.c: moving the homes of pages [first, first + n), sequential
  * mode, at a collective point where no thread of any rank touches those
