@@ -13,6 +13,15 @@
 
 enum { FA_START, FA_WAITING };
 
+/* A fault of a rank not running (finalize revoked every page, whatever
+ * the page table says): its error. */
+static int fault_refused(struct core *c, struct op *o)
+{
+    dsm_err(o->err, "page %llu touched %s", (unsigned long long)o->f.first,
+            c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
+    return op_fail(o, DSM_ESTATE);
+}
+
 /* The page fault's error: it leaves no waiter behind. */
 static int fault_fails(struct core *c, struct op *o, int rc)
 {
@@ -28,6 +37,8 @@ static int fault_step(struct ops *x, struct op *o)
     struct core *c = x->c;
     uint64_t page = o->f.first;
     if (o->phase == FA_START) {
+        if (c->phase != PHASE_RUNNING)
+            return fault_refused(c, o);
         if (o->f.write < 0)
             o->f.write = coh_satisfied(c, page, 0);
         c->pages[page].waiters++;
@@ -43,8 +54,7 @@ static int fault_step(struct ops *x, struct op *o)
             return fault_fails(c, o, DSM_EPEER);
         }
         if (c->phase != PHASE_RUNNING) {
-            dsm_err(o->err, "page %llu touched %s", (unsigned long long)page,
-                    c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
+            fault_refused(c, o);
             return fault_fails(c, o, DSM_ESTATE);
         }
         switch (coh_fault_step(x->h, page, o->f.write)) {
