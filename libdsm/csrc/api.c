@@ -195,7 +195,6 @@ static int run(struct op *o)
 {
     struct core *c = &D.core;
     struct moved m = { c, 0 };
-    struct spin window = { 0, 0 };
     int st, spin;
     core_lock(c);
     for (;;) {
@@ -204,15 +203,17 @@ static int run(struct op *o)
             break;
         if (st == OP_AGAIN)
             continue;
-        if ((spin = op_spin(o)) >= 0 && core_spin(c, &window, moved, &m, spin))
-            continue;
+        if ((spin = op_spin(o)) >= 0) {
+            core_spin(c, moved, &m, spin);
+            if (moved(&m))
+                continue;
+        }
         if (core_sleep_until(c, m.seq, o->deadline)) {
             op_timeout(&D.ops, o);
             st = OP_ERROR;
             break;
         }
     }
-    core_spin_end(c, &window);
     core_unlock(c);
     op_end(o);
     return st == OP_DONE ? DSM_OK : o->rc;

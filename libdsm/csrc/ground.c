@@ -165,10 +165,9 @@ int core_running(struct core *c, char *err)
     return DSM_ESTATE;
 }
 
-/* Poll for up to spin_ns (one window per wait, however many calls) while
- * cond() is false.  A reply that comes within a few tens of microseconds
- * then finds this thread awake, which saves a futex wake-up on the way
- * back.  Two ways:
+/* Poll for up to spin_ns while cond() is false.  A reply that comes within
+ * a few tens of microseconds then finds this thread awake, which saves a
+ * futex wake-up on the way back.  Two ways:
  *   - core.poll: this thread receives and delivers what comes from the
  *     peers itself, which also saves the comm thread's wake-up and its
  *     hand-off to us (when every thread has a core);
@@ -176,37 +175,25 @@ int core_running(struct core *c, char *err)
  *     once.  With `poll_comm`, the comm thread polls without sleeping
  *     meanwhile, which saves its own wake-up when the reply arrives (used
  *     for barriers and locks; for faults it cost more than it saved). */
-int core_spin(struct core *c, struct spin *s, int (*cond)(void *), void *arg, int poll_comm)
+void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm)
 {
-    if (cond(arg))
-        return 1;
-    if (!c->spin_ns)
-        return 0;
-    if (!s->until) {
-        s->until = now_ns() + c->spin_ns;
-        s->polling = poll_comm && !c->poll;
-        if (s->polling)
-            __atomic_fetch_add(&c->busy_poll, 1, __ATOMIC_RELAXED);
-    }
-    while (!core_failed(c) && now_ns() < s->until) {
+    uint64_t until;
+    if (!c->spin_ns || cond(arg))
+        return;
+    until = now_ns() + c->spin_ns;
+    poll_comm = poll_comm && !c->poll;
+    if (poll_comm)
+        __atomic_fetch_add(&c->busy_poll, 1, __ATOMIC_RELAXED);
+    do {
         core_unlock(c);
         if (c->poll)
-            c->poll(c->poll_ctx, s->until);
+            c->poll(c->poll_ctx, until);
         else
             sched_yield();
         core_lock(c);
-        if (cond(arg))
-            return 1;
-    }
-    core_spin_end(c, s);
-    return 0;
-}
-
-void core_spin_end(struct core *c, struct spin *s)
-{
-    if (s->polling)
+    } while (!cond(arg) && !core_failed(c) && now_ns() < until);
+    if (poll_comm)
         __atomic_fetch_sub(&c->busy_poll, 1, __ATOMIC_RELAXED);
-    s->polling = 0;
 }
 
 int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns)

@@ -257,20 +257,10 @@ void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
 /* core_sleep for a waiter with a deadline (now_ns; 0: none): nonzero, and
  * no sleep, once the deadline has passed. */
 int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns);
-/* A waiter's spin window: the first core_spin of a wait opens it, spin_ns
- * long; the comm thread polls busily while it is open with poll_comm. */
-struct spin {
-    uint64_t until;             /* 0: not opened yet */
-    int polling;                /* busy_poll is counted for it */
-};
-/* Caller holds c->mu: yield (or poll, core.poll) while cond() is false, up
- * to the window's end, before a sleep: 1 once cond() holds.  cond() runs
- * under core.mu and must not drop it.  A wait that steps again after a
- * wake-up (api.c's run(), whose cond() is "the event count moved") keeps
- * the one window, and the comm thread keeps polling across its steps. */
-int core_spin(struct core *c, struct spin *s, int (*cond)(void *), void *arg, int poll_comm);
-/* The wait is over: the comm thread may sleep again (see core_spin). */
-void core_spin_end(struct core *c, struct spin *s);
+/* Caller holds c->mu: yield (or poll, core.poll) for up to spin_ns while
+ * cond() is false, before a sleep; cond() runs under core.mu and must not
+ * drop it.  api.c's run() spins until the event count moves. */
+void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
 /* Note that this thread waits for (kind, a, b) until core_end_wait(slot):
  * the slot, or -1 when all are taken.  No lock: a slot is claimed by an
