@@ -2,20 +2,19 @@
  * `struct dsm` below, the only instance of the layers' state in a real
  * process: configuration is checked here and the pieces are started in
  * order (region, transport, protocols, handler, comm thread) and undone in
- * reverse. */
+ * reverse.  Every blocking call is an operation of ops.h: checked here,
+ * then stepped by run() until it is done. */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "coherence.h"
 #include "comm.h"
 #include "fault.h"
+#include "ops.h"
 #include "waitsig.h"
 #include "region.h"
-#include "coll.h"
-#include "locks.h"
 
 #ifndef DSM_BUILD_VERSION
 #define DSM_BUILD_VERSION "unknown"
@@ -28,6 +27,7 @@ static struct dsm {
     struct coh coh;
     struct coll coll;
     struct locks locks;
+    struct ops ops;
 } D;
 
 void dsm_core_version(int *major, int *minor)
@@ -73,14 +73,35 @@ static int check_config(const struct dsm_config *c, const int *peer_fds, char *e
     return DSM_OK;
 }
 
+static int run(struct op *o);
+
+/* In the SIGSEGV handler: it only takes core.mu (never held by a thread
+ * that can fault on the region) and sends requests. */
 static void on_fault(void *ctx, uint64_t offset, int write)
 {
     struct dsm *d = ctx;
-    coh_fault(&d->coh, offset / d->core.page_size, write);
+    struct core *c = &d->core;
+    char err[DSM_ERRLEN];
+    struct op o = { .kind = OP_FAULT, .f = { .first = offset / c->page_size, .write = write },
+                    .err = err };
+    uint64_t t0 = now_ns(), dur;
+    int note;
+    if (c->pid && getpid() != c->pid)   /* a child has no comm thread; c->mu may be held */
+        dsm_panic(c->rank, "page %llu touched in process %d, forked after libdsm.init() in "
+                  "process %d: only the process that called init() can use DSM memory; fork "
+                  "before init(), or start children with multiprocessing's 'spawn'",
+                  (unsigned long long)o.f.first, (int)getpid(), (int)c->pid);
+    note = core_note_wait(c, WAIT_PAGE, o.f.first, (uint64_t)page_home(c, o.f.first));
+    if (run(&o))
+        dsm_panic(c->rank, "%s", err);
+    core_end_wait(c, note);
+    dur = now_ns() - t0;
+    __atomic_fetch_add(&c->stats.fault_wait_ns, dur, __ATOMIC_RELAXED);
+    TRACE_EVENT(c, DSM_EV_FAULT, o.f.first, c->rank, o.f.write, t0, dur);
 }
 
 /* In a child forked while the core runs: no page stays accessible, so the
- * child's first touch faults and coh_fault refuses it on every rank alike. */
+ * child's first touch faults and on_fault refuses it on every rank alike. */
 static void revoke_in_child(void)
 {
     if (D.core.phase == PHASE_RUNNING)
@@ -113,17 +134,13 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         return rc;
     if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
         goto err_region;
-    if ((rc = coh_init(&D.coh, c, &D.tp, (uint64_t)cfg->twin_limit_mb << 20, err)))
+    if ((rc = ops_init(&D.ops, c, &D.tp, &D.coh, &D.coll, &D.locks,
+                       (uint64_t)cfg->twin_limit_mb << 20, cfg->nlocks, err)))
         goto err_comm;
-    coh_pin_init(&D.coh);
-    if ((rc = coll_init(&D.coll, c, &D.tp, err)))
-        goto err_coh;
-    if ((rc = locks_init(&D.locks, c, &D.tp, cfg->nlocks, err)))
-        goto err_coll;
     if ((rc = fault_install((uintptr_t)D.region.app, cfg->size, on_fault, &D, err)))
-        goto err_locks;
+        goto err_ops;
     if ((rc = waitsig_install(c, err)))
-        goto err_locks;
+        goto err_ops;
     c->pid = getpid();
     static int at_fork;                 /* registered once per process */
     if (!at_fork++)
@@ -133,12 +150,8 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         return DSM_OK;
     c->phase = PHASE_IDLE;
     waitsig_remove();
-err_locks:
-    locks_free(&D.locks);
-err_coll:
-    coll_free(&D.coll);
-err_coh:
-    coh_free(&D.coh);
+err_ops:
+    ops_free(&D.ops);
 err_comm:
     comm_close(&D.tp);
 err_region:
@@ -162,95 +175,48 @@ static int check_pages(uint64_t first, uint64_t n, char *err)
     return DSM_OK;
 }
 
-int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
-{
-    int rc = check_pages(first, n, err), note;
-    if (rc)
-        return rc;
-    note = core_note_wait(&D.core, WAIT_PAGES, first, n);
-    rc = coh_prefetch(&D.coh, first, n, write, 0, 0, err);
-    core_end_wait(&D.core, note);
-    return rc;
-}
-
-int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
-{
-    int rc = check_pages(first, n, err), note;
-    if (!rc && D.core.release) {
-        dsm_err(err, "pinning is for sequential consistency; in release mode copy the data "
-                "out (bytes(), tobytes()) between synchronisations");
-        return DSM_EINVAL;
-    }
-    if (rc)
-        return rc;
-    note = core_note_wait(&D.core, WAIT_PAGES, first, n);
-    rc = coh_prefetch(&D.coh, first, n, write, 1, now_ns() + timeout_ms * 1000000ULL, err);
-    core_end_wait(&D.core, note);
-    return rc;
-}
-
-int dsm_unpin(uint64_t first, uint64_t n, char *err)
-{
-    int rc = check_pages(first, n, err);
-    return rc ? rc : coh_unpin_wait(&D.coh, first, n, err);
-}
-
-static int flushed(void *arg)
-{
-    return rc_flushed(arg);
-}
-
-/* Release mode, caller holding core.mu: every write since the last release
- * is at its home. */
-static int release_writes(char *err)
-{
-    rc_flush(&D.coh);
-    return core_wait(&D.core, flushed, &D.coh, 0, err);
-}
-
-/* Release mode, caller holding core.mu: drop the copies the notices named. */
-static int drop_noticed(char *err)
-{
+struct moved {
+    struct core *c;
     uint32_t seq;
-    for (;;) {      /* a step drops core.mu to send: the count is read before it */
-        seq = core_seq(&D.core);
-        if (rc_drop_step(&D.coh) || core_failed(&D.core))
-            break;
-        core_sleep(&D.core, seq, 0);
-    }
-    if (!core_failed(&D.core))
-        return DSM_OK;
-    dsm_err(err, "%s", D.core.failure);
-    return DSM_EPEER;
+};
+
+/* Has a wake-up come since the step read the event count? */
+static int moved(void *arg)
+{
+    struct moved *m = arg;
+    return core_seq(m->c) != m->seq || core_failed(m->c);
 }
 
-/* Release mode: every collective is also a barrier of the memory.  Each
- * rank sends its writes home, the ranks exchange their write notices, and
- * each drops the copies others wrote. */
-static int memory_barrier(char *err)
+/* The one way an operation waits: take core.mu, read the event count,
+ * step; on OP_WAIT spin a while (op_spin), then sleep on the count (until
+ * the op's deadline, if any), and step again, until it is done.  DSM_OK,
+ * or the op's error with err filled. */
+static int run(struct op *o)
 {
-    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL };
-    unsigned char *notices = NULL;
-    void *all = NULL;
-    uint64_t len = 0;
-    int rc;
-    core_lock(&D.core);
-    if (!(rc = release_writes(err)) && rc_notices(&D.coh, 0, &notices, &len))
-        rc = dsm_err_sys(err, ENOMEM, "write notices");
-    core_unlock(&D.core);
-    call.data = notices;
-    call.len = len;
-    if (!rc)
-        rc = coll_run(&D.coll, &call, &all, &len, err);
-    free(notices);
-    core_lock(&D.core);
-    if (!rc) {
-        rc_barrier(&D.coh, all, len);
-        rc = drop_noticed(err);
+    struct core *c = &D.core;
+    struct moved m = { c, 0 };
+    int st, spin;
+    core_lock(c);
+    for (;;) {
+        m.seq = core_seq(c);            /* before the step, which may drop core.mu */
+        if ((st = op_step(&D.ops, o)) == OP_DONE || st == OP_ERROR)
+            break;
+        if (st == OP_AGAIN)
+            continue;
+        if ((spin = op_spin(o)) >= 0) {
+            core_spin(c, moved, &m, spin);
+            if (moved(&m))
+                continue;
+        }
+        if (core_sleep_until(c, m.seq, o->deadline)) {
+            op_timeout(&D.ops, o);
+            st = OP_ERROR;
+            break;
+        }
     }
-    core_unlock(&D.core);
-    free(all);
-    return rc;
+    core_unlock(c);
+    op_end(o);
+    return st == OP_DONE ? DSM_OK : o->rc;
 }
 
 /* An application wait that ended: its time into *counter (a dsm_stats
@@ -262,22 +228,72 @@ static void waited(uint64_t *counter, int kind, uint64_t arg, uint64_t t0)
     TRACE_EVENT(&D.core, kind, arg, D.core.rank, 0, t0, dur);
 }
 
-int dsm_barrier(char *err)
+static int unpin(uint64_t first, uint64_t n, char *err)
 {
-    struct coll_call call = { .kind = DSM_COLL_BARRIER };
-    void *out;
-    uint64_t len, t0 = now_ns();
-    int note = core_note_wait(&D.core, WAIT_COLL, DSM_COLL_BARRIER, coll_count(&D.coll));
-    int rc = D.core.release ? memory_barrier(err) : coll_run(&D.coll, &call, &out, &len, err);
+    struct op o = { .kind = OP_UNPIN, .f = { .first = first, .end = first + n }, .err = err };
+    return run(&o);
+}
+
+/* Fetch pages [first, first + n), pinning each if `pin`: all or none
+ * stay pinned. */
+static int fetch(uint64_t first, uint64_t n, int write, int pin, uint64_t deadline, char *err)
+{
+    struct op o = { .kind = OP_FETCH, .deadline = deadline, .err = err,
+                    .f = { .first = first, .end = first + n, .write = write, .pin = pin } };
+    char scratch[DSM_ERRLEN];
+    int note = core_note_wait(&D.core, WAIT_PAGES, first, n), rc = run(&o);
     core_end_wait(&D.core, note);
-    waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, DSM_COLL_BARRIER, t0);
+    if (rc && pin && o.f.at > first)    /* the job's failure is in err */
+        unpin(first, o.f.at - first, scratch);
     return rc;
 }
 
-static int collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
-                      uint64_t len, void **out, uint64_t *out_len, char *err)
+int dsm_prefetch(uint64_t first, uint64_t n, int write, char *err)
 {
-    struct coll_call call = { kind, root, op, dtype, sig, data, len };
+    int rc = check_pages(first, n, err);
+    return rc ? rc : fetch(first, n, write, 0, 0, err);
+}
+
+int dsm_pin(uint64_t first, uint64_t n, int write, uint32_t timeout_ms, char *err)
+{
+    int rc = check_pages(first, n, err);
+    if (!rc && D.ops.mode->pin_refused) {
+        dsm_err(err, "%s", D.ops.mode->pin_refused);
+        return DSM_EINVAL;
+    }
+    return rc ? rc : fetch(first, n, write, 1, now_ns() + timeout_ms * 1000000ULL, err);
+}
+
+int dsm_unpin(uint64_t first, uint64_t n, char *err)
+{
+    int rc = check_pages(first, n, err);
+    return rc ? rc : unpin(first, n, err);
+}
+
+/* A collective operation, noted and timed as the application's wait. */
+static int collective(struct op *o)
+{
+    uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_COLL, (uint64_t)o->call.kind, coll_count(&D.coll));
+    int rc = run(o);
+    core_end_wait(&D.core, note);
+    waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, (uint64_t)o->call.kind, t0);
+    return rc;
+}
+
+int dsm_barrier(char *err)
+{
+    struct op o = { .kind = OP_COLL, .call = { .kind = DSM_COLL_BARRIER }, .err = err };
+    int rc = collective(&o);
+    free(o.out);
+    return rc;
+}
+
+int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                   uint64_t len, void **out, uint64_t *out_len, char *err)
+{
+    struct op o = { .kind = OP_COLL, .call = { kind, root, op, dtype, sig, data, len },
+                    .err = err };
     int rc, all = root == DSM_ROOT_ALL && (kind == DSM_COLL_REDUCE || kind == DSM_COLL_GATHER);
     *out = NULL;
     *out_len = 0;
@@ -290,19 +306,9 @@ static int collective(int kind, int root, int op, int dtype, uint64_t sig, const
                 D.core.nranks - 1, DSM_MAX_COLL / 2);
         return DSM_EINVAL;
     }
-    if (D.core.release && (rc = memory_barrier(err)))
-        return rc;
-    return coll_run(&D.coll, &call, out, out_len, err);
-}
-
-int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
-                   uint64_t len, void **out, uint64_t *out_len, char *err)
-{
-    uint64_t t0 = now_ns();
-    int note = core_note_wait(&D.core, WAIT_COLL, (uint64_t)kind, coll_count(&D.coll));
-    int rc = collective(kind, root, op, dtype, sig, data, len, out, out_len, err);
-    core_end_wait(&D.core, note);
-    waited(&D.core.stats.sync_wait_ns, DSM_EV_SYNC, (uint64_t)kind, t0);
+    rc = collective(&o);
+    *out = o.out;
+    *out_len = o.out_len;
     return rc;
 }
 
@@ -319,55 +325,41 @@ static uint64_t place_sig(uint64_t first, uint64_t n, const uint16_t *homes)
     return h;
 }
 
-static int place_settled(void *arg)
-{
-    const uint64_t *range = arg;
-    return coh_place_settled(&D.coh, range[0], range[1]);
-}
-
-/* The order of coherence.h's placement steps, between two barriers: the
- * first also checks that every rank asked for the same placement, and the
- * second keeps every rank from asking a new home before it knows it is
- * one.  Release mode moves no home here: its homes follow single writers
- * at barriers already, so a placement is only the barrier. */
+/* Bad arguments fail after the placement's first barrier, on every rank
+ * alike (OP_PLACE's verdict). */
 int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err)
 {
-    struct coll_call call = { .kind = DSM_COLL_BARRIER };
-    uint64_t range[2] = { first, n }, i, len;
-    void *out;
-    int rc = core_running(&D.core, err), valid = !check_pages(first, n, err);
-    if (!rc && valid && !D.core.release) {          /* no read-ahead of ours still coming */
-        core_lock(&D.core);
-        rc = core_wait(&D.core, place_settled, range, 0, err);
-        core_unlock(&D.core);
-    }
-    if (!rc)
-        rc = collective(DSM_COLL_BARRIER, 0, 0, 0, place_sig(first, valid ? n : 0, homes),
-                        NULL, 0, &out, &len, err);
-    if (rc || (rc = check_pages(first, n, err)))    /* the same verdict on every rank */
+    struct op o = { .kind = OP_PLACE, .first = first, .n = n, .homes = homes, .err = err };
+    uint64_t i;
+    int rc = core_running(&D.core, err), valid;
+    if (rc)
         return rc;
-    for (i = 0; i < n; i++)
+    valid = !(o.verdict = check_pages(first, n, err));
+    for (i = 0; valid && i < n && !o.verdict; i++)
         if (homes[i] >= D.core.nranks) {
             dsm_err(err, "page %llu: home %u is not a rank of 0..%d",
                     (unsigned long long)(first + i), homes[i], D.core.nranks - 1);
-            return DSM_EINVAL;
+            o.verdict = DSM_EINVAL;
         }
-    if (D.core.release)
-        return DSM_OK;
-    if (!(rc = coh_place(&D.coh, first, n, homes, err)))
-        rc = coll_run(&D.coll, &call, &out, &len, err);
+    o.call = (struct coll_call){ .kind = DSM_COLL_BARRIER,
+                                 .sig = place_sig(first, valid ? n : 0, homes) };
+    rc = collective(&o);
+    free(o.out);
     return rc;
 }
 
 int dsm_agree(uint64_t value, uint64_t *all, char *err)
 {
     uint64_t mine = htole64(value), len, v;
-    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL, .data = &mine,
-                              .len = sizeof mine };
+    struct op o = { .kind = OP_COLL, .bare = 1, .err = err,
+                    .call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL, .data = &mine,
+                              .len = sizeof mine } };
     uint32_t tag[2];
-    unsigned char *out = NULL;
+    unsigned char *out;
     uint64_t at;
-    int rc = coll_run(&D.coll, &call, (void **)&out, &len, err);
+    int rc = run(&o);
+    out = o.out;
+    len = o.out_len;
     for (at = 0; !rc && at + 16 <= len; at += 16) {
         memcpy(tag, out + at, 8);
         memcpy(&v, out + at + 8, 8);
@@ -383,81 +375,38 @@ void dsm_buffer_free(void *buf)
     free(buf);
 }
 
-/* In release mode, the notices a lock just brought take effect here. */
-static int lock_notices(uint32_t lock, char *err)
+/* Acquire, within timeout_ms (UINT32_MAX: no limit; 0: try, never queue).
+ * In release mode a lock brings the write notices of its earlier holders. */
+static int acquire(uint32_t lock, uint32_t timeout_ms, char *err)
 {
-    struct lock_value notices;
-    int rc;
-    core_lock(&D.core);
-    notices = locks_value(&D.locks, lock);
-    rc_acquire(&D.coh, notices.data, notices.len);
-    rc = drop_noticed(err);
-    core_unlock(&D.core);
+    struct op o = { .kind = OP_LOCK, .lock = lock, .try = !timeout_ms, .err = err,
+                    .deadline = timeout_ms && timeout_ms != UINT32_MAX ?
+                                now_ns() + timeout_ms * 1000000ULL : 0 };
+    uint64_t t0 = now_ns();
+    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0), rc = run(&o);
+    core_end_wait(&D.core, note);
+    if (!rc)
+        waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
     return rc;
 }
 
-/* In release mode a lock brings the write notices of its earlier holders,
- * and takes ours on. */
 int dsm_lock_acquire(uint32_t lock, char *err)
 {
-    uint64_t t0 = now_ns();
-    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
-    int rc = locks_acquire(&D.locks, lock, err);
-    core_end_wait(&D.core, note);
-    waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
-    return rc || !D.core.release ? rc : lock_notices(lock, err);
+    return acquire(lock, UINT32_MAX, err);
 }
 
+/* In release mode our writes go home first, and our notices with the lock. */
 int dsm_lock_release(uint32_t lock, char *err)
 {
-    struct lock_value notices = { NULL, 0 };
-    uint64_t len = 0;
-    int rc = DSM_OK;
-    if (D.core.release) {
-        core_lock(&D.core);
-        if (!(rc = core_running(&D.core, err)) && !(rc = release_writes(err)) &&
-            rc_notices(&D.coh, 1, &notices.data, &len))
-            rc = dsm_err_sys(err, ENOMEM, "write notices");
-        notices.len = (uint32_t)len;
-        core_unlock(&D.core);
-    }
-    return rc ? rc : locks_release(&D.locks, lock, notices, err);
+    struct op o = { .kind = OP_UNLOCK, .lock = lock, .err = err };
+    return run(&o);
 }
 
-static int finished(void *arg)
-{
-    return ((struct core *)arg)->phase == PHASE_FINISHED;
-}
-
-/* No page of ours is still asked for: a read-ahead run may be on its way. */
-static int settled(void *arg)
-{
-    const struct core *c = arg;
-    uint64_t p;
-    for (p = 0; p < c->npages; p++)
-        if (c->pages[p].pending)
-            return 0;
-    return 1;
-}
-
-/* DSM_FINALIZE goes to our own comm thread, which tells every peer and
- * stops once all have said it and the connections are drained. */
 int dsm_finalize(char *err)
 {
-    struct core *c = &D.core;
-    struct msg m = { .type = DSM_FINALIZE, .origin = (uint16_t)c->rank };
-    int rc, note = core_note_wait(c, WAIT_FINALIZE, 0, 0);
-    core_lock(c);
-    m.coll.epoch = coll_count(&D.coll);
-    /* Settled first: a page that came after DSM_FINALIZE would be confirmed
-     * to its home (DSM_UPDATE) over a connection already shut. */
-    if (!(rc = core_running(c, err)) && !(rc = core_wait(c, settled, c, 0, err)) &&
-        (rc = tp_send_app_wait(&D.tp, c->rank, &m, NULL)))
-        dsm_err(err, "%s", c->failure);
-    if (!rc)
-        rc = core_wait(c, finished, c, 0, err);
-    core_unlock(c);
-    core_end_wait(c, note);
+    struct op o = { .kind = OP_FINALIZE, .err = err };
+    int note = core_note_wait(&D.core, WAIT_FINALIZE, 0, 0), rc = run(&o);
+    core_end_wait(&D.core, note);
     if (!rc) {
         comm_join(&D.tp);
         waitsig_remove();
@@ -543,13 +492,7 @@ uint64_t dsm_trace_read(struct dsm_event *out, uint64_t max)
 
 int dsm_lock_acquire_within(uint32_t lock, uint32_t timeout_ms, char *err)
 {
-    uint64_t t0 = now_ns();
-    int note = core_note_wait(&D.core, WAIT_LOCK, lock, 0);
-    int rc = locks_acquire_within(&D.locks, lock, timeout_ms, err);
-    core_end_wait(&D.core, note);
-    if (!rc)
-        waited(&D.core.stats.lock_wait_ns, DSM_EV_LOCK, lock, t0);
-    return rc || !D.core.release ? rc : lock_notices(lock, err);
+    return acquire(lock, timeout_ms, err);
 }
 
 int dsm_lock_held(uint32_t lock)

@@ -5,11 +5,7 @@
  * from the faulting thread; our own home logic runs in the comm thread, so
  * a request to ourselves goes through the ring. */
 #define _GNU_SOURCE
-#include <time.h>
-#include <unistd.h>
 #include "coherence.h"
-
-#define PREFETCH_CHUNK 1024     /* pages; two chunks at most in flight */
 
 /* Ask the home for pages [page, page + n), all in one home block, and mark
  * them pending (caller holds core.mu).  0, TP_DROPPED (core.mu was dropped:
@@ -85,6 +81,12 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
         n = rc & TP_DROPPED ? cut : n;
     }
     return rc;
+}
+
+int coh_request(struct coh *h, uint64_t page, uint64_t n, int write)
+{
+    uint64_t got;
+    return request_run(h, page, n, write, 0, 0, &got);
 }
 
 /* Release mode: ask again for a copy an acquire dropped, before anyone
@@ -202,137 +204,4 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     if (rc & TP_FULL)
         return COH_FULL;
     return COH_AGAIN;           /* it came and went while core.mu was dropped */
-}
-
-struct want {
-    struct coh *h;
-    uint64_t page;
-    int write;
-};
-
-static int want_ready(void *arg)
-{
-    struct want *w = arg;
-    return coh_fault_ready(w->h, w->page, w->write);
-}
-
-/* Runs inside the SIGSEGV handler.  It takes core.mu, never held across an
- * access to the application's view, and sends requests; with
- * DSM_WAIT=reply its wait (core_spin) also polls the sockets and runs
- * protocol handlers in this thread: safe as coherence.h says (the fault is
- * synchronous, and handlers touch only the read/write view). */
-void coh_fault(struct coh *h, uint64_t page, int write)
-{
-    struct core *c = h->c;
-    struct want w = { h, page, write };
-    uint64_t t0 = now_ns(), dur;
-    if (c->pid && getpid() != c->pid)   /* a child has no comm thread; c->mu may be held */
-        dsm_panic(c->rank, "page %llu touched in process %d, forked after libdsm.init() in "
-                  "process %d: only the process that called init() can use DSM memory; fork "
-                  "before init(), or start children with multiprocessing's 'spawn'",
-                  (unsigned long long)page, (int)getpid(), (int)c->pid);
-    int note = core_note_wait(c, WAIT_PAGE, page, (uint64_t)page_home(c, page));
-    core_lock(c);
-    if (c->phase == PHASE_FINISHED) {   /* finalize revoked every page (region_revoke) */
-        core_unlock(c);
-        dsm_panic(c->rank, "page %llu touched after finalize()", (unsigned long long)page);
-    }
-    if (write < 0)
-        w.write = write = coh_satisfied(c, page, 0);
-    c->pages[page].waiters++;           /* it opens on this CPU when it comes */
-    for (;;) {
-        uint32_t seq = core_seq(c);     /* before the step, which may drop core.mu */
-        if (coh_satisfied(c, page, write))
-            break;
-        if (core_failed(c)) {
-            core_unlock(c);
-            dsm_panic(c->rank, "page %llu needed, but %s", (unsigned long long)page,
-                      c->failure);
-        }
-        if (c->phase != PHASE_RUNNING) {
-            core_unlock(c);
-            dsm_panic(c->rank, "page %llu touched %s", (unsigned long long)page,
-                      c->phase == PHASE_FINISHED ? "after finalize()" : "before init()");
-        }
-        switch (coh_fault_step(h, page, write)) {
-        case COH_DONE:
-        case COH_AGAIN:
-        case COH_ASK:           /* open_here's alone: coh_fault_step asks instead */
-            break;
-        case COH_WAIT:
-            core_spin(c, want_ready, &w, 0);
-            if (!want_ready(&w) && !core_failed(c))
-                core_sleep(c, seq, 0);
-            break;
-        case COH_FULL:          /* the comm thread wakes us when it drains the ring */
-            core_sleep(c, seq, 0);
-            break;
-        }
-    }
-    c->pages[page].waiters--;
-    core_end_wait(c, note);
-    dur = now_ns() - t0;
-    c->stats.fault_wait_ns += dur;
-    core_unlock(c);
-    TRACE_EVENT(c, DSM_EV_FAULT, page, c->rank, write, t0, dur);
-}
-
-/* Request every page of [first, first + n) that needs it (caller holds
- * core.mu, which this may drop).  A full ring leaves pages unrequested:
- * coh_prefetch's wait loop asks for them again. */
-static void request_range(struct coh *h, uint64_t first, uint64_t n, int write)
-{
-    struct core *c = h->c;
-    uint64_t p, got;
-    for (p = first; p < first + n && !core_failed(c); p++)
-        if (!coh_satisfied(c, p, write) && !c->pages[p].pending && !c->pages[p].leaving &&
-            !coh_open_closed(h, p))
-            request_run(h, p, first + n - p, write, 0, 0, &got);
-}
-
-/* The bulk form of a fault, with no signal per page.  At most two chunks
- * are in flight, so the owner never queues more than that for us. */
-int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
-                 uint64_t deadline, char *err)
-{
-    struct core *c = h->c;
-    uint64_t ch, p = first, end = first + n, got;
-    char scratch[DSM_ERRLEN];
-    int rc, late = 0, ask = h->proto->asks_write(write);
-    c->mem.populate(c->mem.ctx, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK);
-    core_lock(c);
-    request_range(h, first, n < PREFETCH_CHUNK ? n : PREFETCH_CHUNK, ask);
-    for (ch = first; ch < end && !core_failed(c) && !late; ch += PREFETCH_CHUNK) {
-        uint64_t stop = end - ch < PREFETCH_CHUNK ? end : ch + PREFETCH_CHUNK;
-        uint64_t next = end - stop < PREFETCH_CHUNK ? end - stop : PREFETCH_CHUNK;
-        if (next) {             /* the next chunk: memory first, then the request */
-            core_unlock(c);
-            c->mem.populate(c->mem.ctx, stop, next);
-            core_lock(c);
-            request_range(h, stop, next, ask);
-        }
-        for (p = ch; p < stop && !core_failed(c) && !late; ) {
-            uint32_t seq = core_seq(c);     /* before anything that may drop core.mu */
-            if (coh_open_closed(h, p))
-                continue;
-            if (pin ? coh_pin_page(h, p, write) : coh_satisfied(c, p, write))
-                p++;
-            else if (c->pages[p].leaving)   /* being served away (so it cannot be pinned) */
-                late = coh_claim_wait(h, seq, deadline);
-            else if (h->proto->open_here(h, p, write) == COH_ASK &&    /* else look again */
-                     (c->pages[p].pending ||
-                      !(request_run(h, p, stop - p, ask, 0, 0, &got) & TP_DROPPED)))
-                late = core_sleep_until(c, seq, deadline);
-        }
-    }
-    rc = core_failed(c) ? DSM_EPEER : late ? DSM_ETIMEDOUT : DSM_OK;
-    if (rc == DSM_EPEER)
-        dsm_err(err, "%s", c->failure);
-    else if (rc)
-        dsm_err(err, "page %llu did not come within the timeout: another rank holds it "
-                "pinned", (unsigned long long)p);
-    core_unlock(c);
-    if (rc && pin && p > first)         /* all or nothing; the job's failure is in err */
-        coh_unpin_wait(h, first, p - first, scratch);
-    return rc;
 }

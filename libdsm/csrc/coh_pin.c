@@ -4,7 +4,7 @@
  * DSM_UNPIN to its own comm thread, which hands what was parked back to
  * the transport to run again.
  *
- * Pins are taken by coh_prefetch, in ascending page order, each as soon as
+ * Pins are taken by ops.c's OP_FETCH, in ascending page order, each as soon as
  * its page is here; a rank waiting for a page another holds pinned holds
  * pins only on lower pages, so two ranks pinning each other's pages cannot
  * wait for each other in a circle.  Nested pins (pinned() inside pinned())
@@ -119,15 +119,6 @@ void coh_unclaim(struct coh *h, uint64_t page)
         core_wake(h->c);
 }
 
-int coh_claim_wait(struct coh *h, uint32_t seq, uint64_t deadline)
-{
-    int late;
-    h->claim_waits++;
-    late = core_sleep_until(h->c, seq, deadline);
-    h->claim_waits--;
-    return late;
-}
-
 int coh_pin_page(struct coh *h, uint64_t page, int write)
 {
     struct page *pg = &h->c->pages[page];
@@ -152,18 +143,4 @@ int coh_unpin_poke(struct coh *h)
 {
     struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)h->c->rank };
     return tp_send_app(h->t, h->c->rank, &m, NULL) == TP_FULL ? TP_FULL : 0;
-}
-
-int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err)
-{
-    struct core *c = h->c;
-    struct msg m = { .type = DSM_UNPIN, .origin = (uint16_t)c->rank };
-    int rc = DSM_OK;
-    core_lock(c);
-    if (coh_unpin(h, first, n) && tp_send_app_wait(h->t, c->rank, &m, NULL) == DSM_EPEER) {
-        dsm_err(err, "%s", c->failure);
-        rc = DSM_EPEER;
-    }
-    core_unlock(c);
-    return rc;
 }

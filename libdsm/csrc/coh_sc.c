@@ -236,12 +236,20 @@ static void home_next(struct coh *h, uint64_t page)
             pp = &w->next;
             continue;
         }
-        if (!try_start(h, page, w->origin, w->mode))
-            return;
+        /* out of the queue before it starts: a grant to the owner completes
+         * at once (send_pages), and that looks at the queue again */
         *pp = w->next;
         if (h->wait_tail == &w->next)
             h->wait_tail = pp;
         d->queued--;
+        if (!try_start(h, page, w->origin, w->mode)) {     /* back where it was */
+            w->next = *pp;
+            *pp = w;
+            if (h->wait_tail == pp)
+                h->wait_tail = &w->next;
+            d->queued++;
+            return;
+        }
         free(w);
     }
 }

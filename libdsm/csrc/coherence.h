@@ -169,7 +169,7 @@ struct coh {
     unsigned n_installs, n_serves;
     struct readahead ra;
     struct parked *parked;              /* DSM_FWD, DSM_INV held for pinned pages (core.mu) */
-    unsigned claim_waits;               /* threads in coh_claim_wait (core.mu) */
+    unsigned claim_waits;               /* fetches waiting for a page served away (core.mu) */
     struct place place;
     uint64_t stale;                     /* pages that came unasked, dropped (on_page) */
 };
@@ -221,24 +221,18 @@ static inline struct dir *coh_dir(struct coh *h, uint64_t page)
 enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write);
 /* Is there something for a faulting thread to do (caller holds core.mu)? */
 int coh_fault_ready(struct coh *h, uint64_t page, int write);
-/* Block the faulting thread until the page allows the access (in the
- * SIGSEGV handler).  write < 0: the CPU did not say; a fault on a page
- * readable already must be a write. */
-void coh_fault(struct coh *h, uint64_t page, int write);
+/* Ask for up to n pages from `page` on (a run that stops at the first page
+ * needing no request), caller holding core.mu: the TP_DROPPED and TP_FULL
+ * bits of the sends (ops.c's prefetch). */
+int coh_request(struct coh *h, uint64_t page, uint64_t n, int write);
 /* Release mode: ask again, at once, for a copy an acquire dropped. */
 void coh_refetch(struct coh *h, uint64_t page);
-/* Fetch pages [first, first + n) and wait for them: a bulk fault.  With
- * `pin`, each page is pinned as soon as it is here, in ascending order
- * (coh_pin.c); on an error none stays pinned.  deadline (now_ns) 0: none;
- * past it, DSM_ETIMEDOUT. */
-int coh_prefetch(struct coh *h, uint64_t first, uint64_t n, int write, int pin,
-                 uint64_t deadline, char *err);
 
 /* coh_pin.c: pinned pages stay here.  A DSM_FWD or DSM_INV for a pinned
  * page is parked (coh_park, from the serving side) and runs again once the
  * page is unpinned: coh_unpin asks for that with a DSM_UNPIN to ourselves.
  * Pins are taken in ascending page order, each once its page is here
- * (coh_prefetch with pin): a rank waiting for a page pinned elsewhere holds
+ * (ops.c's OP_FETCH with pin): a rank waiting for a page pinned elsewhere holds
  * pins only below it, so no two pinning ranks wait for each other.  Nested
  * pins break the order; a deadline turns that deadlock into an error. */
 struct parked {
@@ -250,14 +244,11 @@ void coh_pin_free(struct coh *h);
 /* Comm thread, about to give a page away: claim it (0), so that no thread
  * pins it meanwhile, or park m if it is pinned already (1).  coh_unclaim
  * ends the claim once the page is gone, and wakes the threads that wait
- * for it: a claimed page is waited for (coh_claim_wait, or a fault), never
+ * for it: a claimed page is waited for (ops.c's fetch, counted in claim_waits,
+ * or a fault, counted in pages[].waiters), never
  * asked for while it is still here. */
 int coh_claim(struct coh *h, const struct msg *m);
 void coh_unclaim(struct coh *h, uint64_t page);
-/* Caller holds core.mu, and found a page claimed (pages[].leaving): sleep
- * (core_sleep_until) until coh_unclaim wakes us.  A thread in a fault on
- * the page (pages[].waiters) is woken too. */
-int coh_claim_wait(struct coh *h, uint32_t seq, uint64_t deadline);
 /* Comm thread: park m if its page is pinned; 1 if it was (or was dropped
  * because the job failed). */
 int coh_park(struct coh *h, const struct msg *m);
@@ -268,9 +259,6 @@ int coh_pin_page(struct coh *h, uint64_t page, int write);
 int coh_unpin(struct coh *h, uint64_t first, uint64_t n);
 /* Caller holds core.mu: post DSM_UNPIN to ourselves; 0, or TP_FULL. */
 int coh_unpin_poke(struct coh *h);
-/* coh_unpin and its DSM_UNPIN, waiting for room in the ring (takes
- * core.mu): DSM_OK, or DSM_EPEER with err filled once the job failed. */
-int coh_unpin_wait(struct coh *h, uint64_t first, uint64_t n, char *err);
 
 /* coh_place.c: moving the homes of pages [first, first + n), sequential
  * mode, at a collective point where no thread of any rank touches those
@@ -301,9 +289,6 @@ uint64_t coh_place_next(struct coh *h, uint64_t page);
 int coh_place_post(struct coh *h);
 int coh_place_done(struct coh *h);      /* caller holds core.mu */
 void coh_place_end(struct coh *h);      /* caller holds core.mu (or the rank is ending) */
-/* Steps 2 to 4 with the waits (takes core.mu): DSM_OK, or DSM_EPEER /
- * DSM_ESYS with err filled. */
-int coh_place(struct coh *h, uint64_t first, uint64_t n, const uint16_t *homes, char *err);
 
 /* coh_rc.c: release mode (coh_release), what the API's synchronisation
  * calls.  These run in application threads holding core.mu (which sending

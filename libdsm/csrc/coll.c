@@ -393,21 +393,6 @@ int coll_result(struct coll *cl, void **out, uint64_t *len, char *err)
     return DSM_OK;
 }
 
-static int ended(void *arg)
-{
-    return coll_ended(arg);
-}
-
-int coll_run(struct coll *cl, const struct coll_call *call, void **out, uint64_t *len,
-             char *err)
-{
-    int rc;
-    core_lock(cl->c);
-    if (!(rc = coll_begin(cl, call, err)) && !(rc = core_wait(cl->c, ended, cl, 1, err)))
-        rc = coll_result(cl, out, len, err);
-    core_unlock(cl->c);
-    return rc;
-}
 
 /* ---------------------------------------------------------- life cycle */
 

@@ -77,8 +77,5 @@ int coll_ended(struct coll *cl);
 /* Its outcome: DSM_OK with *out (NULL, or a malloc'd buffer the caller
  * frees) and *len, or DSM_ECOLL with err filled. */
 int coll_result(struct coll *cl, void **out, uint64_t *len, char *err);
-
-/* The blocking call of the API: begin, wait, result. */
-int coll_run(struct coll *cl, const struct coll_call *call, void **out, uint64_t *len,
-             char *err);
+/* The blocking call, with what comes before it, is ops.c's OP_COLL. */
 #endif

@@ -204,21 +204,6 @@ int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns)
     return 0;
 }
 
-int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err)
-{
-    uint32_t seq;
-    core_spin(c, cond, arg, poll_comm);
-    for (;;) {
-        seq = core_seq(c);
-        if (cond(arg))
-            return DSM_OK;
-        if (core_failed(c))
-            break;
-        core_sleep(c, seq, 0);
-    }
-    dsm_err(err, "%s", c->failure);
-    return DSM_EPEER;
-}
 
 /* ---------------------------------------------------------- what threads wait for */
 

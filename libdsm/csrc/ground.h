@@ -24,6 +24,8 @@
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
  *   hostsync.c   layer 2: the barrier of a host's ranks, in their shared memory
+ *   ops.c        layer 2: the operations, each blocking call as a resumable step function
+ *   ops_mode.c   layer 2: what the operations do in each consistency mode (struct op_mode)
  *   fault.c      layer 3: SIGSEGV entry: in the region or not
  *   waitsig.c    layer 3: SIGUSR1: what each thread waits for (a hung job's stacks)
  *   api.c        layer 4: the entry points cffi sees (dsm_api.h)
@@ -260,11 +262,9 @@ void core_sleep(struct core *c, uint32_t seq, uint64_t deadline_ns);
 /* core_sleep for a waiter with a deadline (now_ns; 0: none): nonzero, and
  * no sleep, once the deadline has passed. */
 int core_sleep_until(struct core *c, uint32_t seq, uint64_t deadline_ns);
-/* Caller holds c->mu: yield for up to spin_ns while cond() is false, then
- * sleep until cond() holds or the job failed.  0 or DSM_EPEER with err
- * filled.  cond() runs under core.mu and must not drop it. */
-int core_wait(struct core *c, int (*cond)(void *), void *arg, int poll_comm, char *err);
-/* Only the polling part of core_wait. */
+/* Caller holds c->mu: yield (or poll, core.poll) for up to spin_ns while
+ * cond() is false, before a sleep; cond() runs under core.mu and must not
+ * drop it.  api.c's run() spins until the event count moves. */
 void core_spin(struct core *c, int (*cond)(void *), void *arg, int poll_comm);
 
 /* Note that this thread waits for (kind, a, b) until core_end_wait(slot):

@@ -90,11 +90,6 @@ void locks_abandon(struct locks *l, uint32_t lock);
 int locks_give(struct locks *l, uint32_t lock, struct lock_value value, char *err);
 /* The value the lock brought us (while we hold it). */
 struct lock_value locks_value(struct locks *l, uint32_t lock);
-
-/* The blocking calls of the API. */
-int locks_acquire(struct locks *l, uint32_t lock, char *err);
-int locks_release(struct locks *l, uint32_t lock, struct lock_value value, char *err);
-/* Acquire waiting at most timeout_ms (UINT32_MAX: no limit; 0: try, never
- * queue): 0, or DSM_ETIMEDOUT when not granted (held elsewhere). */
-int locks_acquire_within(struct locks *l, uint32_t lock, uint32_t timeout_ms, char *err);
+/* The blocking calls (acquire, within a time or not; release) are
+ * operations of ops.c, made of these steps. */
 #endif

@@ -129,18 +129,6 @@ int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload
     return TP_DROPPED;
 }
 
-int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *payload)
-{
-    struct core *c = t->core;
-    uint32_t seq = core_seq(c);
-    int rc;
-    while ((rc = tp_send_app(t, dst, m, payload)) == TP_FULL && !core_failed(c)) {
-        core_sleep(c, seq, 0);
-        seq = core_seq(c);
-    }
-    return rc == TP_FULL ? DSM_EPEER : rc;
-}
-
 int tp_check(struct transport *t, const struct msg *m)
 {
     struct core *c = t->core;

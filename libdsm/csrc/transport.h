@@ -90,9 +90,6 @@ void tp_send(struct transport *t, int dst, struct msg *m, const void *payload);
  * ourselves), TP_DROPPED (sent to a peer, core.mu dropped meanwhile), or
  * TP_FULL (nothing sent). */
 int tp_send_app(struct transport *t, int dst, struct msg *m, const void *payload);
-/* tp_send_app that waits for room in the ring: 0 or TP_DROPPED, or
- * DSM_EPEER once the job failed. */
-int tp_send_app_wait(struct transport *t, int dst, struct msg *m, const void *payload);
 
 /* Backends: a received header is sane (known type, payload size, origin)?
  * 0, or -1 with the failure recorded. */

@@ -50,7 +50,7 @@
 #define MAX_STEPS 200000
 
 struct world W;
-const char *op_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin" };
+const char *task_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin" };
 
 /* ---------------------------------------------------------- helpers */
 
@@ -184,7 +184,7 @@ static void act(const struct action *a)
 uint64_t thread_progress(const struct thread *th)
 {
     return (uint64_t)th->pc << 40 ^ (uint64_t)th->phase << 32 ^ (uint64_t)th->upto << 8 ^
-           (uint64_t)th->colls_done << 2 ^ (uint64_t)th->flushing << 1 ^ (uint64_t)th->ended;
+           (uint64_t)th->colls_done << 2 ^ (uint64_t)th->ended;
 }
 
 /* Is action a another thread of the actor's rank?  The comm thread runs
@@ -247,7 +247,7 @@ static int run(uint64_t seed, int drop, int corrupt)
     drop_at = drop ? below(400) : UINT64_MAX;
     corrupt_at = corrupt ? 1 + below(200) : UINT64_MAX;
     W.shadow = calloc(W.npages, SIM_PAGE);
-    W.hist = calloc(MAX_OPS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
+    W.hist = calloc(MAX_TASKS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
     for (r = 0; r < s->n; r++)
         if (simnet_rank_init(s, r, W.npages, block, readahead, hold, W.nlocks, W.release))
             return 1;

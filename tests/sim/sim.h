@@ -1,13 +1,16 @@
 /* The deterministic simulation of the protocol layers (see sim.c).
  * Every simulated rank has the real core, transport common part, coherence,
- * collectives and locks state of its own; simnet.c is the transport backend and the
- * memory they run on. */
+ * collectives, locks and operations state of its own; simnet.c is the
+ * transport backend and the memory they run on.  A thread's tasks (struct
+ * task) are what the scenario asks of it; each runs as operations (struct
+ * op, ops.h). */
 #ifndef DSM_SIM_H
 #define DSM_SIM_H
 #include <stdint.h>
 #include "coherence.h"
 #include "coll.h"
 #include "locks.h"
+#include "ops.h"
 
 #define SIM_MAX_RANKS 6
 #define SIM_MAX_THREADS 2
@@ -47,6 +50,7 @@ struct srank {
     struct coh coh;
     struct coll coll;
     struct locks locks;
+    struct ops ops;
     struct sim_deferred *deferred;
     int self_finalized;
     int peer_finalized[SIM_MAX_RANKS];
@@ -85,18 +89,18 @@ void sim_violation(struct sim *s, const char *fmt, ...) __attribute__((format(pr
 
 /* ---------------------------------------------------------- the world */
 
-#define MAX_OPS 64
+#define MAX_TASKS 64
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
-enum op_kind { OP_READ, OP_WRITE, OP_LOCK_INC, OP_COLL, OP_FINALIZE, OP_PIN };
-extern const char *op_names[];
+enum task_kind { T_READ, T_WRITE, T_LOCK_INC, T_COLL, T_FINALIZE, T_PIN };
+extern const char *task_names[];
 
-struct op {
-    enum op_kind kind;
+struct task {
+    enum task_kind kind;
     uint32_t page, word, lock;
-    uint32_t coll;                  /* OP_COLL: which of the job's collectives */
-    uint32_t count, write;          /* OP_PIN: pages [page, page + count), for writing */
+    uint32_t coll;                  /* T_COLL: which of the job's collectives */
+    uint32_t count, write;          /* T_PIN: pages [page, page + count), for writing */
     int phase;                      /* collectives before it (thread 0), or -1 */
 };
 
@@ -111,20 +115,21 @@ struct coll_spec {
 #define MAX_COLLS 8
 
 struct thread {
-    struct op ops[MAX_OPS];
-    int nops, pc, phase;
-    int full;                   /* the last step found the ring full */
-    int flushing;               /* release mode: sent its writes home, waits for the acks */
+    struct task tasks[MAX_TASKS];
+    int ntasks, pc, phase;
     int colls_done;             /* collectives it ended */
-    uint32_t upto;              /* OP_PIN: pages pinned so far */
-    uint32_t waits_on;          /* page + 1 of the fault it waits in (page.waiters), or 0 */
+    struct op op;               /* the operation it runs (ops.h), if in_op */
+    int in_op;
+    char err[DSM_ERRLEN];       /* the op's error */
+    int64_t mine[2];            /* its contribution to the collective it runs */
+    int began;                  /* the collective task began its first collective */
+    uint32_t upto;              /* T_PIN: pages pinned so far */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
     /* Its last step went nowhere: it sleeps as core_sleep does, on the
      * event count it read before the step, until a core_wake moves it. */
     int asleep;
     uint32_t seq;
-    int moved;                  /* the step made the access possible, the state shows it not */
 };
 
 struct lock_fifo {

@@ -1,7 +1,9 @@
 /* The simulated application: the scenario a seed makes (the same
  * collectives on every rank, random memory operations and lock-protected
- * increments around them), and one step of a thread at a time, driving the
- * protocols' non-blocking steps as the real blocking calls do. */
+ * increments around them), and one step of a thread at a time.  Every
+ * access, lock, collective, placement, pin and finalize is an operation of
+ * the shipped code (ops.h), stepped as api.c's run() steps it; what is
+ * here is which tasks run, and the checks of what they see. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,19 +21,19 @@ static int owner(uint32_t p, uint32_t w, int ph)
 
 /* A random operation for thread t of rank r between collectives ph and
  * ph + 1. */
-static void random_op(struct op *o, int r, int t, int ph)
+static void random_op(struct task *o, int r, int t, int ph)
 {
     uint64_t k = below(100);
     uint32_t w, mine[SIM_WORDS], n = 0;
-    *o = (struct op){ .kind = k < 40 ? OP_READ : k < 80 ? OP_WRITE : k < 92 ? OP_LOCK_INC : OP_PIN,
+    *o = (struct task){ .kind = k < 40 ? T_READ : k < 80 ? T_WRITE : k < 92 ? T_LOCK_INC : T_PIN,
                       .page = (uint32_t)below(W.npages),
                       .word = (uint32_t)below(DATA_WORDS),
                       .lock = (uint32_t)below(W.nlocks), .phase = ph };
     o->count = 1 + (uint32_t)below(W.npages - o->page);
     o->write = (uint32_t)below(2);
-    if (W.release && o->kind == OP_PIN)
-        o->kind = OP_READ;          /* pins are for sequential mode */
-    if (!W.release || o->kind != OP_WRITE)
+    if (W.release && o->kind == T_PIN)
+        o->kind = T_READ;          /* pins are for sequential mode */
+    if (!W.release || o->kind != T_WRITE)
         return;
     for (w = 0; t == 0 && w < DATA_WORDS; w++)      /* data-race-free: only its own words */
         if (owner(o->page, w, ph) == r)
@@ -39,7 +41,7 @@ static void random_op(struct op *o, int r, int t, int ph)
     if (n)
         o->word = mine[below(n)];
     else
-        o->kind = OP_READ;
+        o->kind = T_READ;
 }
 
 /* Threads get random reads and writes (words 0..5: words 6 and 7 hold
@@ -81,13 +83,13 @@ void make_scenario(void)
             memset(th, 0, sizeof *th);
             for (p = 0; p <= phases; p++) {
                 int n = (int)below(12);
-                for (i = 0; i < n && th->nops < MAX_OPS - MAX_COLLS - 3; i++)
-                    random_op(&th->ops[th->nops++], r, t, p);
+                for (i = 0; i < n && th->ntasks < MAX_TASKS - MAX_COLLS - 3; i++)
+                    random_op(&th->tasks[th->ntasks++], r, t, p);
                 if (t == 0 && p < colls)
-                    th->ops[th->nops++] = (struct op){ .kind = OP_COLL, .coll = (uint32_t)p };
+                    th->tasks[th->ntasks++] = (struct task){ .kind = T_COLL, .coll = (uint32_t)p };
             }
             if (t == 0)
-                th->ops[th->nops++].kind = OP_FINALIZE;
+                th->tasks[th->ntasks++].kind = T_FINALIZE;
         }
 }
 
@@ -156,7 +158,7 @@ static uint32_t counter_word(uint32_t lock)
 
 int thread_done(const struct thread *th)
 {
-    return th->ended || th->pc == th->nops;
+    return th->ended || th->pc == th->ntasks;
 }
 
 /* Threads `from` and up of rank r stopped: they failed, or finished. */
@@ -169,32 +171,6 @@ static int threads_done(int r, int from)
     return 1;
 }
 
-static int all_finalized(const struct srank *r)
-{
-    int p;
-    if (!r->self_finalized)
-        return 0;
-    for (p = 0; p < W.s.n; p++)
-        if (p != r->id && !r->peer_finalized[p])
-            return 0;
-    return 1;
-}
-
-static int ring_room(struct srank *r)
-{
-    return r->tp.ring.len < DSM_RING_CAP;
-}
-
-/* Release mode: may rc_drop_step get on (a copy to drop is here)? */
-static int drop_ready(struct srank *sr)
-{
-    uint64_t p;
-    for (p = 0; p < W.npages; p++)
-        if (sr->coh.rc.drop.bits[p / 64] >> (p % 64) & 1 && !sr->core.pages[p].pending)
-            return 1;
-    return !sr->coh.rc.drop.count;
-}
-
 /* Is collective k a point where the whole rank synchronises: every one
  * in release mode, a placement in sequential mode? */
 static int rank_wide(uint32_t k)
@@ -205,119 +181,42 @@ static int rank_wide(uint32_t k)
 /* A collective that synchronises the whole rank: thread 0 begins
  * collective k once thread 1 is past the ops before it; thread 1 begins
  * its ops after collective k once thread 0 has ended it. */
-static int phase_open(int r, int t, const struct op *o)
+static int phase_open(int r, int t, const struct task *o)
 {
     const struct thread *other = &W.th[r][1 - t];
     int k;
-    if (W.nthreads < 2 || (t == 0 && (o->kind != OP_COLL || o->coll >= MAX_COLLS + 1)))
+    if (W.nthreads < 2 || (t == 0 && (o->kind != T_COLL || o->coll >= MAX_COLLS + 1)))
         return 1;
     if (t == 0)
         return !rank_wide(o->coll) || thread_done(other) ||
-               other->ops[other->pc].phase > (int)o->coll;
+               other->tasks[other->pc].phase > (int)o->coll;
     for (k = o->phase - 1; k >= 0 && !rank_wide((uint32_t)k); k--)
         ;
     return k < other->colls_done;
 }
 
-/* OP_PIN, as dsm_pin: phase 0 fetches the pages in ascending order and
- * pins each as soon as it is here; phase 1 holds them all (reads, or
- * writes, each page); phase 2 unpins and posts DSM_UNPIN.  Ready in phase 0
- * when the next page can be asked for or has come. */
-static int pin_ready(struct srank *sr, const struct thread *th, const struct op *o)
-{
-    return th->phase || coh_fault_ready(&sr->coh, o->page + th->upto, (int)o->write);
-}
-
-/* A placement (COLL_PLACE), as dsm_place: phase 0 waits for our requests
- * for the range to be answered, then begins the first barrier; 1 ends it
- * and begins the placement; 2 takes the pages this rank is to home for
- * writing, one fault at a time; 3 posts DSM_PLACE; 4 waits for the switch
- * and begins the second barrier; 5 ends it. */
-static int place_ready(struct srank *sr, const struct thread *th, const struct op *o)
-{
-    const struct coll_spec *c = &W.colls[o->coll];
-    uint64_t p;
-    switch (th->phase) {
-    case 0: return coh_place_settled(&sr->coh, c->first, c->n);
-    case 1: case 5: return coll_ended(&sr->coll);
-    case 2:
-        p = coh_place_next(&sr->coh, th->upto);
-        return p == c->first + c->n || coh_fault_ready(&sr->coh, p, 1);
-    case 4: return coh_place_done(&sr->coh);
-    }
-    return 1;
-}
-
-/* Can this thread's next step change something? */
+/* Can this thread's next step change something?  A thread whose last
+ * step waited sleeps until a core_wake moves the event count, as
+ * core_sleep does. */
 int thread_ready(int r, int t)
 {
     struct thread *th = &W.th[r][t];
     struct srank *sr = &W.s.r[r];
-    const struct op *o = &th->ops[th->pc];
+    const struct task *o = &th->tasks[th->pc];
     if (sr->dead || thread_done(th))
         return 0;
     if (core_failed(&sr->core))
         return 1;               /* it wakes to the failure */
     if (th->asleep && core_seq(&sr->core) == th->seq)
         return 0;               /* nobody woke it */
-    if (th->full && !ring_room(sr))
-        return 0;
     if (!phase_open(r, t, o))
         return 0;
-    switch (o->kind) {
-    case OP_READ:
-    case OP_WRITE:
-        return coh_fault_ready(&sr->coh, o->page, o->kind == OP_WRITE);
-    case OP_LOCK_INC:
-        switch (th->phase) {
-        case 0: return sr->locks.mine[o->lock].state == LOCK_FREE;
-        case 1: return locks_held(&sr->locks, o->lock);
-        case 2: return drop_ready(sr);
-        case 3: return coh_fault_ready(&sr->coh, counter_page(o->lock), 1);
-        case 4: return !th->flushing || rc_flushed(&sr->coh);
-        }
-        return 1;
-    case OP_COLL:
-        if (W.colls[o->coll].kind == COLL_PLACE)
-            return place_ready(sr, th, o);
-        switch (th->phase) {
-        case 0: return !th->flushing || rc_flushed(&sr->coh);
-        case 2: case 5: return coll_ended(&sr->coll);
-        case 3: return drop_ready(sr);
-        }
-        return 1;
-    case OP_PIN:
-        return pin_ready(sr, th, o);
-    case OP_FINALIZE:
-        return th->phase == 0 ? threads_done(r, 1) : all_finalized(sr);
-    }
-    return 0;
-}
-
-/* A fault step; 1 once the access may be made.  Caller holds core.mu. */
-static int fault(int r, struct thread *th, uint32_t page, int write)
-{
-    struct srank *sr = &W.s.r[r];
-    int tries = 0;
-    enum coh_step st;
-    while ((st = coh_fault_step(&sr->coh, page, write)) == COH_AGAIN)
-        if (++tries > 100)
-            sim_violation(&W.s, "rank %d: a fault on page %u keeps asking again", r, page);
-    th->full = st == COH_FULL;
-    if (th->waits_on && (st == COH_DONE || th->waits_on != page + 1)) {
-        sr->core.pages[th->waits_on - 1].waiters--;
-        th->waits_on = 0;
-    }
-    if (st != COH_DONE && !th->waits_on) {  /* as coh_fault: the page opens in this thread */
-        sr->core.pages[page].waiters++;
-        th->waits_on = page + 1;
-    }
-    return st == COH_DONE;
+    return o->kind != T_FINALIZE || th->phase || threads_done(r, 1);
 }
 
 /* A read: the last write, or in release mode, for a word another rank may
  * be writing now (a race), some value written to that word before now. */
-static void check_read(int r, const struct op *o, uint32_t page, uint32_t word)
+static void check_read(int r, const struct task *o, uint32_t page, uint32_t word)
 {
     uint64_t got = *word_at(W.s.r[r].core.rw, page, word);
     uint64_t want = *word_at(W.shadow, page, word);
@@ -341,215 +240,114 @@ static void do_write(int r, uint32_t page, uint32_t word, uint64_t value)
         W.hist[value] = page * SIM_WORDS + word;
 }
 
-/* Release mode: send our writes home (a release).  0 once they are there. */
-static int release_step(struct srank *sr, struct thread *th, int next)
-{
-    if (!th->flushing) {
-        rc_flush(&sr->coh);
-        th->flushing = 1;
-    }
-    if (!rc_flushed(&sr->coh))
-        return -1;
-    th->flushing = 0;
-    th->phase = next;
-    return 0;
-}
 
-/* Phases: 0 ask, 1 granted (release mode: apply the notices), 2 drop the
- * copies noticed, 3 the increment, 4 release mode: writes home, 5 give. */
-static void lock_inc(int r, struct thread *th, const struct op *o)
+/* The operation task o begins with (ops.h), at its phase 0. */
+static void begin_op(int r, struct thread *th, const struct task *o)
 {
-    struct srank *sr = &W.s.r[r];
-    struct lock_value v = { NULL, 0 };
-    char err[DSM_ERRLEN];
-    uint32_t cp = counter_page(o->lock);
-    uint64_t len;
-    int rc;
-    if (th->phase == 0) {
-        if ((rc = locks_ask(&sr->locks, o->lock, err)) == 0)
-            th->phase = 1;
-        else if (rc != TP_FULL)
-            sim_violation(&W.s, "rank %d: lock %u: %s", r, o->lock, err);
-        th->full = rc == TP_FULL && sr->locks.mine[o->lock].state == LOCK_FREE;
-    } else if (th->phase == 1) {
-        v = locks_value(&sr->locks, o->lock);
-        if (W.release)
-            rc_acquire(&sr->coh, v.data, v.len);
-        th->phase = W.release ? 2 : 3;
-    } else if (th->phase == 2) {
-        if (rc_drop_step(&sr->coh))
-            th->phase = 3;
-    } else if (th->phase == 3) {
-        if (fault(r, th, cp, 1)) {
-            check_read(r, NULL, cp, counter_word(o->lock));
-            do_write(r, cp, counter_word(o->lock),
-                     *word_at(W.shadow, cp, counter_word(o->lock)) + 1);
-            th->phase = W.release ? 4 : 5;
-        }
-    } else if (th->phase == 4) {
-        release_step(sr, th, 5);
-    } else {
-        if (W.release && rc_notices(&sr->coh, 1, &v.data, &len) == 0)
-            v.len = (uint32_t)len;
-        if ((rc = locks_give(&sr->locks, o->lock, v, err)) == 0) {
-            th->phase = 0;
-            th->pc++;
-        }
-        th->full = rc == TP_FULL;
-        if (rc && rc != TP_FULL)
-            sim_violation(&W.s, "rank %d: release lock %u: %s", r, o->lock, err);
-    }
-}
-
-static void collective_step(int r, struct thread *th, const struct op *o)
-{
-    struct srank *sr = &W.s.r[r];
-    struct msg fin = { .type = DSM_FINALIZE, .origin = (uint16_t)r,
-                       .coll = { .epoch = coll_count(&sr->coll) } };
-    char err[DSM_ERRLEN];
-    int rc;
-    if (o->kind == OP_FINALIZE) {
-        if (th->phase == 0) {
-            th->full = tp_send_app(&sr->tp, r, &fin, NULL) == TP_FULL;
-            th->phase = !th->full;
-        } else {
-            th->pc++;
-        }
-        return;
-    }
-    if (th->phase == 0) {           /* phases 0-3: release mode's memory barrier */
-        if (!W.release)
-            th->phase = 4;
-        else
-            release_step(sr, th, 1);
-    } else if (th->phase == 1) {
-        unsigned char *notices;
-        uint64_t len;
-        struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL };
-        if (rc_notices(&sr->coh, 0, &notices, &len))
-            sim_violation(&W.s, "rank %d: no memory for notices", r);
-        call.data = notices;
-        call.len = len;
-        if (coll_begin(&sr->coll, &call, err))
-            sim_violation(&W.s, "rank %d: notices of collective %u: %s", r, o->coll, err);
-        W.began[r]++;
-        free(notices);
-        th->phase = 2;
-    } else if (th->phase == 2) {
-        void *all;
-        uint64_t len;
-        if (coll_result(&sr->coll, &all, &len, err))
-            sim_violation(&W.s, "rank %d: notices of collective %u: %s", r, o->coll, err);
-        rc_barrier(&sr->coh, all, len);
-        free(all);
-        th->phase = 3;
-    } else if (th->phase == 3) {
-        if (rc_drop_step(&sr->coh))
-            th->phase = W.colls[o->coll].kind == DSM_COLL_BARRIER ? 6 : 4;
-    } else if (th->phase == 4) {
-        const struct coll_spec *c = &W.colls[o->coll];
-        int64_t mine[2];
-        struct coll_call call = { c->kind, c->root, c->op, DSM_DT_I64, 0, mine, 16 };
-        contribution(r, o->coll, mine);
-        if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
-            call.len = 0;
-        if ((rc = coll_begin(&sr->coll, &call, err)))
-            sim_violation(&W.s, "rank %d: collective %u: %s", r, o->coll, err);
-        W.began[r] += !W.release;
-        th->phase = 5;
-    } else {
-        void *out = NULL;
-        uint64_t len = 0;
-        if (th->phase == 5 && coll_result(&sr->coll, &out, &len, err))
-            sim_violation(&W.s, "rank %d: collective %u failed: %s", r, o->coll, err);
-        else
-            check_coll(r, o->coll, out, len);
-        free(out);
-        th->phase = 0;
-        th->pc++;
-        th->colls_done++;
-    }
-}
-
-static void place_step(int r, struct thread *th, const struct op *o)
-{
-    struct srank *sr = &W.s.r[r];
     const struct coll_spec *c = &W.colls[o->coll];
-    struct coll_call call = { .kind = DSM_COLL_BARRIER, .sig = 7 + o->coll };
-    char err[DSM_ERRLEN];
-    uint64_t len, p;
-    void *out = NULL;
-    int rc = 0;
-    switch (th->phase) {
-    case 0: case 4:
-        rc = coll_begin(&sr->coll, &call, err);
-        W.began[r] += th->phase == 0;
-        th->phase++;
+    struct op *op = &th->op;
+    *op = (struct op){ .err = th->err };
+    switch (o->kind) {
+    case T_READ:
+    case T_WRITE:
+        op->kind = OP_FAULT;
+        op->f = (struct fetch){ .first = o->page, .write = o->kind == T_WRITE };
         break;
-    case 1:
-        if (!(rc = coll_result(&sr->coll, &out, &len, err))) {
-            if (coh_place_begin(&sr->coh, c->first, c->n, c->homes))
-                sim_violation(&W.s, "rank %d: no memory for a placement", r);
-            th->upto = c->first;
-            th->phase = 2;
+    case T_LOCK_INC:
+        op->kind = th->phase == 0 ? OP_LOCK : th->phase == 1 ? OP_FAULT : OP_UNLOCK;
+        op->lock = o->lock;
+        op->f = (struct fetch){ .first = counter_page(o->lock), .write = 1 };
+        break;
+    case T_PIN:
+        op->kind = th->phase ? OP_UNPIN : OP_FETCH;
+        op->f = (struct fetch){ .first = o->page, .end = o->page + o->count,
+                                .write = (int)o->write, .pin = 1, .at = o->page };
+        break;
+    case T_FINALIZE:
+        op->kind = OP_FINALIZE;
+        break;
+    default:
+        if (c->kind == COLL_PLACE) {
+            *op = (struct op){ .kind = OP_PLACE, .first = c->first, .n = c->n,
+                               .homes = c->homes, .err = th->err,
+                               .call = { .kind = DSM_COLL_BARRIER, .sig = 7 + o->coll } };
+            break;
         }
-        break;
-    case 2:
-        p = coh_place_next(&sr->coh, th->upto);
-        th->upto = (uint32_t)p;
-        if (p == c->first + c->n)
-            th->phase = 3;
-        else
-            th->moved = fault(r, th, (uint32_t)p, 1);
-        break;
-    case 3:
-        th->full = coh_place_post(&sr->coh) == TP_FULL;
-        th->phase += !th->full;
-        break;
-    case 5:
-        if (!(rc = coll_result(&sr->coll, &out, &len, err))) {
-            coh_place_end(&sr->coh);
-            check_coll(r, o->coll, NULL, 0);
-            th->phase = 0;
-            th->upto = 0;
-            th->pc++;
-            th->colls_done++;
-        }
-        break;
+        contribution(r, o->coll, th->mine);
+        op->kind = OP_COLL;
+        op->call = (struct coll_call){ c->kind, c->root, c->op, DSM_DT_I64, 0, th->mine, 16 };
+        if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
+            op->call.len = 0;
     }
-    free(out);
-    if (rc)
-        sim_violation(&W.s, "rank %d: placement %u: %s", r, o->coll, err);
+    th->in_op = 1;
 }
 
-static void pin_step(int r, struct thread *th, const struct op *o)
+/* One step of the thread's operation, as api.c's run() makes it; 1 once
+ * it is done.  The job's failure ends the thread; any other error is a
+ * violation. */
+static int op_steps(int r, struct thread *th, const struct task *o)
 {
     struct srank *sr = &W.s.r[r];
+    uint64_t epoch = sr->coll.epoch;
+    int st;
+    if (!th->in_op)
+        begin_op(r, th, o);
+    st = op_step(&sr->ops, &th->op);
+    if (o->kind == T_COLL && sr->coll.epoch != epoch && !th->began++)
+        W.began[r]++;               /* its first collective began */
+    if (o->kind == T_PIN)
+        th->upto = (uint32_t)(th->op.f.at - o->page);
+    th->asleep = st == OP_WAIT;
+    if (st == OP_ERROR && core_failed(&sr->core))
+        th->ended = 1;
+    else if (st == OP_ERROR)
+        sim_violation(&W.s, "rank %d: %s: %s", r, task_names[o->kind], th->err);
+    if (st == OP_DONE || st == OP_ERROR) {
+        op_end(&th->op);
+        th->in_op = 0;
+    }
+    return st == OP_DONE;
+}
+
+/* The task is over: the next one begins at its phase 0. */
+static void next_task(struct thread *th)
+{
+    th->phase = 0;
+    th->upto = 0;
+    th->began = 0;
+    th->pc++;
+}
+
+/* A lock-protected increment: acquire, the fault on the counter's page
+ * and the increment, release. */
+static void lock_inc(int r, struct thread *th, const struct task *o)
+{
+    uint32_t cp = counter_page(o->lock), cw = counter_word(o->lock);
+    if (!op_steps(r, th, o))
+        return;
+    if (th->phase == 1) {
+        check_read(r, NULL, cp, cw);
+        do_write(r, cp, cw, *word_at(W.shadow, cp, cw) + 1);
+    }
+    if (th->phase++ == 2)
+        next_task(th);
+}
+
+/* A pin task: phase 0 fetches and pins the pages in ascending order (the
+ * op); phase 1 holds them all (reads, or writes, each page); phase 2
+ * unpins them (the op). */
+static void pin_task(int r, struct thread *th, const struct task *o)
+{
     uint32_t p;
-    if (th->phase == 0) {
-        while (th->upto < o->count && coh_pin_page(&sr->coh, o->page + th->upto, (int)o->write))
-            th->upto++;
-        if (th->upto < o->count) {
-            th->moved = fault(r, th, o->page + th->upto, (int)o->write);
-            return;
-        }
-        th->phase = 1;
-    } else if (th->phase == 1) {
+    if (th->phase == 1) {
         for (p = o->page; p < o->page + o->count; p++)
             if (o->write)
                 do_write(r, p, o->word, ++W.writes);
             else
                 check_read(r, o, p, o->word);
-        th->phase = coh_unpin(&sr->coh, o->page, o->count) ? 2 : 3;
-    }
-    if (th->phase == 2) {
-        th->full = coh_unpin_poke(&sr->coh) == TP_FULL;
-        th->phase = th->full ? 2 : 3;
-    }
-    if (th->phase == 3) {
-        th->phase = 0;
-        th->upto = 0;
-        th->pc++;
+        th->phase = 2;
+    } else if (op_steps(r, th, o) && th->phase++) {
+        next_task(th);
     }
 }
 
@@ -557,34 +355,35 @@ void app_step(int r, int t)
 {
     struct thread *th = &W.th[r][t];
     struct srank *sr = &W.s.r[r];
-    const struct op *o = &th->ops[th->pc];
-    uint32_t seq = core_seq(&sr->core);     /* as core_sleep's callers: before the step */
-    uint64_t was = thread_progress(th);
+    const struct task *o = &th->tasks[th->pc];
+    uint32_t seq = core_seq(&sr->core);     /* as run() and coh_fault: before the step */
     step_log("rank %d thread %d: %s page %u word %u lock %u (phase %d)", r, t,
-             op_names[o->kind], o->page, o->word, o->lock, th->phase);
+             task_names[o->kind], o->page, o->word, o->lock, th->phase);
     core_lock(&sr->core);
+    th->asleep = 0;
     if (core_failed(&sr->core)) {
         th->ended = 1;
-    } else if (o->kind == OP_READ || o->kind == OP_WRITE) {
-        if (fault(r, th, o->page, o->kind == OP_WRITE)) {
-            if (o->kind == OP_READ)
+    } else if (o->kind == T_READ || o->kind == T_WRITE) {
+        if (op_steps(r, th, o)) {
+            if (o->kind == T_READ)
                 check_read(r, o, o->page, o->word);
             else
                 do_write(r, o->page, o->word, ++W.writes);
             th->pc++;
         }
-    } else if (o->kind == OP_LOCK_INC) {
+    } else if (o->kind == T_LOCK_INC) {
         lock_inc(r, th, o);
-    } else if (o->kind == OP_PIN) {
-        pin_step(r, th, o);
-    } else if (o->kind == OP_COLL && W.colls[o->coll].kind == COLL_PLACE) {
-        place_step(r, th, o);
-    } else {
-        collective_step(r, th, o);
+    } else if (o->kind == T_PIN) {
+        pin_task(r, th, o);
+    } else if (op_steps(r, th, o)) {        /* a collective, a placement, finalize */
+        if (o->kind == T_COLL) {
+            check_coll(r, o->coll, th->op.out, th->op.out_len);
+            th->colls_done++;
+        }
+        free(th->op.out);
+        th->op.out = NULL;
+        next_task(th);
     }
-    /* Finalize waits for the comm thread's end, which the simulator has not. */
-    th->asleep = thread_progress(th) == was && !th->moved && o->kind != OP_FINALIZE;
-    th->moved = 0;
     th->seq = seq;
     core_unlock(&sr->core);
     if (th->ended && threads_done(r, 0) && !sr->dead) {  /* the error reaches the program */
@@ -595,4 +394,3 @@ void app_step(int r, int t)
             simnet_kill(&W.s, r);
     }
 }
-

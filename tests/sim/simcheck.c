@@ -98,7 +98,7 @@ static void check_locks(void)
     }
 }
 
-/* A thread holding pins (OP_PIN phase 1) still has every page pinned, with
+/* A thread holding pins (T_PIN phase 1) still has every page pinned, with
  * the access it pinned it for. */
 static void check_pins(void)
 {
@@ -107,8 +107,8 @@ static void check_pins(void)
     for (r = 0; r < W.s.n; r++)
         for (t = 0; t < W.nthreads; t++) {
             const struct thread *th = &W.th[r][t];
-            const struct op *o = &th->ops[th->pc];
-            if (thread_done(th) || o->kind != OP_PIN || th->phase > 1)
+            const struct task *o = &th->tasks[th->pc];
+            if (thread_done(th) || o->kind != T_PIN || th->phase > 1)
                 continue;
             for (p = o->page; p < o->page + (th->phase ? o->count : th->upto); p++)
                 if (!W.s.r[r].core.pages[p].pinned ||
@@ -192,7 +192,7 @@ void check_end(void)
         for (t = 0; t < W.nthreads; t++)
             if (!thread_done(&W.th[r][t]))
                 sim_violation(s, "hang: rank %d thread %d waits in %s (phase %d) and no step "
-                              "is possible", r, t, op_names[W.th[r][t].ops[W.th[r][t].pc].kind],
+                              "is possible", r, t, task_names[W.th[r][t].tasks[W.th[r][t].pc].kind],
                               W.th[r][t].phase);
         if (W.dropped >= 0) {
             if (!W.dropped_finalized && !core_failed(&sr->core))

@@ -97,6 +97,12 @@ static void on_finalize(void *ctx, const struct msg *m, const unsigned char *pay
         r->peer_finalized[m->from] = 1;
     }
     tp_finalized(&r->tp, m);
+    for (p = 0; p < r->sim->n && (p == r->id || r->peer_finalized[p]); p++)
+        ;
+    if (r->self_finalized && p == r->sim->n) {     /* as comm.c, once all said it */
+        r->core.phase = PHASE_FINISHED;
+        core_wake(&r->core);
+    }
 }
 
 static int protect(void *ctx, uint64_t first, uint64_t n, int prot, char *err)
@@ -144,14 +150,12 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
         c->pages[p].prot = (uint8_t)page_initial_prot(c, p);
     tp_init(&r->tp, c, &sim_ops, r);
     tp_register(&r->tp, DSM_FINALIZE, on_finalize, r, 0);
-    /* twins for two pages at most: release mode often sends pages home early */
-    if (coh_init(&r->coh, c, &r->tp, 2 * SIM_PAGE, err) ||
-        coll_init(&r->coll, c, &r->tp, err) ||
-        locks_init(&r->locks, c, &r->tp, nlocks, err)) {
+    /* as dsm_start; twins for two pages at most: release mode often sends
+     * pages home early */
+    if (ops_init(&r->ops, c, &r->tp, &r->coh, &r->coll, &r->locks, 2 * SIM_PAGE, nlocks, err)) {
         fprintf(stderr, "sim: rank %d: %s\n", id, err);
         return -1;
     }
-    coh_pin_init(&r->coh);
     c->phase = PHASE_RUNNING;
     return 0;
 }
@@ -163,10 +167,7 @@ void simnet_rank_free(struct srank *r)
         r->deferred = d->next;
         free(d);
     }
-    coh_free(&r->coh);
-    coh_pin_free(&r->coh);
-    coll_free(&r->coll);
-    locks_free(&r->locks);
+    ops_free(&r->ops);
     tp_free(&r->tp);
     free(r->core.rw);
     free(r->core.pages);
