@@ -17,13 +17,12 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def simcomm():
-    subprocess.run(["make", "-s", "build/simcomm"], cwd=ROOT, check=True, timeout=120)
+    subprocess.run(["make", "-s", "build/simcomm"], cwd=ROOT, check=True)
     return SIMCOMM
 
 
 def test_ten_thousand_seeds_keep_every_rule(simcomm):
-    p = subprocess.run([simcomm, "--seeds", "0:10000"], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([simcomm, "--seeds", "0:10000"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith("passed 10000 seeds"), p.stdout[-3000:]
     # every path ran: silent peers declared dead, stuck ranks fenced, the
     # peers handed back by the last polling thread, replies received by
@@ -36,15 +35,17 @@ def test_ten_thousand_seeds_keep_every_rule(simcomm):
     "2432",     # a round woken by a heartbeat judged before reading it: a live peer dead
     "23443",    # a round after a wait that left the peers to a polling thread judged
                 # without reading them: a live peer dead
+    "17",       # a peer heard after the duty read its clock (its own receive, or a
+                # polling thread): now - last_rx wrapped, and a live peer was dead
+                # (seen on real ranks: "sent nothing for 18446744073.7 s")
 ])
 def test_seeds_that_found_bugs_stay_fixed(simcomm, seed):
-    p = subprocess.run([simcomm, "--seed", seed], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([simcomm, "--seed", seed], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.endswith("seed %s passed\n" % seed), p.stdout[-3000:]
 
 
 def test_a_seed_replays_exactly(simcomm):
-    runs = [subprocess.run([simcomm, "--seed", "77"], capture_output=True, text=True,
-                           timeout=60) for _ in range(2)]
+    runs = [subprocess.run([simcomm, "--seed", "77"], capture_output=True, text=True) for _ in range(2)]
     assert runs[0].returncode == 0 and runs[0].stdout == runs[1].stdout
     assert runs[0].stdout.count("sends a heartbeat") > 5
 
@@ -80,10 +81,9 @@ def test_a_planted_bug_is_caught(tmp_path, plant):
                     os.path.join(ROOT, "tests", "sim", "simcomm.c"),
                     os.path.join(ROOT, "tests", "sim", "simcommrun.c"),
                     str(tmp_path / "ground.c"), str(tmp_path / "commstep.c"), "-pthread"],
-                   check=True, timeout=120)
-    p = subprocess.run([binary, "--seeds", "0:10000"], capture_output=True, text=True,
-                       timeout=120)
+                   check=True)
+    p = subprocess.run([binary, "--seeds", "0:10000"], capture_output=True, text=True)
     assert p.returncode == 1 and rule in p.stdout, p.stdout[-2000:]
     seed = re.search(r"replay: build/simcomm --seed (\d+)", p.stdout).group(1)
-    again = subprocess.run([binary, "--seed", seed], capture_output=True, text=True, timeout=60)
+    again = subprocess.run([binary, "--seed", seed], capture_output=True, text=True)
     assert again.returncode == 1 and rule in again.stdout.splitlines()[-1]

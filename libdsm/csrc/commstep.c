@@ -55,7 +55,9 @@ static int live_round(struct liveness *lv, uint64_t now)
  * duty comes no later than its deadline. */
 static int live_silent(struct liveness *lv, uint64_t now, uint64_t last_rx_ns)
 {
-    if (now - last_rx_ns >= lv->heartbeat_ns)
+    /* a peer heard after `now` was read (by live_duty's own receive, or a
+     * polling thread meanwhile) is not silent: now - last_rx_ns would wrap */
+    if (last_rx_ns <= now && now - last_rx_ns >= lv->heartbeat_ns)
         return 1;
     if (last_rx_ns + lv->heartbeat_ns < lv->next_duty_ns)
         lv->next_duty_ns = last_rx_ns + lv->heartbeat_ns;
@@ -65,7 +67,7 @@ static int live_silent(struct liveness *lv, uint64_t now, uint64_t last_rx_ns)
 /* Is a heartbeat due to a peer last sent to at last_tx_ns? */
 static int live_idle(const struct liveness *lv, uint64_t now, uint64_t last_tx_ns)
 {
-    return now - last_tx_ns >= lv->heartbeat_ns / 4;
+    return last_tx_ns <= now && now - last_tx_ns >= lv->heartbeat_ns / 4;
 }
 
 void live_duty(struct liveness *lv, uint64_t now, int nranks, int self, int received,
