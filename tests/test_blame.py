@@ -63,9 +63,12 @@ def test_a_rank_killed_by_sigkill_is_named_with_status_137(tmp_path):
     assert got and got[0].startswith("rank 2 (host localhost, line 3) was killed by signal 9 "
                                      "(SIGKILL)"), p.stderr
     assert "survived" not in p.stdout
-    # the ranks that saw it go got it as a field: PeerError.peer, from dsm_failed_peer()
-    assert rank_lines(p.stdout, "PeerError") == {
-        r: "PeerError peer=2 rank=%d" % r for r in (0, 1, 3)}, p.stdout
+    # the ranks that saw it go got it as a field: PeerError.peer, from dsm_failed_peer().
+    # Every survivor that reported names rank 2; on a loaded machine one may still be
+    # noticing when dsmexec's FAILING_GRACE ends and the teardown takes it down.
+    got = rank_lines(p.stdout, "PeerError")
+    assert got and set(got) <= {0, 1, 3}, p.stdout
+    assert got == {r: "PeerError peer=2 rank=%d" % r for r in got}, p.stdout
 
 
 def test_a_stopped_rank_is_named_by_the_heartbeat_while_the_others_fault(tmp_path):
