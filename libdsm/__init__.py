@@ -372,7 +372,8 @@ def init(*, size: int | str | None = None, base: int | str | None = None,
          connect_timeout: float | None = None,
          consistency: Literal["sequential", "release"] | None = None,
          twin_limit: int | str | None = None, heartbeat_s: float | None = None,
-         debug: bool | None = None, share: Literal["rank", "host"] | None = None) -> Dsm:
+         debug: bool | None = None, share: Literal["rank", "host"] | None = None,
+         vhosts: int | None = None) -> Dsm:
     """Join the job (or run alone) and map the shared region.
 
     Each keyword is the DSM_* variable of its name (size is DSM_SIZE, and so
@@ -390,7 +391,8 @@ def init(*, size: int | str | None = None, base: int | str | None = None,
     options = dict(size=size, base=base, block_pages=block_pages, locks=locks,
                    readahead=readahead, spin_us=spin_us, wait=wait, hold_us=hold_us,
                    connect_timeout=connect_timeout, consistency=consistency,
-                   twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug, share=share)
+                   twin_limit=twin_limit, heartbeat_s=heartbeat_s, debug=debug, share=share,
+                   vhosts=vhosts)
     ctx = job.context()
     _instance = Dsm(ctx, job.start(ctx, options))
     job.forbid_fork(_instance._coll, _instance.rank, _instance.hostname())

@@ -26,6 +26,9 @@ DSM_SHARE            "rank" (the default: every rank its own copy of each page, 
                      coherent by the protocol) or "host" (the ranks of a host map one
                      physical copy: no page faults; docs/host-shared.md); for now
                      "host" needs every rank of the job on one host
+DSM_VHOSTS           split the ranks of each host into this many virtual hosts, each
+                     a block of consecutive ranks, as if they ran on different
+                     machines (default 1: for tests and the simulator's scenarios)
 """
 import os
 
@@ -46,6 +49,7 @@ DEFAULTS = {
     "heartbeat_s": 10.0,
     "debug": False,
     "share": "rank",
+    "vhosts": 1,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 TARGET_BLOCKS = 4096
@@ -92,6 +96,7 @@ _PARSERS = {
     "heartbeat_s": ("DSM_HEARTBEAT_S", float),
     "debug": ("DSM_DEBUG", lambda s: s.strip() not in ("", "0")),
     "share": ("DSM_SHARE", lambda s: s.strip().lower()),
+    "vhosts": ("DSM_VHOSTS", int),
 }
 
 
@@ -110,6 +115,7 @@ _ACCEPTS = {                # init() keyword -> (types it takes, what to say)
     "heartbeat_s": ((int, float), "seconds, an int or a float"),
     "debug": ((bool,), "True or False"),
     "share": ((str,), "'rank' or 'host'"),
+    "vhosts": ((int,), "an int"),
 }
 
 
@@ -214,6 +220,9 @@ def resolve(page_size, environ=None, ranks_here=1, memory=None, **given):
     if cfg["share"] not in SHARES:
         raise ConfigError("%s must be %s, got %r"
                           % (option("share"), " or ".join(map(repr, SHARES)), cfg["share"]))
+    if not 1 <= cfg["vhosts"] <= ranks_here:
+        raise ConfigError("%s must be 1..%d (the ranks on this host), got %d"
+                          % (option("vhosts"), ranks_here, cfg["vhosts"]))
     if not 1 << 20 <= cfg["twin_limit"] <= 1 << 40:
         raise ConfigError("%s must be 1M..1T, got %d"
                           % (option("twin_limit"), cfg["twin_limit"]))

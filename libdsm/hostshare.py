@@ -9,8 +9,9 @@ open.  Its name comes from the job's secret and the host; a rank proves it
 is of the job with an HMAC of its rank under the secret, which the socket
 never carries.
 
-Ranks are grouped by a host key, today their machine-file host; a job whose
-ranks are on several hosts is refused for now (docs/host-shared.md).
+Ranks are grouped by a host key: their machine-file host, or with
+DSM_VHOSTS=N one of N virtual hosts on it.  A job whose ranks are on several
+hosts is refused for now (docs/host-shared.md).
 """
 import hashlib
 import hmac
@@ -26,9 +27,20 @@ CTRL_BYTES = 4096
 _RANK = struct.Struct("<I")
 
 
-def host_keys(ctx):
-    """Every rank's host key: the ranks of one key share one memfd."""
-    return list(ctx.hostnames) if ctx else ["localhost"]
+def host_keys(hostnames, vhosts=1):
+    """Every rank's host key: the ranks of one key share one memfd.  With
+    vhosts > 1 the ranks of each host, in rank order, are split into that
+    many blocks of consecutive ranks, each a virtual host "name#k"."""
+    if vhosts == 1:
+        return list(hostnames)
+    keys, seen = [], {}
+    for host in hostnames:
+        seen[host] = seen.get(host, 0) + 1
+    placed = dict.fromkeys(seen, 0)
+    for host in hostnames:
+        keys.append("%s#%d" % (host, placed[host] * vhosts // seen[host]))
+        placed[host] += 1
+    return keys
 
 
 def _proof(secret, rank):
@@ -42,8 +54,8 @@ class Handover:
     after: the memfd, the number of ranks on the host and this rank's index
     among them."""
 
-    def __init__(self, ctx, nbytes, timeout):
-        keys = host_keys(ctx)
+    def __init__(self, ctx, nbytes, timeout, vhosts=1):
+        keys = host_keys(ctx.hostnames if ctx else ["localhost"], vhosts)
         self.rank = ctx.rank if ctx else 0
         self.host = keys[self.rank]
         self.local = [r for r, k in enumerate(keys) if k == self.host]

@@ -29,7 +29,7 @@ def start(ctx, options):
     host = ctx.hostnames[rank] if ctx else None
     mapped = layout.mapped_bytes(cfg["size"])
     fds = [None]
-    handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"]) \
+    handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"], cfg["vhosts"]) \
         if cfg["share"] == "host" else None
     if ctx:
         major, minor = _binding.core_version()

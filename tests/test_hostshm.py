@@ -144,3 +144,21 @@ def test_alone_the_memory_is_shared_too():
                  "d.finalize()")
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["7000", "0", "rw"]
+
+
+def test_virtual_hosts_split_each_hosts_ranks_into_blocks():
+    assert hostshare.host_keys(["a", "a", "b", "a", "b"], 1) == ["a", "a", "b", "a", "b"]
+    assert hostshare.host_keys(["a", "a", "a", "a"], 2) == ["a#0", "a#0", "a#1", "a#1"]
+    assert hostshare.host_keys(["a", "a", "b", "a", "b"], 2) == \
+        ["a#0", "a#0", "b#0", "a#1", "b#1"]
+    assert hostshare.host_keys(["h"] * 5, 3) == ["h#0", "h#0", "h#1", "h#1", "h#2"]
+
+
+def test_more_virtual_hosts_than_ranks_on_a_host_is_refused(tmp_path):
+    p = run(tmp_path, 2, PROG, "calls", env={"DSM_VHOSTS": "3"})
+    assert p.returncode != 0
+    assert "vhosts=/DSM_VHOSTS must be 1..2 (the ranks on this host), got 3" in p.stderr, \
+        p.stderr
+    p = run(tmp_path, 2, PROG, "calls", env=dict(HOST, DSM_VHOSTS="2"))
+    assert p.returncode != 0
+    assert "spans one host for now, and this job's ranks are on 2" in p.stderr, p.stderr
