@@ -34,7 +34,7 @@ def start(ctx, options):
     if ctx:
         major, minor = _binding.core_version()
         shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size(),
-                 major << 16 | minor)
+                 major << 16 | minor, config.SHARES.index(cfg["share"]), cfg["vhosts"])
         fds = mesh.build(ctx, shape, cfg["connect_timeout"])
     if handover:                        # every rank is up: the memfd can be handed on
         _binding.host_attach(*handover.take())

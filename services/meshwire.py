@@ -6,10 +6,13 @@ import struct
 
 from libdsm_services.wire import Handshake, WireError
 
-LAYOUT = struct.Struct("!QQQQQ")
-LAYOUT_NAMES = ("size", "base", "block_pages", "page_size", "core")
-"""The region as each rank maps it, and ``core``: the C core's protocol
-version, major << 16 | minor (the messages between ranks are the core's)."""
+LAYOUT = struct.Struct("!QQQQQQQ")
+LAYOUT_NAMES = ("size", "base", "block_pages", "page_size", "core", "share", "vhosts")
+"""The region as each rank maps it; ``core``: the C core's protocol
+version, major << 16 | minor (the messages between ranks are the core's);
+``share``: the index of DSM_SHARE's value in SHARES; ``vhosts``: DSM_VHOSTS."""
+SHARES = ("rank", "host")
+"""DSM_SHARE's values, as the layout carries them (libdsm.config.SHARES)."""
 
 
 class LayoutMismatch(WireError):
@@ -22,6 +25,14 @@ class LayoutMismatch(WireError):
             super().__init__("the C core differs: this rank has version %d.%d, rank %d has "
                              "%d.%d; install the same libdsm on every host"
                              % (ours >> 16, ours & 0xffff, peer, theirs >> 16, theirs & 0xffff))
+        elif name == "share":
+            super().__init__("the ranks share memory differently: this rank has DSM_SHARE=%s, "
+                             "rank %d has DSM_SHARE=%s; give every rank the same share=/"
+                             "DSM_SHARE" % (SHARES[ours], peer, SHARES[theirs]))
+        elif name == "vhosts":
+            super().__init__("the ranks group hosts differently: this rank has DSM_VHOSTS=%d, "
+                             "rank %d has DSM_VHOSTS=%d; give every rank the same vhosts=/"
+                             "DSM_VHOSTS" % (ours, peer, theirs))
         else:
             super().__init__("region %s differs: this rank has %#x, rank %d has %#x; give "
                              "every rank the same DSM_* settings" % (name, ours, peer, theirs))

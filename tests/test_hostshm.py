@@ -162,3 +162,15 @@ def test_more_virtual_hosts_than_ranks_on_a_host_is_refused(tmp_path):
     p = run(tmp_path, 2, PROG, "calls", env=dict(HOST, DSM_VHOSTS="2"))
     assert p.returncode != 0
     assert "spans one host for now, and this job's ranks are on 2" in p.stderr, p.stderr
+
+
+def test_ranks_given_different_shares_fail_at_init_naming_both(tmp_path):
+    prog = tmp_path / "mixed.py"
+    prog.write_text("import libdsm\n"
+                    "from libdsm_services import rank\n"
+                    "libdsm.init(share='host' if rank.CONTEXT.rank == 1 else 'rank')\n")
+    p = run(tmp_path, 2, str(prog))
+    assert p.returncode != 0
+    assert re.search(r"ConfigError: the ranks share memory differently: this rank has "
+                     r"DSM_SHARE=(rank|host), rank [01] has DSM_SHARE=(host|rank)", p.stderr), \
+        p.stderr

@@ -177,7 +177,7 @@ def test_parse_hostport_refuses(text):
         wire.parse_hostport(text)
 
 
-LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 3)
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 3, 0, 1)
 
 
 def mesh_sides(pair, theirs=LAYOUT, secret=None):
@@ -202,10 +202,19 @@ def test_layout_mismatch_names_the_field_both_values_and_the_fix(pair):
 
 
 def test_ranks_with_different_cores_are_refused_with_both_versions(pair):
-    _, right = mesh_sides(pair, theirs=LAYOUT[:4] + (2 << 16 | 2,))
+    _, right = mesh_sides(pair, theirs=LAYOUT[:4] + (2 << 16 | 2,) + LAYOUT[5:])
     assert isinstance(right, meshwire.LayoutMismatch)
     assert str(right) == ("the C core differs: this rank has version 2.3, rank 3 has 2.2; "
                           "install the same libdsm on every host")
+
+
+def test_ranks_that_share_memory_differently_are_refused_naming_both_settings(pair):
+    _, right = mesh_sides(pair, theirs=LAYOUT[:5] + (1, 1))
+    assert str(right) == ("the ranks share memory differently: this rank has DSM_SHARE=rank, "
+                          "rank 3 has DSM_SHARE=host; give every rank the same share=/DSM_SHARE")
+    _, right = mesh_sides(pair, theirs=LAYOUT[:6] + (2,))
+    assert str(right) == ("the ranks group hosts differently: this rank has DSM_VHOSTS=1, "
+                          "rank 3 has DSM_VHOSTS=2; give every rank the same vhosts=/DSM_VHOSTS")
 
 
 def test_check_peer_refuses_before_any_layout_is_sent(pair):
