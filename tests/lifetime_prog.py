@@ -76,6 +76,8 @@ def saving(dsm, where):
             np.save(f, a)
         a.tofile(os.path.join(where, "a.raw"))
         a[100:200].tofile(os.path.join(where, "slice.raw"))
+        np.save(os.path.join(where, "strided.npy"), a[::7, 3:])      # plain ndarray views
+        a[:, 5].tofile(os.path.join(where, "column.raw"))
         np.savez(os.path.join(where, "ab.npz"), a=a, b=b)
         np.save(os.path.join(where, "b.npy"), b)
         if os.environ.get("DSM_CONSISTENCY") != "release":

@@ -88,3 +88,24 @@ def test_padded_rows_start_on_pages_and_keep_ranks_apart(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "[rank 0] padded ok" in p.stdout and "[rank 1] padded ok" in p.stdout, p.stdout
     assert "[rank 0] region buffer ok" in p.stdout, p.stdout
+
+
+def test_non_contiguous_slices_are_plain_so_numpy_reuses_temporaries():
+    import tracemalloc
+
+    from libdsm.arrays import SharedArray
+    u = np.arange(512 * 512, dtype="float64").reshape(512, 512).view(SharedArray)
+    assert type(u[1:3]) is SharedArray and type(u[0]) is SharedArray    # contiguous: pinning tofile
+    assert type(u[1:3, 1:]) is np.ndarray and type(u[:, 0]) is np.ndarray
+    assert type(u[::2]) is np.ndarray and type(u.T[1:3]) is np.ndarray
+    temp = 510 * 510 * 8
+    tracemalloc.start()
+    try:
+        v = 0.25 * (u[1:-1, :-2] + u[1:-1, 2:] + u[:-2, 1:-1] + u[2:, 1:-1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert type(v) is np.ndarray
+    assert peak < 1.5 * temp, "each + allocated a temporary: %d bytes at peak" % peak
+    w = np.asarray(u)
+    assert np.array_equal(v, 0.25 * (w[1:-1, :-2] + w[1:-1, 2:] + w[:-2, 1:-1] + w[2:, 1:-1]))

@@ -50,6 +50,8 @@ def test_np_save_tofile_savez_write_whole_files_from_pages_held_elsewhere(tmp_pa
     assert np.array_equal(np.load(out / "file.npy"), a)
     assert np.array_equal(np.fromfile(out / "a.raw", "float64").reshape(a.shape), a)
     assert np.array_equal(np.fromfile(out / "slice.raw", "float64"), a[100:200].ravel())
+    assert np.array_equal(np.load(out / "strided.npy"), a[::7, 3:])
+    assert np.array_equal(np.fromfile(out / "column.raw", "float64"), a[:, 5])
     with np.load(out / "ab.npz") as z:
         assert np.array_equal(z["a"], a) and np.array_equal(z["b"], b)
     assert np.array_equal(np.load(out / "b.npy"), b)
