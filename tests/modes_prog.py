@@ -1,0 +1,110 @@
+"""The scenarios that must hold in every sharing mode (DSM_SHARE=rank and
+host, and host-shared across virtual hosts): run under dsmexec, each prints
+one line per rank that tests/test_share_modes.py checks.
+
+    modes_prog.py mp|sb|threads|stripes [--rounds N]
+
+  mp       message passing: rank 0 writes data, then a flag on another page;
+           the others wait for the flag and must see the data (SC and TSO)
+  sb       store buffering between rank 0 and the last rank: each stores to
+           its own page, then loads the other's; both loading the old value
+           is forbidden under sequential consistency (allowed by x86-TSO, so
+           only run across hosts or per rank)
+  threads  4 threads per rank fault concurrently on interleaved pages of one
+           array, each writing its own; then every rank checks all of it
+  stripes  a 4 GiB region: every rank writes a stripe of pages spread over
+           all of it, then reads every other rank's
+"""
+import argparse
+import threading
+
+import numpy as np
+
+import libdsm
+
+PAGE_WORDS = 512
+
+
+def mp(dsm, a):
+    data = dsm.array((a.rounds, PAGE_WORDS), "int64")
+    flag = dsm.array((a.rounds, PAGE_WORDS), "int64")
+    dsm.barrier()
+    bad = 0
+    for i in range(a.rounds):
+        if dsm.rank == 0:
+            data[i, 0] = 1000 + i
+            flag[i, 0] = 1
+        else:
+            while flag[i, 0] == 0:
+                pass
+            bad += int(data[i, 0]) != 1000 + i
+    dsm.barrier()
+    print("mp bad=%d" % bad)
+
+
+def sb(dsm, a):
+    """Each round on fresh pages, homed apart by the default round-robin."""
+    x = dsm.array((a.rounds, PAGE_WORDS), "int64")
+    y = dsm.array((a.rounds, PAGE_WORDS), "int64")
+    seen = dsm.array((a.rounds, 2), "int64")
+    last = dsm.size - 1
+    for i in range(a.rounds):
+        dsm.barrier()
+        if dsm.rank == 0:
+            x[i, 0] = 1
+            seen[i, 0] = y[i, 0]
+        elif dsm.rank == last:
+            y[i, 0] = 1
+            seen[i, 1] = x[i, 0]
+    dsm.barrier()
+    both_old = int(np.count_nonzero((seen[:, 0] == 0) & (seen[:, 1] == 0)))
+    print("sb forbidden=%d rounds=%d" % (both_old, a.rounds))
+
+
+def threads(dsm, a):
+    nthreads, per = 4, 8
+    pages = dsm.size * nthreads * per
+    arr = dsm.array((pages, PAGE_WORDS), "int64")
+    dsm.barrier()
+
+    def work(t):
+        me = dsm.rank * nthreads + t
+        for p in range(me, pages, dsm.size * nthreads):     # interleaved with every thread's
+            arr[p, :] = p * 7 + 1
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    dsm.barrier()
+    want = np.arange(pages, dtype="int64")[:, None] * 7 + 1
+    print("threads bad=%d" % int(np.count_nonzero(np.asarray(arr) != want)))
+
+
+def stripes(dsm, a):
+    rows = dsm.nbytes // (PAGE_WORDS * 8) - 1024        # room for the allocator's own
+    arr = dsm.array((rows, PAGE_WORDS), "int64")
+    step = rows // 64
+    mine = range(dsm.rank, 64 * dsm.size, dsm.size)
+    for k in mine:
+        arr[(k * step // dsm.size) % rows, :] = k + 1
+    dsm.barrier()
+    bad = sum(int(arr[(k * step // dsm.size) % rows, PAGE_WORDS - 1]) != k + 1
+              for k in range(64 * dsm.size))
+    print("stripes bad=%d span=%d" % (bad, arr.nbytes))
+
+
+SCENARIOS = {"mp": mp, "sb": sb, "threads": threads, "stripes": stripes}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--rounds", type=int, default=50)
+    a = p.parse_args()
+    with libdsm.init() as dsm:
+        SCENARIOS[a.scenario](dsm, a)
+
+
+if __name__ == "__main__":
+    main()
