@@ -183,14 +183,14 @@ class Collectives:
         if root is not None:
             self._root(root, "reduce")
         arr = reductions.as_array(x)
-        desc = mismatch.describe(op=op, root=root, dtype=arr.dtype.name, shape=arr.shape)
+        desc = mismatch.describe(op=op, root=root, dtype=_name(arr.dtype), shape=arr.shape)
         wire = reductions.in_core(arr, op)
         if wire is None:
             result = self._combine(self.gather(arr, None, desc), op)
             return None if root not in (None, self._rank) else reductions.like(result, x, out)
         send, finish = wire
         got = self._run("reduce", _binding.ROOT_ALL if root is None else root, send, desc,
-                        op=op, dtype=send.dtype.name)
+                        op=op, dtype=_name(send.dtype))
         if got is None:
             return None
         return reductions.like(finish(reductions.from_bytes(got, send)), x, out)
@@ -267,6 +267,15 @@ class Collectives:
         with self._lock:
             _binding.finalize()
         self.finalized = True
+
+
+_NAMES = {}                         # dtype -> its name: numpy works it out each time
+
+
+def _name(dtype):
+    if dtype not in _NAMES:
+        _NAMES[dtype] = dtype.name
+    return _NAMES[dtype]
 
 
 def _entries(out, size):

@@ -111,6 +111,8 @@ def digest(value):
                             hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16])
     if isinstance(value, list):
         return "[%s]" % ",".join(digest(v) for v in value)
+    if isinstance(value, bytes):
+        return "bytes%d:%s" % (len(value), hashlib.sha256(value).hexdigest()[:16])
     return "%s:%r" % (type(value).__name__, value)
 
 

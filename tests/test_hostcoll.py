@@ -15,11 +15,11 @@ PROG = os.path.join(ROOT, "tests", "hostshm_prog.py")
 pytestmark = pytest.mark.timeout(200)
 
 
-def both(tmp_path, n, *args):
+def both(tmp_path, n, *args, env=None):
     """stdout of the program run in per-rank and in host-shared mode, by mode."""
     outs = {}
     for share in ("rank", "host"):
-        p = run(tmp_path, n, PROG, *args, env={"DSM_SHARE": share})
+        p = run(tmp_path, n, PROG, *args, env=dict(env or {}, DSM_SHARE=share))
         assert p.returncode == 0, p.stderr
         outs[share] = p.stdout
     return outs
@@ -31,8 +31,9 @@ def results(out):
             for r, lines in by_rank(out).items() if r is not None}
 
 
-def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path):
-    outs = both(tmp_path, 3, "colls")
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path, consistency):
+    outs = both(tmp_path, 3, "colls", env={"DSM_CONSISTENCY": consistency})
     got = results(outs["host"])
     assert got == results(outs["rank"])
     assert sorted(got) == [0, 1, 2] and all(len(lines) == 20 for lines in got.values()), got
