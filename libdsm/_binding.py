@@ -358,6 +358,12 @@ def host_lock_acquire_within(lock, timeout_s):
     return _in_time(lib.dsm_host_lock_acquire(lock, timeout_ms(timeout_s), err), err)
 
 
+def host_finalizing():
+    """Before finalize() in host-shared mode: the host collectives this rank
+    will not join fail instead of waiting for it."""
+    lib.dsm_host_finalizing()
+
+
 def host_lock_release(lock):
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_host_lock_release(lock, err), err)

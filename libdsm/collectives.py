@@ -265,6 +265,8 @@ class Collectives:
         self.check()
         self._not_pending()
         with self._lock:
+            if self._host_shared:
+                _binding.host_finalizing()
             _binding.finalize()
         self.finalized = True
 

@@ -8,6 +8,7 @@
     hostshm_prog.py colls      every collective, each result's hash, and the messages sent
     hostshm_prog.py trylock    try-locks, timeouts and a release by a non-holder
     hostshm_prog.py mismatch   ranks call different collectives; then one more that agrees
+    hostshm_prog.py finalizing rank 0 finalizes while rank 1 calls bcast (then rank 1 exits)
     hostshm_prog.py diecoll W  rank 1 is SIGKILLed while the others wait for it in W
                                (a "barrier", its "bcast", or a "lock" it holds)
 """
@@ -195,6 +196,15 @@ def mismatch(dsm):
     print("after", dsm.allreduce(1, "sum"))
 
 
+def finalizing(dsm):
+    if dsm.rank == 1:
+        try:
+            dsm.bcast(5, root=1)
+        except libdsm.CollectiveError as e:
+            print("CollectiveError:", e)
+            sys.exit(3)
+
+
 def diecoll(dsm, where):
     lock = dsm.lock(2)
     if dsm.rank == 1 and where == "lock":
@@ -218,7 +228,8 @@ def main():
         {"locks": locks, "diecoll": diecoll}[what](dsm, *sys.argv[2:])
     else:
         {"calls": calls, "fork": fork, "where": where, "ckpt": ckpt,
-         "colls": colls, "trylock": trylock, "mismatch": mismatch}[what](dsm)
+         "colls": colls, "trylock": trylock, "mismatch": mismatch,
+         "finalizing": finalizing}[what](dsm)
     dsm.finalize()
 
 

@@ -74,6 +74,18 @@ def test_ranks_calling_different_collectives_all_get_per_rank_modes_error(tmp_pa
     assert set(rank_lines(outs["host"], "after").values()) == {"after 3"}
 
 
+def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path):
+    got = {}
+    for share in ("rank", "host"):
+        p = run(tmp_path, 2, PROG, "finalizing", env={"DSM_SHARE": share})
+        assert p.returncode == 3, p.stderr
+        got[share] = rank_lines(p.stdout, "CollectiveError")
+    assert got["host"] == got["rank"]
+    assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
+                        r"bcast\(root=1\) at hostshm_prog.py:\d+ while rank 0 was finalizing",
+                        got["host"][1]), got
+
+
 @pytest.mark.parametrize("where", ["barrier", "bcast", "lock"])
 def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where):
     p = run(tmp_path, 3, PROG, "diecoll", where,

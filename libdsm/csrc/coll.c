@@ -47,7 +47,7 @@ int coll_sig_cmp(const struct coll_sig *a, const struct coll_sig *b)
     return a->extra < b->extra ? -1 : a->extra > b->extra;
 }
 
-static const char *describe(char *buf, size_t n, const struct coll_sig *s)
+const char *coll_describe(char *buf, size_t n, const struct coll_sig *s)
 {
     static const char *ops[] = { "?", "sum", "prod", "min", "max" };
     int kind = (int)(s->what >> 48), op = (int)(s->what >> 40 & 0xff);
@@ -81,11 +81,11 @@ void coll_mismatch(char *text, size_t n, const struct coll_sig *lo, int lo_rank,
     char a[64], b[64];
     if (lo->what != hi->what)
         snprintf(text, n, "ranks called different collectives: rank %d called %s, "
-                 "rank %d called %s", lo_rank, describe(a, sizeof a, lo), hi_rank,
-                 describe(b, sizeof b, hi));
+                 "rank %d called %s", lo_rank, coll_describe(a, sizeof a, lo), hi_rank,
+                 coll_describe(b, sizeof b, hi));
     else
         snprintf(text, n, "ranks %d and %d passed different shapes or types to %s",
-                 lo_rank, hi_rank, describe(a, sizeof a, lo));
+                 lo_rank, hi_rank, coll_describe(a, sizeof a, lo));
 }
 
 /* Every exchange done: the identities agree, or every rank says so. */
@@ -291,7 +291,7 @@ static void on_finalized(void *ctx, const struct msg *m, const unsigned char *pa
     }
     if (cl->active && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called finalize() while rank %d waits in %s",
-                 cl->finalized_by, cl->c->rank, describe(a, sizeof a, &cl->mine));
+                 cl->finalized_by, cl->c->rank, coll_describe(a, sizeof a, &cl->mine));
         end(cl, text);
     }
     core_unlock(cl->c);
@@ -367,7 +367,7 @@ int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
     cl->lo_rank = cl->hi_rank = (uint16_t)cl->c->rank;
     if (cl->finalized_by >= 0 && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called %s after rank %d called finalize()",
-                 cl->c->rank, describe(a, sizeof a, &cl->mine), cl->finalized_by);
+                 cl->c->rank, coll_describe(a, sizeof a, &cl->mine), cl->finalized_by);
         end(cl, text);
         return DSM_OK;
     }

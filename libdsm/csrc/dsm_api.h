@@ -249,5 +249,8 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
 int dsm_host_lock_acquire(uint32_t lock, uint32_t timeout_ms, char *err);
 int dsm_host_lock_release(uint32_t lock, char *err);
 int dsm_host_lock_held(uint32_t lock);
+/* Before dsm_finalize in host-shared mode: the host collectives that this
+ * rank will not join fail, naming it, instead of waiting for it. */
+void dsm_host_finalizing(void);
 #define DSM_HOST_LOCKS 8192
 #define DSM_HOST_CTRL_BYTES 4194304

@@ -12,6 +12,10 @@
  * the set of step g + 2 only after step g + 1, which every rank enters
  * once it has read step g's, so one barrier a step is all it takes.
  *
+ * A rank that calls finalize() says so in the control area first
+ * (dsm_host_finalizing): the collectives it will never join fail, as
+ * coll.c's do after its DSM_FINALIZE.
+ *
  * A reduce combines in the order of coll.c's recursive doubling, so that
  * floats come out bit for bit as in per-rank mode (each rank computes only
  * the partial results its own result is made of).
@@ -24,6 +28,7 @@
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "coll.h"
@@ -189,15 +194,19 @@ static int publish(struct hc *x, uint64_t j, uint32_t *gen, char *err)
     struct hostmem *h = x->h;
     uint32_t next = __atomic_load_n(&h->ctrl->gen, __ATOMIC_SEQ_CST);
     uint64_t at, n = chunk(x, mine(x), j, &at);
-    struct coll_sig sig;
-    if (j == 0) {
-        sig = coll_identity(&x->call);
+    struct coll_sig sig = coll_identity(&x->call);
+    char call[64];
+    int rc;
+    if (j == 0)
         *header(h, next, h->index) = (struct host_slot){ .gen = next, .what = sig.what,
             .extra = sig.extra, .len = mine(x), .rank = (uint32_t)h->c->rank };
-    }
     if (n)
         memcpy(data(x, next, h->index), (const unsigned char *)x->call.data + at, n);
-    return host_step(h, gen, err);
+    if ((rc = host_step(h, gen, err)) == DSM_ECOLL)
+        dsm_err(err, "rank %d called %s after rank %d called finalize()", h->c->rank,
+                coll_describe(call, sizeof call, &sig),
+                (int)__atomic_load_n(&h->ctrl->finalized, __ATOMIC_SEQ_CST) - 1);
+    return rc;
 }
 
 static int run(struct hc *x, char *err)
@@ -281,6 +290,16 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
     __atomic_fetch_add(&h->c->stats.sync_wait_ns, now_ns() - t0, __ATOMIC_RELAXED);
     TRACE_EVENT(h->c, DSM_EV_SYNC, (uint64_t)kind, h->c->rank, 0, t0, now_ns() - t0);
     return rc;
+}
+
+void dsm_host_finalizing(void)
+{
+    struct hostmem *h = hostmem_get();
+    uint32_t none = 0;
+    if (h && __atomic_compare_exchange_n(&h->ctrl->finalized, &none,
+                                         (uint32_t)h->c->rank + 1, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+        host_wake(&h->ctrl->gen, INT_MAX);
 }
 
 int dsm_host_barrier(char *err)

@@ -46,7 +46,7 @@ static int take(struct hostmem *h, struct host_lock *k, uint32_t lock, uint32_t 
     }
     /* held: from now on it is marked slept on, so its release wakes us */
     while (__atomic_exchange_n(&k->word, 2, __ATOMIC_ACQUIRE) != 0) {
-        rc = host_wait_word(h, &k->word, 2, NULL, deadline, err);
+        rc = host_wait_word(h, &k->word, 2, NULL, NULL, deadline, err);
         if (rc == DSM_ETIMEDOUT) {
             dsm_err(err, "lock %u is held elsewhere: timed out", lock);
             return rc;

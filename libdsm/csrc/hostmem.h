@@ -27,6 +27,7 @@ struct host_ctrl {
     uint32_t arrived;           /* ranks in the current barrier */
     uint32_t gen;               /* barriers completed: the futex word */
     uint32_t sleepers;          /* ranks asleep on gen: a wake is a syscall only then */
+    uint32_t finalized;         /* 1 + the first rank that called finalize(), or 0 */
 };
 
 /* A lock: word 0 free, 1 held, 2 held with sleepers (the futex word). */
@@ -63,15 +64,17 @@ int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err);
 void hostmem_release(void);
 
 /* hostsync.c, for the barrier, the collectives and the locks. */
-/* One barrier step of the host's ranks: DSM_OK, or DSM_EPEER with err
- * filled once the job failed.  *gen: the step's number (before it). */
+/* One barrier step of the host's ranks: DSM_OK, DSM_EPEER with err
+ * filled once the job failed, or DSM_ECOLL (err not filled) when a rank
+ * called finalize() instead.  *gen: the step's number (before it). */
 int host_step(struct hostmem *h, uint32_t *gen, char *err);
 /* Wait while *word == seen: spin, yield, then sleep on the futex in
  * FAIL_POLL_NS slices until `deadline` (now_ns; 0: none).  DSM_OK once it
- * changed (or may have), DSM_ETIMEDOUT, or DSM_EPEER once the job failed.
+ * changed (or may have), DSM_ETIMEDOUT, DSM_EPEER once the job failed, or
+ * DSM_ECOLL once *stop (or NULL) is nonzero and *word still seen.
  * *sleepers (or NULL) counts this rank while it sleeps. */
 int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
-                   uint64_t deadline, char *err);
+                   const uint32_t *stop, uint64_t deadline, char *err);
 void host_wake(uint32_t *word, int n);
 /* The checks of every host entry point: DSM_OK, else DSM_ESTATE with err
  * filled (not in host-shared mode, or not running). */

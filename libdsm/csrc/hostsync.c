@@ -42,7 +42,7 @@ static void futex_wait(uint32_t *word, uint32_t seen, uint64_t ns)
 }
 
 int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
-                   uint64_t deadline, char *err)
+                   const uint32_t *stop, uint64_t deadline, char *err)
 {
     uint64_t t = now_ns(), spin = t + h->c->spin_ns, yield = t + YIELD_SPINS * h->c->spin_ns;
     while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen && (t = now_ns()) < yield &&
@@ -58,6 +58,10 @@ int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *s
             dsm_err(err, "%s", h->c->failure);
             return DSM_EPEER;
         }
+        /* stop is set after the word moved, if it was to move: look again */
+        if (stop && __atomic_load_n(stop, __ATOMIC_SEQ_CST) &&
+            __atomic_load_n(word, __ATOMIC_SEQ_CST) == seen)
+            return DSM_ECOLL;
         if (deadline && (t = now_ns()) >= deadline)
             return DSM_ETIMEDOUT;
         if (deadline && deadline - t < slice)
@@ -87,8 +91,10 @@ int host_step(struct hostmem *h, uint32_t *gen, char *err)
 {
     struct host_ctrl *k = h->ctrl;
     *gen = __atomic_load_n(&k->gen, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&k->finalized, __ATOMIC_SEQ_CST))
+        return DSM_ECOLL;           /* that rank never comes: arrive not */
     if (__atomic_add_fetch(&k->arrived, 1, __ATOMIC_SEQ_CST) < (uint32_t)h->nlocal)
-        return host_wait_word(h, &k->gen, *gen, &k->sleepers, 0, err);
+        return host_wait_word(h, &k->gen, *gen, &k->sleepers, &k->finalized, 0, err);
     __atomic_store_n(&k->arrived, 0, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&k->gen, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&k->sleepers, __ATOMIC_SEQ_CST))
