@@ -3,8 +3,8 @@
  * reduce and gather, the same calls and results as coll.c's.
  *
  * A collective is a run of barrier steps (hostsync.c's host_step).  Before
- * the first, each rank writes its slot header (the step, the call's
- * identity, its length) and the first chunk of its bytes into its data
+ * the first, each rank writes its slot header (the call's identity, its
+ * length) and the first chunk of its bytes into its data
  * slot; after it, every rank reads every header, so ranks that called
  * different collectives all fail, naming the same two ranks, as coll.c's.
  * Bytes longer than a slot go in further steps, a chunk each.  Headers and
@@ -198,7 +198,7 @@ static int publish(struct hc *x, uint64_t j, uint32_t *gen, char *err)
     char call[64];
     int rc;
     if (j == 0)
-        *header(h, next, h->index) = (struct host_slot){ .gen = next, .what = sig.what,
+        *header(h, next, h->index) = (struct host_slot){ .what = sig.what,
             .extra = sig.extra, .len = mine(x), .rank = (uint32_t)h->c->rank };
     if (n)
         memcpy(data(x, next, h->index), (const unsigned char *)x->call.data + at, n);

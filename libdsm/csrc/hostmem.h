@@ -38,12 +38,13 @@ struct host_lock {
 
 /* What a rank calls in the collective of one barrier step (hostcoll.c). */
 struct host_slot {
-    uint64_t gen;               /* the step it is for */
     uint64_t what, extra;       /* the call's identity, as coll.c's */
     uint64_t len;               /* its bytes */
     uint32_t rank;
-    uint32_t pad[7];
+    uint32_t pad[9];            /* to 64 bytes: one cache line each */
 };
+_Static_assert(sizeof(struct host_lock) == 8 && sizeof(struct host_slot) == 64,
+               "the control area's layout (HOST_SLOTS_OFF, HOST_DATA_OFF) counts on these sizes");
 
 /* The attachment of this process (one per process, like api.c's core). */
 struct hostmem {
