@@ -99,11 +99,11 @@ class Dsm(CollectiveCalls, SyncCalls):
         self._memory = memory
         self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
                                  self.page_size)
-        self._locks = Locks(self.nlocks, self.size)
+        shared = cfg["share"] == "host"
+        self._locks = Locks(self.nlocks, self.size, shared)
         self._heap, self._regions = layout.open_system_area(
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
-        shared = cfg["share"] == "host"
         self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared)
         self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")

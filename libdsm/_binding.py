@@ -133,17 +133,18 @@ DTYPES = {"float64": lib.DSM_DT_F64, "float32": lib.DSM_DT_F32, "int64": lib.DSM
 ROOT_ALL = lib.DSM_ROOT_ALL
 
 
-def collective(kind, root, data=None, op=None, dtype=None, sig=0):
+def collective(kind, root, data=None, op=None, dtype=None, sig=0, host=False):
     """Collective `kind` (a key of COLLECTIVES) with this rank's bytes (a
     buffer, or None): the bytes this rank gets back, or None.  op and dtype
-    are keys of OPS and DTYPES (reduce); sig identifies the arguments' shape."""
+    are keys of OPS and DTYPES (reduce); sig identifies the arguments' shape.
+    host: through the host's shared memory (a job on one host, share=host)."""
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     out, out_len = ffi.new("void **"), ffi.new("uint64_t *")
     src = ffi.from_buffer(data) if data is not None else ffi.NULL
     nbytes = len(src) if data is not None else 0
-    _check(lib.dsm_collective(COLLECTIVES[kind], root, OPS[op] if op else 0,
-                              DTYPES[dtype] if dtype else 0, sig, src, nbytes, out, out_len,
-                              err), err)
+    run = lib.dsm_host_collective if host else lib.dsm_collective
+    _check(run(COLLECTIVES[kind], root, OPS[op] if op else 0, DTYPES[dtype] if dtype else 0,
+               sig, src, nbytes, out, out_len, err), err)
     if out[0] == ffi.NULL:
         return None
     try:
@@ -167,11 +168,6 @@ def pin(first_page, npages, write, timeout_s):
 def unpin(first_page, npages):
     err = ffi.new("char[]", lib.DSM_ERRLEN)
     _check(lib.dsm_unpin(first_page, npages, err), err)
-
-
-def lock_acquire(lock):
-    err = ffi.new("char[]", lib.DSM_ERRLEN)
-    _check(lib.dsm_lock_acquire(lock, err), err)
 
 
 def lock_release(lock):
@@ -350,3 +346,28 @@ def host_barrier():
     rc = lib.dsm_host_barrier(err)
     if rc:
         _check(rc, err)
+
+
+HOST_LOCKS = lib.DSM_HOST_LOCKS
+"""Locks numbered below this go through the host's shared memory (share=host)."""
+
+
+def host_lock_acquire_within(lock, timeout_s):
+    """lock_acquire_within, through the host's shared memory."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    return _in_time(lib.dsm_host_lock_acquire(lock, timeout_ms(timeout_s), err), err)
+
+
+def host_finalizing():
+    """Before finalize() in host-shared mode: the host collectives this rank
+    will not join fail instead of waiting for it."""
+    lib.dsm_host_finalizing()
+
+
+def host_lock_release(lock):
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_host_lock_release(lock, err), err)
+
+
+def host_lock_held(lock):
+    return lib.dsm_host_lock_held(lock) == 1

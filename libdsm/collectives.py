@@ -2,7 +2,8 @@
 gather, allgather, scatter, alltoall, scan, exscan, reduce_scatter,
 finalize, and the check every entry point makes (not finalized, SIGSEGV
 handler still ours).  The C comm threads run barrier, bcast, reduce and
-gather in O(log N) exchanges (libdsm/csrc/coll.h); the others are built on
+gather in O(log N) exchanges (libdsm/csrc/coll.h), or with host-shared
+memory in its control area (libdsm/csrc/hostcoll.c); the others are built on
 them.  Ranks that call different collectives, or pass different shapes,
 dtypes, ops or roots, all get a CollectiveError that says which
 (libdsm/mismatch.py).
@@ -58,7 +59,8 @@ class Collectives:
     """One rank's collectives over the C core.  `memory` is what received
     Allocations are bound to; rank and host name this rank in errors.
     host_shared: the ranks share one copy of the memory (DSM_SHARE=host):
-    barriers go through it, and homes do not move (nothing is to move)."""
+    every collective goes through it (libdsm/csrc/hostcoll.c, no message),
+    and homes do not move (nothing is to move)."""
 
     def __init__(self, memory, rank, size, host, host_shared=False):
         self._memory = memory
@@ -91,10 +93,12 @@ class Collectives:
     def _explained(self, e, desc):
         """The error e, said with what the ranks called (holding the lock).
         Every rank got e, so every rank joins the exchange."""
+        desc = desc or mismatch.describe()      # a host barrier's, made only now
         text = mismatch.finalizing(e.what, desc, self._rank)
         if text is None and "different" in e.what:
             try:
-                out = _binding.collective("gather", _binding.ROOT_ALL, dumps(desc))
+                out = _binding.collective("gather", _binding.ROOT_ALL, dumps(desc),
+                                          host=self._host_shared)
                 text = mismatch.explain([loads(v, None) for v in _entries(out, self._size)])
             except DsmError:
                 text = None             # the first error stands
@@ -104,7 +108,8 @@ class Collectives:
         self.check()
         self._not_pending()
         return self._guarded(lambda: _binding.collective(kind, root, data,
-                                                         sig=mismatch.sig(desc), **kw), desc)
+                                                         sig=mismatch.sig(desc),
+                                                         host=self._host_shared, **kw), desc)
 
     def _not_pending(self):
         if self._pending is not None:
@@ -122,10 +127,11 @@ class Collectives:
         BarrierTimeoutError; this rank then stays in that barrier, and its
         next barrier() call goes on waiting for it (other collectives raise
         CollectiveError until it completes)."""
-        if self._host_shared and not self.finalized:
-            # the barrier programs loop on: no mismatch to explain, and the
-            # handler (which nothing faults on here) is put back by the
-            # other calls; each check costs more than the barrier itself
+        if self._host_shared and not self.finalized and timeout is None:
+            # the barrier programs loop on: its description is made only if
+            # ranks called different collectives, and the handler (which
+            # nothing faults on here) is put back by the other calls; each
+            # costs more than the barrier itself
             desc = None
         else:
             self.check()
@@ -177,14 +183,14 @@ class Collectives:
         if root is not None:
             self._root(root, "reduce")
         arr = reductions.as_array(x)
-        desc = mismatch.describe(op=op, root=root, dtype=arr.dtype.name, shape=arr.shape)
+        desc = mismatch.describe(op=op, root=root, dtype=_name(arr.dtype), shape=arr.shape)
         wire = reductions.in_core(arr, op)
         if wire is None:
             result = self._combine(self.gather(arr, None, desc), op)
             return None if root not in (None, self._rank) else reductions.like(result, x, out)
         send, finish = wire
         got = self._run("reduce", _binding.ROOT_ALL if root is None else root, send, desc,
-                        op=op, dtype=send.dtype.name)
+                        op=op, dtype=_name(send.dtype))
         if got is None:
             return None
         return reductions.like(finish(reductions.from_bytes(got, send)), x, out)
@@ -259,8 +265,19 @@ class Collectives:
         self.check()
         self._not_pending()
         with self._lock:
+            if self._host_shared:
+                _binding.host_finalizing()
             _binding.finalize()
         self.finalized = True
+
+
+_NAMES = {}                         # dtype -> its name: numpy works it out each time
+
+
+def _name(dtype):
+    if dtype not in _NAMES:
+        _NAMES[dtype] = dtype.name
+    return _NAMES[dtype]
 
 
 def _entries(out, size):

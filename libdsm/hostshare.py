@@ -22,8 +22,10 @@ import time
 
 from libdsm.errors import ConfigError, PeerError
 
-CTRL_BYTES = 4096
-"""The control area after the region (hostmem.h's HOST_CTRL_BYTES)."""
+CTRL_BYTES = 4 << 20
+"""The control area after the region (dsm_api.h's DSM_HOST_CTRL_BYTES): the
+barrier, the locks and the collectives' slots; its pages cost memory only
+once touched."""
 _RANK = struct.Struct("<I")
 
 

@@ -1,5 +1,8 @@
 """Global locks: `dsm.lock(k)` and `dsm.lock("name")`, as `threading.Lock`
-across ranks, and the numbering of user and system locks."""
+across ranks, and the numbering of user and system locks.  With host-shared
+memory (share="host") a lock numbered below _binding.HOST_LOCKS is a futex
+in the host's shared control area (libdsm/csrc/hostlock.c) instead of a
+queue kept by its home rank."""
 from __future__ import annotations
 
 import threading
@@ -21,11 +24,15 @@ class Lock:
     """
 
     def __init__(self, index: int, home: int, owners: dict[int, tuple[int, str | None]],
-                 name: str | None = None) -> None:
+                 name: str | None = None, host: bool = False) -> None:
         self.index: int = index
         self.home: int = home
         self.name: str | None = name
         self._owners = owners       # index -> (thread ident, name) of this rank's holder
+        self._within, self._release, self._held = (
+            (_binding.host_lock_acquire_within, _binding.host_lock_release,
+             _binding.host_lock_held) if host else
+            (_binding.lock_acquire_within, _binding.lock_release, _binding.lock_held))
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """As threading.Lock.acquire: True once this rank holds the lock;
@@ -44,9 +51,8 @@ class Lock:
                 return False
             raise LockError("%s is already held by this thread%s: acquiring it again would "
                             "never return" % (self._what(), self._shared_with(held[1])))
-        if blocking and timeout == -1:
-            _binding.lock_acquire(self.index)
-        elif not _binding.lock_acquire_within(self.index, timeout if blocking else 0):
+        if not self._within(self.index, None if blocking and timeout == -1 else
+                            timeout if blocking else 0):
             return False
         self._owners[self.index] = (threading.get_ident(), self.name)
         return True
@@ -54,7 +60,7 @@ class Lock:
     def release(self) -> None:
         held = self._owners.pop(self.index, None)
         try:
-            _binding.lock_release(self.index)
+            self._release(self.index)
         except LockError:
             if held:
                 self._owners[self.index] = held
@@ -64,10 +70,10 @@ class Lock:
         """As threading.Lock.locked: is the lock held, by any rank?  True at
         once if this rank holds it; otherwise a non-blocking acquire (and
         release) finds out, so the answer may be stale when it comes."""
-        if _binding.lock_held(self.index):
+        if self._held(self.index):
             return True
-        if _binding.lock_acquire_within(self.index, 0):
-            _binding.lock_release(self.index)
+        if self._within(self.index, 0):
+            self._release(self.index)
             return False
         return True
 
@@ -99,11 +105,13 @@ class Lock:
 
 class Locks:
     """The job's locks as numbered in the C core: nlocks user locks (`dsm.lock`),
-    then the system locks that guard the heap and the region table."""
+    then the system locks that guard the heap and the region table.
+    host: the job's ranks share the host's memory, and its locks."""
 
-    def __init__(self, nlocks, size):
+    def __init__(self, nlocks, size, host=False):
         self.nlocks = nlocks
         self._size = size
+        self._host = host
         self._user = {}
         self._owners = {}
 
@@ -115,7 +123,7 @@ class Locks:
             raise ValueError("lock %r out of range 0..%d (DSM_LOCKS), or give a name (a str)"
                              % (k, self.nlocks - 1))
         if k not in self._user:
-            self._user[k] = Lock(k, k % self._size, self._owners)
+            self._user[k] = self._make(k)
         return self._user[k]
 
     def named(self, name):
@@ -130,9 +138,13 @@ class Locks:
         reserved = self.nlocks // 4 if self.nlocks >= 4 else self.nlocks
         k = self.nlocks - reserved + zlib.crc32(name.encode()) % reserved
         if (k, name) not in self._user:
-            self._user[k, name] = Lock(k, k % self._size, self._owners, name)
+            self._user[k, name] = self._make(k, name)
         return self._user[k, name]
 
     def system(self, k):
         """System lock k: numbered past the user's."""
-        return Lock(self.nlocks + k, (self.nlocks + k) % self._size, self._owners)
+        return self._make(self.nlocks + k)
+
+    def _make(self, k, name=None):
+        return Lock(k, k % self._size, self._owners, name,
+                    self._host and k < _binding.HOST_LOCKS)

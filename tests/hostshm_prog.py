@@ -2,10 +2,15 @@
 
     hostshm_prog.py calls      every call that touches memory, then the counters
     hostshm_prog.py locks N    two threads per rank add 1 under a lock N times each
-    hostshm_prog.py kill       rank 1 is SIGKILLed while the others wait in a barrier
     hostshm_prog.py fork       a child forked after init touches the memory
     hostshm_prog.py where      where the memory comes from, and what the hand-over left
     hostshm_prog.py ckpt       one checkpoint of a filled array
+    hostshm_prog.py colls      every collective, each result's hash, and the messages sent
+    hostshm_prog.py trylock    try-locks, timeouts and a release by a non-holder
+    hostshm_prog.py mismatch   ranks call different collectives; then one more that agrees
+    hostshm_prog.py finalizing rank 0 finalizes while rank 1 calls bcast (then rank 1 exits)
+    hostshm_prog.py diecoll W  rank 1 is SIGKILLed while the others wait for it in W
+                               (a "barrier", its "bcast", or a "lock" it holds)
 """
 import hashlib
 import os
@@ -55,6 +60,7 @@ def calls(dsm):
 
 
 def locks(dsm, n):
+    n = int(n)
     counter = dsm.array(1, "int64")
     lock = dsm.lock(3)
 
@@ -66,18 +72,6 @@ def locks(dsm, n):
         list(pool.map(work, range(2)))
     dsm.barrier()
     print("count", int(counter[0]), "expected", 2 * n * dsm.size)
-
-
-def kill(dsm):
-    dsm.barrier()
-    if dsm.rank == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-    try:
-        dsm.barrier()
-        print("survived the barrier")
-    except libdsm.PeerError as e:
-        print("PeerError peer=%s: %s" % (e.peer, e))
-        raise
 
 
 def fork(dsm):
@@ -111,13 +105,131 @@ def ckpt(dsm):
     print("saved", dsm.stats()["checkpoint_bytes"])
 
 
+def digest(value):
+    """A hash of a result's exact bits (arrays with their dtype and shape)."""
+    if isinstance(value, np.ndarray):
+        return "%s%s:%s" % (value.dtype, value.shape,
+                            hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16])
+    if isinstance(value, list):
+        return "[%s]" % ",".join(digest(v) for v in value)
+    if isinstance(value, bytes):
+        return "bytes%d:%s" % (len(value), hashlib.sha256(value).hexdigest()[:16])
+    return "%s:%r" % (type(value).__name__, value)
+
+
+def colls(dsm):
+    """Every collective on values that differ by rank, with floats whose sum
+    depends on the order (and arrays larger than a shared-memory slot);
+    each result as a hash, then the messages sent for all of them."""
+    rng = np.random.default_rng(1000 + dsm.rank)
+    small = rng.standard_normal(1000) * 10.0 ** rng.integers(-8, 8, 1000)
+    big = rng.standard_normal(300_000) * 1e6            # 2.4 MB: several rounds
+    ints = rng.integers(-2**40, 2**40, 5000)
+    sent = dsm.stats()["msgs_sent"]
+    results = {
+        "barrier": dsm.barrier(),
+        "bcast-small": dsm.bcast("v%d" % dsm.rank if dsm.rank == 1 else None, root=1),
+        "bcast-big": dsm.bcast(big if dsm.rank == 0 else None, root=0),
+        "allreduce-small": dsm.allreduce(small, "sum"),
+        "allreduce-big": dsm.allreduce(big, "sum"),
+        "allreduce-f32": dsm.allreduce(small.astype("float32"), "prod"),
+        "allreduce-minmax": [dsm.allreduce(small, op) for op in ("min", "max")],
+        "allreduce-ints": [dsm.allreduce(ints, op) for op in ("sum", "prod", "bxor", "land")],
+        "allreduce-scalar": dsm.allreduce(dsm.rank + 0.1, "sum"),
+        "allreduce-complex": dsm.allreduce(small * (1 + 1j), "sum"),
+        "allreduce-complex-prod": dsm.allreduce(small[:10] * (1 + 1j), "prod"),
+        "allreduce-bool": dsm.allreduce(ints > 0, "lor"),
+        "reduce": dsm.reduce(big, "sum", root=dsm.size - 1),
+        "gather": dsm.gather(b"x" * (dsm.rank * 700_000), root=0),
+        "allgather": dsm.allgather(small[:dsm.rank + 1]),
+        "scatter": dsm.scatter([r * 1.5 for r in range(dsm.size)] if dsm.rank == 0 else None),
+        "alltoall": dsm.alltoall([(dsm.rank, q) for q in range(dsm.size)]),
+        "scan": dsm.scan(small, "sum"),
+        "exscan": dsm.exscan(ints, "sum"),
+        "reduce_scatter": dsm.reduce_scatter(big[:999], "sum"),
+    }
+    sent = dsm.stats()["msgs_sent"] - sent
+    for name, value in results.items():
+        print("coll", name, digest(value))
+    print("msgs sent", sent)
+    x = results["allgather"] and dsm.allgather(small)
+    if dsm.size == 3:           # recursive doubling adds rank 2's to rank 0's first
+        print("order matters", not np.array_equal((x[0] + x[1]) + x[2], (x[0] + x[2]) + x[1]))
+
+
+def trylock(dsm):
+    """Rank 0 holds lock 5 while rank 1 tries it three ways; then rank 1
+    takes it; releasing lock 7, held by no one, is refused."""
+    lock = dsm.lock(5)
+    sent = dsm.stats()["msgs_sent"]
+    if dsm.rank == 0:
+        lock.acquire()
+    dsm.barrier()
+    if dsm.rank == 1:
+        print("while held", lock.acquire(blocking=False), lock.acquire(timeout=0.05),
+              lock.locked())
+    dsm.barrier()
+    if dsm.rank == 0:
+        lock.release()
+    dsm.barrier()
+    if dsm.rank == 1:
+        print("when free", lock.acquire(blocking=False), lock.locked())
+        lock.release()
+        try:
+            dsm.lock(7).release()
+        except libdsm.LockError as e:
+            print("LockError:", e)
+    dsm.barrier()
+    print("msgs sent", dsm.stats()["msgs_sent"] - sent)
+
+
+def mismatch(dsm):
+    try:
+        if dsm.rank == 0:
+            dsm.barrier()
+        elif dsm.rank == 1:
+            dsm.bcast(1, root=1)
+        else:
+            dsm.allreduce(1.0, "max")
+    except libdsm.CollectiveError as e:
+        print("CollectiveError:", e)
+    print("after", dsm.allreduce(1, "sum"))
+
+
+def finalizing(dsm):
+    if dsm.rank == 1:
+        try:
+            dsm.bcast(5, root=1)
+        except libdsm.CollectiveError as e:
+            print("CollectiveError:", e)
+            sys.exit(3)
+
+
+def diecoll(dsm, where):
+    lock = dsm.lock(2)
+    if dsm.rank == 1 and where == "lock":
+        lock.acquire()
+    dsm.barrier()
+    if dsm.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        {"barrier": dsm.barrier, "lock": lock.acquire,
+         "bcast": lambda: dsm.bcast(None, root=1)}[where]()
+        print("survived the", where)
+    except libdsm.PeerError as e:
+        print("PeerError peer=%s: %s" % (e.peer, e))
+        raise
+
+
 def main():
     dsm = libdsm.init(size="32M")
     what = sys.argv[1]
-    if what == "locks":
-        locks(dsm, int(sys.argv[2]))
+    if what in ("locks", "diecoll"):
+        {"locks": locks, "diecoll": diecoll}[what](dsm, *sys.argv[2:])
     else:
-        {"calls": calls, "kill": kill, "fork": fork, "where": where, "ckpt": ckpt}[what](dsm)
+        {"calls": calls, "fork": fork, "where": where, "ckpt": ckpt,
+         "colls": colls, "trylock": trylock, "mismatch": mismatch,
+         "finalizing": finalizing}[what](dsm)
     dsm.finalize()
 
 

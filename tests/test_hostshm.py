@@ -74,17 +74,6 @@ def test_locked_increments_from_two_threads_a_rank_are_exact(tmp_path):
     assert set(rank_lines(p.stdout, "count").values()) == {"count 1800 expected 1800"}
 
 
-def test_a_rank_killed_in_a_barrier_ends_the_job_named_with_status_137(tmp_path):
-    p = run(tmp_path, 3, PROG, "kill", env=dict(HOST, DSM_HEARTBEAT_S="0"))
-    assert p.returncode == 137, p.stderr
-    assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
-                     re.M), p.stderr
-    assert "survived" not in p.stdout
-    lines = rank_lines(p.stdout, "PeerError peer=")
-    assert lines and all(text.startswith("PeerError peer=1:") for text in lines.values()), \
-        p.stdout
-
-
 def test_a_child_forked_after_init_is_refused_the_memory(tmp_path):
     p = run(tmp_path, 2, PROG, "fork", env=HOST)
     assert p.returncode == 0, p.stderr

@@ -40,14 +40,14 @@ static struct step plan(const struct coll *cl, int r, int i)
     return (struct step){ ST_END, -1, 0 };
 }
 
-static int sig_cmp(const struct coll_sig *a, const struct coll_sig *b)
+int coll_sig_cmp(const struct coll_sig *a, const struct coll_sig *b)
 {
     if (a->what != b->what)
         return a->what < b->what ? -1 : 1;
     return a->extra < b->extra ? -1 : a->extra > b->extra;
 }
 
-static const char *describe(char *buf, size_t n, const struct coll_sig *s)
+const char *coll_describe(char *buf, size_t n, const struct coll_sig *s)
 {
     static const char *ops[] = { "?", "sum", "prod", "min", "max" };
     int kind = (int)(s->what >> 48), op = (int)(s->what >> 40 & 0xff);
@@ -75,21 +75,28 @@ static void end(struct coll *cl, const char *error)
     core_wake(cl->c);
 }
 
+void coll_mismatch(char *text, size_t n, const struct coll_sig *lo, int lo_rank,
+                   const struct coll_sig *hi, int hi_rank)
+{
+    char a[64], b[64];
+    if (lo->what != hi->what)
+        snprintf(text, n, "ranks called different collectives: rank %d called %s, "
+                 "rank %d called %s", lo_rank, coll_describe(a, sizeof a, lo), hi_rank,
+                 coll_describe(b, sizeof b, hi));
+    else
+        snprintf(text, n, "ranks %d and %d passed different shapes or types to %s",
+                 lo_rank, hi_rank, coll_describe(a, sizeof a, lo));
+}
+
 /* Every exchange done: the identities agree, or every rank says so. */
 static void finish(struct coll *cl)
 {
-    char text[DSM_ERRLEN], a[64], b[64];
-    if (!sig_cmp(&cl->lo, &cl->hi)) {
+    char text[DSM_ERRLEN];
+    if (!coll_sig_cmp(&cl->lo, &cl->hi)) {
         end(cl, NULL);
         return;
     }
-    if (cl->lo.what != cl->hi.what)
-        snprintf(text, sizeof text, "ranks called different collectives: rank %d called %s, "
-                 "rank %d called %s", cl->lo_rank, describe(a, sizeof a, &cl->lo), cl->hi_rank,
-                 describe(b, sizeof b, &cl->hi));
-    else
-        snprintf(text, sizeof text, "ranks %d and %d passed different shapes or types to %s",
-                 cl->lo_rank, cl->hi_rank, describe(a, sizeof a, &cl->lo));
+    coll_mismatch(text, sizeof text, &cl->lo, cl->lo_rank, &cl->hi, cl->hi_rank);
     end(cl, text);
 }
 
@@ -115,7 +122,7 @@ static void get_sig(const unsigned char *p, struct coll_sig *s)
  * naming the same two ranks in an error. */
 static int before(const struct coll_sig *a, int ra, const struct coll_sig *b, int rb, int dir)
 {
-    int c = sig_cmp(a, b);
+    int c = coll_sig_cmp(a, b);
     return c == dir || (c == 0 && ra < rb);
 }
 
@@ -139,7 +146,7 @@ static void combine(struct coll *cl, const unsigned char *in, uint64_t len, int 
         cl->lo = lo, cl->lo_rank = lo_rank;
     if (final || before(&hi, hi_rank, &cl->hi, cl->hi_rank, 1))
         cl->hi = hi, cl->hi_rank = hi_rank;
-    if (sig_cmp(&cl->lo, &cl->hi))
+    if (coll_sig_cmp(&cl->lo, &cl->hi))
         return;                     /* a mismatch: the data means nothing */
     if (final || (cl->call.kind == DSM_COLL_BCAST && has && !cl->has) ||
         cl->call.kind == DSM_COLL_GATHER) {
@@ -284,7 +291,7 @@ static void on_finalized(void *ctx, const struct msg *m, const unsigned char *pa
     }
     if (cl->active && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called finalize() while rank %d waits in %s",
-                 cl->finalized_by, cl->c->rank, describe(a, sizeof a, &cl->mine));
+                 cl->finalized_by, cl->c->rank, coll_describe(a, sizeof a, &cl->mine));
         end(cl, text);
     }
     core_unlock(cl->c);
@@ -299,7 +306,7 @@ uint64_t coll_count(struct coll *cl)
 
 /* The identity of a call: kind, op, dtype and root, then the caller's
  * shape hash (and the size, for a reduce). */
-static struct coll_sig identity(const struct coll_call *call)
+struct coll_sig coll_identity(const struct coll_call *call)
 {
     int kind = call->kind, reduce = kind == DSM_COLL_REDUCE;
     struct coll_sig s;
@@ -356,11 +363,11 @@ int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
     cl->epoch++;
     cl->active = 1;
     cl->step = cl->sent = 0;
-    cl->mine = cl->lo = cl->hi = identity(call);
+    cl->mine = cl->lo = cl->hi = coll_identity(call);
     cl->lo_rank = cl->hi_rank = (uint16_t)cl->c->rank;
     if (cl->finalized_by >= 0 && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called %s after rank %d called finalize()",
-                 cl->c->rank, describe(a, sizeof a, &cl->mine), cl->finalized_by);
+                 cl->c->rank, coll_describe(a, sizeof a, &cl->mine), cl->finalized_by);
         end(cl, text);
         return DSM_OK;
     }

@@ -78,4 +78,15 @@ int coll_ended(struct coll *cl);
  * frees) and *len, or DSM_ECOLL with err filled. */
 int coll_result(struct coll *cl, void **out, uint64_t *len, char *err);
 /* The blocking call, with what comes before it, is ops.c's OP_COLL. */
+
+/* Also for the host's collectives in shared memory (hostcoll.c): a call's
+ * identity (kind, op, dtype and root, then the caller's shape hash and,
+ * for a reduce, the size); their order (-1, 0, 1); the call as a program
+ * wrote it ("bcast(root=0)", into buf); and the error text for ranks
+ * lo_rank and hi_rank whose identities lo and hi differ. */
+const char *coll_describe(char *buf, size_t n, const struct coll_sig *s);
+struct coll_sig coll_identity(const struct coll_call *call);
+int coll_sig_cmp(const struct coll_sig *a, const struct coll_sig *b);
+void coll_mismatch(char *text, size_t n, const struct coll_sig *lo, int lo_rank,
+                   const struct coll_sig *hi, int hi_rank);
 #endif

@@ -230,7 +230,7 @@ void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns);
 int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
 /* Host-shared memory (DSM_SHARE=host; libdsm/hostshare.py).  Before
  * dsm_start: the region will map `memfd` (the region's bytes, then a
- * control area of 4096) instead of a memfd of its own, every page
+ * control area of DSM_HOST_CTRL_BYTES) instead of a memfd of its own, every page
  * read/write; this rank is `index` of the `nlocal` ranks of its host.  The
  * core owns memfd from here on. */
 int dsm_host_attach(int memfd, int nlocal, int index, char *err);
@@ -238,3 +238,19 @@ int dsm_host_attach(int memfd, int nlocal, int index, char *err);
  * it, through the shared control area (no message).  DSM_EPEER once the
  * job failed; DSM_ESTATE when not in host-shared mode or not running. */
 int dsm_host_barrier(char *err);
+/* dsm_collective among the ranks of the host, through the shared control
+ * area (no message), with the same results (a reduce combines in the same
+ * order) and the same DSM_ECOLL when ranks call different ones.  For a job
+ * whose ranks are all on this host. */
+int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
+                        uint64_t len, void **out, uint64_t *out_len, char *err);
+/* Locks below DSM_HOST_LOCKS through the shared control area, as
+ * dsm_lock_acquire_within, dsm_lock_release and dsm_lock_held. */
+int dsm_host_lock_acquire(uint32_t lock, uint32_t timeout_ms, char *err);
+int dsm_host_lock_release(uint32_t lock, char *err);
+int dsm_host_lock_held(uint32_t lock);
+/* Before dsm_finalize in host-shared mode: the host collectives that this
+ * rank will not join fail, naming it, instead of waiting for it. */
+void dsm_host_finalizing(void);
+#define DSM_HOST_LOCKS 8192
+#define DSM_HOST_CTRL_BYTES 4194304

@@ -22,9 +22,9 @@ int dsm_host_attach(int memfd, int nlocal, int index, char *err)
         dsm_err(err, "host-shared memory is already attached in this process");
         return DSM_ESTATE;
     }
-    if (memfd < 0 || nlocal < 1 || index < 0 || index >= nlocal) {
-        dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host", memfd,
-                index, nlocal);
+    if (memfd < 0 || nlocal < 1 || nlocal > HOST_MAX_LOCAL || index < 0 || index >= nlocal) {
+        dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host (at most %d)",
+                memfd, index, nlocal, HOST_MAX_LOCAL);
         return DSM_EINVAL;
     }
     H.memfd = memfd;
@@ -49,8 +49,8 @@ int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err)
         return dsm_err_sys(err, errno, "fstat of the host's shared memfd");
     if ((uint64_t)st.st_size != size + HOST_CTRL_BYTES) {
         dsm_err(err, "the host's shared memfd holds %lld bytes, not the region's %llu and "
-                "the %d of its control area", (long long)st.st_size,
-                (unsigned long long)size, HOST_CTRL_BYTES);
+                "the %llu of its control area", (long long)st.st_size,
+                (unsigned long long)size, (unsigned long long)HOST_CTRL_BYTES);
         return DSM_EINVAL;
     }
     ctrl = mmap(NULL, HOST_CTRL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, H.memfd,

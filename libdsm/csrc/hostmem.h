@@ -1,19 +1,50 @@
 /* Layer 1: host-shared memory: the one memfd the ranks of a host map
- * (DSM_SHARE=host), and the small control area after the region in it
- * that hostsync.c synchronises them through. */
+ * (DSM_SHARE=host), and the control area after the region in it that the
+ * ranks synchronise through: the barrier (hostsync.c), the locks
+ * (hostlock.c) and the collectives' slots (hostcoll.c).  Pages of the
+ * memfd cost memory only once touched, so the area is large. */
 #ifndef DSM_HOSTMEM_H
 #define DSM_HOSTMEM_H
 #include "ground.h"
 
-#define HOST_CTRL_BYTES 4096
+/* The control area, in the memfd right after the region:
+ *   0               struct host_ctrl, the barrier's counts
+ *   HOST_LOCKS_OFF  HOST_LOCKS struct host_lock, one per lock id below that
+ *   HOST_SLOTS_OFF  2 x HOST_MAX_LOCAL struct host_slot: a collective's
+ *                   header per rank, by the parity of the barrier step
+ *   HOST_DATA_OFF   the collectives' data: 2 x nlocal slots of equal size,
+ *                   by parity and local rank, to the end of the area */
+#define HOST_CTRL_BYTES ((uint64_t)DSM_HOST_CTRL_BYTES)
+#define HOST_LOCKS ((uint32_t)DSM_HOST_LOCKS)
+#define HOST_MAX_LOCAL 1024
+#define HOST_LOCKS_OFF 4096u
+#define HOST_SLOTS_OFF (HOST_LOCKS_OFF + DSM_HOST_LOCKS * 8u)
+#define HOST_DATA_OFF (HOST_SLOTS_OFF + 2u * HOST_MAX_LOCAL * 64u)
 
-/* The control area, in the memfd right after the region.  Every field is
- * touched with atomics only: the ranks of the host are separate processes. */
+/* Every field below is touched with atomics only: the ranks of the host
+ * are separate processes. */
 struct host_ctrl {
     uint32_t arrived;           /* ranks in the current barrier */
     uint32_t gen;               /* barriers completed: the futex word */
     uint32_t sleepers;          /* ranks asleep on gen: a wake is a syscall only then */
+    uint32_t finalized;         /* 1 + the first rank that called finalize(), or 0 */
 };
+
+/* A lock: word 0 free, 1 held, 2 held with sleepers (the futex word). */
+struct host_lock {
+    uint32_t word;
+    int32_t owner;              /* the holding rank + 1, or 0 */
+};
+
+/* What a rank calls in the collective of one barrier step (hostcoll.c). */
+struct host_slot {
+    uint64_t what, extra;       /* the call's identity, as coll.c's */
+    uint64_t len;               /* its bytes */
+    uint32_t rank;
+    uint32_t pad[9];            /* to 64 bytes: one cache line each */
+};
+_Static_assert(sizeof(struct host_lock) == 8 && sizeof(struct host_slot) == 64,
+               "the control area's layout (HOST_SLOTS_OFF, HOST_DATA_OFF) counts on these sizes");
 
 /* The attachment of this process (one per process, like api.c's core). */
 struct hostmem {
@@ -21,6 +52,7 @@ struct hostmem {
     int nlocal, index;          /* ranks on this host, and this rank's place among them */
     struct core *c;             /* the core whose region took the memfd */
     struct host_ctrl *ctrl;     /* mapped once the region took the memfd */
+    int busy;                   /* a collective is running (hostcoll.c) */
 };
 
 /* The attachment, or NULL in per-rank mode (nothing attached). */
@@ -31,4 +63,21 @@ struct hostmem *hostmem_get(void);
 int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err);
 /* After the region is unmapped: the control area too. */
 void hostmem_release(void);
+
+/* hostsync.c, for the barrier, the collectives and the locks. */
+/* One barrier step of the host's ranks: DSM_OK, DSM_EPEER with err
+ * filled once the job failed, or DSM_ECOLL (err not filled) when a rank
+ * called finalize() instead.  *gen: the step's number (before it). */
+int host_step(struct hostmem *h, uint32_t *gen, char *err);
+/* Wait while *word == seen: spin, yield, then sleep on the futex in
+ * FAIL_POLL_NS slices until `deadline` (now_ns; 0: none).  DSM_OK once it
+ * changed (or may have), DSM_ETIMEDOUT, DSM_EPEER once the job failed, or
+ * DSM_ECOLL once *stop (or NULL) is nonzero and *word still seen.
+ * *sleepers (or NULL) counts this rank while it sleeps. */
+int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
+                   const uint32_t *stop, uint64_t deadline, char *err);
+void host_wake(uint32_t *word, int n);
+/* The checks of every host entry point: DSM_OK, else DSM_ESTATE with err
+ * filled (not in host-shared mode, or not running). */
+int host_running(struct hostmem *h, const char *what, char *err);
 #endif

@@ -1,6 +1,7 @@
-/* Layer 2: synchronisation of the ranks of one host through the control
- * area of their shared memfd (hostmem.h): a barrier with one atomic add
- * per rank and, for the last, one store.  A waiter spins while there is a
+/* Layer 2: the waits of the ranks of one host on the control area of
+ * their shared memfd (hostmem.h): a barrier step with one atomic add per
+ * rank and, for the last, one store, and a wait on any futex word of the
+ * area (hostcoll.c and hostlock.c build on both).  A waiter spins while there is a
  * core for it (core.spin_ns), yields for a while, then sleeps on a futex,
  * waking at least every FAIL_POLL_NS to see whether the job failed: a dead
  * rank (found by the comm thread's connections and heartbeats, as for every
@@ -40,74 +41,77 @@ static void futex_wait(uint32_t *word, uint32_t seen, uint64_t ns)
     syscall(SYS_futex, word, FUTEX_WAIT, seen, &ts, NULL, 0);
 }
 
-static void futex_wake_all(uint32_t *word)
+int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
+                   const uint32_t *stop, uint64_t deadline, char *err)
 {
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Wait until the barrier count moves on from `gen`: DSM_OK, or DSM_EPEER
- * with err filled once the job failed.  Every access is sequentially
- * consistent: a waiter counts itself a sleeper before the futex checks
- * gen, the last arriver bumps gen before it reads the sleepers, so one of
- * them sees the other (and the timeout bounds any wait regardless). */
-static int wait_gen(struct hostmem *h, uint32_t gen, char *err)
-{
-    struct host_ctrl *k = h->ctrl;
     uint64_t t = now_ns(), spin = t + h->c->spin_ns, yield = t + YIELD_SPINS * h->c->spin_ns;
-    while (__atomic_load_n(&k->gen, __ATOMIC_SEQ_CST) == gen && (t = now_ns()) < yield) {
+    while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen && (t = now_ns()) < yield &&
+           (!deadline || t < deadline)) {
         if (t < spin)
             cpu_relax();
         else
             sched_yield();
     }
-    while (__atomic_load_n(&k->gen, __ATOMIC_SEQ_CST) == gen) {
+    while (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen) {
+        uint64_t slice = FAIL_POLL_NS;
         if (core_failed(h->c)) {
             dsm_err(err, "%s", h->c->failure);
             return DSM_EPEER;
         }
-        __atomic_fetch_add(&k->sleepers, 1, __ATOMIC_SEQ_CST);
-        futex_wait(&k->gen, gen, FAIL_POLL_NS);
-        __atomic_fetch_sub(&k->sleepers, 1, __ATOMIC_SEQ_CST);
+        /* stop is set after the word moved, if it was to move: look again */
+        if (stop && __atomic_load_n(stop, __ATOMIC_SEQ_CST) &&
+            __atomic_load_n(word, __ATOMIC_SEQ_CST) == seen)
+            return DSM_ECOLL;
+        if (deadline && (t = now_ns()) >= deadline)
+            return DSM_ETIMEDOUT;
+        if (deadline && deadline - t < slice)
+            slice = deadline - t;
+        if (sleepers)
+            __atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST);
+        futex_wait(word, seen, slice);
+        if (sleepers)
+            __atomic_fetch_sub(sleepers, 1, __ATOMIC_SEQ_CST);
     }
     return DSM_OK;
+}
+
+void host_wake(uint32_t *word, int n)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
 /* Every rank of the host has arrived.  Each arrival is a full fence
  * (release and acquire): what a rank wrote before the barrier is seen by
  * every rank after it, which is all release mode's barrier asks of memory
- * that is one physical copy. */
-static int barrier(struct hostmem *h, char *err)
+ * that is one physical copy.  A waiter counts itself a sleeper before the
+ * futex checks gen, the last arriver bumps gen before it reads the
+ * sleepers, so one of them sees the other (and the timeout bounds any
+ * wait regardless). */
+int host_step(struct hostmem *h, uint32_t *gen, char *err)
 {
     struct host_ctrl *k = h->ctrl;
-    uint32_t gen = __atomic_load_n(&k->gen, __ATOMIC_SEQ_CST);
+    *gen = __atomic_load_n(&k->gen, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&k->finalized, __ATOMIC_SEQ_CST))
+        return DSM_ECOLL;           /* that rank never comes: arrive not */
     if (__atomic_add_fetch(&k->arrived, 1, __ATOMIC_SEQ_CST) < (uint32_t)h->nlocal)
-        return wait_gen(h, gen, err);
+        return host_wait_word(h, &k->gen, *gen, &k->sleepers, &k->finalized, 0, err);
     __atomic_store_n(&k->arrived, 0, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&k->gen, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&k->sleepers, __ATOMIC_SEQ_CST))
-        futex_wake_all(&k->gen);
+        host_wake(&k->gen, INT_MAX);
     return DSM_OK;
 }
 
-int dsm_host_barrier(char *err)
+int host_running(struct hostmem *h, const char *what, char *err)
 {
-    struct hostmem *h = hostmem_get();
-    uint64_t t0 = now_ns();
-    int rc, note;
     if (!h) {
-        dsm_err(err, "the host barrier is for host-shared memory (DSM_SHARE=host), "
-                "which this process has not started");
+        dsm_err(err, "the host %s is for host-shared memory (DSM_SHARE=host), which this "
+                "process has not started", what);
         return DSM_ESTATE;
     }
     if (__atomic_load_n(&h->c->phase, __ATOMIC_ACQUIRE) != PHASE_RUNNING) {
         dsm_err(err, "the DSM was finalized");     /* started, since h is there */
         return DSM_ESTATE;
     }
-    note = core_note_wait(h->c, WAIT_COLL, DSM_COLL_BARRIER,
-                          __atomic_load_n(&h->ctrl->gen, __ATOMIC_RELAXED));
-    rc = barrier(h, err);
-    core_end_wait(h->c, note);
-    __atomic_fetch_add(&h->c->stats.sync_wait_ns, now_ns() - t0, __ATOMIC_RELAXED);
-    TRACE_EVENT(h->c, DSM_EV_SYNC, DSM_COLL_BARRIER, h->c->rank, 0, t0, now_ns() - t0);
-    return rc;
+    return DSM_OK;
 }

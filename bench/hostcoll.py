@@ -1,0 +1,82 @@
+"""Collectives and locks of 2 ranks on one host: host-shared memory
+(DSM_SHARE=host: the host's control area, no message) against per-rank mode
+(DSM_SHARE=rank: the ranks' TCP connections), in the same run.
+
+    .venv/bin/python bench/hostcoll.py [--ranks 2] [--iters 5000]
+                    runs both modes under dsmexec and prints each call's
+                    medians and the ratio per-rank / host-shared
+    ./dsmexec.py -n 2 bench/hostcoll.py --one
+                    one mode (DSM_SHARE's): rank 0 prints a BENCH line
+
+  barrier        back to back
+  bcast          root 0's small int (pickled: a few bytes)
+  allreduce      one float64, op sum
+  allreduce 1k   1024 float64, op sum
+  lock pair      rank 0 takes and gives back lock 0 while the others wait
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference                   # noqa: E402
+from sync_latency import acquire_release, loop     # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DSMEXEC = os.path.join(os.path.dirname(HERE), "dsmexec.py")
+
+
+def one(iters):
+    import libdsm
+    import numpy as np
+    dsm = libdsm.init(size="64M")
+    small, block = np.float64(dsm.rank + 0.5), np.ones(1024)
+    calls = {"barrier": dsm.barrier,
+             "bcast": lambda: dsm.bcast(7 if dsm.rank == 0 else None, root=0),
+             "allreduce": lambda: dsm.allreduce(small, "sum"),
+             "allreduce 1k": lambda: dsm.allreduce(block, "sum")}
+    out = {}
+    for name, call in calls.items():
+        loop(iters // 10, call)
+        out[name] = reference.summary(loop(iters, call))[0]
+    lock = dsm.lock(0)
+    dsm.barrier()
+    if dsm.rank == 0:
+        loop(iters // 10, lambda: acquire_release(lock))
+        out["lock pair"] = reference.summary(loop(iters, lambda: acquire_release(lock)))[0]
+    dsm.barrier()
+    if dsm.rank == 0:
+        reference.emit(share=os.environ.get("DSM_SHARE", "rank"), **out)
+    dsm.finalize()
+
+
+def both(ranks, iters):
+    got = {}
+    for share in ("rank", "host"):
+        p = subprocess.run([sys.executable, DSMEXEC, "-n", str(ranks), __file__, "--one",
+                            "--iters", str(iters)], env=dict(os.environ, DSM_SHARE=share),
+                           capture_output=True, text=True, check=True)
+        line = [x for x in p.stdout.splitlines() if "BENCH " in x][-1]
+        got[share] = json.loads(line.split("BENCH ", 1)[1])
+    print("%d ranks, medians in us       per-rank   host-shared   ratio" % ranks)
+    for name in ("barrier", "bcast", "allreduce", "allreduce 1k", "lock pair"):
+        r, h = got["rank"][name], got["host"][name]
+        print("%-26s %10.2f %12.2f %8.1fx" % (name, r, h, r / h))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", action="store_true")
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5000)
+    a = ap.parse_args()
+    if a.one:
+        one(a.iters)
+    else:
+        both(a.ranks, a.iters)
+
+
+if __name__ == "__main__":
+    main()

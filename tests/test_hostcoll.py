@@ -1,0 +1,99 @@
+"""Collectives and locks of a job on one host through its shared memory
+(DSM_SHARE=host; libdsm/csrc/hostcoll.c and hostlock.c): the same results
+as per-rank mode, bit for bit, with no message sent; ranks that call
+different collectives are told so, as in per-rank mode; a rank that dies
+inside one ends the job, named."""
+import os
+import re
+
+import pytest
+
+from dsmrun import ROOT, rank_lines, run
+from test_hostshm import by_rank
+
+PROG = os.path.join(ROOT, "tests", "hostshm_prog.py")
+pytestmark = pytest.mark.timeout(200)
+
+
+def both(tmp_path, n, *args, env=None):
+    """stdout of the program run in per-rank and in host-shared mode, by mode."""
+    outs = {}
+    for share in ("rank", "host"):
+        p = run(tmp_path, n, PROG, *args, env=dict(env or {}, DSM_SHARE=share))
+        assert p.returncode == 0, p.stderr
+        outs[share] = p.stdout
+    return outs
+
+
+def results(out):
+    """Each rank's result lines ("coll NAME HASH"), by rank."""
+    return {r: [line for line in lines if " coll " in line]
+            for r, lines in by_rank(out).items() if r is not None}
+
+
+@pytest.mark.parametrize("consistency", ["sequential", "release"])
+def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path, consistency):
+    outs = both(tmp_path, 3, "colls", env={"DSM_CONSISTENCY": consistency})
+    got = results(outs["host"])
+    assert got == results(outs["rank"])
+    assert sorted(got) == [0, 1, 2] and all(len(lines) == 20 for lines in got.values()), got
+    # the sums do depend on the order: only the same order gives the same bits
+    assert set(rank_lines(outs["host"], "order matters").values()) == {"order matters True"}
+    assert rank_lines(outs["host"], "msgs sent") == {r: "msgs sent 0" for r in range(3)}
+    assert set(rank_lines(outs["rank"], "msgs sent").values()) != {"msgs sent 0"}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_locked_increments_from_two_threads_a_rank_are_exact(tmp_path, n):
+    p = run(tmp_path, n, PROG, "locks", "200", env={"DSM_SHARE": "host"})
+    assert p.returncode == 0, p.stderr
+    assert set(rank_lines(p.stdout, "count").values()) == {
+        "count %d expected %d" % (400 * n, 400 * n)}
+
+
+def test_try_timeout_and_release_by_a_non_holder_as_per_rank_with_no_message(tmp_path):
+    outs = both(tmp_path, 3, "trylock")
+    for needle in ("while held", "when free", "LockError"):
+        assert rank_lines(outs["host"], needle) == rank_lines(outs["rank"], needle), needle
+    assert rank_lines(outs["host"], "while held") == {1: "while held False False True"}
+    assert rank_lines(outs["host"], "LockError") == {
+        1: "LockError: rank 1 on host localhost: lock 7 is not held by rank 1"}
+    assert rank_lines(outs["host"], "msgs sent") == {r: "msgs sent 0" for r in range(3)}
+
+
+def test_ranks_calling_different_collectives_all_get_per_rank_modes_error(tmp_path):
+    outs = both(tmp_path, 3, "mismatch")
+    errors = rank_lines(outs["host"], "CollectiveError")
+    assert errors == rank_lines(outs["rank"], "CollectiveError")
+    assert sorted(errors) == [0, 1, 2]
+    for text in errors.values():
+        assert re.search(r"ranks called different collectives: rank 0 called barrier\(\) at "
+                         r"hostshm_prog.py:\d+; rank 1 called bcast\(root=1\) at "
+                         r"hostshm_prog.py:\d+; rank 2 called allreduce\(op='max'\)", text), text
+    # the next collective that agrees goes on
+    assert set(rank_lines(outs["host"], "after").values()) == {"after 3"}
+
+
+def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path):
+    got = {}
+    for share in ("rank", "host"):
+        p = run(tmp_path, 2, PROG, "finalizing", env={"DSM_SHARE": share})
+        assert p.returncode == 3, p.stderr
+        got[share] = rank_lines(p.stdout, "CollectiveError")
+    assert got["host"] == got["rank"]
+    assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
+                        r"bcast\(root=1\) at hostshm_prog.py:\d+ while rank 0 was finalizing",
+                        got["host"][1]), got
+
+
+@pytest.mark.parametrize("where", ["barrier", "bcast", "lock"])
+def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where):
+    p = run(tmp_path, 3, PROG, "diecoll", where,
+            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0"})
+    assert p.returncode == 137, p.stderr
+    assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
+                     re.M), p.stderr
+    assert "survived" not in p.stdout
+    lines = rank_lines(p.stdout, "PeerError peer=")
+    assert lines and all(text.startswith("PeerError peer=1:") for text in lines.values()), \
+        p.stdout
