@@ -100,8 +100,12 @@ def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
 def srun_argv(ntasks, command, placed=False):
     """The srun argv of one job step of ntasks tasks running `command` (an argv
     list).  placed: each task goes to the node the SLURM_HOSTFILE lists for it
-    (a restart that leaves a node out), even past the CPUs it has there."""
-    layout = ["--distribution=arbitrary", "--overcommit"] if placed else ["--distribution=block"]
+    (a restart that leaves a node out), even past the CPUs it has there, and
+    shares them with the failed step (--overlap): a step with a task on a
+    dead node holds its CPUs on every node until slurmctld declares that
+    node down (SlurmdTimeout, 300 s by default), though its tasks there ended."""
+    layout = ["--distribution=arbitrary", "--overcommit", "--overlap"] if placed else \
+        ["--distribution=block"]
     return ["srun", "--ntasks=%d" % ntasks, *layout, "--label", "--input=all",
             "--kill-on-bad-exit=0", *command]
 

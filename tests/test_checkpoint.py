@@ -272,7 +272,7 @@ def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
         if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
             proc.kill()
             proc.wait()
-            pytest.fail("trial (%s, kill rank %d) ran past %g s: %s"
+            pytest.fail("trial (%s, kill rank %s) ran past %g s: %s"
                         % (trigger, victim, deadline_s, seen.decode()[-3000:]))
         chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:
