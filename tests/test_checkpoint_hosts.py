@@ -25,9 +25,10 @@ def last_hosts(output):
     return got
 
 
-def _cut_and_restart(tmp_path, hosts, lines, cut):
-    """Jacobi on the machine file `lines` under --restarts; host `cut`'s link
-    taken down while it waits at sweep 12.  (status, output)."""
+def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False):
+    """Jacobi on the machine file `lines` (with dash_h: on -H of them) under
+    --restarts; host `cut`'s link taken down while it waits at sweep 12.
+    (status, output)."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     job, env = fresh_job()
@@ -36,8 +37,10 @@ def _cut_and_restart(tmp_path, hosts, lines, cut):
         subprocess.run(["ip", "link", "set", cut.veth, "down"], check=True)
 
     try:
+        where = ["-H", ",".join(lines)] if dash_h else []
         status, output = _run_killing(
-            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3"], lines, out,
+            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3", *where],
+            None if dash_h else lines, out,
             "[rank 0] paused at sweep 12", None, before_kill=cut_link,
             args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
     finally:
@@ -64,6 +67,17 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
 def test_a_spare_host_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path, hosts):
     a, b, spare = hosts.addresses
     output = _cut_and_restart(tmp_path, hosts, [a, b, b, "%s spare" % spare], hosts.hosts[1])
+    assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
+        "(a spare)" % (b, spare, spare) in output, output
+    assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
+
+
+@pytest.mark.timeout(240)
+def test_a_spare_named_by_dash_h_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path,
+                                                                                  hosts):
+    a, b, spare = hosts.addresses
+    output = _cut_and_restart(tmp_path, hosts, [a, "%s:2" % b, "%s:spare" % spare],
+                              hosts.hosts[1], dash_h=True)
     assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
         "(a spare)" % (b, spare, spare) in output, output
     assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
