@@ -83,14 +83,15 @@ def test_a_spare_named_by_dash_h_takes_the_ranks_of_a_host_whose_link_went_down(
     assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
 
 
-def _kill_under_slurm(tmp_path, cluster, salloc, victim):
-    """Jacobi under salloc ... dsmexec --restarts, rank victim SIGKILLed at
-    sweep 12; the fault-free grid in the end.  The output."""
+def _kill_under_slurm(tmp_path, cluster, salloc, victim, opts=()):
+    """Jacobi under salloc ... dsmexec --restarts (opts: more of dsmexec's),
+    rank victim SIGKILLed at sweep 12; the fault-free grid in the end.  The output."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     env = cluster.environ()
     env["DSM_TEST_TAG"] = uuid.uuid4().hex
-    status, output = _run_killing(tmp_path, [], None, out, "[rank 0] paused at sweep 12", victim,
+    status, output = _run_killing(tmp_path, list(opts), None, out, "[rank 0] paused at sweep 12",
+                                  victim,
                                   args=["--pause-at", "12"], env=env, prefix=salloc)
     assert status == 0, output
     assert "the job failed (rank " in output and "Slurm task" in output, output
@@ -105,6 +106,14 @@ def _kill_under_slurm(tmp_path, cluster, salloc, victim):
 @pytest.mark.timeout(240)
 def test_a_killed_task_restarts_in_the_same_slurm_allocation(tmp_path, slurm):
     output = _kill_under_slurm(tmp_path, slurm, ["salloc", "-n", "3"], 1)
+    assert "is the job's only node: the restart runs there again" in output, output
+
+
+@pytest.mark.timeout(240)
+def test_restarts_reach_the_dsmexec_in_an_allocation_it_asks_for(tmp_path, slurm):
+    """dsmexec --launcher slurm -n 3 outside an allocation runs itself again
+    under salloc: that one restarts the job."""
+    output = _kill_under_slurm(tmp_path, slurm, [], 1, opts=["--launcher", "slurm", "-n", "3"])
     assert "is the job's only node: the restart runs there again" in output, output
 
 

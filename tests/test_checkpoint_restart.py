@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from libdsm_services import cli, machinefile, restart, slurm
+from libdsm_services import cli, job, machinefile, restart, slurm
 
 
 def test_a_spare_line_gives_no_rank_and_is_listed_as_a_spare(tmp_path):
@@ -131,3 +131,18 @@ def test_a_slurm_step_without_a_node_places_every_task():
     argv = slurm.srun_argv(4, ["x"], placed=True)
     assert {"--distribution=arbitrary", "--overcommit", "--overlap"} <= set(argv)
     assert "--distribution=block" in slurm.srun_argv(4, ["x"])
+
+
+def test_a_new_allocation_passes_the_restarts_in_and_survives_a_dead_node():
+    """--launcher slurm outside an allocation: the dsmexec salloc runs inside
+    is the one that restarts, in an allocation that outlives a node."""
+    opts = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                       ntasks=3, cwd="/w", restart=restart.Policy(2, "/ck"))
+    argv = slurm.InNewAllocation(opts).argv
+    assert argv[:4] == ["salloc", "--quiet", "--ntasks=3", "--no-kill"]
+    i = argv.index("--restarts")
+    assert argv[i:i + 4] == ["--restarts", "2", "--checkpoint-dir", "/ck"]
+    plain = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                        ntasks=3, cwd="/w", restart=restart.Policy(0))
+    argv = slurm.InNewAllocation(plain).argv
+    assert "--no-kill" not in argv and "--restarts" not in argv
