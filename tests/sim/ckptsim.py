@@ -4,8 +4,8 @@ ranks, over fake collectives, a fake core and one shared memfd, with one
 rank's thread running at a time and a seeded choice at every step of
 which goes on (FoundationDB's simulation, in small).
 
-    tests/sim/ckptsim.py --seeds 0:300      (make sim)
-    tests/sim/ckptsim.py --seed 17 -v       replays one, saying what it does
+    .venv/bin/python tests/sim/ckptsim.py --seeds 0:300   (make sim)
+    .venv/bin/python tests/sim/ckptsim.py --seed 17 -v    one, saying what it does
 
 Each seed picks the ranks (2 to 4) and how they sit on hosts, the store
 (buddy memory or a directory), the consistency mode, which pages each
@@ -18,14 +18,13 @@ moved to another host.  Checked with every rank stopped, at every step:
 - once a checkpoint has returned anywhere, a generation at least as new
   stays visible and whole (a restart always finds one);
 and after each restore: it took the newest whole visible generation, its
-states and its bytes (the epoch's pages, the rest zero), or started afresh
-on a zero region when there was none.
+states and its bytes (the pages written up to its epoch, the rest zero),
+or started afresh on a zero region when there was none.
 
-What is modelled is tests/test_checkpoint_steps.py's (which runs the same
-fakes, a rank dropped before each step in turn); the page protocol under
-it is the C simulator's.  A failure prints its seed.
+The fakes are tests/sim/ckptfakes.py's (tests/test_checkpoint_steps.py runs
+them too, a rank dropped before each step in turn); the page protocol under
+them is the C simulator's.  A failure prints its seed, which replays it.
 """
-
 import argparse
 import contextlib
 import os
@@ -280,7 +279,8 @@ def main(argv=None):
                     contextlib.redirect_stderr(sys.stderr if a.verbose else quiet):
                 run_seed(seed, say)
         except Violation as e:
-            print("ckptsim: %s (replay: tests/sim/ckptsim.py --seed %d -v)" % (e, seed))
+            print("ckptsim: %s (replay: %s tests/sim/ckptsim.py --seed %d -v)"
+                  % (e, os.path.relpath(sys.executable), seed))
             return 1
     print("ckptsim: %d seeds passed" % (end - first))
     return 0
