@@ -14,6 +14,10 @@ from conftest import wait_gone
 from test_checkpoint import _jacobi, _run_killing, fresh_job, shm_stores
 
 HEARTBEAT_S = 2
+CONNECT_S = 8
+"""dsmexec's --connect-timeout: an sshd in a namespace of a loaded 2-core
+machine can take more than 3 s to run `true`, and a restart then finds
+every host silent."""
 
 
 def last_hosts(output):
@@ -39,7 +43,7 @@ def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False):
     try:
         where = ["-H", ",".join(lines)] if dash_h else []
         status, output = _run_killing(
-            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3", *where],
+            tmp_path, [*hosts.ssh_options(), "--connect-timeout", str(CONNECT_S), *where],
             None if dash_h else lines, out,
             "[rank 0] paused at sweep 12", None, before_kill=cut_link,
             args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
