@@ -7,12 +7,13 @@ else its home; in release mode its home), and each rank's pickled `state`
 (libdsm.ckptstate); each rank's pages are one part of a generation
 (libdsm.ckptstore), and of them only those with data (libdsm.ckptruns:
 pages never written are zero, and not saved).  The generation becomes complete
-when its manifest is written, after every part is in.  Two are kept: while
-one is made, the newest complete one (made or restored), and no other.  A
-checkpoint first takes every other generation out of use on every host
-(their manifests removed, then a barrier) and only then writes over or
-removes their files: no generation is ever shown by one host with its
-parts gone from another.
+when its manifest is written, after every part is in.  Two are kept: the
+newest complete one before it (made or restored: `kept`) and itself.  In
+buddy memory a checkpoint first takes every generation but `kept` out of
+use on every host (their manifests removed, then a barrier) and only then
+writes over their files; a directory's are removed once the new one is
+complete.  No generation is ever shown by one host with its parts gone
+from another.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
 rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB-HOST
