@@ -82,7 +82,7 @@ simcomm: build/simcomm
 
 sim: build/simcomm
 
-sim: build/sim build/simsync
+sim: build/sim build/simsync $(RUN_STAMP)
 ifdef SEED
 	build/sim --seed $(SEED) $(SIMFLAGS)
 else
@@ -90,6 +90,7 @@ else
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000
+	$(VPY) tests/sim/ckptsim.py --seeds 0:300
 endif
 
 # Scaling to 16 ranks (bench/scale.py): the same reference peers as `make

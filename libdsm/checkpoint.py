@@ -7,7 +7,13 @@ else its home; in release mode its home), and each rank's pickled `state`
 (libdsm.ckptstate); each rank's pages are one part of a generation
 (libdsm.ckptstore), and of them only those with data (libdsm.ckptruns:
 pages never written are zero, and not saved).  The generation becomes complete
-when its manifest is written, after every part is in; two are kept.
+when its manifest is written, after every part is in.  Two are kept: the
+newest complete one before it (made or restored: `kept`) and itself.  In
+buddy memory a checkpoint first takes every generation but `kept` out of
+use on every host (their manifests removed, then a barrier) and only then
+writes over their files; a directory's are removed once the new one is
+complete.  No generation is ever shown by one host with its parts gone
+from another.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
 rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB-HOST
@@ -75,6 +81,7 @@ class Checkpoints:
         self._restart = bool(environ.get(RESTART_VAR, "").strip())
         self._store = Store(self.directory) if self.directory else None
         self.last = 0                   # the newest generation seen or made
+        self.kept = 0                   # the newest complete one: made or restored
         self._loaded = None             # restore: the files this rank read, by name
         self._runs = None               # (homes_moved then, this rank's home runs)
         self._dirty = []                # restore: the runs read into the region so far
@@ -181,13 +188,13 @@ class Checkpoints:
         store = self._open_store()
         gen = self.last + 1
         if self._buddy_mode() and self._keeps_manifest():
-            store.retire_before(gen - 1)    # its files are written over (recycle)
-        self._coll.barrier()
+            store.retire(self.kept)     # their files are written over (recycle) ...
+        self._coll.barrier()            # ... once no host shows them any more
         homes = self._home_runs()
         runs = self._saved_runs(homes)
         memory = self._buddy_mode()
         nbytes, crc = store.write(gen, part_name("part", self._rank), self._buffers(runs),
-                                  checksum=not memory, recycle=memory)
+                                  checksum=not memory, recycle=memory, keep=self.kept)
         snbytes, scrc = store.write(gen, part_name("state", self._rank), [blob])
         buddy = self._buddy_mode() and buddy_of(self._rank, self._hosts) is not None
         every = self._coll.gather((pack_runs(runs), nbytes, crc, snbytes, scrc,
@@ -198,9 +205,9 @@ class Checkpoints:
         self._coll.barrier()            # every part (and copy) is in
         if self._keeps_manifest():
             store.write_manifest(gen, self._manifest(gen, every))
-            store.drop_before(gen - 1, background=True)
+            store.drop({gen, self.kept}, background=True)
         self._coll.barrier()            # the generation is complete everywhere
-        self.last = gen
+        self.last = self.kept = gen
         self._count("checkpoint", gen, nbytes + snbytes, t0)
 
     def _keep_copies(self, store, gen, every):
@@ -209,7 +216,7 @@ class Checkpoints:
             if r == self._rank or buddy_of(r, self._hosts) != self._rank:
                 continue
             got, _ = store.write(gen, part_name("part", r), self._buffers(runs), checksum=False,
-                                 recycle=True)
+                                 recycle=True, keep=self.kept)
             if got != nbytes:
                 raise CheckpointError("rank %d: the copy of rank %d's part has %d bytes, "
                                       "not %d" % (self._rank, r, got, nbytes))
@@ -261,7 +268,7 @@ class Checkpoints:
                 self._place(doc)
                 problem = self._agree(self._load(store, gen, doc, plan))
                 if problem is None:
-                    return self._apply(gen, doc, t0)
+                    return self._apply(store, gen, doc, t0)
                 if self._keeps_manifest():
                     store.refuse(gen)
                 # parts hold only pages with data, the rest being zero: the
@@ -334,11 +341,17 @@ class Checkpoints:
         problems = [p for p in self._coll.gather(problem, None) if p]
         return problems[0] if problems else None
 
-    def _apply(self, gen, doc, t0):
-        """The generation is in: hand out the states."""
+    def _apply(self, store, gen, doc, t0):
+        """The generation is in: hand out the states.  It is the one kept
+        through the next checkpoint, so every host shows it again (its
+        manifest rewritten where it is missing: the keeper there died first,
+        or the host is new): losing any one host then still leaves it visible."""
+        if self._keeps_manifest() and gen not in store.generations():
+            store.write_manifest(gen, doc)
         states = self._coll.gather(self._loaded, None)
         self._coll.barrier()
         self._loaded, self._dirty = None, []
+        self.kept = gen
         blob = next((s[part_name("state", self._rank)] for s in states
                      if part_name("state", self._rank) in s), None)
         self._count("restore", gen, self._restored_bytes, t0)

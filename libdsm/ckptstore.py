@@ -49,20 +49,20 @@ class Store:
     def path(self, gen, name):
         return os.path.join(self.gen_dir(gen), name)
 
-    def write(self, gen, name, chunks, checksum=True, recycle=False):
+    def write(self, gen, name, chunks, checksum=True, recycle=False, keep=None):
         """Write the byte chunks (an iterable of buffers) as gen's file name:
         tmp, fsync, rename.  With recycle, the file of that name of an older
-        generation without a manifest (retired) is written over, if there is
-        one: in memory its pages need not be allocated and zeroed again, nor
-        the old ones freed.  Returns (bytes written, crc32, or None without
-        checksum)."""
+        generation without a manifest (retired), other than keep, is written
+        over, if there is one: in memory its pages need not be allocated and
+        zeroed again, nor the old ones freed.  Returns (bytes written, crc32,
+        or None without checksum)."""
         os.makedirs(self.gen_dir(gen), exist_ok=True)
         final = self.path(gen, name)
         tmp = final + ".tmp.%d" % os.getpid()
         crc = 0 if checksum else None
         total = 0
         if recycle:
-            self._recycle(gen, name, tmp)
+            self._recycle(gen, name, tmp, keep)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             for chunk in chunks:
@@ -83,20 +83,23 @@ class Store:
         os.replace(tmp, final)
         return total, crc
 
-    def _recycle(self, gen, name, tmp):
-        """Move the file name of a retired generation older than gen to tmp, if any."""
-        done = set(self.generations())
+    def _recycle(self, gen, name, tmp, keep):
+        """Move the file name of a retired generation older than gen, not keep,
+        to tmp, if any.  A generation without a manifest here may have one on
+        another host (its keeper there wrote it, this one died first): only
+        the caller knows which one is still in use anywhere, keep."""
+        done = set(self.generations()) | {keep}
         for old in sorted(self._begun(), reverse=True):
             if old < gen and old not in done:
                 with contextlib.suppress(FileNotFoundError):   # (dropped meanwhile)
                     os.replace(self.path(old, name), tmp)
                     return
 
-    def retire_before(self, gen):
-        """Take the generations older than gen out of use (their manifests
+    def retire(self, keep):
+        """Take every generation but keep out of use (their manifests
         removed), leaving their files for `write` to recycle."""
         for old in self.generations():
-            if old < gen:
+            if old != keep:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.manifest_path(old))
 
@@ -113,6 +116,7 @@ class Store:
         fsync of the directory."""
         final = self.manifest_path(gen)
         tmp = final + ".tmp.%d" % os.getpid()
+        os.makedirs(self.root, exist_ok=True)
         with open(tmp, "w") as f:
             f.write(json.dumps(doc, separators=(",", ":")))    # the C encoder: one string
             f.flush()
@@ -203,22 +207,22 @@ class Store:
         with contextlib.suppress(OSError):
             os.replace(self.manifest_path(gen), self.manifest_path(gen) + REFUSED)
 
-    def drop_before(self, gen, background=False):
-        """Remove the generations older than gen (the manifest first, so none
-        is ever seen half removed), and unfinished ones older than gen; with
-        background, their files in a thread (unlinking large files takes a
-        while, and no one looks at a directory without a manifest)."""
+    def drop(self, keep, background=False):
+        """Remove every generation not in keep, those begun and never finished
+        too (the manifest first, refused ones too, so none is ever seen half
+        removed); with background, their files in a thread (unlinking large
+        files takes a while, and no one looks at a directory without a manifest)."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
             return
         for name in names:
             m = re.match(r"gen-(\d{6})(\.json(%s)?)?$" % re.escape(REFUSED), name)
-            if m and int(m.group(1)) < gen and m.group(2):
+            if m and int(m.group(1)) not in keep and m.group(2):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.root, name))
         old = [os.path.join(self.root, n) for n in names
-               if re.match(r"gen-\d{6}$", n) and int(n[4:]) < gen]
+               if re.match(r"gen-\d{6}$", n) and int(n[4:]) not in keep]
         if background:
             threading.Thread(target=_remove_all, args=(old,), daemon=True).start()
         else:

@@ -25,9 +25,11 @@ USAGE = """\
        %(prog)s [options] MACHINE_FILE [python] PROG [ARGS...]"""
 EPILOG = """\
 Where the ranks run: MACHINE_FILE (one host per line; 'host slots=K' or
-'host:K' gives it K consecutive ranks), or -H host1,host2:K (the same entries,
-comma-separated), or under Slurm the allocation; with none of them, N ranks
-here (-n N; default: this machine's %d cores).  A job has at most %d ranks.
+'host:K' gives it K consecutive ranks; 'host spare' or 'host:spare' none until
+--restarts moves a lost host's ranks there), or -H host1,host2:K,host3:spare
+(the same entries, comma-separated), or under Slurm the allocation; with none
+of them, N ranks here (-n N; default: this machine's %d cores).
+A job has at most %d ranks.
 The first word is the MACHINE_FILE when it reads as one and a program follows.
 A 'python' (or any python interpreter) before PROG or -m is allowed; a path to
 one becomes --python.
@@ -85,7 +87,8 @@ def build_parser():
     slurm.add_options(p)
     report.add_options(p)
     p.add_argument("-H", "--host", dest="hosts", metavar="HOSTS",
-                   help="the hosts, comma-separated: host, user@host, host:K (K slots); "
+                   help="the hosts, comma-separated: host, user@host, host:K (K slots), "
+                   "host:spare (no rank until a restart moves a lost host's ranks there); "
                    "instead of a MACHINE_FILE")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARGS]",
                    help="run library module MODULE as the program (as python -m)")
@@ -226,7 +229,9 @@ def parse_options(argv):
     if problem:
         parser.error(problem)
     collector = report.Collector(a.trace, a.stats)
-    policy = restart.Policy(a.restarts, a.checkpoint_dir, os.environ.get(restart.JOB_VAR))
+    spares = machinefile.spares_of(a.hosts) if hosts is not None and a.hosts else ()
+    policy = restart.Policy(a.restarts, a.checkpoint_dir, os.environ.get(restart.JOB_VAR),
+                            spares)
     return job.Options(machine_file=what.machine_file, prog=what.prog, args=what.args,
                        module=what.module, hosts=hosts,
                        ssh_all=a.ssh_all, ssh_options=a.ssh_options, identity=a.identity,

@@ -12,7 +12,8 @@ ignored, ``user@host`` is accepted and a host may appear several times::
     localhost
     node9 spare   # no rank; a restart moves a failed host's ranks here
 
-The same entries, comma-separated, make ``-H host1,host2:2`` (`parse_hosts`).
+A spare is also written ``node9:spare``.  The same entries, comma-separated,
+make ``-H host1,host2:2,node9:spare`` (`parse_hosts`, `spares_of`).
 No job has more than MAX_RANKS ranks: a slot count or a file beyond it is
 refused while it is read, before a list of hosts that size is made.
 
@@ -30,7 +31,7 @@ _USER_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:%-]*\Z")
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 SPARE = "spare"
-"""The word after a host that makes it a spare: ``node9 spare``."""
+"""The word after a host that makes it a spare: ``node9 spare`` (or ``node9:spare``)."""
 MAX_RANKS = 64
 """The most ranks a job can have: the C core's DSM_MAX_RANKS (libdsm/csrc/ground.h;
 its copysets are 64-bit masks).  Every launcher check reads it from here."""
@@ -100,8 +101,8 @@ def _count(entry, text):
 
 def parse_line(text):
     """One line -> (user, host, slots), or None for a blank or comment line.
-    A spare host (``host spare``) has 0 slots: it runs no rank until a
-    restart gives it a failed host's (services/restart.py).
+    A spare host (``host spare`` or ``host:spare``) has 0 slots: it runs no
+    rank until a restart gives it a failed host's (services/restart.py).
 
     Raises ValueError with the reason (without file and line) for bad syntax.
     """
@@ -111,6 +112,8 @@ def parse_line(text):
     words = entry.split()
     if len(words) == 2 and words[1] == SPARE:
         entry, slots = words[0], 0
+    elif len(words) == 1 and _MPICH_RE.match(entry) and entry.endswith(":" + SPARE):
+        entry, slots = entry[:-len(SPARE) - 1], 0
     else:
         entry, slots = parse_slots(entry)
     user, at, host = entry.rpartition("@")
@@ -161,12 +164,24 @@ def parse(path, ranks=None):
 def spares(path):
     """The spare hosts (``host spare`` lines) of a machine file, as `Host`s in
     file order; MachineFileError as `parse`."""
+    return _spares(read_lines(path), lambda lineno, reason: MachineFileError(
+        path, lineno, reason))
+
+
+def spares_of(spec):
+    """The spare hosts of -H's 'host1,node9:spare,...', as `Host`s in order
+    (lineno: None); ValueError as `parse_hosts`."""
+    return [h._replace(lineno=None) for h in _spares(
+        spec.split(","), lambda n, reason: ValueError("-H %s: %s" % (spec, reason)))]
+
+
+def _spares(lines, error):
     out = []
-    for lineno, text in enumerate(read_lines(path), 1):
+    for lineno, text in enumerate(lines, 1):
         try:
             parsed = parse_line(text)
         except ValueError as e:
-            raise MachineFileError(path, lineno, str(e)) from None
+            raise error(lineno, str(e)) from None
         if parsed and parsed[2] == 0:
             out.append(Host(parsed[0], parsed[1], lineno, text))
     return out

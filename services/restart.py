@@ -12,7 +12,8 @@ left, dsmexec says on stderr what failed, which generation the job restarts
 from and how many restarts are left, and starts it again: over ssh on the
 hosts that still answer (each is asked to run `true`, within
 --connect-timeout), the ranks of those that do not going to a spare host
-of the machine file (``host spare``), all of a host's ranks to one, or
+(``host spare`` in the machine file, ``-H ...,host:spare``), all of a
+host's ranks to one, or
 without one to the others in turn (a machine file of its own, one line a
 rank); under Slurm, in the same allocation without the node where the
 failed rank ran (services/slurm.py); local ranks restart where they were.
@@ -80,7 +81,9 @@ def answering(hosts, opts):
 class Policy:
     """What dsmexec does about checkpoints and restarts for one command line."""
 
-    def __init__(self, restarts=0, directory=None, job=None):
+    def __init__(self, restarts=0, directory=None, job=None, spares=()):
+        """spares: the spare hosts -H named (machinefile.spares_of); a
+        machine file's are read from it."""
         if restarts < 0:
             raise ValueError("--restarts must be 0 or more, got %d" % restarts)
         self.restarts = restarts
@@ -88,6 +91,7 @@ class Policy:
         self.job = job or secrets.token_hex(8)
         self._tmpdir = None             # where _rehost writes its machine files
         self.excluded = set()           # Slurm nodes the restarts leave out (services/slurm.py)
+        self.spares = list(spares)
 
     def environ(self, environ):
         """environ with what the ranks need to checkpoint and restore."""
@@ -111,7 +115,7 @@ class Policy:
         answers, all of them to one; without one left, to the others in turn."""
         hosts = [r.host for r in job.ranks]
         remote = {r.host.target: r.host for r in job.ranks if not r.local}
-        spares = machinefile.spares(opts.machine_file) if opts.machine_file else []
+        spares = machinefile.spares(opts.machine_file) if opts.machine_file else self.spares
         if not remote:
             return
         answer = answering(list(remote.values()) + [h for h in spares if not

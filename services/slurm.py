@@ -80,9 +80,11 @@ def task_argv(python, port, prog, args):
     return ["sh", "-c", TASK_SCRIPT % port, python, prog, *args]
 
 
-def salloc_argv(ntasks, command):
-    """The salloc argv that runs `command` in a new allocation of ntasks tasks."""
-    return ["salloc", "--quiet", "--ntasks=%d" % ntasks, *command]
+def salloc_argv(ntasks, command, no_kill=False):
+    """The salloc argv that runs `command` in a new allocation of ntasks tasks;
+    no_kill: one that outlives a node's failure (for --restarts without it)."""
+    return ["salloc", "--quiet", "--ntasks=%d" % ntasks, *(["--no-kill"] if no_kill else []),
+            *command]
 
 
 def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
@@ -90,18 +92,31 @@ def rerun_argv(opts, dsmexec=DSMEXEC, python=sys.executable):
     optional = [*(["--no-prefix"] if not opts.prefix else []),
                 *(["--timeout", "%g" % opts.timeout] if opts.timeout is not None else []),
                 *(["--output-filename", opts.output_dir] if opts.output_dir else []),
-                *[w for kv in opts.exports.items() for w in ("-x", "%s=%s" % kv)]]
+                *[w for kv in opts.exports.items() for w in ("-x", "%s=%s" % kv)],
+                *_restart_words(opts.restart)]
     return [python, *dsmexec, "--launcher", "slurm", "--connect-timeout",
             "%g" % opts.connect_timeout, *optional, "--python", opts.python,
             "--wdir", opts.cwd, "-n", str(opts.ntasks), *(["-m"] if opts.module else []),
             opts.prog, *opts.args]
 
 
+def _restart_words(policy):
+    """--restarts and --checkpoint-dir again, for the dsmexec inside (which restarts)."""
+    if policy is None:
+        return []
+    return [*(["--restarts", "%d" % policy.restarts] if policy.restarts else []),
+            *(["--checkpoint-dir", policy.directory] if policy.directory else [])]
+
+
 def srun_argv(ntasks, command, placed=False):
     """The srun argv of one job step of ntasks tasks running `command` (an argv
     list).  placed: each task goes to the node the SLURM_HOSTFILE lists for it
-    (a restart that leaves a node out), even past the CPUs it has there."""
-    layout = ["--distribution=arbitrary", "--overcommit"] if placed else ["--distribution=block"]
+    (a restart that leaves a node out), even past the CPUs it has there, and
+    shares them with the failed step (--overlap): a step with a task on a
+    dead node holds its CPUs on every node until slurmctld declares that
+    node down (SlurmdTimeout, 300 s by default), though its tasks there ended."""
+    layout = ["--distribution=arbitrary", "--overcommit", "--overlap"] if placed else \
+        ["--distribution=block"]
     return ["srun", "--ntasks=%d" % ntasks, *layout, "--label", "--input=all",
             "--kill-on-bad-exit=0", *command]
 
@@ -232,7 +247,8 @@ class InNewAllocation:
     """
 
     def __init__(self, opts):
-        self.argv = salloc_argv(opts.ntasks, rerun_argv(opts))
+        self.argv = salloc_argv(opts.ntasks, rerun_argv(opts),
+                                no_kill=opts.restart is not None and opts.restart.restarts > 0)
         self.opts = opts
 
     def run(self):

@@ -63,8 +63,9 @@ class Slurm:
             return f.read()
 
 
-def _config(d, controller, nodes, cpus):
-    """slurm.conf: `controller` (a name, or ``name(address)``), nodes [(name, address or None)]."""
+def _config(d, controller, nodes, cpus, settings=()):
+    """slurm.conf: `controller` (a name, or ``name(address)``), nodes [(name, address or None)],
+    and settings, lines of its own (``SlurmdTimeout=6``)."""
     names = ",".join(n for n, _ in nodes)
     return "\n".join([
         "ClusterName=dsmtest", "SlurmctldHost=%s" % controller, "SlurmUser=root",
@@ -76,7 +77,7 @@ def _config(d, controller, nodes, cpus):
         "JobAcctGatherType=jobacct_gather/none", "MpiDefault=none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
         "SlurmdParameters=config_overrides", "ReturnToService=2", "MailProg=/bin/true",
-        "KillWait=2",
+        "KillWait=2", *settings,
         *["NodeName=%s CPUs=%d State=UNKNOWN" % (n, cpus) + (
             " NodeAddr=%s NodeHostname=%s" % (a, n) if a else "") for n, a in nodes],
         "PartitionName=dsm Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES"
@@ -129,13 +130,15 @@ def _cancel_all(slurm):
 
 
 @contextlib.contextmanager
-def private_slurm(cpus=8, hosts=None):
+def private_slurm(cpus=8, hosts=None, settings=()):
     """Run munged, slurmctld and slurmd for the block; yield the Slurm.
 
     Without `hosts` this machine is the one node.  With `hosts` (a
     netns.Cluster) each of them is a node, h1, h2, ..., with its slurmd in
     its namespace (entered with nsenter, which keeps the cgroup mounts
     slurmd needs), and the controller is reached at the bridge's address.
+    settings: more slurm.conf lines (a test of a node that dies shortens
+    SlurmdTimeout).
     Raises SlurmError if a daemon does not start.  Every daemon is stopped
     by its pid on the way out, after this cluster's jobs were cancelled.
     """
@@ -160,7 +163,7 @@ def private_slurm(cpus=8, hosts=None):
         os.chmod(key, 0o400)
         conf = os.path.join(d, "slurm.conf")
         with open(conf, "w") as f:
-            f.write(_config(d, controller, nodes, cpus))
+            f.write(_config(d, controller, nodes, cpus, settings))
         slurm = Slurm(conf, nodes[0][0], d)
         _start("munged", [DAEMONS["munged"], "-F", "--key-file=" + key,
                           "--socket=%s/munge.sock" % d, "--pid-file=%s/munged.pid" % d,

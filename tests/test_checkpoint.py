@@ -80,16 +80,25 @@ def test_a_retired_generations_files_are_written_over(tmp_path):
     store.write(1, "part-0000", [b"x" * 9000], checksum=False)
     store.write_manifest(1, {})
     inode = os.stat(store.path(1, "part-0000")).st_ino
-    assert store.write(2, "part-0000", [b"y" * 10], checksum=False, recycle=True) == (10, None)
+    assert store.write(2, "part-0000", [b"y" * 10], checksum=False, recycle=True,
+                       keep=1) == (10, None)
     assert os.path.exists(store.path(1, "part-0000"))   # gen 1 is still in use
     store.write_manifest(2, {})
-    store.retire_before(2)
+    store.retire(2)
     assert store.generations() == [2]
-    assert store.write(3, "part-0000", [b"z" * 5], checksum=False, recycle=True) == (5, None)
+    assert store.write(3, "part-0000", [b"z" * 5], checksum=False, recycle=True,
+                       keep=2) == (5, None)
     assert os.stat(store.path(3, "part-0000")).st_ino == inode
     assert store.read(3, "part-0000", 5, None) == b"zzzzz"     # truncated to what was written
     assert not os.path.exists(store.path(1, "part-0000"))
     assert store.read(2, "part-0000", 10, None) == b"y" * 10
+    # gen 3 has no manifest here, but the caller keeps it (another host shows it)
+    inode = os.stat(store.path(3, "part-0000")).st_ino
+    store.write(4, "part-0000", [b"v" * 3], checksum=False, recycle=True, keep=3)
+    assert store.read(3, "part-0000", 5, None) == b"zzzzz"
+    assert os.stat(store.path(4, "part-0000")).st_ino != inode
+    store.drop({3})
+    assert sorted(os.listdir(str(tmp_path))) == ["gen-000003"]
 
 
 def test_store_keeps_two_generations(tmp_path):
@@ -97,7 +106,7 @@ def test_store_keeps_two_generations(tmp_path):
     for gen in range(1, 5):
         store.write(gen, "part-0000", [b"x"])
         store.write_manifest(gen, {})
-        store.drop_before(gen - 1)
+        store.drop({gen, gen - 1})
     assert store.generations() == [4, 3]
     assert sorted(os.listdir(str(tmp_path))) == ["gen-000003", "gen-000003.json",
                                                   "gen-000004", "gen-000004.json"]
@@ -272,7 +281,7 @@ def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
         if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
             proc.kill()
             proc.wait()
-            pytest.fail("trial (%s, kill rank %d) ran past %g s: %s"
+            pytest.fail("trial (%s, kill rank %s) ran past %g s: %s"
                         % (trigger, victim, deadline_s, seen.decode()[-3000:]))
         chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:

@@ -14,6 +14,10 @@ from conftest import wait_gone
 from test_checkpoint import _jacobi, _run_killing, fresh_job, shm_stores
 
 HEARTBEAT_S = 2
+CONNECT_S = 8
+"""dsmexec's --connect-timeout: an sshd in a namespace of a loaded 2-core
+machine can take more than 3 s to run `true`, and a restart then finds
+every host silent."""
 
 
 def last_hosts(output):
@@ -25,9 +29,10 @@ def last_hosts(output):
     return got
 
 
-def _cut_and_restart(tmp_path, hosts, lines, cut):
-    """Jacobi on the machine file `lines` under --restarts; host `cut`'s link
-    taken down while it waits at sweep 12.  (status, output)."""
+def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False):
+    """Jacobi on the machine file `lines` (with dash_h: on -H of them) under
+    --restarts; host `cut`'s link taken down while it waits at sweep 12.
+    (status, output)."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     job, env = fresh_job()
@@ -36,8 +41,10 @@ def _cut_and_restart(tmp_path, hosts, lines, cut):
         subprocess.run(["ip", "link", "set", cut.veth, "down"], check=True)
 
     try:
+        where = ["-H", ",".join(lines)] if dash_h else []
         status, output = _run_killing(
-            tmp_path, [*hosts.ssh_options(), "--connect-timeout", "3"], lines, out,
+            tmp_path, [*hosts.ssh_options(), "--connect-timeout", str(CONNECT_S), *where],
+            None if dash_h else lines, out,
             "[rank 0] paused at sweep 12", None, before_kill=cut_link,
             args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
     finally:
@@ -69,14 +76,26 @@ def test_a_spare_host_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path, h
     assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
 
 
-def _kill_under_slurm(tmp_path, cluster, salloc, victim):
-    """Jacobi under salloc ... dsmexec --restarts, rank victim SIGKILLed at
-    sweep 12; the fault-free grid in the end.  The output."""
+@pytest.mark.timeout(240)
+def test_a_spare_named_by_dash_h_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path,
+                                                                                  hosts):
+    a, b, spare = hosts.addresses
+    output = _cut_and_restart(tmp_path, hosts, [a, "%s:2" % b, "%s:spare" % spare],
+                              hosts.hosts[1], dash_h=True)
+    assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
+        "(a spare)" % (b, spare, spare) in output, output
+    assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
+
+
+def _kill_under_slurm(tmp_path, cluster, salloc, victim, opts=()):
+    """Jacobi under salloc ... dsmexec --restarts (opts: more of dsmexec's),
+    rank victim SIGKILLed at sweep 12; the fault-free grid in the end.  The output."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     env = cluster.environ()
     env["DSM_TEST_TAG"] = uuid.uuid4().hex
-    status, output = _run_killing(tmp_path, [], None, out, "[rank 0] paused at sweep 12", victim,
+    status, output = _run_killing(tmp_path, list(opts), None, out, "[rank 0] paused at sweep 12",
+                                  victim,
                                   args=["--pause-at", "12"], env=env, prefix=salloc)
     assert status == 0, output
     assert "the job failed (rank " in output and "Slurm task" in output, output
@@ -91,6 +110,14 @@ def _kill_under_slurm(tmp_path, cluster, salloc, victim):
 @pytest.mark.timeout(240)
 def test_a_killed_task_restarts_in_the_same_slurm_allocation(tmp_path, slurm):
     output = _kill_under_slurm(tmp_path, slurm, ["salloc", "-n", "3"], 1)
+    assert "is the job's only node: the restart runs there again" in output, output
+
+
+@pytest.mark.timeout(240)
+def test_restarts_reach_the_dsmexec_in_an_allocation_it_asks_for(tmp_path, slurm):
+    """dsmexec --launcher slurm -n 3 outside an allocation runs itself again
+    under salloc: that one restarts the job."""
+    output = _kill_under_slurm(tmp_path, slurm, [], 1, opts=["--launcher", "slurm", "-n", "3"])
     assert "is the job's only node: the restart runs there again" in output, output
 
 

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from libdsm_services import machinefile, restart, slurm
+from libdsm_services import cli, job, machinefile, restart, slurm
 
 
 def test_a_spare_line_gives_no_rank_and_is_listed_as_a_spare(tmp_path):
@@ -22,6 +22,27 @@ def test_a_spare_line_gives_no_rank_and_is_listed_as_a_spare(tmp_path):
         machinefile.parse(str(tmp_path / "only"))
 
 
+def test_a_spare_given_with_dash_h_is_parsed_as_in_a_machine_file():
+    assert [h.target for h in machinefile.parse_hosts("a,u@b:2,c:spare")] == ["a", "u@b", "u@b"]
+    assert [(h.target, h.lineno) for h in machinefile.spares_of("a,c:spare,u@d:spare")] == \
+        [("c", None), ("u@d", None)]
+    assert machinefile.parse_line("c:spare") == (None, "c", 0)
+    with pytest.raises(ValueError, match="-H a,c:spares: .*not a whole number"):
+        machinefile.parse_hosts("a,c:spares")
+    with pytest.raises(ValueError, match="names no host"):
+        machinefile.parse_hosts("c:spare")
+    opts = cli.parse_options(["-H", "h1,h2:2,s1:spare", "--restarts", "1", "-m", "prog"])
+    assert [h.target for h in opts.hosts] == ["h1", "h2", "h2"]
+    assert [h.target for h in opts.restart.spares] == ["s1"]
+    assert cli.parse_options(["-n", "2", "-m", "prog"]).restart.spares == []
+
+
+def test_dsmexec_help_says_how_to_name_a_spare():
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "host:spare (no rank until a restart moves a lost host's ranks there)" in text
+    assert "'host spare' or 'host:spare'" in text
+
+
 class FakeJob:
     """What Policy reads of a job: its ranks (host, local), failure, log."""
 
@@ -34,14 +55,17 @@ class FakeJob:
         self.said.append(message)
 
 
-def _rehost(tmp_path, monkeypatch, lines, answer):
-    """Policy._rehost of a job on the machine file `lines`, the hosts in
-    answer answering: (the new machine file's lines, what dsmexec said)."""
+def _rehost(tmp_path, monkeypatch, lines, answer, dash_h=False):
+    """Policy._rehost of a job on the machine file `lines` (or with dash_h, on
+    -H of them), the hosts in answer answering: (the new machine file's lines,
+    what dsmexec said)."""
     path = tmp_path / "machines"
     path.write_text("".join(line + "\n" for line in lines))
-    opts = types.SimpleNamespace(machine_file=str(path), hosts=None)
+    opts = types.SimpleNamespace(machine_file=None if dash_h else str(path), hosts=None)
     monkeypatch.setattr(restart, "answering", lambda hosts, o: {h.target for h in hosts} & answer)
-    policy, job = restart.Policy(1), FakeJob([h.target for h in machinefile.parse(str(path))])
+    spares = machinefile.spares_of(",".join(lines)) if dash_h else ()
+    policy = restart.Policy(1, spares=spares)
+    job = FakeJob([h.target for h in machinefile.parse(str(path))])
     policy._rehost(opts, job)
     try:
         with open(opts.machine_file) as f:
@@ -54,6 +78,14 @@ def test_a_spare_host_takes_all_of_a_lost_hosts_ranks(tmp_path, monkeypatch):
     lines, said = _rehost(tmp_path, monkeypatch, ["a", "b slots=2", "c", "s1 spare", "s2 spare"],
                           {"a", "c", "s1", "s2"})
     assert lines == ["a", "s1", "s1", "c", "s2 spare"]
+    assert said == ["host b does not answer: rank 1 goes to s1 (a spare); "
+                    "rank 2 goes to s1 (a spare)"]
+
+
+def test_a_spare_named_by_dash_h_takes_a_lost_hosts_ranks(tmp_path, monkeypatch):
+    lines, said = _rehost(tmp_path, monkeypatch, ["a", "b:2", "c", "s1:spare", "s2:spare"],
+                          {"a", "c", "s1", "s2"}, dash_h=True)
+    assert lines == ["a", "s1", "s1", "c", "s2 spare"]      # the rest stay spares
     assert said == ["host b does not answer: rank 1 goes to s1 (a spare); "
                     "rank 2 goes to s1 (a spare)"]
 
@@ -97,5 +129,20 @@ def test_a_slurm_step_without_a_node_places_every_task():
     with pytest.raises(slurm.SlurmError, match="every node of the allocation"):
         slurm.allocation(env, run=run, exclude={"n1", "n2", "n3"})
     argv = slurm.srun_argv(4, ["x"], placed=True)
-    assert "--distribution=arbitrary" in argv and "--overcommit" in argv
+    assert {"--distribution=arbitrary", "--overcommit", "--overlap"} <= set(argv)
     assert "--distribution=block" in slurm.srun_argv(4, ["x"])
+
+
+def test_a_new_allocation_passes_the_restarts_in_and_survives_a_dead_node():
+    """--launcher slurm outside an allocation: the dsmexec salloc runs inside
+    is the one that restarts, in an allocation that outlives a node."""
+    opts = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                       ntasks=3, cwd="/w", restart=restart.Policy(2, "/ck"))
+    argv = slurm.InNewAllocation(opts).argv
+    assert argv[:4] == ["salloc", "--quiet", "--ntasks=3", "--no-kill"]
+    i = argv.index("--restarts")
+    assert argv[i:i + 4] == ["--restarts", "2", "--checkpoint-dir", "/ck"]
+    plain = job.Options(machine_file=None, prog="p.py", python="/py", launcher="slurm",
+                        ntasks=3, cwd="/w", restart=restart.Policy(0))
+    argv = slurm.InNewAllocation(plain).argv
+    assert "--no-kill" not in argv and "--restarts" not in argv
