@@ -22,6 +22,7 @@ stall, not a failure: the listener rests for a back-off (or until the first
 handshake under way expires and frees its descriptor), then accepts again.
 """
 import errno
+import resource
 import select
 import socket
 import sys
@@ -39,6 +40,8 @@ core's copysets are 64-bit masks of ranks (DSM_MAX_RANK_COPIES)."""
 
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 """accept() errors that mean "no descriptor or buffer now": wait, then accept again."""
+FD_MARGIN = 256
+"""Descriptors a rank needs besides its connections (the region, files, the program's)."""
 BACKOFF = (0.05, 1.0)
 """The listener's first and longest rest, in seconds, after running out of descriptors."""
 
@@ -75,6 +78,21 @@ def next_hop(leaders, a, d):
     if direct(leaders, a, d):
         return d
     return leaders[a] if leaders[a] != a else leaders[d]
+
+
+def make_room(rank, connections):
+    """Raise this process's soft limit on open files (ulimit -n) to hold its
+    connections and FD_MARGIN more, as far as the hard limit allows: a leader
+    of 1,000 ranks holds 1,000 sockets, past the usual soft limit of 1,024.
+    ConfigError when the hard limit is too low."""
+    need = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise ConfigError("rank %d holds %d connections (it leads its host's ranks), but "
+                              "may open only %d files (ulimit -Hn): raise the hard limit to %d "
+                              "or more" % (rank, connections, hard, need), rank)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _connect(ctx, peer, layout, timeout):
@@ -225,6 +243,7 @@ def build(ctx, layout, timeout, leaders=None):
     The sockets are detached: the C core owns the descriptors from here on.
     """
     leaders = list(range(ctx.size)) if leaders is None else leaders
+    make_room(ctx.rank, sum(direct(leaders, ctx.rank, r) for r in range(ctx.size)))
     socks = [None] * ctx.size
     try:
         for peer in range(ctx.rank):

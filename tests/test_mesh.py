@@ -186,13 +186,32 @@ def test_ranks_connect_to_their_leader_and_the_leaders_to_each_other():
 
 
 def test_a_rank_with_another_structure_is_refused_as_it_connects(capfd):
+    from libdsm_services import meshwire
     ctxs = contexts(4)
-    good = [0, 0, 2, 2]
-    out = build_all(ctxs, timeout=5.0, leaders={0: good, 1: good, 2: good, 3: [0, 1, 2, 3]})
-    assert isinstance(out[0], list) and isinstance(out[1], list), out
-    assert isinstance(out[3], PeerError), out               # refused by rank 0
-    assert "ranks [3] did not connect within 5 s" in str(out[2])   # its leader, waiting
+    good = [0, 0, 2, 2]             # rank 3 reaches rank 0 through rank 2
+
+    def stray():                    # rank 3 as if every rank led its own host
+        host, port = ctxs[0].table[0]
+        with wire.connect(host, port, 10) as sock:
+            with pytest.raises(wire.WireError):
+                meshwire.MeshHandshake(ctxs[0].secret, wire.ROLE_CONNECT, 3, LAYOUT).run(sock)
+    out = build_all(ctxs, before=stray, leaders=dict.fromkeys(range(4), good))
+    assert all(isinstance(fds, list) for fds in out.values()), out     # the mesh went on
     err = capfd.readouterr().err
     assert "libdsm: rank 0: refused a connection from 127.0.0.1:" in err
     assert "rank 3 connected, but it reaches this rank through the host leaders: give every " \
            "rank the same DSM_SHARE and DSM_VHOSTS" in err
+
+
+def test_a_leader_raises_its_open_file_limit_as_far_as_the_hard_limit(monkeypatch):
+    limits = {"now": (1024, 4096)}
+    monkeypatch.setattr(mesh.resource, "getrlimit", lambda what: limits["now"])
+    monkeypatch.setattr(mesh.resource, "setrlimit", lambda what, lim: limits.update(now=lim))
+    mesh.make_room(0, 100)                      # fits: left as it is
+    assert limits["now"] == (1024, 4096)
+    mesh.make_room(0, 1023)                     # a leader of 1,024 ranks on one host
+    assert limits["now"] == (1023 + mesh.FD_MARGIN, 4096)
+    limits["now"] = (1024, 1024)
+    with pytest.raises(ConfigError, match=r"rank 3 holds 2000 connections \(it leads its host's "
+                                          r"ranks\), but may open only 1024 files \(ulimit -Hn\)"):
+        mesh.make_room(3, 2000)
