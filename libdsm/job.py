@@ -28,8 +28,8 @@ def start(ctx, options):
     rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
     host = ctx.hostnames[rank] if ctx else None
     mapped = layout.mapped_bytes(cfg["size"])
-    mesh.check_size(size, cfg["share"])
     leaders = mesh.structure(ctx.hostnames if ctx else ["localhost"], cfg["share"], cfg["vhosts"])
+    mesh.check_size(leaders, cfg["share"])
     fds = [None]
     handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"], cfg["vhosts"]) \
         if cfg["share"] == "host" else None

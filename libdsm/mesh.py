@@ -46,15 +46,21 @@ BACKOFF = (0.05, 1.0)
 """The listener's first and longest rest, in seconds, after running out of descriptors."""
 
 
-def check_size(size, share):
-    """Refuse a job of more ranks than the sharing mode allows (ConfigError)."""
+def check_size(leaders, share):
+    """Refuse a job of more ranks, or copies of the memory, than the core allows
+    (ConfigError): MAX_RANKS ranks, and MAX_RANK_COPIES hosts, each rank counting
+    as a host of its own in per-rank mode (the copysets are 64-bit masks)."""
+    size = len(leaders)
+    if size > MAX_RANKS:
+        raise ConfigError("%d ranks: a job has at most %d" % (size, MAX_RANKS))
     if share == "rank" and size > MAX_RANK_COPIES:
         raise ConfigError("%d ranks: a job where every rank keeps its own copy of each page "
                           "(share='rank', the default) has at most %d, as the copysets are "
                           "64-bit masks of ranks; share memory per host (DSM_SHARE=host) for "
                           "up to %d" % (size, MAX_RANK_COPIES, MAX_RANKS))
-    if size > MAX_RANKS:
-        raise ConfigError("%d ranks: a job has at most %d" % (size, MAX_RANKS))
+    if len(set(leaders)) > MAX_RANK_COPIES:
+        raise ConfigError("%d hosts: a job has at most %d, as the copysets are 64-bit masks "
+                          "of hosts" % (len(set(leaders)), MAX_RANK_COPIES))
 
 
 def structure(hostnames, share, vhosts):

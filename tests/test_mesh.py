@@ -162,15 +162,22 @@ def test_connections_grow_with_hosts_and_routes_are_fixed_and_symmetric(hosts, p
             assert back == path[::-1]                    # the way back is the same route
 
 
-def test_more_than_64_ranks_need_host_sharing():
+def test_more_than_64_ranks_need_host_sharing_and_at_most_64_hosts():
+    def leaders(n, per_host):
+        return mesh.structure(["h%d" % (r // per_host) for r in range(n)], "host", 1)
     with pytest.raises(ConfigError, match=r"65 ranks: a job where every rank keeps its own copy "
                                           r"of each page \(share='rank', the default\) has at "
                                           r"most 64.*DSM_SHARE=host"):
-        mesh.check_size(65, "rank")
-    mesh.check_size(64, "rank")
-    mesh.check_size(1024, "host")
+        mesh.check_size(list(range(65)), "rank")
+    with pytest.raises(ConfigError, match=r"65 ranks: a job where every rank"):
+        mesh.check_size(leaders(65, 5), "rank")         # DSM_VHOSTS: still a copy per rank
+    mesh.check_size(list(range(64)), "rank")
+    mesh.check_size(leaders(1024, 16), "host")          # 64 hosts of 16
+    with pytest.raises(ConfigError, match="65 hosts: a job has at most 64, as the copysets are "
+                                          "64-bit masks of hosts"):
+        mesh.check_size(leaders(130, 2), "host")
     with pytest.raises(ConfigError, match="1025 ranks: a job has at most 1024"):
-        mesh.check_size(1025, "host")
+        mesh.check_size(leaders(1025, 1025), "host")
 
 
 def test_ranks_connect_to_their_leader_and_the_leaders_to_each_other():

@@ -169,7 +169,9 @@ static int transmit(struct peer *p, const unsigned char *hdr, int type, const vo
 /* Tell each direct peer but `from` that has no connection of its own to
  * rank `lost` (one reached through this rank) that it is lost, as rank
  * `finder` found (payload: how, finder, why): once per process, straight
- * onto the sockets, before this rank ends. */
+ * onto the sockets, before the failure is recorded (a waiting thread may
+ * end the process as soon as it is), so that on each connection the notice
+ * comes before this rank's end of stream, and the peer names `lost`. */
 static void spread_loss(struct relay *rl, int lost, int from, int finder, const char *how,
                         const char *why)
 {
@@ -204,8 +206,8 @@ void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     tell_launcher(p->report, p->rank, how, why);
-    core_fail_peer(p->t->core, p->rank, "%s", why);
     spread_loss(p->relay, p->rank, -1, p->t->core->rank, how, why);
+    core_fail_peer(p->t->core, p->rank, "%s", why);
 }
 
 /* dsmexec hears of the loss from the rank that found it: this rank tells
@@ -220,8 +222,8 @@ void peer_lost_heard(struct peer *p, const struct msg *m, const unsigned char *p
     snprintf(why, sizeof why, "%.*s", (int)(m->len - LOST_HEAD), (const char *)payload + LOST_HEAD);
     if (p->report)
         __atomic_store_n(&p->report->sent, 1, __ATOMIC_SEQ_CST);
-    core_fail_peer(p->t->core, m->origin, "%s (found by rank %d)", why, finder);
     spread_loss(p->relay, m->origin, m->from, finder, payload[0] ? "silent" : "closed", why);
+    core_fail_peer(p->t->core, m->origin, "%s (found by rank %d)", why, finder);
 }
 
 int peer_send(struct peer *p, int to, const struct msg *m, const void *payload, int now)
