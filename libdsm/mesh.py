@@ -40,8 +40,9 @@ core's copysets are 64-bit masks of ranks (DSM_MAX_RANK_COPIES)."""
 
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 """accept() errors that mean "no descriptor or buffer now": wait, then accept again."""
-FD_MARGIN = 256
-"""Descriptors a rank needs besides its connections (the region, files, the program's)."""
+FD_MARGIN, FD_MIN = 256, 16
+"""Descriptors a rank wants, and needs at least, besides its connections (the region,
+the program's files)."""
 BACKOFF = (0.05, 1.0)
 """The listener's first and longest rest, in seconds, after running out of descriptors."""
 
@@ -87,18 +88,20 @@ def next_hop(leaders, a, d):
 
 
 def make_room(rank, connections):
-    """Raise this process's soft limit on open files (ulimit -n) to hold its
+    """Raise this process's soft limit on open files (ulimit -n) towards its
     connections and FD_MARGIN more, as far as the hard limit allows: a leader
     of 1,000 ranks holds 1,000 sockets, past the usual soft limit of 1,024.
-    ConfigError when the hard limit is too low."""
-    need = connections + FD_MARGIN
+    ConfigError when the hard limit cannot hold the connections and FD_MIN more."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        if hard != resource.RLIM_INFINITY and hard < need:
-            raise ConfigError("rank %d holds %d connections (it leads its host's ranks), but "
-                              "may open only %d files (ulimit -Hn): raise the hard limit to %d "
-                              "or more" % (rank, connections, hard, need), rank)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    if hard != resource.RLIM_INFINITY and hard < connections + FD_MIN:
+        raise ConfigError("rank %d holds %d connections (it leads its host's ranks), but may "
+                          "open only %d files (ulimit -Hn): raise the hard limit to %d or more"
+                          % (rank, connections, hard, connections + FD_MARGIN), rank)
+    want = connections + FD_MARGIN
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _connect(ctx, peer, layout, timeout):

@@ -218,7 +218,12 @@ def test_a_leader_raises_its_open_file_limit_as_far_as_the_hard_limit(monkeypatc
     assert limits["now"] == (1024, 4096)
     mesh.make_room(0, 1023)                     # a leader of 1,024 ranks on one host
     assert limits["now"] == (1023 + mesh.FD_MARGIN, 4096)
-    limits["now"] = (1024, 1024)
+    limits["now"] = (64, 64)
+    mesh.make_room(1, 1)                        # a low limit that holds what it needs
+    assert limits["now"] == (64, 64)
+    limits["now"] = (1024, 1030)
+    mesh.make_room(0, 1000)                     # as far as the hard limit
+    assert limits["now"] == (1030, 1030)
     with pytest.raises(ConfigError, match=r"rank 3 holds 2000 connections \(it leads its host's "
-                                          r"ranks\), but may open only 1024 files \(ulimit -Hn\)"):
+                                          r"ranks\), but may open only 1030 files \(ulimit -Hn\)"):
         mesh.make_room(3, 2000)
