@@ -132,8 +132,9 @@ static int transmit(struct peer *p, const unsigned char *hdr, int type, const vo
     mu_lock(&p->txmu, LK_TX);
     if (p->eof || p->shut) {
         mu_unlock(&p->txmu, LK_TX);
-        peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
-                  msg_name(type), p->rank);
+        if (type != DSM_LOST)   /* a loss being recorded already: not a loss of p */
+            peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
+                      msg_name(type), p->rank);
         return 0;
     }
     queued = p->tx.len - p->tx.off;
@@ -141,8 +142,9 @@ static int transmit(struct peer *p, const unsigned char *hdr, int type, const vo
         if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload, len)) < 0) {
             int e = errno;
             mu_unlock(&p->txmu, LK_TX);
-            peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(type), p->rank,
-                      strerror(e));
+            if (type != DSM_LOST)
+                peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(type), p->rank,
+                          strerror(e));
             return 0;
         }
         sent = (size_t)n;
