@@ -5,8 +5,8 @@ reach the others through its leader (libdsm/mesh.py, csrc/route.c).
     most 64 ranks): barriers, a bcast, an allreduce, a lock;
   - 96 ranks sharing one host's memory (DSM_SHARE=host): the same;
   - 65 ranks in per-rank mode: refused at init, saying why;
-  - a non-leader killed or stopped in a job of 3 virtual hosts of 4 ranks:
-    every rank names it, not its leader;
+  - a non-leader killed or stopped, or a leader killed, in a job of 3
+    virtual hosts of 4 ranks: every rank names it, not a leader;
   - the C core's routes over random structures (tests/sim/simcommroute.c).
 
 Each rank prints its connections as the core counts them and as sockets in
@@ -84,11 +84,12 @@ def test_65_ranks_of_their_own_copies_are_refused_saying_why(tmp_path):
     assert "[rank 0] ok" not in p.stdout
 
 
-def fail_rank_5(tmp_path, scenario, heartbeat_s, status):
-    """Rank 5 of 3 virtual hosts of 4 fails (failure_prog.py): its only connection
-    is to its leader, rank 4.  The job's status must be `status`; returns the job
+def fail_rank(tmp_path, scenario, rank, heartbeat_s, status):
+    """A rank of 3 virtual hosts of 4 fails (failure_prog.py): rank 5's only
+    connection is to its leader, rank 4, which leads ranks 5-7 and connects to
+    the leaders 0 and 8.  The job's status must be `status`; returns the job
     and dsmexec's first verdict."""
-    p = run(tmp_path, 12, FAIL, scenario, "--rank", "5",
+    p = run(tmp_path, 12, FAIL, scenario, "--rank", str(rank),
             env=dict(SMALL, DSM_VHOSTS="3", DSM_HEARTBEAT_S=str(heartbeat_s)))
     assert p.returncode == status, p.stderr[-3000:]
     assert "survived" not in p.stdout
@@ -98,20 +99,21 @@ def fail_rank_5(tmp_path, scenario, heartbeat_s, status):
 
 
 @pytest.mark.timeout(120)
-def test_a_killed_rank_behind_its_leader_is_named_by_every_rank(tmp_path):
-    p, verdict = fail_rank_5(tmp_path, "kill", 0, 137)
-    assert verdict.startswith("rank 5 (host localhost, line 6) was killed by signal 9 (SIGKILL)"), \
-        verdict
+@pytest.mark.parametrize("rank", [5, 4])          # behind its leader; a leader
+def test_a_killed_rank_is_named_by_every_rank(tmp_path, rank):
+    p, verdict = fail_rank(tmp_path, "kill", rank, 0, 137)
+    assert verdict.startswith("rank %d (host localhost, line %d) was killed by signal 9 "
+                              "(SIGKILL)" % (rank, rank + 1)), verdict
     got = rank_lines(p.stdout, "PeerError peer")
-    assert got and set(got) <= set(range(12)) - {5}, p.stdout
-    assert got == {r: "PeerError peer=5 rank=%d" % r for r in got}, p.stdout
-    assert set(got) - {4, 6, 7}, p.stdout     # ranks of other hosts, told by their leaders
+    assert got and set(got) <= set(range(12)) - {rank}, p.stdout
+    assert got == {r: "PeerError peer=%d rank=%d" % (rank, r) for r in got}, p.stdout
+    assert set(got) - {4, 5, 6, 7}, p.stdout  # ranks of other hosts, told by their leaders
 
 
 @pytest.mark.timeout(120)
 def test_a_stopped_rank_behind_its_leader_is_declared_dead_by_it(tmp_path):
     # the others fault on pages rank 5 is home of, through the leaders
-    p, verdict = fail_rank_5(tmp_path, "stop", 2, 1)
+    p, verdict = fail_rank(tmp_path, "stop", 5, 2, 1)
     assert re.fullmatch(r"rank 5 \(host localhost, line 6\) declared dead by rank 4: rank 5 sent "
                         r"nothing for [\d.]+ s: declared dead; killed it", verdict), verdict
     fatal = re.findall(r"^\[rank (\d+)\] libdsm: rank \d+: fatal: page \d+ needed, but (.*)$",
