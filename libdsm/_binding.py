@@ -87,10 +87,11 @@ CONSISTENCY = {"sequential": lib.DSM_SEQUENTIAL, "release": lib.DSM_RELEASE}
 
 def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spin_us,
           master_fd, peer_fds, debug, host=None, consistency="sequential", twin_limit_mb=64,
-          heartbeat_s=0.0, hosts=None, wait="yield"):
+          heartbeat_s=0.0, hosts=None, wait="yield", leaders=None):
     """Map the region, install the handler, start the comm thread.
-    hosts: every rank's host, to name them in errors; wait: "reply" or
-    "yield" (config.WAITS)."""
+    leaders: every rank's host leader (libdsm/mesh.py; None: every rank its
+    own), peer_fds the connections to the direct peers; hosts: every rank's host, to name them
+    in errors; wait: "reply" or "yield" (config.WAITS)."""
     _where.update(rank=rank, host=host)
     _hosts[:] = hosts or []
     cfg = ffi.new("struct dsm_config *", {
@@ -101,7 +102,8 @@ def start(rank, nranks, base, size, block_pages, hold_us, nlocks, readahead, spi
         "heartbeat_ms": int(round(heartbeat_s * 1000)), "wait_reply": int(wait == "reply")})
     fds = ffi.new("int[]", [-1 if fd is None else fd for fd in peer_fds])
     err = ffi.new("char[]", lib.DSM_ERRLEN)
-    _check(lib.dsm_start(cfg, fds, err), err)
+    heads = ffi.new("int[]", leaders) if leaders else ffi.NULL
+    _check(lib.dsm_start(cfg, fds, heads, err), err)
 
 
 def agree(value, nranks):

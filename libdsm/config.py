@@ -28,7 +28,9 @@ DSM_SHARE            "rank" (the default: every rank its own copy of each page, 
                      "host" needs every rank of the job on one host
 DSM_VHOSTS           split the ranks of each host into this many virtual hosts, each
                      a block of consecutive ranks, as if they ran on different
-                     machines (default 1: for tests and the simulator's scenarios)
+                     machines (default 1: for tests and the simulator's scenarios);
+                     their connections then go through each one's leader
+                     (docs/many-ranks.md), in per-rank mode too
 """
 import os
 

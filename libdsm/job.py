@@ -28,6 +28,8 @@ def start(ctx, options):
     rank, size = (ctx.rank, ctx.size) if ctx else (0, 1)
     host = ctx.hostnames[rank] if ctx else None
     mapped = layout.mapped_bytes(cfg["size"])
+    leaders = mesh.structure(ctx.hostnames if ctx else ["localhost"], cfg["share"], cfg["vhosts"])
+    mesh.check_size(leaders, cfg["share"])
     fds = [None]
     handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"], cfg["vhosts"]) \
         if cfg["share"] == "host" else None
@@ -35,7 +37,7 @@ def start(ctx, options):
         major, minor = _binding.core_version()
         shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size(),
                  major << 16 | minor, config.SHARES.index(cfg["share"]), cfg["vhosts"])
-        fds = mesh.build(ctx, shape, cfg["connect_timeout"])
+        fds = mesh.build(ctx, shape, cfg["connect_timeout"], leaders)
     if handover:                        # every rank is up: the memfd can be handed on
         _binding.host_attach(*handover.take())
     if not faulthandler.is_enabled():
@@ -46,7 +48,7 @@ def start(ctx, options):
                    fds,
                    cfg["debug"], host, cfg["consistency"], -(-cfg["twin_limit"] >> 20),
                    heartbeat_s=cfg["heartbeat_s"], hosts=ctx.hostnames if ctx else None,
-                   wait=cfg["wait"])
+                   wait=cfg["wait"], leaders=leaders)
     modes = _binding.agree(config.CONSISTENCIES.index(cfg["consistency"]), size)
     if len(set(modes)) > 1:
         theirs = next(r for r, m in enumerate(modes) if m != modes[rank])

@@ -1,7 +1,16 @@
-"""The full mesh: exactly one authenticated connection per pair of ranks.
+"""The connections between ranks: exactly one authenticated connection per
+pair of direct peers.
 
-Rank i connects to every rank below it and accepts one connection from
-every rank above it.  Each connection starts with the job handshake and an
+The structure (`leaders`): the ranks of a host connect to the host's
+leader, its lowest rank, and the leaders connect to each other; any other
+pair talks through the leaders (the C core's route.h).  A host then opens
+about (hosts + its ranks) connections, not one per pair of ranks; with one
+rank per host it is the full mesh.  Hosts are host keys: with DSM_SHARE=host
+or DSM_VHOSTS > 1, libdsm.hostshare.host_keys; otherwise each rank counts as
+a host of its own (per-rank mode, at most MAX_RANK_COPIES ranks).
+
+Rank i connects to every direct peer below it and accepts one connection
+from every direct peer above it.  Each connection starts with the job handshake and an
 exchange of the region layout (services/meshwire.py: MeshHandshake), so ranks
 that were configured differently fail at init instead of corrupting memory.
 
@@ -13,18 +22,86 @@ stall, not a failure: the listener rests for a back-off (or until the first
 handshake under way expires and frees its descriptor), then accepts again.
 """
 import errno
+import resource
 import select
 import socket
 import sys
 import time
 
 from libdsm_services import meshwire, wire
+from libdsm import hostshare
 from libdsm.errors import ConfigError, DsmError, PeerError
+
+MAX_RANKS = 1024
+"""The most ranks of a job: the C core's DSM_MAX_RANKS (csrc/ground.h)."""
+MAX_RANK_COPIES = 64
+"""... of a job where every rank keeps its own copy of each page (share='rank'): the
+core's copysets are 64-bit masks of ranks (DSM_MAX_RANK_COPIES)."""
 
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 """accept() errors that mean "no descriptor or buffer now": wait, then accept again."""
+FD_MARGIN, FD_MIN = 256, 16
+"""Descriptors a rank wants, and needs at least, besides its connections (the region,
+the program's files)."""
 BACKOFF = (0.05, 1.0)
 """The listener's first and longest rest, in seconds, after running out of descriptors."""
+
+
+def check_size(leaders, share):
+    """Refuse a job of more ranks, or copies of the memory, than the core allows
+    (ConfigError): MAX_RANKS ranks, and MAX_RANK_COPIES hosts, each rank counting
+    as a host of its own in per-rank mode (the copysets are 64-bit masks)."""
+    size = len(leaders)
+    if size > MAX_RANKS:
+        raise ConfigError("%d ranks: a job has at most %d" % (size, MAX_RANKS))
+    if share == "rank" and size > MAX_RANK_COPIES:
+        raise ConfigError("%d ranks: a job where every rank keeps its own copy of each page "
+                          "(share='rank', the default) has at most %d, as the copysets are "
+                          "64-bit masks of ranks; share memory per host (DSM_SHARE=host) for "
+                          "up to %d" % (size, MAX_RANK_COPIES, MAX_RANKS))
+    if len(set(leaders)) > MAX_RANK_COPIES:
+        raise ConfigError("%d hosts: a job has at most %d, as the copysets are 64-bit masks "
+                          "of hosts" % (len(set(leaders)), MAX_RANK_COPIES))
+
+
+def structure(hostnames, share, vhosts):
+    """Every rank's host leader: the lowest rank of its host key (DSM_SHARE=host or
+    DSM_VHOSTS > 1), or itself (per-rank mode: each rank counts as a host)."""
+    if share != "host" and vhosts == 1:
+        return list(range(len(hostnames)))
+    first = {}
+    return [first.setdefault(key, r)
+            for r, key in enumerate(hostshare.host_keys(hostnames, vhosts))]
+
+
+def direct(leaders, a, b):
+    """Do ranks a and b hold a connection to each other (route.h's route_direct)?"""
+    return a != b and ((leaders[a] == a and leaders[b] == b) or leaders[a] == b
+                       or leaders[b] == a)
+
+
+def next_hop(leaders, a, d):
+    """Where rank a sends a message for rank d (route.h's route_next)."""
+    if direct(leaders, a, d):
+        return d
+    return leaders[a] if leaders[a] != a else leaders[d]
+
+
+def make_room(rank, connections):
+    """Raise this process's soft limit on open files (ulimit -n) towards its
+    connections and FD_MARGIN more, as far as the hard limit allows: a leader
+    of 1,000 ranks holds 1,000 sockets, past the usual soft limit of 1,024.
+    ConfigError when the hard limit cannot hold the connections and FD_MIN more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < connections + FD_MIN:
+        raise ConfigError("rank %d holds %d connections (it leads its host's ranks), but may "
+                          "open only %d files (ulimit -Hn): raise the hard limit to %d or more"
+                          % (rank, connections, hard, connections + FD_MARGIN), rank)
+    want = connections + FD_MARGIN
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _connect(ctx, peer, layout, timeout):
@@ -50,8 +127,8 @@ def _connect(ctx, peer, layout, timeout):
 class _Acceptor:
     """The accepting side: the listener and the handshakes under way (fd -> wire.Incoming)."""
 
-    def __init__(self, ctx, socks, layout):
-        self.ctx, self.socks, self.layout = ctx, socks, layout
+    def __init__(self, ctx, socks, layout, leaders):
+        self.ctx, self.socks, self.layout, self.leaders = ctx, socks, layout, leaders
         self.pending = {}
         self.poll = select.poll()
         self.poll.register(ctx.listener, select.POLLIN)
@@ -60,7 +137,8 @@ class _Acceptor:
         ctx.listener.setblocking(False)
 
     def missing(self):
-        return [r for r in range(self.ctx.rank + 1, self.ctx.size) if self.socks[r] is None]
+        return [r for r in range(self.ctx.rank + 1, self.ctx.size)
+                if self.socks[r] is None and direct(self.leaders, self.ctx.rank, r)]
 
     def wait(self, deadline):
         """Handle what happens until the next deadline (ours or a handshake's)."""
@@ -115,6 +193,10 @@ class _Acceptor:
     def _check_peer(self, ident):
         if not self.ctx.rank < ident < self.ctx.size or self.socks[ident] is not None:
             raise wire.HandshakeError("unexpected connection claiming rank %d" % ident)
+        if not direct(self.leaders, self.ctx.rank, ident):
+            raise wire.HandshakeError("rank %d connected, but it reaches this rank through the "
+                                      "host leaders: give every rank the same DSM_SHARE and "
+                                      "DSM_VHOSTS" % ident)
 
     def _advance(self, inc):
         try:
@@ -148,10 +230,10 @@ class _Acceptor:
             inc.sock.close()
 
 
-def _accept_all(ctx, socks, layout, timeout):
-    """Accept every rank above us within timeout seconds."""
+def _accept_all(ctx, socks, layout, leaders, timeout):
+    """Accept every direct peer above us within timeout seconds."""
     deadline = time.monotonic() + timeout
-    acceptor = _Acceptor(ctx, socks, layout)
+    acceptor = _Acceptor(ctx, socks, layout, leaders)
     try:
         while acceptor.missing():
             if time.monotonic() >= deadline:
@@ -162,16 +244,21 @@ def _accept_all(ctx, socks, layout, timeout):
         acceptor.close()
 
 
-def build(ctx, layout, timeout):
-    """Return a list of file descriptors, one per rank (None for ourselves).
+def build(ctx, layout, timeout, leaders=None):
+    """Return a list of file descriptors, one per rank: the connection to each
+    direct peer in the structure of `leaders` (default: the full mesh), None for
+    ourselves and the ranks reached through the leaders.
 
     The sockets are detached: the C core owns the descriptors from here on.
     """
+    leaders = list(range(ctx.size)) if leaders is None else leaders
+    make_room(ctx.rank, sum(direct(leaders, ctx.rank, r) for r in range(ctx.size)))
     socks = [None] * ctx.size
     try:
         for peer in range(ctx.rank):
-            socks[peer] = _connect(ctx, peer, layout, timeout)
-        _accept_all(ctx, socks, layout, timeout)
+            if direct(leaders, ctx.rank, peer):
+                socks[peer] = _connect(ctx, peer, layout, timeout)
+        _accept_all(ctx, socks, layout, leaders, timeout)
     except BaseException as e:
         for s in socks:
             if s is not None:

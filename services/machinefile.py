@@ -32,9 +32,11 @@ _HOST_RE = re.compile(r"[A-Za-z0-9_.:][A-Za-z0-9_.:%-]*\Z")
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 SPARE = "spare"
 """The word after a host that makes it a spare: ``node9 spare`` (or ``node9:spare``)."""
-MAX_RANKS = 64
+MAX_RANKS = 1024
 """The most ranks a job can have: the C core's DSM_MAX_RANKS (libdsm/csrc/ground.h;
-its copysets are 64-bit masks).  Every launcher check reads it from here."""
+the ranks of a host reach the others through its leader).  A job where every rank
+keeps its own copy of each page (DSM_SHARE=rank) has at most 64, which libdsm.init
+checks.  Every launcher check reads it from here."""
 
 
 class MachineFileError(ValueError):

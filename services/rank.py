@@ -126,7 +126,7 @@ def register(rank, master_addr, secret, timeout, listen="0.0.0.0"):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((listen, 0))
-    listener.listen(128)
+    listener.listen(1024)       # a host leader: every rank of its host connects at once
     wire.Message(wire.Message.REGISTER, {
         "rank": rank, "host": master.getsockname()[0],
         "port": listener.getsockname()[1]}).to_io(master)

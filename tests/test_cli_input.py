@@ -122,17 +122,17 @@ def test_the_rank_limit_is_the_c_cores():
 
 
 def test_n_over_the_limit_is_one_line_and_starts_nothing(tmp_path, prog):
-    r = run_dsmexec("-n", "65", str(prog))
-    assert usage_error(r) == "-n 65: a job has at most 64 ranks"
+    r = run_dsmexec("-n", "1025", str(prog))
+    assert usage_error(r) == "-n 1025: a job has at most 1024 ranks"
     assert len(r.stderr.splitlines()) == 5        # the error, 3 lines of synopsis, the hint
     assert started(tmp_path) == []
 
 
 @pytest.mark.parametrize("hosts, error", [
-    (",".join(["localhost"] * 65), "-H names 65 hosts, but a job has at most 64 ranks"),
-    ("localhost:1e20", "the slot count '1e20' is not a whole number from 1 to 64"),
-    ("a:-1", "the slot count '-1' is not a whole number from 1 to 64"),
-    ("a:65", "'a:65': 65 slots, but a job has at most 64 ranks"),
+    (",".join(["localhost"] * 1025), "-H names 1025 hosts, but a job has at most 1024 ranks"),
+    ("localhost:1e20", "the slot count '1e20' is not a whole number from 1 to 1024"),
+    ("a:-1", "the slot count '-1' is not a whole number from 1 to 1024"),
+    ("a:1025", "'a:1025': 1025 slots, but a job has at most 1024 ranks"),
     ("a,,b", "an empty host between commas"),
 ])
 def test_bad_hosts_are_refused(tmp_path, prog, hosts, error):
@@ -141,15 +141,15 @@ def test_bad_hosts_are_refused(tmp_path, prog, hosts, error):
 
 
 @pytest.mark.parametrize("line, error", [
-    ("localhost slots=1e20", "the slot count '1e20' is not a whole number from 1 to 64"),
-    ("localhost slots=1e12", "the slot count '1e12' is not a whole number from 1 to 64"),
+    ("localhost slots=1e20", "the slot count '1e20' is not a whole number from 1 to 1024"),
+    ("localhost slots=1e12", "the slot count '1e12' is not a whole number from 1 to 1024"),
     ("localhost slots=300000000", "'localhost slots=300000000': 300000000 slots, but a job "
-                                  "has at most 64 ranks"),
-    ("localhost:" + "9" * 5000, "9999 slots, but a job has at most 64 ranks"),
-    ("localhost slots=3e8", "the slot count '3e8' is not a whole number from 1 to 64"),
-    ("localhost slots=-2", "the slot count '-2' is not a whole number from 1 to 64"),
-    ("localhost slots=1.5", "the slot count '1.5' is not a whole number from 1 to 64"),
-    ("localhost:100", "'localhost:100': 100 slots, but a job has at most 64 ranks"),
+                                  "has at most 1024 ranks"),
+    ("localhost:" + "9" * 5000, "9999 slots, but a job has at most 1024 ranks"),
+    ("localhost slots=3e8", "the slot count '3e8' is not a whole number from 1 to 1024"),
+    ("localhost slots=-2", "the slot count '-2' is not a whole number from 1 to 1024"),
+    ("localhost slots=1.5", "the slot count '1.5' is not a whole number from 1 to 1024"),
+    ("localhost:2000", "'localhost:2000': 2000 slots, but a job has at most 1024 ranks"),
 ])
 def test_absurd_slots_are_refused(tmp_path, prog, line, error):
     hosts = machine_file(tmp_path, "localhost", line)
@@ -161,7 +161,7 @@ def test_absurd_slots_are_refused(tmp_path, prog, line, error):
 def test_a_huge_machine_file_is_refused_while_it_is_read(tmp_path, prog):
     hosts = machine_file(tmp_path, *["localhost"] * 10000)
     assert usage_error(run_dsmexec(hosts, str(prog))) == (
-        "machine file %s, line 65: more than 64 slots, the most ranks a job can have; give "
+        "machine file %s, line 1025: more than 1024 slots, the most ranks a job can have; give "
         "-n N to use the first N" % hosts)
     assert started(tmp_path) == []
     r = run_dsmexec("-n", "2", hosts, str(prog))       # its first slots are fine

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(240)
 # include headers of its own layer or below, never above.
 LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "reduce": 0, "dsm_api": 0, "trace": 0,
           "region": 1, "hostmem": 1, "transport": 1, "comm": 1, "commstep": 1, "peer": 1, "net": 1,
+          "route": 1,
           "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_pin": 2, "coh_place": 2,
           "coh": 2, "coh_sc": 2,
           "coll": 2,

@@ -122,8 +122,8 @@ def test_allocation_hosts_from_scontrol():
 @pytest.mark.parametrize("env,message", [
     ({}, "needs a Slurm allocation"),
     ({"SLURM_JOB_ID": "5"}, "give -n"),
-    ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "65"},
-     "the allocation has 65 tasks, but a job has at most 64 ranks: give -n N"),
+    ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "1025"},
+     "the allocation has 1025 tasks, but a job has at most 1024 ranks: give -n N"),
 ])
 def test_allocation_errors(env, message):
     with pytest.raises(slurm.SlurmError, match=message):

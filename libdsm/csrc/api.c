@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "comm.h"
+#include "hostmem.h"
 #include "fault.h"
 #include "ops.h"
 #include "waitsig.h"
@@ -46,10 +47,9 @@ uint64_t dsm_page_size(void)
     return (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-static int check_config(const struct dsm_config *c, const int *peer_fds, char *err)
+static int check_config(const struct dsm_config *c, char *err)
 {
     uint64_t ps = dsm_page_size();
-    int r;
     if (c->nranks < 1 || c->nranks > DSM_MAX_RANKS || c->rank < 0 || c->rank >= c->nranks) {
         dsm_err(err, "rank %d of %d: ranks must number 1 to %d", c->rank, c->nranks,
                 DSM_MAX_RANKS);
@@ -65,11 +65,6 @@ static int check_config(const struct dsm_config *c, const int *peer_fds, char *e
                 (unsigned long long)c->base, (unsigned long long)ps);
         return DSM_EINVAL;
     }
-    for (r = 0; r < c->nranks; r++)
-        if (r != c->rank && peer_fds[r] < 0) {
-            dsm_err(err, "no connection to rank %d", r);
-            return DSM_EINVAL;
-        }
     return DSM_OK;
 }
 
@@ -108,7 +103,7 @@ static void revoke_in_child(void)
         region_revoke(&D.region);
 }
 
-int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
+int dsm_start(const struct dsm_config *cfg, const int *peer_fds, const int *leaders, char *err)
 {
     struct core *c = &D.core;
     int rc;
@@ -116,7 +111,7 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
         dsm_err(err, "the DSM was already started in this process");
         return DSM_ESTATE;
     }
-    if ((rc = check_config(cfg, peer_fds, err)))
+    if ((rc = check_config(cfg, err)))
         return rc;
     core_init(c);
     c->rank = cfg->rank;
@@ -132,7 +127,14 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err)
     c->heartbeat_ns = (uint64_t)cfg->heartbeat_ms * 1000000;
     if ((rc = region_map(&D.region, c, cfg->base, cfg->size, err)))
         return rc;
-    if ((rc = comm_open(&D.tp, c, peer_fds, cfg->master_fd, err)))
+    if (c->nranks > DSM_MAX_RANK_COPIES && !hostmem_get()) {    /* the region took no memfd */
+        dsm_err(err, "%d ranks: a job where every rank keeps its own copy of each page "
+                "(share='rank') has at most %d (copysets are 64-bit masks of ranks); share "
+                "memory per host (DSM_SHARE=host) for more", c->nranks, DSM_MAX_RANK_COPIES);
+        rc = DSM_EINVAL;
+        goto err_region;
+    }
+    if ((rc = comm_open(&D.tp, c, peer_fds, leaders, cfg->master_fd, err)))
         goto err_region;
     if ((rc = ops_init(&D.ops, c, &D.tp, &D.coh, &D.coll, &D.locks,
                        (uint64_t)cfg->twin_limit_mb << 20, cfg->nlocks, err)))

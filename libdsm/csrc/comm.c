@@ -2,7 +2,8 @@
  * ppoll() loop over the peer sockets, the wake-up eventfd and the
  * connection to dsmexec.  It frames messages, keeps a non-blocking outbox
  * per peer (so two ranks sending to each other can never both block), runs
- * deferred messages, delivers through transport.c, and closes the
+ * deferred messages, delivers through transport.c (or passes a message
+ * for another rank on, as a host leader: route.h), and closes the
  * connections at finalize.  It never takes the GIL and never runs Python.
  *
  * Liveness is the comm thread's too, so a rank whose Python is busy in a
@@ -42,8 +43,12 @@ struct comm {
     uint64_t awake_until;       /* the comm thread polls without sleeping until then */
     struct transport *t;
     struct core *c;
-    struct peer *peers;
-    struct pollfd *fds;         /* evfd, master, then one per rank */
+    struct peer *peers;         /* by rank; those not in `direct` have no connection */
+    struct route route;         /* the connection structure (route.h) */
+    struct relay relay;         /* passing messages on (peer.h) */
+    int *direct, ndirect;       /* the ranks this rank holds a connection to */
+    struct pollfd *fds;         /* evfd, master, then one per direct peer */
+    struct pollfd *app_fds;     /* app_poll's, one per direct peer (under loop_mu) */
     struct deferred *deferred;  /* sorted by due */
     int evfd;
     struct loss_report report;  /* the LOST_PEER message to dsmexec (peer.h) */
@@ -63,15 +68,17 @@ static void wake(struct comm *cm)
 
 static void op_send(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    peer_send(&((struct comm *)t->backend)->peers[dst], m, payload, 0);
+    struct comm *cm = t->backend;
+    peer_send(&cm->peers[route_next(&cm->route, dst)], dst, m, payload, 0);
 }
 
 /* Straight onto the socket (saving a hand-off to the comm thread, which is
  * woken only to flush what did not fit). */
 static void op_send_app(struct transport *t, int dst, const struct msg *m, const void *payload)
 {
-    if (peer_send(&((struct comm *)t->backend)->peers[dst], m, payload, 1))
-        wake(t->backend);
+    struct comm *cm = t->backend;
+    if (peer_send(&cm->peers[route_next(&cm->route, dst)], dst, m, payload, 1))
+        wake(cm);
 }
 
 static void op_wake(struct transport *t)
@@ -100,8 +107,8 @@ static const struct transport_ops socket_ops = { op_send, op_send_app, op_wake, 
 
 /* ---------------------------------------------------------- finalize */
 
-/* DSM_FINALIZE: from ourselves (posted by dsm_finalize) tell every peer;
- * from a peer, note it. */
+/* DSM_FINALIZE: from ourselves (posted by dsm_finalize) tell every rank
+ * (through the leaders where there is no connection); from a rank, note it. */
 static void on_finalize(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct comm *cm = ctx;
@@ -190,6 +197,13 @@ static void on_heartbeat(void *ctx, const struct msg *m, const unsigned char *pa
 {
 }
 
+/* DSM_LOST: a leader lost a rank this one reaches through it (peer.h). */
+static void on_lost(void *ctx, const struct msg *m, const unsigned char *payload)
+{
+    struct comm *cm = ctx;
+    peer_lost_heard(&cm->peers[m->from], m, payload);
+}
+
 /* The peers as the heartbeat duty (live_duty, commstep.h) sees them. */
 static int hb_closed(void *ctx, int r)
 {
@@ -222,7 +236,7 @@ static void hb_beat(void *ctx, int r)
 {
     struct comm *cm = ctx;
     struct msg hb = { .type = DSM_HEARTBEAT, .origin = (uint16_t)cm->c->rank };
-    peer_send(&cm->peers[r], &hb, NULL, 0);
+    peer_send(&cm->peers[r], r, &hb, NULL, 0);
 }
 
 /* Self-fencing: once the job failed, the program has FENCE_NS to end
@@ -238,41 +252,39 @@ static void fence(struct comm *cm, uint64_t now)
               FENCE_NS / 1000000000ULL);
 }
 
-/* Receive from the peers whose fds[r] polled readable, deliver, and
- * settle (caller holds loop_mu). */
+/* Receive from the direct peers whose fds[i] polled readable, deliver,
+ * and settle (caller holds loop_mu). */
 static void peers_receive(struct comm *cm, const struct pollfd *fds)
 {
-    int r;
-    for (r = 0; r < cm->c->nranks; r++)
-        if (fds[r].fd >= 0 && (fds[r].revents & (POLLIN | POLLHUP | POLLERR)))
-            peer_read(&cm->peers[r], cm->self_finalized);
+    int i;
+    for (i = 0; i < cm->ndirect; i++)
+        if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            peer_read(&cm->peers[cm->direct[i]], cm->self_finalized);
     tp_settle(cm->t);
 }
 
 /* Write what the outboxes hold (caller holds loop_mu). */
 static void peers_flush(struct comm *cm)
 {
-    int r;
-    for (r = 0; r < cm->c->nranks; r++)
-        if (r != cm->c->rank)
-            peer_flush(&cm->peers[r]);
+    int i;
+    for (i = 0; i < cm->ndirect; i++)
+        peer_flush(&cm->peers[cm->direct[i]]);
 }
 
-/* The peers to poll into fds[0, nranks), for reading: every open one,
- * none (fd -1) while an application thread polls them (`leader`).  The
- * comm thread's own poll (`outbox`) also waits to write where an outbox
- * holds something.  Caller holds loop_mu. */
+/* The direct peers to poll into fds[0, ndirect), for reading: every open
+ * one, none (fd -1) while an application thread polls them (`leader`).
+ * The comm thread's own poll (`outbox`) also waits to write where an
+ * outbox holds something.  Caller holds loop_mu. */
 static void peer_fds(struct comm *cm, struct pollfd *fds, int leader, int outbox)
 {
-    int r;
-    for (r = 0; r < cm->c->nranks; r++) {
-        struct peer *p = &cm->peers[r];
-        fds[r] = (struct pollfd){ .fd = r == cm->c->rank || p->eof || leader ? -1 : p->fd,
-                                  .events = POLLIN };
+    int i;
+    for (i = 0; i < cm->ndirect; i++) {
+        struct peer *p = &cm->peers[cm->direct[i]];
+        fds[i] = (struct pollfd){ .fd = p->eof || leader ? -1 : p->fd, .events = POLLIN };
         if (!outbox)
             continue;
         mu_lock(&p->txmu, LK_TX);
-        fds[r].events |= (short)(p->tx.off < p->tx.len ? POLLOUT : 0);
+        fds[i].events |= (short)(p->tx.off < p->tx.len ? POLLOUT : 0);
         mu_unlock(&p->txmu, LK_TX);
     }
 }
@@ -284,7 +296,7 @@ static void hb_receive(void *ctx)
     struct comm *cm = ctx;
     struct timespec zero = { 0, 0 };
     peer_fds(cm, cm->fds + 2, 0, 0);
-    if (ppoll(cm->fds + 2, (nfds_t)cm->c->nranks, &zero, NULL) > 0)
+    if (ppoll(cm->fds + 2, (nfds_t)cm->ndirect, &zero, NULL) > 0)
         peers_receive(cm, cm->fds + 2);
 }
 
@@ -305,7 +317,7 @@ static void round_of_events(struct comm *cm)
     leader = !lead_watch(&cm->lead);
     peer_fds(cm, fds + 2, leader, 1);
     mu_unlock(&cm->loop_mu, LK_LOOP);
-    if (ppoll(fds, (nfds_t)(2 + cm->c->nranks), poll_timeout(cm, &ts, leader), NULL) < 0 &&
+    if (ppoll(fds, (nfds_t)(2 + cm->ndirect), poll_timeout(cm, &ts, leader), NULL) < 0 &&
         errno != EINTR)
         core_fail(cm->c, "ppoll: %s", strerror(errno));
     lead_unwatch(&cm->lead);
@@ -329,7 +341,9 @@ static void round_of_events(struct comm *cm)
     peers_flush(cm);
     if (cm->c->stats.msgs_recv != received)
         cm->awake_until = now_ns() + cm->c->spin_ns;
-    cm->stopping = live_finish(cm->c->nranks, cm->c->rank, cm->self_finalized, &finish_io, cm);
+    /* a leader ends once it also passed on every finalize routed through it */
+    cm->stopping = live_finish(cm->c->nranks, cm->c->rank, cm->self_finalized &&
+                               cm->relay.finalizes == route_transits(&cm->route), &finish_io, cm);
     fence(cm, now_ns());
     mu_unlock(&cm->loop_mu, LK_LOOP);
 }
@@ -345,7 +359,7 @@ static void round_of_events(struct comm *cm)
 static void app_poll(void *ctx, uint64_t until)
 {
     struct comm *cm = ctx;
-    struct pollfd fds[DSM_MAX_RANKS];
+    struct pollfd *fds = cm->app_fds;
     struct timespec zero = { 0, 0 };
     int got = 0;
     if (lead_join(&cm->lead))
@@ -353,7 +367,7 @@ static void app_poll(void *ctx, uint64_t until)
     while (!got && !cm->stopping && now_ns() < until) {
         if (!mu_trylock(&cm->loop_mu, LK_LOOP)) {
             peer_fds(cm, fds, 0, 0);
-            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->c->nranks, &zero, NULL) > 0)) {
+            if (!cm->stopping && (got = ppoll(fds, (nfds_t)cm->ndirect, &zero, NULL) > 0)) {
                 peers_receive(cm, fds);
                 peers_flush(cm);
             }
@@ -369,13 +383,12 @@ static void app_poll(void *ctx, uint64_t until)
 static void *comm_main(void *arg)
 {
     struct comm *cm = arg;
-    int r;
+    int i;
     while (!cm->stopping)
         round_of_events(cm);
     mu_lock(&cm->loop_mu, LK_LOOP);
-    for (r = 0; r < cm->c->nranks; r++)
-        if (r != cm->c->rank)
-            close(cm->peers[r].fd);
+    for (i = 0; i < cm->ndirect; i++)
+        close(cm->peers[cm->direct[i]].fd);
     mu_unlock(&cm->loop_mu, LK_LOOP);
     core_lock(cm->c);
     cm->c->phase = PHASE_FINISHED;
@@ -386,46 +399,86 @@ static void *comm_main(void *arg)
 
 /* ---------------------------------------------------------- life cycle */
 
-int comm_open(struct transport *t, struct core *c, const int *peer_fds, int master_fd,
-              char *err)
+/* The ranks this rank holds a connection to, from the route, each with
+ * its socket from peer_fds: DSM_OK, or DSM_EINVAL when one is missing. */
+static int take_direct(struct comm *cm, const int *peer_fds, char *err)
+{
+    struct core *c = cm->c;
+    int r;
+    for (r = 0; r < c->nranks; r++) {
+        int direct = route_direct(&cm->route, c->rank, r);
+        if (direct && peer_fds[r] < 0) {
+            dsm_err(err, "no connection to rank %d", r);
+            return DSM_EINVAL;
+        }
+        peer_init(&cm->peers[r], cm->t, r, direct ? peer_fds[r] : -1, &cm->report, &cm->relay);
+        if (direct)
+            cm->direct[cm->ndirect++] = r;
+    }
+    c->stats.connections = (uint64_t)cm->ndirect;
+    return DSM_OK;
+}
+
+/* Free what comm_open allocated (the peer sockets stay the caller's). */
+static void comm_free(struct comm *cm)
+{
+    int r;
+    if (cm->peers)
+        for (r = 0; r < cm->c->nranks; r++)
+            peer_free(&cm->peers[r]);
+    if (cm->evfd >= 0)
+        close(cm->evfd);
+    route_free(&cm->route);
+    free(cm->peers);
+    free(cm->direct);
+    free(cm->fds);
+    free(cm->app_fds);
+    free(cm);
+}
+
+int comm_open(struct transport *t, struct core *c, const int *peer_fds, const int *leaders,
+              int master_fd, char *err)
 {
     struct comm *cm = calloc(1, sizeof *cm);
-    int r, rc = DSM_ESYS;
-    if (cm)
-        cm->evfd = -1;
-    if (!cm || !(cm->peers = calloc((size_t)c->nranks, sizeof *cm->peers)) ||
-        !(cm->fds = calloc((size_t)c->nranks + 2, sizeof *cm->fds))) {
-        dsm_err_sys(err, ENOMEM, "comm thread state");
-        goto err;
-    }
+    size_t n = (size_t)c->nranks;
+    int i, rc;
+    if (!cm)
+        return dsm_err_sys(err, ENOMEM, "comm thread state");
+    cm->evfd = -1;
     cm->t = t;
     cm->c = c;
+    if ((rc = route_init(&cm->route, c->nranks, c->rank, leaders, err))) {
+        free(cm);
+        return rc;
+    }
+    if (!(cm->peers = calloc(n, sizeof *cm->peers)) || !(cm->direct = calloc(n, sizeof(int))) ||
+        !(cm->fds = calloc(n + 2, sizeof *cm->fds)) ||
+        !(cm->app_fds = calloc(n, sizeof *cm->app_fds))) {
+        rc = dsm_err_sys(err, ENOMEM, "comm thread state");
+        goto err;
+    }
     cm->report.master_fd = master_fd;
-    pthread_mutex_init(&cm->loop_mu, NULL);
+    cm->relay = (struct relay){ .peers = cm->peers, .route = &cm->route };
     live_init(&cm->live, c->heartbeat_ns, FENCE_NS, now_ns());
     if ((cm->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         rc = dsm_err_sys(err, errno, "eventfd");
         goto err;
     }
-    for (r = 0; r < c->nranks; r++) {
-        peer_init(&cm->peers[r], t, r, r == c->rank ? -1 : peer_fds[r], &cm->report);
-        if (r != c->rank && (rc = net_prepare(cm->peers[r].fd, err)))
+    if ((rc = take_direct(cm, peer_fds, err)))
+        goto err;
+    for (i = 0; i < cm->ndirect; i++)
+        if ((rc = net_prepare(cm->peers[cm->direct[i]].fd, err)))
             goto err;
-    }
+    pthread_mutex_init(&cm->loop_mu, NULL);
     cm->fds[0] = (struct pollfd){ .fd = cm->evfd, .events = POLLIN };
     cm->fds[1] = (struct pollfd){ .fd = master_fd, .events = POLLRDHUP };
     tp_init(t, c, &socket_ops, cm);
     tp_register(t, DSM_FINALIZE, on_finalize, cm, 0);
     tp_register(t, DSM_HEARTBEAT, on_heartbeat, cm, 0);
+    tp_register(t, DSM_LOST, on_lost, cm, PEER_LOST_MAX);
     return DSM_OK;
 err:
-    if (cm) {
-        if (cm->evfd >= 0)
-            close(cm->evfd);
-        free(cm->peers);
-        free(cm->fds);
-        free(cm);
-    }
+    comm_free(cm);
     return rc;
 }
 
@@ -452,7 +505,6 @@ void comm_join(struct transport *t)
 void comm_close(struct transport *t)
 {
     struct comm *cm = t->backend;
-    int r;
     if (!cm)
         return;
     cm->c->poll = NULL;
@@ -461,13 +513,8 @@ void comm_close(struct transport *t)
         cm->deferred = d->next;
         free(d);
     }
-    for (r = 0; r < cm->c->nranks; r++)
-        peer_free(&cm->peers[r]);
-    close(cm->evfd);
     pthread_mutex_destroy(&cm->loop_mu);
-    free(cm->peers);
-    free(cm->fds);
-    free(cm);
+    comm_free(cm);
     tp_free(t);
     t->backend = NULL;
 }

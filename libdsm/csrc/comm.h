@@ -5,11 +5,12 @@
 
 struct comm;
 
-/* Take over the peer sockets (peer_fds[r] for r != rank) and build the
+/* Take over the peer sockets (peer_fds[r] for each rank r this rank holds
+ * a connection to in the structure of `leaders`: route.h) and build the
  * transport over them; the thread starts with comm_run.  On failure
  * nothing is left allocated and the sockets are still the caller's. */
-int comm_open(struct transport *t, struct core *c, const int *peer_fds, int master_fd,
-              char *err);
+int comm_open(struct transport *t, struct core *c, const int *peer_fds, const int *leaders,
+              int master_fd, char *err);
 /* Start the comm thread.  `wait_reply`: waiting threads receive their
  * replies themselves (core.poll). */
 int comm_run(struct transport *t, int wait_reply, char *err);

@@ -3,7 +3,7 @@
  * only: no includes, no guards, no macros beyond integer constants. */
 
 #define DSM_CORE_MAJOR 2
-#define DSM_CORE_MINOR 3
+#define DSM_CORE_MINOR 4
 #define DSM_ERRLEN 256
 
 /* Return codes.  Every call that can fail fills a caller's err[DSM_ERRLEN]
@@ -94,6 +94,8 @@ struct dsm_stats {
     uint64_t lock_wait_ns;    /* ... acquiring locks */
     uint64_t readahead_early; /* read-ahead runs asked for at a trigger page, before the last ended */
     uint64_t opened_by_waiter;/* pages the faulting thread opened itself (no TLB flush elsewhere) */
+    uint64_t connections;     /* ranks this rank holds a connection to (others: via leaders) */
+    uint64_t forwarded;       /* messages this rank passed on for others, as a host leader */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */
@@ -127,9 +129,13 @@ uint64_t dsm_describe_waits(char *buf, uint64_t len);
 uint64_t dsm_page_size(void);
 
 /* Map the region, install the SIGSEGV handler and start the comm thread.
- * peer_fds[r] is the connected socket to rank r (ignored for r == rank);
- * the core owns them from here on. */
-int dsm_start(const struct dsm_config *cfg, const int *peer_fds, char *err);
+ * leaders[r] is rank r's host leader (libdsm/mesh.py; NULL: every rank its
+ * own, the full mesh); peer_fds[r] is the connected socket to rank r where
+ * this rank and r hold one (the ranks of a host and their leader, the
+ * leaders among themselves), else -1, ignored for r == rank; the core owns
+ * them from here on.  Without DSM_SHARE=host a job has at most
+ * DSM_MAX_RANK_COPIES ranks (copysets are 64-bit masks of ranks). */
+int dsm_start(const struct dsm_config *cfg, const int *peer_fds, const int *leaders, char *err);
 
 /* Fetch pages [first, first + n) for reading (write = 0) or writing, and
  * wait until they are all here. */

@@ -11,6 +11,7 @@
  *   transport.c  layer 1: the handler table, messages to ourselves, settling
  *   comm.c       layer 1: the socket backend of the transport (the comm thread)
  *   commstep.c   layer 1: the comm thread's decisions, step functions of the time
+ *   route.c      layer 1: the connection structure (host leaders) and the routes over it
  *   peer.c       layer 1: one connection of it: framing, outbox, payloads in place
  *   net.c        layer 1: socket helpers
  *   coh.c        layer 2: coherence, the model chosen once (struct coh_proto)
@@ -46,7 +47,8 @@
 #include "dsm_api.h"
 #include "trace.h"
 
-#define DSM_MAX_RANKS 64        /* copysets are 64-bit masks */
+#define DSM_MAX_RANKS 1024      /* ranks of a job: routed through host leaders (route.h) */
+#define DSM_MAX_RANK_COPIES 64  /* ... of a per-rank job: copysets are 64-bit masks of ranks */
 
 enum dsm_phase { PHASE_IDLE, PHASE_RUNNING, PHASE_FINISHED };
 

@@ -13,15 +13,18 @@
 #define RX_CHUNK (64 * 1024)    /* bytes one recv asks for, besides payloads received in place */
 #define DIRECT_MIN 4096         /* payloads this large are sent without a copy */
 #define LOST_PEER 5             /* services/wire.py Message.LOST_PEER */
+#define LOST_HEAD 3             /* DSM_LOST's payload: how (1: silent), the finder (u16), why */
 
 void peer_init(struct peer *p, struct transport *t, int rank, int fd,
-               struct loss_report *report)
+               struct loss_report *report, struct relay *relay)
 {
     memset(p, 0, sizeof *p);
     p->t = t;
     p->rank = rank;
     p->fd = fd;
+    p->eof = p->shut = fd < 0;
     p->report = report;
+    p->relay = relay;
     p->last_rx_ns = p->last_tx_ns = now_ns();
     pthread_mutex_init(&p->txmu, NULL);
 }
@@ -111,51 +114,37 @@ static void tell_launcher(struct loss_report *rep, int peer, const char *how, co
     }
 }
 
-void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
+/* Send an encoded header and its payload (len bytes) of type `type`.  It
+ * goes straight onto the socket, behind what the outbox holds, with no
+ * copy, when it is `now` (application threads, to save a hand-off) or
+ * carries a payload of DIRECT_MIN bytes or more (pages are sent from the
+ * read/write view: the kernel copies them before sendmsg returns).  Other
+ * messages, and what the socket did not take, go into the outbox, which
+ * the comm thread flushes at the end of each round of events, so that a
+ * burst of small messages leaves in a few writes.  Returns 1 if something
+ * is left in the outbox. */
+static int transmit(struct peer *p, const unsigned char *hdr, int type, const void *payload,
+                    size_t len, int now)
 {
-    char why[DSM_ERRLEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    tell_launcher(p->report, p->rank, how, why);
-    core_fail_peer(p->t->core, p->rank, "%s", why);
-}
-
-/* Send to a peer.  A message goes straight onto the socket, behind what
- * the outbox holds, with no copy, when it is `now` (application threads,
- * to save a hand-off) or carries a payload of DIRECT_MIN bytes or more
- * (pages are sent from the read/write view: the kernel copies them before
- * sendmsg returns).  Other messages, and what the socket did not take, go
- * into the outbox, which the comm thread flushes at the end of each round
- * of events, so that a burst of small messages leaves in a few writes.
- * Returns 1 if something is left in the outbox. */
-int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
-{
-    unsigned char hdr[MSG_WIRE_SIZE];
     size_t queued, sent = 0;
     ssize_t n;
     int left, oom = 0;
-    msg_encode(m, hdr);
-    __atomic_fetch_add(&p->t->core->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
-    if (m->type == DSM_PAGE && m->len)
-        __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
-                           __ATOMIC_RELAXED);
     mu_lock(&p->txmu, LK_TX);
     if (p->eof || p->shut) {
         mu_unlock(&p->txmu, LK_TX);
-        peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
-                  msg_name(m->type), p->rank);
+        if (type != DSM_LOST)   /* a loss being recorded already: not a loss of p */
+            peer_lost(p, "closed", "cannot send %s to rank %d: its connection is closed",
+                      msg_name(type), p->rank);
         return 0;
     }
     queued = p->tx.len - p->tx.off;
-    if (now || m->len >= DIRECT_MIN) {
-        if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload,
-                                m->len)) < 0) {
+    if (now || len >= DIRECT_MIN) {
+        if ((n = net_send_frame(p->fd, p->tx.data + p->tx.off, queued, hdr, payload, len)) < 0) {
             int e = errno;
             mu_unlock(&p->txmu, LK_TX);
-            peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(m->type), p->rank,
-                      strerror(e));
+            if (type != DSM_LOST)
+                peer_lost(p, "closed", "send %s to rank %d: %s", msg_name(type), p->rank,
+                          strerror(e));
             return 0;
         }
         sent = (size_t)n;
@@ -165,8 +154,8 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
     if (sent < MSG_WIRE_SIZE)
         oom |= buf_append(&p->tx, hdr + sent, MSG_WIRE_SIZE - sent);
     sent = sent > MSG_WIRE_SIZE ? sent - MSG_WIRE_SIZE : 0;
-    if (m->len > sent)
-        oom |= buf_append(&p->tx, (const unsigned char *)payload + sent, m->len - sent);
+    if (len > sent)
+        oom |= buf_append(&p->tx, (const unsigned char *)payload + sent, len - sent);
     left = p->tx.off < p->tx.len;
     if (!left)
         p->tx.off = p->tx.len = 0;
@@ -174,9 +163,109 @@ int peer_send(struct peer *p, const struct msg *m, const void *payload, int now)
         p->last_tx_ns = now_ns();
     mu_unlock(&p->txmu, LK_TX);
     if (oom)
-        core_fail(p->t->core, "out of memory buffering %s for rank %d", msg_name(m->type),
+        core_fail(p->t->core, "out of memory buffering %s for rank %d", msg_name(type),
                   p->rank);
     return left;
+}
+
+/* Tell each direct peer but `from` that has no connection of its own to
+ * rank `lost` (one reached through this rank) that it is lost, as rank
+ * `finder` found (payload: how, finder, why): once per process, straight
+ * onto the sockets, before the failure is recorded (a waiting thread may
+ * end the process as soon as it is), so that on each connection the notice
+ * comes before this rank's end of stream, and the peer names `lost`. */
+static void spread_loss(struct relay *rl, int lost, int from, int finder, const char *how,
+                        const char *why)
+{
+    const struct route *rt = rl->route;
+    unsigned char body[PEER_LOST_MAX], hdr[MSG_WIRE_SIZE];
+    struct msg m = { .type = DSM_LOST, .origin = (uint16_t)lost, .from = (uint16_t)rt->self };
+    size_t n = strnlen(why, DSM_ERRLEN - 1);
+    int r;
+    if (__atomic_exchange_n(&rl->spread, 1, __ATOMIC_SEQ_CST))
+        return;
+    body[0] = how[0] == 's';
+    body[1] = (unsigned char)(finder >> 8);
+    body[2] = (unsigned char)finder;
+    memcpy(body + LOST_HEAD, why, n);
+    m.len = (uint32_t)(LOST_HEAD + n);
+    for (r = 0; r < rt->nranks; r++) {
+        struct peer *q = &rl->peers[r];
+        if (r == from || r == lost || !route_direct(rt, rt->self, r) ||
+            route_direct(rt, r, lost) || __atomic_load_n(&q->eof, __ATOMIC_RELAXED))
+            continue;
+        m.to = (uint16_t)r;
+        msg_encode(&m, hdr);
+        transmit(q, hdr, DSM_LOST, body, m.len, 1);
+    }
+}
+
+void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
+{
+    char why[DSM_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    tell_launcher(p->report, p->rank, how, why);
+    spread_loss(p->relay, p->rank, -1, p->t->core->rank, how, why);
+    core_fail_peer(p->t->core, p->rank, "%s", why);
+}
+
+/* dsmexec hears of the loss from the rank that found it: this rank tells
+ * it nothing, not even of the losses that follow (its leader closing). */
+void peer_lost_heard(struct peer *p, const struct msg *m, const unsigned char *payload)
+{
+    char why[DSM_ERRLEN];
+    int finder;
+    if (m->len < LOST_HEAD)
+        return;
+    finder = payload[1] << 8 | payload[2];
+    snprintf(why, sizeof why, "%.*s", (int)(m->len - LOST_HEAD), (const char *)payload + LOST_HEAD);
+    if (p->report)
+        __atomic_store_n(&p->report->sent, 1, __ATOMIC_SEQ_CST);
+    spread_loss(p->relay, m->origin, m->from, finder, payload[0] ? "silent" : "closed", why);
+    core_fail_peer(p->t->core, m->origin, "%s (found by rank %d)", why, finder);
+}
+
+int peer_send(struct peer *p, int to, const struct msg *m, const void *payload, int now)
+{
+    unsigned char hdr[MSG_WIRE_SIZE];
+    struct msg w = *m;
+    w.from = (uint16_t)p->t->core->rank;
+    w.to = (uint16_t)to;
+    msg_encode(&w, hdr);
+    __atomic_fetch_add(&p->t->core->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
+    if (m->type == DSM_PAGE && m->len)
+        __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
+                           __ATOMIC_RELAXED);
+    return transmit(p, hdr, m->type, payload, m->len, now);
+}
+
+/* Comm thread: pass a received message (its header as it came, and its
+ * payload) on to the next hop towards m->to. */
+static void forward(struct peer *p, const struct msg *m, const unsigned char *hdr,
+                    const unsigned char *payload)
+{
+    struct relay *rl = p->relay;
+    rl->finalizes += m->type == DSM_FINALIZE;
+    p->t->core->stats.forwarded++;
+    transmit(&rl->peers[route_next(rl->route, m->to)], hdr, m->type, payload, m->len, 0);
+}
+
+/* A received header names two other ranks as its sender and destination,
+ * and came the way this rank's route to its sender runs (routes are
+ * symmetric): 0, or -1 with the failure recorded. */
+static int check_route(struct peer *p, const struct msg *m)
+{
+    const struct route *rt = p->relay->route;
+    if (m->from < rt->nranks && m->to < rt->nranks && m->from != m->to &&
+        m->from != rt->self && route_next(rt, m->from) == p->rank)
+        return 0;
+    core_fail(p->t->core, "protocol error: %s from rank %d to rank %d came over rank %d's "
+              "connection, which is not on the route between them", msg_name(m->type),
+              m->from, m->to, p->rank);
+    return -1;
 }
 
 /* Count and run one received message. */
@@ -196,10 +285,16 @@ static void parse(struct peer *p)
         unsigned char *h = p->rx.data + p->rx.off;
         size_t have = p->rx.len - p->rx.off - MSG_WIRE_SIZE;
         msg_decode(h, &m);
-        m.from = (uint16_t)p->rank;
-        if (tp_check(p->t, &m)) {
+        if (check_route(p, &m) || tp_check(p->t, &m)) {
             p->rx.off = p->rx.len;
             return;
+        }
+        if (m.to != p->t->core->rank) {
+            if (have < m.len)
+                return;
+            p->rx.off += MSG_WIRE_SIZE + m.len;
+            forward(p, &m, h, m.len ? h + MSG_WIRE_SIZE : NULL);
+            continue;
         }
         if (have < m.len && (p->sink = tp_sink_of(p->t, &m))) {
             memcpy(p->sink, h + MSG_WIRE_SIZE, have);

@@ -4,6 +4,7 @@
 #ifndef DSM_PEER_H
 #define DSM_PEER_H
 #include <sys/types.h>
+#include "route.h"
 #include "transport.h"
 
 /* How a rank tells dsmexec which peer it lost: one LOST_PEER control
@@ -15,6 +16,16 @@
 struct loss_report {
     int master_fd;              /* the connection to dsmexec; -1: none (run alone) */
     int sent;                   /* a report went out (atomic) */
+};
+
+/* Passing messages on: a message whose destination is another rank goes
+ * to the next hop of this rank's route to it (route.h), in C, on the comm
+ * thread.  Shared by the peers of one comm (comm.c owns it). */
+struct relay {
+    struct peer *peers;         /* every rank's entry, by rank */
+    const struct route *route;
+    uint64_t finalizes;         /* DSM_FINALIZE messages passed on (comm thread) */
+    int spread;                 /* a DSM_LOST went out (atomic): once per process */
 };
 
 struct buf {
@@ -38,24 +49,33 @@ struct peer {
     uint64_t last_rx_ns;        /* when a byte last came (comm thread) */
     uint64_t last_tx_ns;        /* when something was last sent (under txmu) */
     struct loss_report *report;
+    struct relay *relay;
 };
 
-/* Before use: the connection to `rank` over fd (not yet prepared). */
+/* Before use: the connection to `rank` over fd (not yet prepared); fd -1:
+ * no connection (a rank reached through the leaders), closed both ways. */
 void peer_init(struct peer *p, struct transport *t, int rank, int fd,
-               struct loss_report *report);
+               struct loss_report *report, struct relay *relay);
 void peer_free(struct peer *p);
-/* Send m (and m->len payload bytes).  `now`: an application thread, which
- * sends at once rather than leave it for the comm thread.  1 if something
- * is left in the outbox for peer_flush. */
-int peer_send(struct peer *p, const struct msg *m, const void *payload, int now);
+/* Send m (and m->len payload bytes) over p's connection to rank `to`:
+ * p's own rank, or one p is the next hop to.  `now`: an application
+ * thread, which sends at once rather than leave it for the comm thread.
+ * 1 if something is left in the outbox for peer_flush. */
+int peer_send(struct peer *p, int to, const struct msg *m, const void *payload, int now);
 /* Comm thread: receive what has come and deliver every complete message.
  * An end of stream before both sides finalized fails the job. */
 void peer_read(struct peer *p, int self_finalized);
 /* Comm thread: write as much of the outbox as the socket takes. */
 void peer_flush(struct peer *p);
 /* The rank of p is lost (how: "closed" or "silent"): report it to dsmexec
- * and record the failure (core_fail_peer, which takes no lock).  Any
- * thread but one holding p's txmu. */
+ * and record the failure (core_fail_peer, which takes no lock), and tell
+ * the direct peers that have no connection to it (DSM_LOST), so that they
+ * name it too rather than this rank when it ends.  Any thread but one
+ * holding a peer's txmu. */
 void peer_lost(struct peer *p, const char *how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+#define PEER_LOST_MAX (3 + DSM_ERRLEN)  /* DSM_LOST's payload bytes at most */
+/* Comm thread: a DSM_LOST came (m->origin, payload: how, then why): as
+ * peer_lost, naming that rank. */
+void peer_lost_heard(struct peer *p, const struct msg *m, const unsigned char *payload);
 #endif

@@ -29,6 +29,8 @@ enum msg_type {
     DSM_LOCK_TRY,       /* rank -> lock home: `lock` if it is free, else DSM_LOCK_BUSY */
     DSM_LOCK_BUSY,      /* lock home -> rank: your DSM_LOCK_TRY found it held */
     DSM_POST,           /* rank -> rank: one wake-up for the key in the payload (mbox.h) */
+    DSM_LOST,           /* host leader -> its direct peers that have no connection to
+                         * rank `origin`: it is lost (payload: peer.c's) */
     DSM_MSG_MAX
 };
 
@@ -61,11 +63,14 @@ struct lock_fields {            /* DSM_LOCK_* */
     uint16_t succ;              /* DSM_LOCK_NEXT: the next in the queue */
 };
 
-/* In memory (host order).  `from` is filled in by the receiver. */
+/* In memory (host order).  `from` and `to` are the true sender and the
+ * final destination, which a message routed through host leaders keeps on
+ * the wire (route.h); the sender's transport fills them in. */
 struct msg {
     uint8_t type;
     uint16_t origin;            /* the rank whose call started this exchange */
     uint16_t from;
+    uint16_t to;
     uint32_t len;               /* payload bytes following the header */
     union {
         struct page_fields pg;
@@ -74,7 +79,7 @@ struct msg {
     };
 };
 
-#define MSG_WIRE_SIZE 24
+#define MSG_WIRE_SIZE 28
 #define DSM_MAX_COLL (1u << 31)    /* payload bytes of one collective message */
 
 void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE]);

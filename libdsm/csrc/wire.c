@@ -2,7 +2,7 @@
  * knows what a message means; it only lays out the fields of each family.
  *
  * Layout, big-endian: type u8 @0, a u8 @1, origin u16 @2, len u32 @4,
- * b u64 @8, c u32 @16, d u32 @20, where
+ * b u64 @8, c u32 @16, d u32 @20, from u16 @24, to u16 @26, where
  *   page family: a = mode, b = page,  c = count, d = flags | server << 16
  *   collectives, finalize: b = epoch, c = round
  *   locks:                 b = lock,  c = seq,   d = succ */
@@ -19,7 +19,7 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
     [DSM_DIFF_ACK] = "DSM_DIFF_ACK", [DSM_HEARTBEAT] = "DSM_HEARTBEAT", [DSM_UNPIN] = "DSM_UNPIN",
     [DSM_PLACE] = "DSM_PLACE", [DSM_LOCK_TRY] = "DSM_LOCK_TRY", [DSM_LOCK_BUSY] = "DSM_LOCK_BUSY",
-    [DSM_POST] = "DSM_POST",
+    [DSM_POST] = "DSM_POST", [DSM_LOST] = "DSM_LOST",
 };
 
 const char *msg_name(int type)
@@ -75,7 +75,7 @@ static void from_slots(struct msg *m, const struct slots *s)
 void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE])
 {
     struct slots s;
-    uint16_t origin = htobe16(m->origin);
+    uint16_t origin = htobe16(m->origin), from = htobe16(m->from), to = htobe16(m->to);
     uint32_t len = htobe32(m->len), c, d;
     uint64_t b;
     to_slots(m, &s);
@@ -89,12 +89,14 @@ void msg_encode(const struct msg *m, unsigned char out[MSG_WIRE_SIZE])
     memcpy(out + 8, &b, 8);
     memcpy(out + 16, &c, 4);
     memcpy(out + 20, &d, 4);
+    memcpy(out + 24, &from, 2);
+    memcpy(out + 26, &to, 2);
 }
 
 void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m)
 {
     struct slots s;
-    uint16_t origin;
+    uint16_t origin, from, to;
     uint32_t len;
     memset(m, 0, sizeof *m);
     memcpy(&origin, in + 2, 2);
@@ -102,8 +104,12 @@ void msg_decode(const unsigned char in[MSG_WIRE_SIZE], struct msg *m)
     memcpy(&s.b, in + 8, 8);
     memcpy(&s.c, in + 16, 4);
     memcpy(&s.d, in + 20, 4);
+    memcpy(&from, in + 24, 2);
+    memcpy(&to, in + 26, 2);
     m->type = in[0];
     m->origin = be16toh(origin);
+    m->from = be16toh(from);
+    m->to = be16toh(to);
     m->len = be32toh(len);
     s.a = in[1];
     s.b = be64toh(s.b);
