@@ -11,7 +11,7 @@ from libdsm_services import rank as bootstrap
 from libdsm_services import wire
 
 pytestmark = pytest.mark.timeout(60)
-LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 3)
+LAYOUT = (1 << 26, 0x200000000000, 4, 4096, 2 << 16 | 4, 0, 1)
 
 
 def contexts(n, secret=None):
