@@ -49,7 +49,7 @@ clean:
 # printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
-	ring.c transport.c coh.c coh_app.c coh_serve.c coh_sc.c coh_rc.c coh_pin.c coh_place.c coll.c reduce.c \
+	ring.c transport.c coh.c coh_app.c coh_serve.c coh_sc.c coh_rc.c coh_pin.c coh_place.c coh_host.c coll.c reduce.c \
 	locks.c mbox.c ops.c ops_mode.c)
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build

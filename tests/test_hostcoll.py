@@ -86,10 +86,13 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path):
                         got["host"][1]), got
 
 
+# one host; and two virtual hosts (ranks 0-1 and 2), where the protocol runs
+# between the hosts' leaders and the collectives go over the connections
+@pytest.mark.parametrize("vhosts", ["1", "2"])
 @pytest.mark.parametrize("where", ["barrier", "bcast", "lock"])
-def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where):
+def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where, vhosts):
     p = run(tmp_path, 3, PROG, "diecoll", where,
-            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0"})
+            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0", "DSM_VHOSTS": vhosts})
     assert p.returncode == 137, p.stderr
     assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
                      re.M), p.stderr

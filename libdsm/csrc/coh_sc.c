@@ -85,10 +85,12 @@ static void flush_serves(struct coh *h)
     h->n_serves = 0;
 }
 
-/* DSM_FWD: serve the page to the requester (at the next flush). */
+/* DSM_FWD: serve the page to the requester (at the next flush), once the
+ * host's other ranks lowered their mappings (coh_host.c). */
 static void on_fwd(struct coh *h, const struct msg *m)
 {
-    if (held(h, m))
+    if (held(h, m) ||
+        coh_host_lower(h, m, m->pg.mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ))
         return;
     if (!coh_holds(h->c, m->pg.page)) {
         core_fail(h->c, "protocol error: asked to serve page %llu, which this rank does "
@@ -103,14 +105,15 @@ static void on_fwd(struct coh *h, const struct msg *m)
         .from = m->from };
 }
 
-/* DSM_INV: drop our read copy and acknowledge to the home. */
+/* DSM_INV: drop our read copy (the host's other ranks first: coh_host.c)
+ * and acknowledge to the home. */
 static void on_inv(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
     char err[DSM_ERRLEN];
     int failed;
-    if (held(h, m) || coh_claim(h, m))
+    if (held(h, m) || coh_host_lower(h, m, DSM_PROT_NONE) || coh_claim(h, m))
         return;
     failed = c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE, err);
     coh_unclaim(h, m->pg.page);
