@@ -59,10 +59,6 @@ def check_size(leaders, share):
                           "(share='rank', the default) has at most %d, as the copysets are "
                           "64-bit masks of ranks; share memory per host (DSM_SHARE=host) for "
                           "up to %d" % (size, MAX_RANK_COPIES, MAX_RANKS))
-    if share == "host" and len(set(leaders)) > 1 and size > MAX_RANK_COPIES:
-        raise ConfigError("%d ranks: host-shared memory on several hosts (share='host') takes "
-                          "at most %d for now, as the copysets are 64-bit masks of ranks"
-                          % (size, MAX_RANK_COPIES))
     if len(set(leaders)) > MAX_RANK_COPIES:
         raise ConfigError("%d hosts: a job has at most %d, as the copysets are 64-bit masks "
                           "of hosts" % (len(set(leaders)), MAX_RANK_COPIES))

@@ -29,7 +29,8 @@ static struct dsm {
     struct coll coll;
     struct locks locks;
     struct ops ops;
-    uint16_t leaders[DSM_MAX_RANKS], locals[DSM_MAX_RANKS];    /* core.leaders, core.locals */
+    /* core.leaders, core.host_of, core.locals */
+    uint16_t leaders[DSM_MAX_RANKS], host_of[DSM_MAX_RANKS], locals[DSM_MAX_RANKS];
 } D;
 
 void dsm_core_version(int *major, int *minor)
@@ -80,16 +81,21 @@ static int take_hosts(struct core *c, const int *leaders, char *err)
     int r;
     if (hostmem_hosts() < 2)
         return DSM_OK;
-    if (!leaders || c->nranks > DSM_MAX_RANK_COPIES) {
-        dsm_err(err, "share=host on %d hosts: %d ranks, at most %d (copysets are 64-bit "
-                "masks of ranks)%s", hostmem_hosts(), c->nranks, DSM_MAX_RANK_COPIES,
-                leaders ? "" : ", and no host leaders given");
+    if (!leaders) {
+        dsm_err(err, "share=host on %d hosts: no host leaders given", hostmem_hosts());
         return DSM_EINVAL;
     }
     c->leader = leaders[c->rank];
     for (r = 0; r < c->nranks; r++) {
-        if (leaders[r] == r)
+        if (leaders[r] == r && c->nleaders == DSM_MAX_RANK_COPIES) {
+            dsm_err(err, "share=host: more than %d hosts (copysets are 64-bit masks of "
+                    "hosts)", DSM_MAX_RANK_COPIES);
+            return DSM_EINVAL;
+        }
+        if (leaders[r] == r) {
+            D.host_of[r] = (uint16_t)c->nleaders;
             D.leaders[c->nleaders++] = (uint16_t)r;
+        }
         if (leaders[r] == c->leader) {
             if (r == c->rank)
                 c->local_index = c->nlocal;
@@ -97,6 +103,7 @@ static int take_hosts(struct core *c, const int *leaders, char *err)
         }
     }
     c->leaders = D.leaders;
+    c->host_of = D.host_of;
     c->locals = D.locals;
     return DSM_OK;
 }

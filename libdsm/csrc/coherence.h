@@ -43,8 +43,9 @@
  * readers of a hot page take O(log N) rounds, not N; a write waits for
  * them and is served alone. */
 struct dir {
-    uint64_t copyset;       /* ranks holding read copies, the owner excluded */
-    uint64_t lending;       /* holders serving a read now */
+    uint64_t copyset;       /* ranks holding read copies, the owner excluded (coh_bit:
+                             * with share=host on several hosts, their hosts) */
+    uint64_t lending;       /* holders serving a read now (coh_bit) */
     uint16_t owner;         /* holds the current data, READ or RW */
     uint16_t origin;        /* the write being served while busy */
     uint16_t acks;          /* INV_ACKs still to come */

@@ -177,6 +177,7 @@ struct core {
      * takes part itself (per-rank mode, or one host), and the rest is unset. */
     int nleaders;
     const uint16_t *leaders;    /* the leaders in rank order: homes go round-robin over them */
+    const uint16_t *host_of;    /* each leader's place among them, by rank: its copyset bit */
     int leader;                 /* this rank's leader, the one that takes part for it */
     int nlocal, local_index;    /* the ranks of this host, and this rank's place among them */
     const uint16_t *locals;     /* ... their ranks, by place */
@@ -305,6 +306,19 @@ static inline int page_home(const struct core *c, uint64_t page)
     if (c->homes)
         return c->homes[page];
     return page_home_initial(c, page);
+}
+
+/* The bit of a rank taking part in the protocol in a directory's copyset:
+ * the rank, or with share=host on several hosts its host's place among the
+ * leaders (copysets are 64-bit masks of hosts then); and the rank of a bit. */
+static inline uint64_t coh_bit(const struct core *c, int rank)
+{
+    return 1ULL << (c->nleaders ? c->host_of[rank] : rank);
+}
+
+static inline int coh_rank_of(const struct core *c, int bit)
+{
+    return c->nleaders ? c->leaders[bit] : bit;
 }
 
 /* The rank that takes part in the protocol for this one. */
