@@ -77,6 +77,13 @@ static uint64_t word_set_access(struct core *c, uint64_t page, int prot, int low
     return old;
 }
 
+int coh_host_access(const struct core *c, uint64_t page, uint64_t *mapped)
+{
+    uint64_t w = word_of(c, page, __atomic_load_n(&c->host_state[page], __ATOMIC_ACQUIRE));
+    *mapped = w & HOST_MAPPERS;
+    return word_access(w);
+}
+
 /* ---------------------------------------------------------- a local rank */
 
 /* Map the page if the host holds it well enough: set our bit, then
@@ -287,6 +294,14 @@ int coh_host_lower(struct coh *h, const struct msg *m, int prot)
             tp_send(h->t, c->locals[i], &hinv, NULL);
     core_unlock(c);
     return 1;
+}
+
+int coh_host_lowering(const struct coh *h, uint64_t page)
+{
+    const struct host_lowering *l;
+    for (l = h->lowerings; l && l->m.pg.page != page; l = l->next)
+        ;
+    return l != NULL;
 }
 
 /* DSM_HINV_ACK: once every local rank lowered, the parked message runs

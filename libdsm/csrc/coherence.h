@@ -269,6 +269,11 @@ int coh_host_lower(struct coh *h, const struct msg *m, int prot);
 /* Leader, comm thread holding core.mu: pages were installed here with
  * these protections (stale ones skipped): the host holds them so. */
 void coh_host_installed(struct coh *h, const struct batched *b, unsigned n);
+/* Leader: is the page being lowered, its local ranks' acks still to come?
+ * (The simulator checks the host's copy against its ranks' mappings.) */
+int coh_host_lowering(const struct coh *h, uint64_t page);
+/* The access a page's word gives, and its ranks' bits (hostmem.h). */
+int coh_host_access(const struct core *c, uint64_t page, uint64_t *mapped);
 
 /* coh_pin.c: pinned pages stay here.  A DSM_FWD or DSM_INV for a pinned
  * page is parked (coh_park, from the serving side) and runs again once the

@@ -66,7 +66,7 @@ void make_scenario(void)
     W.nthreads = 1 + (int)below(SIM_MAX_THREADS);
     for (p = 0; p < colls; p++) {
         struct coll_spec *c = &W.colls[p];
-        i = p < phases ? (int)below(W.release ? 5 : 6) : 0;
+        i = p < phases ? (int)below(W.release || W.hosts ? 5 : 6) : 0;   /* 5: a placement */
         c->kind = i == 5 ? COLL_PLACE : kinds[i];
         c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
         c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
