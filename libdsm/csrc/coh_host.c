@@ -104,7 +104,8 @@ static int local_hit(struct coh *h, uint64_t page, int write)
         core_fail(c, "%s", err);
         return 1;
     }
-    c->stats.host_maps++;
+    c->stats.host_maps += !c->pages[page].granted;
+    c->pages[page].granted = 0;
     return 1;
 }
 
@@ -149,6 +150,7 @@ static void on_hgrant(struct coh *h, const struct msg *m)
 {
     core_lock(h->c);
     h->c->pages[m->pg.page].pending = 0;
+    h->c->pages[m->pg.page].granted = 1;
     core_unlock(h->c);
     core_wake(h->c);
 }

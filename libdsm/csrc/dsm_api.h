@@ -97,7 +97,8 @@ struct dsm_stats {
     uint64_t connections;     /* ranks this rank holds a connection to (others: via leaders) */
     uint64_t forwarded;       /* messages this rank passed on for others, as a host leader */
     uint64_t host_maps;       /* share=host on several hosts: faults the host's copy served
-                               * with no message (an mprotect) */
+                               * with no message (an mprotect); read_faults and write_faults
+                               * count those that asked the host's leader */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */

@@ -66,6 +66,8 @@ struct page {
                                  * first access asks for the next run (coh_app.c) */
     uint8_t closed;             /* it came, and is kept closed: the DSM_PROT_* it opens with */
     uint16_t waiters;           /* threads in a fault on it: when it comes, one of them opens it */
+    uint8_t granted;            /* share=host across hosts: our leader answered our DSM_HREQ,
+                                 * and mapping it ends that fault (not counted a host_map) */
 };
 
 /* How protections reach the application view: region.c on a real rank,
