@@ -140,11 +140,12 @@ def test_release_mode_on_two_hosts_is_refused_host_shared_memory(tmp_path):
                                           "only for now, and this job's ranks are on 2: b "
                                           "and a"):
         hostshare.Handover(ctx, 1 << 20, 1.0, consistency="release")
-    p = run(tmp_path, 2, PROG, "calls", env=dict(HOST, DSM_CONSISTENCY="release"),
-            hosts=["localhost", "127.0.0.1"])
-    assert p.returncode != 0
-    assert "host-shared memory (share=/DSM_SHARE='host') on several hosts runs in " \
-           "sequential consistency only for now" in p.stderr, p.stderr
+    for hosts, env in ((["localhost", "127.0.0.1"], {}), (None, {"DSM_VHOSTS": "2"})):
+        p = run(tmp_path, 2, PROG, "calls", env=dict(HOST, DSM_CONSISTENCY="release", **env),
+                hosts=hosts)
+        assert p.returncode != 0
+        assert "host-shared memory (share=/DSM_SHARE='host') on several hosts runs in " \
+               "sequential consistency only for now" in p.stderr, p.stderr
 
 
 def test_more_ranks_on_a_host_than_its_page_states_name_are_refused():
