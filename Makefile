@@ -80,7 +80,14 @@ build/simcomm: $(SIMCOMM_SOURCES) $(wildcard $(CSRC)/*.h) tests/sim/simcomm.h
 simcomm: build/simcomm
 	build/simcomm --seeds 0:10000
 
-sim: build/simcomm
+# The routes through host leaders (libdsm/csrc/route.c) over random host
+# structures: every pair reaches each other, the way back reversed.
+SIMROUTE_SOURCES := tests/sim/simcommroute.c $(addprefix $(CSRC)/,ground.c route.c)
+build/simcommroute: $(SIMROUTE_SOURCES) $(wildcard $(CSRC)/*.h)
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(CSRC) -o $@ $(SIMROUTE_SOURCES) -pthread
+
+sim: build/simcomm build/simcommroute
 
 sim: build/sim build/simsync $(RUN_STAMP)
 ifdef SEED
@@ -90,6 +97,7 @@ else
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000
+	build/simcommroute --seeds 0:10000
 	$(VPY) tests/sim/ckptsim.py --seeds 0:300
 endif
 
