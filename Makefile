@@ -44,7 +44,8 @@ clean:
 # The protocol simulation (tests/sim): the real protocol code, N ranks in
 # one process, each rank's threads run step by step (another may run
 # wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
-# `make sim` runs 10,000 seeds in each consistency mode; `make sim SEED=n`
+# `make sim` runs 10,000 seeds in each consistency mode, and as many with
+# ranks that call different collectives (--mismatch); `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc
@@ -95,6 +96,8 @@ ifdef SEED
 else
 	build/sim --seeds 0:10000 $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
+	build/sim --seeds 0:10000 --mismatch $(SIMFLAGS)
+	build/sim --seeds 0:10000 --release --mismatch $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000
 	build/simcommroute --seeds 0:10000
