@@ -5,6 +5,7 @@ then ends with the fault-free run's grid, bit for bit."""
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -141,19 +142,57 @@ def test_command_line_options(tmp_path):
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("consistency", ["sequential", "release"])
-def test_restore_with_more_ranks(tmp_path, consistency):
+@pytest.mark.parametrize("saved,now", [(2, 3), (3, 2)], ids=["more", "fewer"])
+def test_restore_with_another_rank_count(tmp_path, consistency, saved, now):
+    """The region comes back whole; state i goes to rank i: a new rank gets
+    None, a missing rank's state is dropped."""
     env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency, **SMALL}
-    p = run(tmp_path, 2, PROG, "save", env=env)
+    p = run(tmp_path, saved, PROG, "save", env=env)
     assert p.returncode == 0, p.stderr
-    p = run(tmp_path, 3, PROG, "load", env=env)
+    p = run(tmp_path, now, PROG, "load", env=env)
     assert p.returncode == 0, p.stderr
     got = rank_lines(p.stdout, "state")
+    assert len(got) == now, p.stdout
     # the second checkpoint, not the writes after it; arrays still on the region
-    for r in (0, 1):
+    for r in range(min(saved, now)):
         assert got[r] == "state rank %d second True sum -3000 on_region True alloc 'saved'" % r
-    assert got[2].startswith("state None")             # no rank 2 was saved
-    assert "restored checkpoint generation 2 (2 ranks saved it, 3 now)" in p.stderr
+    for r in range(saved, now):
+        assert got[r].startswith("state None")         # no state was saved for it
+    assert "restored checkpoint generation 2 (%d ranks saved it, %d now)" % (saved, now) \
+        in p.stderr
     assert rank_lines(p.stdout, "stats")[1] == "stats checkpoints 0 restores 1"
+
+
+@pytest.mark.timeout(200)
+def test_placed_homes_and_a_system_v_segment_come_back(tmp_path):
+    """An array with row_block homes (not the default round-robin) and a
+    System V segment: a restart with the same rank count finds the homes
+    where they were and the segment there (shmget without IPC_CREAT)."""
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    want = "homes 0*64,1*64 sum %d segment sysv-1" % sum(range(1 << 16))
+    for how in ("fresh", "restored"):
+        p = run(tmp_path, 2, PROG, "layout", env=env)
+        assert p.returncode == 0, p.stderr
+        assert rank_lines(p.stdout, "layout") == {r: "layout %s %s" % (how, want)
+                                                  for r in (0, 1)}, p.stdout
+
+
+@pytest.mark.timeout(200)
+def test_a_generation_of_another_region_size_is_refused_and_kept(tmp_path):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
+    p = run(tmp_path, 2, PROG, "load", env={**env, "DSM_SIZE": "32M"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("its manifest does not match this job") == 2, p.stderr
+    m = re.search(r"\(format 1, (\d+) pages of 4096 bytes; this job maps (\d+) pages of 4096: "
+                  r"give it the same DSM_SIZE\)", p.stderr)
+    assert m and int(m[1]) > int(m[2]), p.stderr
+    assert "no usable checkpoint generation: starting afresh" in p.stderr
+    assert all(line.startswith("state None, region zero True")
+               for line in rank_lines(p.stdout, "state").values()), p.stdout
+    # not the generations' fault: they stay, and a job of their size restores them
+    p = run(tmp_path, 2, PROG, "load", env=env)
+    assert "restored checkpoint generation 2 (2 ranks saved it, 2 now)" in p.stderr
 
 
 @pytest.mark.timeout(200)
@@ -343,6 +382,24 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         assert np.load(out).tobytes() == np.load(reference).tobytes(), what
         assert wait_gone(JACOBI, timeout=10) == []
         assert shm_stores(job) == set()     # buddy memory went with the job
+
+
+@pytest.mark.timeout(200)
+def test_with_the_restarts_spent_the_exit_status_is_the_last_runs(tmp_path):
+    """Rank 1 exits with status 3 after each run's checkpoint: two restarts,
+    each from the generation the run before made, then dsmexec exits 3."""
+    job, env = fresh_job()
+    p = run(tmp_path, 2, PROG, "fail", env={**SMALL, **env}, opts=("--restarts", "2"))
+    assert p.returncode == 3, p.stderr
+    assert [line for line in p.stdout.splitlines() if line.startswith("[rank 0] run ")] == \
+        ["[rank 0] run fresh", "[rank 0] run restored", "[rank 0] run restored"], p.stdout
+    said = [line for line in p.stderr.splitlines() if "dsmexec: the job failed" in line]
+    assert len(said) == 2, p.stderr
+    for line, (gen, left) in zip(said, [(1, "1 restart left"), (2, "0 restarts left")]):
+        assert "(rank 1 (host localhost" in line and "exited with status 3" in line, line
+        assert line.endswith("restarting it from checkpoint generation %d in /dev/shm/"
+                             "dsm-ckpt-%s-localhost; %s" % (gen, job, left)), line
+    assert shm_stores(job) == set()
 
 
 def _listing(job, host):
