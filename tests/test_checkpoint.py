@@ -260,6 +260,23 @@ def test_every_generation_refused_starts_afresh_on_a_clean_region(tmp_path):
         "state None, region zero True, first malloc at %d" % o for o in (0, 16)}, p.stdout
 
 
+@pytest.mark.timeout(200)
+def test_an_unreadable_manifest_is_refused_and_the_generation_before_used(tmp_path):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
+    store = Store(str(tmp_path / "ck"))
+    with open(store.manifest_path(2), "r+b") as f:
+        f.truncate(os.path.getsize(store.manifest_path(2)) // 2)
+    p = run(tmp_path, 2, PROG, "load", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "checkpoint generation 2 refused: %s: unreadable manifest: " \
+        % store.manifest_path(2) in p.stderr, p.stderr
+    assert "restored checkpoint generation 1 (2 ranks saved it, 2 now)" in p.stderr
+    for r, line in rank_lines(p.stdout, "state").items():     # the first checkpoint's
+        assert line.startswith("state rank %d second None sum " % r), line
+        assert line.endswith("on_region True alloc 'first'"), line
+
+
 def _jacobi(tmp_path, sweeps, *opts, n=3, out=None, progress=False, env=None):
     args = ["128", str(sweeps), "5"] + (["--out", out] if out else []) + \
         (["--progress"] if progress else [])
