@@ -44,8 +44,9 @@ clean:
 # The protocol simulation (tests/sim): the real protocol code, N ranks in
 # one process, each rank's threads run step by step (another may run
 # wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
-# `make sim` runs 10,000 seeds in each consistency mode, and 10,000 with ranks
-# grouped in hosts sharing memory (--hosts, sequential mode); `make sim SEED=n`
+# `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
+# that call different collectives (--mismatch), and 10,000 with ranks grouped
+# in hosts sharing memory (--hosts, sequential mode); `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc
@@ -81,7 +82,14 @@ build/simcomm: $(SIMCOMM_SOURCES) $(wildcard $(CSRC)/*.h) tests/sim/simcomm.h
 simcomm: build/simcomm
 	build/simcomm --seeds 0:10000
 
-sim: build/simcomm
+# The routes through host leaders (libdsm/csrc/route.c) over random host
+# structures: every pair reaches each other, the way back reversed.
+SIMROUTE_SOURCES := tests/sim/simcommroute.c $(addprefix $(CSRC)/,ground.c route.c)
+build/simcommroute: $(SIMROUTE_SOURCES) $(wildcard $(CSRC)/*.h)
+	mkdir -p build
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -I$(CSRC) -o $@ $(SIMROUTE_SOURCES) -pthread
+
+sim: build/simcomm build/simcommroute
 
 sim: build/sim build/simsync $(RUN_STAMP)
 ifdef SEED
@@ -89,9 +97,12 @@ ifdef SEED
 else
 	build/sim --seeds 0:10000 $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release $(SIMFLAGS)
+	build/sim --seeds 0:10000 --mismatch $(SIMFLAGS)
+	build/sim --seeds 0:10000 --release --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --hosts $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000
+	build/simcommroute --seeds 0:10000
 	$(VPY) tests/sim/ckptsim.py --seeds 0:300
 endif
 

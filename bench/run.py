@@ -243,7 +243,7 @@ def checkpoint_rows(r, add):
     x = r["restart from buddy memory"]
     add("restart after a SIGKILLed rank, %d MiB from buddy memory" % x["mib"],
         "%.2f s" % x["seconds"], "heartbeat (DSM_HEARTBEAT_S=1) + reading the bytes back "
-        "%.2f s" % x["ref_seconds"], "+%.2f s" % (x["seconds"] - x["ref_seconds"]),
+        "%.2f s" % x["ref_seconds"], "%+.2f s" % (x["seconds"] - x["ref_seconds"]),
         "≤ that + 2 s", x["seconds"] <= x["ref_seconds"] + 2)
 
 

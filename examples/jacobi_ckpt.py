@@ -5,7 +5,8 @@ again from the last checkpoint, and the final grid is the same bit for bit
 as a run without failures.  Rank 0 prints the grid's checksum and, given
 --out FILE, saves it there (.npy).  --progress prints each rank's host, a
 line per sweep and one before each checkpoint (a test kills ranks on them);
---pause-at K stops the first run before sweep K until rank 0 reads a line.
+--pause-at K stops each run that reaches sweep K there until rank 0 reads a
+line (none once stdin is at its end).
 
     ./dsmexec.py --restarts 3 -n 2 examples/jacobi_ckpt.py [n] [sweeps] [every] [--out F]
 """
@@ -28,7 +29,7 @@ def options():
     p.add_argument("--out", help="rank 0 saves the final grid here")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--pause-at", type=int, metavar="K",
-                   help="a fresh run's rank 0 reads a line of stdin before sweep K (the "
+                   help="each run's rank 0 reads a line of stdin before sweep K (the "
                    "others wait at the barrier): a moment for a test to act")
     return p.parse_args()
 
@@ -59,7 +60,7 @@ def main():
                 say("checkpoint %d" % k)
                 dsm.checkpoint(k)
             say("sweep %d" % k)
-            if k == a.pause_at and start == 0 and dsm.rank == 0:
+            if k == a.pause_at and dsm.rank == 0:
                 print("paused at sweep %d" % k, flush=True)
                 sys.stdin.readline()
             sweep(u, v, rows.start, rows.stop)

@@ -28,7 +28,11 @@ matches this job and whose files are all somewhere, and load each part on
 one rank that has it (any rank can load any part: parts are by page runs).
 A part whose checksum fails refuses the generation (its manifest is
 renamed *.refused) and the one before is tried.  State i goes to rank i;
-ranks beyond the saved count get None.
+ranks beyond the saved count get None.  In buddy memory the generation
+restored is then held twice again before the program goes on: each part
+and state on its keeper's host and its buddy's (the pages read through the
+DSM where a host lacks them: a lost host's parts, a new host's), so that a
+second host lost before the next checkpoint still leaves it whole.
 """
 import os
 import re
@@ -343,22 +347,50 @@ class Checkpoints:
 
     def _apply(self, store, gen, doc, t0):
         """The generation is in: hand out the states.  It is the one kept
-        through the next checkpoint, so every host shows it again (its
-        manifest rewritten where it is missing: the keeper there died first,
-        or the host is new): losing any one host then still leaves it visible."""
-        if self._keeps_manifest() and gen not in store.generations():
-            store.write_manifest(gen, doc)
-        states = self._coll.gather(self._loaded, None)
+        through the next checkpoint, so in buddy memory it is first held
+        twice again (_copy_again), then every host shows it (its manifest
+        rewritten where it is missing: the keeper there died first, or the
+        host is new) and no other (retired, as a checkpoint's start does):
+        losing any one host, before the next checkpoint too, then still
+        leaves it whole and visible, and no generation half visible."""
+        states = self._coll.gather(self._loaded, None)     # every part is in the region
+        blobs = {name: blob for loaded in states for name, blob in loaded.items()}
+        if self._buddy_mode():
+            self._copy_again(store, gen, doc, blobs)
+            self._coll.barrier()            # every copy is in
+            if self._keeps_manifest():
+                if gen not in store.generations():
+                    store.write_manifest(gen, doc)
+                store.retire(gen)
         self._coll.barrier()
         self._loaded, self._dirty = None, []
         self.kept = gen
-        blob = next((s[part_name("state", self._rank)] for s in states
-                     if part_name("state", self._rank) in s), None)
+        blob = blobs.get(part_name("state", self._rank))
         self._count("restore", gen, self._restored_bytes, t0)
         if self._rank == 0:
             self._say("restored checkpoint generation %d (%d ranks saved it, %d now)"
                       % (gen, doc["ranks"], self._size))
         return None if blob is None else loads_state(blob, self._memory)
+
+    def _copy_again(self, store, gen, doc, blobs):
+        """After a restore in buddy memory: put each part and state of gen
+        where this job's layout keeps them, on the host of its keeper (part
+        i: rank i modulo the rank count) and on its keeper's buddy's, writing
+        into this rank's host the files it lacks whole (a lost host's, or
+        any on a new host): the pages from the restored region, read through
+        the DSM, the states from blobs (every rank's, pooled)."""
+        for i, (part, state) in enumerate(zip(doc["parts"], doc["states"])):
+            keeper = i % self._size
+            if self._rank not in (keeper, buddy_of(keeper, self._hosts)):
+                continue
+            if not store.holds(gen, part["name"], part["nbytes"]):
+                got, _ = store.write(gen, part["name"], self._buffers(part["runs"]),
+                                     checksum=False)
+                if got != part["nbytes"]:
+                    raise CheckpointError("rank %d: the new copy of %s has %d bytes, not %d"
+                                          % (self._rank, part["name"], got, part["nbytes"]))
+            if not store.holds(gen, state["name"], state["nbytes"]):
+                store.write(gen, state["name"], [blobs[state["name"]]])
 
     def _place(self, doc):
         """With the rank count it was saved with, put the user region's homes back

@@ -148,6 +148,13 @@ class Store:
         except FileNotFoundError:
             return []
 
+    def holds(self, gen, name, nbytes):
+        """Whether generation gen's file name is here whole (its size nbytes)."""
+        try:
+            return os.path.getsize(self.path(gen, name)) == nbytes
+        except OSError:
+            return False
+
     def manifest(self, gen):
         """Generation gen's manifest; CheckpointError if it is unreadable."""
         path = self.manifest_path(gen)

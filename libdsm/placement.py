@@ -57,6 +57,8 @@ class Placement:
     def barrier_passed(self):
         """After a barrier: place the first_touch arrays made before it, in
         the order they were made (the same on every rank)."""
+        if not self._pending:
+            return                      # the common case, in programs' barrier loops
         pending, self._pending = self._pending, {}
         for arr, span in pending.values():
             self.place(arr, "first_touch", span)

@@ -6,13 +6,19 @@
     ckpt_prog.py sparse   a 16 MB array (each rank its half) in a region
                           otherwise never touched, checkpointed; restored,
                           prints the array's sha256 and the bytes restored
+    ckpt_prog.py layout   an array with row_block homes and a System V
+                          segment, filled and checkpointed; restored, prints
+                          the homes of the array's pages and what both hold
+    ckpt_prog.py fail     checkpointed, then rank 1 exits with status 3 (every run)
 """
 import hashlib
+import itertools
 import sys
 
 import numpy as np
 
 import libdsm
+from libdsm import sysv
 
 
 def main():
@@ -20,6 +26,13 @@ def main():
         st = dsm.restored
         if sys.argv[1] == "sparse":
             sparse(dsm)
+        elif sys.argv[1] == "layout":
+            layout(dsm)
+        elif sys.argv[1] == "fail":
+            print("run %s" % ("restored" if st is not None else "fresh"), flush=True)
+            dsm.checkpoint(dsm.rank)
+            if dsm.rank == 1:
+                sys.exit(3)
         elif sys.argv[1] == "save":
             a = dsm.array((3000,), "int64")
             alloc = dsm.bcast(dsm.malloc(64) if dsm.rank == 0 else None)
@@ -61,6 +74,30 @@ def sparse(dsm):
         "restored" if dsm.restored is not None else "fresh",
         hashlib.sha256(np.asarray(a).tobytes()).hexdigest()[:16],
         s["checkpoint_bytes"], s["restore_bytes"]))
+
+def layout(dsm):
+    """Placed homes and a System V segment through a checkpoint: the homes of
+    the array's pages, its sum and the segment's first bytes, printed."""
+    a, key = dsm.restored, 20261207
+    if a is None:
+        a = dsm.array((1 << 16,), "int64", homes="row_block")    # 512 KiB: 128 pages
+        rows = dsm.row_block(a.shape[0], 8)
+        a[rows] = np.arange(rows.start, rows.stop)
+        seg = sysv.shmat(sysv.shmget(key, 8192, sysv.IPC_CREAT | 0o600))
+        if dsm.rank == 0:
+            seg.mem[:6] = b"sysv-1"
+        dsm.barrier()
+        dsm.checkpoint(a)
+    else:
+        seg = sysv.shmat(sysv.shmget(key, 8192))    # no IPC_CREAT: it must be there
+    offset = a.__array_interface__["data"][0] - dsm.base
+    pages = range(dsm.page_of(offset), dsm.page_of(offset + a.nbytes - 1) + 1)
+    homes = [dsm.page_home(p) for p in pages]
+    runs = ",".join("%d*%d" % (home, len(list(same))) for home, same in itertools.groupby(homes))
+    print("layout %s homes %s sum %d segment %s" % (
+        "restored" if dsm.restored is not None else "fresh", runs, int(a.sum()),
+        bytes(seg.mem[:6]).decode(errors="replace")))
+
 
 if __name__ == "__main__":
     main()

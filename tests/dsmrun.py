@@ -8,6 +8,7 @@ import uuid
 from conftest import REPO as ROOT, kill_all, machine_file, pids_with, run_dsmexec, wait_gone
 
 DSM_PROG = os.path.join(ROOT, "tests", "dsm_prog.py")
+COLL_PROG = os.path.join(ROOT, "tests", "coll_prog.py")
 
 
 def run(tmp_path, n, prog, *args, env=None, opts=(), timeout=None, host="localhost", hosts=None,
@@ -42,6 +43,12 @@ def rank_lines(out, needle):
             prefix, _, text = line.partition("] ")
             got[int(prefix[len("[rank "):])] = text
     return got
+
+
+def line_of(prog, text):
+    """The number of the line of prog that holds text (errors name it)."""
+    with open(prog) as f:
+        return next(i for i, line in enumerate(f, 1) if text in line)
 
 
 def run_code(code):

@@ -5,6 +5,7 @@ then ends with the fault-free run's grid, bit for bit."""
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -141,19 +142,57 @@ def test_command_line_options(tmp_path):
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("consistency", ["sequential", "release"])
-def test_restore_with_more_ranks(tmp_path, consistency):
+@pytest.mark.parametrize("saved,now", [(2, 3), (3, 2)], ids=["more", "fewer"])
+def test_restore_with_another_rank_count(tmp_path, consistency, saved, now):
+    """The region comes back whole; state i goes to rank i: a new rank gets
+    None, a missing rank's state is dropped."""
     env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), "DSM_CONSISTENCY": consistency, **SMALL}
-    p = run(tmp_path, 2, PROG, "save", env=env)
+    p = run(tmp_path, saved, PROG, "save", env=env)
     assert p.returncode == 0, p.stderr
-    p = run(tmp_path, 3, PROG, "load", env=env)
+    p = run(tmp_path, now, PROG, "load", env=env)
     assert p.returncode == 0, p.stderr
     got = rank_lines(p.stdout, "state")
+    assert len(got) == now, p.stdout
     # the second checkpoint, not the writes after it; arrays still on the region
-    for r in (0, 1):
+    for r in range(min(saved, now)):
         assert got[r] == "state rank %d second True sum -3000 on_region True alloc 'saved'" % r
-    assert got[2].startswith("state None")             # no rank 2 was saved
-    assert "restored checkpoint generation 2 (2 ranks saved it, 3 now)" in p.stderr
+    for r in range(saved, now):
+        assert got[r].startswith("state None")         # no state was saved for it
+    assert "restored checkpoint generation 2 (%d ranks saved it, %d now)" % (saved, now) \
+        in p.stderr
     assert rank_lines(p.stdout, "stats")[1] == "stats checkpoints 0 restores 1"
+
+
+@pytest.mark.timeout(200)
+def test_placed_homes_and_a_system_v_segment_come_back(tmp_path):
+    """An array with row_block homes (not the default round-robin) and a
+    System V segment: a restart with the same rank count finds the homes
+    where they were and the segment there (shmget without IPC_CREAT)."""
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    want = "homes 0*64,1*64 sum %d segment sysv-1" % sum(range(1 << 16))
+    for how in ("fresh", "restored"):
+        p = run(tmp_path, 2, PROG, "layout", env=env)
+        assert p.returncode == 0, p.stderr
+        assert rank_lines(p.stdout, "layout") == {r: "layout %s %s" % (how, want)
+                                                  for r in (0, 1)}, p.stdout
+
+
+@pytest.mark.timeout(200)
+def test_a_generation_of_another_region_size_is_refused_and_kept(tmp_path):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
+    p = run(tmp_path, 2, PROG, "load", env={**env, "DSM_SIZE": "32M"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("its manifest does not match this job") == 2, p.stderr
+    m = re.search(r"\(format 1, (\d+) pages of 4096 bytes; this job maps (\d+) pages of 4096: "
+                  r"give it the same DSM_SIZE\)", p.stderr)
+    assert m and int(m[1]) > int(m[2]), p.stderr
+    assert "no usable checkpoint generation: starting afresh" in p.stderr
+    assert all(line.startswith("state None, region zero True")
+               for line in rank_lines(p.stdout, "state").values()), p.stdout
+    # not the generations' fault: they stay, and a job of their size restores them
+    p = run(tmp_path, 2, PROG, "load", env=env)
+    assert "restored checkpoint generation 2 (2 ranks saved it, 2 now)" in p.stderr
 
 
 @pytest.mark.timeout(200)
@@ -221,6 +260,23 @@ def test_every_generation_refused_starts_afresh_on_a_clean_region(tmp_path):
         "state None, region zero True, first malloc at %d" % o for o in (0, 16)}, p.stdout
 
 
+@pytest.mark.timeout(200)
+def test_an_unreadable_manifest_is_refused_and_the_generation_before_used(tmp_path):
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
+    assert run(tmp_path, 2, PROG, "save", env=env).returncode == 0
+    store = Store(str(tmp_path / "ck"))
+    with open(store.manifest_path(2), "r+b") as f:
+        f.truncate(os.path.getsize(store.manifest_path(2)) // 2)
+    p = run(tmp_path, 2, PROG, "load", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "checkpoint generation 2 refused: %s: unreadable manifest: " \
+        % store.manifest_path(2) in p.stderr, p.stderr
+    assert "restored checkpoint generation 1 (2 ranks saved it, 2 now)" in p.stderr
+    for r, line in rank_lines(p.stdout, "state").items():     # the first checkpoint's
+        assert line.startswith("state rank %d second None sum " % r), line
+        assert line.endswith("on_region True alloc 'first'"), line
+
+
 def _jacobi(tmp_path, sweeps, *opts, n=3, out=None, progress=False, env=None):
     args = ["128", str(sweeps), "5"] + (["--out", out] if out else []) + \
         (["--progress"] if progress else [])
@@ -264,43 +320,55 @@ def _random_kill(rng, nranks, sweeps):
 
 
 def _run_killing(tmp_path, opts, hosts, out, trigger, victim, before_kill=None,
-                 deadline_s=150, sweeps=40, args=(), env=None, prefix=()):
+                 deadline_s=150, sweeps=40, args=(), env=None, prefix=(), then=()):
     """Run Jacobi under --restarts 3 (after prefix: salloc...; on hosts, None
     for the allocation's); SIGKILL rank victim (None: none) when the trigger
-    line comes, after before_kill(), if given.  (returncode, output)."""
+    line comes, after before_kill(), if given; then the same for each
+    (trigger, victim, before_kill) of then in turn, each looked for in the
+    lines after the kill before it (the victim's pid too: a restart's).
+    dsmexec's stdin (rank 0's, which --pause-at reads) closes after the last.
+    (returncode, output)."""
     where = [machine_file(tmp_path, *hosts)] if hosts else []
     cmd = [*prefix, sys.executable, DSMEXEC, "--restarts", "3", *opts, *where,
            JACOBI, "128", str(sweeps), "5", "--out", out, "--progress", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE, cwd=REPO,
                             env={**os.environ, **SMALL, **(env or {})})
-    seen, pids, killed = b"", {}, None
+    events = [(trigger, victim, before_kill), *then]
+    seen, pending, pids, fired, armed = b"", b"", {}, 0, False
     deadline = time.monotonic() + deadline_s
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
             proc.kill()
             proc.wait()
-            pytest.fail("trial (%s, kill rank %s) ran past %g s: %s"
-                        % (trigger, victim, deadline_s, seen.decode()[-3000:]))
+            pytest.fail("trial (%s) ran past %g s: %s"
+                        % (events[min(fired, len(events) - 1)][:2], deadline_s,
+                           seen.decode()[-3000:]))
         chunk = os.read(proc.stdout.fileno(), 65536)
         if not chunk:
             break
         seen += chunk
-        lines = seen.decode(errors="replace").splitlines()
-        for line in lines:
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in (raw.decode(errors="replace") for raw in lines):
             if line.startswith("[rank ") and "] pid " in line:
                 pids[int(line[6:line.index("]")])] = int(line.rsplit(" ", 1)[1])
-        if killed is None and trigger in lines and (victim is None or victim in pids):
-            killed = pids.get(victim, 0)
-            if before_kill:
-                before_kill()
-            if victim is not None:
-                os.kill(killed, signal.SIGKILL)
-            proc.stdin.close()          # (--pause-at: rank 0 reads it)
+            if fired == len(events):
+                continue
+            trigger, victim, before = events[fired]
+            armed = armed or line == trigger
+            if armed and (victim is None or victim in pids):
+                if before:
+                    before()
+                if victim is not None:
+                    os.kill(pids[victim], signal.SIGKILL)
+                pids, armed, fired = {}, False, fired + 1
+                if fired == len(events):
+                    proc.stdin.close()  # (--pause-at: rank 0 reads it)
     proc.stdin.close()
     proc.wait()
-    assert killed is not None, "the trigger %r never came: %s" % (trigger, seen.decode())
+    assert fired == len(events), "the trigger %r never came: %s" % (events[fired][0],
+                                                                    seen.decode())
     return proc.returncode, seen.decode(errors="replace")
 
 
@@ -333,6 +401,43 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         assert shm_stores(job) == set()     # buddy memory went with the job
 
 
+@pytest.mark.timeout(200)
+def test_with_the_restarts_spent_the_exit_status_is_the_last_runs(tmp_path):
+    """Rank 1 exits with status 3 after each run's checkpoint: two restarts,
+    each from the generation the run before made, then dsmexec exits 3."""
+    job, env = fresh_job()
+    p = run(tmp_path, 2, PROG, "fail", env={**SMALL, **env}, opts=("--restarts", "2"))
+    assert p.returncode == 3, p.stderr
+    assert [line for line in p.stdout.splitlines() if line.startswith("[rank 0] run ")] == \
+        ["[rank 0] run fresh", "[rank 0] run restored", "[rank 0] run restored"], p.stdout
+    said = [line for line in p.stderr.splitlines() if "dsmexec: the job failed" in line]
+    assert len(said) == 2, p.stderr
+    for line, (gen, left) in zip(said, [(1, "1 restart left"), (2, "0 restarts left")]):
+        assert "(rank 1 (host localhost" in line and "exited with status 3" in line, line
+        assert line.endswith("restarting it from checkpoint generation %d in /dev/shm/"
+                             "dsm-ckpt-%s-localhost; %s" % (gen, job, left)), line
+    assert shm_stores(job) == set()
+
+
+def _listing(job, host):
+    """host's buddy memory of job: {name: its files (a generation's directory)
+    or None (a manifest)}."""
+    root = os.path.join("/dev/shm", "dsm-ckpt-%s-%s" % (job, host))
+    return {n: sorted(os.listdir(os.path.join(root, n)))
+            if os.path.isdir(os.path.join(root, n)) else None for n in os.listdir(root)}
+
+
+def _losing(job, host, lost):
+    """before_kill: host's buddy memory of job goes, its listing appended to lost first."""
+    def lose():
+        lost.append(_listing(job, host))
+        shutil.rmtree(os.path.join("/dev/shm", "dsm-ckpt-%s-%s" % (job, host)))
+    return lose
+
+
+PARTS = ["part-0000", "part-0001", "part-0002", "state-0000", "state-0001", "state-0002"]
+
+
 @pytest.mark.timeout(300)
 def test_a_hosts_memory_lost_restores_from_the_buddy_copy(tmp_path):
     """Host 127.0.0.1 (rank 1) loses its rank and its memory while the job
@@ -341,19 +446,48 @@ def test_a_hosts_memory_lost_restores_from_the_buddy_copy(tmp_path):
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     (job, env), lost = fresh_job(), []
-
-    def lose_memory():
-        for name in shm_stores(job):
-            if name.endswith("-127.0.0.1"):
-                lost.append(sorted(os.listdir(os.path.join("/dev/shm", name))))
-                shutil.rmtree(os.path.join("/dev/shm", name))
-
     status, output = _run_killing(tmp_path, [], hosts, out, "[rank 0] paused at sweep 12", 1,
-                                  before_kill=lose_memory, args=["--pause-at", "12"], env=env)
+                                  before_kill=_losing(job, "127.0.0.1", lost),
+                                  args=["--pause-at", "12"], env=env)
     assert status == 0, output
-    assert lost == [["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]]
+    assert sorted(lost[0]) == ["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]
     assert "restarting it from checkpoint generation 2 in /dev/shm/dsm-ckpt-" in output
     assert "restored checkpoint generation 2" in output
     assert output.count("restarted at sweep 10") == 3, output
+    assert np.load(out).tobytes() == np.load(reference).tobytes()
+    assert shm_stores(job) == set()
+
+
+@pytest.mark.timeout(300)
+def test_two_hosts_lost_in_a_row_with_no_checkpoint_between(tmp_path):
+    """Host 127.0.0.1 (rank 1) loses its rank and its memory at sweep 12; the
+    restart restores generation 2 from localhost's copies and copies it to
+    127.0.0.1 again.  At sweep 12 of that run, before its next checkpoint,
+    localhost loses rank 0 and its memory too: the second restart restores
+    generation 2 from 127.0.0.1, and the grid is the fault-free one."""
+    hosts = ["localhost", "127.0.0.1", "localhost"]
+    reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
+    assert _jacobi(tmp_path, 40, out=reference).returncode == 0
+    (job, env), first, second, copies = fresh_job(), [], [], []
+    lose_local = _losing(job, "localhost", second)
+
+    def lose_second():
+        copies.append(_listing(job, "127.0.0.1"))
+        lose_local()
+
+    status, output = _run_killing(
+        tmp_path, [], hosts, out, "[rank 0] paused at sweep 12", 1,
+        before_kill=_losing(job, "127.0.0.1", first), args=["--pause-at", "12"], env=env,
+        then=[("[rank 0] paused at sweep 12", 0, lose_second)])
+    assert status == 0, output
+    assert sorted(first[0]) == ["gen-000001", "gen-000001.json", "gen-000002", "gen-000002.json"]
+    # the restart made 127.0.0.1 whole again, and showed generation 2 alone
+    assert copies == [{"gen-000002": PARTS, "gen-000002.json": None}], copies
+    assert second == [{"gen-000001": PARTS, "gen-000002": PARTS, "gen-000002.json": None}]
+    assert output.count("dsmexec: the job failed (rank ") == 2, output
+    assert output.count("restarting it from checkpoint generation 2 in /dev/shm/") == 2, output
+    assert output.count("restored checkpoint generation 2") == 2, output
+    assert output.count("restarted at sweep 10") == 6, output
+    assert "1 restart left" in output, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
     assert shm_stores(job) == set()

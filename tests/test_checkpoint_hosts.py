@@ -1,8 +1,10 @@
 """dsmexec --restarts over several hosts (network namespaces, tests/netns.py):
-a host whose link goes down is left out of the restart, its ranks go to a
-spare host or to the hosts that still answer, and its part comes back from
-its buddy's memory on another host.  Under the private Slurm, a restart is
+a host whose link goes down (at sweep 12, or in seeded trials at a random
+moment, during a checkpoint too) is left out of the restart, its ranks go
+to a spare host or to the hosts that still answer, and its part comes back
+from its buddy's memory on another host; the grid is the fault-free one.  Under the private Slurm, a restart is
 a new srun step in the same allocation, without the node that failed."""
+import random
 import subprocess
 import uuid
 
@@ -11,7 +13,7 @@ import pytest
 
 import slurmd
 from conftest import wait_gone
-from test_checkpoint import _jacobi, _run_killing, fresh_job, shm_stores
+from test_checkpoint import _jacobi, _random_kill, _run_killing, fresh_job, shm_stores
 
 HEARTBEAT_S = 2
 CONNECT_S = 8
@@ -29,10 +31,12 @@ def last_hosts(output):
     return got
 
 
-def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False):
+def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False,
+                     trigger="[rank 0] paused at sweep 12", pause_at=12):
     """Jacobi on the machine file `lines` (with dash_h: on -H of them) under
-    --restarts; host `cut`'s link taken down while it waits at sweep 12.
-    (status, output)."""
+    --restarts; host `cut`'s link taken down when the trigger line comes (by
+    default while the job waits at sweep pause_at).  One failure, one restart,
+    the fault-free grid.  The output."""
     reference, out = str(tmp_path / "ref.npy"), str(tmp_path / "grid.npy")
     assert _jacobi(tmp_path, 40, out=reference).returncode == 0
     job, env = fresh_job()
@@ -44,23 +48,48 @@ def _cut_and_restart(tmp_path, hosts, lines, cut, dash_h=False):
         where = ["-H", ",".join(lines)] if dash_h else []
         status, output = _run_killing(
             tmp_path, [*hosts.ssh_options(), "--connect-timeout", str(CONNECT_S), *where],
-            None if dash_h else lines, out,
-            "[rank 0] paused at sweep 12", None, before_kill=cut_link,
-            args=["--pause-at", "12"], env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
+            None if dash_h else lines, out, trigger, None, before_kill=cut_link,
+            args=["--pause-at", str(pause_at)],
+            env={"DSM_HEARTBEAT_S": str(HEARTBEAT_S), **env})
     finally:
         subprocess.run(["ip", "link", "set", cut.veth, "up"], check=False)
     assert status == 0, output
-    assert "restarting it from checkpoint generation 2" in output, output
-    assert output.count("restarted at sweep 10") == 3, output
+    assert output.count("dsmexec: the job failed (") == 1, output
+    assert "host %s does not answer" % cut.address in output, output
     assert np.load(out).tobytes() == np.load(reference).tobytes()
     assert shm_stores(job) == set()
     return output
 
 
+def _cut_at_sweep_12(tmp_path, hosts, lines, cut, dash_h=False):
+    """_cut_and_restart at sweep 12: the restart goes on from sweep 10's checkpoint."""
+    output = _cut_and_restart(tmp_path, hosts, lines, cut, dash_h)
+    assert "restarting it from checkpoint generation 2" in output, output
+    assert output.count("restarted at sweep 10") == 3, output
+    return output
+
+
+@pytest.mark.timeout(400)
+def test_a_link_taken_down_at_a_random_moment_gives_the_fault_free_grid(tmp_path, hosts):
+    """Seeded trials: a random host's link goes down when a random rank
+    reports a random sweep or checkpoint; its rank goes to a host that answers."""
+    rng = random.Random(20261211)      # host 1 at a checkpoint, then host 0 (rank 0's)
+    for trial in range(2):
+        trigger, victim = _random_kill(rng, len(hosts.hosts), 40)
+        cut = hosts.hosts[victim]
+        (tmp_path / str(trial)).mkdir()
+        output = _cut_and_restart(tmp_path / str(trial), hosts, hosts.addresses, cut,
+                                  trigger=trigger, pause_at=38)
+        moved = last_hosts(output)
+        assert moved[victim] != cut.address and cut.address not in moved.values(), \
+            (trial, trigger, output)
+        hosts.wait_clean()              # the cut host's ranks gone before the next trial
+
+
 @pytest.mark.timeout(240)
 def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
     cut = hosts.hosts[2]
-    output = _cut_and_restart(tmp_path, hosts, hosts.addresses, cut)
+    output = _cut_at_sweep_12(tmp_path, hosts, hosts.addresses, cut)
     assert "host %s does not answer: rank 2 goes to %s" % (cut.address, hosts.addresses[0]) \
         in output, output
     assert last_hosts(output) == {0: hosts.addresses[0], 1: hosts.addresses[1],
@@ -70,7 +99,7 @@ def test_a_link_taken_down_restarts_on_the_hosts_that_answer(tmp_path, hosts):
 @pytest.mark.timeout(240)
 def test_a_spare_host_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path, hosts):
     a, b, spare = hosts.addresses
-    output = _cut_and_restart(tmp_path, hosts, [a, b, b, "%s spare" % spare], hosts.hosts[1])
+    output = _cut_at_sweep_12(tmp_path, hosts, [a, b, b, "%s spare" % spare], hosts.hosts[1])
     assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
         "(a spare)" % (b, spare, spare) in output, output
     assert last_hosts(output) == {0: a, 1: spare, 2: spare}, output
@@ -80,7 +109,7 @@ def test_a_spare_host_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path, h
 def test_a_spare_named_by_dash_h_takes_the_ranks_of_a_host_whose_link_went_down(tmp_path,
                                                                                   hosts):
     a, b, spare = hosts.addresses
-    output = _cut_and_restart(tmp_path, hosts, [a, "%s:2" % b, "%s:spare" % spare],
+    output = _cut_at_sweep_12(tmp_path, hosts, [a, "%s:2" % b, "%s:spare" % spare],
                               hosts.hosts[1], dash_h=True)
     assert "host %s does not answer: rank 1 goes to %s (a spare); rank 2 goes to %s " \
         "(a spare)" % (b, spare, spare) in output, output

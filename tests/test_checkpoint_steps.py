@@ -1,13 +1,16 @@
 """The checkpoint protocol's steps, run as shipped code (libdsm/checkpoint.py's
 Checkpoints and the real Store) over the fakes of tests/sim/ckptfakes.py, by
 tests/sim/ckptsim.py: a rank dropped before each step of a checkpoint and of
-a restore in turn, then the seeded simulation (`make sim` runs more seeds),
-and two planted bugs it catches.
+a restore in turn, two hosts lost in a row with no checkpoint between them,
+then the seeded simulation (`make sim` runs more seeds), and three planted
+bugs it catches.
 
 Checked at every step (ckptsim.World.check): no generation is half visible
 (one that a host shows has every part and state whole in some store), and
 once a checkpoint returned, a generation at least as new stays shown; after
-each restore, that it took the newest such generation, bit for bit.
+each restore, that it took the newest such generation, bit for bit, and
+in buddy memory that it left that generation alone shown and held twice
+(ckptsim.World.held_twice).
 """
 import os
 import sys
@@ -82,6 +85,25 @@ def test_a_rank_dropped_before_any_step_of_a_restore(buddy):
 
 
 @pytest.mark.timeout(300)
+def test_two_hosts_lost_in_a_row_with_no_checkpoint_between():
+    """A host lost with its memory as the third checkpoint begins, then,
+    after the restart restored the second generation, another host lost as
+    the next checkpoint begins: the restore had held that generation twice
+    again, so the second restart finds it still, whole."""
+    for first in range(len(HOSTS)):
+        for second in range(len(HOSTS)):
+            w = world(True)
+            try:
+                ckptsim.run_job(w, False, ("checkpoint", 2, first, 0), 3, lose=True)
+                ckptsim.run_job(w, True, ("checkpoint", 0, second, 0), 1, lose=True)
+                assert (w.losses, w.restored) == (2, 2), (first, second)
+                ckptsim.run_job(w, True, None, 0)
+                assert w.restored == 2, (first, second)
+            finally:
+                w.remove()
+
+
+@pytest.mark.timeout(300)
 def test_the_seeded_simulation_holds():
     for seed in range(60):
         ckptsim.run_seed(seed)
@@ -113,3 +135,14 @@ def test_the_simulation_catches_missing_buddy_copies(monkeypatch):
     monkeypatch.setattr(ckpt.Checkpoints, "_keep_copies", lambda self, store, gen, every: None)
     seed, what = caught()
     assert "is shown, but part-" in what and "is in no store whole" in what, (seed, what)
+
+
+@pytest.mark.timeout(300)
+def test_the_simulation_catches_a_restore_that_does_not_copy_again(monkeypatch):
+    """The code before this check: a restore from a lost host's buddy copies
+    left its parts held once, until the next checkpoint completed."""
+    monkeypatch.setattr(ckpt.Checkpoints, "_copy_again",
+                        lambda self, store, gen, doc, blobs: None)
+    seed, what = caught()
+    assert "after the restore of generation" in what and " only, of the hosts " in what, \
+        (seed, what)

@@ -3,15 +3,12 @@ and the collectives built on them (scatter, alltoall, scan, exscan,
 reduce_scatter; lists, bools, complex, logical and bitwise ops, out=);
 mismatched calls fail on every rank instead of hanging, saying what
 differs."""
-import os
-
 import numpy as np
 import pytest
 
-from dsmrun import DSM_PROG, ROOT, rank_lines, run
+from dsmrun import COLL_PROG, DSM_PROG, line_of, rank_lines, run
 
 pytestmark = pytest.mark.timeout(120)
-COLL_PROG = os.path.join(ROOT, "tests", "coll_prog.py")
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -50,12 +47,6 @@ def test_what_the_comm_threads_combine():
         assert in_core(arr, op) is None, (arr, op)
 
 
-def line_of(text):
-    """The line of coll_prog.py that holds text (errors name it)."""
-    with open(COLL_PROG) as f:
-        return next(i for i, line in enumerate(f, 1) if text in line)
-
-
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_built_collectives_match_numpy(tmp_path, n):
     p = run(tmp_path, n, COLL_PROG, "built")
@@ -75,7 +66,8 @@ def test_collective_errors_name_what_differs(tmp_path):
               "1, 2",
         "kind": "ranks called different collectives: rank 0 called barrier() at coll_prog.py:%d; "
                 "ranks 1, 2 called allgather() at coll_prog.py:%d" % (
-                    line_of("dsm.barrier()"), line_of("dsm.allgather(1)")),
+                    line_of(COLL_PROG, "dsm.barrier()"),
+                    line_of(COLL_PROG, "dsm.allgather(1)")),
         "root": "ranks passed different roots to bcast: root=0 on rank 0, root=1 on ranks 1, 2",
         "scatter": "ValueError: scatter needs a list of 3 values at root 0, got list of 1",
         "alltoall": "ValueError: alltoall needs a list of 3 values from every rank; rank 1 "
@@ -94,5 +86,6 @@ def test_collective_while_another_rank_finalizes_says_so(tmp_path):
     p = run(tmp_path, 2, COLL_PROG, "finalize")
     assert rank_lines(p.stdout, "array: ") == {
         0: "array: CollectiveError: rank 0 on host localhost: rank 0 called array() at "
-           "coll_prog.py:%d while rank 1 was finalizing" % line_of("dsm.array(10)")}, \
+           "coll_prog.py:%d while rank 1 was finalizing"
+           % line_of(COLL_PROG, "dsm.array(10)")}, \
         p.stdout + p.stderr

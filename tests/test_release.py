@@ -1,12 +1,13 @@
 """Release consistency (DSM_CONSISTENCY=release) on real ranks: the
 examples give what sequential mode gives, false sharing stays exact, racy
-reads see whole words, and ranks that disagree on the mode fail at init."""
+reads see whole words, ranks that call different collectives all fail,
+and ranks that disagree on the mode fail at init."""
 import os
 import re
 
 import pytest
 
-from dsmrun import DSM_PROG, ROOT, rank_lines, run
+from dsmrun import COLL_PROG, DSM_PROG, ROOT, line_of, rank_lines, run
 
 pytestmark = pytest.mark.timeout(150)
 RELEASE = {"DSM_CONSISTENCY": "release"}
@@ -48,6 +49,30 @@ def test_a_racy_read_sees_a_whole_word(tmp_path):
     assert p.returncode == 0, p.stderr
     reader = rank_lines(p.stdout, "racy rank=1")
     assert reader and "bad=0" in reader[1], p.stdout
+
+
+@pytest.mark.parametrize("n", [2, 6])
+def test_ranks_that_call_different_collectives_all_fail(tmp_path, n):
+    """Rank 0 calls barrier() while the others call allgather(): each
+    collective's memory barrier checks the call it comes before, so every
+    rank raises, naming both calls (a barrier ended there alone once), and
+    the ranks go on together."""
+    p = run(tmp_path, n, COLL_PROG, "errors", env=RELEASE)
+    assert p.returncode == 0, p.stdout + p.stderr
+    others = "rank 1" if n == 2 else "ranks " + ", ".join(map(str, range(1, n)))
+    assert rank_lines(p.stdout, "kind: ") == {
+        r: "kind: CollectiveError: rank %d on host localhost: ranks called different "
+           "collectives: rank 0 called barrier() at coll_prog.py:%d; %s called allgather() at "
+           "coll_prog.py:%d" % (r, line_of(COLL_PROG, "dsm.barrier()"), others,
+                                line_of(COLL_PROG, "dsm.allgather(1)"))
+        for r in range(n)}, p.stdout
+    for what in ("int float", "shape", "op", "root"):
+        got = rank_lines(p.stdout, what + ": ")
+        assert sorted(got) == list(range(n)), p.stdout
+        assert all(line.startswith("%s: CollectiveError: rank %d " % (what, r))
+                   for r, line in got.items()), got
+    assert rank_lines(p.stdout, "after errors") == {r: "after errors sum=%d" % n
+                                                    for r in range(n)}, p.stdout
 
 
 def test_ranks_that_disagree_on_the_mode_fail_at_init(tmp_path):

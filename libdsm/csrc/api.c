@@ -334,8 +334,9 @@ int dsm_barrier(char *err)
 int dsm_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
                    uint64_t len, void **out, uint64_t *out_len, char *err)
 {
-    struct op o = { .kind = OP_COLL, .call = { kind, root, op, dtype, sig, data, len },
-                    .err = err };
+    struct op o = { .kind = OP_COLL, .err = err,
+                    .call = { .kind = kind, .root = root, .op = op, .dtype = dtype, .sig = sig,
+                              .data = data, .len = len } };
     int rc, all = root == DSM_ROOT_ALL && (kind == DSM_COLL_REDUCE || kind == DSM_COLL_GATHER);
     *out = NULL;
     *out_len = 0;

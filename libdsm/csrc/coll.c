@@ -363,7 +363,7 @@ int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
     cl->epoch++;
     cl->active = 1;
     cl->step = cl->sent = 0;
-    cl->mine = cl->lo = cl->hi = coll_identity(call);
+    cl->mine = cl->lo = cl->hi = coll_identity(call->before ? call->before : call);
     cl->lo_rank = cl->hi_rank = (uint16_t)cl->c->rank;
     if (cl->finalized_by >= 0 && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called %s after rank %d called finalize()",

@@ -32,6 +32,11 @@ struct coll_call {
     uint64_t sig;
     const void *data;
     uint64_t len;
+    /* The call a mode's prologue (ops_mode.c) comes before: the prologue's
+     * collective checks that call's identity instead of its own, so ranks
+     * that called different collectives all fail there, none passing its
+     * prologue alone; NULL: its own identity. */
+    const struct coll_call *before;
 };
 
 /* A message that came before this rank was ready for it. */

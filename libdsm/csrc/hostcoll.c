@@ -265,7 +265,8 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
     *out = NULL;
     *out_len = 0;
     x.h = h;
-    x.call = (struct coll_call){ kind, root, op, dtype, sig, src, len };
+    x.call = (struct coll_call){ .kind = kind, .root = root, .op = op, .dtype = dtype,
+                                 .sig = sig, .data = src, .len = len };
     x.out = NULL;
     x.out_len = 0;
     if ((rc = checked(h, &x.call, err)))

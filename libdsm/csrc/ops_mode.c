@@ -51,9 +51,13 @@ static int flush(struct ops *x, struct op *o)
 
 enum { MB_FLUSH, MB_FLUSHED, MB_GATHERED, MB_DROP };
 
+/* A gather of the notices, carrying the identity of the call it comes
+ * before (o->call): a plain barrier ends with it, so a rank that called
+ * barrier() while another called something else must fail here. */
 static int memory_barrier(struct ops *x, struct op *o)
 {
-    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL };
+    struct coll_call call = { .kind = DSM_COLL_GATHER, .root = DSM_ROOT_ALL,
+                              .before = &o->call };
     unsigned char *notices;
     void *all;
     uint64_t len;

@@ -11,15 +11,20 @@ Each seed picks the ranks (2 to 4) and how they sit on hosts, the store
 (buddy memory or a directory), the consistency mode, which pages each
 checkpoint's epoch writes, and its faults: a rank dropped at a random step
 of a random checkpoint or restore (then the job restarts, its ranks all
-fresh), a host's memory lost with it (once a seed), the lost host's ranks
-moved to another host.  Checked with every rank stopped, at every step:
+fresh), a host's memory lost with it (again only once a restore finished
+since the last loss: two losses in a row with no checkpoint between them),
+the lost host's ranks moved to another host or a new one.  Checked with
+every rank stopped, at every step:
 - no generation is half visible: each one whose manifest some host shows
   has each of its parts and states, whole, in some host's store;
 - once a checkpoint has returned anywhere, a generation at least as new
   stays visible and whole (a restart always finds one);
 and after each restore: it took the newest whole visible generation, its
 states and its bytes (the pages written up to its epoch, the rest zero),
-or started afresh on a zero region when there was none.
+or started afresh on a zero region when there was none; and in buddy
+memory that the generation restored is the only one shown and each of its
+parts and states is whole in the stores of two hosts of the job (one when
+every rank is on one host): a host lost next loses no generation.
 
 The fakes are tests/sim/ckptfakes.py's (tests/test_checkpoint_steps.py runs
 them too, a rank dropped before each step in turn); the page protocol under
@@ -70,7 +75,8 @@ class World:
         self.names = set(self.hosts)        # every host the job ran on: their stores
         self.epoch_of = {}                  # generation -> the epoch it saved
         self.complete = 0                   # the newest generation a checkpoint returned from
-        self.lost = False                   # a host's memory was lost (once a seed)
+        self.losses = 0                     # hosts lost with their memory
+        self.exposed = False                # one lost since the last finished restore
         self.restored = None                # the epoch the last restore went on from
         self.say = say or (lambda text: None)
         self.say("seed %d: %d ranks on %s, %s, %s" % (
@@ -92,8 +98,7 @@ class World:
     def roots(self):
         if not self.buddy:
             return [self.where]
-        return [os.path.join(ckpt.SHM, "dsm-ckpt-%s-%s" % (self.where, h))
-                for h in sorted(self.names)]
+        return [self.root_of(h) for h in sorted(self.names)]
 
     def shown(self):
         """{generation: its manifest} of every generation some host shows."""
@@ -110,7 +115,8 @@ class World:
         shown = self.shown()
         for gen, doc in shown.items():
             for entry in doc["parts"] + doc["states"]:
-                if not any(_whole(root, gen, entry) for root in self.roots()):
+                if not any(Store(root).holds(gen, entry["name"], entry["nbytes"])
+                           for root in self.roots()):
                     raise Violation("generation %d is shown, but %s is in no store whole"
                                     % (gen, entry["name"]))
         if self.complete and max(shown, default=0) < self.complete:
@@ -122,32 +128,45 @@ class World:
         return max(self.shown(), default=0)
 
     def lose(self, rank, surely=False):
-        """After rank was dropped: in buddy memory, once a seed (sometimes, or
-        surely), its host and the host's memory too; its ranks go to another
-        host, or a new one."""
+        """After rank was dropped: in buddy memory (sometimes, or surely), its
+        host and the host's memory too, unless one was lost since the last
+        restore that finished; its ranks go to another host, or a new one."""
         host = self.hosts[rank]
-        if not self.buddy or self.lost or len(set(self.hosts)) < 2 or \
+        if not self.buddy or self.exposed or len(set(self.hosts)) < 2 or \
                 not surely and self.rng.random() < 0.3:
             return
-        self.lost = True
-        shutil.rmtree(os.path.join(ckpt.SHM, "dsm-ckpt-%s-%s" % (self.where, host)),
-                      ignore_errors=True)
-        to = self.rng.choice(sorted(set(self.hosts) - {host}) + ["s0"])
+        self.exposed, self.losses = True, self.losses + 1
+        shutil.rmtree(self.root_of(host), ignore_errors=True)
+        to = self.rng.choice(sorted(set(self.hosts) - {host}) + ["s%d" % self.losses])
         self.hosts = [to if h == host else h for h in self.hosts]
         self.names.add(to)
         self.say("host %s lost with its memory; its ranks go to %s" % (host, to))
+
+    def held_twice(self, gen):
+        """After a restore of gen in buddy memory: it is the only generation
+        shown, and each of its parts and states is whole in the stores of
+        two of the job's hosts (of its one host, when there is one)."""
+        shown = self.shown()
+        if sorted(shown) != [gen]:
+            raise Violation("after the restore of generation %d the hosts show %s"
+                            % (gen, sorted(shown)))
+        hosts = sorted(set(self.hosts))
+        want = min(2, len(hosts))
+        for entry in shown[gen]["parts"] + shown[gen]["states"]:
+            on = [h for h in hosts if Store(self.root_of(h)).holds(gen, entry["name"],
+                                                                   entry["nbytes"])]
+            if len(on) < want:
+                raise Violation("after the restore of generation %d, %s is whole on %s only, "
+                                "of the hosts %s" % (gen, entry["name"], on or "no host", hosts))
+        self.exposed = False
+
+    def root_of(self, host):
+        return os.path.join(ckpt.SHM, "dsm-ckpt-%s-%s" % (self.where, host))
 
     def remove(self):
         for root in self.roots():
             shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _whole(root, gen, entry):
-    try:
-        return os.path.getsize(Store(root).path(gen, entry["name"])) == entry["nbytes"]
-    except OSError:
-        return False
 
 
 def random_drop(w, restart, checkpoints):
@@ -229,7 +248,7 @@ def _restored(w, job, got, newest):
         if any(v is not None for v in got.values()) or any(job.map[:]):
             raise Violation("no generation shown, yet the restore gave %r" % got)
         w.say("restore: nothing to restore, a fresh start")
-        w.restored = 0
+        w.restored, w.exposed = 0, False
         return 0
     epoch = w.epoch_of[newest]
     want = {r: {"epoch": epoch, "rank": r} for r in range(w.n)}
@@ -239,6 +258,8 @@ def _restored(w, job, got, newest):
     if job.map[:] != w.region_at(epoch):
         raise Violation("restore of generation %d (epoch %d): the region differs"
                         % (newest, epoch))
+    if w.buddy:
+        w.held_twice(newest)
     w.say("restore: generation %d, epoch %d" % (newest, epoch))
     w.restored = epoch
     return epoch

@@ -27,9 +27,9 @@
  * The ring holds DSM_RING_CAP = 2 messages here, so the ring-full path
  * runs all the time.
  *
- *   sim --seeds A:B [--release] [--hosts] [--drop] [--corrupt]
+ *   sim --seeds A:B [--release] [--mismatch] [--hosts] [--drop] [--corrupt]
  *                    run seeds A..B-1; the first failure prints its seed and trace
- *   sim --seed N [--release] [--hosts] [--drop] [--corrupt]
+ *   sim --seed N [--release] [--mismatch] [--hosts] [--drop] [--corrupt]
  *                    replay one seed, tracing every step
  *
  * --hosts groups 3 to 6 ranks into 2 or more hosts of consecutive ranks,
@@ -45,6 +45,9 @@
  * must read what sequential consistency would; a racy read may be stale,
  * never a value not yet written to that word; after the last barrier every
  * home holds every last write.
+ * --mismatch makes some ranks (not all) call another collective than the
+ * others at one point: every rank must fail there with the error naming
+ * both calls, none may end it or hang, and the job goes on.
  * --drop kills one rank at a random step: every other rank must then reach
  * the failure (the fail hook), and none may hang; a send to the dead rank
  * fails at the sender half the time, as a reset connection does.  --corrupt flips a byte
@@ -310,11 +313,11 @@ static int run(uint64_t seed, int drop, int corrupt)
             for (; i < W.ntrace; i++)
                 printf("  %s\n", W.trace[i % TRACE_KEEP]);
         }
-        printf("replay: make sim SEED=%llu%s%s%s%s%s%s\n", (unsigned long long)seed,
-               W.release || W.hosts || drop || corrupt ? " SIMFLAGS='" : "",
-               W.release ? " --release" : "", W.hosts ? " --hosts" : "",
-               drop ? " --drop" : "", corrupt ? " --corrupt" : "",
-               W.release || W.hosts || drop || corrupt ? "'" : "");
+        printf("replay: make sim SEED=%llu%s%s%s%s%s%s%s\n", (unsigned long long)seed,
+               W.release || W.mismatch || W.hosts || drop || corrupt ? " SIMFLAGS='" : "",
+               W.release ? " --release" : "", W.mismatch ? " --mismatch" : "",
+               W.hosts ? " --hosts" : "", drop ? " --drop" : "", corrupt ? " --corrupt" : "",
+               W.release || W.mismatch || W.hosts || drop || corrupt ? "'" : "");
     }
     for (r = 0; r < s->n; r++) {
         W.cover.ring_full += s->r[r].core.stats.ring_full;
@@ -354,14 +357,16 @@ int main(int argc, char **argv)
             drop = 1;
         } else if (!strcmp(argv[i], "--release")) {
             W.release = 1;
+        } else if (!strcmp(argv[i], "--mismatch")) {
+            W.mismatch = 1;
         } else if (!strcmp(argv[i], "--hosts")) {
             W.hosts = 1;
         } else if (!strcmp(argv[i], "--corrupt")) {
             corrupt = 1;
 
         } else {
-            fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--release] [--hosts] "
-                    "[--drop] [--corrupt]\n");
+            fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--release] [--mismatch] "
+                    "[--hosts] [--drop] [--corrupt]\n");
             return 2;
         }
     }
@@ -381,7 +386,8 @@ int main(int argc, char **argv)
            (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested,
            (unsigned long long)W.cover.host_copies, (unsigned long long)W.cover.host_invs,
            (unsigned long long)W.cover.host_maps);
-    printf("%d seeds passed%s%s%s%s\n", i, W.release ? " (--release)" : "",
-           W.hosts ? " (--hosts)" : "", drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");
+    printf("%d seeds passed%s%s%s%s%s\n", i, W.release ? " (--release)" : "",
+           W.mismatch ? " (--mismatch)" : "", W.hosts ? " (--hosts)" : "",
+           drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");
     return 0;
 }

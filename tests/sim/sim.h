@@ -162,6 +162,11 @@ struct world {
     struct lock_fifo fifo[MAX_LOCKS];
     uint8_t was_held[SIM_MAX_RANKS][MAX_LOCKS];
     struct coll_spec colls[MAX_COLLS + 1];
+    /* --mismatch: the ranks of odd_ranks (a mask) call odd instead of
+     * collective odd_at, or odd_at is -1; every rank must fail there. */
+    int mismatch, odd_at;
+    uint64_t odd_ranks;
+    struct coll_spec odd;
     int release;                    /* release consistency */
     int hosts;                      /* --hosts: ranks grouped in hosts (struct sim) */
     uint32_t *hist;                 /* release mode: the word each value was written to */

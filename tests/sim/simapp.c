@@ -44,45 +44,95 @@ static void random_op(struct task *o, int r, int t, int ph)
         o->kind = T_READ;
 }
 
+/* A random collective: barrier, bcast, allreduce, reduce, allgather, and
+ * in sequential mode a placement of a random range of pages at random
+ * homes. */
+static void random_spec(struct coll_spec *c)
+{
+    static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
+                                 DSM_COLL_REDUCE, DSM_COLL_GATHER };
+    int i = (int)below(W.release || W.hosts ? 5 : 6);     /* 5: a placement */
+    c->kind = i == 5 ? COLL_PLACE : kinds[i];
+    c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
+    c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
+    if (c->kind == COLL_PLACE) {
+        c->first = (uint32_t)below(W.npages);
+        c->n = 1 + (uint32_t)below(W.npages - c->first);
+        for (i = 0; i < (int)c->n; i++)
+            c->homes[i] = (uint16_t)below((uint64_t)W.s.n);
+    }
+}
+
+/* The call (without its data) of collective idx made as c; a placement's
+ * is its first barrier, with the placement's signature. */
+static struct coll_call spec_call(const struct coll_spec *c, uint32_t idx)
+{
+    if (c->kind == COLL_PLACE)
+        return (struct coll_call){ .kind = DSM_COLL_BARRIER, .sig = 7 + idx };
+    return (struct coll_call){ .kind = c->kind, .root = c->root, .op = c->op,
+                               .dtype = DSM_DT_I64, .len = 16 };
+}
+
+/* What rank r calls as the job's collective idx. */
+static const struct coll_spec *spec_of(int r, uint32_t idx)
+{
+    return (int)idx == W.odd_at && W.odd_ranks >> r & 1 ? &W.odd : &W.colls[idx];
+}
+
+/* --mismatch: some ranks call another collective at odd_at (a nonempty
+ * proper subset of them), the others the job's. */
+static void make_mismatch(int phases)
+{
+    struct coll_call a, b;
+    struct coll_sig sa, sb;
+    W.odd_at = -1;
+    if (!W.mismatch || !phases)
+        return;
+    W.odd_at = (int)below((uint64_t)phases);
+    W.odd_ranks = 1 + below((1ULL << W.s.n) - 2);
+    a = spec_call(&W.colls[W.odd_at], (uint32_t)W.odd_at);
+    sa = coll_identity(&a);
+    do {
+        random_spec(&W.odd);
+        b = spec_call(&W.odd, (uint32_t)W.odd_at);
+        sb = coll_identity(&b);
+    } while (!coll_sig_cmp(&sa, &sb));
+}
+
 /* Threads get random reads and writes (words 0..5: words 6 and 7 hold
  * the locks' counters) and lock-protected increments; thread
- * 0 of every rank makes the same collectives between them (barrier, bcast,
- * allreduce, reduce, allgather, and in sequential mode placements of a
- * random range of pages at random homes), and finalize at the end.  A
+ * 0 of every rank makes the same collectives between them (random_spec),
+ * and finalize at the end.  A
  * placement, like every collective in release mode, synchronises the
  * whole rank (see phase_open).  In release mode
  * a last barrier comes before finalize, the writes are data-race-free (a
  * word has one writer between two collectives, and only thread 0 writes
  * outside locks), and a collective synchronises the whole rank: thread 0
  * calls it once thread 1 is done with the ops before it, and thread 1 goes
- * on after it returned. */
+ * on after it returned.  With --mismatch, in release mode, no ops come
+ * between the collective that fails and the next: a failed collective
+ * synchronises no memory. */
 void make_scenario(void)
 {
-    static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
-                                 DSM_COLL_REDUCE, DSM_COLL_GATHER };
     int phases = (int)below(MAX_COLLS + 1), colls = phases + W.release, r, t, p, i;
     W.npages = 1 + below(6);
     W.nlocks = 1 + (uint32_t)below(MAX_LOCKS);
     W.nthreads = 1 + (int)below(SIM_MAX_THREADS);
-    for (p = 0; p < colls; p++) {
-        struct coll_spec *c = &W.colls[p];
-        i = p < phases ? (int)below(W.release || W.hosts ? 5 : 6) : 0;   /* 5: a placement */
-        c->kind = i == 5 ? COLL_PLACE : kinds[i];
-        c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
-        c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
-        if (c->kind == COLL_PLACE) {
-            c->first = (uint32_t)below(W.npages);
-            c->n = 1 + (uint32_t)below(W.npages - c->first);
-            for (i = 0; i < (int)c->n; i++)
-                c->homes[i] = (uint16_t)below((uint64_t)W.s.n);
-        }
-    }
+    for (p = 0; p < colls; p++)
+        if (p < phases)
+            random_spec(&W.colls[p]);
+        else                        /* release mode's last barrier */
+            W.colls[p] = (struct coll_spec){ .kind = DSM_COLL_BARRIER, .op = DSM_OP_SUM,
+                                             .root = (int)below((uint64_t)W.s.n) };
+    make_mismatch(phases);
     for (r = 0; r < W.s.n; r++)
         for (t = 0; t < W.nthreads; t++) {
             struct thread *th = &W.th[r][t];
             memset(th, 0, sizeof *th);
             for (p = 0; p <= phases; p++) {
                 int n = (int)below(12);
+                if (W.release && W.odd_at >= 0 && p == W.odd_at + 1)
+                    n = 0;
                 for (i = 0; i < n && th->ntasks < MAX_TASKS - MAX_COLLS - 3; i++)
                     random_op(&th->tasks[th->ntasks++], r, t, p);
                 if (t == 0 && p < colls)
@@ -100,18 +150,51 @@ static void contribution(int r, uint32_t idx, int64_t out[2])
     out[1] = (int64_t)(r + 1) * (idx + 3) - 5;
 }
 
+/* No rank ends collective idx before every rank began it. */
+static void check_began(int r, uint32_t idx)
+{
+    int q;
+    for (q = 0; q < W.s.n; q++)
+        if (!W.s.r[q].dead && W.began[q] <= (int)idx)
+            sim_violation(&W.s, "rank %d left collective %u before rank %d began it", r, idx, q);
+}
+
+/* --mismatch: collective odd_at must fail on every rank (rc, err), with
+ * the error that names the smallest and the largest identity the ranks
+ * called (the lower rank of equals), as coll.c says it: in release mode
+ * too, where a memory barrier comes first. */
+static void check_mismatch(int r, int rc, const char *err)
+{
+    struct coll_call call;
+    struct coll_sig s, lo = { 0, 0 }, hi = { 0, 0 };
+    int q, lo_rank = -1, hi_rank = -1;
+    char want[DSM_ERRLEN];
+    check_began(r, (uint32_t)W.odd_at);
+    for (q = 0; q < W.s.n; q++) {
+        call = spec_call(spec_of(q, (uint32_t)W.odd_at), (uint32_t)W.odd_at);
+        s = coll_identity(&call);
+        if (lo_rank < 0 || coll_sig_cmp(&s, &lo) < 0)
+            lo = s, lo_rank = q;
+        if (hi_rank < 0 || coll_sig_cmp(&s, &hi) > 0)
+            hi = s, hi_rank = q;
+    }
+    coll_mismatch(want, sizeof want, &lo, lo_rank, &hi, hi_rank);
+    if (rc != DSM_ECOLL || strcmp(err, want))
+        sim_violation(&W.s, "rank %d: collective %d, where ranks called different ones, %s "
+                      "%s; it must fail with \"%s\"", r, W.odd_at,
+                      rc ? "failed with" : "ended", rc ? err : "without an error", want);
+}
+
 /* What rank r must get from collective idx (or not get). */
 static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
 {
-    const struct coll_spec *c = &W.colls[idx];
+    const struct coll_spec *c = spec_of(r, idx);
     int gets = c->kind == DSM_COLL_BCAST ? r != c->root
              : c->kind != DSM_COLL_BARRIER && c->kind != COLL_PLACE &&
                (c->root == DSM_ROOT_ALL || c->root == r);
     int64_t want[2] = { 0, 0 }, v[2];
     int q;
-    for (q = 0; q < W.s.n; q++)
-        if (!W.s.r[q].dead && W.began[q] <= (int)idx)
-            sim_violation(&W.s, "rank %d left collective %u before rank %d began it", r, idx, q);
+    check_began(r, idx);
     if (gets != (out != NULL)) {
         sim_violation(&W.s, "rank %d %s a result of collective %u", r, gets ? "lacks" : "got",
                       idx);
@@ -244,7 +327,7 @@ static void do_write(int r, uint32_t page, uint32_t word, uint64_t value)
 /* The operation task o begins with (ops.h), at its phase 0. */
 static void begin_op(int r, struct thread *th, const struct task *o)
 {
-    const struct coll_spec *c = &W.colls[o->coll];
+    const struct coll_spec *c = spec_of(r, o->coll);
     struct op *op = &th->op;
     *op = (struct op){ .err = th->err };
     switch (o->kind) {
@@ -270,21 +353,28 @@ static void begin_op(int r, struct thread *th, const struct task *o)
         if (c->kind == COLL_PLACE) {
             *op = (struct op){ .kind = OP_PLACE, .first = c->first, .n = c->n,
                                .homes = c->homes, .err = th->err,
-                               .call = { .kind = DSM_COLL_BARRIER, .sig = 7 + o->coll } };
+                               .call = spec_call(c, o->coll) };
             break;
         }
         contribution(r, o->coll, th->mine);
         op->kind = OP_COLL;
-        op->call = (struct coll_call){ c->kind, c->root, c->op, DSM_DT_I64, 0, th->mine, 16 };
+        op->call = spec_call(c, o->coll);
+        op->call.data = th->mine;
         if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
             op->call.len = 0;
     }
     th->in_op = 1;
 }
 
+/* Is task o the collective some ranks call differently (--mismatch)? */
+static int mismatched(const struct task *o)
+{
+    return o->kind == T_COLL && (int)o->coll == W.odd_at;
+}
+
 /* One step of the thread's operation, as api.c's run() makes it; 1 once
- * it is done.  The job's failure ends the thread; any other error is a
- * violation. */
+ * it is done, or once the mismatched collective failed (op.rc).  The
+ * job's failure ends the thread; any other error is a violation. */
 static int op_steps(int r, struct thread *th, const struct task *o)
 {
     struct srank *sr = &W.s.r[r];
@@ -300,13 +390,13 @@ static int op_steps(int r, struct thread *th, const struct task *o)
     th->asleep = st == OP_WAIT;
     if (st == OP_ERROR && core_failed(&sr->core))
         th->ended = 1;
-    else if (st == OP_ERROR)
+    else if (st == OP_ERROR && !mismatched(o))
         sim_violation(&W.s, "rank %d: %s: %s", r, task_names[o->kind], th->err);
     if (st == OP_DONE || st == OP_ERROR) {
         op_end(&th->op);
         th->in_op = 0;
     }
-    return st == OP_DONE;
+    return st == OP_DONE || (st == OP_ERROR && !th->ended && mismatched(o));
 }
 
 /* The task is over: the next one begins at its phase 0. */
@@ -376,10 +466,11 @@ void app_step(int r, int t)
     } else if (o->kind == T_PIN) {
         pin_task(r, th, o);
     } else if (op_steps(r, th, o)) {        /* a collective, a placement, finalize */
-        if (o->kind == T_COLL) {
+        if (mismatched(o))
+            check_mismatch(r, th->op.rc, th->err);
+        else if (o->kind == T_COLL)
             check_coll(r, o->coll, th->op.out, th->op.out_len);
-            th->colls_done++;
-        }
+        th->colls_done += o->kind == T_COLL;
         free(th->op.out);
         th->op.out = NULL;
         next_task(th);
