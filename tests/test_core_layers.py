@@ -155,6 +155,27 @@ def test_ranks_that_call_different_collectives_all_fail_and_go_on(sim, flags):
                                      % (" (--release)" if flags else ""))
 
 
+def test_hosts_of_several_ranks_keep_the_host_invariants(sim):
+    # DSM_SHARE=host on several hosts (coh_host.c): the rules for the hosts'
+    # copies, the directory naming hosts, and no rank of a host mapping a
+    # page above its host's word but while its leader lowers it
+    p = subprocess.run([sim, "--seeds", "0:10000", "--hosts"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "10000 seeds passed (--hosts)" in p.stdout
+    for what in ("host copies checked", "host invalidations", "faults a host's copy served"):
+        assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
+    assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) == 0   # homes stay put
+    p = subprocess.run([sim, "--seeds", "0:2000", "--hosts", "--drop"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "2000 seeds passed (--hosts) (--drop)" in p.stdout, \
+        p.stdout[-3000:]
+    p = subprocess.run([sim, "--seeds", "0:50", "--hosts", "--corrupt"], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and re.search(r"FAILED seed \d+ at step \d+: host \d+ may read "
+                                           r"page 0, but its copy is not the last write",
+                                           p.stdout), p.stdout[-2000:]
+
+
 def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):
     p = subprocess.run([sim, "--seeds", "0:3000", "--drop"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:]
