@@ -99,12 +99,16 @@ class Dsm(CollectiveCalls, SyncCalls):
         self._memory = memory
         self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
                                  self.page_size)
-        shared = cfg["share"] == "host"
+        # one physical copy for the whole job: barriers, locks and collectives
+        # through it; on several hosts they go over the connections, and with
+        # share=host on either, homes stay where they are
+        shared = cfg["share"] == "host" and cfg["one_host"]
         self._locks = Locks(self.nlocks, self.size, shared)
         self._heap, self._regions = layout.open_system_area(
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
-        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared)
+        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared,
+                                 homes_fixed=cfg["share"] == "host")
         self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,

@@ -328,11 +328,21 @@ def page_prots(first, n):
 
 # ------------------------------------------------------------ host-shared memory
 
-def host_attach(memfd, nlocal, index):
+def host_attach(memfd, nlocal, index, nhosts):
     """Before start(): the region maps the host's shared memfd (hostshare.py),
-    which the core owns from here on; this rank is index of nlocal on its host."""
+    which the core owns from here on; this rank is index of nlocal on its host,
+    one of the job's nhosts hosts."""
     err = ffi.new("char[]", lib.DSM_ERRLEN)
-    _check(lib.dsm_host_attach(memfd, nlocal, index, err), err)
+    _check(lib.dsm_host_attach(memfd, nlocal, index, nhosts, err), err)
+
+
+def host_state_bytes(nbytes):
+    """The bytes of the host's page states after the control area (dsm_api.h)."""
+    return lib.dsm_host_state_bytes(nbytes)
+
+
+HOST_MAX_MAPPERS = lib.DSM_HOST_MAX_MAPPERS
+"""Ranks of one host at most when share=host spans several hosts."""
 
 
 _host_err = threading.local()

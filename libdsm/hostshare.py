@@ -10,8 +10,11 @@ is of the job with an HMAC of its rank under the secret, which the socket
 never carries.
 
 Ranks are grouped by a host key: their machine-file host, or with
-DSM_VHOSTS=N one of N virtual hosts on it.  A job whose ranks are on several
-hosts is refused for now (docs/host-shared.md).
+DSM_VHOSTS=N one of N virtual hosts on it.  On several hosts the memfd also
+holds the host's page states after the control area (the C core's
+dsm_host_state_bytes), and the protocol runs between the hosts' leaders in
+sequential mode; release mode across hosts is refused for now
+(docs/host-shared.md).
 """
 import hashlib
 import hmac
@@ -20,6 +23,7 @@ import socket
 import struct
 import time
 
+from libdsm import _binding
 from libdsm.errors import ConfigError, PeerError
 
 CTRL_BYTES = 4 << 20
@@ -56,24 +60,32 @@ class Handover:
     after: the memfd, the number of ranks on the host and this rank's index
     among them."""
 
-    def __init__(self, ctx, nbytes, timeout, vhosts=1):
+    def __init__(self, ctx, nbytes, timeout, vhosts=1, consistency="sequential"):
         keys = host_keys(ctx.hostnames if ctx else ["localhost"], vhosts)
         self.rank = ctx.rank if ctx else 0
         self.host = keys[self.rank]
         self.local = [r for r, k in enumerate(keys) if k == self.host]
-        if len(self.local) != len(keys):
+        self.nhosts = len(set(keys))
+        if self.nhosts > 1 and consistency != "sequential":
             others = sorted(set(keys) - {self.host})
-            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') spans one host for "
-                              "now, and this job's ranks are on %d: %s and %s; run the job on "
-                              "one host or use share='rank'"
-                              % (len(set(keys)), self.host, ", ".join(others)),
+            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') on several hosts "
+                              "runs in sequential consistency only for now, and this job's "
+                              "ranks are on %d: %s and %s; use consistency='sequential' or "
+                              "share='rank'" % (self.nhosts, self.host, ", ".join(others)),
+                              self.rank, self.host)
+        if self.nhosts > 1 and len(self.local) > _binding.HOST_MAX_MAPPERS:
+            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') on several hosts "
+                              "takes at most %d ranks per host, and host %s has %d; use more "
+                              "hosts (DSM_VHOSTS) or share='rank'"
+                              % (_binding.HOST_MAX_MAPPERS, self.host, len(self.local)),
                               self.rank, self.host)
         self.ctx, self.nbytes, self.timeout = ctx, nbytes, timeout
+        self.size = nbytes + CTRL_BYTES + _binding.host_state_bytes(nbytes)
         self.memfd = self.listener = None
         if self.rank != self.local[0]:
             return
         self.memfd = os.memfd_create("libdsm-host", os.MFD_CLOEXEC)
-        os.ftruncate(self.memfd, nbytes + CTRL_BYTES)
+        os.ftruncate(self.memfd, self.size)
         if len(self.local) > 1:
             self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.listener.bind(self._name())
@@ -84,7 +96,7 @@ class Handover:
         return "\0libdsm-%s-%s" % (job, self.host)
 
     def take(self):
-        """(memfd, ranks on this host, this rank's index among them)."""
+        """(memfd, ranks on this host, this rank's index among them, hosts)."""
         index = self.local.index(self.rank)
         if self.rank == self.local[0]:
             try:
@@ -93,8 +105,8 @@ class Handover:
             finally:
                 if self.listener:
                     self.listener.close()
-            return self.memfd, len(self.local), index
-        return self._receive(), len(self.local), index
+            return self.memfd, len(self.local), index, self.nhosts
+        return self._receive(), len(self.local), index, self.nhosts
 
     def _serve(self):
         """Give the memfd to every other rank of the host that proves it is one."""
@@ -136,10 +148,10 @@ class Handover:
                                 self.rank, self.host, peer=first) from None
             except OSError as e:
                 raise PeerError("%s: %s" % (fail, e), self.rank, self.host, peer=first) from None
-        if len(fds) != 1 or os.fstat(fds[0]).st_size != self.nbytes + CTRL_BYTES:
+        if len(fds) != 1 or os.fstat(fds[0]).st_size != self.size:
             for fd in fds:
                 os.close(fd)
             raise PeerError("%s: it sent %d descriptors, not one memfd of %d bytes"
-                            % (fail, len(fds), self.nbytes + CTRL_BYTES), self.rank,
+                            % (fail, len(fds), self.size), self.rank,
                             self.host, peer=first)
         return fds[0]

@@ -63,10 +63,19 @@ def false_sharing(dsm, a):
 
 
 def mutual(dsm, a):
-    """Each rank reads and writes pages homed on the next rank, all at once."""
+    """Each rank reads and writes pages homed on the next rank that homes
+    any (with share=host on several hosts, only the hosts' leaders do), all
+    at once; ranks with the same target take turns through its pages."""
     ps, blk = dsm.page_size, dsm.block_pages
-    target = (dsm.rank + 1) % dsm.size
-    pages = [p for p in range(0, dsm.nbytes // ps) if dsm.page_home(p) == target][:a.rounds]
+    homes = [dsm.page_home(p) for p in range(0, dsm.nbytes // ps)]
+    leaders = sorted(set(homes))
+
+    def target_of(r):
+        return next((h for h in leaders if h > r), leaders[0])
+    target = target_of(dsm.rank)
+    sharing = [r for r in range(dsm.size) if target_of(r) == target]
+    pages = [p for p, h in enumerate(homes) if h == target][sharing.index(dsm.rank)::len(sharing)]
+    pages = pages[:a.rounds]
     for p in pages:
         put(dsm, p * ps + 8, get(dsm, p * ps) + dsm.rank + 1)
     dsm.barrier()

@@ -10,7 +10,8 @@
     hostshm_prog.py mismatch   ranks call different collectives; then one more that agrees
     hostshm_prog.py finalizing rank 0 finalizes while rank 1 calls bcast (then rank 1 exits)
     hostshm_prog.py diecoll W  rank 1 is SIGKILLed while the others wait for it in W
-                               (a "barrier", its "bcast", or a "lock" it holds)
+                               (a "barrier", its "bcast", or a "lock" it holds), or
+                               ("page") once it mapped a page the others then write
 """
 import hashlib
 import os
@@ -207,14 +208,18 @@ def finalizing(dsm):
 
 def diecoll(dsm, where):
     lock = dsm.lock(2)
+    page = dsm.array(512, "int64") if where == "page" else None
     if dsm.rank == 1 and where == "lock":
         lock.acquire()
+    if dsm.rank == 1 and where == "page":
+        print("read", int(page[0]))
     dsm.barrier()
     if dsm.rank == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     try:
         {"barrier": dsm.barrier, "lock": lock.acquire,
-         "bcast": lambda: dsm.bcast(None, root=1)}[where]()
+         "bcast": lambda: dsm.bcast(None, root=1),
+         "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()
         print("survived the", where)
     except libdsm.PeerError as e:
         print("PeerError peer=%s: %s" % (e.peer, e))

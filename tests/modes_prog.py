@@ -14,6 +14,9 @@ one line per rank that tests/test_share_modes.py checks.
            array, each writing its own; then every rank checks all of it
   stripes  a 4 GiB region: every rank writes a stripe of pages spread over
            all of it, then reads every other rank's
+  crossing rank 0 writes every page of an array; then the ranks of the last
+           host read it, one after the other: each prints the pages it saw
+           and its counts over its reads (rank 0: over all of them)
 """
 import argparse
 import threading
@@ -94,7 +97,35 @@ def stripes(dsm, a):
     print("stripes bad=%d span=%d" % (bad, arr.nbytes))
 
 
-SCENARIOS = {"mp": mp, "sb": sb, "threads": threads, "stripes": stripes}
+def crossing(dsm, a):
+    """Run with DSM_READAHEAD=1 (a fault fetches its page only) and no
+    heartbeats, so that the counts are the reads' own."""
+    rows = 64
+    arr = dsm.array((rows, PAGE_WORDS), "int64")
+    start = arr.__array_interface__["data"][0] - dsm.base
+    pages = dsm.page_of(start + arr.nbytes - 1) - dsm.page_of(start) + 1
+    keys = ("pages_sent", "msgs_sent", "host_maps", "read_faults")
+    if dsm.rank == 0:
+        arr[:, :] = np.arange(rows)[:, None] + 1
+    dsm.barrier()
+    before_all = dsm.stats()
+    for r in range(dsm.size // 2, dsm.size):
+        if r == dsm.rank:
+            before = dsm.stats()
+            got = np.asarray(arr) != (np.arange(rows) + 1)[:, None]
+            after = dsm.stats()
+            bad = int(np.count_nonzero(got.any(axis=1)))
+            print("crossing pages=%d bad=%d %s" % (pages, bad, " ".join(
+                "%s=%d" % (k, after[k] - before[k]) for k in keys)))
+        dsm.barrier()
+    if dsm.rank == 0:
+        after = dsm.stats()
+        print("crossing pages=%d %s" % (pages, " ".join(
+            "%s=%d" % (k, after[k] - before_all[k]) for k in keys)))
+
+
+SCENARIOS = {"mp": mp, "sb": sb, "threads": threads, "stripes": stripes,
+             "crossing": crossing}
 
 
 def main():

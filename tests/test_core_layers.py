@@ -20,7 +20,7 @@ LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "reduce": 0, "dsm_api":
           "region": 1, "hostmem": 1, "transport": 1, "comm": 1, "commstep": 1, "peer": 1, "net": 1,
           "route": 1,
           "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_pin": 2, "coh_place": 2,
-          "coh": 2, "coh_sc": 2,
+          "coh": 2, "coh_sc": 2, "coh_host": 2,
           "coll": 2,
           "locks": 2, "mbox": 2, "hostsync": 2, "hostcoll": 2, "hostlock": 2, "ops": 2, "ops_mode": 2, "fault": 3, "waitsig": 3,
           "api": 4}
@@ -76,7 +76,7 @@ def test_protocol_code_keeps_no_file_static_state():
     one real instance) keep globals."""
     for name in ("wire.c", "ring.c", "reduce.c", "transport.c", "comm.c", "commstep.c", "peer.c", "net.c",
                  "region.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_pin.c", "coh_place.c",
-                 "coh.c", "coh_sc.c",
+                 "coh.c", "coh_sc.c", "coh_host.c",
                  "coll.c", "locks.c", "mbox.c"):
         with open(os.path.join(CSRC, name)) as f:
             text = f.read()
@@ -153,6 +153,27 @@ def test_ranks_that_call_different_collectives_all_fail_and_go_on(sim, flags):
     assert p.returncode == 0, p.stdout[-3000:]
     assert p.stdout.strip().endswith("3000 seeds passed%s (--mismatch)"
                                      % (" (--release)" if flags else ""))
+
+
+def test_hosts_of_several_ranks_keep_the_host_invariants(sim):
+    # DSM_SHARE=host on several hosts (coh_host.c): the rules for the hosts'
+    # copies, the directory naming hosts, and no rank of a host mapping a
+    # page above its host's word but while its leader lowers it
+    p = subprocess.run([sim, "--seeds", "0:10000", "--hosts"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "10000 seeds passed (--hosts)" in p.stdout
+    for what in ("host copies checked", "host invalidations", "faults a host's copy served"):
+        assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
+    assert int(re.search(r"(\d+) homes moved", p.stdout).group(1)) == 0   # homes stay put
+    p = subprocess.run([sim, "--seeds", "0:2000", "--hosts", "--drop"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "2000 seeds passed (--hosts) (--drop)" in p.stdout, \
+        p.stdout[-3000:]
+    p = subprocess.run([sim, "--seeds", "0:50", "--hosts", "--corrupt"], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and re.search(r"FAILED seed \d+ at step \d+: host \d+ may read "
+                                           r"page 0, but its copy is not the last write",
+                                           p.stdout), p.stdout[-2000:]
 
 
 def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):

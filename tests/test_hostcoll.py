@@ -86,10 +86,15 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path):
                         got["host"][1]), got
 
 
-@pytest.mark.parametrize("where", ["barrier", "bcast", "lock"])
-def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where):
+# one host; and two virtual hosts (ranks 0-1 and 2), where the protocol runs
+# between the hosts' leaders and the collectives go over the connections
+# ("page": rank 1 mapped a page the others then write, so that its leader
+# must lower rank 1's mapping before the page can go)
+@pytest.mark.parametrize("vhosts", ["1", "2"])
+@pytest.mark.parametrize("where", ["barrier", "bcast", "lock", "page"])
+def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where, vhosts):
     p = run(tmp_path, 3, PROG, "diecoll", where,
-            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0"})
+            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0", "DSM_VHOSTS": vhosts})
     assert p.returncode == 137, p.stderr
     assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
                      re.M), p.stderr

@@ -64,6 +64,15 @@ def test_96_ranks_sharing_one_hosts_memory(tmp_path):
     assert "[rank 0] connections 95 sockets 95" in p.stdout
 
 
+@pytest.mark.timeout(300)
+def test_96_ranks_on_3_virtual_hosts_sharing_memory_per_host(tmp_path):
+    # the protocol between the 3 leaders (0, 32 and 64: copysets name hosts,
+    # not ranks), the lock-protected counter's page going from host to host
+    p = run(tmp_path, 96, PROG, "work", env=dict(SMALL, DSM_SHARE="host", DSM_VHOSTS="3"))
+    leaders = check_job(p, 96, "host", 3)
+    assert sorted(set(leaders)) == [0, 32, 64]
+
+
 @pytest.mark.timeout(120)
 def test_ranks_on_distinct_hosts_keep_the_full_mesh(tmp_path):
     p = run(tmp_path, 4, PROG, "work", env=SMALL)

@@ -1,7 +1,8 @@
 """Every scenario holds in both sharing modes: a copy per rank (the
-default), and one copy per host (DSM_SHARE=host).  The runtime's own
-scenarios (tests/dsm_prog.py) and the ones that name a memory model
-(tests/modes_prog.py) run under each, with the same checks."""
+default), and one copy per host (DSM_SHARE=host), on one host and across
+two virtual hosts (DSM_VHOSTS=2: the protocol between the hosts' leaders).
+The runtime's own scenarios (tests/dsm_prog.py) and the ones that name a
+memory model (tests/modes_prog.py) run under each, with the same checks."""
 import os
 import re
 
@@ -14,6 +15,7 @@ MODES_PROG = os.path.join(ROOT, "tests", "modes_prog.py")
 MODES = {
     "rank": {"DSM_SHARE": "rank", "DSM_SIZE": "64M"},
     "host": {"DSM_SHARE": "host", "DSM_SIZE": "64M"},
+    "host+vhosts=2": {"DSM_SHARE": "host", "DSM_VHOSTS": "2", "DSM_SIZE": "64M"},
 }
 
 
@@ -73,3 +75,43 @@ def test_store_buffering_is_sequentially_consistent_per_rank(tmp_path):
     got = rank_lines(p.stdout, "sb forbidden")
     assert sorted(got) == [0, 1] and all("forbidden=0 rounds=100" in t for t in got.values()), \
         p.stdout
+
+
+@pytest.mark.parametrize("scenario,expect", [
+    ("sb", "sb forbidden=0 rounds=100"),
+    ("mp", "mp bad=0"),
+])
+def test_litmus_across_hosts_is_sequentially_consistent(tmp_path, scenario, expect):
+    # 2 virtual hosts of 2 ranks: rank 0 and the last rank are on different
+    # hosts, where sequential mode keeps sequential consistency
+    p = run(tmp_path, 4, MODES_PROG, scenario, "--rounds", "100", env=MODES["host+vhosts=2"])
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, scenario)
+    assert sorted(got) == [0, 1, 2, 3] and all(expect in t for t in got.values()), p.stdout
+
+
+def counts(text):
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
+
+
+def test_a_page_read_by_both_ranks_of_a_host_crosses_once(tmp_path):
+    """Rank 0 (host 0) writes 64 pages; ranks 2 (the leader of host 1) and 3
+    read them in turn.  Each page leaves rank 0 once; rank 3's reads are
+    local hits: an mprotect each, no message.  Per rank, rank 3 fetches its
+    own copies."""
+    env = dict(DSM_READAHEAD="1", DSM_HEARTBEAT_S="0")
+    got = {}
+    for mode in ("rank", "host+vhosts=2"):
+        p = run(tmp_path, 4, MODES_PROG, "crossing", env=dict(MODES[mode], **env))
+        assert p.returncode == 0, p.stderr
+        got[mode] = {r: counts(t) for r, t in rank_lines(p.stdout, "crossing").items()}
+        assert sorted(got[mode]) == [0, 2, 3], p.stdout
+    host = got["host+vhosts=2"]
+    pages = host[0]["pages"]
+    assert pages >= 64 and host[2]["bad"] == host[3]["bad"] == 0
+    assert host[0]["pages_sent"] == pages, host
+    assert host[2]["read_faults"] == pages, host
+    assert host[3] == dict(pages=pages, bad=0, pages_sent=0, msgs_sent=0, host_maps=pages,
+                           read_faults=0), host
+    assert got["rank"][3]["read_faults"] == pages and got["rank"][3]["msgs_sent"] > 0, got
+    assert got["rank"][0]["pages_sent"] > pages, got       # most pages left rank 0 twice

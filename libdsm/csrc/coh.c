@@ -21,8 +21,9 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, uint64_t twin_l
     if (!(c->homes = malloc(c->npages * sizeof *c->homes)))
         return dsm_err_sys(err, ENOMEM, "homes of %llu pages", (unsigned long long)c->npages);
     for (p = 0; p < c->npages; p++)         /* round-robin blocks to begin with */
-        c->homes[p] = (uint16_t)((p / c->block) % (uint64_t)c->nranks);
+        c->homes[p] = (uint16_t)page_home_initial(c, p);
     coh_serve_init(h);
+    coh_host_init(h);
     coh_place_init(h);
     if ((rc = h->proto->init(h, twin_limit, err))) {
         coh_free(h);
@@ -34,6 +35,7 @@ int coh_init(struct coh *h, struct core *c, struct transport *t, uint64_t twin_l
 void coh_free(struct coh *h)
 {
     h->proto->free(h);
+    coh_host_free(h);
     free(h->c->homes);
     h->c->homes = NULL;
     coh_place_end(h);

@@ -86,6 +86,8 @@ static int request_run(struct coh *h, uint64_t page, uint64_t want, int write,
 int coh_request(struct coh *h, uint64_t page, uint64_t n, int write)
 {
     uint64_t got;
+    if (coh_host_local(h->c))   /* through the host's leader */
+        return coh_host_request(h, page, write);
     return request_run(h, page, n, write, 0, 0, &got);
 }
 
@@ -187,6 +189,8 @@ enum coh_step coh_fault_step(struct coh *h, uint64_t page, int write)
     int rc;
     if (coh_satisfied(c, page, write))
         return COH_DONE;
+    if (coh_host_local(c))
+        return coh_host_fault(h, page, write);
     if ((rc = coh_open_closed(h, page))) {
         if (rc == 2 && !write)  /* a write ends the read stream (and may be a placement's) */
             readahead_early(h, page);

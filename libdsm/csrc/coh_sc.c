@@ -85,10 +85,12 @@ static void flush_serves(struct coh *h)
     h->n_serves = 0;
 }
 
-/* DSM_FWD: serve the page to the requester (at the next flush). */
+/* DSM_FWD: serve the page to the requester (at the next flush), once the
+ * host's other ranks lowered their mappings (coh_host.c). */
 static void on_fwd(struct coh *h, const struct msg *m)
 {
-    if (held(h, m))
+    if (held(h, m) ||
+        coh_host_lower(h, m, m->pg.mode == MODE_WRITE ? DSM_PROT_NONE : DSM_PROT_READ))
         return;
     if (!coh_holds(h->c, m->pg.page)) {
         core_fail(h->c, "protocol error: asked to serve page %llu, which this rank does "
@@ -103,14 +105,15 @@ static void on_fwd(struct coh *h, const struct msg *m)
         .from = m->from };
 }
 
-/* DSM_INV: drop our read copy and acknowledge to the home. */
+/* DSM_INV: drop our read copy (the host's other ranks first: coh_host.c)
+ * and acknowledge to the home. */
 static void on_inv(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     struct msg ack = { .type = DSM_INV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
     char err[DSM_ERRLEN];
     int failed;
-    if (held(h, m) || coh_claim(h, m))
+    if (held(h, m) || coh_host_lower(h, m, DSM_PROT_NONE) || coh_claim(h, m))
         return;
     failed = c->mem.protect(c->mem.ctx, m->pg.page, 1, DSM_PROT_NONE, err);
     coh_unclaim(h, m->pg.page);
@@ -131,7 +134,7 @@ static void write_proceed(struct coh *h, struct dir *d, uint64_t page)
 {
     struct msg m = { .type = DSM_FWD, .origin = d->origin,
                      .pg = { .page = page, .mode = MODE_WRITE } };
-    int has_copy = d->origin == d->owner || (d->copyset >> d->origin & 1);
+    int has_copy = d->origin == d->owner || (d->copyset & coh_bit(h->c, d->origin));
     if (d->origin == d->owner) {
         send_pages(h, page, 1, MODE_WRITE, d->origin, NULL);
         return;
@@ -144,14 +147,12 @@ static void write_proceed(struct coh *h, struct dir *d, uint64_t page)
 static void start_write(struct coh *h, struct dir *d, uint64_t page, int origin)
 {
     struct msg m = { .type = DSM_INV, .origin = (uint16_t)origin, .pg = { .page = page } };
-    uint64_t targets = d->copyset & ~(1ULL << origin) & ~(1ULL << d->owner);
-    int r;
+    uint64_t targets = d->copyset & ~coh_bit(h->c, origin) & ~coh_bit(h->c, d->owner), t;
     d->busy = 1;
     d->origin = (uint16_t)origin;
     d->acks = (uint16_t)__builtin_popcountll(targets);
-    for (r = 0; r < h->c->nranks; r++)
-        if (targets >> r & 1)
-            tp_send(h->t, r, &m, NULL);
+    for (t = targets; t; t &= t - 1)
+        tp_send(h->t, coh_rank_of(h->c, __builtin_ctzll(t)), &m, NULL);
     if (!d->acks)
         write_proceed(h, d, page);
 }
@@ -160,12 +161,13 @@ static void start_write(struct coh *h, struct dir *d, uint64_t page, int origin)
  * then), else the owner, else any reader; -1 if all are serving. */
 static int pick_server(struct coh *h, struct dir *d)
 {
-    uint64_t free = (d->copyset | 1ULL << d->owner) & ~d->lending;
-    if (free >> h->c->rank & 1)
-        return h->c->rank;
-    if (free >> d->owner & 1)
+    const struct core *c = h->c;
+    uint64_t free = (d->copyset | coh_bit(c, d->owner)) & ~d->lending;
+    if (free & coh_bit(c, c->rank))
+        return c->rank;
+    if (free & coh_bit(c, d->owner))
         return d->owner;
-    return free ? __builtin_ctzll(free) : -1;
+    return free ? coh_rank_of(c, __builtin_ctzll(free)) : -1;
 }
 
 /* Start a fault now if nothing stands in its way: 1 if it started. */
@@ -186,7 +188,7 @@ static int try_start(struct coh *h, uint64_t page, int origin, int mode)
     if ((server = pick_server(h, d)) < 0)
         return 0;
     d->reads++;
-    d->lending |= 1ULL << server;
+    d->lending |= coh_bit(h->c, server);
     tp_send(h->t, server, &fwd, NULL);
     return 1;
 }
@@ -259,8 +261,8 @@ static void home_complete(struct coh *h, uint64_t page, int mode, int origin, in
 {
     struct dir *d = coh_dir(h, page);
     if (mode == MODE_READ) {
-        d->copyset |= 1ULL << origin;
-        d->lending &= ~(1ULL << server);
+        d->copyset |= coh_bit(h->c, origin);
+        d->lending &= ~coh_bit(h->c, server);
         d->reads--;
     } else {
         d->owner = (uint16_t)origin;
@@ -276,7 +278,8 @@ static int serving(struct coh *h, const struct msg *m)
 {
     struct dir *d = page_home(h->c, m->pg.page) == h->c->rank ? coh_dir(h, m->pg.page) : NULL;
     int read = m->type == DSM_UPDATE && m->pg.mode == MODE_READ;
-    if (d && (read ? d->reads && m->pg.server < h->c->nranks && (d->lending >> m->pg.server & 1)
+    if (d && (read ? d->reads && m->pg.server < h->c->nranks &&
+                     (d->lending & coh_bit(h->c, m->pg.server))
                    : d->busy && d->origin == m->origin))
         return 1;
     core_fail(h->c, "protocol error: %s from rank %d for page %llu, which is not being "

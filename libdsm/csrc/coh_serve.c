@@ -85,6 +85,8 @@ static void flush_installs(struct coh *h)
             c->pages[h->installs[i].page].installed_ns = now;
             c->pages[h->installs[i].page].pending = 0;
         }
+    if (c->host_state)          /* a leader: its host holds them now */
+        coh_host_installed(h, h->installs, h->n_installs);
     core_unlock(c);
     core_wake(c);               /* after the unlock: the woken thread wants core.mu */
     for (i = 0; i < h->n_installs; i += k) {

@@ -43,8 +43,9 @@
  * readers of a hot page take O(log N) rounds, not N; a write waits for
  * them and is served alone. */
 struct dir {
-    uint64_t copyset;       /* ranks holding read copies, the owner excluded */
-    uint64_t lending;       /* holders serving a read now */
+    uint64_t copyset;       /* ranks holding read copies, the owner excluded (coh_bit:
+                             * with share=host on several hosts, their hosts) */
+    uint64_t lending;       /* holders serving a read now (coh_bit) */
     uint16_t owner;         /* holds the current data, READ or RW */
     uint16_t origin;        /* the write being served while busy */
     uint16_t acks;          /* INV_ACKs still to come */
@@ -172,6 +173,8 @@ struct coh {
     unsigned claim_waits;               /* fetches waiting for a page served away (core.mu) */
     struct place place;
     uint64_t stale;                     /* pages that came unasked, dropped (on_page) */
+    struct host_wait *host_waits;       /* leader: local ranks' DSM_HREQs waiting (core.mu) */
+    struct host_lowering *lowerings;    /* leader: DSM_FWD, DSM_INV waiting for local acks (core.mu) */
 };
 
 /* coh.c: the model of core.release (set once, before), its state and the
@@ -227,6 +230,50 @@ int coh_fault_ready(struct coh *h, uint64_t page, int write);
 int coh_request(struct coh *h, uint64_t page, uint64_t n, int write);
 /* Release mode: ask again, at once, for a copy an acquire dropped. */
 void coh_refetch(struct coh *h, uint64_t page);
+
+/* coh_host.c: share=host on several hosts (core.host_state set).  The
+ * protocol above runs between host leaders; a host's other ranks map what
+ * their leader holds for the host, as the page's word in the host's shared
+ * memory says (hostmem.h):
+ *
+ *   local hit   a rank faults on a page its host holds in the mode it needs:
+ *               it sets its bit in the word and maps the page, no message
+ *   local miss  rank -DSM_HREQ-> leader, which fetches the page for the host
+ *               as for a fault of its own, raises the word's access when
+ *               the page is installed, and answers -DSM_HGRANT-> rank
+ *   lowering    before a leader serves a page away (DSM_FWD) or drops it
+ *               (DSM_INV), it lowers the word's access, sends DSM_HINV to
+ *               each rank whose bit is set, and parks the message until
+ *               every DSM_HINV_ACK is in: only then does the page or the
+ *               DSM_INV_ACK leave the host.
+ *
+ * coh_host_init registers the four handlers (nothing without host_state). */
+struct host_wait;
+struct host_lowering;
+void coh_host_init(struct coh *h);
+void coh_host_free(struct coh *h);
+/* Is this a rank whose faults go through its host's leader? */
+static inline int coh_host_local(const struct core *c)
+{
+    return c->host_state && c->leader != c->rank;
+}
+/* Faulting side of such a rank, caller holding core.mu: coh_fault_step's
+ * answer, and coh_request's bits (the page asked for, one at a time). */
+enum coh_step coh_host_fault(struct coh *h, uint64_t page, int write);
+int coh_host_request(struct coh *h, uint64_t page, int write);
+/* Leader, comm thread: about to serve m (DSM_FWD) or drop the page (DSM_INV),
+ * leaving the host `prot`: lower the host's copy; 1 if m is parked until
+ * the local ranks have lowered their mappings (it then runs again), 0 to
+ * go on now. */
+int coh_host_lower(struct coh *h, const struct msg *m, int prot);
+/* Leader, comm thread holding core.mu: pages were installed here with
+ * these protections (stale ones skipped): the host holds them so. */
+void coh_host_installed(struct coh *h, const struct batched *b, unsigned n);
+/* Leader: is the page being lowered, its local ranks' acks still to come?
+ * (The simulator checks the host's copy against its ranks' mappings.) */
+int coh_host_lowering(const struct coh *h, uint64_t page);
+/* The access a page's word gives, and its ranks' bits (hostmem.h). */
+int coh_host_access(const struct core *c, uint64_t page, uint64_t *mapped);
 
 /* coh_pin.c: pinned pages stay here.  A DSM_FWD or DSM_INV for a pinned
  * page is parked (coh_park, from the serving side) and runs again once the

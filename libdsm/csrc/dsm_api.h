@@ -96,6 +96,9 @@ struct dsm_stats {
     uint64_t opened_by_waiter;/* pages the faulting thread opened itself (no TLB flush elsewhere) */
     uint64_t connections;     /* ranks this rank holds a connection to (others: via leaders) */
     uint64_t forwarded;       /* messages this rank passed on for others, as a host leader */
+    uint64_t host_maps;       /* share=host on several hosts: faults the host's copy served
+                               * with no message (an mprotect); read_faults and write_faults
+                               * count those that asked the host's leader */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */
@@ -235,11 +238,14 @@ void dsm_trace_note(int kind, uint64_t arg, uint64_t start_ns, uint64_t dur_ns);
  * out[n]; an error when not running or past the region. */
 int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
 /* Host-shared memory (DSM_SHARE=host; libdsm/hostshare.py).  Before
- * dsm_start: the region will map `memfd` (the region's bytes, then a
- * control area of DSM_HOST_CTRL_BYTES) instead of a memfd of its own, every page
- * read/write; this rank is `index` of the `nlocal` ranks of its host.  The
- * core owns memfd from here on. */
-int dsm_host_attach(int memfd, int nlocal, int index, char *err);
+ * dsm_start: the region will map `memfd` (the region's bytes, a control
+ * area of DSM_HOST_CTRL_BYTES, then dsm_host_state_bytes of the host's
+ * page states) instead of a memfd of its own; this rank is `index` of the
+ * `nlocal` ranks of its host, in a job on `nhosts` hosts (1: every page
+ * read/write; more: the protocol runs between the hosts' leaders, the
+ * lowest rank of each, and the pages come and go per host).  The core owns
+ * memfd from here on. */
+int dsm_host_attach(int memfd, int nlocal, int index, int nhosts, char *err);
 /* Collective among the ranks of the host: returns when all have called
  * it, through the shared control area (no message).  DSM_EPEER once the
  * job failed; DSM_ESTATE when not in host-shared mode or not running. */
@@ -260,3 +266,8 @@ int dsm_host_lock_held(uint32_t lock);
 void dsm_host_finalizing(void);
 #define DSM_HOST_LOCKS 8192
 #define DSM_HOST_CTRL_BYTES 4194304
+/* Ranks of one host at most, when share=host spans several hosts. */
+#define DSM_HOST_MAX_MAPPERS 61
+/* The bytes of the host's page states after the control area, for a region
+ * of `size` bytes: a 64-bit word per page, rounded up to whole pages. */
+uint64_t dsm_host_state_bytes(uint64_t size);

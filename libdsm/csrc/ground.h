@@ -21,6 +21,7 @@
  *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
  *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
  *   coh_place.c  layer 2: coherence, moving page homes (dsm_place)
+ *   coh_host.c   layer 2: coherence across hosts with host-shared memory (a host's copy)
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
@@ -65,6 +66,8 @@ struct page {
                                  * first access asks for the next run (coh_app.c) */
     uint8_t closed;             /* it came, and is kept closed: the DSM_PROT_* it opens with */
     uint16_t waiters;           /* threads in a fault on it: when it comes, one of them opens it */
+    uint8_t granted;            /* share=host across hosts: our leader answered our DSM_HREQ,
+                                 * and mapping it ends that fault (not counted a host_map) */
 };
 
 /* How protections reach the application view: region.c on a real rank,
@@ -170,6 +173,17 @@ struct core {
     struct page *pages;
     uint16_t *homes;            /* each page's home, which can move (coh_init); NULL before */
     struct mem_ops mem;
+    /* share=host on several hosts (coh_host.c), fixed after start: the
+     * protocol runs between host leaders, and the other ranks of a host
+     * map what their leader holds for the host.  nleaders 0: every rank
+     * takes part itself (per-rank mode, or one host), and the rest is unset. */
+    int nleaders;
+    const uint16_t *leaders;    /* the leaders in rank order: homes go round-robin over them */
+    const uint16_t *host_of;    /* each leader's place among them, by rank: its copyset bit */
+    int leader;                 /* this rank's leader, the one that takes part for it */
+    int nlocal, local_index;    /* the ranks of this host, and this rank's place among them */
+    const uint16_t *locals;     /* ... their ranks, by place */
+    uint64_t *host_state;       /* per page, the host's copy (hostmem.h's word, shared) */
 
     pthread_mutex_t mu;         /* guards the page table, phase, waits (LK_CORE) */
     /* The event count every waiter sleeps on: core_wake bumps it after any
@@ -283,11 +297,36 @@ uint64_t core_describe_waits(struct core *c, char *buf, uint64_t len);
 /* Round-robin by blocks of pages to begin with; then a table that
  * placements change (coh_place.c) and, in release mode, single writers
  * (coh_rc.c). */
+static inline int page_home_initial(const struct core *c, uint64_t page)
+{
+    uint64_t b = page / c->block;
+    return c->nleaders ? c->leaders[b % (uint64_t)c->nleaders] : (int)(b % (uint64_t)c->nranks);
+}
+
 static inline int page_home(const struct core *c, uint64_t page)
 {
     if (c->homes)
         return c->homes[page];
-    return (int)((page / c->block) % (uint64_t)c->nranks);
+    return page_home_initial(c, page);
+}
+
+/* The bit of a rank taking part in the protocol in a directory's copyset:
+ * the rank, or with share=host on several hosts its host's place among the
+ * leaders (copysets are 64-bit masks of hosts then); and the rank of a bit. */
+static inline uint64_t coh_bit(const struct core *c, int rank)
+{
+    return 1ULL << (c->nleaders ? c->host_of[rank] : rank);
+}
+
+static inline int coh_rank_of(const struct core *c, int bit)
+{
+    return c->nleaders ? c->leaders[bit] : bit;
+}
+
+/* The rank that takes part in the protocol for this one. */
+static inline int core_self(const struct core *c)
+{
+    return c->nleaders ? c->leader : c->rank;
 }
 
 /* How many of the n pages from `page` on share its home: one request. */
@@ -301,9 +340,10 @@ static inline uint64_t home_run(const struct core *c, uint64_t page, uint64_t n)
     return k;
 }
 
-/* A rank starts owning the pages it homes, writable. */
+/* A rank starts owning the pages it homes, writable (with share=host on
+ * several hosts: the pages its host homes). */
 static inline int page_initial_prot(const struct core *c, uint64_t page)
 {
-    return page_home(c, page) == c->rank ? DSM_PROT_RW : DSM_PROT_NONE;
+    return page_home(c, page) == core_self(c) ? DSM_PROT_RW : DSM_PROT_NONE;
 }
 #endif

@@ -16,21 +16,35 @@
 
 static struct hostmem H = { .memfd = -1 };
 
-int dsm_host_attach(int memfd, int nlocal, int index, char *err)
+uint64_t dsm_host_state_bytes(uint64_t size)
+{
+    uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE), bytes = size / ps * sizeof(uint64_t);
+    return (bytes + ps - 1) / ps * ps;
+}
+
+int dsm_host_attach(int memfd, int nlocal, int index, int nhosts, char *err)
 {
     if (H.c || H.memfd >= 0) {
         dsm_err(err, "host-shared memory is already attached in this process");
         return DSM_ESTATE;
     }
-    if (memfd < 0 || nlocal < 1 || nlocal > HOST_MAX_LOCAL || index < 0 || index >= nlocal) {
-        dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host (at most %d)",
-                memfd, index, nlocal, HOST_MAX_LOCAL);
+    if (memfd < 0 || nlocal < 1 || index < 0 || index >= nlocal || nhosts < 1 ||
+        nlocal > (nhosts > 1 ? HOST_MAX_MAPPERS : HOST_MAX_LOCAL)) {
+        dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host (at most %d "
+                "on one of %d hosts)", memfd, index, nlocal,
+                nhosts > 1 ? HOST_MAX_MAPPERS : HOST_MAX_LOCAL, nhosts);
         return DSM_EINVAL;
     }
+    H.nhosts = nhosts;
     H.memfd = memfd;
     H.nlocal = nlocal;
     H.index = index;
     return DSM_OK;
+}
+
+int hostmem_hosts(void)
+{
+    return H.memfd >= 0 || H.ctrl ? H.nhosts : 0;
 }
 
 struct hostmem *hostmem_get(void)
@@ -41,22 +55,35 @@ struct hostmem *hostmem_get(void)
 int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err)
 {
     struct stat st;
-    void *ctrl;
+    void *ctrl, *state = NULL;
+    uint64_t state_bytes = dsm_host_state_bytes(size);
     *fd = -1;
     if (H.memfd < 0)
         return DSM_OK;
     if (fstat(H.memfd, &st))
         return dsm_err_sys(err, errno, "fstat of the host's shared memfd");
-    if ((uint64_t)st.st_size != size + HOST_CTRL_BYTES) {
-        dsm_err(err, "the host's shared memfd holds %lld bytes, not the region's %llu and "
-                "the %llu of its control area", (long long)st.st_size,
-                (unsigned long long)size, (unsigned long long)HOST_CTRL_BYTES);
+    if ((uint64_t)st.st_size != size + HOST_CTRL_BYTES + state_bytes) {
+        dsm_err(err, "the host's shared memfd holds %lld bytes, not the region's %llu, "
+                "the %llu of its control area and the %llu of its page states",
+                (long long)st.st_size, (unsigned long long)size,
+                (unsigned long long)HOST_CTRL_BYTES, (unsigned long long)state_bytes);
         return DSM_EINVAL;
     }
     ctrl = mmap(NULL, HOST_CTRL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, H.memfd,
                 (off_t)size);
     if (ctrl == MAP_FAILED)
         return dsm_err_sys(err, errno, "control area of the host's shared memfd");
+    if (H.nhosts > 1) {
+        state = mmap(NULL, state_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, H.memfd,
+                     (off_t)(size + HOST_CTRL_BYTES));
+        if (state == MAP_FAILED) {
+            munmap(ctrl, HOST_CTRL_BYTES);
+            return dsm_err_sys(err, errno, "page states of the host's shared memfd");
+        }
+        H.state = state;
+        H.state_bytes = state_bytes;
+        c->host_state = state;
+    }
     H.ctrl = ctrl;
     H.c = c;
     *fd = H.memfd;
@@ -68,6 +95,11 @@ void hostmem_release(void)
 {
     if (H.ctrl)
         munmap(H.ctrl, HOST_CTRL_BYTES);
+    if (H.state)
+        munmap(H.state, H.state_bytes);
+    if (H.c)
+        H.c->host_state = NULL;
     H.ctrl = NULL;
+    H.state = NULL;
     H.c = NULL;
 }

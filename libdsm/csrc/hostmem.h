@@ -21,6 +21,21 @@
 #define HOST_SLOTS_OFF (HOST_LOCKS_OFF + DSM_HOST_LOCKS * 8u)
 #define HOST_DATA_OFF (HOST_SLOTS_OFF + 2u * HOST_MAX_LOCAL * 64u)
 
+/* After the control area, with share=host on several hosts: one 64-bit
+ * word per page of the region, the host's copy of it (coh_host.c), changed
+ * by compare-and-swap only:
+ *   HOST_WORD_SET    set at the first change; a word of 0 is the initial
+ *                    state: read/write, mapped by every rank of the host,
+ *                    for the pages the host homes; else no access
+ *   bits 61..62      the host's access (DSM_PROT_*): its leader holds the
+ *                    page so, and no rank of the host maps it higher
+ *   bits 0..60       the ranks of the host other than the leader that have
+ *                    the page mapped, by their place among the host's ranks */
+#define HOST_WORD_SET (1ULL << 63)
+#define HOST_ACCESS_SHIFT 61
+#define HOST_MAX_MAPPERS DSM_HOST_MAX_MAPPERS
+#define HOST_MAPPERS ((1ULL << HOST_MAX_MAPPERS) - 1)
+
 /* Every field below is touched with atomics only: the ranks of the host
  * are separate processes. */
 struct host_ctrl {
@@ -53,12 +68,18 @@ struct hostmem {
     struct core *c;             /* the core whose region took the memfd */
     struct host_ctrl *ctrl;     /* mapped once the region took the memfd */
     int busy;                   /* a collective is running (hostcoll.c) */
+    int nhosts;                 /* hosts of the job (dsm_host_attach) */
+    uint64_t *state;            /* the page states, mapped when nhosts > 1 */
+    uint64_t state_bytes;
 };
 
 /* The attachment, or NULL in per-rank mode (nothing attached). */
 struct hostmem *hostmem_get(void);
+/* Before region_map: the hosts of the job, as attached (0: nothing attached). */
+int hostmem_hosts(void);
 /* For region_map: *fd becomes the attached memfd, now the caller's, with
- * the control area at `size` mapped; -1 in per-rank mode.  DSM_OK, or the
+ * the control area at `size` mapped, and with several hosts the page
+ * states after it (c->host_state); -1 in per-rank mode.  DSM_OK, or the
  * error with err filled (a memfd of the wrong size, a failed mmap). */
 int hostmem_claim(struct core *c, uint64_t size, int *fd, char *err);
 /* After the region is unmapped: the control area too. */

@@ -31,6 +31,12 @@ enum msg_type {
     DSM_POST,           /* rank -> rank: one wake-up for the key in the payload (mbox.h) */
     DSM_LOST,           /* host leader -> its direct peers that have no connection to
                          * rank `origin`: it is lost (payload: peer.c's) */
+    /* share=host across hosts (coh_host.c): a host's ranks and its leader */
+    DSM_HREQ,           /* local rank -> its leader: my host lacks `page` for `mode` */
+    DSM_HGRANT,         /* leader -> local rank: the host holds `page` now, map it */
+    DSM_HINV,           /* leader -> local rank: lower your mapping of `page` to `mode`
+                         * (0: drop it) */
+    DSM_HINV_ACK,       /* local rank -> leader: lowered */
     DSM_MSG_MAX
 };
 
@@ -43,11 +49,11 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
  * prefetched pages travels as one message with one header. */
 #define RUN_MAX 256
 
-struct page_fields {            /* DSM_REQ .. DSM_INV_ACK, DSM_DIFF, DSM_DIFF_ACK */
+struct page_fields {            /* DSM_REQ .. DSM_INV_ACK, DSM_DIFF, DSM_DIFF_ACK, DSM_H* */
     uint64_t page;
     uint32_t count;             /* DSM_REQ, DSM_PAGE, DSM_UPDATE: pages from `page` on,
                                  * all with one home (0 means 1) */
-    uint8_t mode;               /* MODE_* */
+    uint8_t mode;               /* MODE_* (DSM_HINV: 0, MODE_READ) */
     uint8_t flags;              /* DSM_FWD: FWD_NODATA */
     uint16_t server;            /* DSM_UPDATE: the rank that sent the page */
 };

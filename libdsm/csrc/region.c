@@ -68,13 +68,13 @@ static uint64_t initial_runs(const struct core *c)
 }
 
 /* Apply the initial protections, one mprotect per homed block; with the
- * host's shared memfd, every page read/write (one physical copy: nothing
- * to fault for). */
+ * host's shared memfd on one host, every page read/write (one physical
+ * copy: nothing to fault for); on several, the blocks the host homes. */
 static int apply_initial(struct region *r, char *err)
 {
     struct core *c = r->c;
     uint64_t p, n;
-    if (r->shared) {
+    if (r->shared && !c->host_state) {
         for (p = 0; p < c->npages; p++)
             c->pages[p].prot = DSM_PROT_RW;
         if (mprotect(r->app, r->size, PROT_READ | PROT_WRITE))
@@ -113,7 +113,7 @@ int region_map(struct region *r, struct core *c, uint64_t base, uint64_t size, c
     if ((rc = hostmem_claim(c, size, &r->memfd, err)))
         return rc;
     r->shared = r->memfd >= 0;
-    r->runs = r->shared ? 1 : initial_runs(c);
+    r->runs = r->shared && !c->host_state ? 1 : initial_runs(c);
     r->run_budget = max_maps > in_use + RUN_RESERVE ? max_maps - in_use - RUN_RESERVE : 0;
     if (r->runs > r->run_budget) {
         dsm_err(err, "the initial layout needs %llu mappings but vm.max_map_count (%llu) "

@@ -19,7 +19,8 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_LOCK_NEXT] = "DSM_LOCK_NEXT", [DSM_COLL] = "DSM_COLL", [DSM_DIFF] = "DSM_DIFF",
     [DSM_DIFF_ACK] = "DSM_DIFF_ACK", [DSM_HEARTBEAT] = "DSM_HEARTBEAT", [DSM_UNPIN] = "DSM_UNPIN",
     [DSM_PLACE] = "DSM_PLACE", [DSM_LOCK_TRY] = "DSM_LOCK_TRY", [DSM_LOCK_BUSY] = "DSM_LOCK_BUSY",
-    [DSM_POST] = "DSM_POST", [DSM_LOST] = "DSM_LOST",
+    [DSM_POST] = "DSM_POST", [DSM_LOST] = "DSM_LOST", [DSM_HREQ] = "DSM_HREQ",
+    [DSM_HGRANT] = "DSM_HGRANT", [DSM_HINV] = "DSM_HINV", [DSM_HINV_ACK] = "DSM_HINV_ACK",
 };
 
 const char *msg_name(int type)
@@ -36,7 +37,8 @@ struct slots {
 
 static int page_family(int type)
 {
-    return (type >= DSM_REQ && type <= DSM_INV_ACK) || type == DSM_DIFF || type == DSM_DIFF_ACK;
+    return (type >= DSM_REQ && type <= DSM_INV_ACK) || type == DSM_DIFF || type == DSM_DIFF_ACK ||
+           (type >= DSM_HREQ && type <= DSM_HINV_ACK);
 }
 
 static int lock_family(int type)

@@ -27,10 +27,18 @@
  * The ring holds DSM_RING_CAP = 2 messages here, so the ring-full path
  * runs all the time.
  *
- *   sim --seeds A:B [--release] [--mismatch] [--drop] [--corrupt]
+ *   sim --seeds A:B [--release] [--mismatch] [--hosts] [--drop] [--corrupt]
  *                    run seeds A..B-1; the first failure prints its seed and trace
- *   sim --seed N [--release] [--mismatch] [--drop] [--corrupt]
+ *   sim --seed N [--release] [--mismatch] [--hosts] [--drop] [--corrupt]
  *                    replay one seed, tracing every step
+ *
+ * --hosts groups 3 to 6 ranks into 2 or more hosts of consecutive ranks,
+ * each host's ranks sharing one memory and its page words, the protocol
+ * running between the hosts' leaders (coh_host.c, as DSM_SHARE=host on
+ * several hosts; homes are not placed).  The rules above then speak of a
+ * host's copy (what any of its ranks can access), the directory of hosts;
+ * within a host, no rank maps a page above its host's word unless the
+ * leader is lowering it, and each rank that maps it has its bit set.
  *
  * --release runs release consistency: data-race-free programs (a word has
  * one writer between two collectives; counters change under their lock)
@@ -139,7 +147,7 @@ static const char *page_of(const struct sim_msg *m)
     int t = m->m.type;
     buf[0] = 0;
     if (!m->eof && (t == DSM_REQ || t == DSM_PAGE || t == DSM_FWD || t == DSM_INV ||
-                    t == DSM_UPDATE || t == DSM_DIFF))
+                    t == DSM_UPDATE || t == DSM_DIFF || (t >= DSM_HREQ && t <= DSM_HINV_ACK)))
         snprintf(buf, sizeof buf, " page %llu+%u", (unsigned long long)m->m.pg.page,
                  m->m.pg.count);
     return buf;
@@ -242,7 +250,8 @@ static int run(uint64_t seed, int drop, int corrupt)
     memset(W.was_held, 0, sizeof W.was_held);
     memset(W.began, 0, sizeof W.began);
     sim_now = 0;
-    s->n = 2 + (int)below(SIM_MAX_RANKS - 1);
+    s->n = W.hosts ? 3 + (int)below(SIM_MAX_RANKS - 2) : 2 + (int)below(SIM_MAX_RANKS - 1);
+    s->nhosts = 0;
     make_scenario();
     block = 1 + below(3);
     readahead = 1 + below(4);
@@ -251,14 +260,17 @@ static int run(uint64_t seed, int drop, int corrupt)
     corrupt_at = corrupt ? 1 + below(200) : UINT64_MAX;
     W.shadow = calloc(W.npages, SIM_PAGE);
     W.hist = calloc(MAX_TASKS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
+    if (W.hosts)                /* 2 hosts or more, one of several ranks at least */
+        simnet_hosts(s, 2 + (int)below((uint64_t)s->n - 2), W.npages);
     for (r = 0; r < s->n; r++)
         if (simnet_rank_init(s, r, W.npages, block, readahead, hold, W.nlocks, W.release))
             return 1;
     if (W.tracing)
-        printf("seed %llu: %d ranks x %d threads, %llu pages, block %llu, read-ahead %llu, "
-               "hold %llu ns, %u locks\n", (unsigned long long)seed, s->n, W.nthreads,
-               (unsigned long long)W.npages, (unsigned long long)block,
-               (unsigned long long)readahead, (unsigned long long)hold, W.nlocks);
+        printf("seed %llu: %d ranks x %d threads on %d hosts, %llu pages, block %llu, "
+               "read-ahead %llu, hold %llu ns, %u locks\n", (unsigned long long)seed, s->n,
+               W.nthreads, s->nhosts ? s->nhosts : s->n, (unsigned long long)W.npages,
+               (unsigned long long)block, (unsigned long long)readahead,
+               (unsigned long long)hold, W.nlocks);
     for (step = 0; step < MAX_STEPS && !s->violation[0]; step++) {
         if (step == drop_at) {
             W.dropped = (int)below((uint64_t)s->n);
@@ -301,17 +313,18 @@ static int run(uint64_t seed, int drop, int corrupt)
             for (; i < W.ntrace; i++)
                 printf("  %s\n", W.trace[i % TRACE_KEEP]);
         }
-        printf("replay: make sim SEED=%llu%s%s%s%s%s%s\n", (unsigned long long)seed,
-               W.release || W.mismatch || drop || corrupt ? " SIMFLAGS='" : "",
+        printf("replay: make sim SEED=%llu%s%s%s%s%s%s%s\n", (unsigned long long)seed,
+               W.release || W.mismatch || W.hosts || drop || corrupt ? " SIMFLAGS='" : "",
                W.release ? " --release" : "", W.mismatch ? " --mismatch" : "",
-               drop ? " --drop" : "", corrupt ? " --corrupt" : "",
-               W.release || W.mismatch || drop || corrupt ? "'" : "");
+               W.hosts ? " --hosts" : "", drop ? " --drop" : "", corrupt ? " --corrupt" : "",
+               W.release || W.mismatch || W.hosts || drop || corrupt ? "'" : "");
     }
     for (r = 0; r < s->n; r++) {
         W.cover.ring_full += s->r[r].core.stats.ring_full;
         W.cover.homes_moved += s->r[r].core.stats.homes_moved;
         W.cover.early += s->r[r].core.stats.readahead_early;
         W.cover.opened += s->r[r].core.stats.opened_by_waiter;
+        W.cover.host_maps += s->r[r].core.stats.host_maps;
         simnet_rank_free(&s->r[r]);
     }
     for (r = 0; r < s->n * s->n; r++)
@@ -346,12 +359,14 @@ int main(int argc, char **argv)
             W.release = 1;
         } else if (!strcmp(argv[i], "--mismatch")) {
             W.mismatch = 1;
+        } else if (!strcmp(argv[i], "--hosts")) {
+            W.hosts = 1;
         } else if (!strcmp(argv[i], "--corrupt")) {
             corrupt = 1;
 
         } else {
             fprintf(stderr, "usage: sim (--seeds A:B | --seed N) [--release] [--mismatch] "
-                    "[--drop] [--corrupt]\n");
+                    "[--hosts] [--drop] [--corrupt]\n");
             return 2;
         }
     }
@@ -362,14 +377,17 @@ int main(int argc, char **argv)
            "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved, "
            "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
            "%llu pages opened by their waiter, %llu steps while another thread dropped "
-           "core.mu\n",
+           "core.mu, %llu host copies checked, %llu host invalidations, %llu faults a host's "
+           "copy served\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
            (unsigned long long)W.cover.split, (unsigned long long)W.cover.early,
-           (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested);
-    printf("%d seeds passed%s%s%s%s\n", i, W.release ? " (--release)" : "",
-           W.mismatch ? " (--mismatch)" : "", drop ? " (--drop)" : "",
-           corrupt ? " (--corrupt)" : "");
+           (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested,
+           (unsigned long long)W.cover.host_copies, (unsigned long long)W.cover.host_invs,
+           (unsigned long long)W.cover.host_maps);
+    printf("%d seeds passed%s%s%s%s%s\n", i, W.release ? " (--release)" : "",
+           W.mismatch ? " (--mismatch)" : "", W.hosts ? " (--hosts)" : "",
+           drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");
     return 0;
 }

@@ -60,6 +60,16 @@ struct srank {
 struct sim {
     int n;
     struct srank r[SIM_MAX_RANKS];
+    /* --hosts: ranks in hosts of consecutive ranks sharing one memory (as
+     * DSM_SHARE=host on several hosts); nhosts 0: every rank its own copy */
+    int nhosts;
+    int host[SIM_MAX_RANKS];                    /* each rank's host */
+    uint16_t leaders[SIM_MAX_RANKS];            /* each host's leader, its lowest rank */
+    uint16_t host_of[SIM_MAX_RANKS];            /* a leader's host, by rank */
+    uint16_t locals[SIM_MAX_RANKS][SIM_MAX_RANKS];  /* each host's ranks */
+    int nlocal[SIM_MAX_RANKS];
+    unsigned char *host_rw[SIM_MAX_RANKS];      /* each host's memory */
+    uint64_t *host_state[SIM_MAX_RANKS];        /* ... and its page words (hostmem.h) */
     struct chan ch[SIM_MAX_RANKS][SIM_MAX_RANKS];
     uint64_t next_id;
     unsigned char *delivered;       /* per message id: how often it was delivered */
@@ -75,6 +85,9 @@ extern uint64_t sim_now;            /* simulated ns: the core's clock */
 void sim_yield(int r);
 
 /* simnet.c */
+/* --hosts: group the s->n ranks into `nhosts` hosts of consecutive ranks,
+ * before the ranks start. */
+void simnet_hosts(struct sim *s, int nhosts, uint64_t npages);
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
                      uint64_t hold_ns, uint32_t nlocks, int release);
 void simnet_rank_free(struct srank *r);
@@ -155,6 +168,7 @@ struct world {
     uint64_t odd_ranks;
     struct coll_spec odd;
     int release;                    /* release consistency */
+    int hosts;                      /* --hosts: ranks grouped in hosts (struct sim) */
     uint32_t *hist;                 /* release mode: the word each value was written to */
     int began[SIM_MAX_RANKS];       /* collectives each rank began */
     struct {                    /* what the seeds exercised, summed over the run */
@@ -168,6 +182,9 @@ struct world {
         uint64_t early;         /* read-ahead runs asked for at a trigger page */
         uint64_t opened;        /* pages their faulting thread opened */
         uint64_t nested;        /* steps run while another thread of the rank had core.mu dropped */
+        uint64_t host_copies;   /* --hosts: steps with a page on a host of several ranks */
+        uint64_t host_invs;     /* ... DSM_HINVs: a leader lowering its ranks' mappings */
+        uint64_t host_maps;     /* ... faults a host's copy served with no message */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

@@ -51,7 +51,7 @@ static void random_spec(struct coll_spec *c)
 {
     static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
                                  DSM_COLL_REDUCE, DSM_COLL_GATHER };
-    int i = (int)below(W.release ? 5 : 6);
+    int i = (int)below(W.release || W.hosts ? 5 : 6);     /* 5: a placement */
     c->kind = i == 5 ? COLL_PLACE : kinds[i];
     c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
     c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;

@@ -20,6 +20,7 @@ void observe(struct sim *s, int dst, const struct msg *m)
     W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
     W.cover.collectives += m->type == DSM_COLL;
     W.cover.runs += m->type == DSM_PAGE && m->pg.count > 1;
+    W.cover.host_invs += m->type == DSM_HINV;
     if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
         return;
     f = &W.fifo[m->lk.lock];
@@ -72,6 +73,63 @@ static void check_page(uint32_t p)
                       readers);
     if (writer >= 0 && quiet && (writer != d->owner || d->copyset))
         sim_violation(&W.s, "page %u is writable at rank %d, but the home says owner %d, "
+                      "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
+}
+
+/* --hosts: the same rules for the hosts' copies, a host's copy being what
+ * any of its ranks can access (its leader's view, open or kept closed, and
+ * the others' mappings); the directory names hosts.  Within a host, a rank
+ * maps a page no higher than the host's word says, but while its leader is
+ * lowering it (the rank's DSM_HINV still to come or answered), and with its
+ * bit set: so no rank of a host that lost a page can still access it. */
+static void check_host_page(uint32_t p)
+{
+    struct sim *s = &W.s;
+    int h, i, writer = -1, readers = 0, home = agreed_home(p);
+    struct dir *d = home >= 0 ? coh_dir(&s->r[home].coh, p) : NULL;
+    int quiet = d && !d->busy && !d->reads;
+    W.cover.fanout += d && d->reads > 1;
+    for (h = 0; h < s->nhosts; h++) {
+        struct srank *leader = &s->r[s->leaders[h]];
+        const struct core *c = &leader->core;
+        uint64_t mapped;
+        int word = coh_host_access(c, p, &mapped), prot = c->pages[p].prot;
+        if (c->pages[p].closed > prot && !c->pages[p].pending)
+            prot = c->pages[p].closed;
+        for (i = 1; i < s->nlocal[h]; i++) {
+            int r = s->locals[h][i], mine = s->r[r].core.pages[p].prot;
+            if (mine > word && !coh_host_lowering(&leader->coh, p))
+                sim_violation(s, "rank %d maps page %u (%d) above its host's copy (%d)", r, p,
+                              mine, word);
+            if (mine != DSM_PROT_NONE && !(mapped >> i & 1))
+                sim_violation(s, "rank %d maps page %u, but its bit in its host's word is "
+                              "clear", r, p);
+            prot = mine > prot ? mine : prot;
+        }
+        if (prot == DSM_PROT_NONE)
+            continue;
+        W.cover.host_copies += s->nlocal[h] > 1;
+        if (memcmp(s->host_rw[h] + (uint64_t)p * SIM_PAGE, W.shadow + (uint64_t)p * SIM_PAGE,
+                   SIM_PAGE))
+            sim_violation(s, "host %d may read page %u, but its copy is not the last write", h,
+                          p);
+        if (prot == DSM_PROT_RW) {
+            if (writer >= 0)
+                sim_violation(s, "page %u is writable on hosts %d and %d", p, writer, h);
+            writer = h;
+        } else {
+            readers++;
+        }
+        if (quiet && s->leaders[h] != d->owner && !(d->copyset & coh_bit(c, s->leaders[h])))
+            sim_violation(s, "host %d holds page %u, but the home's directory (owner %d, "
+                          "copyset %#llx) does not say so", h, p, d->owner,
+                          (unsigned long long)d->copyset);
+    }
+    if (writer >= 0 && readers)
+        sim_violation(s, "page %u is writable on host %d while %d hosts read it", p, writer,
+                      readers);
+    if (writer >= 0 && quiet && (s->leaders[writer] != d->owner || d->copyset))
+        sim_violation(s, "page %u is writable on host %d, but the home says owner %d, "
                       "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
 }
 
@@ -147,7 +205,7 @@ void check_step(void)
     if (W.dropped >= 0)
         return;                 /* after a death only liveness is checked */
     for (p = 0; p < W.npages; p++)
-        W.release ? check_release(p) : check_page(p);
+        W.release ? check_release(p) : W.hosts ? check_host_page(p) : check_page(p);
     check_pins();
     check_locks();
     check_no_stale_pages();
@@ -212,7 +270,8 @@ void check_end(void)
                   coh_dir(&sr->coh, id)->lending)))
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
-        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked)
+        if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked ||
+            sr->coh.host_waits || sr->coh.lowerings)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     if (W.dropped < 0)

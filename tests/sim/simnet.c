@@ -123,6 +123,39 @@ static void populate(void *ctx, uint64_t first, uint64_t n)
     sim_yield(r->id);
 }
 
+void simnet_hosts(struct sim *s, int nhosts, uint64_t npages)
+{
+    int r, h;
+    s->nhosts = nhosts;
+    memset(s->nlocal, 0, sizeof s->nlocal);
+    for (r = 0; r < s->n; r++) {        /* as libdsm/hostshare.py's host_keys */
+        h = s->host[r] = r * nhosts / s->n;
+        if (!s->nlocal[h]) {
+            s->leaders[h] = (uint16_t)r;
+            s->host_of[r] = (uint16_t)h;
+            s->host_rw[h] = calloc(npages, SIM_PAGE);
+            s->host_state[h] = calloc(npages, sizeof(uint64_t));
+        }
+        s->locals[h][s->nlocal[h]++] = (uint16_t)r;
+    }
+}
+
+/* As api.c's take_hosts and hostmem.c's claim: the rank's host. */
+static void join_host(struct sim *s, struct core *c, int id)
+{
+    int h = s->host[id];
+    c->nleaders = s->nhosts;
+    c->leaders = s->leaders;
+    c->host_of = s->host_of;
+    c->leader = s->leaders[h];
+    c->nlocal = s->nlocal[h];
+    c->locals = s->locals[h];
+    for (c->local_index = 0; s->locals[h][c->local_index] != id; c->local_index++)
+        ;
+    c->host_state = s->host_state[h];
+    c->rw = s->host_rw[h];
+}
+
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
                      uint64_t hold_ns, uint32_t nlocks, int release)
 {
@@ -143,7 +176,10 @@ int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uin
     c->readahead = readahead;
     c->hold_ns = hold_ns;
     c->clock = sim_clock;
-    c->rw = calloc(npages, SIM_PAGE);
+    if (s->nhosts)
+        join_host(s, c, id);
+    else
+        c->rw = calloc(npages, SIM_PAGE);
     c->pages = calloc(npages, sizeof *c->pages);
     c->mem = (struct mem_ops){ protect, populate, r };
     for (p = 0; p < npages; p++)        /* as region.c */
@@ -169,7 +205,10 @@ void simnet_rank_free(struct srank *r)
     }
     ops_free(&r->ops);
     tp_free(&r->tp);
-    free(r->core.rw);
+    if (!r->sim->nhosts || r->core.leader == r->id) {   /* a host's memory goes with its leader */
+        free(r->core.rw);
+        free(r->core.host_state);
+    }
     free(r->core.pages);
 }
 
