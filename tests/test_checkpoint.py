@@ -401,6 +401,36 @@ def test_random_sigkill_then_restart_gives_the_fault_free_grid(tmp_path, where):
         assert shm_stores(job) == set()     # buddy memory went with the job
 
 
+@pytest.mark.timeout(600)
+def test_a_sigkill_in_host_shared_memory_on_two_virtual_hosts_restarts_to_the_same_grid(
+        tmp_path):
+    """share=host across 2 virtual hosts x 2 ranks, where the leaders home
+    every page and the other ranks map their host's copy: a rank SIGKILLed
+    at a random moment (a leader or not), and the restart from buddy memory
+    ends on the fault-free run's grid, bit for bit."""
+    host = {"DSM_SHARE": "host", "DSM_VHOSTS": "2"}
+    reference = str(tmp_path / "ref.npy")
+    p = _jacobi(tmp_path, 40, "--stats", n=4, out=reference, env=host)
+    assert p.returncode == 0, p.stderr
+    # host-shared across hosts indeed: only the leaders (0, 2) send pages
+    pages_out = {int(m[0]): int(m[1]) for m in re.findall(
+        r"^(\d) +localhost +\d+ +\d+ +(\d+) ", p.stdout + p.stderr, re.M)}
+    assert pages_out[1] == pages_out[3] == 0 < pages_out[0] + pages_out[2], pages_out
+    rng = random.Random(20261207)
+    for trial, victim in enumerate((0, 1)):             # a leader, then not
+        out = str(tmp_path / ("grid-%d.npy" % trial))
+        trigger = _random_kill(rng, 4, 40)[0]
+        job, env = fresh_job()
+        status, output = _run_killing(tmp_path, [], ["localhost"] * 4, out, trigger, victim,
+                                      args=["--pause-at", "38"], env={**host, **env})
+        what = "trial %d (%s, kill rank %d)" % (trial, trigger, victim)
+        assert status == 0, "%s: %s" % (what, output[-3000:])
+        assert output.count("dsmexec: the job failed (rank ") == 1, (what, output)
+        assert np.load(out).tobytes() == np.load(reference).tobytes(), what
+        assert wait_gone(JACOBI, timeout=10) == []
+        assert shm_stores(job) == set()
+
+
 @pytest.mark.timeout(200)
 def test_with_the_restarts_spent_the_exit_status_is_the_last_runs(tmp_path):
     """Rank 1 exits with status 3 after each run's checkpoint: two restarts,
