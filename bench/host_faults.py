@@ -36,6 +36,7 @@ def turns(dsm, arr, readers, read):
     the counts over the turns, summed over all ranks, rank 0's apart, and
     the rows read wrong."""
     before = dsm.stats()
+    dsm.barrier()               # a reader leaves the gather before rank 0, its root
     bad = 0
     for r in readers:
         if read and r == dsm.rank:

@@ -110,8 +110,8 @@ def crossing(dsm, a):
             "host_msgs")
     if dsm.rank == 0:
         arr[:, :] = np.arange(rows)[:, None] + 1
+    before_all = dsm.stats()    # before the barrier: a reader may leave it first
     dsm.barrier()
-    before_all = dsm.stats()
     readers = range(dsm.size // 2, dsm.size)
     for r in reversed(readers) if a.last_first else readers:
         if r == dsm.rank:
