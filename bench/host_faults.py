@@ -4,7 +4,9 @@ read them one after the other, in both orders: the leader first (rank 2,
 then rank 3), and the other rank first (rank 3 asks its leader, then rank
 2 finds them installed).  Read-ahead is off, so a fault is one page.  It
 prints, per order, the messages all ranks sent per fault taken on host 1,
-and how many times each page left host 0 (once per host: 1.00).  The
+those of them between hosts and those within host 1 (DSM_HREQ,
+DSM_HGRANT: a rank and its leader), and how many times each page left
+host 0 (once per host: 1.00).  The
 per-rank run is the reference (every rank its own copy: a page leaves
 host 0 for each reader).  Counts, not times: run it anywhere.
 
@@ -19,7 +21,7 @@ import libdsm
 
 PAGES = 200
 WORDS = 512
-KEYS = ("msgs_sent", "pages_sent", "read_faults", "host_maps")
+KEYS = ("msgs_sent", "pages_sent", "read_faults", "host_maps", "host_msgs")
 MODE = "share=%s, vhosts=%s" % (os.environ.get("DSM_SHARE", "rank"),
                                 os.environ.get("DSM_VHOSTS", "1"))
 
@@ -34,6 +36,7 @@ def turns(dsm, arr, readers, read):
     the counts over the turns, summed over all ranks, rank 0's apart, and
     the rows read wrong."""
     before = dsm.stats()
+    dsm.barrier()               # a reader leaves the gather before rank 0, its root
     bad = 0
     for r in readers:
         if read and r == dsm.rank:
@@ -60,11 +63,13 @@ def one_order(dsm, readers):
     (total, zero, bad), (quiet, _, _) = busy, idle
     faults = total["read_faults"] + total["host_maps"]
     sent = total["msgs_sent"] - quiet["msgs_sent"]
+    within = total["host_msgs"] - quiet["host_msgs"]
     print("%s: ranks %d then %d read %d pages written on host 0: %d faults (%d served by "
-          "the host's copy, no message), %.2f messages per fault, each page left rank 0 "
-          "%.2f times%s" % (MODE, readers[0], readers[1], PAGES, faults, total["host_maps"],
-                            sent / max(faults, 1), zero["pages_sent"] / PAGES,
-                            " WRONG: %d bad rows" % bad if bad else ""))
+          "the host's copy, no message), %.2f messages per fault (%.2f between hosts, %.2f "
+          "within one), each page left rank 0 %.2f times%s"
+          % (MODE, readers[0], readers[1], PAGES, faults, total["host_maps"],
+             sent / max(faults, 1), (sent - within) / max(faults, 1), within / max(faults, 1),
+             zero["pages_sent"] / PAGES, " WRONG: %d bad rows" % bad if bad else ""))
 
 
 def main():

@@ -15,8 +15,10 @@ one line per rank that tests/test_share_modes.py checks.
   stripes  a 4 GiB region: every rank writes a stripe of pages spread over
            all of it, then reads every other rank's
   crossing rank 0 writes every page of an array; then the ranks of the last
-           host read it, one after the other: each prints the pages it saw
-           and its counts over its reads (rank 0: over all of them)
+           host read it, one after the other (from the first, or with
+           --last-first from the last): each prints the pages it saw
+           and its counts over its reads (the ranks of the first hosts: over
+           all of them)
 """
 import argparse
 import threading
@@ -104,12 +106,14 @@ def crossing(dsm, a):
     arr = dsm.array((rows, PAGE_WORDS), "int64")
     start = arr.__array_interface__["data"][0] - dsm.base
     pages = dsm.page_of(start + arr.nbytes - 1) - dsm.page_of(start) + 1
-    keys = ("pages_sent", "msgs_sent", "host_maps", "read_faults")
+    keys = ("pages_sent", "msgs_sent", "host_maps", "read_faults", "invalidations",
+            "host_msgs")
     if dsm.rank == 0:
         arr[:, :] = np.arange(rows)[:, None] + 1
+    before_all = dsm.stats()    # before the barrier: a reader may leave it first
     dsm.barrier()
-    before_all = dsm.stats()
-    for r in range(dsm.size // 2, dsm.size):
+    readers = range(dsm.size // 2, dsm.size)
+    for r in reversed(readers) if a.last_first else readers:
         if r == dsm.rank:
             before = dsm.stats()
             got = np.asarray(arr) != (np.arange(rows) + 1)[:, None]
@@ -118,7 +122,7 @@ def crossing(dsm, a):
             print("crossing pages=%d bad=%d %s" % (pages, bad, " ".join(
                 "%s=%d" % (k, after[k] - before[k]) for k in keys)))
         dsm.barrier()
-    if dsm.rank == 0:
+    if dsm.rank < dsm.size // 2:
         after = dsm.stats()
         print("crossing pages=%d %s" % (pages, " ".join(
             "%s=%d" % (k, after[k] - before_all[k]) for k in keys)))
@@ -132,6 +136,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario", choices=sorted(SCENARIOS))
     p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--last-first", action="store_true",
+                   help="crossing: the last host's ranks read from the last one down")
     a = p.parse_args()
     with libdsm.init() as dsm:
         SCENARIOS[a.scenario](dsm, a)

@@ -96,22 +96,45 @@ def counts(text):
 
 def test_a_page_read_by_both_ranks_of_a_host_crosses_once(tmp_path):
     """Rank 0 (host 0) writes 64 pages; ranks 2 (the leader of host 1) and 3
-    read them in turn.  Each page leaves rank 0 once; rank 3's reads are
-    local hits: an mprotect each, no message.  Per rank, rank 3 fetches its
-    own copies."""
+    read them in turn.  Each page leaves rank 0 once, for one message of
+    rank 2's (its DSM_REQ, or DSM_FWD for the pages it homes) and rank 0's
+    DSM_PAGE; rank 3's reads are local hits: an mprotect each, no message.
+    Rank 1 never touched the pages, so none was taken from it (no
+    DSM_HINV).  Per rank, rank 3 fetches its own copies."""
     env = dict(DSM_READAHEAD="1", DSM_HEARTBEAT_S="0")
     got = {}
     for mode in ("rank", "host+vhosts=2"):
         p = run(tmp_path, 4, MODES_PROG, "crossing", env=dict(MODES[mode], **env))
         assert p.returncode == 0, p.stderr
         got[mode] = {r: counts(t) for r, t in rank_lines(p.stdout, "crossing").items()}
-        assert sorted(got[mode]) == [0, 2, 3], p.stdout
+        assert sorted(got[mode]) == [0, 1, 2, 3], p.stdout
     host = got["host+vhosts=2"]
     pages = host[0]["pages"]
     assert pages >= 64 and host[2]["bad"] == host[3]["bad"] == 0
     assert host[0]["pages_sent"] == pages, host
-    assert host[2]["read_faults"] == pages, host
+    assert host[2]["read_faults"] == host[2]["msgs_sent"] == pages, host
+    assert host[1]["invalidations"] == host[1]["host_maps"] == 0, host
     assert host[3] == dict(pages=pages, bad=0, pages_sent=0, msgs_sent=0, host_maps=pages,
-                           read_faults=0), host
+                           read_faults=0, invalidations=0, host_msgs=0), host
+    assert host[2]["host_msgs"] == host[0]["host_msgs"] == 0, host
     assert got["rank"][3]["read_faults"] == pages and got["rank"][3]["msgs_sent"] > 0, got
     assert got["rank"][0]["pages_sent"] > pages, got       # most pages left rank 0 twice
+
+
+def test_a_miss_of_a_rank_that_is_not_its_hosts_leader(tmp_path):
+    """The same pages read by rank 3 first: each of its faults asks its
+    leader (DSM_HREQ, its only message, and within the host); the leader
+    fetches the page once for the host, so the leader's own reads after it
+    take no fault and send nothing, and each page still leaves rank 0
+    once."""
+    env = dict(MODES["host+vhosts=2"], DSM_READAHEAD="1", DSM_HEARTBEAT_S="0")
+    p = run(tmp_path, 4, MODES_PROG, "crossing", "--last-first", env=env)
+    assert p.returncode == 0, p.stderr
+    got = {r: counts(t) for r, t in rank_lines(p.stdout, "crossing").items()}
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    pages = got[0]["pages"]
+    assert got[2]["bad"] == got[3]["bad"] == 0, got
+    assert got[0]["pages_sent"] == pages and got[1]["invalidations"] == 0, got
+    assert got[3]["read_faults"] == got[3]["msgs_sent"] == got[3]["host_msgs"] == pages, got
+    assert got[3]["host_maps"] == 0, got
+    assert got[2]["read_faults"] == got[2]["host_maps"] == got[2]["msgs_sent"] == 0, got

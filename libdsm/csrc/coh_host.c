@@ -45,11 +45,10 @@ struct host_lowering {
 /* The word of a page, the initial state spelt out (hostmem.h). */
 static uint64_t word_of(const struct core *c, uint64_t page, uint64_t raw)
 {
-    uint64_t all = ((1ULL << c->nlocal) - 1) & ~(1ULL << 0);    /* the leader is place 0 */
     if (raw)
         return raw;
     if (page_home(c, page) == c->leader)
-        return HOST_WORD_SET | (uint64_t)DSM_PROT_RW << HOST_ACCESS_SHIFT | all;
+        return HOST_WORD_SET | (uint64_t)DSM_PROT_RW << HOST_ACCESS_SHIFT;
     return HOST_WORD_SET;
 }
 

@@ -99,6 +99,8 @@ struct dsm_stats {
     uint64_t host_maps;       /* share=host on several hosts: faults the host's copy served
                                * with no message (an mprotect); read_faults and write_faults
                                * count those that asked the host's leader */
+    uint64_t host_msgs;       /* ... messages sent within the host (DSM_HREQ, DSM_HGRANT,
+                               * DSM_HINV, DSM_HINV_ACK), counted in msgs_sent too */
 };
 
 /* Trace events (dsm_trace_start): what happened, when, for how long. */

@@ -324,11 +324,6 @@ static inline int coh_rank_of(const struct core *c, int bit)
 }
 
 /* The rank that takes part in the protocol for this one. */
-static inline int core_self(const struct core *c)
-{
-    return c->nleaders ? c->leader : c->rank;
-}
-
 /* How many of the n pages from `page` on share its home: one request. */
 static inline uint64_t home_run(const struct core *c, uint64_t page, uint64_t n)
 {
@@ -340,10 +335,13 @@ static inline uint64_t home_run(const struct core *c, uint64_t page, uint64_t n)
     return k;
 }
 
-/* A rank starts owning the pages it homes, writable (with share=host on
- * several hosts: the pages its host homes). */
+/* A rank starts owning the pages it homes, writable.  With share=host on
+ * several hosts only the leaders home pages: the host's other ranks start
+ * with nothing mapped, and their first touch of a page their host holds is
+ * a local hit (coh_host.c), so a page none of them touched is served away
+ * with no DSM_HINV. */
 static inline int page_initial_prot(const struct core *c, uint64_t page)
 {
-    return page_home(c, page) == core_self(c) ? DSM_PROT_RW : DSM_PROT_NONE;
+    return page_home(c, page) == c->rank ? DSM_PROT_RW : DSM_PROT_NONE;
 }
 #endif

@@ -25,8 +25,9 @@
  * word per page of the region, the host's copy of it (coh_host.c), changed
  * by compare-and-swap only:
  *   HOST_WORD_SET    set at the first change; a word of 0 is the initial
- *                    state: read/write, mapped by every rank of the host,
- *                    for the pages the host homes; else no access
+ *                    state: read/write for the pages the host homes
+ *                    (mapped by its leader only: the others map them at
+ *                    their first touch), else no access
  *   bits 61..62      the host's access (DSM_PROT_*): its leader holds the
  *                    page so, and no rank of the host maps it higher
  *   bits 0..60       the ranks of the host other than the leader that have

@@ -236,6 +236,8 @@ int peer_send(struct peer *p, int to, const struct msg *m, const void *payload, 
     w.to = (uint16_t)to;
     msg_encode(&w, hdr);
     __atomic_fetch_add(&p->t->core->stats.msgs_sent, m->type != DSM_HEARTBEAT, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&p->t->core->stats.host_msgs, m->type >= DSM_HREQ && m->type <= DSM_HINV_ACK,
+                       __ATOMIC_RELAXED);
     if (m->type == DSM_PAGE && m->len)
         __atomic_fetch_add(&p->t->core->stats.pages_sent, m->len / p->t->core->page_size,
                            __ATOMIC_RELAXED);

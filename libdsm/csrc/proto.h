@@ -31,7 +31,8 @@ enum msg_type {
     DSM_POST,           /* rank -> rank: one wake-up for the key in the payload (mbox.h) */
     DSM_LOST,           /* host leader -> its direct peers that have no connection to
                          * rank `origin`: it is lost (payload: peer.c's) */
-    /* share=host across hosts (coh_host.c): a host's ranks and its leader */
+    /* share=host across hosts (coh_host.c): a host's ranks and its leader
+     * (these four together, first to last: peer.c counts them as host_msgs) */
     DSM_HREQ,           /* local rank -> its leader: my host lacks `page` for `mode` */
     DSM_HGRANT,         /* leader -> local rank: the host holds `page` now, map it */
     DSM_HINV,           /* leader -> local rank: lower your mapping of `page` to `mode`
