@@ -8,11 +8,13 @@ those of them between hosts and those within host 1 (DSM_HREQ,
 DSM_HGRANT: a rank and its leader), and how many times each page left
 host 0 (once per host: 1.00).  The
 per-rank run is the reference (every rank its own copy: a page leaves
-host 0 for each reader).  Counts, not times: run it anywhere.
+host 0 for each reader).  Counts, not times: run it anywhere.  Rank 0
+also prints a BENCH line per order for bench/run.py.
 
     DSM_SHARE=host DSM_VHOSTS=2 ./dsmexec.py -n 4 bench/host_faults.py
     DSM_SHARE=rank ./dsmexec.py -n 4 bench/host_faults.py          (reference)
 """
+import json
 import os
 
 import numpy as np
@@ -22,8 +24,8 @@ import libdsm
 PAGES = 200
 WORDS = 512
 KEYS = ("msgs_sent", "pages_sent", "read_faults", "host_maps", "host_msgs")
-MODE = "share=%s, vhosts=%s" % (os.environ.get("DSM_SHARE", "rank"),
-                                os.environ.get("DSM_VHOSTS", "1"))
+SHARE = os.environ.get("DSM_SHARE", "rank")
+MODE = "share=%s, vhosts=%s" % (SHARE, os.environ.get("DSM_VHOSTS", "1"))
 
 
 def deltas(dsm, before):
@@ -70,6 +72,10 @@ def one_order(dsm, readers):
           % (MODE, readers[0], readers[1], PAGES, faults, total["host_maps"],
              sent / max(faults, 1), (sent - within) / max(faults, 1), within / max(faults, 1),
              zero["pages_sent"] / PAGES, " WRONG: %d bad rows" % bad if bad else ""))
+    print("BENCH " + json.dumps({
+        "row": "faults across hosts %s %s" % (SHARE, "leader" if readers[0] == 2 else "other"),
+        "per_fault": sent / max(faults, 1), "between_per_fault": (sent - within) / max(faults, 1),
+        "crossings": zero["pages_sent"] / PAGES, "bad": bad}))
 
 
 def main():

@@ -70,7 +70,8 @@ RUNS = [
     if cmd[-1] != "fill" or "mpi" not in cmd] + [
     DSMEXEC + [M2, bench("hostshm.py"), "dsm", "barrier"],
     MPIRUN_SM + ["-n", "2", PY, bench("hostshm.py"), "mpi", "barrier"],
-]
+] + [["env", "DSM_SHARE=" + share, "DSM_VHOSTS=" + vhosts] + DSMEXEC + ["-n", "4",
+     bench("host_faults.py")] for share, vhosts in (("host", "2"), ("rank", "1"))]
 
 
 def run_one(cmd, env=ENV, timeout=900):
@@ -194,6 +195,7 @@ def table(r):
         "≤ 1.5 s", x["seconds"] <= 1.5)
     checkpoint_rows(r, add)
     host_rows(r, add)
+    host_fault_rows(r, add)
     return out
 
 
@@ -222,6 +224,23 @@ def host_rows(r, add):
             add("%s, 2 ranks on one host (host-shared)" % kind, "%.3f s" % d,
                 "%s %.3f s" % (what, m), "%.2f×" % (d / m), "≤ %.2f×" % target,
                 d / m <= target)
+
+
+def host_fault_rows(r, add):
+    """The rows of bench/host_faults.py: read faults across 2 virtual hosts
+    x 2 ranks in host-shared memory, per-rank mode the reference (issue 20)."""
+    for order, who in (("leader", "the leader reads first, then the other rank"),
+                       ("other", "the other rank reads first, then the leader")):
+        x, ref = r["faults across hosts host " + order], r["faults across hosts rank " + order]
+        add("2 virtual hosts × 2 ranks (host-shared), read faults on pages the other host "
+            "holds: %s" % who,
+            "%.2f messages a fault (%.2f between hosts); each page crossed %.2f times%s" % (
+                x["per_fault"], x["between_per_fault"], x["crossings"],
+                ", %d rows WRONG" % x["bad"] if x["bad"] else ""),
+            "per-rank mode: %.2f messages a fault; each page crossed %.2f times" % (
+                ref["per_fault"], ref["crossings"]),
+            "n/a", "2 messages a fault; a page crosses once",
+            x["per_fault"] <= 2 and x["crossings"] == 1 and not x["bad"])
 
 
 def checkpoint_rows(r, add):
