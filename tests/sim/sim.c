@@ -44,7 +44,10 @@
  * one writer between two collectives; counters change under their lock)
  * must read what sequential consistency would; a racy read may be stale,
  * never a value not yet written to that word; after the last barrier every
- * home holds every last write.
+ * home holds every last write.  With --hosts too, twins and dirty pages are
+ * the host leaders' alone, and a host's copy is writable only while its
+ * leader has it dirty with a twin, or homes it and has it dirty or never
+ * served it (simcheck.c's check_host_release).
  * --mismatch makes some ranks (not all) call another collective than the
  * others at one point: every rank must fail there with the error naming
  * both calls, none may end it or hang, and the job goes on.
