@@ -150,7 +150,7 @@ static const char *page_of(const struct sim_msg *m)
     int t = m->m.type;
     buf[0] = 0;
     if (!m->eof && (t == DSM_REQ || t == DSM_PAGE || t == DSM_FWD || t == DSM_INV ||
-                    t == DSM_UPDATE || t == DSM_DIFF || (t >= DSM_HREQ && t <= DSM_HINV_ACK)))
+                    t == DSM_UPDATE || t == DSM_DIFF || (t >= DSM_HREQ && t <= DSM_HDONE)))
         snprintf(buf, sizeof buf, " page %llu+%u", (unsigned long long)m->m.pg.page,
                  m->m.pg.count);
     return buf;

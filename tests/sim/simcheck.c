@@ -204,7 +204,9 @@ static void check_host_release(uint32_t p)
         int served = lc->rc.served.bits[p / 64] >> (p % 64) & 1;
         if (s->r[l].dead)
             continue;
-        rw = host_view(h, p) == DSM_PROT_RW;
+        i = host_view(h, p);
+        rw = i == DSM_PROT_RW;
+        W.cover.host_copies += i != DSM_PROT_NONE && s->nlocal[h] > 1;
         if ((rw && !(home ? dirty || !served : dirty && twin)) || (twin && (home || !dirty)) ||
             (dirty && !home && !twin))
             sim_violation(s, "host %d page %u: writable %d, dirty %d, twin %d, home %d, "
@@ -314,7 +316,7 @@ void check_end(void)
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked ||
-            sr->coh.host_waits || sr->coh.lowerings)
+            sr->coh.host_waits || sr->coh.lowerings || sr->coh.rc.syncs || sr->coh.rc.host_due)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     if (W.dropped < 0)
