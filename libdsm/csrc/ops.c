@@ -204,7 +204,9 @@ static void request_range(struct ops *x, uint64_t first, uint64_t n, int write)
 static int fetch(struct ops *x, struct op *o, struct fetch *f)
 {
     struct core *c = x->c;
-    int ask = x->h->proto->asks_write(f->write), step;
+    /* a host's other ranks ask their leader for the access itself: in
+     * release mode it opens a write for the host (coh_host.c) */
+    int ask = coh_host_local(c) ? f->write : x->h->proto->asks_write(f->write), step;
     uint64_t stop, p;
     if (f->claiming) {              /* back from waiting for a page served away */
         x->h->claim_waits--;

@@ -44,7 +44,7 @@
  * one writer between two collectives; counters change under their lock)
  * must read what sequential consistency would; a racy read may be stale,
  * never a value not yet written to that word; after the last barrier every
- * home holds every last write.  With --hosts too, twins and dirty pages are
+ * home holds every last write.  A pin task is a prefetch there.  With --hosts too, twins and dirty pages are
  * the host leaders' alone, and a host's copy is writable only while its
  * leader has it dirty with a twin, or homes it and has it dirty or never
  * served it (simcheck.c's check_host_release).
@@ -64,7 +64,8 @@
 #define MAX_STEPS 200000
 
 struct world W;
-const char *task_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin" };
+const char *task_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin",
+                              "prefetch" };
 
 /* ---------------------------------------------------------- helpers */
 
