@@ -46,12 +46,12 @@ clean:
 # wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
 # `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
 # that call different collectives (--mismatch), and 10,000 with ranks grouped
-# in hosts sharing memory (--hosts, sequential mode); `make sim SEED=n`
+# in hosts sharing memory (--hosts) in each mode; `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc
 SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim/simnet.c $(addprefix $(CSRC)/,ground.c wire.c trace.c \
-	ring.c transport.c coh.c coh_app.c coh_serve.c coh_sc.c coh_rc.c coh_pin.c coh_place.c coh_host.c coll.c reduce.c \
+	ring.c transport.c coh.c coh_app.c coh_serve.c coh_sc.c coh_rc.c coh_twin.c coh_rchost.c coh_pin.c coh_place.c coh_host.c coll.c reduce.c \
 	locks.c mbox.c ops.c ops_mode.c)
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
@@ -100,6 +100,7 @@ else
 	build/sim --seeds 0:10000 --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --hosts $(SIMFLAGS)
+	build/sim --seeds 0:10000 --hosts --release $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000
 	build/simcommroute --seeds 0:10000

@@ -25,8 +25,7 @@ DSM_DEBUG            trace protocol messages to stderr when set to 1
 DSM_SHARE            "rank" (the default: every rank its own copy of each page, kept
                      coherent by the protocol) or "host" (the ranks of a host map one
                      physical copy: on one host no page faults, on several the
-                     protocol runs between hosts; docs/host-shared.md); on several
-                     hosts "host" needs sequential consistency
+                     protocol runs between hosts; docs/host-shared.md)
 DSM_VHOSTS           split the ranks of each host into this many virtual hosts, each
                      a block of consecutive ranks, as if they ran on different
                      machines (default 1: for tests and the simulator's scenarios);

@@ -12,9 +12,8 @@ never carries.
 Ranks are grouped by a host key: their machine-file host, or with
 DSM_VHOSTS=N one of N virtual hosts on it.  On several hosts the memfd also
 holds the host's page states after the control area (the C core's
-dsm_host_state_bytes), and the protocol runs between the hosts' leaders in
-sequential mode; release mode across hosts is refused for now
-(docs/host-shared.md).
+dsm_host_state_bytes), and the protocol of either consistency mode runs
+between the hosts' leaders (docs/host-shared.md).
 """
 import hashlib
 import hmac
@@ -60,19 +59,12 @@ class Handover:
     after: the memfd, the number of ranks on the host and this rank's index
     among them."""
 
-    def __init__(self, ctx, nbytes, timeout, vhosts=1, consistency="sequential"):
+    def __init__(self, ctx, nbytes, timeout, vhosts=1):
         keys = host_keys(ctx.hostnames if ctx else ["localhost"], vhosts)
         self.rank = ctx.rank if ctx else 0
         self.host = keys[self.rank]
         self.local = [r for r, k in enumerate(keys) if k == self.host]
         self.nhosts = len(set(keys))
-        if self.nhosts > 1 and consistency != "sequential":
-            others = sorted(set(keys) - {self.host})
-            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') on several hosts "
-                              "runs in sequential consistency only for now, and this job's "
-                              "ranks are on %d: %s and %s; use consistency='sequential' or "
-                              "share='rank'" % (self.nhosts, self.host, ", ".join(others)),
-                              self.rank, self.host)
         if self.nhosts > 1 and len(self.local) > _binding.HOST_MAX_MAPPERS:
             raise ConfigError("host-shared memory (share=/DSM_SHARE='host') on several hosts "
                               "takes at most %d ranks per host, and host %s has %d; use more "

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(240)
 LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "reduce": 0, "dsm_api": 0, "trace": 0,
           "region": 1, "hostmem": 1, "transport": 1, "comm": 1, "commstep": 1, "peer": 1, "net": 1,
           "route": 1,
-          "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_pin": 2, "coh_place": 2,
+          "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_twin": 2, "coh_rchost": 2, "coh_pin": 2, "coh_place": 2,
           "coh": 2, "coh_sc": 2, "coh_host": 2,
           "coll": 2,
           "locks": 2, "mbox": 2, "hostsync": 2, "hostcoll": 2, "hostlock": 2, "ops": 2, "ops_mode": 2, "fault": 3, "waitsig": 3,
@@ -75,7 +75,8 @@ def test_protocol_code_keeps_no_file_static_state():
     own copy.  Only fault.c and waitsig.c (signal handlers) and api.c (the
     one real instance) keep globals."""
     for name in ("wire.c", "ring.c", "reduce.c", "transport.c", "comm.c", "commstep.c", "peer.c", "net.c",
-                 "region.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_pin.c", "coh_place.c",
+                 "region.c", "coh_app.c", "coh_serve.c", "coh_rc.c", "coh_twin.c", "coh_rchost.c",
+                 "coh_pin.c", "coh_place.c",
                  "coh.c", "coh_sc.c", "coh_host.c",
                  "coll.c", "locks.c", "mbox.c"):
         with open(os.path.join(CSRC, name)) as f:

@@ -1,8 +1,8 @@
 /* Layer 2: coherence across hosts with host-shared memory (DSM_SHARE=host
- * on several hosts, sequential mode).  The sequential protocol (coh_sc.c)
- * runs between the host leaders: homes go round-robin over them, and the
- * directory's owner and copyset name leaders, so a page crosses the
- * network once per host.  Each page's word in the host's shared memory
+ * on several hosts).  The protocol of the mode (coh_sc.c; coh_rc.c with
+ * coh_rchost.c) runs between the host leaders: homes go round-robin over
+ * them, and the directory's owner and copyset name leaders, so a page
+ * crosses the network once per host.  Each page's word in the host's shared memory
  * (hostmem.h) says what the host holds and which of its other ranks map
  * it; coherence.h has the three exchanges.
  *
@@ -33,9 +33,12 @@ struct host_wait {
     struct host_wait *next;
 };
 
-/* A DSM_FWD or DSM_INV waiting at the leader for the local ranks' acks. */
+/* A message waiting at the leader for the local ranks' acks of a lowering
+ * of `page` (a DSM_FWD or DSM_INV in sequential mode, a DSM_REQ in release
+ * mode), or queued behind one (acks 0). */
 struct host_lowering {
     struct msg m;
+    uint64_t page;
     uint32_t acks;              /* still to come */
     struct host_lowering *next;
 };
@@ -195,14 +198,16 @@ static void leader_fetch(struct coh *h, uint64_t page, int mode)
     tp_send(h->t, page_home(c, page), &m, NULL);
 }
 
-/* Answer the waiters of a page that the host holds well enough now; for
- * the others (a write, where the host got a read copy) ask again. */
+/* Answer the waiters of a page that the host holds well enough now.  A
+ * write where the host holds a readable copy the model may open here
+ * (release: the leader twins it), the word raised only then; the other
+ * waiters ask again (a write, where the host got a read copy). */
 static void serve_waiters(struct coh *h, uint64_t page)
 {
     struct core *c = h->c;
     struct host_wait **pp = &h->host_waits, *w;
     int access = word_access(word_of(c, page, __atomic_load_n(&c->host_state[page],
-                                                              __ATOMIC_ACQUIRE)));
+                                                              __ATOMIC_ACQUIRE))), opened;
     while ((w = *pp)) {
         struct msg grant = { .type = DSM_HGRANT, .origin = w->rank, .pg = { .page = page } };
         if (w->page != page) {
@@ -210,9 +215,14 @@ static void serve_waiters(struct coh *h, uint64_t page)
             continue;
         }
         if (!allows(access, w->mode == MODE_WRITE)) {
-            leader_fetch(h, page, w->mode);
-            pp = &w->next;
-            continue;
+            opened = h->proto->open_host(h, page, access, w->mode == MODE_WRITE);
+            if (!opened)
+                leader_fetch(h, page, w->mode);
+            if (opened <= 0) {
+                pp = &w->next;
+                continue;
+            }
+            word_set_access(c, page, access = DSM_PROT_RW, 0);
         }
         *pp = w->next;
         tp_send(h->t, w->rank, &grant, NULL);
@@ -251,45 +261,48 @@ void coh_host_installed(struct coh *h, const struct batched *b, unsigned n)
     for (i = 0; i < n; i++)
         if (!b[i].stale) {
             word_set_access(h->c, b[i].page, b[i].prot, 0);
-            if (h->host_waits)
-                serve_waiters(h, b[i].page);
+            coh_host_serve(h, b[i].page);
+            h->proto->host_installed(h, b[i].page);
         }
 }
 
-int coh_host_lower(struct coh *h, const struct msg *m, int prot)
+/* Lower the host's copy of `page` to prot before m goes on: 1 if m is
+ * parked until the local ranks' acks are in, or (with `queue`) behind a
+ * lowering of the page already under way; 0 to go on now. */
+static int lower(struct coh *h, const struct msg *m, uint64_t page, int prot, int queue)
 {
     struct core *c = h->c;
-    struct host_lowering *l;
+    struct host_lowering *l, **tail;
     struct msg hinv = { .type = DSM_HINV, .origin = m->origin,
-                        .pg = { .page = m->pg.page,
-                                .mode = prot == DSM_PROT_READ ? MODE_READ : 0 } };
+                        .pg = { .page = page, .mode = prot == DSM_PROT_READ ? MODE_READ : 0 } };
     uint64_t old, targets;
-    int i;
+    int i, busy;
     if (!c->host_state)
         return 0;
     core_lock(c);
-    for (l = h->lowerings; l && l->m.pg.page != m->pg.page; l = l->next)
-        ;
-    if (l) {                    /* the home serves one write or one read from us at a time */
+    busy = coh_host_lowering(h, page);
+    if (busy && !queue) {       /* the home serves one write or one read from us at a time */
         core_unlock(c);
         core_fail(c, "protocol error: %s for page %llu while the host lowers it",
-                  msg_name(m->type), (unsigned long long)m->pg.page);
+                  msg_name(m->type), (unsigned long long)page);
         return 1;
     }
     /* run again once acked, the word is low already: no second round */
-    old = word_set_access(c, m->pg.page, prot, 1);
+    old = busy ? 0 : word_set_access(c, page, prot, 1);
     targets = word_access(old) > prot ? old & HOST_MAPPERS : 0;
-    if (!targets) {
+    if (!busy && !targets) {
         core_unlock(c);
         return 0;
     }
     if (!(l = malloc(sizeof *l))) {
         core_unlock(c);
-        core_fail(c, "out of memory lowering page %llu", (unsigned long long)m->pg.page);
+        core_fail(c, "out of memory lowering page %llu", (unsigned long long)page);
         return 1;
     }
-    *l = (struct host_lowering){ *m, (uint32_t)__builtin_popcountll(targets), h->lowerings };
-    h->lowerings = l;
+    *l = (struct host_lowering){ *m, page, (uint32_t)__builtin_popcountll(targets), NULL };
+    for (tail = &h->lowerings; *tail; tail = &(*tail)->next)
+        ;
+    *tail = l;                  /* in order: one queued runs after the lowering it waits for */
     for (i = 1; i < c->nlocal; i++)
         if (targets >> i & 1)
             tp_send(h->t, c->locals[i], &hinv, NULL);
@@ -297,32 +310,66 @@ int coh_host_lower(struct coh *h, const struct msg *m, int prot)
     return 1;
 }
 
+int coh_host_lower(struct coh *h, const struct msg *m, int prot)
+{
+    return lower(h, m, m->pg.page, prot, 0);
+}
+
+int coh_host_lower_page(struct coh *h, const struct msg *m, uint64_t page, int prot)
+{
+    return lower(h, m, page, prot, 1);
+}
+
 int coh_host_lowering(const struct coh *h, uint64_t page)
 {
     const struct host_lowering *l;
-    for (l = h->lowerings; l && l->m.pg.page != page; l = l->next)
+    for (l = h->lowerings; l && l->page != page; l = l->next)
         ;
     return l != NULL;
 }
 
+void coh_host_serve(struct coh *h, uint64_t page)
+{
+    if (h->host_waits)
+        serve_waiters(h, page);
+}
+
+void coh_host_raise(struct coh *h, uint64_t page)
+{
+    if (h->c->host_state)
+        word_set_access(h->c, page, DSM_PROT_RW, 0);
+}
+
 /* DSM_HINV_ACK: once every local rank lowered, the parked message runs
- * again (through the transport's deferred queue) and goes on. */
+ * again (through the transport's deferred queue) and goes on, and so do
+ * those queued behind it. */
 static void on_hinv_ack(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
-    struct host_lowering **pp, *l;
+    struct host_lowering **pp, *l, *done = NULL, **dtail = &done;
     core_lock(c);
-    for (pp = &h->lowerings; (l = *pp) && l->m.pg.page != m->pg.page; pp = &l->next)
+    for (pp = &h->lowerings; (l = *pp) && !(l->page == m->pg.page && l->acks); pp = &l->next)
         ;
-    if (l && !--l->acks)
-        *pp = l->next;
+    if (l && !--l->acks) {
+        for (pp = &h->lowerings; (l = *pp);) {
+            if (l->page == m->pg.page && !l->acks) {
+                *pp = l->next;
+                *dtail = l;
+                dtail = &l->next;
+                l->next = NULL;
+            } else {
+                pp = &l->next;
+            }
+        }
+    }
     core_unlock(c);
-    if (!l) {
+    if (!l && !done) {
         core_fail(c, "protocol error: DSM_HINV_ACK from rank %d for page %llu, which is not "
                   "being lowered", m->from, (unsigned long long)m->pg.page);
         return;
     }
-    if (!l->acks) {
+    while ((l = done)) {
+        done = l->next;
         h->t->ops->defer(h->t, &l->m, c->clock());
         free(l);
     }

@@ -29,7 +29,9 @@
  * epoch they belong to, so notices from before a barrier are ignored.
  *
  * Application threads run all of this under core.mu; only DSM_DIFF (at
- * the home) and DSM_DIFF_ACK run in the comm thread. */
+ * the home) and DSM_DIFF_ACK run in the comm thread.  With host sharing
+ * across hosts, homes stay put and a host's leader keeps the host's twins
+ * and sends its diffs (coh_rchost.c). */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
@@ -50,170 +52,66 @@ static int set_init(struct pageset *s, uint64_t npages)
     return s->bits ? 0 : -1;
 }
 
-static int set_has(const struct pageset *s, uint64_t p)
-{
-    return s->bits[p / 64] >> (p % 64) & 1;
-}
-
-static void set_add(struct pageset *s, uint64_t p)
-{
-    if (!set_has(s, p))
-        s->bits[p / 64] |= 1ULL << (p % 64), s->count++;
-}
-
-static void set_del(struct pageset *s, uint64_t p)
-{
-    if (set_has(s, p))
-        s->bits[p / 64] &= ~(1ULL << (p % 64)), s->count--;
-}
-
 static void set_clear(struct pageset *s)
 {
     memset(s->bits, 0, s->words * sizeof *s->bits);
     s->count = 0;
 }
 
-/* The first page of the set at or after p, or UINT64_MAX. */
-static uint64_t set_next(const struct pageset *s, uint64_t p)
-{
-    uint64_t w = p / 64, bits;
-    if (w >= s->words)
-        return UINT64_MAX;
-    for (bits = s->bits[w] & (~0ULL << (p % 64)); !bits; bits = s->bits[w])
-        if (++w == s->words)
-            return UINT64_MAX;
-    return w * 64 + (uint64_t)__builtin_ctzll(bits);
-}
-
 #define FOR_EACH(s, p) for (p = set_next(s, 0); p != UINT64_MAX; p = set_next(s, p + 1))
-
-/* ---------------------------------------------------------- words */
-
-/* Copy a page word by word, so a word written meanwhile is seen whole. */
-static void copy_words(void *dst, const void *src, uint64_t bytes)
-{
-    const volatile uint64_t *from = src;
-    uint64_t *to = dst, i;
-    for (i = 0; i < bytes / 8; i++)
-        to[i] = from[i];
-}
 
 static int mine(const struct coh *h, uint64_t page)
 {
     return page_home(h->c, page) == h->c->rank;
 }
 
-/* Protect from an application thread that holds core.mu. */
-static int set_prot(struct coh *h, uint64_t page, int prot)
-{
-    struct core *c = h->c;
-    char err[DSM_ERRLEN];
-    if (!c->mem.protect(c->mem.ctx, page, 1, prot, err))
-        return 0;
-    core_fail(c, "%s", err);
-    return -1;
-}
-
-/* ---------------------------------------------------------- diffs */
-
-/* The words of `page` that differ from its twin, as runs of
- * (u32 first word, u32 words, the words), into out; the bytes used. */
-static uint64_t make_diff(struct coh *h, uint64_t page, unsigned char *out)
-{
-    const uint64_t *twin = (const uint64_t *)h->rc.twin[page];
-    const volatile uint64_t *now = (const uint64_t *)(h->c->rw + page * h->c->page_size);
-    uint64_t n = h->c->page_size / 8, i = 0, j, used = 0;
-    while (i < n) {
-        uint32_t head[2];
-        for (; i < n && now[i] == twin[i]; i++)
-            ;
-        for (j = i; j < n && now[j] != twin[j]; j++)
-            ;
-        if (j == i)
-            break;
-        head[0] = htole32((uint32_t)i);
-        head[1] = htole32((uint32_t)(j - i));
-        memcpy(out + used, head, 8);
-        copy_words(out + used + 8, (const void *)(now + i), (j - i) * 8);
-        used += 8 + (j - i) * 8;
-        i = j;
-    }
-    return used;
-}
-
-/* Send the diff of a written page home and close it for writing (caller
- * holds core.mu, dropped while sending).  The twin goes. */
-static void flush_page(struct coh *h, uint64_t page)
-{
-    struct core *c = h->c;
-    struct msg m = { .type = DSM_DIFF, .origin = (uint16_t)c->rank, .pg = { .page = page } };
-    unsigned char *buf;
-    set_del(&h->rc.dirty, page);
-    if (set_prot(h, page, DSM_PROT_READ) || mine(h, page))
-        return;                     /* the home writes the master itself */
-    /* a run header per word at most: twice the page */
-    if (!(buf = malloc(2 * c->page_size))) {
-        core_fail(c, "out of memory diffing page %llu", (unsigned long long)page);
-        return;
-    }
-    m.len = (uint32_t)make_diff(h, page, buf);
-    free(h->rc.twin[page]);
-    h->rc.twin[page] = NULL;
-    h->rc.twin_bytes -= c->page_size;
-    if (m.len) {
-        c->stats.diffs++;
-        c->stats.diff_bytes += m.len;
-        h->rc.acks_due++;
-        tp_send_app(h->t, page_home(c, page), &m, buf);
-    }
-    free(buf);
-}
-
 /* A write to a readable copy opens here (coh_proto.open_here): the first
  * write of the interval to a page not homed here takes a twin.  Anything
- * else asks the home. */
+ * else asks the home; a host's other ranks ask their leader, who keeps the
+ * host's twins (coh_host.c).  Twins are bounded in per-rank mode only: a
+ * page goes home early from an application thread, and with host sharing
+ * only the leader's comm thread sends diffs. */
 static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
     uint64_t p;
-    if (!write || c->pages[page].prot != DSM_PROT_READ)
+    if (!write || c->pages[page].prot != DSM_PROT_READ || coh_host_local(c))
         return COH_ASK;
-    if (!mine(h, page)) {
-        while (h->rc.twin_bytes + c->page_size > h->rc.limit &&
-               (p = set_next(&h->rc.dirty, 0)) != UINT64_MAX) {
-            c->stats.early_flushes++;
-            flush_page(h, p);       /* twins are bounded: one page goes home early */
-            if (c->pages[page].prot != DSM_PROT_READ)
-                return COH_AGAIN;   /* core.mu was dropped: look again */
-        }
-        if (!(h->rc.twin[page] = malloc(c->page_size))) {
-            core_fail(c, "out of memory for the twin of page %llu",
-                             (unsigned long long)page);
-            return COH_WAIT;
-        }
-        copy_words(h->rc.twin[page], c->rw + page * c->page_size, c->page_size);
-        h->rc.twin_bytes += c->page_size;
-        c->stats.twins++;
+    /* A host's copy being lowered, or dropped (a copy may be on its way,
+     * which would overwrite a write): the comm thread wakes us once done. */
+    if (c->host_state &&
+        (coh_host_lowering(h, page) || coh_host_access(c, page, &p) == DSM_PROT_NONE))
+        return COH_WAIT;
+    while (!mine(h, page) && !c->host_state &&
+           h->rc.twin_bytes + c->page_size > h->rc.limit &&
+           (p = set_next(&h->rc.dirty, 0)) != UINT64_MAX) {
+        c->stats.early_flushes++;
+        rc_send_diff(h, p, 1);      /* twins are bounded: one page goes home early */
+        if (c->pages[page].prot != DSM_PROT_READ)
+            return COH_AGAIN;       /* core.mu was dropped: look again */
     }
-    if (set_prot(h, page, DSM_PROT_RW))
+    if (rc_open_write(h, page))
+        return COH_WAIT;
+    coh_host_raise(h, page);        /* the twin exists: the host may write */
+    if (rc_set_prot(h, page, DSM_PROT_RW))
         return COH_WAIT;
     c->stats.invalidations_saved++;     /* sequential mode would have asked the home */
-    set_add(&h->rc.dirty, page);
-    set_add(&h->rc.written, page);
-    set_add(&h->rc.known, page);
     return COH_DONE;
 }
 
-void rc_flush(struct coh *h)
+int rc_flush(struct coh *h, int barrier)
 {
     uint64_t p;
+    if (h->c->host_state)
+        return rc_host_flush(h, barrier);
     while ((p = set_next(&h->rc.dirty, 0)) != UINT64_MAX && !core_failed(h->c))
-        flush_page(h, p);
+        rc_send_diff(h, p, 1);
+    return 0;
 }
 
 int rc_flushed(struct coh *h)
 {
-    return !h->rc.acks_due;
+    return h->c->host_state ? !h->rc.host_due : !h->rc.acks_due;
 }
 
 /* ---------------------------------------------------------- notices */
@@ -223,7 +121,8 @@ int rc_flushed(struct coh *h)
 int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len)
 {
     const struct pageset *s = for_lock ? &h->rc.known : &h->rc.written;
-    int all = s->count > NOTICES_MAX || (for_lock && h->rc.known_all);
+    /* a host's other ranks know not what the host wrote: every page */
+    int all = s->count > NOTICES_MAX || (for_lock && (h->rc.known_all || coh_host_local(h->c)));
     uint64_t n = all ? 1 : s->count, *w, p, i = 1;
     if (!(w = malloc((n + 1) * 8)))
         return -1;
@@ -251,19 +150,6 @@ static void each_page(struct coh *h, int rank, uint64_t page,
         fn(h, rank, page);
 }
 
-/* A page `rank` wrote: drop our copy, unless the writer is us or we are
- * its home. */
-static void drop_others(struct coh *h, int rank, uint64_t page)
-{
-    struct core *c = h->c;
-    if (rank != c->rank && !mine(h, page) &&
-        (coh_holds(c, page) || c->pages[page].pending)) {
-        set_add(&h->rc.drop, page);
-        if (set_has(&h->rc.written, page))
-            set_add(&h->rc.refetch, page);  /* we write it too: we will again */
-    }
-}
-
 static void note_known(struct coh *h, int rank, uint64_t page)
 {
     set_add(&h->rc.known, page);
@@ -280,7 +166,7 @@ void rc_acquire(struct coh *h, const unsigned char *blob, uint64_t len)
     for (i = 8; i + 8 <= len; i += 8) {
         memcpy(&p, blob + i, 8);
         p = le64toh(p);
-        each_page(h, -1, p, drop_others);       /* some earlier holder wrote it */
+        each_page(h, -1, p, rc_drop_others);    /* some earlier holder wrote it */
         if (p == ALL_PAGES)
             set_clear(&h->rc.known), h->rc.known_all = 1;
         else
@@ -326,16 +212,21 @@ static void move_home(struct coh *h, int rank, uint64_t page)
         if (w[page] != h->c->rank)
             set_del(&h->rc.served, page);
         else if (!set_has(&h->rc.served, page))
-            set_prot(h, page, DSM_PROT_RW);
+            rc_set_prot(h, page, DSM_PROT_RW);
     }
     w[page] = NOBODY;
 }
 
+/* Homes stay put with host sharing: a page's word takes an untouched word
+ * for read/write on its home's host (hostmem.h). */
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
 {
-    each_notice(h, gathered, len, note_writer);
-    each_notice(h, gathered, len, move_home);
-    each_notice(h, gathered, len, drop_others);
+    if (!h->c->host_state) {
+        each_notice(h, gathered, len, note_writer);
+        each_notice(h, gathered, len, move_home);
+    }
+    if (!coh_host_local(h->c))      /* the leader drops for the host */
+        each_notice(h, gathered, len, rc_drop_others);
     set_clear(&h->rc.written);
     set_clear(&h->rc.known);
     h->rc.known_all = 0;
@@ -351,6 +242,8 @@ int rc_drop_step(struct coh *h)
     struct core *c = h->c;
     uint64_t p;
     int held;
+    if (c->host_state)
+        return !h->rc.host_due;
     FOR_EACH(&h->rc.drop, p) {
         if (c->pages[p].pending)
             continue;
@@ -358,11 +251,11 @@ int rc_drop_step(struct coh *h)
          * drops core.mu, and another thread may write the page again
          * meanwhile: then its words go too, before the copy is dropped. */
         while (set_has(&h->rc.dirty, p))
-            flush_page(h, p);
+            rc_send_diff(h, p, 1);
         set_del(&h->rc.drop, p);
         held = coh_holds(c, p);
         coh_forget_closed(c, p);
-        if (held && (c->pages[p].prot == DSM_PROT_NONE || !set_prot(h, p, DSM_PROT_NONE))) {
+        if (held && (c->pages[p].prot == DSM_PROT_NONE || !rc_set_prot(h, p, DSM_PROT_NONE))) {
             c->stats.invalidations++;
             if (set_has(&h->rc.refetch, p))
                 coh_refetch(h, p);
@@ -419,7 +312,7 @@ static void on_diff(void *ctx, const struct msg *m, const unsigned char *payload
             core_fail(c, "protocol error: a bad DSM_DIFF from rank %d", m->from);
             return;
         }
-        copy_words(page + head[0] * 8, payload + at + 8, head[1] * 8ULL);
+        rc_copy_words(page + head[0] * 8, payload + at + 8, head[1] * 8ULL);
         at += 8 + head[1] * 8ULL;
     }
     tp_send(h->t, m->from, &ack, NULL);
@@ -431,6 +324,8 @@ static void on_diff_ack(void *ctx, const struct msg *m, const unsigned char *pay
     int all;
     core_lock(h->c);
     all = h->rc.acks_due && !--h->rc.acks_due;
+    if (all && h->rc.syncs)
+        rc_host_answer(h);
     core_unlock(h->c);
     if (all)
         core_wake(h->c);
@@ -444,8 +339,10 @@ static void rc_serve(struct coh *h, const struct msg *req)
 {
     struct core *c = h->c;
     uint64_t i, p, k, n = req->pg.count ? req->pg.count : 1;
-    unsigned char *copy = malloc((n < RUN_MAX ? n : RUN_MAX) * c->page_size);
-    if (!copy) {
+    unsigned char *copy;
+    if (rc_host_closes(h, req, n))
+        return;
+    if (!(copy = malloc((n < RUN_MAX ? n : RUN_MAX) * c->page_size))) {
         core_fail(c, "out of memory serving page %llu", (unsigned long long)req->pg.page);
         return;
     }
@@ -460,10 +357,11 @@ static void rc_serve(struct coh *h, const struct msg *req)
             if (!set_has(&h->rc.served, p)) {
                 set_add(&h->rc.served, p);
                 if (c->pages[p].prot == DSM_PROT_RW && !set_has(&h->rc.dirty, p))
-                    set_prot(h, p, DSM_PROT_READ);
+                    rc_set_prot(h, p, DSM_PROT_READ);
             }
-            copy_words(copy + (p - out.pg.page) * c->page_size, c->rw + p * c->page_size,
+            rc_copy_words(copy + (p - out.pg.page) * c->page_size, c->rw + p * c->page_size,
                        c->page_size);
+            coh_host_serve(h, p);   /* a write waiting for the first serve's lowering */
         }
         core_unlock(c);
         tp_send(h->t, req->origin, &out, copy);
@@ -491,12 +389,14 @@ static int rc_init(struct coh *h, uint64_t limit, char *err)
         rc->writer[p] = NOBODY;
     tp_register(h->t, DSM_DIFF, on_diff, h, (uint32_t)(2 * c->page_size));
     tp_register(h->t, DSM_DIFF_ACK, on_diff_ack, h, 0);
+    rc_host_init(h);
     return DSM_OK;
 }
 
 static void rc_free(struct coh *h)
 {
     uint64_t p;
+    rc_host_free(h);
     if (h->rc.twin)
         for (p = 0; p < h->c->npages; p++)
             free(h->rc.twin[p]);
@@ -534,6 +434,8 @@ const struct coh_proto coh_release = {
     .free = rc_free,
     .asks_write = rc_asks_write,
     .open_here = rc_open_here,
+    .open_host = rc_open_host,
+    .host_installed = rc_host_installed,
     .confirms = rc_confirms,
     .serves = rc_serves,
     .request = rc_serve,

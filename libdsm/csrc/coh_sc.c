@@ -375,6 +375,16 @@ static enum coh_step sc_open_here(struct coh *h, uint64_t page, int write)
     return COH_ASK;
 }
 
+/* A host's copy opens for writing only through the home. */
+static int sc_open_host(struct coh *h, uint64_t page, int access, int write)
+{
+    return 0;
+}
+
+static void sc_host_installed(struct coh *h, uint64_t page)
+{
+}
+
 /* A page from anyone but its home (or from ourselves) is confirmed to the
  * home, which then records the new holder. */
 static int sc_confirms(const struct core *c, uint64_t page, int from)
@@ -388,6 +398,8 @@ const struct coh_proto coh_sequential = {
     .free = sc_free,
     .asks_write = sc_asks_write,
     .open_here = sc_open_here,
+    .open_host = sc_open_host,
+    .host_installed = sc_host_installed,
     .confirms = sc_confirms,
     .serves = sc_serves,
     .request = sc_request,

@@ -90,6 +90,35 @@ struct pageset {
     uint64_t *bits, words, count;
 };
 
+static inline int set_has(const struct pageset *s, uint64_t p)
+{
+    return s->bits[p / 64] >> (p % 64) & 1;
+}
+
+static inline void set_add(struct pageset *s, uint64_t p)
+{
+    if (!set_has(s, p))
+        s->bits[p / 64] |= 1ULL << (p % 64), s->count++;
+}
+
+static inline void set_del(struct pageset *s, uint64_t p)
+{
+    if (set_has(s, p))
+        s->bits[p / 64] &= ~(1ULL << (p % 64)), s->count--;
+}
+
+/* The first page of the set at or after p, or UINT64_MAX. */
+static inline uint64_t set_next(const struct pageset *s, uint64_t p)
+{
+    uint64_t w = p / 64, bits;
+    if (w >= s->words)
+        return UINT64_MAX;
+    for (bits = s->bits[w] & (~0ULL << (p % 64)); !bits; bits = s->bits[w])
+        if (++w == s->words)
+            return UINT64_MAX;
+    return w * 64 + (uint64_t)__builtin_ctzll(bits);
+}
+
 /* A placement under way (coh_place.c), guarded by core.mu but for
  * `fences`, which only the comm thread touches. */
 struct place {
@@ -114,6 +143,10 @@ struct rc {
     uint64_t acks_due;              /* DSM_DIFF_ACKs still to come */
     uint16_t *writer;               /* per page, while a barrier's notices are read */
     uint64_t epoch;                 /* barriers passed: the age of notices */
+    /* With host sharing across hosts (coh_rc.c's host part): */
+    uint32_t host_due;              /* our DSM_HFLUSH, DSM_HDROP still unanswered */
+    int host_arrived;               /* leader: the host's other ranks in this barrier */
+    struct host_sync *syncs;        /* leader: the ranks' requests it works on */
 };
 
 /* What a faulting thread does next (coh_fault_step). */
@@ -145,6 +178,17 @@ struct coh_proto {
      * was dropped meanwhile; COH_WAIT once the job failed; COH_ASK if it
      * cannot: the home must be asked. */
     enum coh_step (*open_here)(struct coh *h, uint64_t page, int write);
+    /* Host leader, comm thread holding core.mu: a local rank would access
+     * a page its host holds with too low an access.  1 if the model opens
+     * it for writing with no message (release: the leader twins a readable
+     * copy), and the caller raises the page's word; 0 if the home must be
+     * asked; -1 to wait (release: the host lowers the page, or holds
+     * writes of it not yet sent home, which a copy would overwrite; or the
+     * job failed). */
+    int (*open_host)(struct coh *h, uint64_t page, int access, int write);
+    /* Host leader, comm thread holding core.mu: the host holds the page now
+     * (work waiting for it may go on). */
+    void (*host_installed)(struct coh *h, uint64_t page);
     /* Comm thread.  Is an install of a page that `from` sent confirmed to
      * its home with DSM_UPDATE? */
     int (*confirms)(const struct core *c, uint64_t page, int from);
@@ -174,7 +218,7 @@ struct coh {
     struct place place;
     uint64_t stale;                     /* pages that came unasked, dropped (on_page) */
     struct host_wait *host_waits;       /* leader: local ranks' DSM_HREQs waiting (core.mu) */
-    struct host_lowering *lowerings;    /* leader: DSM_FWD, DSM_INV waiting for local acks (core.mu) */
+    struct host_lowering *lowerings;    /* leader: messages waiting for local acks (core.mu) */
 };
 
 /* coh.c: the model of core.release (set once, before), its state and the
@@ -266,6 +310,15 @@ int coh_host_request(struct coh *h, uint64_t page, int write);
  * the local ranks have lowered their mappings (it then runs again), 0 to
  * go on now. */
 int coh_host_lower(struct coh *h, const struct msg *m, int prot);
+/* The same for `page`, any message m (release mode: a home's DSM_REQ), and
+ * m queued behind a lowering of the page already under way. */
+int coh_host_lower_page(struct coh *h, const struct msg *m, uint64_t page, int prot);
+/* Leader holding core.mu, release mode: the host writes the page, twinned
+ * (or homed here): its word gives read/write. */
+void coh_host_raise(struct coh *h, uint64_t page);
+/* Leader, comm thread holding core.mu: answer the local ranks' requests
+ * for the page that its word allows now. */
+void coh_host_serve(struct coh *h, uint64_t page);
 /* Leader, comm thread holding core.mu: pages were installed here with
  * these protections (stale ones skipped): the host holds them so. */
 void coh_host_installed(struct coh *h, const struct batched *b, unsigned n);
@@ -340,15 +393,52 @@ void coh_place_end(struct coh *h);      /* caller holds core.mu (or the rank is 
 /* coh_rc.c: release mode (coh_release), what the API's synchronisation
  * calls.  These run in application threads holding core.mu (which sending
  * drops for a while). */
-void rc_flush(struct coh *h);       /* release: every written page's diff goes home */
+/* Release: every written page's diff goes home (with host sharing, the
+ * host's, asked of its leader), for a barrier or not: 0, or TP_FULL
+ * (nothing asked: retry). */
+int rc_flush(struct coh *h, int barrier);
 int rc_flushed(struct coh *h);      /* ... and every home applied it */
+/* Before a barrier's notices: 1 once the host's other ranks all flushed
+ * for it, the host's notices then complete (a leader), else 0; 1 where no
+ * host is shared. */
+int rc_host_arrived(struct coh *h);
 /* This rank's write notices: for a barrier, or for a lock's next holder.
  * 0, or -1 (out of memory); *out is malloc'd. */
 int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len);
 void rc_acquire(struct coh *h, const unsigned char *notices, uint64_t len);
 /* After a barrier: the notices of every rank, as a gather delivers them. */
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len);
+/* With host sharing, ask the leader to drop the host's copies noticed, once
+ * it passed our barriers: 0, or TP_FULL (nothing asked: retry); nothing to
+ * do per rank. */
+int rc_drop_begin(struct coh *h);
 int rc_drop_step(struct coh *h);    /* drop the copies noticed; 1 when done */
+
+/* coh_twin.c, for coh_rc.c and coh_rchost.c, each caller holding core.mu:
+ * a page copied word by word (a word written meanwhile seen whole); a
+ * protection from whichever thread (0, or -1 with the job failed); the
+ * first write of an interval to a page (a twin unless homed here; 0, or -1
+ * once the job failed); a written page's diff home, from an application
+ * thread (`app`, core.mu dropped while sending) or the comm thread; a page
+ * `rank` wrote, whose copy here goes at the next drop (rank -1: a lock's
+ * notice). */
+void rc_copy_words(void *dst, const void *src, uint64_t bytes);
+int rc_set_prot(struct coh *h, uint64_t page, int prot);
+int rc_open_write(struct coh *h, uint64_t page);
+void rc_send_diff(struct coh *h, uint64_t page, int app);
+void rc_drop_others(struct coh *h, int rank, uint64_t page);
+/* coh_rchost.c, for coh_rc.c: its handlers (rc_init), and the requests freed (rc_free);
+ * rc_flush's DSM_HFLUSH; before the home serves req (n pages), the host's
+ * copies lowered to read-only where first served (1: req is parked until
+ * then); a leader's requests answered once done (comm thread); the hooks
+ * coh_proto.open_host and .host_installed. */
+void rc_host_init(struct coh *h);
+void rc_host_free(struct coh *h);
+int rc_host_flush(struct coh *h, int barrier);
+int rc_host_closes(struct coh *h, const struct msg *req, uint64_t n);
+void rc_host_answer(struct coh *h);
+int rc_open_host(struct coh *h, uint64_t page, int access, int write);
+void rc_host_installed(struct coh *h, uint64_t page);
 
 /* Pages that came but are kept closed (page.closed): a read-ahead trigger,
  * whose first access asks for the next run, and a page a faulting thread

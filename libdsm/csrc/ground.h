@@ -19,6 +19,8 @@
  *   coh_serve.c  layer 2: coherence, the receiving side of both models (installs, requests)
  *   coh_sc.c     layer 2: coherence, sequential (owner, holder, home directory)
  *   coh_rc.c     layer 2: coherence in release mode (twins, diffs, notices)
+ *   coh_twin.c   layer 2: release mode's twins and diffs (coh_rc.c's, coh_rchost.c's)
+ *   coh_rchost.c layer 2: release mode across hosts (a host leader's flushes and drops)
  *   coh_pin.c    layer 2: coherence, pinned pages (kept here; what asks waits)
  *   coh_place.c  layer 2: coherence, moving page homes (dsm_place)
  *   coh_host.c   layer 2: coherence across hosts with host-shared memory (a host's copy)

@@ -204,7 +204,9 @@ static void request_range(struct ops *x, uint64_t first, uint64_t n, int write)
 static int fetch(struct ops *x, struct op *o, struct fetch *f)
 {
     struct core *c = x->c;
-    int ask = x->h->proto->asks_write(f->write);
+    /* a host's other ranks ask their leader for the access itself: in
+     * release mode it opens a write for the host (coh_host.c) */
+    int ask = coh_host_local(c) ? f->write : x->h->proto->asks_write(f->write), step;
     uint64_t stop, p;
     if (f->claiming) {              /* back from waiting for a page served away */
         x->h->claim_waits--;
@@ -244,7 +246,9 @@ static int fetch(struct ops *x, struct op *o, struct fetch *f)
             f->claiming = 1;
             return op_wait(x, o);
         }
-        if (x->h->proto->open_here(x->h, p, f->write) != COH_ASK)
+        if ((step = x->h->proto->open_here(x->h, p, f->write)) == COH_WAIT)
+            return op_wait(x, o);   /* the host lowers the page (release mode), or failed */
+        if (step != COH_ASK)
             return OP_AGAIN;        /* opened with no message (release: a twin), or look again */
         if (c->pages[p].pending)
             return op_wait(x, o);

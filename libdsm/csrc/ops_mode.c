@@ -31,18 +31,25 @@ const struct op_mode op_sequential = {
     .moves_homes = 1,
 };
 
-/* Drop the copies the notices named, each once it is here. */
-static int drop_noticed(struct ops *x, struct op *o)
+/* Drop the copies the notices named, each once it is here; with host
+ * sharing the leader drops the host's, asked at sub `begin`. */
+static int drop_noticed(struct ops *x, struct op *o, int begin)
 {
+    if (o->sub == begin) {
+        if (rc_drop_begin(x->h) == TP_FULL)
+            return op_wait(x, o);
+        o->sub = begin + 1;
+    }
     return rc_drop_step(x->h) ? OP_DONE : op_wait(x, o);
 }
 
 /* Send every write since the last release home (sub 0), and wait until
- * every home applied it (sub 1). */
-static int flush(struct ops *x, struct op *o)
+ * every home applied it (sub 1): for a barrier or not. */
+static int flush(struct ops *x, struct op *o, int barrier)
 {
     if (o->sub == 0) {
-        rc_flush(x->h);
+        if (rc_flush(x->h, barrier) == TP_FULL)
+            return op_wait(x, o);
         o->sub = 1;
         return OP_AGAIN;
     }
@@ -65,8 +72,10 @@ static int memory_barrier(struct ops *x, struct op *o)
     switch (o->sub) {
     case MB_FLUSH:
     case MB_FLUSHED:
-        if ((st = flush(x, o)) != OP_DONE)
+        if ((st = flush(x, o, 1)) != OP_DONE)
             return st;
+        if (!rc_host_arrived(x->h))
+            return op_wait(x, o);   /* a host's notices are complete once all flushed */
         if (rc_notices(x->h, 0, &notices, &len))
             return op_fail(o, dsm_err_sys(o->err, ENOMEM, "write notices"));
         call.data = notices;
@@ -87,7 +96,7 @@ static int memory_barrier(struct ops *x, struct op *o)
         o->sub = MB_DROP;
         /* fall through */
     default:
-        return drop_noticed(x, o);
+        return drop_noticed(x, o, MB_DROP);
     }
 }
 
@@ -102,7 +111,7 @@ static int lock_notices(struct ops *x, struct op *o)
         o->sub = 1;
         return OP_AGAIN;
     }
-    return drop_noticed(x, o);
+    return drop_noticed(x, o, 1);
 }
 
 /* Our writes home, then our notices into o->value for the next holder. */
@@ -110,7 +119,7 @@ static int release_writes(struct ops *x, struct op *o)
 {
     uint64_t len;
     int st;
-    if ((st = flush(x, o)) != OP_DONE)
+    if ((st = flush(x, o, 0)) != OP_DONE)
         return st;
     if (rc_notices(x->h, 1, &o->value.data, &len))
         return op_fail(o, dsm_err_sys(o->err, ENOMEM, "write notices"));

@@ -38,6 +38,12 @@ enum msg_type {
     DSM_HINV,           /* leader -> local rank: lower your mapping of `page` to `mode`
                          * (0: drop it) */
     DSM_HINV_ACK,       /* local rank -> leader: lowered */
+    /* ... in release mode, the host's twins and diffs being its leader's */
+    DSM_HFLUSH,         /* rank -> its leader: send home what the host wrote */
+    DSM_HDROP,          /* rank -> its leader: drop the host's copies of the pages in the
+                         * payload (u64 barrier epoch, then a bitmap of pages), once the
+                         * leader passed that barrier */
+    DSM_HDONE,          /* leader -> rank: your DSM_HFLUSH or DSM_HDROP is done */
     DSM_MSG_MAX
 };
 
@@ -45,6 +51,11 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
 
 /* page.flags of DSM_FWD: the requester already holds a current copy; send no data. */
 #define FWD_NODATA 1
+/* page.flags of DSM_HFLUSH, DSM_HDROP: the leader to itself, its work going
+ * on after a lowering of the host's copy (no new request). */
+#define HOST_RESUME 2
+/* page.flags of DSM_HFLUSH: the flush of a barrier. */
+#define HOST_BARRIER 4
 
 /* Most pages one DSM_PAGE or DSM_UPDATE carries: a run of read-ahead or
  * prefetched pages travels as one message with one header. */

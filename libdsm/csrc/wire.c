@@ -21,6 +21,7 @@ static const char *names[DSM_MSG_MAX] = {
     [DSM_PLACE] = "DSM_PLACE", [DSM_LOCK_TRY] = "DSM_LOCK_TRY", [DSM_LOCK_BUSY] = "DSM_LOCK_BUSY",
     [DSM_POST] = "DSM_POST", [DSM_LOST] = "DSM_LOST", [DSM_HREQ] = "DSM_HREQ",
     [DSM_HGRANT] = "DSM_HGRANT", [DSM_HINV] = "DSM_HINV", [DSM_HINV_ACK] = "DSM_HINV_ACK",
+    [DSM_HFLUSH] = "DSM_HFLUSH", [DSM_HDROP] = "DSM_HDROP", [DSM_HDONE] = "DSM_HDONE",
 };
 
 const char *msg_name(int type)
@@ -38,7 +39,7 @@ struct slots {
 static int page_family(int type)
 {
     return (type >= DSM_REQ && type <= DSM_INV_ACK) || type == DSM_DIFF || type == DSM_DIFF_ACK ||
-           (type >= DSM_HREQ && type <= DSM_HINV_ACK);
+           (type >= DSM_HREQ && type <= DSM_HDONE);
 }
 
 static int lock_family(int type)

@@ -44,7 +44,10 @@
  * one writer between two collectives; counters change under their lock)
  * must read what sequential consistency would; a racy read may be stale,
  * never a value not yet written to that word; after the last barrier every
- * home holds every last write.
+ * home holds every last write.  A pin task is a prefetch there.  With --hosts too, twins and dirty pages are
+ * the host leaders' alone, and a host's copy is writable only while its
+ * leader has it dirty with a twin, or homes it and has it dirty or never
+ * served it (simcheck.c's check_host_release).
  * --mismatch makes some ranks (not all) call another collective than the
  * others at one point: every rank must fail there with the error naming
  * both calls, none may end it or hang, and the job goes on.
@@ -61,7 +64,8 @@
 #define MAX_STEPS 200000
 
 struct world W;
-const char *task_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin" };
+const char *task_names[] = { "read", "write", "lock-inc", "collective", "finalize", "pin",
+                              "prefetch" };
 
 /* ---------------------------------------------------------- helpers */
 
@@ -147,7 +151,7 @@ static const char *page_of(const struct sim_msg *m)
     int t = m->m.type;
     buf[0] = 0;
     if (!m->eof && (t == DSM_REQ || t == DSM_PAGE || t == DSM_FWD || t == DSM_INV ||
-                    t == DSM_UPDATE || t == DSM_DIFF || (t >= DSM_HREQ && t <= DSM_HINV_ACK)))
+                    t == DSM_UPDATE || t == DSM_DIFF || (t >= DSM_HREQ && t <= DSM_HDONE)))
         snprintf(buf, sizeof buf, " page %llu+%u", (unsigned long long)m->m.pg.page,
                  m->m.pg.count);
     return buf;

@@ -106,14 +106,15 @@ void sim_violation(struct sim *s, const char *fmt, ...) __attribute__((format(pr
 #define TRACE_KEEP 80
 #define MAX_LOCKS 2
 
-enum task_kind { T_READ, T_WRITE, T_LOCK_INC, T_COLL, T_FINALIZE, T_PIN };
+enum task_kind { T_READ, T_WRITE, T_LOCK_INC, T_COLL, T_FINALIZE, T_PIN, T_PREFETCH };
 extern const char *task_names[];
 
 struct task {
     enum task_kind kind;
     uint32_t page, word, lock;
     uint32_t coll;                  /* T_COLL: which of the job's collectives */
-    uint32_t count, write;          /* T_PIN: pages [page, page + count), for writing */
+    uint32_t count, write;          /* T_PIN, T_PREFETCH: pages [page, page + count), for
+                                     * writing */
     int phase;                      /* collectives before it (thread 0), or -1 */
 };
 

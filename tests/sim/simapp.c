@@ -32,7 +32,7 @@ static void random_op(struct task *o, int r, int t, int ph)
     o->count = 1 + (uint32_t)below(W.npages - o->page);
     o->write = (uint32_t)below(2);
     if (W.release && o->kind == T_PIN)
-        o->kind = T_READ;          /* pins are for sequential mode */
+        o->kind = T_PREFETCH;      /* pins are for sequential mode: bring the pages only */
     if (!W.release || o->kind != T_WRITE)
         return;
     for (w = 0; t == 0 && w < DATA_WORDS; w++)      /* data-race-free: only its own words */
@@ -346,6 +346,11 @@ static void begin_op(int r, struct thread *th, const struct task *o)
         op->f = (struct fetch){ .first = o->page, .end = o->page + o->count,
                                 .write = (int)o->write, .pin = 1, .at = o->page };
         break;
+    case T_PREFETCH:
+        op->kind = OP_FETCH;
+        op->f = (struct fetch){ .first = o->page, .end = o->page + o->count,
+                                .write = (int)o->write, .at = o->page };
+        break;
     case T_FINALIZE:
         op->kind = OP_FINALIZE;
         break;
@@ -465,7 +470,7 @@ void app_step(int r, int t)
         lock_inc(r, th, o);
     } else if (o->kind == T_PIN) {
         pin_task(r, th, o);
-    } else if (op_steps(r, th, o)) {        /* a collective, a placement, finalize */
+    } else if (op_steps(r, th, o)) {        /* a collective, a placement, a prefetch, finalize */
         if (mismatched(o))
             check_mismatch(r, th->op.rc, th->err);
         else if (o->kind == T_COLL)

@@ -76,36 +76,46 @@ static void check_page(uint32_t p)
                       "copyset %#llx", p, writer, d->owner, (unsigned long long)d->copyset);
 }
 
+/* --hosts: what any rank of host h can do with page p (its leader's view,
+ * open or kept closed, and the others' mappings), checking that within the
+ * host a rank maps the page no higher than the host's word says, but while
+ * its leader is lowering it (the rank's DSM_HINV still to come or
+ * answered), and with its bit set: so no rank of a host that lost a page
+ * can still access it. */
+static int host_view(int h, uint32_t p)
+{
+    struct sim *s = &W.s;
+    struct srank *leader = &s->r[s->leaders[h]];
+    const struct core *c = &leader->core;
+    uint64_t mapped;
+    int i, word = coh_host_access(c, p, &mapped), prot = c->pages[p].prot;
+    if (c->pages[p].closed > prot && !c->pages[p].pending)
+        prot = c->pages[p].closed;
+    for (i = 1; i < s->nlocal[h]; i++) {
+        int r = s->locals[h][i], mine = s->r[r].core.pages[p].prot;
+        if (mine > word && !coh_host_lowering(&leader->coh, p))
+            sim_violation(s, "rank %d maps page %u (%d) above its host's copy (%d)", r, p,
+                          mine, word);
+        if (mine != DSM_PROT_NONE && !(mapped >> i & 1))
+            sim_violation(s, "rank %d maps page %u, but its bit in its host's word is clear",
+                          r, p);
+        prot = mine > prot ? mine : prot;
+    }
+    return prot;
+}
+
 /* --hosts: the same rules for the hosts' copies, a host's copy being what
- * any of its ranks can access (its leader's view, open or kept closed, and
- * the others' mappings); the directory names hosts.  Within a host, a rank
- * maps a page no higher than the host's word says, but while its leader is
- * lowering it (the rank's DSM_HINV still to come or answered), and with its
- * bit set: so no rank of a host that lost a page can still access it. */
+ * any of its ranks can access (host_view); the directory names hosts. */
 static void check_host_page(uint32_t p)
 {
     struct sim *s = &W.s;
-    int h, i, writer = -1, readers = 0, home = agreed_home(p);
+    int h, writer = -1, readers = 0, home = agreed_home(p);
     struct dir *d = home >= 0 ? coh_dir(&s->r[home].coh, p) : NULL;
     int quiet = d && !d->busy && !d->reads;
     W.cover.fanout += d && d->reads > 1;
     for (h = 0; h < s->nhosts; h++) {
-        struct srank *leader = &s->r[s->leaders[h]];
-        const struct core *c = &leader->core;
-        uint64_t mapped;
-        int word = coh_host_access(c, p, &mapped), prot = c->pages[p].prot;
-        if (c->pages[p].closed > prot && !c->pages[p].pending)
-            prot = c->pages[p].closed;
-        for (i = 1; i < s->nlocal[h]; i++) {
-            int r = s->locals[h][i], mine = s->r[r].core.pages[p].prot;
-            if (mine > word && !coh_host_lowering(&leader->coh, p))
-                sim_violation(s, "rank %d maps page %u (%d) above its host's copy (%d)", r, p,
-                              mine, word);
-            if (mine != DSM_PROT_NONE && !(mapped >> i & 1))
-                sim_violation(s, "rank %d maps page %u, but its bit in its host's word is "
-                              "clear", r, p);
-            prot = mine > prot ? mine : prot;
-        }
+        const struct core *c = &s->r[s->leaders[h]].core;
+        int prot = host_view(h, p);
         if (prot == DSM_PROT_NONE)
             continue;
         W.cover.host_copies += s->nlocal[h] > 1;
@@ -176,6 +186,40 @@ static void check_pins(void)
         }
 }
 
+/* Release mode with --hosts: the host's twins and sets are its leader's.
+ * A host's copy (host_view) is writable only while the leader has it
+ * dirty with a twin, or for its home while dirty or never served; a twin
+ * is only of a dirty page; the other ranks of a host keep no twins and
+ * nothing dirty.  A dirty copy may be read-only while a release lowers it
+ * before its diff leaves. */
+static void check_host_release(uint32_t p)
+{
+    struct sim *s = &W.s;
+    int h, i;
+    for (h = 0; h < s->nhosts; h++) {
+        int l = s->leaders[h];
+        const struct coh *lc = &s->r[l].coh;
+        int rw, dirty = lc->rc.dirty.bits[p / 64] >> (p % 64) & 1, twin = lc->rc.twin[p] != NULL;
+        int home = page_home(&s->r[l].core, p) == l;
+        int served = lc->rc.served.bits[p / 64] >> (p % 64) & 1;
+        if (s->r[l].dead)
+            continue;
+        i = host_view(h, p);
+        rw = i == DSM_PROT_RW;
+        W.cover.host_copies += i != DSM_PROT_NONE && s->nlocal[h] > 1;
+        if ((rw && !(home ? dirty || !served : dirty && twin)) || (twin && (home || !dirty)) ||
+            (dirty && !home && !twin))
+            sim_violation(s, "host %d page %u: writable %d, dirty %d, twin %d, home %d, "
+                          "served %d", h, p, rw, dirty, twin, home, served);
+        for (i = 1; i < s->nlocal[h]; i++) {
+            const struct coh *o = &s->r[s->locals[h][i]].coh;
+            if (o->rc.twin[p] || o->rc.dirty.bits[p / 64] >> (p % 64) & 1)
+                sim_violation(s, "rank %d page %u: a twin or dirty, but only its host's leader "
+                              "keeps them", s->locals[h][i], p);
+        }
+    }
+}
+
 /* Release mode: a copy is writable exactly while it is dirty (written
  * since the last release), with a twin; the home's page may be writable
  * unnoted only while it never served it. */
@@ -205,7 +249,8 @@ void check_step(void)
     if (W.dropped >= 0)
         return;                 /* after a death only liveness is checked */
     for (p = 0; p < W.npages; p++)
-        W.release ? check_release(p) : W.hosts ? check_host_page(p) : check_page(p);
+        W.release ? (W.hosts ? check_host_release(p) : check_release(p))
+                  : W.hosts ? check_host_page(p) : check_page(p);
     check_pins();
     check_locks();
     check_no_stale_pages();
@@ -271,7 +316,7 @@ void check_end(void)
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked ||
-            sr->coh.host_waits || sr->coh.lowerings)
+            sr->coh.host_waits || sr->coh.lowerings || sr->coh.rc.syncs || sr->coh.rc.host_due)
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     if (W.dropped < 0)
