@@ -3,7 +3,7 @@
     helper_prog.py [--rank-print] [--fail RANK:STATUS] [--exception RANK:MSG]
                    [--kill RANK:SIGNAL] [--sleep SECONDS] [--lines N]
                    [--init-no-finalize] [--orphan] [--listener] [--stuck RANK]
-                   [--lost-peer RANK] [--deep N] [--tag TEXT]
+                   [--lost-peer RANK] [--told FILE] [--deep N] [--tag TEXT]
 
 It never imports libdsm: it reads its rank from the bootstrap's context.
 ``--tag`` does nothing; it puts a marker in the command line of every rank
@@ -48,6 +48,9 @@ def main():
     p.add_argument("--stuck", type=int, help="this rank holds the GIL for good, SIGTERM ignored")
     p.add_argument("--lost-peer", type=int, help="this rank says it lost a peer, then takes "
                    "0.7 s to fail with a traceback, as a rank whose peer died does")
+    p.add_argument("--told", help="--lost-peer's rank makes FILE once it told dsmexec; "
+                   "--fail's rank exits only once FILE is there (not before the other "
+                   "rank is failing, as when a peer's loss is what it fails of)")
     p.add_argument("--deep", type=int, default=0, help="raise --exception N calls deep")
     p.add_argument("--tag")
     a = p.parse_args()
@@ -87,9 +90,13 @@ def main():
         ctx.notify(wire.Message.LOST_PEER, {"peer": 1, "how": "closed",
                                             "peer_error": "rank 1 went away"})
         a.exception = (rank, "lost my peer")
+        if a.told:
+            open(a.told, "w").close()
     if a.exception and a.exception[0] == rank:
         deep(a.deep, a.exception[1])
     if a.fail and a.fail[0] == rank:
+        while a.told and not os.path.exists(a.told):
+            time.sleep(0.01)        # waits for an event: the test's timeout bounds it
         sys.exit(int(a.fail[1]))
 
 

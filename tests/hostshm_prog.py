@@ -222,7 +222,7 @@ def diecoll(dsm, where):
          "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()
         print("survived the", where)
     except libdsm.PeerError as e:
-        print("PeerError peer=%s: %s" % (e.peer, e))
+        print("PeerError peer=%s: %s" % (e.peer, e), flush=True)    # before any teardown
         raise
 
 

@@ -17,6 +17,7 @@ its pid, kills what is left in each namespace by pid, deletes the veths
 and the bridge, then the namespaces.
 """
 import contextlib
+import fcntl
 import os
 import pathlib
 import re
@@ -94,6 +95,19 @@ def remove_stale():
     for name in (n for n in spaces if stale(n)):
         _kill(namespace_pids(name))
         ip("netns", "del", name, check=False)
+
+
+SUBNET_LOCK = "/run/lock/dsm-netns-subnet"
+"""Held while a cluster picks its subnet and puts it on its bridge, so that
+two test suites side by side never pick the same one."""
+
+
+@contextlib.contextmanager
+def subnet_lock():
+    os.makedirs(os.path.dirname(SUBNET_LOCK), exist_ok=True)
+    with open(SUBNET_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)       # the other suite's pick takes a moment
+        yield
 
 
 def free_subnet():
@@ -220,15 +234,20 @@ def virtual_hosts(count, directory):
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     remove_stale()
     d = pathlib.Path(directory)
-    subnet = free_subnet()
     private._keygen(d / "client_key")
     authorized = d / "authorized_keys"
     authorized.write_text((d / "client_key.pub").read_text())
-    cluster = Cluster([], subnet + ".254", str(d / "client_key"), str(d / "known_hosts"),
-                      "%s%d%s" % (PREFIX, os.getpid(), next(_instances)))
-    try:
+    with subnet_lock():
+        subnet = free_subnet()
+        cluster = Cluster([], subnet + ".254", str(d / "client_key"), str(d / "known_hosts"),
+                          "%s%d%s" % (PREFIX, os.getpid(), next(_instances)))
         ip("link", "add", cluster.bridge, "type", "bridge")
-        ip("addr", "add", cluster.gateway + "/24", "dev", cluster.bridge)
+        try:
+            ip("addr", "add", cluster.gateway + "/24", "dev", cluster.bridge)
+        except NetnsError:
+            ip("link", "del", cluster.bridge, check=False)
+            raise
+    try:
         ip("link", "set", cluster.bridge, "up")
         cluster.hosts = [_make_host(cluster, i, subnet, d) for i in range(1, count + 1)]
         known = "".join(_start_sshd(h, d, authorized) for h in cluster.hosts)

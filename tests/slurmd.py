@@ -102,6 +102,12 @@ def _wait(what, ready, procs, slurm):
         time.sleep(0.1)
 
 
+def _controller_up(slurm):
+    p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True,
+                       env=slurm.environ(), timeout=30)
+    return "is UP" in p.stdout
+
+
 def _node_idle(slurm):
     p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
                        env=slurm.environ(), timeout=30)
@@ -172,6 +178,9 @@ def private_slurm(cpus=8, hosts=None, settings=()):
         _wait("munged listening", lambda: os.path.exists(os.path.join(d, "munge.sock")),
               procs, slurm)
         _start("slurmctld", [DAEMONS["slurmctld"], "-D", "-f", conf], d, procs)
+        # a slurmd that finds no controller registers again only at the
+        # controller's next ping, minutes away: start them once it answers
+        _wait("slurmctld answering", lambda: _controller_up(slurm), procs, slurm)
         for i, (name, _) in enumerate(nodes):
             enter = ["nsenter", "--net=/run/netns/" + hosts.hosts[i].name] if hosts else []
             _start("slurmd-" + name, [*enter, DAEMONS["slurmd"], "-D", "-N", name, "-f", conf],

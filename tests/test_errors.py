@@ -39,9 +39,11 @@ def test_tracebacks_of_several_ranks_stay_whole(tmp_path):
         assert "[rank %s] ValueError: rank %s" % (k, k) in r.stderr.splitlines(), r.stderr
 
 
-def test_a_rank_that_fails_because_of_another_gets_to_finish_its_traceback(tag):
+def test_a_rank_that_fails_because_of_another_gets_to_finish_its_traceback(tag, tmp_path):
+    # rank 1 exits once rank 0 told dsmexec it lost a peer: on a loaded machine
+    # rank 1 could otherwise exit before rank 0 even started
     r = run_dsmexec("-n", "2", HELPER, "--lost-peer", "0", "--fail", "1:3", "--deep", "3",
-                    "--tag", tag)
+                    "--told", str(tmp_path / "told"), "--tag", tag)
     assert r.returncode == 3, r.stderr
     assert "dsmexec: rank 1 (host localhost) exited with status 3" in r.stderr
     lines = r.stderr.splitlines()

@@ -101,4 +101,4 @@ def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, whe
     assert "survived" not in p.stdout
     lines = rank_lines(p.stdout, "PeerError peer=")
     assert lines and all(text.startswith("PeerError peer=1:") for text in lines.values()), \
-        p.stdout
+        p.stdout + p.stderr
