@@ -213,10 +213,12 @@ def diecoll(dsm, where):
         lock.acquire()
     if dsm.rank == 1 and where == "page":
         print("read", int(page[0]))
-    dsm.barrier()
-    if dsm.rank == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
     try:
+        # rank 1 can leave this barrier before the others do, and die while
+        # they are still in it: that is waiting for it too
+        dsm.barrier()
+        if dsm.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
         {"barrier": dsm.barrier, "lock": lock.acquire,
          "bcast": lambda: dsm.bcast(None, root=1),
          "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()
