@@ -31,8 +31,8 @@ def start(ctx, options):
     leaders = mesh.structure(ctx.hostnames if ctx else ["localhost"], cfg["share"], cfg["vhosts"])
     mesh.check_size(leaders, cfg["share"])
     fds = [None]
-    handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"],
-                                  cfg["vhosts"]) if cfg["share"] == "host" else None
+    handover = hostshare.Handover(ctx, mapped, cfg["connect_timeout"], cfg["vhosts"]) \
+        if cfg["share"] == "host" else None
     if ctx:
         major, minor = _binding.core_version()
         shape = (mapped, cfg["base"], cfg["block_pages"], _binding.page_size(),
