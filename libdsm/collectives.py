@@ -131,16 +131,12 @@ class Collectives:
         CollectiveError until it completes)."""
         if self._host_shared and timeout is None and self._pending is None \
                 and not self.finalized:
-            # the barrier programs loop on, inline: its description is made
-            # only if ranks called different collectives, and the handler
-            # (which nothing faults on here) is put back by the other calls;
-            # each layer of calls costs a fair part of the barrier itself
+            # the barrier programs loop on: its description is made only if
+            # ranks called different collectives, and the handler (which
+            # nothing faults on here) is put back by the other calls; each
+            # costs more than the barrier itself
             self._barriers += 1
-            with self._lock:
-                try:
-                    return self._barrier()
-                except CollectiveError as e:
-                    raise self._explained(e, None) from None
+            return self._guarded(self._barrier, None)
         self.check()
         desc = mismatch.describe()
         if timeout is None and self._pending is None:
