@@ -6,14 +6,14 @@ holding its current data (in sequential mode the rank holding it writable,
 else its home; in release mode its home), and each rank's pickled `state`
 (libdsm.ckptstate); each rank's pages are one part of a generation
 (libdsm.ckptstore), and of them only those with data (libdsm.ckptruns:
-pages never written are zero, and not saved).  The generation becomes complete
-when its manifest is written, after every part is in.  Two are kept: the
-newest complete one before it (made or restored: `kept`) and itself.  In
-buddy memory a checkpoint first takes every generation but `kept` out of
-use on every host (their manifests removed, then a barrier) and only then
-writes over their files; a directory's are removed once the new one is
-complete.  No generation is ever shown by one host with its parts gone
-from another.
+pages never written are zero, and not saved).  The generation becomes
+complete when its manifest (libdsm.ckptmanifest) is written, after every
+part is in.  Two are kept: the newest complete one before it (made or
+restored: `kept`) and itself.  In buddy memory a checkpoint first takes
+every generation but `kept` out of use on every host (their manifests
+removed, then a barrier) and only then writes over their files; a
+directory's are removed once the new one is complete.  No generation is
+ever shown by one host with its parts gone from another.
 
 Where: `DSM_CHECKPOINT_DIR` (dsmexec --checkpoint-dir), one directory every
 rank reaches by the same path; else buddy memory: /dev/shm/dsm-ckpt-JOB-HOST
@@ -39,7 +39,8 @@ import re
 import sys
 import time
 
-from libdsm import _binding
+from libdsm import _binding, ckptmanifest
+from libdsm.ckptmanifest import buddy_of
 from libdsm.ckptruns import data_runs, extend, mask, pack_runs, runs_of, unpack_runs
 from libdsm.ckptstate import dumps_state, loads_state
 from libdsm.ckptstore import CheckpointError, Store, part_name
@@ -47,18 +48,7 @@ from libdsm.pinned import PIN_TIMEOUT
 
 DIR_VAR, JOB_VAR, RESTART_VAR = "DSM_CHECKPOINT_DIR", "DSM_CHECKPOINT_JOB", "DSM_CHECKPOINT_RESTART"
 SHM = "/dev/shm"
-FORMAT = 1
 COPY_BYTES = 4 << 20
-
-
-def buddy_of(rank, hostnames):
-    """The rank keeping a copy of rank's part: the next one on another host, or None."""
-    size = len(hostnames)
-    for step in range(1, size):
-        other = (rank + step) % size
-        if hostnames[other] != hostnames[rank]:
-            return other
-    return None
 
 
 class Checkpoints:
@@ -208,7 +198,8 @@ class Checkpoints:
             self._keep_copies(store, gen, every)
         self._coll.barrier()            # every part (and copy) is in
         if self._keeps_manifest():
-            store.write_manifest(gen, self._manifest(gen, every))
+            store.write_manifest(gen, ckptmanifest.make(gen, every, self._ps,
+                                                             self._npages, self._hosts))
             store.drop({gen, self.kept}, background=True)
         self._coll.barrier()            # the generation is complete everywhere
         self.last = self.kept = gen
@@ -225,15 +216,6 @@ class Checkpoints:
                 raise CheckpointError("rank %d: the copy of rank %d's part has %d bytes, "
                                       "not %d" % (self._rank, r, got, nbytes))
             store.write(gen, part_name("state", r), [blob])
-
-    def _manifest(self, gen, every):
-        return {"format": FORMAT, "generation": gen, "ranks": self._size,
-                "page_size": self._ps, "pages": self._npages, "hosts": self._hosts,
-                "homes": [e[6] for e in every],
-                "parts": [{"name": part_name("part", r), "runs": runs, "nbytes": n, "crc": c}
-                          for r, (runs, n, c, _, _, _, _) in enumerate(every)],
-                "states": [{"name": part_name("state", r), "nbytes": n, "crc": c}
-                           for r, (_, _, _, n, c, _, _) in enumerate(every)]}
 
     def _count(self, what, gen, nbytes, t0):
         """A checkpoint or restore done: into the counters (dsm.stats()) and,
@@ -265,9 +247,10 @@ class Checkpoints:
                 for name in h.get(gen, ()):
                     holders.setdefault(name, []).append(r)
             src = min(r for r, h in enumerate(every) if gen in h)
-            doc = self._coll.bcast(self._read_manifest(store, gen) if self._rank == src
+            doc = self._coll.bcast(ckptmanifest.read(store, gen) if self._rank == src
                                    else None, src)
-            problem, plan = self._plan(doc, holders)
+            problem, plan = ckptmanifest.plan(doc, holders, self._ps, self._npages,
+                                              self._size)
             if problem is None:
                 self._place(doc)
                 problem = self._agree(self._load(store, gen, doc, plan))
@@ -283,31 +266,6 @@ class Checkpoints:
         if gens:
             self._say("no usable checkpoint generation: starting afresh")
         return None
-
-    def _read_manifest(self, store, gen):
-        try:
-            return store.manifest(gen)
-        except CheckpointError as e:
-            return {"error": str(e)}
-
-    def _plan(self, doc, holders):
-        """(problem, {file name: rank loading it}): why doc cannot be used, or who loads what."""
-        if "error" in doc:
-            return doc["error"], None
-        if doc.get("format") != FORMAT or doc.get("page_size") != self._ps or \
-                doc.get("pages") != self._npages:
-            return ("its manifest does not match this job (format %s, %s pages of %s bytes; "
-                    "this job maps %d pages of %d: give it the same DSM_SIZE)"
-                    % (doc.get("format"), doc.get("pages"), doc.get("page_size"),
-                       self._npages, self._ps)), None
-        plan = {}
-        for i, entry in enumerate(doc["parts"] + doc["states"]):
-            ranks = holders.get(entry["name"], [])
-            if not ranks:
-                return "%s is on no rank of this job" % entry["name"], None
-            index = i % len(doc["parts"])
-            plan[entry["name"]] = index % self._size if index % self._size in ranks else ranks[0]
-        return None, plan
 
     def _load(self, store, gen, doc, plan):
         """Read the files plan gives this rank, checking each: parts straight

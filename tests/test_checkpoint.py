@@ -19,7 +19,7 @@ import pytest
 
 from conftest import DSMEXEC, REPO, machine_file, wait_gone
 from dsmrun import rank_lines, run
-from libdsm.checkpoint import buddy_of
+from libdsm.ckptmanifest import buddy_of
 from libdsm.ckptruns import runs_of
 from libdsm.ckptstore import CheckpointError, Store
 from libdsm_services import cli, rankreport, restart
