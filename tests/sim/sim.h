@@ -210,6 +210,8 @@ uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word);
 
 /* simapp.c: the application side */
 void make_scenario(void);
+/* --hosts, once the hosts are drawn: the placements' homes are leaders. */
+void place_at_leaders(void);
 int thread_ready(int r, int t);
 void app_step(int r, int t);
 int thread_done(const struct thread *th);
