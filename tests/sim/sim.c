@@ -35,10 +35,11 @@
  * --hosts groups 3 to 6 ranks into 2 or more hosts of consecutive ranks,
  * each host's ranks sharing one memory and its page words, the protocol
  * running between the hosts' leaders (coh_host.c, as DSM_SHARE=host on
- * several hosts), placements moving homes to leaders only.  The rules above then speak of a
- * host's copy (what any of its ranks can access), the directory of hosts;
- * within a host, no rank maps a page above its host's word unless the
- * leader is lowering it, and each rank that maps it has its bit set.
+ * several hosts; a placement's homes are leaders).  The rules above then
+ * speak of a host's copy (what any of its ranks can access), the directory
+ * of hosts; within a host, no rank maps a page above its host's word
+ * unless the leader is lowering it, and each rank that maps it has its bit
+ * set.  Once a rank ends a placement, every rank names its new homes.
  *
  * --release runs release consistency: data-race-free programs (a word has
  * one writer between two collectives; counters change under their lock)
