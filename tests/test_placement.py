@@ -112,8 +112,9 @@ def count_lines(out):
 def test_across_two_hosts_pages_are_homed_by_the_leader_of_the_host_that_uses_them(tmp_path):
     """DSM_SHARE=host on 2 virtual hosts x 2 ranks, 400 padded rows of 8 KiB
     (800 pages, 200 per rank).  Round-robin homes: each rank's fill faults
-    on the 100 pages homed by the other host's leader.  row_block: each rank's rows are homed by its host's leader, which took
-    them before the fill: the fill costs no fault and no message at all,
+    on the 100 pages homed by the other host's leader.  row_block: each
+    rank's rows are homed by its host's leader, which took them before the
+    fill: the fill costs no fault and no message at all,
     the leader's pages already here, the other rank's a local hit each
     (host_maps).  first_touch after the fill: the 400 pages homed by the
     other host's leader move home without a page sent, every rank's table
