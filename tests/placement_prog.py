@@ -16,7 +16,8 @@
         fresh padded array (HOMES "row_block": made so; "first_touch": placed
         by dsm.place after the fill; "none"), reads them back, then rank 0
         reads every row; prints the homes of its rows, what the fill, the
-        placement and the re-read cost (stats deltas), and the sums
+        placement, the re-read and rank 0's read cost (stats deltas), and
+        the sums
 """
 import sys
 
@@ -108,10 +109,13 @@ def counts(dsm, nrows, ncols, homes):
     mine = float(arr[rows].sum())
     reread = delta(dsm, start)
     dsm.barrier()
+    start = dsm.stats()
     total = float(arr.sum()) if dsm.rank == 0 else 0.0
+    read = delta(dsm, start)            # rank 0's: the others wait in the barrier
     dsm.barrier()
-    print("counts homes=%s own_homes=%s | fill %s | place %s | reread %s | mine=%.0f total=%.0f"
-          % (homes, sorted(band_homes(dsm, arr, rows)), fill, placed, reread, mine, total))
+    print("counts homes=%s own_homes=%s | fill %s | place %s | reread %s | read %s "
+          "| mine=%.0f total=%.0f" % (homes, sorted(band_homes(dsm, arr, rows)), fill, placed,
+                                      reread, read, mine, total))
 
 
 def not_leader(dsm):

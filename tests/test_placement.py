@@ -101,10 +101,10 @@ def count_lines(out):
     """{rank: {section: {stat: delta}}, plus own_homes, mine, total} of `counts` lines."""
     got = {}
     for rank, line in rank_lines(out, "counts ").items():
-        head, fill, place, reread, sums = line.split(" | ")
+        head, fill, place, reread, read, sums = line.split(" | ")
         got[rank] = {"own_homes": re.search(r"own_homes=(\[[\d, ]*\])", head).group(1),
                      "sums": sums}
-        for part in (fill, place, reread):
+        for part in (fill, place, reread, read):
             name, *pairs = part.split()
             got[rank][name] = {k: int(v) for k, v in (p.split("=") for p in pairs)}
     return got
@@ -146,6 +146,29 @@ def test_across_two_hosts_pages_are_homed_by_the_leader_of_the_host_that_uses_th
         assert first["place"]["homes_moved"] == 400 and first["place"]["pages_sent"] == 0, first
     for leader in (0, 2):
         assert got["none"][leader]["fill"]["msgs_sent"] > 100, got["none"]
+
+
+def test_across_three_hosts_a_read_of_placed_pages_asks_the_host_that_holds_them(tmp_path):
+    """3 virtual hosts x 2 ranks, 600 padded rows of 8 KiB (1,200 pages):
+    after the fill rank 0 reads every row, faulting on the 800 pages the
+    other hosts hold, one at a time (DSM_READAHEAD=1).  Placed first_touch,
+    each page's home is the leader holding it: one message of rank 0's a
+    fault (its DSM_REQ; the page comes straight back).  Round-robin, a
+    third of those pages are homed by the host that does not hold them:
+    the home forwards the request and rank 0 confirms the page to it
+    (DSM_UPDATE), a second message of its own."""
+    env = dict(HOSTS, DSM_VHOSTS="3", DSM_READAHEAD="1")
+    got = {}
+    for homes in ("none", "first_touch"):
+        p = run(tmp_path, 6, PROG, "counts", "600", "1024", homes, env=env)
+        assert p.returncode == 0, p.stderr
+        got[homes] = count_lines(p.stdout)
+        assert sorted(got[homes]) == list(range(6)), p.stdout
+        assert got[homes][0]["read"]["read_faults"] == 800, got[homes][0]
+    placed, rr = got["first_touch"][0]["read"], got["none"][0]["read"]
+    assert placed["msgs_sent"] == 800, placed
+    assert rr["msgs_sent"] > 800 + 200, rr
+    assert got["first_touch"][0]["sums"] == got["none"][0]["sums"], got
 
 
 @pytest.mark.parametrize("consistency", ["sequential", "release"])
