@@ -58,6 +58,7 @@ RUNS = [
     DSMEXEC + [m, bench("messages.py")] for m in (M2, M4, M8)] + [
     DSMEXEC + [M4, bench("region_init.py")],
     DSMEXEC + [M2, bench("placement.py")],
+    ["env", "DSM_SHARE=host", "DSM_VHOSTS=2"] + DSMEXEC + ["-n", "4", bench("placement.py")],
     [PY, bench("launch.py")],
     DSMEXEC + [bench("machines-2hosts"), bench("checkpoint.py"), "buddy"],
     DSMEXEC + ["--checkpoint-dir", CHECKPOINT_DIR, M2, bench("checkpoint.py"), "dir"],
@@ -189,6 +190,11 @@ def table(r):
         "round-robin homes %.1f ms, %d write faults" % (x["ref_seconds"] * 1e3, x["ref_faults"]),
         "%.1f× faster" % (x["ref_seconds"] / x["seconds"]), "no write fault, faster",
         x["faults"] == 0 and x["seconds"] < x["ref_seconds"])
+    x = r["own rows, placed, across hosts"]
+    add('2 virtual hosts × 2 ranks (host-shared) fill their own rows of a fresh 8 MiB array, '
+        'homes="row_block"', "%d write faults" % x["faults"],
+        "round-robin homes over the leaders: %d write faults" % x["ref_faults"], "n/a",
+        "no write fault", x["faults"] == 0 and x["ref_faults"] > 0)
     x = r["launch 8 ranks via ssh"]
     add("launch of 8 ranks through ssh", "%.2f s" % x["seconds"],
         "one serial ssh %.2f s" % x["ref_seconds"], "%.1f×" % (x["seconds"] / x["ref_seconds"]),

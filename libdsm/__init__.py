@@ -100,16 +100,16 @@ class Dsm(CollectiveCalls, SyncCalls):
         self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
                                  self.page_size)
         # one physical copy for the whole job: barriers, locks and collectives
-        # through it; on several hosts they go over the connections, and with
-        # share=host on either, homes stay where they are
+        # through it, and homes stay where they are; on several hosts they go
+        # over the connections, and the hosts' leaders home the pages
         shared = cfg["share"] == "host" and cfg["one_host"]
         self._locks = Locks(self.nlocks, self.size, shared)
         self._heap, self._regions = layout.open_system_area(
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
-        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared,
-                                 homes_fixed=cfg["share"] == "host")
-        self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname())
+        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared)
+        self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname(),
+                                    cfg["leaders"] if cfg["share"] == "host" else None)
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
                               self._pins, self._fetch, self.rank, self.hostname())

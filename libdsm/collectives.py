@@ -58,16 +58,14 @@ def loads(data, memory):
 class Collectives:
     """One rank's collectives over the C core.  `memory` is what received
     Allocations are bound to; rank and host name this rank in errors.
-    host_shared: the ranks share one copy of the memory (DSM_SHARE=host):
-    every collective goes through it (libdsm/csrc/hostcoll.c, no message).
-    homes_fixed: homes do not move (share=host: on one host nothing is to
-    move; on several, the homes are the hosts' leaders)."""
+    host_shared: the ranks share one copy of the memory (DSM_SHARE=host, one host):
+    every collective goes through it (libdsm/csrc/hostcoll.c, no message),
+    and homes do not move (nothing is to move)."""
 
-    def __init__(self, memory, rank, size, host, host_shared=False, homes_fixed=False):
+    def __init__(self, memory, rank, size, host, host_shared=False):
         self._memory = memory
         self._barrier = _binding.host_barrier if host_shared else _binding.barrier
         self._host_shared = host_shared
-        self._homes_fixed = host_shared or homes_fixed
         self._rank, self._size, self._host = rank, size, host
         self._lock = threading.Lock()
         self.finalized = False
@@ -164,10 +162,10 @@ class Collectives:
 
     def place(self, first, count, homes):
         """Collective: move the homes of pages [first, first + count); with
-        host-shared memory only a barrier."""
+        host-shared memory on one host only a barrier."""
         self.check()
         self._not_pending()
-        if self._homes_fixed:
+        if self._host_shared:
             self._guarded(self._barrier, mismatch.describe())
             return
         self._guarded(lambda: _binding.place(first, count, homes), mismatch.describe())

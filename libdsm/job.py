@@ -57,6 +57,7 @@ def start(ctx, options):
                           % (rank, cfg["consistency"], theirs,
                              config.CONSISTENCIES[modes[theirs]]), rank, host)
     cfg["one_host"] = len(set(leaders)) == 1
+    cfg["leaders"] = leaders
     return cfg
 
 

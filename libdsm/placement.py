@@ -17,6 +17,12 @@ switches its table):
 `dsm.array(..., homes="first_touch")` places the array at the first
 `dsm.barrier()` after it was made, so that each rank's first writes decide
 (even if it was freed meanwhile: every rank must make the same placements).
+
+With DSM_SHARE=host on several hosts only the hosts' leaders home pages:
+a page goes to the leader of the host of the rank named above (row_block:
+the host whose rank owns the rows; first_touch: the host that holds the
+page writable).  In release mode the homes stay put (the C core's
+placement is then a barrier); on one host nothing moves.
 """
 from libdsm import _binding
 from libdsm.errors import PlacementError
@@ -27,13 +33,15 @@ HOMES = ("row_block", "first_touch")
 class Placement:
     """This rank's placements.  memory: the region's Memory; partitions:
     for row_block; collectives: the calls every rank makes; rank, host:
-    for errors."""
+    for errors; leaders: with share=host, every rank's host leader, which
+    homes the pages that rank would (None: each rank its own)."""
 
-    def __init__(self, memory, partitions, collectives, rank, host):
+    def __init__(self, memory, partitions, collectives, rank, host, leaders=None):
         self._memory = memory
         self._where = partitions
         self._coll = collectives
         self._rank, self._host = rank, host
+        self._homer = leaders or list(range(partitions.size))
         self._pending = {}              # offset -> array to place at the next barrier
 
     def check(self, homes, named=False):
@@ -90,15 +98,16 @@ class Placement:
             rows = self._where.row_block(nrows, stride, q)
             lo, hi = start + rows.start * stride, start + rows.stop * stride
             for p in range(max(first, lo // ps), min(first + len(homes), -(-hi // ps))):
-                homes[p - first] = q
+                homes[p - first] = self._homer[q]
         return homes
 
     def _first_touch(self, first, homes):
-        """homes with each page some rank holds writable set to that rank."""
+        """homes with each page some rank holds writable set to that rank
+        (its host's leader: a rank maps what its host holds)."""
         mine = bytes(_binding.page_prot(p) == "rw" for p in range(first, first + len(homes)))
         homes = list(homes)
         for q, held in enumerate(self._coll.gather(mine, None)):
             for i, rw in enumerate(held):
                 if rw:
-                    homes[i] = q
+                    homes[i] = self._homer[q]
         return homes

@@ -9,12 +9,22 @@
         homes="first_touch" whose rows each rank writes before a barrier
     placement_prog.py mismatch                     rank 0 places by row_block,
         the others by first_touch: each prints the error it gets
+    placement_prog.py not_leader                   every rank asks the C core to
+        home a page at rank 1 (with share=host on 2 virtual hosts of 2, not
+        a host's leader): each prints the error it gets
+    placement_prog.py counts ROWS COLS HOMES       each rank fills its rows of a
+        fresh padded array (HOMES "row_block": made so; "first_touch": placed
+        by dsm.place after the fill; "none"), reads them back, then rank 0
+        reads every row; prints the homes of its rows, what the fill, the
+        placement, the re-read and rank 0's read cost (stats deltas), and
+        the sums
 """
 import sys
 
 import numpy as np
 
 import libdsm
+from libdsm import _binding
 
 
 def check_all(dsm, arr, value_of):
@@ -74,6 +84,50 @@ def rehome(dsm, nrows, ncols):
         dsm.free(arr)                   # collective: every rank frees it
 
 
+def delta(dsm, before, keys=("write_faults", "read_faults", "msgs_sent", "host_msgs",
+                              "pages_sent", "host_maps", "homes_moved")):
+    """The stats that changed since `before`, as k=v words."""
+    now = dsm.stats()
+    return " ".join("%s=%d" % (k, now[k] - before[k]) for k in keys)
+
+
+def counts(dsm, nrows, ncols, homes):
+    arr = dsm.array((nrows, ncols), "float64", pad_rows=True,
+                    homes="row_block" if homes == "row_block" else None)
+    rows = dsm.row_block(nrows, arr.strides[0])
+    dsm.barrier()
+    start = dsm.stats()
+    arr[rows] = dsm.rank * 1000 + np.arange(rows.start, rows.stop)[:, None]
+    fill = delta(dsm, start)
+    dsm.barrier()                       # every fault of the fill served
+    start = dsm.stats()
+    if homes == "first_touch":
+        dsm.place(arr, "first_touch")
+    placed = delta(dsm, start)
+    dsm.barrier()
+    start = dsm.stats()
+    mine = float(arr[rows].sum())
+    reread = delta(dsm, start)
+    dsm.barrier()
+    start = dsm.stats()
+    total = float(arr.sum()) if dsm.rank == 0 else 0.0
+    read = delta(dsm, start)            # rank 0's: the others wait in the barrier
+    dsm.barrier()
+    print("counts homes=%s own_homes=%s | fill %s | place %s | reread %s | read %s "
+          "| mine=%.0f total=%.0f" % (homes, sorted(band_homes(dsm, arr, rows)), fill, placed,
+                                      reread, read, mine, total))
+
+
+def not_leader(dsm):
+    page = dsm.page_of(dsm._memory.span(dsm.array((4, 1024), "float64"))[0])
+    home = dsm.page_home(page)
+    try:
+        _binding.place(page, 1, [1])
+    except libdsm.DsmError as e:
+        print("not_leader %s %s" % (type(e).__name__, e))
+    print("not_leader then home %s" % ("kept" if dsm.page_home(page) == home else "moved"))
+
+
 def mismatch(dsm):
     arr = dsm.array((64, 1024), "float64")
     try:
@@ -91,6 +145,10 @@ def main():
             fill(dsm, int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], "pad" in sys.argv[5:])
         elif what == "rehome":
             rehome(dsm, int(sys.argv[2]), int(sys.argv[3]))
+        elif what == "counts":
+            counts(dsm, int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        elif what == "not_leader":
+            not_leader(dsm)
         else:
             mismatch(dsm)
 

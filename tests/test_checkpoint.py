@@ -164,17 +164,21 @@ def test_restore_with_another_rank_count(tmp_path, consistency, saved, now):
 
 
 @pytest.mark.timeout(200)
-def test_placed_homes_and_a_system_v_segment_come_back(tmp_path):
+@pytest.mark.parametrize("n,share,homes", [
+    (2, {}, "0*64,1*64"),
+    # host-shared on 2 virtual hosts x 2 ranks: each host's rows at its leader
+    (4, {"DSM_SHARE": "host", "DSM_VHOSTS": "2"}, "0*64,2*64")])
+def test_placed_homes_and_a_system_v_segment_come_back(tmp_path, n, share, homes):
     """An array with row_block homes (not the default round-robin) and a
     System V segment: a restart with the same rank count finds the homes
     where they were and the segment there (shmget without IPC_CREAT)."""
-    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL}
-    want = "homes 0*64,1*64 sum %d segment sysv-1" % sum(range(1 << 16))
+    env = {"DSM_CHECKPOINT_DIR": str(tmp_path / "ck"), **SMALL, **share}
+    want = "homes %s sum %d segment sysv-1" % (homes, sum(range(1 << 16)))
     for how in ("fresh", "restored"):
-        p = run(tmp_path, 2, PROG, "layout", env=env)
+        p = run(tmp_path, n, PROG, "layout", env=env)
         assert p.returncode == 0, p.stderr
         assert rank_lines(p.stdout, "layout") == {r: "layout %s %s" % (how, want)
-                                                  for r in (0, 1)}, p.stdout
+                                                  for r in range(n)}, p.stdout
 
 
 @pytest.mark.timeout(200)

@@ -383,6 +383,11 @@ int dsm_place(uint64_t first, uint64_t n, const uint16_t *homes, char *err)
             dsm_err(err, "page %llu: home %u is not a rank of 0..%d",
                     (unsigned long long)(first + i), homes[i], D.core.nranks - 1);
             o.verdict = DSM_EINVAL;
+        } else if (!homes_pages(&D.core, homes[i])) {
+            dsm_err(err, "page %llu: home %u is not a host's leader: with share=host on "
+                    "several hosts only each host's lowest rank homes pages",
+                    (unsigned long long)(first + i), homes[i]);
+            o.verdict = DSM_EINVAL;
         }
     o.call = (struct coll_call){ .kind = DSM_COLL_BARRIER,
                                  .sig = place_sig(first, valid ? n : 0, homes) };

@@ -4,7 +4,19 @@
  * rank tells every other that it is done (DSM_PLACE, sent by the comm
  * thread behind everything it sent before), and once a rank has heard all
  * of them, nothing for those pages is in flight towards it: it switches
- * its table.  The steps and their order are in coherence.h. */
+ * its table.  The steps and their order are in coherence.h.
+ *
+ * With share=host on several hosts the homes are host leaders (dsm_place
+ * refuses another rank), so only leaders take pages: through the protocol
+ * between leaders, the old host's ranks lowered by DSM_HINV before the page
+ * leaves it (coh_host.c), the new host's word raised as the page comes in,
+ * as for any fault.  The host's other ranks take no page, but they take
+ * part in the DSM_PLACE exchange and switch their tables with everyone:
+ * page_home must agree on every rank (dsm_page_home, checkpoints), and a
+ * page word never changed reads by its home (hostmem.h).  That word needs
+ * no switch: each moved page's word is set on both its old home's host
+ * (lowered as it was served away) and its new one (raised as it came),
+ * and any other host's reads "no access" under either table. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>

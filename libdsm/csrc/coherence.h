@@ -375,7 +375,10 @@ int coh_unpin_poke(struct coh *h);
  *      pages is in flight towards it: it switches the homes, and a new
  *      home's directory entry starts afresh (owner itself, no copies);
  *      coh_place_done.  Then coh_place_end, and the second barrier, after
- *      which every rank asks the new homes. */
+ *      which every rank asks the new homes.
+ * With share=host on several hosts the homes are leaders, the only ranks
+ * that take pages; the others only exchange DSM_PLACE and switch (see
+ * coh_place.c). */
 void coh_place_init(struct coh *h);
 /* Caller holds core.mu: no page of the range is pending here. */
 int coh_place_settled(struct coh *h, uint64_t first, uint64_t n);

@@ -305,6 +305,13 @@ static inline int page_home_initial(const struct core *c, uint64_t page)
     return c->nleaders ? c->leaders[b % (uint64_t)c->nleaders] : (int)(b % (uint64_t)c->nranks);
 }
 
+/* May rank r home pages: any rank, or with share=host on several hosts a
+ * host's leader (a placement's homes are checked, dsm_place). */
+static inline int homes_pages(const struct core *c, int r)
+{
+    return !c->nleaders || c->leaders[c->host_of[r]] == r;
+}
+
 static inline int page_home(const struct core *c, uint64_t page)
 {
     if (c->homes)

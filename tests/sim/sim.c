@@ -35,10 +35,11 @@
  * --hosts groups 3 to 6 ranks into 2 or more hosts of consecutive ranks,
  * each host's ranks sharing one memory and its page words, the protocol
  * running between the hosts' leaders (coh_host.c, as DSM_SHARE=host on
- * several hosts; homes are not placed).  The rules above then speak of a
- * host's copy (what any of its ranks can access), the directory of hosts;
- * within a host, no rank maps a page above its host's word unless the
- * leader is lowering it, and each rank that maps it has its bit set.
+ * several hosts; a placement's homes are leaders).  The rules above then
+ * speak of a host's copy (what any of its ranks can access), the directory
+ * of hosts; within a host, no rank maps a page above its host's word
+ * unless the leader is lowering it, and each rank that maps it has its bit
+ * set.  Once a rank ends a placement, every rank names its new homes.
  *
  * --release runs release consistency: data-race-free programs (a word has
  * one writer between two collectives; counters change under their lock)
@@ -264,8 +265,10 @@ static int run(uint64_t seed, int drop, int corrupt)
     corrupt_at = corrupt ? 1 + below(200) : UINT64_MAX;
     W.shadow = calloc(W.npages, SIM_PAGE);
     W.hist = calloc(MAX_TASKS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
-    if (W.hosts)                /* 2 hosts or more, one of several ranks at least */
+    if (W.hosts) {              /* 2 hosts or more, one of several ranks at least */
         simnet_hosts(s, 2 + (int)below((uint64_t)s->n - 2), W.npages);
+        place_at_leaders();
+    }
     for (r = 0; r < s->n; r++)
         if (simnet_rank_init(s, r, W.npages, block, readahead, hold, W.nlocks, W.release))
             return 1;

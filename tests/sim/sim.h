@@ -177,7 +177,8 @@ struct world {
         uint64_t ring_full;     /* sends that found a ring full */
         uint64_t handoffs;      /* locks handed from holder to holder, not by the home */
         uint64_t collectives;
-        uint64_t homes_moved;   /* release mode: pages whose home followed its writer */
+        uint64_t homes_moved;   /* pages whose home moved: placed, or (release mode)
+                                 * following its writer */
         uint64_t runs;          /* DSM_PAGE messages carrying several pages */
         uint64_t split;         /* payloads received straight into pages in two parts */
         uint64_t early;         /* read-ahead runs asked for at a trigger page */
@@ -210,6 +211,8 @@ uint64_t *word_at(unsigned char *mem, uint32_t page, uint32_t word);
 
 /* simapp.c: the application side */
 void make_scenario(void);
+/* --hosts, once the hosts are drawn: the placements' homes are leaders. */
+void place_at_leaders(void);
 int thread_ready(int r, int t);
 void app_step(int r, int t);
 int thread_done(const struct thread *th);

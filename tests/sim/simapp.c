@@ -46,12 +46,13 @@ static void random_op(struct task *o, int r, int t, int ph)
 
 /* A random collective: barrier, bcast, allreduce, reduce, allgather, and
  * in sequential mode a placement of a random range of pages at random
- * homes. */
+ * homes (with --hosts, random ranks for now: place_at_leaders makes them
+ * their hosts' leaders once the hosts are drawn). */
 static void random_spec(struct coll_spec *c)
 {
     static const int kinds[] = { DSM_COLL_BARRIER, DSM_COLL_BCAST, DSM_COLL_REDUCE,
                                  DSM_COLL_REDUCE, DSM_COLL_GATHER };
-    int i = (int)below(W.release || W.hosts ? 5 : 6);     /* 5: a placement */
+    int i = (int)below(W.release ? 5 : 6);     /* 5: a placement */
     c->kind = i == 5 ? COLL_PLACE : kinds[i];
     c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
     c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
@@ -61,6 +62,23 @@ static void random_spec(struct coll_spec *c)
         for (i = 0; i < (int)c->n; i++)
             c->homes[i] = (uint16_t)below((uint64_t)W.s.n);
     }
+}
+
+/* A placement's homes, drawn as ranks, become the leaders of their hosts:
+ * across hosts only leaders home pages, as libdsm/placement.py asks. */
+static void spec_at_leaders(struct coll_spec *c)
+{
+    uint32_t i;
+    for (i = 0; c->kind == COLL_PLACE && i < c->n; i++)
+        c->homes[i] = W.s.leaders[W.s.host[c->homes[i]]];
+}
+
+void place_at_leaders(void)
+{
+    int p;
+    for (p = 0; p < MAX_COLLS + 1; p++)
+        spec_at_leaders(&W.colls[p]);
+    spec_at_leaders(&W.odd);
 }
 
 /* The call (without its data) of collective idx made as c; a placement's
@@ -185,6 +203,20 @@ static void check_mismatch(int r, int rc, const char *err)
                       rc ? "failed with" : "ended", rc ? err : "without an error", want);
 }
 
+/* Rank r ended placement c, so every rank began its second barrier,
+ * having switched its table: each must name the new homes. */
+static void check_placed(int r, const struct coll_spec *c)
+{
+    uint32_t i;
+    int q;
+    for (q = 0; q < W.s.n; q++)
+        for (i = 0; i < c->n; i++)
+            if (page_home(&W.s.r[q].core, c->first + i) != c->homes[i])
+                sim_violation(&W.s, "rank %d ended the placement of page %u at rank %d, but "
+                              "rank %d says its home is %d", r, c->first + i, c->homes[i], q,
+                              page_home(&W.s.r[q].core, c->first + i));
+}
+
 /* What rank r must get from collective idx (or not get). */
 static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
 {
@@ -195,6 +227,8 @@ static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
     int64_t want[2] = { 0, 0 }, v[2];
     int q;
     check_began(r, idx);
+    if (c->kind == COLL_PLACE)
+        check_placed(r, c);
     if (gets != (out != NULL)) {
         sim_violation(&W.s, "rank %d %s a result of collective %u", r, gets ? "lacks" : "got",
                       idx);
