@@ -58,8 +58,10 @@ def loads(data, memory):
 class Collectives:
     """One rank's collectives over the C core.  `memory` is what received
     Allocations are bound to; rank and host name this rank in errors.
-    host_shared: the ranks share one copy of the memory (DSM_SHARE=host):
-    every collective goes through it (libdsm/csrc/hostcoll.c, no message).
+    host_shared: the ranks of a host share one copy of the memory
+    (DSM_SHARE=host): every collective goes through it
+    (libdsm/csrc/hostcoll.c: no message on one host; across hosts, in
+    sequential mode, only the hosts' leaders exchange messages).
     homes_fixed: homes do not move (share=host: on one host nothing is to
     move; on several, the homes are the hosts' leaders)."""
 
