@@ -100,6 +100,7 @@ else
 	build/sim --seeds 0:10000 --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --release --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --hosts $(SIMFLAGS)
+	build/sim --seeds 0:10000 --hosts --mismatch $(SIMFLAGS)
 	build/sim --seeds 0:10000 --hosts --release $(SIMFLAGS)
 	build/simsync --seeds 0:10000
 	build/simcomm --seeds 0:10000

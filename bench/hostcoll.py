@@ -1,10 +1,15 @@
 """Collectives and locks of 2 ranks on one host: host-shared memory
 (DSM_SHARE=host: the host's control area, no message) against per-rank mode
-(DSM_SHARE=rank: the ranks' TCP connections), in the same run.
+(DSM_SHARE=rank: the ranks' TCP connections), in the same run; then the
+same job as 2 virtual hosts of 2 ranks (DSM_VHOSTS=2), where host-shared
+memory runs the barrier and the collectives in two levels (each host's
+control area, then its leader over the connections) and per-rank mode
+routes through the leaders.
 
     .venv/bin/python bench/hostcoll.py [--ranks 2] [--iters 5000]
-                    runs both modes under dsmexec and prints each call's
-                    medians and the ratio per-rank / host-shared
+                    runs both modes under dsmexec, on one host (--ranks)
+                    and on 2 virtual hosts x 2 ranks, and prints each
+                    call's medians and the ratio per-rank / host-shared
     ./dsmexec.py -n 2 bench/hostcoll.py --one
                     one mode (DSM_SHARE's): rank 0 prints a BENCH line
 
@@ -13,6 +18,8 @@
   allreduce      one float64, op sum
   allreduce 1k   1024 float64, op sum
   lock pair      rank 0 takes and gives back lock 0 while the others wait
+                 (one host only: across hosts locks go over the connections
+                 in both modes)
 """
 import argparse
 import json
@@ -43,7 +50,7 @@ def one(iters):
         out[name] = reference.summary(loop(iters, call))[0]
     lock = dsm.lock(0)
     dsm.barrier()
-    if dsm.rank == 0:
+    if dsm.rank == 0 and os.environ.get("DSM_VHOSTS", "1") == "1":
         loop(iters // 10, lambda: acquire_release(lock))
         out["lock pair"] = reference.summary(loop(iters, lambda: acquire_release(lock)))[0]
     dsm.barrier()
@@ -52,18 +59,22 @@ def one(iters):
     dsm.finalize()
 
 
-def both(ranks, iters):
+def both(ranks, iters, vhosts):
+    """The job in both modes, one after the other, on `vhosts` virtual hosts."""
     got = {}
     for share in ("rank", "host"):
+        env = dict(os.environ, DSM_SHARE=share, DSM_VHOSTS=str(vhosts))
         p = subprocess.run([sys.executable, DSMEXEC, "-n", str(ranks), __file__, "--one",
-                            "--iters", str(iters)], env=dict(os.environ, DSM_SHARE=share),
+                            "--iters", str(iters)], env=env,
                            capture_output=True, text=True, check=True)
         line = [x for x in p.stdout.splitlines() if "BENCH " in x][-1]
         got[share] = json.loads(line.split("BENCH ", 1)[1])
-    print("%d ranks, medians in us       per-rank   host-shared   ratio" % ranks)
-    for name in ("barrier", "bcast", "allreduce", "allreduce 1k", "lock pair"):
+    where = "one host" if vhosts == 1 else "%d virtual hosts" % vhosts
+    print("%d ranks on %s, medians in us   per-rank   host-shared   ratio" % (ranks, where))
+    for name in ("barrier", "bcast", "allreduce", "allreduce 1k") + \
+            (("lock pair",) if vhosts == 1 else ()):
         r, h = got["rank"][name], got["host"][name]
-        print("%-26s %10.2f %12.2f %8.1fx" % (name, r, h, r / h))
+        print("%-34s %10.2f %12.2f %8.1fx" % (name, r, h, r / h))
 
 
 def main():
@@ -75,7 +86,8 @@ def main():
     if a.one:
         one(a.iters)
     else:
-        both(a.ranks, a.iters)
+        both(a.ranks, a.iters, 1)
+        both(4, a.iters, 2)
 
 
 if __name__ == "__main__":

@@ -100,14 +100,18 @@ class Dsm(CollectiveCalls, SyncCalls):
         self._where = Partitions(self.rank, ctx.hostnames if ctx else ["localhost"],
                                  self.page_size)
         # one physical copy for the whole job: barriers, locks and collectives
-        # through it, and homes stay where they are; on several hosts they go
-        # over the connections, and the hosts' leaders home the pages
+        # through it, and homes stay where they are; on several hosts, in
+        # sequential mode, barriers and collectives in two levels (through
+        # each host's copy, then between the hosts' leaders), the rest over
+        # the connections, and the hosts' leaders home the pages
         shared = cfg["share"] == "host" and cfg["one_host"]
+        levels = cfg["share"] == "host" and cfg["consistency"] == "sequential"
         self._locks = Locks(self.nlocks, self.size, shared)
         self._heap, self._regions = layout.open_system_area(
             _binding.region_view(self.base + self.nbytes, layout.SYS_BYTES), memory,
             self._locks.system, self.rank)
-        self._coll = Collectives(memory, self.rank, self.size, self.hostname(), shared)
+        self._coll = Collectives(memory, self.rank, self.size, self.hostname(),
+                                 shared or levels, homes_fixed=shared)
         self._placement = Placement(memory, self._where, self._coll, self.rank, self.hostname(),
                                     cfg["leaders"] if cfg["share"] == "host" else None)
         self._pins = Pins(memory, memory.span, release=cfg["consistency"] == "release")

@@ -58,14 +58,18 @@ def loads(data, memory):
 class Collectives:
     """One rank's collectives over the C core.  `memory` is what received
     Allocations are bound to; rank and host name this rank in errors.
-    host_shared: the ranks share one copy of the memory (DSM_SHARE=host, one host):
-    every collective goes through it (libdsm/csrc/hostcoll.c, no message),
-    and homes do not move (nothing is to move)."""
+    host_shared: the ranks of a host share one copy of the memory
+    (DSM_SHARE=host): every collective goes through it
+    (libdsm/csrc/hostcoll.c: no message on one host; across hosts, in
+    sequential mode, only the hosts' leaders exchange messages).
+    homes_fixed: homes do not move (share=host on one host: nothing is to
+    move); a placement is then a barrier."""
 
-    def __init__(self, memory, rank, size, host, host_shared=False):
+    def __init__(self, memory, rank, size, host, host_shared=False, homes_fixed=False):
         self._memory = memory
         self._barrier = _binding.host_barrier if host_shared else _binding.barrier
         self._host_shared = host_shared
+        self._homes_fixed = homes_fixed
         self._rank, self._size, self._host = rank, size, host
         self._lock = threading.Lock()
         self.finalized = False
@@ -165,10 +169,17 @@ class Collectives:
         host-shared memory on one host only a barrier."""
         self.check()
         self._not_pending()
-        if self._host_shared:
-            self._guarded(self._barrier, mismatch.describe())
+        desc = mismatch.describe()
+        if self._homes_fixed:
+            self._guarded(self._barrier, desc)
             return
-        self._guarded(lambda: _binding.place(first, count, homes), mismatch.describe())
+        if self._host_shared:
+            # two levels across hosts, but the C placement runs among all
+            # the ranks over the connections: first every rank shows, on
+            # the two-level path, that it makes this placement, so that a
+            # rank making another collective is a CollectiveError, not a hang
+            self._run("bcast", 0, None, desc)
+        self._guarded(lambda: _binding.place(first, count, homes), desc)
 
     def bcast(self, value, root):
         self._root(root, "bcast")

@@ -206,7 +206,9 @@ def finalizing(dsm):
             sys.exit(3)
 
 
-def diecoll(dsm, where):
+def diecoll(dsm, where, how="kill"):
+    """Rank 1 dies (how: kill) or stops (stop: SIGSTOP, for the heartbeat to
+    find) while the others wait for it in `where`."""
     lock = dsm.lock(2)
     page = dsm.array(512, "int64") if where == "page" else None
     if dsm.rank == 1 and where == "lock":
@@ -218,7 +220,7 @@ def diecoll(dsm, where):
         # they are still in it: that is waiting for it too
         dsm.barrier()
         if dsm.rank == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}[how])
         {"barrier": dsm.barrier, "lock": lock.acquire,
          "bcast": lambda: dsm.bcast(None, root=1),
          "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()

@@ -128,10 +128,17 @@ def not_leader(dsm):
     print("not_leader then home %s" % ("kept" if dsm.page_home(page) == home else "moved"))
 
 
-def mismatch(dsm):
+def mismatch(dsm, other):
+    """Rank 0 places an array by row_block; the others place it by
+    first_touch, or (other == "barrier") call barrier() instead."""
     arr = dsm.array((64, 1024), "float64")
     try:
-        dsm.place(arr, "row_block" if dsm.rank == 0 else "first_touch")
+        if dsm.rank == 0:
+            dsm.place(arr, "row_block")
+        elif other == "barrier":
+            dsm.barrier()
+        else:
+            dsm.place(arr, "first_touch")
     except libdsm.CollectiveError as e:
         print("mismatch %s" % type(e).__name__)
     dsm.barrier()
@@ -150,7 +157,7 @@ def main():
         elif what == "not_leader":
             not_leader(dsm)
         else:
-            mismatch(dsm)
+            mismatch(dsm, sys.argv[2])
 
 
 if __name__ == "__main__":

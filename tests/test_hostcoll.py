@@ -2,7 +2,10 @@
 (DSM_SHARE=host; libdsm/csrc/hostcoll.c and hostlock.c): the same results
 as per-rank mode, bit for bit, with no message sent; ranks that call
 different collectives are told so, as in per-rank mode; a rank that dies
-inside one ends the job, named."""
+inside one ends the job, named.  On two virtual hosts (DSM_VHOSTS=2,
+sequential mode) the collectives run in two levels, within each host
+through its memory and between the hosts' leaders over their connections:
+the same results, errors and failures, and no message from the others."""
 import os
 import re
 
@@ -43,6 +46,27 @@ def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path, 
     assert set(rank_lines(outs["rank"], "msgs sent").values()) != {"msgs sent 0"}
 
 
+# 3 ranks: hosts of ranks 0-1 and 2; 5 ranks: 0-2 and 3-4 (neither the
+# hosts nor the job a power of two, so per-rank mode's order of combining
+# crosses the hosts)
+@pytest.mark.parametrize("n", [3, 5])
+def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path, n):
+    ref = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "rank"})
+    p = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "host", "DSM_VHOSTS": "2"})
+    assert ref.returncode == 0 and p.returncode == 0, ref.stderr + p.stderr
+    got = results(p.stdout)
+    assert got == results(ref.stdout)
+    assert sorted(got) == list(range(n)) and all(len(v) == 20 for v in got.values()), got
+    if n == 3:
+        assert set(rank_lines(p.stdout, "order matters").values()) == {"order matters True"}
+    # only the hosts' leaders send: the others meet them in shared memory
+    leaders = {0, 2} if n == 3 else {0, 3}
+    sent = {r: int(t.split()[-1]) for r, t in rank_lines(p.stdout, "msgs sent").items()}
+    assert sorted(sent) == list(range(n)), p.stdout
+    assert all(sent[r] == 0 for r in set(sent) - leaders), sent
+    assert all(sent[r] > 0 for r in leaders), sent
+
+
 @pytest.mark.parametrize("n", [2, 4])
 def test_locked_increments_from_two_threads_a_rank_are_exact(tmp_path, n):
     p = run(tmp_path, n, PROG, "locks", "200", env={"DSM_SHARE": "host"})
@@ -61,8 +85,10 @@ def test_try_timeout_and_release_by_a_non_holder_as_per_rank_with_no_message(tmp
     assert rank_lines(outs["host"], "msgs sent") == {r: "msgs sent 0" for r in range(3)}
 
 
-def test_ranks_calling_different_collectives_all_get_per_rank_modes_error(tmp_path):
-    outs = both(tmp_path, 3, "mismatch")
+# on 2 virtual hosts (ranks 0-1 and 2): within host 0 and between the hosts
+@pytest.mark.parametrize("vhosts", ["1", "2"])
+def test_ranks_calling_different_collectives_all_get_per_rank_modes_error(tmp_path, vhosts):
+    outs = both(tmp_path, 3, "mismatch", env={"DSM_VHOSTS": vhosts})
     errors = rank_lines(outs["host"], "CollectiveError")
     assert errors == rank_lines(outs["rank"], "CollectiveError")
     assert sorted(errors) == [0, 1, 2]
@@ -74,20 +100,26 @@ def test_ranks_calling_different_collectives_all_get_per_rank_modes_error(tmp_pa
     assert set(rank_lines(outs["host"], "after").values()) == {"after 3"}
 
 
-def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path):
+# 2 ranks on 2 virtual hosts: rank 1 waits among the leaders; 3 ranks on
+# 2 (0-1, 2): rank 1 waits for its leader, rank 0, and rank 2 finalizes
+# too (so either may be named, in both modes)
+@pytest.mark.parametrize("n,vhosts", [(2, "1"), (2, "2"), (3, "2")])
+def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path, n, vhosts):
     got = {}
     for share in ("rank", "host"):
-        p = run(tmp_path, 2, PROG, "finalizing", env={"DSM_SHARE": share})
+        p = run(tmp_path, n, PROG, "finalizing", env={"DSM_SHARE": share, "DSM_VHOSTS": vhosts})
         assert p.returncode == 3, p.stderr
         got[share] = rank_lines(p.stdout, "CollectiveError")
-    assert got["host"] == got["rank"]
-    assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
-                        r"bcast\(root=1\) at hostshm_prog.py:\d+ while rank 0 was finalizing",
-                        got["host"][1]), got
+        assert sorted(got[share]) == [1], p.stdout
+        assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
+                            r"bcast\(root=1\) at hostshm_prog.py:\d+ while rank %s was "
+                            r"finalizing" % ("0" if n == 2 else "[02]"), got[share][1]), got
+    if n == 2:
+        assert got["host"] == got["rank"]
 
 
-# one host; and two virtual hosts (ranks 0-1 and 2), where the protocol runs
-# between the hosts' leaders and the collectives go over the connections
+# one host; and two virtual hosts (ranks 0-1 and 2), where rank 2 waits
+# among the hosts' leaders, rank 0 for rank 1 in shared memory
 # ("page": rank 1 mapped a page the others then write, so that its leader
 # must lower rank 1's mapping before the page can go)
 @pytest.mark.parametrize("vhosts", ["1", "2"])
@@ -96,8 +128,23 @@ def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, whe
     p = run(tmp_path, 3, PROG, "diecoll", where,
             env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0", "DSM_VHOSTS": vhosts})
     assert p.returncode == 137, p.stderr
-    assert re.search(r"^dsmexec: rank 1 \(host localhost.*killed by signal 9", p.stderr,
-                     re.M), p.stderr
+    rank_1_named(p, r"killed by signal 9")
+
+
+# rank 1 stops inside a barrier: the heartbeat finds it
+@pytest.mark.parametrize("vhosts", ["1", "2"])
+def test_a_rank_stopped_while_others_wait_for_it_is_declared_dead_named(tmp_path, vhosts):
+    p = run(tmp_path, 3, PROG, "diecoll", "barrier", "stop",
+            env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "2", "DSM_VHOSTS": vhosts})
+    assert p.returncode != 0, p.stderr
+    rank_1_named(p, r"declared dead by rank 0")
+
+
+def rank_1_named(p, verdict):
+    """dsmexec's verdict on rank 1 says `verdict`; every rank that said why
+    it failed names rank 1, and none went on."""
+    assert re.search(r"^dsmexec: rank 1 \(host localhost.*" + verdict, p.stderr, re.M), \
+        p.stderr
     assert "survived" not in p.stdout
     lines = rank_lines(p.stdout, "PeerError peer=")
     assert lines and all(text.startswith("PeerError peer=1:") for text in lines.values()), \

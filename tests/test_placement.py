@@ -55,9 +55,13 @@ def test_release_mode_keeps_its_own_homes_and_the_data(tmp_path):
     assert len(got) == 2 and all("before=1 after=1" in line for line in got.values()), p.stdout
 
 
+@pytest.mark.parametrize("other", ["first_touch", "barrier"])
 @pytest.mark.parametrize("n,env", [(3, None), (4, HOSTS)])
-def test_ranks_asking_for_different_placements_get_a_collective_error(tmp_path, n, env):
-    p = run(tmp_path, n, PROG, "mismatch", env=env)
+def test_ranks_asking_for_different_placements_get_a_collective_error(tmp_path, n, env, other):
+    """Rank 0 places by row_block, the others by first_touch or not at all
+    (a barrier): across hosts the barrier runs in two levels and the
+    placement among all the ranks, and the mismatch is still found."""
+    p = run(tmp_path, n, PROG, "mismatch", other, env=env)
     assert p.returncode == 0, p.stderr
     assert rank_lines(p.stdout, "mismatch CollectiveError").keys() == set(range(n)), p.stdout
     assert rank_lines(p.stdout, "mismatch then barrier ok").keys() == set(range(n)), p.stdout

@@ -55,9 +55,11 @@ def test_event_and_semaphore(tmp_path, n):
     assert lines(p, "two:", n) == {0: "two: [True, True, False]"}
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n):
-    p = run(tmp_path, n, PROG, "barrier_timeout")
+# and 2 virtual hosts of 2 ranks sharing their host's memory, where the
+# barrier has two levels (the late rank 3 is not its host's leader)
+@pytest.mark.parametrize("n,env", [(2, {}), (3, {}), (4, {"DSM_SHARE": "host", "DSM_VHOSTS": "2"})])
+def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n, env):
+    p = run(tmp_path, n, PROG, "barrier_timeout", env=env)
     timed_out = lines(p, "waited: ", n)
     assert sorted(timed_out) == list(range(n - 1)), p.stdout
     for r, text in timed_out.items():

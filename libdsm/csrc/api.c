@@ -29,8 +29,9 @@ static struct dsm {
     struct coll coll;
     struct locks locks;
     struct ops ops;
-    /* core.leaders, core.host_of, core.locals */
-    uint16_t leaders[DSM_MAX_RANKS], host_of[DSM_MAX_RANKS], locals[DSM_MAX_RANKS];
+    /* core.leaders, core.host_of, core.locals, core.leader_of */
+    uint16_t leaders[DSM_MAX_RANKS], host_of[DSM_MAX_RANKS], locals[DSM_MAX_RANKS],
+        leader_of[DSM_MAX_RANKS];
 } D;
 
 void dsm_core_version(int *major, int *minor)
@@ -87,6 +88,7 @@ static int take_hosts(struct core *c, const int *leaders, char *err)
     }
     c->leader = leaders[c->rank];
     for (r = 0; r < c->nranks; r++) {
+        D.leader_of[r] = (uint16_t)leaders[r];
         if (leaders[r] == r && c->nleaders == DSM_MAX_RANK_COPIES) {
             dsm_err(err, "share=host: more than %d hosts (copysets are 64-bit masks of "
                     "hosts)", DSM_MAX_RANK_COPIES);
@@ -105,7 +107,30 @@ static int take_hosts(struct core *c, const int *leaders, char *err)
     c->leaders = D.leaders;
     c->host_of = D.host_of;
     c->locals = D.locals;
+    c->leader_of = D.leader_of;
     return DSM_OK;
+}
+
+/* hostmem's `across` (share=host on several hosts, sequential mode): the
+ * leaders' level of a host collective, run by the application thread of
+ * hostcoll.c's collective; or, join 0, only counted. */
+static int across_hosts(const struct coll_call *call, int join, void **out, uint64_t *len,
+                        char *err)
+{
+    struct op o = { .kind = OP_COLL, .bare = 1, .err = err, .call = *call };
+    int rc;
+    *out = NULL;
+    *len = 0;
+    if (!join) {
+        core_lock(&D.core);
+        coll_skip(&D.coll);
+        core_unlock(&D.core);
+        return DSM_OK;
+    }
+    rc = run(&o);
+    *out = o.out;
+    *len = o.out_len;
+    return rc;
 }
 
 /* In the SIGSEGV handler: it only takes core.mu (never held by a thread
@@ -187,6 +212,8 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, const int *lead
     static int at_fork;                 /* registered once per process */
     if (!at_fork++)
         pthread_atfork(NULL, NULL, revoke_in_child);
+    if (c->nleaders && !c->release)
+        hostmem_get()->across = across_hosts;
     c->phase = PHASE_RUNNING;
     if (!(rc = comm_run(&D.tp, cfg->wait_reply, err)))
         return DSM_OK;

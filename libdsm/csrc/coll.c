@@ -23,10 +23,11 @@ struct step {
     uint32_t round;                 /* 0: in from above P; 1+k: exchange k; log2+1: out */
 };
 
-/* Step i of rank r's plan. */
+/* Step i of the plan of place r in the collective's ranks (partners are
+ * places too: rank_at names them). */
 static struct step plan(const struct coll *cl, int r, int i)
 {
-    int n = cl->c->nranks, P = cl->pow2, L = cl->log2, extra = r + P < n;
+    int n = cl->n, P = cl->pow2, L = cl->log2, extra = r + P < n;
     if (r >= P)
         return i == 0 ? (struct step){ ST_SEND, r - P, 0 }
              : i == 1 ? (struct step){ ST_RECV, r - P, (uint32_t)L + 1 }
@@ -64,6 +65,11 @@ const char *coll_describe(char *buf, size_t n, const struct coll_sig *s)
     else
         snprintf(buf, n, "barrier()");
     return buf;
+}
+
+static int rank_at(const struct coll *cl, int place)
+{
+    return cl->members ? cl->members[place] : place;
 }
 
 /* ---------------------------------------------------------- ending */
@@ -199,10 +205,10 @@ static void send_state(struct coll *cl, const struct step *st, int from_app)
     m.len = (uint32_t)(HDR + dlen);
     if (from_app) {
         cl->busy = 1;
-        tp_send_app(cl->t, st->partner, &m, buf);
+        tp_send_app(cl->t, rank_at(cl, st->partner), &m, buf);
         cl->busy = 0;
     } else {
-        tp_send(cl->t, st->partner, &m, buf);
+        tp_send(cl->t, rank_at(cl, st->partner), &m, buf);
     }
     if (buf != small)
         free(buf);
@@ -228,7 +234,7 @@ static void advance(struct coll *cl, int from_app)
     if (cl->busy && !from_app)
         return;                     /* the application thread goes on when back */
     while (cl->active && !core_failed(cl->c)) {
-        st = plan(cl, cl->c->rank, cl->step);
+        st = plan(cl, cl->me, cl->step);
         if (st.kind == ST_END) {
             finish(cl);
             return;
@@ -339,6 +345,17 @@ static int contribute(struct coll *cl, const struct coll_call *call)
     return 0;
 }
 
+/* The ranks of the next collective: every rank, or the host leaders. */
+static void group(struct coll *cl, int leaders)
+{
+    struct core *c = cl->c;
+    cl->n = leaders ? c->nleaders : c->nranks;
+    cl->me = leaders ? c->host_of[c->rank] : c->rank;
+    cl->members = leaders ? c->leaders : NULL;
+    for (cl->pow2 = 1, cl->log2 = 0; cl->pow2 * 2 <= cl->n; cl->pow2 *= 2)
+        cl->log2++;
+}
+
 int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
 {
     char text[DSM_ERRLEN], a[64];
@@ -363,8 +380,13 @@ int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
     cl->epoch++;
     cl->active = 1;
     cl->step = cl->sent = 0;
+    group(cl, call->leaders);
     cl->mine = cl->lo = cl->hi = coll_identity(call->before ? call->before : call);
     cl->lo_rank = cl->hi_rank = (uint16_t)cl->c->rank;
+    if (call->seed) {
+        cl->lo = call->seed->lo, cl->lo_rank = (uint16_t)call->seed->lo_rank;
+        cl->hi = call->seed->hi, cl->hi_rank = (uint16_t)call->seed->hi_rank;
+    }
     if (cl->finalized_by >= 0 && cl->epoch > cl->finalized_after) {
         snprintf(text, sizeof text, "rank %d called %s after rank %d called finalize()",
                  cl->c->rank, coll_describe(a, sizeof a, &cl->mine), cl->finalized_by);
@@ -373,6 +395,11 @@ int coll_begin(struct coll *cl, const struct coll_call *call, char *err)
     }
     advance(cl, 1);
     return DSM_OK;
+}
+
+void coll_skip(struct coll *cl)
+{
+    cl->epoch++;
 }
 
 int coll_ended(struct coll *cl)
@@ -409,8 +436,7 @@ int coll_init(struct coll *cl, struct core *c, struct transport *t, char *err)
     cl->c = c;
     cl->t = t;
     cl->finalized_by = -1;
-    for (cl->pow2 = 1; cl->pow2 * 2 <= c->nranks; cl->pow2 *= 2)
-        cl->log2++;
+    group(cl, 0);
     tp_register(t, DSM_COLL, on_coll, cl, DSM_MAX_COLL);
     tp_on_finalized(t, on_finalized, cl);
     (void)err;

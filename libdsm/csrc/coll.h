@@ -26,6 +26,12 @@ struct coll_sig {
     uint64_t extra;                 /* the caller's shape hash, and sizes */
 };
 
+/* The lowest and the highest identity called so far, and by whom. */
+struct coll_seed {
+    struct coll_sig lo, hi;
+    int lo_rank, hi_rank;
+};
+
 /* What an application thread asks for. */
 struct coll_call {
     int kind, root, op, dtype;      /* DSM_COLL_*, DSM_OP_*, DSM_DT_* */
@@ -37,6 +43,12 @@ struct coll_call {
      * that called different collectives all fail there, none passing its
      * prologue alone; NULL: its own identity. */
     const struct coll_call *before;
+    /* share=host across hosts (hostcoll.c): run among the host leaders only
+     * (the other ranks count it with coll_skip), starting from the
+     * identities the host's ranks called instead of this rank's own (NULL:
+     * its own); the call's root is then a leader. */
+    int leaders;
+    const struct coll_seed *seed;
 };
 
 /* A message that came before this rank was ready for it. */
@@ -50,8 +62,10 @@ struct coll_early {
 struct coll {
     struct core *c;
     struct transport *t;
-    int pow2, log2;                 /* P and log2(P) for this job */
     /* guarded by core.mu */
+    int n, me;                      /* the ranks of the collective in progress, and our place */
+    const uint16_t *members;        /* ... their ranks by place (the leaders), or NULL: all */
+    int pow2, log2;                 /* P and log2(P) for n */
     uint64_t epoch;                 /* the collective in progress, or the last one */
     int active;                     /* begun, not yet ended */
     int busy;                       /* an application thread is sending for it */
@@ -77,6 +91,10 @@ void coll_free(struct coll *cl);
 /* Caller holds core.mu.  Begin a collective: 0, or a DSM_* error (one is
  * in progress on this rank, or the DSM is not running). */
 int coll_begin(struct coll *cl, const struct coll_call *call, char *err);
+/* Caller holds core.mu.  Count a collective this rank takes part in
+ * through its host's leader (hostcoll.c), so that every rank's count, the
+ * one its DSM_FINALIZE gives, is the same. */
+void coll_skip(struct coll *cl);
 /* Has the one begun ended? */
 int coll_ended(struct coll *cl);
 /* Its outcome: DSM_OK with *out (NULL, or a malloc'd buffer the caller

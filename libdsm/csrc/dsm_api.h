@@ -248,14 +248,17 @@ int dsm_page_prots(uint64_t first, uint64_t n, uint8_t *out, char *err);
  * lowest rank of each, and the pages come and go per host).  The core owns
  * memfd from here on. */
 int dsm_host_attach(int memfd, int nlocal, int index, int nhosts, char *err);
-/* Collective among the ranks of the host: returns when all have called
- * it, through the shared control area (no message).  DSM_EPEER once the
- * job failed; DSM_ESTATE when not in host-shared mode or not running. */
+/* The barrier of dsm_host_collective: returns when every rank of the job
+ * has called it (on one host, through the shared control area alone).
+ * DSM_EPEER once the job failed; DSM_ESTATE when not in host-shared mode
+ * or not running. */
 int dsm_host_barrier(char *err);
-/* dsm_collective among the ranks of the host, through the shared control
- * area (no message), with the same results (a reduce combines in the same
- * order) and the same DSM_ECOLL when ranks call different ones.  For a job
- * whose ranks are all on this host. */
+/* dsm_collective through the shared control area, with the same results
+ * (a reduce combines in the same order) and the same DSM_ECOLL when ranks
+ * call different ones.  On one host no message; across hosts, in
+ * sequential mode, in two levels: the ranks of each host meet in its
+ * control area and the hosts' leaders alone exchange messages (release
+ * mode across hosts: DSM_ESTATE, use dsm_collective). */
 int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, const void *data,
                         uint64_t len, void **out, uint64_t *out_len, char *err);
 /* Locks below DSM_HOST_LOCKS through the shared control area, as

@@ -28,7 +28,8 @@
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
  *   hostsync.c   layer 2: the barrier step and futex waits of a host's ranks, in their shared memory
- *   hostcoll.c   layer 2: the collectives of a one-host job, in the host's shared memory
+ *   hostcoll.c   layer 2: the collectives in the host's shared memory (across hosts: two
+ *                levels, the leaders' level through api.c's registered `across`)
  *   hostlock.c   layer 2: the locks of a one-host job, futexes in the host's shared memory
  *   ops.c        layer 2: the operations, each blocking call as a resumable step function
  *   ops_mode.c   layer 2: what the operations do in each consistency mode (struct op_mode)
@@ -183,6 +184,7 @@ struct core {
     const uint16_t *leaders;    /* the leaders in rank order: homes go round-robin over them */
     const uint16_t *host_of;    /* each leader's place among them, by rank: its copyset bit */
     int leader;                 /* this rank's leader, the one that takes part for it */
+    const uint16_t *leader_of;  /* every rank's leader, by rank */
     int nlocal, local_index;    /* the ranks of this host, and this rank's place among them */
     const uint16_t *locals;     /* ... their ranks, by place */
     uint64_t *host_state;       /* per page, the host's copy (hostmem.h's word, shared) */

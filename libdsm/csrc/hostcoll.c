@@ -20,11 +20,19 @@
  * floats come out bit for bit as in per-rank mode (each rank computes only
  * the partial results its own result is made of).
  *
- * The ranks of a host are the whole job for now (hostshare.py refuses
- * jobs on several hosts).  With several, a collective would be this local
- * step, then the host's leader (its lowest rank) running coll.c's among
- * the leaders, then a local step handing the result out: host_collective
- * refuses that case instead of guessing. */
+ * Across hosts (share=host on several, sequential mode) a collective has
+ * two levels.  In: the host's ranks gather what they bring at their
+ * leader (the host's lowest rank) through the slots, and the identities
+ * they called, lowest and highest.  Between: the leaders alone run coll.c's
+ * collective over their connections (hostmem's `across`, registered by
+ * api.c), starting from those identities, so that a mismatch anywhere
+ * fails on every host, naming the same two ranks as per-rank mode.  Out:
+ * the leader hands the outcome (an error, or the bytes) to its host's
+ * ranks through the slots.  A reduce moves every rank's contribution (the
+ * leaders gather them) and each rank combines them in per-rank mode's
+ * order over the whole job.  Every rank counts the collective once in
+ * coll.c (a leader by running it), so the count a DSM_FINALIZE gives is
+ * the same on every rank. */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
@@ -35,10 +43,19 @@
 #include "hostmem.h"
 #include "reduce.h"
 
-/* One collective as this rank runs it. */
+enum { CHECK_NONE, CHECK_FAIL, CHECK_NOTE };    /* what a step does with the identities */
+
+/* One local run of steps as this rank runs it: the collective itself (one
+ * host), or one level of it (across hosts). */
 struct hc {
     struct hostmem *h;
-    struct coll_call call;
+    struct coll_call call;          /* the caller's: its identity, its kind for a reduce */
+    int pattern;                    /* what the slots do: a DSM_COLL_* kind */
+    int from;                       /* BCAST: the place among the host's ranks whose bytes go */
+    const unsigned char *src;       /* the bytes this rank brings */
+    uint64_t src_len;
+    int check;                      /* CHECK_*: compare the identities, failing or noting */
+    struct coll_seed seed;          /* CHECK_NOTE: the lowest and highest identity called */
     uint64_t slot;                  /* bytes of one data slot */
     uint64_t lens[HOST_MAX_LOCAL];  /* every local rank's length */
     unsigned char *out;             /* the result, or NULL for none here */
@@ -58,13 +75,10 @@ static unsigned char *data(const struct hc *x, uint32_t gen, int i)
            ((gen & 1) * (uint64_t)x->h->nlocal + (uint64_t)i) * x->slot;
 }
 
-/* This rank's bytes: the root's for a bcast, nothing for a barrier. */
-static uint64_t mine(const struct hc *x)
+/* The rank at place i among the host's ranks. */
+static int local_rank(const struct hostmem *h, int i)
 {
-    if (x->call.kind == DSM_COLL_BARRIER ||
-        (x->call.kind == DSM_COLL_BCAST && x->call.root != x->h->c->rank))
-        return 0;
-    return x->call.len;
+    return h->c->nleaders ? h->c->locals[i] : i;
 }
 
 /* Chunk j of `len` bytes: its offset, and its length (0 past the end). */
@@ -77,10 +91,9 @@ static uint64_t chunk(const struct hc *x, uint64_t len, uint64_t j, uint64_t *at
 /* ---------------------------------------------------------- reduce */
 
 struct tree {
-    const struct hc *x;
-    uint32_t gen;
-    uint64_t at, n;                 /* the chunk: its offset, its bytes */
-    int pow2;
+    const unsigned char *const *part;   /* each rank's contribution: `bytes` of it */
+    int n, pow2, dtype, op;
+    uint64_t bytes;
     unsigned char **tmp;            /* one buffer per level */
 };
 
@@ -88,39 +101,51 @@ struct tree {
  * after taking in rank q + P's), into dst, combined in q's order. */
 static void tree_value(const struct tree *t, int q, int k, unsigned char *dst)
 {
-    const struct coll_call *c = &t->x->call;
-    uint64_t count = t->n / reduce_itemsize(c->dtype);
+    uint64_t count = t->bytes / reduce_itemsize(t->dtype);
     if (k == 0) {
-        memcpy(dst, data(t->x, t->gen, q), t->n);
-        if (q + t->pow2 < t->x->h->nlocal)
-            reduce_apply(c->dtype, c->op, dst, data(t->x, t->gen, q + t->pow2), count);
+        memcpy(dst, t->part[q], t->bytes);
+        if (q + t->pow2 < t->n)
+            reduce_apply(t->dtype, t->op, dst, t->part[q + t->pow2], count);
         return;
     }
     tree_value(t, q, k - 1, dst);
     tree_value(t, q ^ (1 << (k - 1)), k - 1, t->tmp[k]);
-    reduce_apply(c->dtype, c->op, dst, t->tmp[k], count);
+    reduce_apply(t->dtype, t->op, dst, t->tmp[k], count);
 }
 
-/* This rank's result for chunk j (step gen) into out. */
-static int reduce_chunk(const struct hc *x, uint32_t gen, uint64_t j, char *err)
+/* Rank `rank`'s result of reducing part[0 .. n) (`bytes` each) with the
+ * call's op, as coll.c's recursive doubling over n ranks gives it, into dst. */
+static int tree_reduce(const struct coll_call *c, const unsigned char *const *part, int n,
+                       int rank, uint64_t bytes, unsigned char *dst, char *err)
 {
-    struct tree t = { .x = x, .gen = gen, .pow2 = 1 };
-    int log2 = 0, k, rank = x->call.root == DSM_ROOT_ALL ? x->h->index : x->call.root, rc = 0;
-    t.n = chunk(x, x->call.len, j, &t.at);
-    while (t.pow2 * 2 <= x->h->nlocal)
+    struct tree t = { .part = part, .n = n, .pow2 = 1, .dtype = c->dtype, .op = c->op,
+                      .bytes = bytes };
+    int log2 = 0, k, rc = 0;
+    while (t.pow2 * 2 <= n)
         t.pow2 *= 2, log2++;
     if (!(t.tmp = calloc((size_t)log2 + 1, sizeof *t.tmp)))
         return dsm_err_sys(err, ENOMEM, "a host reduce");
     for (k = 1; k <= log2 && !rc; k++)
-        if (!(t.tmp[k] = malloc(t.n ? t.n : 1)))
+        if (!(t.tmp[k] = malloc(bytes ? bytes : 1)))
             rc = dsm_err_sys(err, ENOMEM, "a host reduce of %llu bytes",
-                             (unsigned long long)t.n);
-    if (!rc && t.n)
-        tree_value(&t, rank >= t.pow2 ? rank - t.pow2 : rank, log2, x->out + t.at);
+                             (unsigned long long)bytes);
+    if (!rc && bytes)
+        tree_value(&t, rank >= t.pow2 ? rank - t.pow2 : rank, log2, dst);
     for (k = 1; k <= log2; k++)
         free(t.tmp[k]);
     free(t.tmp);
     return rc;
+}
+
+/* This rank's result for chunk j (step gen) into out: one host. */
+static int reduce_chunk(const struct hc *x, uint32_t gen, uint64_t j, char *err)
+{
+    const unsigned char *part[HOST_MAX_LOCAL];
+    uint64_t at, n = chunk(x, x->call.len, j, &at);
+    int i, rank = x->call.root == DSM_ROOT_ALL ? x->h->index : x->call.root;
+    for (i = 0; i < x->h->nlocal; i++)
+        part[i] = data(x, gen, i);
+    return tree_reduce(&x->call, part, x->h->nlocal, rank, n, x->out + at, err);
 }
 
 /* ---------------------------------------------------------- the steps */
@@ -129,13 +154,13 @@ static int reduce_chunk(const struct hc *x, uint32_t gen, uint64_t j, char *err)
 static int take(struct hc *x, uint32_t gen, uint64_t j, char *err)
 {
     uint64_t at, n, off = 0;
-    int i, root = x->call.root;
+    int i;
     if (!x->gets)
         return DSM_OK;
-    switch (x->call.kind) {
+    switch (x->pattern) {
     case DSM_COLL_BCAST:
-        if ((n = chunk(x, x->lens[root], j, &at)))
-            memcpy(x->out + at, data(x, gen, root), n);
+        if ((n = chunk(x, x->lens[x->from], j, &at)))
+            memcpy(x->out + at, data(x, gen, x->from), n);
         return DSM_OK;
     case DSM_COLL_REDUCE:
         return reduce_chunk(x, gen, j, err);
@@ -147,31 +172,32 @@ static int take(struct hc *x, uint32_t gen, uint64_t j, char *err)
     return DSM_OK;
 }
 
-/* After the first step: do the headers agree?  Then the lengths, and the
- * result's buffer. */
+/* After the first step: do the headers agree (x->check)?  Then the
+ * lengths, and the result's buffer. */
 static int agree(struct hc *x, uint32_t gen, char *err)
 {
     struct host_slot *s;
-    struct coll_sig lo, hi, sig;
-    int i, lo_rank = 0, hi_rank = 0, n = x->h->nlocal;
+    struct coll_seed *d = &x->seed;
+    struct coll_sig sig;
+    int i, n = x->h->nlocal;
     uint64_t total = 0;
     for (i = 0; i < n; i++) {
         s = header(x->h, gen, i);
         sig = (struct coll_sig){ s->what, s->extra };
-        if (!i || coll_sig_cmp(&sig, &lo) < 0)
-            lo = sig, lo_rank = (int)s->rank;
-        if (!i || coll_sig_cmp(&sig, &hi) > 0)
-            hi = sig, hi_rank = (int)s->rank;
+        if (!i || coll_sig_cmp(&sig, &d->lo) < 0)
+            d->lo = sig, d->lo_rank = (int)s->rank;
+        if (!i || coll_sig_cmp(&sig, &d->hi) > 0)
+            d->hi = sig, d->hi_rank = (int)s->rank;
         x->lens[i] = s->len;
-        total += x->call.kind == DSM_COLL_GATHER ? 8 + s->len : 0;
+        total += x->pattern == DSM_COLL_GATHER ? 8 + s->len : 0;
     }
-    if (coll_sig_cmp(&lo, &hi)) {
-        coll_mismatch(err, DSM_ERRLEN, &lo, lo_rank, &hi, hi_rank);
+    if (x->check == CHECK_FAIL && coll_sig_cmp(&d->lo, &d->hi)) {
+        coll_mismatch(err, DSM_ERRLEN, &d->lo, d->lo_rank, &d->hi, d->hi_rank);
         return DSM_ECOLL;
     }
-    if (x->call.kind == DSM_COLL_BCAST)
-        total = x->lens[x->call.root];
-    else if (x->call.kind == DSM_COLL_REDUCE)
+    if (x->pattern == DSM_COLL_BCAST)
+        total = x->lens[x->from];
+    else if (x->pattern == DSM_COLL_REDUCE)
         total = x->call.len;
     if (!x->gets)
         return DSM_OK;
@@ -179,8 +205,9 @@ static int agree(struct hc *x, uint32_t gen, char *err)
         return dsm_err_sys(err, ENOMEM, "a host collective of %llu bytes",
                            (unsigned long long)total);
     x->out_len = total;
-    for (i = 0, total = 0; x->call.kind == DSM_COLL_GATHER && i < n; i++) {
-        uint32_t tag[2] = { htole32((uint32_t)i), htole32((uint32_t)x->lens[i]) };
+    for (i = 0, total = 0; x->pattern == DSM_COLL_GATHER && i < n; i++) {
+        uint32_t tag[2] = { htole32((uint32_t)local_rank(x->h, i)),
+                            htole32((uint32_t)x->lens[i]) };
         memcpy(x->out + total, tag, 8);
         total += 8 + x->lens[i];
     }
@@ -193,15 +220,15 @@ static int publish(struct hc *x, uint64_t j, uint32_t *gen, char *err)
 {
     struct hostmem *h = x->h;
     uint32_t next = __atomic_load_n(&h->ctrl->gen, __ATOMIC_SEQ_CST);
-    uint64_t at, n = chunk(x, mine(x), j, &at);
+    uint64_t at, n = chunk(x, x->src_len, j, &at);
     struct coll_sig sig = coll_identity(&x->call);
     char call[64];
     int rc;
     if (j == 0)
         *header(h, next, h->index) = (struct host_slot){ .what = sig.what,
-            .extra = sig.extra, .len = mine(x), .rank = (uint32_t)h->c->rank };
+            .extra = sig.extra, .len = x->src_len, .rank = (uint32_t)h->c->rank };
     if (n)
-        memcpy(data(x, next, h->index), (const unsigned char *)x->call.data + at, n);
+        memcpy(data(x, next, h->index), x->src + at, n);
     if ((rc = host_step(h, gen, err)) == DSM_ECOLL)
         dsm_err(err, "rank %d called %s after rank %d called finalize()", h->c->rank,
                 coll_describe(call, sizeof call, &sig),
@@ -225,6 +252,192 @@ static int run(struct hc *x, char *err)
     return DSM_OK;
 }
 
+/* A local run of steps of the pattern for the call, this rank bringing
+ * src (len bytes), the result (if it gets one) into x->out. */
+static int level(struct hc *x, int pattern, int from, int gets, int check, const void *src,
+                 uint64_t len, char *err)
+{
+    x->pattern = pattern;
+    x->from = from;
+    x->gets = gets;
+    x->check = check;
+    x->src = src;
+    x->src_len = len;
+    x->out = NULL;
+    x->out_len = 0;
+    return run(x, err);
+}
+
+/* ---------------------------------------------------------- across hosts */
+
+/* The bytes of this rank's call (the root's for a bcast, none for a barrier). */
+static uint64_t mine(const struct coll_call *c, int rank)
+{
+    if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != rank))
+        return 0;
+    return c->len;
+}
+
+/* Does `rank` get a result of the call? */
+static int gets(const struct coll_call *c, int rank)
+{
+    return c->kind == DSM_COLL_BCAST ? c->root != rank
+         : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == rank);
+}
+
+/* What the leader hands its host's ranks: the outcome, then the bytes. */
+struct outcome {
+    int32_t rc;
+    uint32_t text;                  /* bytes of the error's text after this */
+};
+
+/* The leader's step between hosts, with its host's gathered contributions
+ * in (x->out, from level In): the outcome to hand out, malloc'd, into *b. */
+static int between(struct hc *x, unsigned char **b, uint64_t *blen, char *err)
+{
+    const struct coll_call *c = &x->call;
+    struct core *core = x->h->c;
+    /* a reduce's contributions are gathered: each rank combines them */
+    struct coll_call lc = { .kind = c->kind == DSM_COLL_REDUCE ? DSM_COLL_GATHER : c->kind,
+                            .root = c->root, .before = c, .leaders = 1, .seed = &x->seed };
+    struct outcome o = { 0, 0 };
+    unsigned char *got = NULL, *p;
+    uint64_t got_len = 0, at, payload = 0;
+    uint32_t tag[2];
+    if (c->root != DSM_ROOT_ALL && c->kind != DSM_COLL_BARRIER)
+        lc.root = core->leader_of[c->root];
+    if (c->kind == DSM_COLL_BCAST && core->leader_of[c->root] == core->rank) {
+        for (at = 0; at < x->out_len; at += 8 + tag[1]) {
+            memcpy(tag, x->out + at, 8);
+            tag[1] = le32toh(tag[1]);
+            if (le32toh(tag[0]) == (uint32_t)c->root)
+                lc.data = x->out + at + 8, lc.len = tag[1];
+        }
+    } else if (c->kind == DSM_COLL_GATHER || c->kind == DSM_COLL_REDUCE) {
+        lc.data = x->out, lc.len = x->out_len;
+    }
+    o.rc = x->h->across(&lc, 1, (void **)&got, &got_len, err);
+    if (o.rc)
+        o.text = (uint32_t)strlen(err) + 1;
+    else if (c->kind == DSM_COLL_BCAST && lc.data && got_len == 0)
+        payload = lc.len;           /* the root's host: its own bytes */
+    else
+        payload = got_len;
+    if (!(*b = p = malloc(sizeof o + o.text + payload))) {
+        free(got);
+        return dsm_err_sys(err, ENOMEM, "a host collective of %llu bytes",
+                           (unsigned long long)payload);
+    }
+    memcpy(p, &o, sizeof o);
+    memcpy(p + sizeof o, err, o.text);
+    p += sizeof o + o.text;
+    if (c->kind == DSM_COLL_BCAST && !o.rc && got_len == 0 && payload)
+        memcpy(p, lc.data, payload);
+    else if (c->kind == DSM_COLL_GATHER || c->kind == DSM_COLL_REDUCE) {
+        /* the leaders' entries (leader, its host's entries): the hosts' entries */
+        for (at = 0; at < got_len; at += 8 + tag[1]) {
+            memcpy(tag, got + at, 8);
+            tag[1] = le32toh(tag[1]);
+            memcpy(p, got + at + 8, tag[1]);
+            p += tag[1];
+        }
+        payload = (uint64_t)(p - (*b + sizeof o + o.text));
+    } else if (payload)
+        memcpy(p, got, payload);
+    *blen = sizeof o + o.text + payload;
+    free(got);
+    return DSM_OK;
+}
+
+/* This rank's result from the outcome's bytes (every rank's entries for a
+ * reduce: combined here, in per-rank mode's order). */
+static int result(struct hc *x, const unsigned char *bytes, uint64_t len, char *err)
+{
+    const struct coll_call *c = &x->call;
+    const unsigned char **part;
+    uint64_t at;
+    uint32_t tag[2];
+    int rc, n = x->h->c->nranks;
+    x->out = NULL;
+    x->out_len = 0;
+    if (!gets(c, x->h->c->rank))
+        return DSM_OK;
+    if (c->kind != DSM_COLL_REDUCE) {
+        if (!(x->out = malloc(len ? len : 1)))
+            return dsm_err_sys(err, ENOMEM, "a host collective of %llu bytes",
+                               (unsigned long long)len);
+        memcpy(x->out, bytes, len);
+        x->out_len = len;
+        return DSM_OK;
+    }
+    if (!(part = calloc((size_t)n, sizeof *part)) || !(x->out = malloc(c->len ? c->len : 1))) {
+        free(part);
+        return dsm_err_sys(err, ENOMEM, "a host reduce of %d x %llu bytes", n,
+                           (unsigned long long)c->len);
+    }
+    for (at = 0; at + 8 <= len; at += 8 + tag[1]) {
+        memcpy(tag, bytes + at, 8);
+        tag[0] = le32toh(tag[0]), tag[1] = le32toh(tag[1]);
+        if (tag[0] < (uint32_t)n && tag[1] == c->len)
+            part[tag[0]] = bytes + at + 8;
+    }
+    for (rc = 0; rc < n && part[rc]; rc++)
+        ;
+    if (rc < n) {
+        dsm_err(err, "a host reduce: rank %d's contribution of %llu bytes is missing", rc,
+                (unsigned long long)c->len);
+        rc = DSM_EPEER;
+    } else {
+        rc = tree_reduce(c, part, n, c->root == DSM_ROOT_ALL ? x->h->c->rank : c->root,
+                         c->len, x->out, err);
+    }
+    free(part);
+    if (!rc)
+        x->out_len = c->len;
+    return rc;
+}
+
+/* The collective in two levels (share=host across hosts). */
+static int two_levels(struct hc *x, char *err)
+{
+    struct hostmem *h = x->h;
+    const struct coll_call *c = &x->call;
+    int leader = h->index == 0, rc;
+    unsigned char *b = NULL, *none;
+    uint64_t blen = 0, nlen;
+    struct outcome o;
+    /* In: what the host's ranks bring, at the leader */
+    rc = level(x, DSM_COLL_GATHER, 0, leader, CHECK_NOTE, c->data, mine(c, h->c->rank), err);
+    if (rc || !leader) {
+        free(x->out);
+        h->across(c, 0, (void **)&none, &nlen, err);        /* count it */
+        if (rc)
+            return rc;
+    } else {
+        rc = between(x, &b, &blen, err);
+        free(x->out);
+        if (rc)
+            return rc;
+    }
+    /* Out: the leader's outcome to every rank of the host */
+    if ((rc = level(x, DSM_COLL_BCAST, 0, !leader, CHECK_NONE, b, blen, err))) {
+        free(b);
+        return rc;
+    }
+    if (!leader)
+        b = x->out, blen = x->out_len;
+    x->out = NULL;
+    memcpy(&o, b, sizeof o);
+    if (o.rc) {
+        dsm_err(err, "%s", (const char *)b + sizeof o);
+        rc = o.rc;
+    } else {
+        rc = result(x, b + sizeof o + o.text, blen - sizeof o - o.text, err);
+    }
+    free(b);
+    return rc;
+}
+
 /* ---------------------------------------------------------- the API */
 
 static int checked(struct hostmem *h, const struct coll_call *c, char *err)
@@ -233,9 +446,9 @@ static int checked(struct hostmem *h, const struct coll_call *c, char *err)
                   (c->kind == DSM_COLL_REDUCE || c->kind == DSM_COLL_GATHER);
     if ((rc = host_running(h, "collectives", err)))
         return rc;
-    if (h->nlocal != h->c->nranks) {
-        dsm_err(err, "host collectives span the ranks of one host, and this job's %d ranks "
-                "are on several", h->c->nranks);
+    if (h->nhosts > 1 && !h->across) {
+        dsm_err(err, "host collectives across hosts run in sequential mode only (in release "
+                "mode they go over the connections)");
         return DSM_ESTATE;
     }
     if (c->kind < DSM_COLL_BARRIER || c->kind > DSM_COLL_GATHER ||
@@ -250,6 +463,13 @@ static int checked(struct hostmem *h, const struct coll_call *c, char *err)
         (!reduce_itemsize(c->dtype) || c->len % reduce_itemsize(c->dtype))) {
         dsm_err(err, "reduce of %llu bytes of element type %d", (unsigned long long)c->len,
                 c->dtype);
+        return DSM_EINVAL;
+    }
+    if (c->kind == DSM_COLL_REDUCE && h->nhosts > 1 &&
+        (8 + c->len) * (uint64_t)h->c->nranks > DSM_MAX_COLL - 64) {
+        dsm_err(err, "a reduce of %llu bytes across hosts: the leaders gather every rank's "
+                "contribution, %u bytes in all at most", (unsigned long long)c->len,
+                DSM_MAX_COLL - 64);
         return DSM_EINVAL;
     }
     return DSM_OK;
@@ -277,16 +497,16 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
         return DSM_ESTATE;
     }
     x.slot = ((HOST_CTRL_BYTES - HOST_DATA_OFF) / (2 * (uint64_t)h->nlocal)) & ~63ULL;
-    x.gets = kind == DSM_COLL_BCAST ? root != h->c->rank
-           : kind != DSM_COLL_BARRIER && (root == DSM_ROOT_ALL || root == h->c->rank);
     note = core_note_wait(h->c, WAIT_COLL, (uint64_t)kind,
                           __atomic_load_n(&h->ctrl->gen, __ATOMIC_RELAXED));
-    rc = run(&x, err);
+    rc = h->nhosts > 1 ? two_levels(&x, err)
+       : level(&x, kind, root, gets(&x.call, h->c->rank), CHECK_FAIL, src,
+               mine(&x.call, h->c->rank), err);
     core_end_wait(h->c, note);
     __atomic_store_n(&h->busy, 0, __ATOMIC_RELEASE);
     if (rc)
         free(x.out);
-    else if (x.gets)
+    else if (gets(&x.call, h->c->rank))
         *out = x.out, *out_len = x.out_len;
     __atomic_fetch_add(&h->c->stats.sync_wait_ns, now_ns() - t0, __ATOMIC_RELAXED);
     TRACE_EVENT(h->c, DSM_EV_SYNC, (uint64_t)kind, h->c->rank, 0, t0, now_ns() - t0);

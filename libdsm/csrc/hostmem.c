@@ -102,4 +102,5 @@ void hostmem_release(void)
     H.ctrl = NULL;
     H.state = NULL;
     H.c = NULL;
+    H.across = NULL;
 }

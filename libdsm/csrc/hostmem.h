@@ -62,6 +62,8 @@ struct host_slot {
 _Static_assert(sizeof(struct host_lock) == 8 && sizeof(struct host_slot) == 64,
                "the control area's layout (HOST_SLOTS_OFF, HOST_DATA_OFF) counts on these sizes");
 
+struct coll_call;
+
 /* The attachment of this process (one per process, like api.c's core). */
 struct hostmem {
     int memfd;                  /* attached and not yet taken by the region; else -1 */
@@ -72,6 +74,15 @@ struct hostmem {
     int nhosts;                 /* hosts of the job (dsm_host_attach) */
     uint64_t *state;            /* the page states, mapped when nhosts > 1 */
     uint64_t state_bytes;
+    /* Across hosts in sequential mode (registered by api.c at start; NULL:
+     * host collectives are refused): the leaders' level of a host
+     * collective (hostcoll.c), from the application thread running it.
+     * join 1: a leader runs coll.c's collective `call` among the leaders,
+     * *out its result (malloc'd, or NULL); join 0: only count it (a rank
+     * that takes part through its leader).  DSM_OK, or the error with err
+     * filled. */
+    int (*across)(const struct coll_call *call, int join, void **out, uint64_t *len,
+                  char *err);
 };
 
 /* The attachment, or NULL in per-rank mode (nothing attached). */

@@ -39,7 +39,10 @@
  * speak of a host's copy (what any of its ranks can access), the directory
  * of hosts; within a host, no rank maps a page above its host's word
  * unless the leader is lowering it, and each rank that maps it has its bit
- * set.  Once a rank ends a placement, every rank names its new homes.
+ * set.  Once a rank ends a placement, every rank names its new homes.  In
+ * sequential mode its collectives have two levels, as hostcoll.c runs
+ * them: the leaders alone run coll.c's collective among themselves, and
+ * the steps within a host are modelled (simapp.c, "two levels").
  *
  * --release runs release consistency: data-race-free programs (a word has
  * one writer between two collectives; counters change under their lock)
@@ -254,6 +257,9 @@ static int run(uint64_t seed, int drop, int corrupt)
     memset(W.fifo, 0, sizeof W.fifo);
     memset(W.was_held, 0, sizeof W.was_held);
     memset(W.began, 0, sizeof W.began);
+    for (r = 0; r < SIM_MAX_RANKS; r++)
+        free(W.level[r].bytes);
+    memset(W.level, 0, sizeof W.level);
     sim_now = 0;
     s->n = W.hosts ? 3 + (int)below(SIM_MAX_RANKS - 2) : 2 + (int)below(SIM_MAX_RANKS - 1);
     s->nhosts = 0;

@@ -137,6 +137,11 @@ struct thread {
     char err[DSM_ERRLEN];       /* the op's error */
     int64_t mine[2];            /* its contribution to the collective it runs */
     int began;                  /* the collective task began its first collective */
+    /* --hosts, sequential mode: a leader's collective among the leaders
+     * (simapp.c's two levels): its call, the host's identities and bytes */
+    struct coll_call level_call;
+    struct coll_seed level_seed;
+    unsigned char level_in[SIM_MAX_RANKS * 24];
     uint32_t upto;              /* T_PIN: pages pinned so far */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
@@ -172,6 +177,17 @@ struct world {
     int hosts;                      /* --hosts: ranks grouped in hosts (struct sim) */
     uint32_t *hist;                 /* release mode: the word each value was written to */
     int began[SIM_MAX_RANKS];       /* collectives each rank began */
+    /* --hosts in sequential mode: each host's two-level collectives
+     * (simapp.c), by host */
+    struct {
+        int arrived[MAX_COLLS + 2]; /* ranks of the host in collective k */
+        int handed;                 /* 1 + the last collective the leader handed out
+                                       (a placement is none: it runs among all ranks) */
+        int rc;                     /* the last one's outcome: its error, */
+        char err[DSM_ERRLEN];
+        unsigned char *bytes;       /* ... or its bytes (the root's, or every rank's entry) */
+        uint64_t len;
+    } level[SIM_MAX_RANKS];
     struct {                    /* what the seeds exercised, summed over the run */
         uint64_t fanout;        /* steps with a page served to several readers at once */
         uint64_t ring_full;     /* sends that found a ring full */

@@ -97,8 +97,14 @@ static const struct coll_spec *spec_of(int r, uint32_t idx)
     return (int)idx == W.odd_at && W.odd_ranks >> r & 1 ? &W.odd : &W.colls[idx];
 }
 
+static int levels(void);
+
 /* --mismatch: some ranks call another collective at odd_at (a nonempty
- * proper subset of them), the others the job's. */
+ * proper subset of them), the others the job's.  In two levels no
+ * placement is among them: collectives.py's place first shows on the
+ * two-level path that every rank makes it (a bcast under the placement's
+ * signature, not modelled here; tests/test_placement.py has the
+ * mismatch), and a placement itself runs among all the ranks. */
 static void make_mismatch(int phases)
 {
     struct coll_call a, b;
@@ -108,13 +114,17 @@ static void make_mismatch(int phases)
         return;
     W.odd_at = (int)below((uint64_t)phases);
     W.odd_ranks = 1 + below((1ULL << W.s.n) - 2);
+    if (levels() && W.colls[W.odd_at].kind == COLL_PLACE) {
+        W.odd_at = -1;
+        return;
+    }
     a = spec_call(&W.colls[W.odd_at], (uint32_t)W.odd_at);
     sa = coll_identity(&a);
     do {
         random_spec(&W.odd);
         b = spec_call(&W.odd, (uint32_t)W.odd_at);
         sb = coll_identity(&b);
-    } while (!coll_sig_cmp(&sa, &sb));
+    } while (!coll_sig_cmp(&sa, &sb) || (levels() && W.odd.kind == COLL_PLACE));
 }
 
 /* Threads get random reads and writes (words 0..5: words 6 and 7 hold
@@ -271,6 +281,202 @@ static uint32_t counter_word(uint32_t lock)
     return SIM_WORDS - 1 - lock / (uint32_t)W.npages;
 }
 
+/* ---------------------------------------------------------- two levels */
+
+/* --hosts in sequential mode: a collective in two levels, as hostcoll.c
+ * runs it with share=host across hosts.  What a host's ranks do in its
+ * control area is modelled here: each rank arrives (the others count the
+ * collective with coll_skip); once all have, the leader runs coll.c's
+ * collective among the leaders (call.leaders: the shipped code), starting
+ * from the host's lowest and highest identity, with the host's bytes (a
+ * reduce's contributions gathered); then it hands the outcome out, and
+ * each rank takes its result from it. */
+static int mismatched(const struct task *o);
+static void next_task(struct thread *th);
+
+static int levels(void)
+{
+    return W.hosts && !W.release;
+}
+
+/* Does rank r make task o in two levels: a collective, but a placement
+ * (which runs among all the ranks, as dsm_place does). */
+static int two_level(int r, const struct task *o)
+{
+    return levels() && o->kind == T_COLL && spec_of(r, o->coll)->kind != COLL_PLACE;
+}
+
+static int leader_of(int r)
+{
+    return W.s.leaders[W.s.host[r]];
+}
+
+/* The call rank r makes as collective idx: its bytes only if it brings some. */
+static struct coll_call call_of(int r, uint32_t idx, const int64_t *data)
+{
+    const struct coll_spec *c = spec_of(r, idx);
+    struct coll_call call = spec_call(c, idx);
+    call.data = data;
+    if (c->kind == DSM_COLL_BARRIER || (c->kind == DSM_COLL_BCAST && c->root != r))
+        call.len = 0;
+    return call;
+}
+
+/* Can rank r go on with its two-level collective idx (arrived)?  A leader
+ * once every rank of its host arrived, the others once it handed it out. */
+static int level_open(int r, uint32_t idx)
+{
+    int h = W.s.host[r];
+    return leader_of(r) == r ? W.level[h].arrived[idx] == W.s.nlocal[h]
+                             : W.level[h].handed > (int)idx;
+}
+
+/* The leader's call among the leaders for collective idx, with its host's
+ * identities and bytes (in th), as hostcoll.c's first level gives them. */
+static void level_begin(int r, struct thread *th, uint32_t idx)
+{
+    int h = W.s.host[r], i, q;
+    struct coll_call mine = call_of(r, idx, th->mine), c;
+    struct coll_sig sig;
+    struct coll_seed *d = &th->level_seed;
+    uint64_t at = 0;
+    uint32_t tag[2];
+    int64_t v[2];
+    contribution(r, idx, th->mine);
+    for (i = 0; i < W.s.nlocal[h]; i++) {
+        q = W.s.locals[h][i];
+        c = call_of(q, idx, NULL);
+        sig = coll_identity(&c);
+        if (!i || coll_sig_cmp(&sig, &d->lo) < 0)
+            d->lo = sig, d->lo_rank = q;
+        if (!i || coll_sig_cmp(&sig, &d->hi) > 0)
+            d->hi = sig, d->hi_rank = q;
+        contribution(q, idx, v);
+        tag[0] = (uint32_t)q, tag[1] = (uint32_t)c.len;
+        memcpy(th->level_in + at, tag, 8);
+        memcpy(th->level_in + at + 8, v, c.len);
+        at += 8 + c.len;
+    }
+    th->level_call = mine;
+    th->op = (struct op){ .kind = OP_COLL, .bare = 1, .err = th->err,
+                          .call = { .kind = mine.kind == DSM_COLL_REDUCE ? DSM_COLL_GATHER
+                                                                          : mine.kind,
+                                    .root = mine.root, .before = &th->level_call,
+                                    .leaders = 1, .seed = d } };
+    if (mine.kind != DSM_COLL_BARRIER && mine.root != DSM_ROOT_ALL)
+        th->op.call.root = leader_of(mine.root);
+    if (mine.kind == DSM_COLL_BCAST && leader_of(mine.root) == r) {
+        contribution(mine.root, idx, th->mine);
+        th->op.call.data = th->mine;
+        th->op.call.len = 16;
+    } else if (mine.kind == DSM_COLL_GATHER || mine.kind == DSM_COLL_REDUCE) {
+        th->op.call.data = th->level_in;
+        th->op.call.len = at;
+    }
+    th->in_op = 1;
+}
+
+/* The leader's collective among the leaders ended (rc): its outcome for
+ * the host's ranks, the hosts' entries flattened. */
+static void level_hand_out(int r, const struct thread *th, uint32_t idx, int rc)
+{
+    int h = W.s.host[r];
+    const struct op *op = &th->op;
+    const unsigned char *got = op->out;
+    uint64_t at, len = 0;
+    uint32_t tag[2];
+    W.level[h].rc = rc;
+    memcpy(W.level[h].err, th->err, sizeof th->err);
+    free(W.level[h].bytes);
+    W.level[h].bytes = malloc(op->out_len + 16 + 1);
+    if (!rc && op->call.kind == DSM_COLL_BCAST && !got && op->call.data) {
+        memcpy(W.level[h].bytes, op->call.data, 16);    /* the root's host */
+        len = 16;
+    } else if (!rc && op->call.kind == DSM_COLL_GATHER) {
+        for (at = 0; got && at < op->out_len; at += 8 + tag[1]) {
+            memcpy(tag, got + at, 8);
+            memcpy(W.level[h].bytes + len, got + at + 8, tag[1]);
+            len += tag[1];
+        }
+    } else if (!rc && got) {
+        memcpy(W.level[h].bytes, got, op->out_len);
+        len = op->out_len;
+    }
+    W.level[h].len = len;
+    W.level[h].handed = (int)idx + 1;
+}
+
+/* Rank r's result of collective idx from its host's outcome, checked. */
+static void level_result(int r, uint32_t idx, const struct task *o)
+{
+    const struct coll_spec *c = spec_of(r, idx);
+    int h = W.s.host[r];
+    const unsigned char *b = W.level[h].bytes;
+    int gets = c->kind == DSM_COLL_BCAST ? r != c->root
+             : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == r);
+    int64_t sum[2] = { 0, 0 }, v[2];
+    uint64_t at;
+    if (mismatched(o)) {
+        check_mismatch(r, W.level[h].rc, W.level[h].err);
+        return;
+    }
+    if (W.level[h].rc) {
+        sim_violation(&W.s, "rank %d: collective %u: %s", r, idx, W.level[h].err);
+        return;
+    }
+    if (!gets || c->kind != DSM_COLL_REDUCE) {
+        check_coll(r, idx, gets ? b : NULL, W.level[h].len);
+        return;
+    }
+    for (at = 0; at + 24 <= W.level[h].len; at += 24) {   /* as hostcoll.c's result() */
+        memcpy(v, b + at + 8, 16);
+        if (c->op == DSM_OP_SUM)
+            sum[0] += v[0], sum[1] += v[1];
+        else
+            sum[0] = v[0] > sum[0] ? v[0] : sum[0], sum[1] = v[1] > sum[1] ? v[1] : sum[1];
+    }
+    check_coll(r, idx, sum, 16);
+}
+
+/* One step of thread 0's collective task in two levels (core.mu held). */
+static void level_step(int r, struct thread *th, const struct task *o)
+{
+    struct srank *sr = &W.s.r[r];
+    int st, leader = leader_of(r) == r;
+    if (th->phase == 0) {               /* it arrives in its host's control area */
+        W.level[W.s.host[r]].arrived[o->coll]++;
+        if (!leader) {
+            coll_skip(&sr->coll);
+            W.began[r]++;
+        }
+        th->phase = 1;
+        return;
+    }
+    if (leader) {
+        uint64_t epoch = sr->coll.epoch;
+        if (!th->in_op)
+            level_begin(r, th, o->coll);
+        st = op_step(&sr->ops, &th->op);
+        if (sr->coll.epoch != epoch && !th->began++)
+            W.began[r]++;
+        th->asleep = st == OP_WAIT;
+        if (st == OP_ERROR && core_failed(&sr->core)) {
+            th->ended = 1;
+            return;
+        }
+        if (st != OP_DONE && st != OP_ERROR)
+            return;
+        level_hand_out(r, th, o->coll, st == OP_ERROR ? th->op.rc : 0);
+        free(th->op.out);
+        op_end(&th->op);
+        th->op.out = NULL;
+        th->in_op = 0;
+    }
+    level_result(r, o->coll, o);
+    th->colls_done++;
+    next_task(th);
+}
+
 /* ---------------------------------------------------------- application steps */
 
 int thread_done(const struct thread *th)
@@ -324,6 +530,8 @@ int thread_ready(int r, int t)
         return 0;
     if (core_failed(&sr->core))
         return 1;               /* it wakes to the failure */
+    if (two_level(r, o) && th->phase == 1 && !th->in_op)
+        return level_open(r, o->coll);
     if (th->asleep && core_seq(&sr->core) == th->seq)
         return 0;               /* nobody woke it */
     if (!phase_open(r, t, o))
@@ -504,6 +712,8 @@ void app_step(int r, int t)
         lock_inc(r, th, o);
     } else if (o->kind == T_PIN) {
         pin_task(r, th, o);
+    } else if (two_level(r, o)) {
+        level_step(r, th, o);
     } else if (op_steps(r, th, o)) {        /* a collective, a placement, a prefetch, finalize */
         if (mismatched(o))
             check_mismatch(r, th->op.rc, th->err);
