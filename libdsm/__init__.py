@@ -20,7 +20,8 @@ Dsm is made (none of them imports this package):
     alloc        the heap and Allocation
     regions      named regions (Dsm.named_regions)
     collectives  barrier, bcast, finalize, and the check at every entry point
-    calls        the Dsm methods that hand a collective or a sync object on
+    calls        the Dsm methods that hand a collective, a sync object or a
+                 named region on
     arrays       dsm.array
     placement    dsm.place, dsm.array(homes=...): where pages live
     pinned       dsm.pinned, and save, write, readinto (system calls on DSM memory)
@@ -42,7 +43,7 @@ from numpy.typing import DTypeLike
 from libdsm import _binding, job, layout
 from libdsm.alloc import Allocation
 from libdsm.arrays import Arrays, SharedArray
-from libdsm.calls import CollectiveCalls, Op, SyncCalls  # noqa: F401  (Op re-exported)
+from libdsm.calls import CollectiveCalls, Op, RegionCalls, SyncCalls  # noqa: F401  (Op)
 from libdsm.checkpoint import Checkpoints
 from libdsm.collectives import Collectives
 from libdsm.errors import (AddressInUseError, ArgumentError, BarrierTimeoutError,
@@ -73,7 +74,7 @@ from libdsm._version import __version__  # noqa: F401  (re-exported)
 _binding.check_core_version()
 
 
-class Dsm(CollectiveCalls, SyncCalls):
+class Dsm(CollectiveCalls, SyncCalls, RegionCalls):
     """One rank's handle on the shared region.  Get it from `libdsm.init()`.
 
     Collective calls (barrier, bcast, array, finalize) must be made by every
@@ -296,61 +297,6 @@ class Dsm(CollectiveCalls, SyncCalls):
         with ``pad_rows=True`` and pass ``arr.strides[0]`` as row_bytes.
         """
         return self._where.row_block(nrows, row_bytes, rank)
-
-    # ------------------------------------------------------------ named regions
-    @property
-    def named_regions(self) -> Regions:
-        """This rank's named regions (a libdsm.regions.Regions), for layers
-        built on them such as libdsm.sysv; programs use the calls below."""
-        return self._regions
-
-    def create_region(self, name: str, size: int) -> int:
-        """Create a region called name, of size bytes; returns its id.
-        FileExistsError if the name is taken, MemoryError if there is no room.
-        Two ranks racing to create one name: exactly one succeeds."""
-        self._coll.check()
-        return self._regions.create(name, size)
-
-    def map_region(self, name: str) -> Region:
-        """Map the region called name: a Region whose .mem (and .array())
-        sit at the same address on every rank.  Each mapping counts.
-        FileNotFoundError if there is no such region."""
-        self._coll.check()
-        return self._regions.map(name)
-
-    def unmap_region(self, region: Region | memoryview | np.ndarray) -> None:
-        """Drop one mapping; ValueError if it is not mapped by this rank."""
-        self._coll.check()
-        self._regions.unmap(region)
-
-    def destroy_region(self, name: str) -> bool:
-        """Remove a region.  ValueError while this rank still maps it.  Its
-        name goes at once; its memory is freed now if no rank maps it, else
-        at the last unmap anywhere (as IPC_RMID).  True if freed now."""
-        self._coll.check()
-        return self._regions.destroy(name)
-
-    def regions(self) -> list[tuple[str, int, int, int]]:
-        """(name, id, size, mappings) of every region in use, a snapshot."""
-        return self._regions.entries()
-
-    # ------------------------------------------------------------ partitions
-    def partition_id(self) -> int:
-        """This partition (rank)."""
-        return self.rank
-
-    def partition_count(self) -> int:
-        return self.size
-
-    def partition_list(self) -> list[int]:
-        return list(range(self.size))
-
-    def partition_hostnames(self) -> list[str]:
-        return self._where.hostnames()
-
-    def segment_owner(self, shmid: int) -> int:
-        """The rank whose memory homes a segment: the home of its first page."""
-        return self.page_home(self._regions.stat(shmid).offset // self.page_size)
 
     # ------------------------------------------------------------ context
     def __enter__(self) -> Dsm:

@@ -1,13 +1,16 @@
 """The methods of Dsm that only hand a call on: the collectives beyond
-barrier and bcast (to libdsm.collectives) and the synchronisation objects
-(to libdsm.locks and libdsm.sync).  Mixed into libdsm.Dsm, whose `_coll` and `_sync` they use."""
+barrier and bcast (to libdsm.collectives), the synchronisation objects
+(to libdsm.locks and libdsm.sync), named regions (to libdsm.regions) and
+the partition queries.  Mixed into libdsm.Dsm, whose `_coll`, `_sync`,
+`_regions` and `_where` they use."""
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from libdsm.locks import Lock
+from libdsm.regions import Region, Regions
 from libdsm.sync import Condition, Event, Semaphore
 
 Op = Literal["sum", "prod", "min", "max", "land", "lor", "lxor", "band", "bor", "bxor"]
@@ -95,3 +98,69 @@ class SyncCalls:
         """The Semaphore called name; every rank gives the same value."""
         self._coll.check()
         return self._sync.semaphore(name, value)
+
+
+class RegionCalls:
+    """Dsm's named regions and partition queries."""
+
+    _coll: Any
+    _regions: Regions
+    _where: Any
+    rank: int
+    size: int
+    page_size: int
+    page_home: Callable[[int], int]
+
+    @property
+    def named_regions(self) -> Regions:
+        """This rank's named regions (a libdsm.regions.Regions), for layers
+        built on them such as libdsm.sysv; programs use the calls below."""
+        return self._regions
+
+    def create_region(self, name: str, size: int) -> int:
+        """Create a region called name, of size bytes; returns its id.
+        FileExistsError if the name is taken, MemoryError if there is no room.
+        Two ranks racing to create one name: exactly one succeeds."""
+        self._coll.check()
+        return self._regions.create(name, size)
+
+    def map_region(self, name: str) -> Region:
+        """Map the region called name: a Region whose .mem (and .array())
+        sit at the same address on every rank.  Each mapping counts.
+        FileNotFoundError if there is no such region."""
+        self._coll.check()
+        return self._regions.map(name)
+
+    def unmap_region(self, region: Region | memoryview | np.ndarray) -> None:
+        """Drop one mapping; ValueError if it is not mapped by this rank."""
+        self._coll.check()
+        self._regions.unmap(region)
+
+    def destroy_region(self, name: str) -> bool:
+        """Remove a region.  ValueError while this rank still maps it.  Its
+        name goes at once; its memory is freed now if no rank maps it, else
+        at the last unmap anywhere (as IPC_RMID).  True if freed now."""
+        self._coll.check()
+        return self._regions.destroy(name)
+
+    def regions(self) -> list[tuple[str, int, int, int]]:
+        """(name, id, size, mappings) of every region in use, a snapshot."""
+        return self._regions.entries()
+
+    # ------------------------------------------------------------ partitions
+    def partition_id(self) -> int:
+        """This partition (rank)."""
+        return self.rank
+
+    def partition_count(self) -> int:
+        return self.size
+
+    def partition_list(self) -> list[int]:
+        return list(range(self.size))
+
+    def partition_hostnames(self) -> list[str]:
+        return self._where.hostnames()
+
+    def segment_owner(self, shmid: int) -> int:
+        """The rank whose memory homes a segment: the home of its first page."""
+        return self.page_home(self._regions.stat(shmid).offset // self.page_size)

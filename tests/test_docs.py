@@ -34,7 +34,7 @@ def test_make_bench_writes_the_link_that_is_there():
 def test_analysis_says_who_sends_a_barriers_first_round():
     coll = read("libdsm/csrc/coll.c")
     # coll_begin advances from the calling thread; its first send goes out with tp_send_app.
-    assert "advance(cl, 1);" in coll and "tp_send_app(cl->t, st->partner" in coll
+    assert "advance(cl, 1);" in coll and "tp_send_app(cl->t, rank_at(cl, st->partner)" in coll
     text = " ".join(read("bench/ANALYSIS.md").split())
     assert "The application thread that calls `barrier()` sends the first round itself" in text
     assert "exchanges between the comm threads" not in text
