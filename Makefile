@@ -46,7 +46,9 @@ clean:
 # wherever one drops core.mu), the lock order checked (-DDSM_LOCKCHECK).
 # `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
 # that call different collectives (--mismatch), and 10,000 with ranks grouped
-# in hosts sharing memory (--hosts) in each mode; `make sim SEED=n`
+# in hosts sharing memory (--hosts) in each mode, a page's word there with
+# one rank's bit (DSM_HOST_RANK_BITS=1: hostmem.h), so that every seed has
+# ranks beyond the bits; `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc
@@ -55,8 +57,8 @@ SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim
 	locks.c mbox.c ops.c ops_mode.c)
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
-	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -DDSM_LOCKCHECK -I$(CSRC) \
-	  -Itests/sim -o $@ $(SIM_SOURCES) -pthread
+	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -DDSM_LOCKCHECK \
+	  -DDSM_HOST_RANK_BITS=1 -I$(CSRC) -Itests/sim -o $@ $(SIM_SOURCES) -pthread
 
 # What libdsm.sync adds (lock tries, abandoned requests, mailboxes), with
 # the same channels and the real libdsm/csrc/locks.c and libdsm/csrc/mbox.c: `make simsync`.

@@ -341,10 +341,6 @@ def host_state_bytes(nbytes):
     return lib.dsm_host_state_bytes(nbytes)
 
 
-HOST_MAX_MAPPERS = lib.DSM_HOST_MAX_MAPPERS
-"""Ranks of one host at most when share=host spans several hosts."""
-
-
 _host_err = threading.local()
 
 

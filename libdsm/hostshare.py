@@ -23,7 +23,7 @@ import struct
 import time
 
 from libdsm import _binding
-from libdsm.errors import ConfigError, PeerError
+from libdsm.errors import PeerError
 
 CTRL_BYTES = 4 << 20
 """The control area after the region (dsm_api.h's DSM_HOST_CTRL_BYTES): the
@@ -65,12 +65,6 @@ class Handover:
         self.host = keys[self.rank]
         self.local = [r for r, k in enumerate(keys) if k == self.host]
         self.nhosts = len(set(keys))
-        if self.nhosts > 1 and len(self.local) > _binding.HOST_MAX_MAPPERS:
-            raise ConfigError("host-shared memory (share=/DSM_SHARE='host') on several hosts "
-                              "takes at most %d ranks per host, and host %s has %d; use more "
-                              "hosts (DSM_VHOSTS) or share='rank'"
-                              % (_binding.HOST_MAX_MAPPERS, self.host, len(self.local)),
-                              self.rank, self.host)
         self.ctx, self.nbytes, self.timeout = ctx, nbytes, timeout
         self.size = nbytes + CTRL_BYTES + _binding.host_state_bytes(nbytes)
         self.memfd = self.listener = None

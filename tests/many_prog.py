@@ -3,8 +3,8 @@
     many_prog.py work     barriers, a bcast, an allreduce and a lock-guarded
                           counter, each checked; prints each rank's
                           connections (the core's count, and the sockets in
-                          /proc/self/fd less the one to dsmexec) and what it
-                          passed on as a host leader
+                          /proc/self/fd less the one to dsmexec), what it
+                          passed on as a host leader, and its invalidations
 """
 import os
 import sys
@@ -47,6 +47,7 @@ def work(dsm):
     s = dsm.stats()
     print("connections %d sockets %d forwarded %d" % (s["connections"], sockets() - 1,
                                                       s["forwarded"]))
+    print("invalidations %d" % s["invalidations"])
     print("bad %s" % bad if bad else "ok")
     sys.stdout.flush()
 

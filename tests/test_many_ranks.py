@@ -4,6 +4,9 @@ reach the others through its leader (libdsm/mesh.py, csrc/route.c).
   - 48 ranks on 3 virtual hosts, each rank its own copy (per-rank mode, at
     most 64 ranks): barriers, a bcast, an allreduce, a lock;
   - 96 ranks sharing one host's memory (DSM_SHARE=host): the same;
+  - 96 ranks on 3 virtual hosts sharing memory per host, and 128 on 2: a
+    host of 64 ranks has ranks beyond the bits of a page's word, which
+    share its HOST_OVERFLOW bit (libdsm/csrc/hostmem.h);
   - 65 ranks in per-rank mode: refused at init, saying why;
   - a non-leader killed or stopped, or a leader killed, in a job of 3
     virtual hosts of 4 ranks: every rank names it, not a leader;
@@ -71,6 +74,24 @@ def test_96_ranks_on_3_virtual_hosts_sharing_memory_per_host(tmp_path):
     p = run(tmp_path, 96, PROG, "work", env=dict(SMALL, DSM_SHARE="host", DSM_VHOSTS="3"))
     leaders = check_job(p, 96, "host", 3)
     assert sorted(set(leaders)) == [0, 32, 64]
+
+
+@pytest.mark.timeout(300)
+def test_128_ranks_on_2_virtual_hosts_more_than_the_bits_of_a_pages_word(tmp_path):
+    # each host's ranks 61-63 (by their place on it) have no bit of their own
+    # in a page's word: they map the counter's page under HOST_OVERFLOW, and
+    # each is asked to lower it when the page leaves its host or the other
+    # host reads it (the counter checked at the end), so each counts an
+    # invalidation; before, a host of more than 61 ranks was refused
+    bits = int(re.search(r"#define DSM_HOST_RANK_BITS (\d+)",
+                         open(os.path.join(CSRC, "hostmem.h")).read()).group(1))
+    assert bits < 63
+    p = run(tmp_path, 128, PROG, "work", env=dict(SMALL, DSM_SHARE="host", DSM_VHOSTS="2"))
+    leaders = check_job(p, 128, "host", 2)
+    assert sorted(set(leaders)) == [0, 64]
+    invs = {r: int(text.split()[1]) for r, text in rank_lines(p.stdout, "invalidations").items()}
+    beyond = [r for r in range(128) if r % 64 > bits]
+    assert beyond and all(invs[r] > 0 for r in beyond), (beyond, invs)
 
 
 @pytest.mark.timeout(120)

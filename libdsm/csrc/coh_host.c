@@ -12,9 +12,12 @@
  * and then waits for an ack from every rank whose bit it saw, each of which
  * lowers its mapping under its core.mu.  So a rank either set its bit
  * before the lowering (and is asked to lower) or sees the access lowered
- * (and asks its leader): when the page or the DSM_INV_ACK leaves the host,
- * no rank of the host maps it above what the host keeps, and no rank of a
- * host that lost a page can still access it.  The leader's own view
+ * (and asks its leader).  The ranks beyond the bits share HOST_OVERFLOW:
+ * while it is set every one of them is asked, and only a lowering to no
+ * access clears it, in the same compare-and-swap that lowers the access,
+ * so none can set it meanwhile.  When the page or the DSM_INV_ACK leaves
+ * the host, no rank of the host maps it above what the host keeps, and no
+ * rank of a host that lost a page can still access it.  The leader's own view
  * follows the protocol, as any rank's in per-rank mode.
  *
  * Handlers: DSM_HREQ and DSM_HINV_ACK run at the leader, DSM_HGRANT and
@@ -66,7 +69,8 @@ static int allows(int access, int write)
 }
 
 /* Set the word's access to prot (keeping its bits) when `lower` says so:
- * the word as it was. */
+ * the word as it was.  A lowering to no access clears HOST_OVERFLOW too:
+ * it asks every rank beyond the bits to drop the page. */
 static uint64_t word_set_access(struct core *c, uint64_t page, int prot, int lower)
 {
     uint64_t *w = &c->host_state[page], raw = __atomic_load_n(w, __ATOMIC_ACQUIRE), old, new;
@@ -75,6 +79,8 @@ static uint64_t word_set_access(struct core *c, uint64_t page, int prot, int low
         if (lower && word_access(old) <= prot)
             return old;
         new = (old & ~(3ULL << HOST_ACCESS_SHIFT)) | (uint64_t)prot << HOST_ACCESS_SHIFT;
+        if (lower && prot == DSM_PROT_NONE)
+            new &= ~HOST_OVERFLOW;
     } while (!__atomic_compare_exchange_n(w, &raw, new, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
     return old;
 }
@@ -88,8 +94,9 @@ int coh_host_access(const struct core *c, uint64_t page, uint64_t *mapped)
 
 /* ---------------------------------------------------------- a local rank */
 
-/* Map the page if the host holds it well enough: set our bit, then
- * protect (caller holds core.mu, so a DSM_HINV for it waits behind us).
+/* Map the page if the host holds it well enough: set our bit (or
+ * HOST_OVERFLOW, beyond the bits), then protect (caller holds core.mu, so
+ * a DSM_HINV for it waits behind us).
  * 1 if it is mapped, 0 if the leader must be asked. */
 static int local_hit(struct coh *h, uint64_t page, int write)
 {
@@ -100,7 +107,7 @@ static int local_hit(struct coh *h, uint64_t page, int write)
         old = word_of(c, page, raw);
         if (!allows(word_access(old), write))
             return 0;
-    } while (!__atomic_compare_exchange_n(w, &raw, old | 1ULL << c->local_index, 0,
+    } while (!__atomic_compare_exchange_n(w, &raw, old | host_bit(c->local_index), 0,
                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
     if (c->mem.protect(c->mem.ctx, page, 1, word_access(old), err)) {
         core_fail(c, "%s", err);
@@ -157,28 +164,30 @@ static void on_hgrant(struct coh *h, const struct msg *m)
     core_wake(h->c);
 }
 
-/* DSM_HINV: lower our mapping (dropping it: our bit too), then ack.  A
- * pinned page waits until it is unpinned (coh_pin.c), and so does the
- * leader's DSM_FWD or DSM_INV. */
+/* DSM_HINV: lower our mapping (dropping it: our bit too, where we have
+ * one; HOST_OVERFLOW is the leader's to clear), then ack.  A rank beyond
+ * the bits is asked whether or not it maps the page.  A pinned page waits
+ * until it is unpinned (coh_pin.c), and so does the leader's DSM_FWD or
+ * DSM_INV. */
 static void on_hinv(struct coh *h, const struct msg *m)
 {
     struct core *c = h->c;
     struct msg ack = { .type = DSM_HINV_ACK, .origin = m->origin, .pg = { .page = m->pg.page } };
-    int prot = m->pg.mode == MODE_READ ? DSM_PROT_READ : DSM_PROT_NONE;
+    int prot = m->pg.mode == MODE_READ ? DSM_PROT_READ : DSM_PROT_NONE, above;
+    uint64_t bit = host_bit(c->local_index);
     char err[DSM_ERRLEN];
     if (coh_park(h, m))
         return;
     core_lock(c);
-    if (c->pages[m->pg.page].prot > prot &&
-        c->mem.protect(c->mem.ctx, m->pg.page, 1, prot, err)) {
+    above = c->pages[m->pg.page].prot > prot;
+    if (above && c->mem.protect(c->mem.ctx, m->pg.page, 1, prot, err)) {
         core_unlock(c);
         core_fail(c, "%s", err);
         return;
     }
-    if (prot == DSM_PROT_NONE)
-        __atomic_fetch_and(&c->host_state[m->pg.page], ~(1ULL << c->local_index),
-                           __ATOMIC_ACQ_REL);
-    c->stats.invalidations++;
+    if (prot == DSM_PROT_NONE && bit != HOST_OVERFLOW)
+        __atomic_fetch_and(&c->host_state[m->pg.page], ~bit, __ATOMIC_ACQ_REL);
+    c->stats.invalidations += above || bit != HOST_OVERFLOW;
     tp_send(h->t, c->leader, &ack, NULL);
     core_unlock(c);
 }
@@ -268,7 +277,9 @@ void coh_host_installed(struct coh *h, const struct batched *b, unsigned n)
 
 /* Lower the host's copy of `page` to prot before m goes on: 1 if m is
  * parked until the local ranks' acks are in, or (with `queue`) behind a
- * lowering of the page already under way; 0 to go on now. */
+ * lowering of the page already under way; 0 to go on now.  The ranks
+ * asked are those whose bit the word had, and with HOST_OVERFLOW every
+ * rank beyond the bits. */
 static int lower(struct coh *h, const struct msg *m, uint64_t page, int prot, int queue)
 {
     struct core *c = h->c;
@@ -276,6 +287,7 @@ static int lower(struct coh *h, const struct msg *m, uint64_t page, int prot, in
     struct msg hinv = { .type = DSM_HINV, .origin = m->origin,
                         .pg = { .page = page, .mode = prot == DSM_PROT_READ ? MODE_READ : 0 } };
     uint64_t old, targets;
+    uint32_t acks = 0;
     int i, busy;
     if (!c->host_state)
         return 0;
@@ -290,7 +302,9 @@ static int lower(struct coh *h, const struct msg *m, uint64_t page, int prot, in
     /* run again once acked, the word is low already: no second round */
     old = busy ? 0 : word_set_access(c, page, prot, 1);
     targets = word_access(old) > prot ? old & HOST_MAPPERS : 0;
-    if (!busy && !targets) {
+    for (i = 1; i < c->nlocal; i++)
+        acks += (targets & host_bit(i)) != 0;
+    if (!busy && !acks) {
         core_unlock(c);
         return 0;
     }
@@ -299,12 +313,12 @@ static int lower(struct coh *h, const struct msg *m, uint64_t page, int prot, in
         core_fail(c, "out of memory lowering page %llu", (unsigned long long)page);
         return 1;
     }
-    *l = (struct host_lowering){ *m, page, (uint32_t)__builtin_popcountll(targets), NULL };
+    *l = (struct host_lowering){ *m, page, acks, NULL };
     for (tail = &h->lowerings; *tail; tail = &(*tail)->next)
         ;
     *tail = l;                  /* in order: one queued runs after the lowering it waits for */
     for (i = 1; i < c->nlocal; i++)
-        if (targets >> i & 1)
+        if (targets & host_bit(i))
             tp_send(h->t, c->locals[i], &hinv, NULL);
     core_unlock(c);
     return 1;

@@ -287,7 +287,8 @@ void coh_refetch(struct coh *h, uint64_t page);
  *               the page is installed, and answers -DSM_HGRANT-> rank
  *   lowering    before a leader serves a page away (DSM_FWD) or drops it
  *               (DSM_INV), it lowers the word's access, sends DSM_HINV to
- *               each rank whose bit is set, and parks the message until
+ *               each rank whose bit is set (with HOST_OVERFLOW, to every
+ *               rank beyond the bits), and parks the message until
  *               every DSM_HINV_ACK is in: only then does the page or the
  *               DSM_INV_ACK leave the host.
  *

@@ -271,8 +271,6 @@ int dsm_host_lock_held(uint32_t lock);
 void dsm_host_finalizing(void);
 #define DSM_HOST_LOCKS 8192
 #define DSM_HOST_CTRL_BYTES 4194304
-/* Ranks of one host at most, when share=host spans several hosts. */
-#define DSM_HOST_MAX_MAPPERS 61
 /* The bytes of the host's page states after the control area, for a region
  * of `size` bytes: a 64-bit word per page, rounded up to whole pages. */
 uint64_t dsm_host_state_bytes(uint64_t size);

@@ -29,10 +29,9 @@ int dsm_host_attach(int memfd, int nlocal, int index, int nhosts, char *err)
         return DSM_ESTATE;
     }
     if (memfd < 0 || nlocal < 1 || index < 0 || index >= nlocal || nhosts < 1 ||
-        nlocal > (nhosts > 1 ? HOST_MAX_MAPPERS : HOST_MAX_LOCAL)) {
+        nlocal > HOST_MAX_LOCAL) {
         dsm_err(err, "host-shared memory: memfd %d, rank %d of %d on the host (at most %d "
-                "on one of %d hosts)", memfd, index, nlocal,
-                nhosts > 1 ? HOST_MAX_MAPPERS : HOST_MAX_LOCAL, nhosts);
+                "on one of %d hosts)", memfd, index, nlocal, HOST_MAX_LOCAL, nhosts);
         return DSM_EINVAL;
     }
     H.nhosts = nhosts;

@@ -30,12 +30,32 @@
  *                    their first touch), else no access
  *   bits 61..62      the host's access (DSM_PROT_*): its leader holds the
  *                    page so, and no rank of the host maps it higher
- *   bits 0..60       the ranks of the host other than the leader that have
- *                    the page mapped, by their place among the host's ranks */
+ *   HOST_OVERFLOW    some rank beyond the first HOST_RANK_BITS of the host
+ *                    (its leader aside) may map the page: set by such a
+ *                    rank as the others set their own bit, and cleared
+ *                    only by a lowering to no access, which asks every
+ *                    rank beyond them to drop the page
+ *   the bits below   the host's ranks 1..HOST_RANK_BITS (their place among
+ *                    the host's ranks, the leader's being 0) that have
+ *                    the page mapped, bit i - 1 for rank i (host_bit)
+ * So a host may have any number of ranks.  The simulator builds with a
+ * small DSM_HOST_RANK_BITS, so that its hosts have ranks beyond the bits. */
+#ifndef DSM_HOST_RANK_BITS
+#define DSM_HOST_RANK_BITS 60
+#endif
+_Static_assert(DSM_HOST_RANK_BITS >= 1 && DSM_HOST_RANK_BITS <= 60,
+               "the ranks' bits and HOST_OVERFLOW lie below the access (bit 61)");
 #define HOST_WORD_SET (1ULL << 63)
 #define HOST_ACCESS_SHIFT 61
-#define HOST_MAX_MAPPERS DSM_HOST_MAX_MAPPERS
-#define HOST_MAPPERS ((1ULL << HOST_MAX_MAPPERS) - 1)
+#define HOST_RANK_BITS DSM_HOST_RANK_BITS
+#define HOST_OVERFLOW (1ULL << HOST_RANK_BITS)
+#define HOST_MAPPERS ((HOST_OVERFLOW << 1) - 1)
+
+/* The bit in a page's word of the host's rank of place `index` (>= 1). */
+static inline uint64_t host_bit(int index)
+{
+    return index <= HOST_RANK_BITS ? 1ULL << (index - 1) : HOST_OVERFLOW;
+}
 
 /* Every field below is touched with atomics only: the ranks of the host
  * are separate processes. */

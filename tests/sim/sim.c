@@ -32,17 +32,22 @@
  *   sim --seed N [--release] [--mismatch] [--hosts] [--drop] [--corrupt]
  *                    replay one seed, tracing every step
  *
- * --hosts groups 3 to 6 ranks into 2 or more hosts of consecutive ranks,
+ * --hosts groups 4 to 6 ranks into 2 or more hosts of consecutive ranks,
+ * one of them at least with ranks beyond the bits of a page's word (the
+ * simulator builds with DSM_HOST_RANK_BITS=1: a host's rank 1 has its bit,
+ * those after it share HOST_OVERFLOW; hostmem.h),
  * each host's ranks sharing one memory and its page words, the protocol
  * running between the hosts' leaders (coh_host.c, as DSM_SHARE=host on
  * several hosts; a placement's homes are leaders).  The rules above then
  * speak of a host's copy (what any of its ranks can access), the directory
  * of hosts; within a host, no rank maps a page above its host's word
  * unless the leader is lowering it, and each rank that maps it has its bit
- * set.  Once a rank ends a placement, every rank names its new homes.  In
- * sequential mode its collectives have two levels, as hostcoll.c runs
- * them: the leaders alone run coll.c's collective among themselves, and
- * the steps within a host are modelled (simapp.c, "two levels").
+ * (or HOST_OVERFLOW) set, HOST_OVERFLOW being cleared only while a
+ * lowering asks every rank beyond the bits.  Once a rank ends a placement,
+ * every rank names its new homes.  In sequential mode its collectives have
+ * two levels, as hostcoll.c runs them: the leaders alone run coll.c's
+ * collective among themselves, and the steps within a host are modelled
+ * (simapp.c, "two levels").
  *
  * --release runs release consistency: data-race-free programs (a word has
  * one writer between two collectives; counters change under their lock)
@@ -64,6 +69,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sim.h"
+#include "hostmem.h"
+
+_Static_assert(SIM_MAX_RANKS >= HOST_RANK_BITS + 4,
+               "--hosts: 2 hosts, one with a rank beyond the bits, and a choice of sizes");
 
 #define MAX_STEPS 200000
 
@@ -242,6 +251,21 @@ void sim_yield(int r)
 }
 
 /* One seed: 0 if every rule held. */
+/* --hosts: s->n ranks in 2 or more hosts of consecutive ranks, of sizes
+ * drawn so that one has HOST_RANK_BITS + 2 ranks or more: its leader, the
+ * ranks with a bit, and one beyond them at least. */
+static void draw_hosts(struct sim *s)
+{
+    int nhosts = 2 + (int)below((uint64_t)s->n - 2 - HOST_RANK_BITS), size[SIM_MAX_RANKS], h;
+    int rest = s->n - nhosts - HOST_RANK_BITS - 1;
+    for (h = 0; h < nhosts; h++)
+        size[h] = 1;
+    size[below((uint64_t)nhosts)] += HOST_RANK_BITS + 1;
+    while (rest-- > 0)
+        size[below((uint64_t)nhosts)]++;
+    simnet_hosts(s, nhosts, size, W.npages);
+}
+
 static int run(uint64_t seed, int drop, int corrupt)
 {
     static struct action acts[SIM_MAX_RANKS * (SIM_MAX_THREADS + SIM_MAX_RANKS + 3)];
@@ -261,7 +285,8 @@ static int run(uint64_t seed, int drop, int corrupt)
         free(W.level[r].bytes);
     memset(W.level, 0, sizeof W.level);
     sim_now = 0;
-    s->n = W.hosts ? 3 + (int)below(SIM_MAX_RANKS - 2) : 2 + (int)below(SIM_MAX_RANKS - 1);
+    s->n = W.hosts ? 3 + HOST_RANK_BITS + (int)below(SIM_MAX_RANKS - 2 - HOST_RANK_BITS)
+                   : 2 + (int)below(SIM_MAX_RANKS - 1);
     s->nhosts = 0;
     make_scenario();
     block = 1 + below(3);
@@ -271,8 +296,8 @@ static int run(uint64_t seed, int drop, int corrupt)
     corrupt_at = corrupt ? 1 + below(200) : UINT64_MAX;
     W.shadow = calloc(W.npages, SIM_PAGE);
     W.hist = calloc(MAX_TASKS * SIM_MAX_THREADS * SIM_MAX_RANKS + 1, sizeof *W.hist);
-    if (W.hosts) {              /* 2 hosts or more, one of several ranks at least */
-        simnet_hosts(s, 2 + (int)below((uint64_t)s->n - 2), W.npages);
+    if (W.hosts) {              /* 2 hosts or more, one with ranks beyond the bits */
+        draw_hosts(s);
         place_at_leaders();
     }
     for (r = 0; r < s->n; r++)
@@ -390,15 +415,15 @@ int main(int argc, char **argv)
            "%llu lock hand-offs between holders, %llu collective messages, %llu homes moved, "
            "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
            "%llu pages opened by their waiter, %llu steps while another thread dropped "
-           "core.mu, %llu host copies checked, %llu host invalidations, %llu faults a host's "
-           "copy served\n",
+           "core.mu, %llu host copies checked, %llu host invalidations (%llu of ranks beyond "
+           "the bits), %llu faults a host's copy served\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
            (unsigned long long)W.cover.split, (unsigned long long)W.cover.early,
            (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested,
            (unsigned long long)W.cover.host_copies, (unsigned long long)W.cover.host_invs,
-           (unsigned long long)W.cover.host_maps);
+           (unsigned long long)W.cover.overflow_invs, (unsigned long long)W.cover.host_maps);
     printf("%d seeds passed%s%s%s%s%s\n", i, W.release ? " (--release)" : "",
            W.mismatch ? " (--mismatch)" : "", W.hosts ? " (--hosts)" : "",
            drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");

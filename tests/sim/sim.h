@@ -86,8 +86,8 @@ void sim_yield(int r);
 
 /* simnet.c */
 /* --hosts: group the s->n ranks into `nhosts` hosts of consecutive ranks,
- * before the ranks start. */
-void simnet_hosts(struct sim *s, int nhosts, uint64_t npages);
+ * size[h] in host h, before the ranks start. */
+void simnet_hosts(struct sim *s, int nhosts, const int *size, uint64_t npages);
 int simnet_rank_init(struct sim *s, int id, uint64_t npages, uint64_t block, uint64_t readahead,
                      uint64_t hold_ns, uint32_t nlocks, int release);
 void simnet_rank_free(struct srank *r);
@@ -202,6 +202,7 @@ struct world {
         uint64_t nested;        /* steps run while another thread of the rank had core.mu dropped */
         uint64_t host_copies;   /* --hosts: steps with a page on a host of several ranks */
         uint64_t host_invs;     /* ... DSM_HINVs: a leader lowering its ranks' mappings */
+        uint64_t overflow_invs; /* ... of them, to ranks beyond the bits (HOST_OVERFLOW) */
         uint64_t host_maps;     /* ... faults a host's copy served with no message */
     } cover;
     int dropped;                /* rank killed, or -1 */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sim.h"
+#include "hostmem.h"
 
 /* ---------------------------------------------------------- the checker */
 
@@ -15,12 +16,12 @@ static int page_home_lock(uint32_t lock)
 void observe(struct sim *s, int dst, const struct msg *m)
 {
     struct lock_fifo *f;
-    (void)dst;
-    (void)s;
     W.cover.handoffs += m->type == DSM_LOCK_GRANT && m->from != page_home_lock(m->lk.lock);
     W.cover.collectives += m->type == DSM_COLL;
     W.cover.runs += m->type == DSM_PAGE && m->pg.count > 1;
     W.cover.host_invs += m->type == DSM_HINV;
+    W.cover.overflow_invs += m->type == DSM_HINV &&     /* a host's ranks are consecutive */
+                             dst - s->leaders[s->host[dst]] > HOST_RANK_BITS;
     if (m->type != DSM_LOCK_ACQ || m->lk.lock >= MAX_LOCKS)
         return;
     f = &W.fifo[m->lk.lock];
@@ -80,8 +81,9 @@ static void check_page(uint32_t p)
  * open or kept closed, and the others' mappings), checking that within the
  * host a rank maps the page no higher than the host's word says, but while
  * its leader is lowering it (the rank's DSM_HINV still to come or
- * answered), and with its bit set: so no rank of a host that lost a page
- * can still access it. */
+ * answered), and with its bit set, or for a rank beyond the bits
+ * HOST_OVERFLOW, but while a lowering to no access (which cleared it) asks
+ * it: so no rank of a host that lost a page can still access it. */
 static int host_view(int h, uint32_t p)
 {
     struct sim *s = &W.s;
@@ -89,16 +91,18 @@ static int host_view(int h, uint32_t p)
     const struct core *c = &leader->core;
     uint64_t mapped;
     int i, word = coh_host_access(c, p, &mapped), prot = c->pages[p].prot;
+    int lowering = coh_host_lowering(&leader->coh, p);
     if (c->pages[p].closed > prot && !c->pages[p].pending)
         prot = c->pages[p].closed;
     for (i = 1; i < s->nlocal[h]; i++) {
         int r = s->locals[h][i], mine = s->r[r].core.pages[p].prot;
-        if (mine > word && !coh_host_lowering(&leader->coh, p))
+        uint64_t bit = host_bit(i);
+        if (mine > word && !lowering)
             sim_violation(s, "rank %d maps page %u (%d) above its host's copy (%d)", r, p,
                           mine, word);
-        if (mine != DSM_PROT_NONE && !(mapped >> i & 1))
-            sim_violation(s, "rank %d maps page %u, but its bit in its host's word is clear",
-                          r, p);
+        if (mine != DSM_PROT_NONE && !(mapped & bit) && !(bit == HOST_OVERFLOW && lowering))
+            sim_violation(s, "rank %d maps page %u, but its %s in its host's word is clear",
+                          r, p, bit == HOST_OVERFLOW ? "HOST_OVERFLOW" : "bit");
         prot = mine > prot ? mine : prot;
     }
     return prot;

@@ -123,13 +123,15 @@ static void populate(void *ctx, uint64_t first, uint64_t n)
     sim_yield(r->id);
 }
 
-void simnet_hosts(struct sim *s, int nhosts, uint64_t npages)
+void simnet_hosts(struct sim *s, int nhosts, const int *size, uint64_t npages)
 {
-    int r, h;
+    int r, h = 0;
     s->nhosts = nhosts;
     memset(s->nlocal, 0, sizeof s->nlocal);
-    for (r = 0; r < s->n; r++) {        /* as libdsm/hostshare.py's host_keys */
-        h = s->host[r] = r * nhosts / s->n;
+    for (r = 0; r < s->n; r++) {        /* as machine-file hosts of these sizes */
+        if (s->nlocal[h] == size[h])
+            h++;
+        s->host[r] = h;
         if (!s->nlocal[h]) {
             s->leaders[h] = (uint16_t)r;
             s->host_of[r] = (uint16_t)h;
