@@ -29,9 +29,7 @@ static struct dsm {
     struct coll coll;
     struct locks locks;
     struct ops ops;
-    /* core.leaders, core.host_of, core.locals, core.leader_of */
-    uint16_t leaders[DSM_MAX_RANKS], host_of[DSM_MAX_RANKS], locals[DSM_MAX_RANKS],
-        leader_of[DSM_MAX_RANKS];
+    struct host_tables hosts;       /* core.leaders, host_of, locals, leader_of */
 } D;
 
 void dsm_core_version(int *major, int *minor)
@@ -72,44 +70,6 @@ static int check_config(const struct dsm_config *c, char *err)
 }
 
 static int run(struct op *o);
-
-/* With share=host on several hosts, the protocol runs between the host
- * leaders: record them, and this host's ranks, in the core (before the
- * region, whose first protections follow the homes).  DSM_OK, or
- * DSM_EINVAL with err filled. */
-static int take_hosts(struct core *c, const int *leaders, char *err)
-{
-    int r;
-    if (hostmem_hosts() < 2)
-        return DSM_OK;
-    if (!leaders) {
-        dsm_err(err, "share=host on %d hosts: no host leaders given", hostmem_hosts());
-        return DSM_EINVAL;
-    }
-    c->leader = leaders[c->rank];
-    for (r = 0; r < c->nranks; r++) {
-        D.leader_of[r] = (uint16_t)leaders[r];
-        if (leaders[r] == r && c->nleaders == DSM_MAX_RANK_COPIES) {
-            dsm_err(err, "share=host: more than %d hosts (copysets are 64-bit masks of "
-                    "hosts)", DSM_MAX_RANK_COPIES);
-            return DSM_EINVAL;
-        }
-        if (leaders[r] == r) {
-            D.host_of[r] = (uint16_t)c->nleaders;
-            D.leaders[c->nleaders++] = (uint16_t)r;
-        }
-        if (leaders[r] == c->leader) {
-            if (r == c->rank)
-                c->local_index = c->nlocal;
-            D.locals[c->nlocal++] = (uint16_t)r;
-        }
-    }
-    c->leaders = D.leaders;
-    c->host_of = D.host_of;
-    c->locals = D.locals;
-    c->leader_of = D.leader_of;
-    return DSM_OK;
-}
 
 /* hostmem's `across` (share=host on several hosts, sequential mode): the
  * leaders' level of a host collective, run by the application thread of
@@ -188,7 +148,12 @@ int dsm_start(const struct dsm_config *cfg, const int *peer_fds, const int *lead
     c->readahead = cfg->readahead ? cfg->readahead : 1;
     c->spin_ns = (uint64_t)cfg->spin_us * 1000;
     c->heartbeat_ns = (uint64_t)cfg->heartbeat_ms * 1000000;
-    if ((rc = take_hosts(c, leaders, err)))
+    if (hostmem_hosts() > 1 && !leaders) {
+        dsm_err(err, "share=host on %d hosts: no host leaders given", hostmem_hosts());
+        return DSM_EINVAL;
+    }
+    /* before the region, whose first protections follow the homes */
+    if (hostmem_hosts() > 1 && (rc = core_take_hosts(c, leaders, &D.hosts, err)))
         return rc;
     if ((rc = region_map(&D.region, c, cfg->base, cfg->size, err)))
         return rc;

@@ -89,6 +89,34 @@ void core_init(struct core *c)
     c->failed_peer = -1;
 }
 
+int core_take_hosts(struct core *c, const int *leaders, struct host_tables *t, char *err)
+{
+    int r;
+    c->leader = leaders[c->rank];
+    for (r = 0; r < c->nranks; r++) {
+        t->leader_of[r] = (uint16_t)leaders[r];
+        if (leaders[r] == r && c->nleaders == DSM_MAX_RANK_COPIES) {
+            dsm_err(err, "share=host: more than %d hosts (copysets are 64-bit masks of "
+                    "hosts)", DSM_MAX_RANK_COPIES);
+            return DSM_EINVAL;
+        }
+        if (leaders[r] == r) {
+            t->host_of[r] = (uint16_t)c->nleaders;
+            t->leaders[c->nleaders++] = (uint16_t)r;
+        }
+        if (leaders[r] == c->leader) {
+            if (r == c->rank)
+                c->local_index = c->nlocal;
+            t->locals[c->nlocal++] = (uint16_t)r;
+        }
+    }
+    c->leaders = t->leaders;
+    c->host_of = t->host_of;
+    c->locals = t->locals;
+    c->leader_of = t->leader_of;
+    return DSM_OK;
+}
+
 /* The first caller claims the record and writes it; failed is stored
  * last, so whoever reads it set (core_failed) sees the whole record.  No
  * lock: this runs from under any lock, core.mu and txmu included. */

@@ -235,6 +235,16 @@ int dsm_err_sys(char *err, int errnum, const char *fmt, ...) __attribute__((form
 uint64_t now_ns(void);
 
 void core_init(struct core *c);
+/* The tables core.leaders, host_of, locals and leader_of point into. */
+struct host_tables {
+    uint16_t leaders[DSM_MAX_RANKS], host_of[DSM_MAX_RANKS], locals[DSM_MAX_RANKS],
+        leader_of[DSM_MAX_RANKS];
+};
+/* share=host on several hosts, at start: the protocol runs between the
+ * host leaders; record them (leaders: every rank's, by rank) and this
+ * host's ranks in c, the tables in t.  DSM_OK, or DSM_EINVAL with err
+ * filled past DSM_MAX_RANK_COPIES hosts (copysets are masks of hosts). */
+int core_take_hosts(struct core *c, const int *leaders, struct host_tables *t, char *err);
 /* Record the first failure and wake every waiter.  Any thread, holding any
  * lock or none: it takes no lock (a send that fails under core.mu or txmu
  * records its failure here). */
