@@ -143,3 +143,28 @@ def test_a_miss_of_a_rank_that_is_not_its_hosts_leader(tmp_path):
     assert got[3]["read_faults"] == got[3]["msgs_sent"] == got[3]["host_msgs"] == pages, got
     assert got[3]["host_maps"] == 0, got
     assert got[2]["read_faults"] == got[2]["host_maps"] == got[2]["msgs_sent"] == 0, got
+
+
+def test_a_lock_names_only_the_pages_its_releasers_host_wrote(tmp_path):
+    """Release mode on 2 virtual hosts x 2 ranks: rank 3 (host 1) reads the
+    64 pages of an array; rank 1 (host 0, not its leader) writes rows 0 and
+    1 under a lock, row 0 homed on host 0 and row 1 on host 1.  Rank 3 takes
+    the lock until it sees the writes.  The lock's notices name only the
+    pages host 0 wrote since rank 1's last release, so host 1 drops its copy
+    of row 0 (and of the flag's page, if it mapped it: host 1 homes
+    neither), and keeps every other page: rank 3 reads the array again with
+    one fault.  Before, a rank other than its host's leader named every
+    page, and host 1 dropped the 32 it does not home."""
+    env = dict(MODES["host+vhosts=2"], DSM_CONSISTENCY="release", DSM_READAHEAD="1",
+               DSM_BLOCK_PAGES="1", DSM_HEARTBEAT_S="0")
+    p = run(tmp_path, 4, MODES_PROG, "notices", env=env)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "notices")
+    assert sorted(got) == [3], p.stdout
+    text = got[3]
+    n = counts(text)
+    assert n["pages"] == 64 and n["bad"] == 0, text
+    assert re.search(r"homes=0,2,0 ", text), text
+    assert n["read_faults"] == 1 and n["host_maps"] == 0 and n["invalidations"] == 0, text
+    assert n["lock_read_faults"] in (1, 2) and n["lock_host_maps"] == 0, text
+    assert n["lock_invalidations"] == n["lock_read_faults"], text

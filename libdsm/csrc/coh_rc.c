@@ -44,20 +44,6 @@
 
 /* ---------------------------------------------------------- page sets */
 
-static int set_init(struct pageset *s, uint64_t npages)
-{
-    s->count = 0;
-    s->words = (npages + 63) / 64;
-    s->bits = calloc(s->words ? s->words : 1, sizeof *s->bits);
-    return s->bits ? 0 : -1;
-}
-
-static void set_clear(struct pageset *s)
-{
-    memset(s->bits, 0, s->words * sizeof *s->bits);
-    s->count = 0;
-}
-
 #define FOR_EACH(s, p) for (p = set_next(s, 0); p != UINT64_MAX; p = set_next(s, p + 1))
 
 static int mine(const struct coh *h, uint64_t page)
@@ -121,8 +107,7 @@ int rc_flushed(struct coh *h)
 int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len)
 {
     const struct pageset *s = for_lock ? &h->rc.known : &h->rc.written;
-    /* a host's other ranks know not what the host wrote: every page */
-    int all = s->count > NOTICES_MAX || (for_lock && (h->rc.known_all || coh_host_local(h->c)));
+    int all = s->count > NOTICES_MAX || (for_lock && h->rc.known_all);
     uint64_t n = all ? 1 : s->count, *w, p, i = 1;
     if (!(w = malloc((n + 1) * 8)))
         return -1;
@@ -382,14 +367,13 @@ static int rc_init(struct coh *h, uint64_t limit, char *err)
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||
         set_init(&rc->drop, c->npages) || set_init(&rc->refetch, c->npages) ||
-        set_init(&rc->served, c->npages))
+        set_init(&rc->served, c->npages) || rc_host_init(h))
         return dsm_err_sys(err, ENOMEM, "release-mode state for %llu pages",
                            (unsigned long long)c->npages);
     for (p = 0; p < c->npages; p++)
         rc->writer[p] = NOBODY;
     tp_register(h->t, DSM_DIFF, on_diff, h, (uint32_t)(2 * c->page_size));
     tp_register(h->t, DSM_DIFF_ACK, on_diff_ack, h, 0);
-    rc_host_init(h);
     return DSM_OK;
 }
 

@@ -9,7 +9,9 @@
  *          dirty page to read-only on the host (DSM_HINV to the ranks
  *          mapping it, their acks), diffs it against its twin and sends
  *          it, and answers -DSM_HDONE-> once a pass found nothing dirty
- *          and every diff is applied;
+ *          and every diff is applied, naming to a rank other than itself
+ *          the pages whose host writes went home since that rank's last
+ *          flush (below: its lock notices);
  *   drop   rank -DSM_HDROP-> leader: the pages a lock's notices named, and
  *          the rank's barrier epoch.  The leader computes a barrier's drops
  *          itself (from the notices of the other hosts' leaders); each page
@@ -18,8 +20,27 @@
  *          -DSM_HDONE-> once the leader passed that barrier and no drop is
  *          left.
  * A lowering parks the work (a HOST_RESUME message to itself) until the
- * acks are in.  The handlers run in the comm thread; DSM_HFLUSH and
- * DSM_HDROP at a leader, DSM_HDONE at any rank. */
+ * acks are in.
+ *
+ * A lock's notices must name every page its releaser wrote since the last
+ * barrier (and those the notices it acquired named: its `known`).  A rank
+ * other than the leader cannot see its own writes (a write to a page the
+ * host holds read/write is a local hit), so the leader tells it: for each
+ * such rank it keeps `went_home`, the pages whose host writes went home
+ * (a dirty page's diff sent, or a dirty page it homes closed for writing)
+ * since the DSM_HDONE of that rank's last flush, and that DSM_HDONE names
+ * them; the rank adds them to its `known`.  Why that is every page it
+ * wrote: the rank wrote the page while its host held it read/write, so
+ * while the leader had it dirty (the page's word rises only once it is,
+ * and a lowering waits for the rank's ack before the diff is taken), or
+ * while the host homed it and had never served it (no other host has a
+ * copy to drop: a copy served later is taken after the write).  The dirty
+ * page goes home after the write and, since a flush answers only once a
+ * pass found nothing dirty, before the DSM_HDONE of the rank's release:
+ * so that DSM_HDONE, or one of that rank before it, names it.
+ *
+ * The handlers run in the comm thread; DSM_HFLUSH and DSM_HDROP at a
+ * leader, DSM_HDONE at any rank. */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <stdlib.h>
@@ -85,6 +106,7 @@ int rc_host_closes(struct coh *h, const struct msg *req, uint64_t n)
 
 struct host_sync {
     uint16_t rank;
+    uint16_t local;             /* its place among the host's ranks */
     uint8_t flush;              /* DSM_HFLUSH, else DSM_HDROP */
     uint8_t covered;            /* DSM_HFLUSH: a pass found nothing dirty since */
     uint64_t epoch;             /* DSM_HDROP: the barriers the leader must have passed */
@@ -117,19 +139,62 @@ int rc_drop_begin(struct coh *h)
     return rc;
 }
 
+/* A dirty page's host writes go home, its copy read-only on the host
+ * (leader, comm thread holding core.mu): every other local rank's next
+ * flush answer names it. */
+static void host_send_diff(struct coh *h, uint64_t page)
+{
+    int i;
+    rc_send_diff(h, page, 0);
+    for (i = 1; i < h->c->nlocal; i++)
+        set_add(&h->rc.went_home[i], page);
+}
+
+/* DSM_HDONE's payload for a flush of local rank i: the words of its
+ * went_home from the first that is not 0 to the last, after that first
+ * word's index (u64s), into *buf (malloc'd; NULL when empty: none); the
+ * set empties.  Its length, or -1 out of memory. */
+static int64_t went_home_span(struct coh *h, int i, uint64_t **buf)
+{
+    struct pageset *s = &h->rc.went_home[i];
+    uint64_t first, last, k;
+    *buf = NULL;
+    if (!s->count)
+        return 0;
+    for (first = 0; !s->bits[first]; first++)
+        ;
+    for (last = s->words - 1; !s->bits[last]; last--)
+        ;
+    if (!(*buf = malloc((last - first + 2) * 8)))
+        return -1;
+    (*buf)[0] = htole64(first);
+    for (k = first; k <= last; k++)
+        (*buf)[1 + k - first] = htole64(s->bits[k]);
+    set_clear(s);
+    return (int64_t)(last - first + 2) * 8;
+}
+
 /* Answer the requests that are done (leader, comm thread holding core.mu). */
 void rc_host_answer(struct coh *h)
 {
     struct host_sync **pp = &h->rc.syncs, *s;
+    int64_t len;
     while ((s = *pp)) {
         struct msg done = { .type = DSM_HDONE, .origin = s->rank };
+        uint64_t *names = NULL;
         if (s->flush ? !s->covered || h->rc.acks_due
                      : h->rc.epoch < s->epoch || h->rc.drop.count) {
             pp = &s->next;
             continue;
         }
+        if ((len = s->flush && s->local ? went_home_span(h, s->local, &names) : 0) < 0) {
+            core_fail(h->c, "out of memory answering the flush of rank %d", s->rank);
+            return;
+        }
         *pp = s->next;
-        tp_send(h->t, s->rank, &done, NULL);
+        done.len = (uint32_t)len;
+        tp_send(h->t, s->rank, &done, names);
+        free(names);
         free(s);
     }
 }
@@ -168,7 +233,7 @@ static int host_flush_run(struct coh *h)
         if (!host_low(h, DSM_HFLUSH, p, DSM_PROT_READ))
             return 0;
         if (set_has(&h->rc.dirty, p))
-            rc_send_diff(h, p, 0);
+            host_send_diff(h, p);
         coh_host_serve(h, p);
         core_unlock(c);
         core_wake(c);               /* a write of ours waiting for the lowering */
@@ -201,7 +266,7 @@ static int host_drop_run(struct coh *h)
             return 0;
         if (set_has(&h->rc.drop, p) && !c->pages[p].pending) {
             if (set_has(&h->rc.dirty, p))
-                rc_send_diff(h, p, 0);    /* false sharing: the host's words go home first */
+                host_send_diff(h, p);     /* false sharing: the host's words go home first */
             set_del(&h->rc.drop, p);
             set_del(&h->rc.refetch, p);
             held = coh_holds(c, p);
@@ -249,7 +314,8 @@ static void on_host_sync(void *ctx, const struct msg *m, const unsigned char *pa
         }
         if (m->type == DSM_HDROP)
             memcpy(&epoch, payload, 8);
-        *s = (struct host_sync){ m->from, m->type == DSM_HFLUSH, 0, le64toh(epoch), NULL };
+        *s = (struct host_sync){ m->from, (uint16_t)i, m->type == DSM_HFLUSH, 0, le64toh(epoch),
+                                 NULL };
         core_lock(c);
         if (m->pg.flags & HOST_BARRIER) {
             h->rc.host_arrived++;   /* our barrier's notices may be taken once all came */
@@ -275,16 +341,35 @@ static void on_host_sync(void *ctx, const struct msg *m, const unsigned char *pa
         host_drop_run(h);
 }
 
-/* DSM_HDONE: one of our requests to the leader is done. */
+/* DSM_HDONE: one of our requests to the leader is done; a flush's names
+ * the pages whose host writes went home since our last one (the words of
+ * a page set from a first one on), which our lock notices name from now. */
 static void on_hdone(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct coh *h = ctx;
+    struct core *c = h->c;
+    uint64_t first = 0, word, k, p;
     int done;
-    core_lock(h->c);
+    if (m->len)
+        memcpy(&first, payload, 8);
+    first = le64toh(first);
+    if (m->len && (m->len < 16 || m->len % 8 || first > h->rc.known.words ||
+                   (m->len - 8) / 8 > h->rc.known.words - first)) {
+        core_fail(c, "protocol error: a DSM_HDONE from rank %d naming %u bytes of pages",
+                  m->from, m->len);
+        return;
+    }
+    core_lock(c);
+    for (k = 0; k + 16 <= m->len; k += 8) {
+        memcpy(&word, payload + 8 + k, 8);
+        for (word = le64toh(word); word; word &= word - 1)
+            if ((p = (first + k / 8) * 64 + (uint64_t)__builtin_ctzll(word)) < c->npages)
+                set_add(&h->rc.known, p);
+    }
     done = h->rc.host_due && !--h->rc.host_due;
-    core_unlock(h->c);
+    core_unlock(c);
     if (done)
-        core_wake(h->c);
+        core_wake(c);
 }
 
 /* A page came that a drop waits for: the drop goes on. */
@@ -298,23 +383,34 @@ void rc_host_installed(struct coh *h, uint64_t page)
         h->t->ops->defer(h->t, &resume, c->clock());
 }
 
-void rc_host_init(struct coh *h)
+int rc_host_init(struct coh *h)
 {
     struct core *c = h->c;
+    int i;
     if (!c->host_state)
-        return;
-    if (!coh_host_local(c)) {
-        tp_register(h->t, DSM_HFLUSH, on_host_sync, h, 0);
-        tp_register(h->t, DSM_HDROP, on_host_sync, h, (uint32_t)(8 + h->rc.drop.words * 8));
-    }
-    tp_register(h->t, DSM_HDONE, on_hdone, h, 0);
+        return 0;
+    tp_register(h->t, DSM_HDONE, on_hdone, h, (uint32_t)(8 + h->rc.known.words * 8));
+    if (coh_host_local(c))
+        return 0;
+    tp_register(h->t, DSM_HFLUSH, on_host_sync, h, 0);
+    tp_register(h->t, DSM_HDROP, on_host_sync, h, (uint32_t)(8 + h->rc.drop.words * 8));
+    if (!(h->rc.went_home = calloc((size_t)c->nlocal, sizeof *h->rc.went_home)))
+        return -1;
+    for (i = 1; i < c->nlocal; i++)
+        if (set_init(&h->rc.went_home[i], c->npages))
+            return -1;
+    return 0;
 }
 
 void rc_host_free(struct coh *h)
 {
+    int i;
     while (h->rc.syncs) {
         struct host_sync *s = h->rc.syncs;
         h->rc.syncs = s->next;
         free(s);
     }
+    for (i = 1; h->rc.went_home && i < h->c->nlocal; i++)
+        free(h->rc.went_home[i].bits);
+    free(h->rc.went_home);
 }

@@ -34,6 +34,8 @@
  * the application's view, so a handler cannot fault in turn. */
 #ifndef DSM_COHERENCE_H
 #define DSM_COHERENCE_H
+#include <stdlib.h>
+#include <string.h>
 #include "transport.h"
 
 #define BATCH_MAX 512
@@ -107,6 +109,21 @@ static inline void set_del(struct pageset *s, uint64_t p)
         s->bits[p / 64] &= ~(1ULL << (p % 64)), s->count--;
 }
 
+/* A set for pages [0, npages), empty: 0, or -1 out of memory. */
+static inline int set_init(struct pageset *s, uint64_t npages)
+{
+    s->count = 0;
+    s->words = (npages + 63) / 64;
+    s->bits = calloc(s->words ? s->words : 1, sizeof *s->bits);
+    return s->bits ? 0 : -1;
+}
+
+static inline void set_clear(struct pageset *s)
+{
+    memset(s->bits, 0, s->words * sizeof *s->bits);
+    s->count = 0;
+}
+
 /* The first page of the set at or after p, or UINT64_MAX. */
 static inline uint64_t set_next(const struct pageset *s, uint64_t p)
 {
@@ -147,6 +164,10 @@ struct rc {
     uint32_t host_due;              /* our DSM_HFLUSH, DSM_HDROP still unanswered */
     int host_arrived;               /* leader: the host's other ranks in this barrier */
     struct host_sync *syncs;        /* leader: the ranks' requests it works on */
+    /* leader, per other rank of the host (by its place among the host's
+     * ranks, 1 to nlocal - 1): the pages whose host writes went home since
+     * the DSM_HDONE of that rank's last flush, which the next one names */
+    struct pageset *went_home;
 };
 
 /* What a faulting thread does next (coh_fault_step). */
@@ -432,7 +453,7 @@ void rc_drop_others(struct coh *h, int rank, uint64_t page);
  * copies lowered to read-only where first served (1: req is parked until
  * then); a leader's requests answered once done (comm thread); the hooks
  * coh_proto.open_host and .host_installed. */
-void rc_host_init(struct coh *h);
+int rc_host_init(struct coh *h);     /* 0, or -1 out of memory */
 void rc_host_free(struct coh *h);
 int rc_host_flush(struct coh *h, int barrier);
 int rc_host_closes(struct coh *h, const struct msg *req, uint64_t n);

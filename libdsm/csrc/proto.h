@@ -43,7 +43,8 @@ enum msg_type {
     DSM_HDROP,          /* rank -> its leader: drop the host's copies of the pages in the
                          * payload (u64 barrier epoch, then a bitmap of pages), once the
                          * leader passed that barrier */
-    DSM_HDONE,          /* leader -> rank: your DSM_HFLUSH or DSM_HDROP is done */
+    DSM_HDONE,          /* leader -> rank: your DSM_HFLUSH or DSM_HDROP is done (a
+                         * flush's: the pages the host sent home since your last) */
     DSM_MSG_MAX
 };
 
