@@ -24,6 +24,10 @@ one line per rank that tests/test_share_modes.py checks.
            rows under a lock, and the last rank takes the lock until it
            sees them and reads the array again: it prints what it saw, and
            its faults and the copies it dropped
+  twins    release mode with a small DSM_TWIN_LIMIT: each rank writes its
+           band of a 16 MiB array, more pages than the twins may hold,
+           twice, a barrier after each; every rank then checks all of it
+           and prints its twin counts
 """
 import argparse
 import threading
@@ -178,8 +182,24 @@ def notices(dsm, a):
     dsm.barrier()
 
 
+def twins(dsm, a):
+    rows = 4096                 # a page a row
+    arr = dsm.array((rows, PAGE_WORDS), "int64")
+    band = rows // dsm.size
+    mine = slice(dsm.rank * band, (dsm.rank + 1) * band)
+    for k in range(2):
+        arr[mine, :] = np.arange(rows)[mine, None] + 1 + k * rows
+        dsm.barrier()
+    want = np.arange(rows)[:, None] + 1 + rows
+    bad = int(np.count_nonzero((np.asarray(arr) != want).any(axis=1)))
+    st = dsm.stats()
+    print("twins bad=%d %s" % (bad, " ".join(
+        "%s=%d" % (k, st[k]) for k in ("twins", "twin_peak", "early_flushes"))))
+    dsm.barrier()
+
+
 SCENARIOS = {"mp": mp, "sb": sb, "threads": threads, "stripes": stripes,
-             "crossing": crossing, "notices": notices}
+             "crossing": crossing, "notices": notices, "twins": twins}
 
 
 def main():

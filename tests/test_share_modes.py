@@ -168,3 +168,27 @@ def test_a_lock_names_only_the_pages_its_releasers_host_wrote(tmp_path):
     assert n["read_faults"] == 1 and n["host_maps"] == 0 and n["invalidations"] == 0, text
     assert n["lock_read_faults"] in (1, 2) and n["lock_host_maps"] == 0, text
     assert n["lock_invalidations"] == n["lock_read_faults"], text
+
+
+@pytest.mark.parametrize("mode", ["rank", "host+vhosts=2"])
+def test_a_small_twin_limit_bounds_the_twins_and_keeps_the_results(tmp_path, mode):
+    """Release mode, DSM_TWIN_LIMIT=1M (256 pages): each rank writes its
+    band of 4096 pages, homes alternating page by page, twice.  Per rank,
+    each twins its 768 pages homed elsewhere; across 2 virtual hosts the
+    leaders twin their host's, and send pages home early from their comm
+    thread while the writes wait.  Every rank reads the last values, and no
+    rank ever kept more than 1 MiB of twins."""
+    env = dict(MODES[mode], DSM_CONSISTENCY="release", DSM_TWIN_LIMIT="1M",
+               DSM_BLOCK_PAGES="1")
+    p = run(tmp_path, 4, MODES_PROG, "twins", env=env)
+    assert p.returncode == 0, p.stderr
+    got = {r: counts(t) for r, t in rank_lines(p.stdout, "twins").items()}
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    assert all(n["bad"] == 0 and n["twin_peak"] <= 1 << 20 for n in got.values()), got
+    twinning = [0, 2] if mode == "host+vhosts=2" else [0, 1, 2, 3]
+    for r, n in got.items():
+        if r in twinning:       # more twins than fit: some went home early
+            assert n["twins"] > 256 and n["early_flushes"] > 0, got
+            assert n["twin_peak"] > 0, got
+        else:                   # the host's leader twins for it
+            assert n["twins"] == n["twin_peak"] == n["early_flushes"] == 0, got

@@ -54,9 +54,9 @@ static int mine(const struct coh *h, uint64_t page)
 /* A write to a readable copy opens here (coh_proto.open_here): the first
  * write of the interval to a page not homed here takes a twin.  Anything
  * else asks the home; a host's other ranks ask their leader, who keeps the
- * host's twins (coh_host.c).  Twins are bounded in per-rank mode only: a
- * page goes home early from an application thread, and with host sharing
- * only the leader's comm thread sends diffs. */
+ * host's twins (coh_host.c).  Twins are bounded: per rank, a page goes
+ * home early from this thread; with host sharing only the leader's comm
+ * thread sends diffs, so the write waits while it sends some early. */
 static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
@@ -68,6 +68,8 @@ static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
     if (c->host_state &&
         (coh_host_lowering(h, page) || coh_host_access(c, page, &p) == DSM_PROT_NONE))
         return COH_WAIT;
+    if (c->host_state && rc_host_full(h, page))
+        return rc_host_trim(h, 1) == TP_FULL ? COH_FULL : COH_WAIT;
     while (!mine(h, page) && !c->host_state &&
            h->rc.twin_bytes + c->page_size > h->rc.limit &&
            (p = set_next(&h->rc.dirty, 0)) != UINT64_MAX) {

@@ -39,6 +39,13 @@
  * pass found nothing dirty, before the DSM_HDONE of the rank's release:
  * so that DSM_HDONE, or one of that rank before it, names it.
  *
+ * Twins are bounded by DSM_TWIN_LIMIT: a write that would twin a page over
+ * it waits (a local rank's DSM_HREQ in the leader's queue, the leader's
+ * own write asleep) while the leader's comm thread sends home early the
+ * lowest dirty pages with a twin, as a flush sends them (lowered first),
+ * until there is room for one more (DSM_HFLUSH with HOST_TRIM, the leader
+ * to itself).
+ *
  * The handlers run in the comm thread; DSM_HFLUSH and DSM_HDROP at a
  * leader, DSM_HDONE at any rank. */
 #define _GNU_SOURCE
@@ -83,7 +90,38 @@ int rc_open_host(struct coh *h, uint64_t page, int access, int write)
         return access == DSM_PROT_NONE || coh_host_lowering(h, page) ? -1 : 1;
     if (access == DSM_PROT_NONE || !write)
         return 0;
+    if (rc_host_full(h, page)) {
+        set_add(&h->rc.room, page);     /* served again once the trim made room */
+        rc_host_trim(h, 0);
+        return -1;
+    }
     return rc_open_write(h, page) ? -1 : 1;
+}
+
+/* No room for one more twin (caller holds core.mu). */
+static int host_over(const struct coh *h)
+{
+    return h->rc.twin_bytes && h->rc.twin_bytes + h->c->page_size > h->rc.limit;
+}
+
+int rc_host_full(struct coh *h, uint64_t page)
+{
+    return page_home(h->c, page) != h->c->rank && host_over(h);
+}
+
+int rc_host_trim(struct coh *h, int app)
+{
+    struct core *c = h->c;
+    struct msg m = { .type = DSM_HFLUSH, .origin = (uint16_t)c->rank, .from = (uint16_t)c->rank,
+                     .to = (uint16_t)c->rank, .pg = { .flags = HOST_TRIM } };
+    if (h->rc.trimming)
+        return 0;
+    h->rc.trimming = 1;
+    if (!app)
+        h->t->ops->defer(h->t, &m, c->clock());
+    else if (tp_send_app(h->t, c->rank, &m, NULL) == TP_FULL)
+        return h->rc.trimming = 0, TP_FULL;
+    return 0;
 }
 
 /* With host sharing, the host's other ranks map a page the home never
@@ -200,14 +238,15 @@ void rc_host_answer(struct coh *h)
 }
 
 /* Lower the host's copy of `page` to prot for the leader's work of `type`
- * (comm thread): 1, holding core.mu, once it is so and no lowering is under
- * way; 0 if the work is parked until the local ranks' acks are in. */
-static int host_low(struct coh *h, int type, uint64_t page, int prot)
+ * and `flags` (comm thread): 1, holding core.mu, once it is so and no
+ * lowering is under way; 0 if the work is parked until the local ranks'
+ * acks are in. */
+static int host_low(struct coh *h, int type, int flags, uint64_t page, int prot)
 {
     struct core *c = h->c;
     struct msg resume = { .type = (uint8_t)type, .origin = (uint16_t)c->rank,
                           .from = (uint16_t)c->rank, .to = (uint16_t)c->rank,
-                          .pg = { .page = page, .flags = HOST_RESUME } };
+                          .pg = { .page = page, .flags = (uint8_t)(HOST_RESUME | flags) } };
     uint64_t mapped;
     for (;;) {
         if (coh_host_lower_page(h, &resume, page, prot))
@@ -230,7 +269,7 @@ static int host_flush_run(struct coh *h)
         if ((p = set_next(&h->rc.dirty, 0)) == UINT64_MAX || core_failed(c))
             break;
         core_unlock(c);
-        if (!host_low(h, DSM_HFLUSH, p, DSM_PROT_READ))
+        if (!host_low(h, DSM_HFLUSH, 0, p, DSM_PROT_READ))
             return 0;
         if (set_has(&h->rc.dirty, p))
             host_send_diff(h, p);
@@ -242,6 +281,40 @@ static int host_flush_run(struct coh *h)
         s->covered |= s->flush;
     rc_host_answer(h);
     core_unlock(c);
+    return 1;
+}
+
+/* HOST_TRIM's work: the lowest dirty pages with a twin go home early until
+ * there is room for one more; then the writes that waited for room go on.
+ * 0 if parked. */
+static int host_trim_run(struct coh *h)
+{
+    struct core *c = h->c;
+    uint64_t p;
+    for (;;) {
+        core_lock(c);
+        for (p = set_next(&h->rc.dirty, 0); p != UINT64_MAX && !h->rc.twin[p];
+             p = set_next(&h->rc.dirty, p + 1))
+            ;                       /* homed here: no twin */
+        if (p == UINT64_MAX || !host_over(h) || core_failed(c))
+            break;
+        core_unlock(c);
+        if (!host_low(h, DSM_HFLUSH, HOST_TRIM, p, DSM_PROT_READ))
+            return 0;
+        if (set_has(&h->rc.dirty, p)) {
+            c->stats.early_flushes++;
+            host_send_diff(h, p);
+        }
+        coh_host_serve(h, p);
+        core_unlock(c);
+    }
+    h->rc.trimming = 0;
+    for (p = set_next(&h->rc.room, 0); p != UINT64_MAX; p = set_next(&h->rc.room, p + 1)) {
+        set_del(&h->rc.room, p);
+        coh_host_serve(h, p);       /* which may wait for room, and trim, again */
+    }
+    core_unlock(c);
+    core_wake(c);                   /* a write of ours waiting for room */
     return 1;
 }
 
@@ -262,7 +335,7 @@ static int host_drop_run(struct coh *h)
             break;
         core_unlock(c);
         from = p + 1;
-        if (!host_low(h, DSM_HDROP, p, DSM_PROT_NONE))
+        if (!host_low(h, DSM_HDROP, 0, p, DSM_PROT_NONE))
             return 0;
         if (set_has(&h->rc.drop, p) && !c->pages[p].pending) {
             if (set_has(&h->rc.dirty, p))
@@ -285,18 +358,18 @@ static int host_drop_run(struct coh *h)
     return 1;
 }
 
-/* DSM_HFLUSH, DSM_HDROP (leader, comm thread): a rank's request, or the
- * leader's own work going on after a lowering. */
+/* DSM_HFLUSH, DSM_HDROP (leader, comm thread): a rank's request, the
+ * leader's own trim (HOST_TRIM), or its work going on after a lowering. */
 static void on_host_sync(void *ctx, const struct msg *m, const unsigned char *payload)
 {
     struct coh *h = ctx;
     struct core *c = h->c;
     struct host_sync *s;
     uint64_t epoch = 0, word, i, b;
-    if (m->pg.flags & HOST_RESUME) {
+    if (m->pg.flags & (HOST_RESUME | HOST_TRIM)) {
         if (m->from != c->rank) {
-            core_fail(c, "protocol error: %s to resume from rank %d", msg_name(m->type),
-                      m->from);
+            core_fail(c, "protocol error: %s of the leader's own work from rank %d",
+                      msg_name(m->type), m->from);
             return;
         }
     } else {
@@ -335,7 +408,9 @@ static void on_host_sync(void *ctx, const struct msg *m, const unsigned char *pa
         }
         core_unlock(c);
     }
-    if (m->type == DSM_HFLUSH)
+    if (m->pg.flags & HOST_TRIM)
+        host_trim_run(h);
+    else if (m->type == DSM_HFLUSH)
         host_flush_run(h);
     else
         host_drop_run(h);
@@ -394,7 +469,8 @@ int rc_host_init(struct coh *h)
         return 0;
     tp_register(h->t, DSM_HFLUSH, on_host_sync, h, 0);
     tp_register(h->t, DSM_HDROP, on_host_sync, h, (uint32_t)(8 + h->rc.drop.words * 8));
-    if (!(h->rc.went_home = calloc((size_t)c->nlocal, sizeof *h->rc.went_home)))
+    if (set_init(&h->rc.room, c->npages) ||
+        !(h->rc.went_home = calloc((size_t)c->nlocal, sizeof *h->rc.went_home)))
         return -1;
     for (i = 1; i < c->nlocal; i++)
         if (set_init(&h->rc.went_home[i], c->npages))
@@ -413,4 +489,5 @@ void rc_host_free(struct coh *h)
     for (i = 1; h->rc.went_home && i < h->c->nlocal; i++)
         free(h->rc.went_home[i].bits);
     free(h->rc.went_home);
+    free(h->rc.room.bits);
 }

@@ -162,6 +162,9 @@ struct rc {
     uint64_t epoch;                 /* barriers passed: the age of notices */
     /* With host sharing across hosts (coh_rc.c's host part): */
     uint32_t host_due;              /* our DSM_HFLUSH, DSM_HDROP still unanswered */
+    int trimming;                   /* leader: a HOST_TRIM is asked or under way */
+    struct pageset room;            /* leader: pages a local rank's write to waits for twin
+                                     * room (the trim serves them again) */
     int host_arrived;               /* leader: the host's other ranks in this barrier */
     struct host_sync *syncs;        /* leader: the ranks' requests it works on */
     /* leader, per other rank of the host (by its place among the host's
@@ -452,13 +455,19 @@ void rc_drop_others(struct coh *h, int rank, uint64_t page);
  * rc_flush's DSM_HFLUSH; before the home serves req (n pages), the host's
  * copies lowered to read-only where first served (1: req is parked until
  * then); a leader's requests answered once done (comm thread); the hooks
- * coh_proto.open_host and .host_installed. */
+ * coh_proto.open_host and .host_installed; the twins' bound. */
 int rc_host_init(struct coh *h);     /* 0, or -1 out of memory */
 void rc_host_free(struct coh *h);
 int rc_host_flush(struct coh *h, int barrier);
 int rc_host_closes(struct coh *h, const struct msg *req, uint64_t n);
 void rc_host_answer(struct coh *h);
 int rc_open_host(struct coh *h, uint64_t page, int access, int write);
+/* Leader holding core.mu: would a twin of `page` go over DSM_TWIN_LIMIT?
+ * Then ask its comm thread (from an application thread: `app`) to send
+ * dirty pages home early until there is room: 0, or TP_FULL (nothing
+ * asked: retry); a write waits for the core_wake after. */
+int rc_host_full(struct coh *h, uint64_t page);
+int rc_host_trim(struct coh *h, int app);
 void rc_host_installed(struct coh *h, uint64_t page);
 
 /* Pages that came but are kept closed (page.closed): a read-ahead trigger,
