@@ -101,7 +101,7 @@ class Dsm(CollectiveCalls, SyncCalls):
                                  self.page_size)
         # one physical copy for the whole job: barriers, locks and collectives
         # through it; on several hosts they go over the connections, and with
-        # share=host on either, homes stay where they are
+        # share=host on either, a placement moves no home
         shared = cfg["share"] == "host" and cfg["one_host"]
         self._locks = Locks(self.nlocks, self.size, shared)
         self._heap, self._regions = layout.open_system_area(

@@ -60,8 +60,8 @@ class Collectives:
     Allocations are bound to; rank and host name this rank in errors.
     host_shared: the ranks share one copy of the memory (DSM_SHARE=host):
     every collective goes through it (libdsm/csrc/hostcoll.c, no message).
-    homes_fixed: homes do not move (share=host: on one host nothing is to
-    move; on several, the homes are the hosts' leaders)."""
+    homes_fixed: a placement moves no home (share=host: on one host nothing
+    is to move; on several, the homes are the hosts' leaders)."""
 
     def __init__(self, memory, rank, size, host, host_shared=False, homes_fixed=False):
         self._memory = memory

@@ -27,7 +27,7 @@ one line per rank that tests/test_share_modes.py checks.
   twins    release mode with a small DSM_TWIN_LIMIT: each rank writes its
            band of a 16 MiB array, more pages than the twins may hold,
            twice, a barrier after each; every rank then checks all of it
-           and prints its twin counts
+           and prints its twin counts and the homes moved
 """
 import argparse
 import threading
@@ -141,7 +141,8 @@ def notices(dsm, a):
     """Rows 0 and 1 of the array are pages homed on different hosts (run
     with DSM_BLOCK_PAGES=1 and DSM_READAHEAD=1): the last rank's host drops
     the one it does not home once the lock's notices name it, and keeps
-    every other page.  The last rank prints its counts over the wait for
+    every other page.  Each row is first written by its page's home, so
+    that no home moves.  The last rank prints its counts over the wait for
     the lock (`lock_`) and over its second read of the array, and the
     homes of rows 0 and 1 and of the flag's page."""
     rows = 64
@@ -150,8 +151,10 @@ def notices(dsm, a):
     lock = dsm.lock(5)
     last = dsm.size - 1
     keys = ("read_faults", "host_maps", "invalidations")
-    if dsm.rank == 0:
-        arr[:, :] = np.arange(rows)[:, None] + 1
+    start = arr.__array_interface__["data"][0] - dsm.base
+    for r in range(rows):
+        if dsm.page_home(dsm.page_of(start + r * PAGE_WORDS * 8)) == dsm.rank:
+            arr[r, :] = r + 1
     dsm.barrier()
     if dsm.rank == last:
         bad = int(np.count_nonzero(np.asarray(arr) != (np.arange(rows) + 1)[:, None]))
@@ -171,7 +174,6 @@ def notices(dsm, a):
         want[0:2] = -1
         bad += int(np.count_nonzero(np.asarray(arr) != want))
         after = dsm.stats()
-        start = arr.__array_interface__["data"][0] - dsm.base
         homes = [dsm.page_home(dsm.page_of(start + r * PAGE_WORDS * 8)) for r in (0, 1)]
         homes.append(dsm.page_home(dsm.page_of(flag.__array_interface__["data"][0] - dsm.base)))
         print("notices pages=%d bad=%d homes=%s %s %s" % (
@@ -194,7 +196,7 @@ def twins(dsm, a):
     bad = int(np.count_nonzero((np.asarray(arr) != want).any(axis=1)))
     st = dsm.stats()
     print("twins bad=%d %s" % (bad, " ".join(
-        "%s=%d" % (k, st[k]) for k in ("twins", "twin_peak", "early_flushes"))))
+        "%s=%d" % (k, st[k]) for k in ("twins", "twin_peak", "early_flushes", "homes_moved"))))
     dsm.barrier()
 
 

@@ -30,8 +30,8 @@
  *
  * Application threads run all of this under core.mu; only DSM_DIFF (at
  * the home) and DSM_DIFF_ACK run in the comm thread.  With host sharing
- * across hosts, homes stay put and a host's leader keeps the host's twins
- * and sends its diffs (coh_rchost.c). */
+ * across hosts, homes follow single writing hosts (their leaders), and a
+ * host's leader keeps the host's twins and sends its diffs (coh_rchost.c). */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
@@ -187,7 +187,12 @@ static void note_writer(struct coh *h, int rank, uint64_t page)
     w[page] = w[page] == NOBODY || w[page] == rank ? (uint16_t)rank : SEVERAL;
 }
 
-/* A page one rank alone wrote moves its home there. */
+/* A page one rank alone wrote moves its home there (with host sharing
+ * across hosts, one host alone: only leaders give notices, and every rank
+ * switches its table).  An untouched page word keeps its meaning
+ * (hostmem.h: read/write on the home's host, else no access): the old home
+ * served the page (another host wrote it), which set its word, and the new
+ * home's host wrote it, which set its own. */
 static void move_home(struct coh *h, int rank, uint64_t page)
 {
     uint16_t *w = h->rc.writer;
@@ -195,23 +200,22 @@ static void move_home(struct coh *h, int rank, uint64_t page)
         h->c->homes[page] = w[page];
         h->c->stats.homes_moved++;
         /* Every other copy goes at this barrier, and one served to a rank
-         * ahead of us is marked already: unless so, we may write it unnoted. */
-        if (w[page] != h->c->rank)
+         * ahead of us is marked already: unless so, we may write it unnoted
+         * (the host's other ranks too: its word first). */
+        if (w[page] != h->c->rank) {
             set_del(&h->rc.served, page);
-        else if (!set_has(&h->rc.served, page))
+        } else if (!set_has(&h->rc.served, page)) {
+            coh_host_raise(h, page);
             rc_set_prot(h, page, DSM_PROT_RW);
+        }
     }
     w[page] = NOBODY;
 }
 
-/* Homes stay put with host sharing: a page's word takes an untouched word
- * for read/write on its home's host (hostmem.h). */
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
 {
-    if (!h->c->host_state) {
-        each_notice(h, gathered, len, note_writer);
-        each_notice(h, gathered, len, move_home);
-    }
+    each_notice(h, gathered, len, note_writer);
+    each_notice(h, gathered, len, move_home);
     if (!coh_host_local(h->c))      /* the leader drops for the host */
         each_notice(h, gathered, len, rc_drop_others);
     set_clear(&h->rc.written);
