@@ -105,6 +105,8 @@ class Dsm(CollectiveCalls, SyncCalls, RegionCalls):
         # sequential mode, barriers and collectives in two levels (through
         # each host's copy, then between the hosts' leaders), the rest over
         # the connections, and the hosts' leaders home the pages
+        # (placed in sequential mode, following single writing hosts in release
+        # mode)
         shared = cfg["share"] == "host" and cfg["one_host"]
         levels = cfg["share"] == "host" and cfg["consistency"] == "sequential"
         self._locks = Locks(self.nlocks, self.size, shared)

@@ -19,6 +19,15 @@ one line per rank that tests/test_share_modes.py checks.
            --last-first from the last): each prints the pages it saw
            and its counts over its reads (the ranks of the first hosts: over
            all of them)
+  notices  release mode, 2 hosts x 2 ranks: the last rank reads every page
+           of an array; then rank 1 (host 0, not its leader) writes two
+           rows under a lock, and the last rank takes the lock until it
+           sees them and reads the array again: it prints what it saw, and
+           its faults and the copies it dropped
+  twins    release mode with a small DSM_TWIN_LIMIT: each rank writes its
+           band of a 16 MiB array, more pages than the twins may hold,
+           twice, a barrier after each; every rank then checks all of it
+           and prints its twin counts and the homes moved
 """
 import argparse
 import threading
@@ -128,8 +137,71 @@ def crossing(dsm, a):
             "%s=%d" % (k, after[k] - before_all[k]) for k in keys)))
 
 
+def notices(dsm, a):
+    """Rows 0 and 1 of the array are pages homed on different hosts (run
+    with DSM_BLOCK_PAGES=1 and DSM_READAHEAD=1): the last rank's host drops
+    the one it does not home once the lock's notices name it, and keeps
+    every other page.  Each row is first written by its page's home, so
+    that no home moves.  The last rank prints its counts over the wait for
+    the lock (`lock_`) and over its second read of the array, and the
+    homes of rows 0 and 1 and of the flag's page."""
+    rows = 64
+    arr = dsm.array((rows, PAGE_WORDS), "int64")
+    flag = dsm.array(PAGE_WORDS, "int64")
+    lock = dsm.lock(5)
+    last = dsm.size - 1
+    keys = ("read_faults", "host_maps", "invalidations")
+    start = arr.__array_interface__["data"][0] - dsm.base
+    for r in range(rows):
+        if dsm.page_home(dsm.page_of(start + r * PAGE_WORDS * 8)) == dsm.rank:
+            arr[r, :] = r + 1
+    dsm.barrier()
+    if dsm.rank == last:
+        bad = int(np.count_nonzero(np.asarray(arr) != (np.arange(rows) + 1)[:, None]))
+    dsm.barrier()
+    if dsm.rank == 1:
+        with lock:
+            arr[0:2, :] = -1
+            flag[0] = 1
+    elif dsm.rank == last:
+        before = dsm.stats()
+        seen = 0
+        while not seen:
+            with lock:
+                seen = int(flag[0])
+        waited = dsm.stats()
+        want = np.arange(rows)[:, None] + 1
+        want[0:2] = -1
+        bad += int(np.count_nonzero(np.asarray(arr) != want))
+        after = dsm.stats()
+        homes = [dsm.page_home(dsm.page_of(start + r * PAGE_WORDS * 8)) for r in (0, 1)]
+        homes.append(dsm.page_home(dsm.page_of(flag.__array_interface__["data"][0] - dsm.base)))
+        print("notices pages=%d bad=%d homes=%s %s %s" % (
+            dsm.page_of(start + arr.nbytes - 1) - dsm.page_of(start) + 1, bad,
+            ",".join(map(str, homes)),
+            " ".join("lock_%s=%d" % (k, waited[k] - before[k]) for k in keys),
+            " ".join("%s=%d" % (k, after[k] - waited[k]) for k in keys)))
+    dsm.barrier()
+
+
+def twins(dsm, a):
+    rows = 4096                 # a page a row
+    arr = dsm.array((rows, PAGE_WORDS), "int64")
+    band = rows // dsm.size
+    mine = slice(dsm.rank * band, (dsm.rank + 1) * band)
+    for k in range(2):
+        arr[mine, :] = np.arange(rows)[mine, None] + 1 + k * rows
+        dsm.barrier()
+    want = np.arange(rows)[:, None] + 1 + rows
+    bad = int(np.count_nonzero((np.asarray(arr) != want).any(axis=1)))
+    st = dsm.stats()
+    print("twins bad=%d %s" % (bad, " ".join(
+        "%s=%d" % (k, st[k]) for k in ("twins", "twin_peak", "early_flushes", "homes_moved"))))
+    dsm.barrier()
+
+
 SCENARIOS = {"mp": mp, "sb": sb, "threads": threads, "stripes": stripes,
-             "crossing": crossing}
+             "crossing": crossing, "notices": notices, "twins": twins}
 
 
 def main():

@@ -179,6 +179,18 @@ def test_hosts_of_several_ranks_keep_the_host_invariants(sim):
                                            p.stdout), p.stdout[-2000:]
 
 
+def test_release_mode_across_hosts_keeps_its_invariants(sim):
+    # release mode on hosts of several ranks (coh_rchost.c): the leaders'
+    # twins within the limit (pages sent home early), homes following single
+    # writing hosts, data-race-free reads of the last write
+    p = subprocess.run([sim, "--seeds", "0:3000", "--hosts", "--release"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert "3000 seeds passed (--release) (--hosts)" in p.stdout
+    for what in ("homes moved", "pages sent home early", "host invalidations"):
+        assert int(re.search(r"(\d+) %s" % what, p.stdout).group(1)) > 0, what
+
+
 def test_a_dropped_peer_fails_every_rank_and_hangs_none(sim):
     p = subprocess.run([sim, "--seeds", "0:3000", "--drop"], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:]

@@ -143,3 +143,60 @@ def test_a_miss_of_a_rank_that_is_not_its_hosts_leader(tmp_path):
     assert got[3]["read_faults"] == got[3]["msgs_sent"] == got[3]["host_msgs"] == pages, got
     assert got[3]["host_maps"] == 0, got
     assert got[2]["read_faults"] == got[2]["host_maps"] == got[2]["msgs_sent"] == 0, got
+
+
+def test_a_lock_names_only_the_pages_its_releasers_host_wrote(tmp_path):
+    """Release mode on 2 virtual hosts x 2 ranks: rank 3 (host 1) reads the
+    64 pages of an array; rank 1 (host 0, not its leader) writes rows 0 and
+    1 under a lock, row 0 homed on host 0 and row 1 on host 1 (each row was
+    first written by its home, so no home moved).  Rank 3 takes
+    the lock until it sees the writes.  The lock's notices name only the
+    pages host 0 wrote since rank 1's last release, so host 1 drops its copy
+    of row 0 (and of the flag's page, if it mapped it: host 1 homes
+    neither), and keeps every other page: rank 3 reads the array again with
+    one fault.  Before, a rank other than its host's leader named every
+    page, and host 1 dropped the 32 it does not home."""
+    env = dict(MODES["host+vhosts=2"], DSM_CONSISTENCY="release", DSM_READAHEAD="1",
+               DSM_BLOCK_PAGES="1", DSM_HEARTBEAT_S="0")
+    p = run(tmp_path, 4, MODES_PROG, "notices", env=env)
+    assert p.returncode == 0, p.stderr
+    got = rank_lines(p.stdout, "notices")
+    assert sorted(got) == [3], p.stdout
+    text = got[3]
+    n = counts(text)
+    assert n["pages"] == 64 and n["bad"] == 0, text
+    assert re.search(r"homes=0,2,0 ", text), text
+    assert n["read_faults"] == 1 and n["host_maps"] == 0 and n["invalidations"] == 0, text
+    assert n["lock_read_faults"] in (1, 2) and n["lock_host_maps"] == 0, text
+    # each fault after a drop (the flag's page, if mapped before, and row
+    # 0's), and the lowering of row 1's page to read-only before host 1
+    # first serves it to host 0 (rank 3 mapped it read/write, its home's
+    # host never having served it)
+    assert n["lock_invalidations"] == n["lock_read_faults"] + 1, text
+
+
+@pytest.mark.parametrize("mode", ["rank", "host+vhosts=2"])
+def test_a_small_twin_limit_bounds_the_twins_and_keeps_the_results(tmp_path, mode):
+    """Release mode, DSM_TWIN_LIMIT=1M (256 pages): each rank writes its
+    band of 4096 pages, homes alternating page by page, twice.  Per rank,
+    each twins its 768 pages homed elsewhere; across 2 virtual hosts the
+    leaders twin their host's 1024, and send pages home early from their
+    comm thread while the writes wait.  Every rank reads the last values,
+    and no rank ever kept more than 1 MiB of twins.  At the first barrier
+    the homes follow their single writers (across hosts: the writing
+    host's leader), so the second round twins nothing."""
+    env = dict(MODES[mode], DSM_CONSISTENCY="release", DSM_TWIN_LIMIT="1M",
+               DSM_BLOCK_PAGES="1")
+    p = run(tmp_path, 4, MODES_PROG, "twins", env=env)
+    assert p.returncode == 0, p.stderr
+    got = {r: counts(t) for r, t in rank_lines(p.stdout, "twins").items()}
+    assert sorted(got) == [0, 1, 2, 3], p.stdout
+    assert all(n["bad"] == 0 and n["twin_peak"] <= 1 << 20 for n in got.values()), got
+    twinning, most = ([0, 2], 1024) if mode == "host+vhosts=2" else ([0, 1, 2, 3], 768)
+    assert len({n["homes_moved"] for n in got.values()}) == 1, got      # every rank's table
+    for r, n in got.items():
+        if r in twinning:       # more twins than fit: some went home early; one round's
+            assert 256 < n["twins"] <= most + 2 and n["early_flushes"] > 0, got
+            assert n["twin_peak"] > 0 and n["homes_moved"] >= most, got
+        else:                   # the host's leader twins for it
+            assert n["twins"] == n["twin_peak"] == n["early_flushes"] == 0, got

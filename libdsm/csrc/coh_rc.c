@@ -30,8 +30,8 @@
  *
  * Application threads run all of this under core.mu; only DSM_DIFF (at
  * the home) and DSM_DIFF_ACK run in the comm thread.  With host sharing
- * across hosts, homes stay put and a host's leader keeps the host's twins
- * and sends its diffs (coh_rchost.c). */
+ * across hosts, homes follow single writing hosts (their leaders), and a
+ * host's leader keeps the host's twins and sends its diffs (coh_rchost.c). */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
@@ -44,20 +44,6 @@
 
 /* ---------------------------------------------------------- page sets */
 
-static int set_init(struct pageset *s, uint64_t npages)
-{
-    s->count = 0;
-    s->words = (npages + 63) / 64;
-    s->bits = calloc(s->words ? s->words : 1, sizeof *s->bits);
-    return s->bits ? 0 : -1;
-}
-
-static void set_clear(struct pageset *s)
-{
-    memset(s->bits, 0, s->words * sizeof *s->bits);
-    s->count = 0;
-}
-
 #define FOR_EACH(s, p) for (p = set_next(s, 0); p != UINT64_MAX; p = set_next(s, p + 1))
 
 static int mine(const struct coh *h, uint64_t page)
@@ -68,9 +54,9 @@ static int mine(const struct coh *h, uint64_t page)
 /* A write to a readable copy opens here (coh_proto.open_here): the first
  * write of the interval to a page not homed here takes a twin.  Anything
  * else asks the home; a host's other ranks ask their leader, who keeps the
- * host's twins (coh_host.c).  Twins are bounded in per-rank mode only: a
- * page goes home early from an application thread, and with host sharing
- * only the leader's comm thread sends diffs. */
+ * host's twins (coh_host.c).  Twins are bounded: per rank, a page goes
+ * home early from this thread; with host sharing only the leader's comm
+ * thread sends diffs, so the write waits while it sends some early. */
 static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
 {
     struct core *c = h->c;
@@ -82,6 +68,8 @@ static enum coh_step rc_open_here(struct coh *h, uint64_t page, int write)
     if (c->host_state &&
         (coh_host_lowering(h, page) || coh_host_access(c, page, &p) == DSM_PROT_NONE))
         return COH_WAIT;
+    if (c->host_state && rc_host_full(h, page))
+        return rc_host_trim(h, 1) == TP_FULL ? COH_FULL : COH_WAIT;
     while (!mine(h, page) && !c->host_state &&
            h->rc.twin_bytes + c->page_size > h->rc.limit &&
            (p = set_next(&h->rc.dirty, 0)) != UINT64_MAX) {
@@ -121,8 +109,7 @@ int rc_flushed(struct coh *h)
 int rc_notices(struct coh *h, int for_lock, unsigned char **out, uint64_t *len)
 {
     const struct pageset *s = for_lock ? &h->rc.known : &h->rc.written;
-    /* a host's other ranks know not what the host wrote: every page */
-    int all = s->count > NOTICES_MAX || (for_lock && (h->rc.known_all || coh_host_local(h->c)));
+    int all = s->count > NOTICES_MAX || (for_lock && h->rc.known_all);
     uint64_t n = all ? 1 : s->count, *w, p, i = 1;
     if (!(w = malloc((n + 1) * 8)))
         return -1;
@@ -200,7 +187,12 @@ static void note_writer(struct coh *h, int rank, uint64_t page)
     w[page] = w[page] == NOBODY || w[page] == rank ? (uint16_t)rank : SEVERAL;
 }
 
-/* A page one rank alone wrote moves its home there. */
+/* A page one rank alone wrote moves its home there (with host sharing
+ * across hosts, one host alone: only leaders give notices, and every rank
+ * switches its table).  An untouched page word keeps its meaning
+ * (hostmem.h: read/write on the home's host, else no access): the old home
+ * served the page (another host wrote it), which set its word, and the new
+ * home's host wrote it, which set its own. */
 static void move_home(struct coh *h, int rank, uint64_t page)
 {
     uint16_t *w = h->rc.writer;
@@ -208,23 +200,22 @@ static void move_home(struct coh *h, int rank, uint64_t page)
         h->c->homes[page] = w[page];
         h->c->stats.homes_moved++;
         /* Every other copy goes at this barrier, and one served to a rank
-         * ahead of us is marked already: unless so, we may write it unnoted. */
-        if (w[page] != h->c->rank)
+         * ahead of us is marked already: unless so, we may write it unnoted
+         * (the host's other ranks too: its word first). */
+        if (w[page] != h->c->rank) {
             set_del(&h->rc.served, page);
-        else if (!set_has(&h->rc.served, page))
+        } else if (!set_has(&h->rc.served, page)) {
+            coh_host_raise(h, page);
             rc_set_prot(h, page, DSM_PROT_RW);
+        }
     }
     w[page] = NOBODY;
 }
 
-/* Homes stay put with host sharing: a page's word takes an untouched word
- * for read/write on its home's host (hostmem.h). */
 void rc_barrier(struct coh *h, const unsigned char *gathered, uint64_t len)
 {
-    if (!h->c->host_state) {
-        each_notice(h, gathered, len, note_writer);
-        each_notice(h, gathered, len, move_home);
-    }
+    each_notice(h, gathered, len, note_writer);
+    each_notice(h, gathered, len, move_home);
     if (!coh_host_local(h->c))      /* the leader drops for the host */
         each_notice(h, gathered, len, rc_drop_others);
     set_clear(&h->rc.written);
@@ -382,14 +373,13 @@ static int rc_init(struct coh *h, uint64_t limit, char *err)
         !(rc->twin = calloc(c->npages, sizeof *rc->twin)) || set_init(&rc->dirty, c->npages) ||
         set_init(&rc->written, c->npages) || set_init(&rc->known, c->npages) ||
         set_init(&rc->drop, c->npages) || set_init(&rc->refetch, c->npages) ||
-        set_init(&rc->served, c->npages))
+        set_init(&rc->served, c->npages) || rc_host_init(h))
         return dsm_err_sys(err, ENOMEM, "release-mode state for %llu pages",
                            (unsigned long long)c->npages);
     for (p = 0; p < c->npages; p++)
         rc->writer[p] = NOBODY;
     tp_register(h->t, DSM_DIFF, on_diff, h, (uint32_t)(2 * c->page_size));
     tp_register(h->t, DSM_DIFF_ACK, on_diff_ack, h, 0);
-    rc_host_init(h);
     return DSM_OK;
 }
 

@@ -122,6 +122,8 @@ int rc_open_write(struct coh *h, uint64_t page)
         }
         rc_copy_words(h->rc.twin[page], c->rw + page * c->page_size, c->page_size);
         h->rc.twin_bytes += c->page_size;
+        if (h->rc.twin_bytes > c->stats.twin_peak)
+            c->stats.twin_peak = h->rc.twin_bytes;
         c->stats.twins++;
     }
     set_add(&h->rc.dirty, page);

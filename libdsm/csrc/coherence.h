@@ -34,6 +34,8 @@
  * the application's view, so a handler cannot fault in turn. */
 #ifndef DSM_COHERENCE_H
 #define DSM_COHERENCE_H
+#include <stdlib.h>
+#include <string.h>
 #include "transport.h"
 
 #define BATCH_MAX 512
@@ -107,6 +109,21 @@ static inline void set_del(struct pageset *s, uint64_t p)
         s->bits[p / 64] &= ~(1ULL << (p % 64)), s->count--;
 }
 
+/* A set for pages [0, npages), empty: 0, or -1 out of memory. */
+static inline int set_init(struct pageset *s, uint64_t npages)
+{
+    s->count = 0;
+    s->words = (npages + 63) / 64;
+    s->bits = calloc(s->words ? s->words : 1, sizeof *s->bits);
+    return s->bits ? 0 : -1;
+}
+
+static inline void set_clear(struct pageset *s)
+{
+    memset(s->bits, 0, s->words * sizeof *s->bits);
+    s->count = 0;
+}
+
 /* The first page of the set at or after p, or UINT64_MAX. */
 static inline uint64_t set_next(const struct pageset *s, uint64_t p)
 {
@@ -145,8 +162,15 @@ struct rc {
     uint64_t epoch;                 /* barriers passed: the age of notices */
     /* With host sharing across hosts (coh_rc.c's host part): */
     uint32_t host_due;              /* our DSM_HFLUSH, DSM_HDROP still unanswered */
+    int trimming;                   /* leader: a HOST_TRIM is asked or under way */
+    struct pageset room;            /* leader: pages a local rank's write to waits for twin
+                                     * room (the trim serves them again) */
     int host_arrived;               /* leader: the host's other ranks in this barrier */
     struct host_sync *syncs;        /* leader: the ranks' requests it works on */
+    /* leader, per other rank of the host (by its place among the host's
+     * ranks, 1 to nlocal - 1): the pages whose host writes went home since
+     * the DSM_HDONE of that rank's last flush, which the next one names */
+    struct pageset *went_home;
 };
 
 /* What a faulting thread does next (coh_fault_step). */
@@ -435,13 +459,19 @@ void rc_drop_others(struct coh *h, int rank, uint64_t page);
  * rc_flush's DSM_HFLUSH; before the home serves req (n pages), the host's
  * copies lowered to read-only where first served (1: req is parked until
  * then); a leader's requests answered once done (comm thread); the hooks
- * coh_proto.open_host and .host_installed. */
-void rc_host_init(struct coh *h);
+ * coh_proto.open_host and .host_installed; the twins' bound. */
+int rc_host_init(struct coh *h);     /* 0, or -1 out of memory */
 void rc_host_free(struct coh *h);
 int rc_host_flush(struct coh *h, int barrier);
 int rc_host_closes(struct coh *h, const struct msg *req, uint64_t n);
 void rc_host_answer(struct coh *h);
 int rc_open_host(struct coh *h, uint64_t page, int access, int write);
+/* Leader holding core.mu: would a twin of `page` go over DSM_TWIN_LIMIT?
+ * Then ask its comm thread (from an application thread: `app`) to send
+ * dirty pages home early until there is room: 0, or TP_FULL (nothing
+ * asked: retry); a write waits for the core_wake after. */
+int rc_host_full(struct coh *h, uint64_t page);
+int rc_host_trim(struct coh *h, int app);
 void rc_host_installed(struct coh *h, uint64_t page);
 
 /* Pages that came but are kept closed (page.closed): a read-ahead trigger,

@@ -85,6 +85,8 @@ struct dsm_stats {
     uint64_t diffs;           /* release mode: diffs sent home */
     uint64_t diff_bytes;      /* ... and their bytes */
     uint64_t early_flushes;   /* pages sent home early to bound the twins */
+    uint64_t twin_peak;       /* release mode: the most bytes of twins kept at once (a host's
+                               * leader: the host's) */
     uint64_t invalidations_saved; /* writes that needed no message (sequential mode asks the home) */
     uint64_t homes_moved;     /* pages whose home moved: by dsm_place, or to a single writer */
     uint64_t vma_runs;        /* protection runs in the region now */

@@ -43,7 +43,8 @@ enum msg_type {
     DSM_HDROP,          /* rank -> its leader: drop the host's copies of the pages in the
                          * payload (u64 barrier epoch, then a bitmap of pages), once the
                          * leader passed that barrier */
-    DSM_HDONE,          /* leader -> rank: your DSM_HFLUSH or DSM_HDROP is done */
+    DSM_HDONE,          /* leader -> rank: your DSM_HFLUSH or DSM_HDROP is done (a
+                         * flush's: the pages the host sent home since your last) */
     DSM_MSG_MAX
 };
 
@@ -56,6 +57,10 @@ enum msg_mode { MODE_READ = 1, MODE_WRITE = 2 };
 #define HOST_RESUME 2
 /* page.flags of DSM_HFLUSH: the flush of a barrier. */
 #define HOST_BARRIER 4
+/* page.flags of DSM_HFLUSH: the leader to itself: its twins are over
+ * DSM_TWIN_LIMIT, dirty pages go home early until there is room for one
+ * more (no answer). */
+#define HOST_TRIM 8
 
 /* Most pages one DSM_PAGE or DSM_UPDATE carries: a run of read-ahead or
  * prefetched pages travels as one message with one header. */

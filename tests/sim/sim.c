@@ -54,9 +54,10 @@
  * must read what sequential consistency would; a racy read may be stale,
  * never a value not yet written to that word; after the last barrier every
  * home holds every last write.  A pin task is a prefetch there.  With --hosts too, twins and dirty pages are
- * the host leaders' alone, and a host's copy is writable only while its
- * leader has it dirty with a twin, or homes it and has it dirty or never
- * served it (simcheck.c's check_host_release).
+ * the host leaders' alone, within the twin limit (two pages), and a host's
+ * copy is writable only while its leader has it dirty with a twin, or
+ * homes it and has it dirty or never served it (simcheck.c's
+ * check_host_release).
  * --mismatch makes some ranks (not all) call another collective than the
  * others at one point: every rank must fail there with the error naming
  * both calls, none may end it or hang, and the job goes on.
@@ -363,6 +364,7 @@ static int run(uint64_t seed, int drop, int corrupt)
         W.cover.early += s->r[r].core.stats.readahead_early;
         W.cover.opened += s->r[r].core.stats.opened_by_waiter;
         W.cover.host_maps += s->r[r].core.stats.host_maps;
+        W.cover.early_flushes += s->r[r].core.stats.early_flushes;
         simnet_rank_free(&s->r[r]);
     }
     for (r = 0; r < s->n * s->n; r++)
@@ -416,14 +418,15 @@ int main(int argc, char **argv)
            "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
            "%llu pages opened by their waiter, %llu steps while another thread dropped "
            "core.mu, %llu host copies checked, %llu host invalidations (%llu of ranks beyond "
-           "the bits), %llu faults a host's copy served\n",
+           "the bits), %llu faults a host's copy served, %llu pages sent home early\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
            (unsigned long long)W.cover.split, (unsigned long long)W.cover.early,
            (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested,
            (unsigned long long)W.cover.host_copies, (unsigned long long)W.cover.host_invs,
-           (unsigned long long)W.cover.overflow_invs, (unsigned long long)W.cover.host_maps);
+           (unsigned long long)W.cover.overflow_invs, (unsigned long long)W.cover.host_maps,
+           (unsigned long long)W.cover.early_flushes);
     printf("%d seeds passed%s%s%s%s%s\n", i, W.release ? " (--release)" : "",
            W.mismatch ? " (--mismatch)" : "", W.hosts ? " (--hosts)" : "",
            drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");

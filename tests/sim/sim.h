@@ -204,6 +204,7 @@ struct world {
         uint64_t host_invs;     /* ... DSM_HINVs: a leader lowering its ranks' mappings */
         uint64_t overflow_invs; /* ... of them, to ranks beyond the bits (HOST_OVERFLOW) */
         uint64_t host_maps;     /* ... faults a host's copy served with no message */
+        uint64_t early_flushes; /* pages sent home early to bound the twins */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

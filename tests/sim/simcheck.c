@@ -193,9 +193,9 @@ static void check_pins(void)
 /* Release mode with --hosts: the host's twins and sets are its leader's.
  * A host's copy (host_view) is writable only while the leader has it
  * dirty with a twin, or for its home while dirty or never served; a twin
- * is only of a dirty page; the other ranks of a host keep no twins and
- * nothing dirty.  A dirty copy may be read-only while a release lowers it
- * before its diff leaves. */
+ * is only of a dirty page; the leader's twins stay within the limit; the
+ * other ranks of a host keep no twins and nothing dirty.  A dirty copy may
+ * be read-only while a release lowers it before its diff leaves. */
 static void check_host_release(uint32_t p)
 {
     struct sim *s = &W.s;
@@ -208,6 +208,10 @@ static void check_host_release(uint32_t p)
         int served = lc->rc.served.bits[p / 64] >> (p % 64) & 1;
         if (s->r[l].dead)
             continue;
+        if (lc->rc.twin_bytes > lc->rc.limit)
+            sim_violation(s, "host %d keeps %llu bytes of twins, over its limit of %llu", h,
+                          (unsigned long long)lc->rc.twin_bytes,
+                          (unsigned long long)lc->rc.limit);
         i = host_view(h, p);
         rw = i == DSM_PROT_RW;
         W.cover.host_copies += i != DSM_PROT_NONE && s->nlocal[h] > 1;
@@ -320,7 +324,8 @@ void check_end(void)
                 sim_violation(s, "rank %d: page %llu still pending or busy", r,
                               (unsigned long long)id);
         if (sr->tp.ring.len || sr->deferred || sr->coh.wait_head || sr->coh.parked ||
-            sr->coh.host_waits || sr->coh.lowerings || sr->coh.rc.syncs || sr->coh.rc.host_due)
+            sr->coh.host_waits || sr->coh.lowerings || sr->coh.rc.syncs || sr->coh.rc.host_due ||
+            sr->coh.rc.trimming || (sr->coh.rc.room.bits && sr->coh.rc.room.count))
             sim_violation(s, "rank %d: work left in its ring or queues", r);
     }
     if (W.dropped < 0)
