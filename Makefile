@@ -47,7 +47,7 @@ clean:
 # `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
 # that call different collectives (--mismatch), and 10,000 with ranks grouped
 # in hosts sharing memory (--hosts) in each mode, a page's word there with
-# one rank's bit (DSM_HOST_RANK_BITS=1: hostmem.h), so that every seed has
+# one rank's bit (DSM_HOST_RANK_BITS=1: libdsm/csrc/hostmem.h), so that every seed has
 # ranks beyond the bits; `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
