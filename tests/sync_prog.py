@@ -1,5 +1,5 @@
 """The program of tests/test_sync.py: run under dsmexec, it does what the
-test asks (locks, condition, event, semaphore, barrier_timeout) and prints
+test asks (locks, condition, event, semaphore, pingpong, barrier_timeout) and prints
 lines the test checks.
 
     sync_prog.py SCENARIO
@@ -109,6 +109,30 @@ def semaphore(dsm):
         print("two: %s" % [two.acquire(blocking=False) for _ in range(3)])
         two.release(2)
     dsm.barrier()
+
+
+def pingpong(dsm):
+    """Ranks 0 and 1 take turns through one Condition, argv[2] turns each:
+    a rank ends its turn with a notify and waits, still holding the lock,
+    so every turn but a rank's first follows a wait the other's notify
+    ended.  The waits, and the messages the job sent meanwhile (the
+    barriers' included)."""
+    rounds = int(sys.argv[2])
+    cond, turn = dsm.condition("pingpong"), dsm.array(1, "int64")
+    woken = 0
+    dsm.barrier()
+    sent = dsm.stats()["msgs_sent"]
+    if dsm.rank < 2:
+        with cond:
+            for _ in range(rounds):
+                while turn[0] % 2 != dsm.rank:
+                    woken += cond.wait(60)
+                turn[0] += 1
+                cond.notify()
+    dsm.barrier()
+    sent = dsm.stats()["msgs_sent"] - sent
+    if dsm.rank < 2:
+        print("turns %d woken %d msgs sent %d" % (turn[0], woken, sent))
 
 
 def barrier_timeout(dsm):

@@ -37,20 +37,27 @@ def test_locks_try_timeout_locked_and_names(tmp_path, n, mode):
     assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (100 * n, 100 * n)}
 
 
+# share=host: the job on one host, its wake-ups through the host's
+# mailboxes in shared memory (hostmbox.c), its locks through its futexes
+SHARES = [{"DSM_SHARE": "rank"}, {"DSM_SHARE": "host"}]
+
+
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_condition_wakes_every_waiting_thread_of_every_rank(tmp_path, n):
-    p = run(tmp_path, n, PROG, "condition")
+def test_condition_wakes_every_waiting_thread_of_every_rank(tmp_path, n, env):
+    p = run(tmp_path, n, PROG, "condition", env=env)
     assert lines(p, "timeout:", n) == {0: "timeout: False"}
     assert "cannot notify on an un-acquired lock" in lines(p, "not held", n)[0]
     assert lines(p, "woke", n) == {r: "woke [True, True]" for r in range(1, n)}
 
 
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
 @pytest.mark.parametrize("n", [2, 3])
-def test_event_and_semaphore(tmp_path, n):
-    p = run(tmp_path, n, PROG, "event")
+def test_event_and_semaphore(tmp_path, n, env):
+    p = run(tmp_path, n, PROG, "event", env=env)
     assert lines(p, "before", n) == {r: "before: set=False wait=False" for r in range(n)}
     assert lines(p, "waited", n) == {r: "waited: True" for r in range(n)}
-    p = run(tmp_path, n, PROG, "semaphore")
+    p = run(tmp_path, n, PROG, "semaphore", env=env)
     assert set(lines(p, "counter", n).values()) == {"counter %d of %d" % (50 * n, 50 * n)}
     assert lines(p, "two:", n) == {0: "two: [True, True, False]"}
 
@@ -75,13 +82,30 @@ def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n, env)
     assert lines(p, "after", n) == {r: "after: sum=%d" % n for r in range(n)}
 
 
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
+def test_wait_notify_rounds_on_one_shared_host_send_no_message(tmp_path, env):
+    """200 turns each of 2 ranks through a Condition (of 3 ranks: the third
+    only meets them in the barriers): each turn but a rank's first ends a
+    wait.  Per rank, the lock and the wake-ups are messages; on one host in
+    host-shared mode, none is."""
+    p = run(tmp_path, 3, PROG, "pingpong", "200", env=env)
+    got = lines(p, "turns", 3)
+    assert sorted(got) == [0, 1], p.stdout
+    for text in got.values():
+        turns, woken, sent = map(int, re.fullmatch(r"turns (\d+) woken (\d+) msgs sent (\d+)",
+                                                   text).groups())
+        assert turns == 400 and woken in (199, 200), text
+        assert (sent == 0) if env["DSM_SHARE"] == "host" else (sent > 400), text
+
+
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_producer_consumer_example(tmp_path, n):
+def test_producer_consumer_example(tmp_path, n, env):
     prog = os.path.join(ROOT, "examples", "producer_consumer.py")
     with open(prog) as f:
         source = f.read()
     assert "sleep(" not in source and "import time" not in source   # Conditions only
-    p = run(tmp_path, n, prog, "300")
+    p = run(tmp_path, n, prog, "300", env=env)
     assert lines(p, "expected", n) == {
         0: "consumers took 300 numbers summing to 45150, expected 300 and 45150: ok"}, p.stdout
     took = lines(p, "took", n)
