@@ -57,7 +57,10 @@ class Condition:
         return self
 
     def __exit__(self, *exc: object) -> Literal[False]:
-        self._lock.release()
+        # a wait that failed (a PeerError) may not have the lock again:
+        # its error goes on, not a LockError from this release
+        if exc[0] is None or self._lock.held_by_me():
+            self._lock.release()
         return False
 
     def _init(self):

@@ -209,7 +209,7 @@ def finalizing(dsm):
 def diecoll(dsm, where, how="kill"):
     """Rank 1 dies (how: kill) or stops (stop: SIGSTOP, for the heartbeat to
     find) while the others wait for it in `where`."""
-    lock = dsm.lock(2)
+    lock, event = dsm.lock(2), dsm.event("never set")
     page = dsm.array(512, "int64") if where == "page" else None
     if dsm.rank == 1 and where == "lock":
         lock.acquire()
@@ -222,7 +222,7 @@ def diecoll(dsm, where, how="kill"):
         if dsm.rank == 1:
             os.kill(os.getpid(), {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}[how])
         {"barrier": dsm.barrier, "lock": lock.acquire,
-         "bcast": lambda: dsm.bcast(None, root=1),
+         "bcast": lambda: dsm.bcast(None, root=1), "event": event.wait,
          "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()
         print("survived the", where)
     except libdsm.PeerError as e:
