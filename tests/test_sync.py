@@ -83,6 +83,23 @@ def test_barrier_timeout_names_the_barrier_and_can_be_finished(tmp_path, n, env)
 
 
 @pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
+def test_seventy_threads_of_a_rank_woken_at_once_all_wake(tmp_path, env):
+    p = run(tmp_path, 2, PROG, "crowd", env=env)
+    assert lines(p, "crowd woke", 2) == {1: "crowd woke 70 of 70: {True}"}, p.stdout
+
+
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
+def test_a_post_to_a_full_host_mailbox_waits_for_a_take(tmp_path, env):
+    """Per rank a mailbox has no bound; a host mailbox holds 62 keys."""
+    p = run(tmp_path, 2, PROG, "fullbox", env=env)
+    got = lines(p, "fullbox", 2)
+    if env["DSM_SHARE"] == "host":
+        assert got == {1: "fullbox early=False taken=63"}, p.stdout
+    else:
+        assert got in ({1: "fullbox early=False taken=63"}, {1: "fullbox early=True taken=63"})
+
+
+@pytest.mark.parametrize("env", SHARES, ids=["rank", "host"])
 def test_wait_notify_rounds_on_one_shared_host_send_no_message(tmp_path, env):
     """200 turns each of 2 ranks through a Condition (of 3 ranks: the third
     only meets them in the barriers): each turn but a rank's first ends a

@@ -10,7 +10,11 @@
  * the taker's wait on seq returns.  A taker counts itself a sleeper before
  * the futex checks seq, and the poster bumps seq before it reads the
  * sleepers (as hostsync.c's barrier).  A post wakes every sleeping taker of
- * the rank: each looks for its own key.  Failures are host_wait_word's: a
+ * the rank: each looks for its own key.  A post that finds every slot
+ * taken waits for a take to free one, as a post waits for room in a full
+ * ring (mbox.c): each slot's key has a thread that is to take its posts
+ * (sync.py's waiter takes the post of a notify even after its timeout), and
+ * a take needs no lock that a poster holds, so the wait ends.  Failures are host_wait_word's: a
  * taker, or a poster waiting for the mutex, looks at the job's state every
  * FAIL_POLL_NS, so a rank that dies holding the mutex, or that was to post,
  * ends the job, named. */
@@ -51,6 +55,7 @@ int dsm_host_post(int rank, uint64_t key, char *err)
     struct hostmem *h = hostmem_get();
     struct host_mbox *b;
     struct host_mbox_slot *s;
+    uint32_t seen;
     int rc = checked(h, "post", err);
     if (rc)
         return rc;
@@ -59,14 +64,15 @@ int dsm_host_post(int rank, uint64_t key, char *err)
         return DSM_EINVAL;
     }
     b = mbox_of(h, rank);
-    if ((rc = host_mutex_take(h, &b->lock, UINT32_MAX, err)))
-        return rc;
-    if (!(s = slot_of(b, key)) && b->n == HOST_MBOX_SLOTS) {
+    for (;;) {
+        if ((rc = host_mutex_take(h, &b->lock, UINT32_MAX, err)))
+            return rc;
+        seen = __atomic_load_n(&b->freed, __ATOMIC_SEQ_CST);
+        if ((s = slot_of(b, key)) || b->n < HOST_MBOX_SLOTS)
+            break;
         host_mutex_give(&b->lock);
-        dsm_err(err, "post to rank %d for key %llu: its host mailbox holds posts for %d "
-                "keys (threads) not yet taken, the most it holds", rank,
-                (unsigned long long)key, HOST_MBOX_SLOTS);
-        return DSM_ESTATE;
+        if ((rc = host_wait_word(h, &b->freed, seen, &b->full_sleepers, NULL, 0, err)))
+            return rc;
     }
     if (!s) {
         s = &b->slots[b->n++];
@@ -96,11 +102,16 @@ int dsm_host_take(uint64_t key, uint32_t timeout_ms, char *err)
         if ((rc = host_mutex_take(h, &b->lock, UINT32_MAX, err)))
             return rc;
         seen = __atomic_load_n(&b->seq, __ATOMIC_SEQ_CST);
-        if ((s = slot_of(b, key)) && !--s->count)
+        if ((s = slot_of(b, key)) && !--s->count) {
             *s = b->slots[--b->n];
+            __atomic_add_fetch(&b->freed, 1, __ATOMIC_SEQ_CST);
+        }
         host_mutex_give(&b->lock);
-        if (s)
+        if (s) {
+            if (__atomic_load_n(&b->full_sleepers, __ATOMIC_SEQ_CST))
+                host_wake(&b->freed, INT_MAX);
             return DSM_OK;
+        }
         rc = host_wait_word(h, &b->seq, seen, &b->sleepers, NULL, deadline, err);
         if (rc == DSM_ETIMEDOUT)
             dsm_err(err, "nothing posted for key %llu within %u ms",

@@ -22,7 +22,7 @@
 #define HOST_LOCKS_OFF 4096u
 #define HOST_SLOTS_OFF (HOST_LOCKS_OFF + DSM_HOST_LOCKS * 8u)
 #define HOST_MBOX_OFF (HOST_SLOTS_OFF + 2u * HOST_MAX_LOCAL * 64u)
-#define HOST_MBOX_SLOTS 63
+#define HOST_MBOX_SLOTS 62
 #define HOST_DATA_OFF (HOST_MBOX_OFF + HOST_MAX_LOCAL * 1024u)
 
 /* After the control area, with share=host on several hosts: one 64-bit
@@ -86,12 +86,16 @@ struct host_slot {
 /* A rank's counted mailbox (mbox.h's, through memory): the keys with
  * posts not yet taken, changed under `lock` (a futex mutex, as a host
  * lock's word) by the posting ranks and this one.  seq counts the posts:
- * the takers' futex word. */
+ * the takers' futex word; freed counts the slots freed: the futex word of
+ * posters that found every slot taken. */
 struct host_mbox {
     uint32_t lock;
     uint32_t seq;
     uint32_t sleepers;          /* takers asleep on seq: a wake is a syscall only then */
     uint32_t n;                 /* slots in use, the first n */
+    uint32_t freed;
+    uint32_t full_sleepers;     /* posters asleep on freed */
+    uint32_t pad[2];
     struct host_mbox_slot {
         uint64_t key, count;
     } slots[HOST_MBOX_SLOTS];
