@@ -1,6 +1,8 @@
 """Locks as threading.Lock, Condition, Event and Semaphore across ranks,
-and barrier(timeout=), on real ranks under dsmexec; and what they add to
-the protocol (lock tries, abandoned requests, mailboxes) in the simulator."""
+and barrier(timeout=), on real ranks under dsmexec (the Conditions also
+in host-shared mode on one host, where the mailboxes are in the host's
+memory: hostmbox.c); and what they add to the protocol (lock tries,
+abandoned requests, mailboxes) in the simulator."""
 import os
 import re
 import subprocess
