@@ -122,9 +122,10 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path, n
 # among the hosts' leaders, rank 0 for rank 1 in shared memory
 # ("page": rank 1 mapped a page the others then write, so that its leader
 # must lower rank 1's mapping before the page can go; "event": the others
-# wait for an Event that rank 1 would set, on one host in their mailboxes)
+# wait for an Event that rank 1 would set, on one host in their mailboxes;
+# "waiter": rank 1 dies waiting on the Event that the others then set)
 @pytest.mark.parametrize("vhosts", ["1", "2"])
-@pytest.mark.parametrize("where", ["barrier", "bcast", "lock", "page", "event"])
+@pytest.mark.parametrize("where", ["barrier", "bcast", "lock", "page", "event", "waiter"])
 def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where, vhosts):
     p = run(tmp_path, 3, PROG, "diecoll", where,
             env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0", "DSM_VHOSTS": vhosts})
