@@ -20,6 +20,11 @@ routes through the leaders.
   lock pair      rank 0 takes and gives back lock 0 while the others wait
                  (one host only: across hosts locks go over the connections
                  in both modes)
+  condition round trip
+                 ranks 0 and 1 take turns through a Condition, each holding
+                 its lock but while it waits: a turn is a notify and a wait
+                 the other's notify ends, and rank 0 times a turn of each
+                 (one host only, as the lock pair)
 """
 import argparse
 import json
@@ -33,6 +38,14 @@ from sync_latency import acquire_release, loop     # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DSMEXEC = os.path.join(os.path.dirname(HERE), "dsmexec.py")
+
+
+def turn(cond, passes, rank):
+    """Wait for rank's turn (holding cond), then pass it to the other rank."""
+    while passes[0] % 2 != rank:
+        cond.wait()
+    passes[0] += 1
+    cond.notify()
 
 
 def one(iters):
@@ -54,6 +67,14 @@ def one(iters):
         loop(iters // 10, lambda: acquire_release(lock))
         out["lock pair"] = reference.summary(loop(iters, lambda: acquire_release(lock)))[0]
     dsm.barrier()
+    cond, passes = dsm.condition("bench"), dsm.array(1, "int64")
+    dsm.barrier()
+    if dsm.rank < 2 and os.environ.get("DSM_VHOSTS", "1") == "1":
+        with cond:
+            loop(iters // 50, lambda: turn(cond, passes, dsm.rank))
+            times = loop(iters // 5, lambda: turn(cond, passes, dsm.rank))
+        out["condition round trip"] = reference.summary(times)[0]
+    dsm.barrier()
     if dsm.rank == 0:
         reference.emit(share=os.environ.get("DSM_SHARE", "rank"), **out)
     dsm.finalize()
@@ -72,7 +93,7 @@ def both(ranks, iters, vhosts):
     where = "one host" if vhosts == 1 else "%d virtual hosts" % vhosts
     print("%d ranks on %s, medians in us   per-rank   host-shared   ratio" % (ranks, where))
     for name in ("barrier", "bcast", "allreduce", "allreduce 1k") + \
-            (("lock pair",) if vhosts == 1 else ()):
+            (("lock pair", "condition round trip") if vhosts == 1 else ()):
         r, h = got["rank"][name], got["host"][name]
         print("%-34s %10.2f %12.2f %8.1fx" % (name, r, h, r / h))
 

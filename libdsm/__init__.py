@@ -121,7 +121,7 @@ class Dsm(CollectiveCalls, SyncCalls, RegionCalls):
         self._arrays = Arrays(memory, self._heap, self._regions, self._coll, self._placement,
                               self._pins, self._fetch, self.rank, self.hostname())
         self._sync = Sync(self._locks, lambda name, words: self.array(words, "uint64", name=name),
-                          self.rank, self.size)
+                          self.rank, self.size, shared)
         self._report = Report(self.rank, self.hostname())
         self._report.start()
         # host-shared: every rank holds every page writable, so each saves

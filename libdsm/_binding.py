@@ -379,3 +379,15 @@ def host_lock_release(lock):
 
 def host_lock_held(lock):
     return lib.dsm_host_lock_held(lock) == 1
+
+
+def host_post(rank, key):
+    """post, through the host's shared memory (a job on one host)."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    _check(lib.dsm_host_post(rank, key, err), err)
+
+
+def host_take(key, timeout_s):
+    """take, through the host's shared memory (a job on one host)."""
+    err = ffi.new("char[]", lib.DSM_ERRLEN)
+    return _in_time(lib.dsm_host_take(key, timeout_ms(timeout_s), err), err)

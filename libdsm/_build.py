@@ -18,7 +18,7 @@ C_FILES = ["ground.c", "wire.c", "ring.c", "region.c", "transport.c", "comm.c", 
            "net.c", "coh.c", "coh_app.c", "coh_serve.c", "coh_sc.c", "coh_rc.c", "coh_twin.c",
            "coh_rchost.c", "coh_pin.c", "coh_place.c", "coh_host.c", "coll.c", "reduce.c",
            "locks.c", "mbox.c", "ops.c", "ops_mode.c",
-           "hostmem.c", "hostsync.c", "hostcoll.c", "hostlock.c", "trace.c", "commstep.c",
+           "hostmem.c", "hostsync.c", "hostcoll.c", "hostlock.c", "hostmbox.c", "trace.c", "commstep.c",
            "route.c", "fault.c", "waitsig.c", "api.c"]
 
 

@@ -27,7 +27,7 @@ from libdsm.errors import PeerError
 
 CTRL_BYTES = 4 << 20
 """The control area after the region (dsm_api.h's DSM_HOST_CTRL_BYTES): the
-barrier, the locks and the collectives' slots; its pages cost memory only
+barrier, the locks, the ranks' mailboxes and the collectives' slots; its pages cost memory only
 once touched."""
 _RANK = struct.Struct("<I")
 

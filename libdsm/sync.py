@@ -7,7 +7,10 @@ of the same name).  A waiter puts (its rank, its thread's key) on the
 waiter list, releases the lock and sleeps in the C core's counted mailbox
 (`dsm_take`: no polling, the GIL released); notify pops waiters and posts
 to each (`dsm_post`).  A post that comes before its take is counted, so no
-wake-up is lost.  Event and Semaphore are a Condition with a value.
+wake-up is lost.  Event and Semaphore are a Condition with a value.  In a
+job on one host with share="host" the mailboxes are in the host's shared
+memory (`dsm_host_post`, `dsm_host_take`: hostmbox.c), so a wake-up sends
+no message.
 """
 from __future__ import annotations
 
@@ -34,9 +37,12 @@ class Condition:
     sleeps and holds it again when it returns.  Waiters are woken in the
     order they began to wait."""
 
-    def __init__(self, lock: Lock, state: np.ndarray, rank: int, initial: int = 0) -> None:
+    def __init__(self, lock: Lock, state: np.ndarray, rank: int, initial: int = 0,
+                 host: bool = False) -> None:
         self._lock, self._state, self._rank = lock, state, rank
         self._initial = initial
+        self._post, self._take = ((_binding.host_post, _binding.host_take) if host else
+                                  (_binding.post, _binding.take))
 
     # ------------------------------------------------------------ the lock
     def acquire(self, *args: Any, **kw: Any) -> bool:
@@ -51,7 +57,10 @@ class Condition:
         return self
 
     def __exit__(self, *exc: object) -> Literal[False]:
-        self._lock.release()
+        # a wait that failed (a PeerError) may not have the lock again:
+        # its error goes on, not a LockError from this release
+        if exc[0] is None or self._lock.held_by_me():
+            self._lock.release()
         return False
 
     def _init(self):
@@ -81,11 +90,11 @@ class Condition:
         s[2] = n + 1
         self._lock.release()
         try:
-            notified = _binding.take(key, timeout)
+            notified = self._take(key, timeout)
         finally:
             self._lock.acquire()
         if not notified and not self._forget(key):
-            _binding.take(key, None)     # a notify took us off the list: its post is coming
+            self._take(key, None)        # a notify took us off the list: its post is coming
             notified = True
         return notified
 
@@ -123,7 +132,7 @@ class Condition:
         s[_HEADER:_HEADER + 2 * (count - k)] = s[_HEADER + 2 * k:_HEADER + 2 * count].copy()
         s[2] = count - k
         for rank, key in woken:
-            _binding.post(int(rank), int(key))
+            self._post(int(rank), int(key))
 
     def notify_all(self) -> None:
         self.notify(1 << 62)
@@ -198,11 +207,12 @@ class Event:
 
 class Sync:
     """One rank's factory of the above: `locks` gives DSM locks,
-    `named_array(name, words)` a named uint64 array on the region."""
+    `named_array(name, words)` a named uint64 array on the region; host: the
+    job's ranks share one host's memory, and its mailboxes."""
 
-    def __init__(self, locks, named_array, rank, size):
+    def __init__(self, locks, named_array, rank, size, host=False):
         self._locks, self._named_array = locks, named_array
-        self._rank, self._size = rank, size
+        self._rank, self._size, self._host = rank, size, host
         self._states = {}           # name -> its state array, mapped once per rank
 
     def condition(self, name, lock=None, value=0):
@@ -215,7 +225,7 @@ class Sync:
             self._states[name] = self._named_array(region, _HEADER + 2 * THREADS * self._size)
         state = self._states[name]
         return Condition(self._locks.named(name) if lock is None else lock, state, self._rank,
-                         value)
+                         value, self._host)
 
     def semaphore(self, name, value=1):
         """Every rank must give the same initial value: the first to use

@@ -17,6 +17,7 @@ import hashlib
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -208,13 +209,16 @@ def finalizing(dsm):
 
 def diecoll(dsm, where, how="kill"):
     """Rank 1 dies (how: kill) or stops (stop: SIGSTOP, for the heartbeat to
-    find) while the others wait for it in `where`."""
-    lock = dsm.lock(2)
+    find) while the others wait for it in `where` ("waiter": a thread of
+    rank 1 waits on the Event the others set, then wait in a barrier)."""
+    lock, event = dsm.lock(2), dsm.event("never set")
     page = dsm.array(512, "int64") if where == "page" else None
     if dsm.rank == 1 and where == "lock":
         lock.acquire()
     if dsm.rank == 1 and where == "page":
         print("read", int(page[0]))
+    if dsm.rank == 1 and where == "waiter":       # it dies waiting, or about to
+        threading.Thread(target=event.wait, daemon=True).start()
     try:
         # rank 1 can leave this barrier before the others do, and die while
         # they are still in it: that is waiting for it too
@@ -222,7 +226,8 @@ def diecoll(dsm, where, how="kill"):
         if dsm.rank == 1:
             os.kill(os.getpid(), {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}[how])
         {"barrier": dsm.barrier, "lock": lock.acquire,
-         "bcast": lambda: dsm.bcast(None, root=1),
+         "bcast": lambda: dsm.bcast(None, root=1), "event": event.wait,
+         "waiter": lambda: (event.set(), dsm.barrier()),
          "page": lambda: (page.__setitem__(0, dsm.rank), dsm.barrier())}[where]()
         print("survived the", where)
     except libdsm.PeerError as e:

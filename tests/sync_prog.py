@@ -1,13 +1,15 @@
 """The program of tests/test_sync.py: run under dsmexec, it does what the
-test asks (locks, condition, event, semaphore, barrier_timeout) and prints
+test asks (locks, condition, event, semaphore, crowd, fullbox, pingpong, barrier_timeout) and prints
 lines the test checks.
 
     sync_prog.py SCENARIO
 """
+import os
 import sys
 import threading
 
 import libdsm
+from libdsm import _binding
 
 
 def expect(exc, fn):
@@ -109,6 +111,82 @@ def semaphore(dsm):
         print("two: %s" % [two.acquire(blocking=False) for _ in range(3)])
         two.release(2)
     dsm.barrier()
+
+
+def crowd(dsm):
+    """70 threads of rank 1 wait on two Conditions of one lock (35 each);
+    rank 0 wakes them all with one notify_all each while holding the
+    lock: 70 posts to one rank at once, more than a host mailbox's 62 slots
+    (its later posts wait for takes to free slots)."""
+    lock, arrived = dsm.lock("crowd"), dsm.array(1, "int64")
+    conds = [dsm.condition(name, lock=lock) for name in ("crowd a", "crowd b")]
+    woke = []
+
+    def waiter(cond):
+        with cond:
+            arrived[0] += 1
+            conds[0].notify_all()
+            woke.append(cond.wait(60))
+
+    if dsm.rank == 1:
+        threads = [threading.Thread(target=waiter, args=(conds[i % 2],)) for i in range(70)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("crowd woke %d of 70: %s" % (woke.count(True), set(woke)))
+    elif dsm.rank == 0:
+        with conds[0]:
+            conds[0].wait_for(lambda: arrived[0] == 70, timeout=60)
+            conds[0].notify_all()
+            conds[1].notify_all()
+    dsm.barrier()
+
+
+def fullbox(dsm):
+    """Rank 0 posts 63 keys to rank 1: 62, then a message (a per-rank
+    post) telling rank 1 so, then the 63rd.  With share=host the 62 fill
+    rank 1's host mailbox, so the 63rd is not there before rank 1 takes one
+    (it waits for the slot), and comes once it did."""
+    host = os.environ.get("DSM_SHARE") == "host"
+    post, take = ((_binding.host_post, _binding.host_take) if host else
+                  (_binding.post, _binding.take))
+    keys, told = [(1 << 40) + i for i in range(63)], 1 << 41
+    if dsm.rank == 0:
+        for k in keys[:62]:
+            post(1, k)
+        _binding.post(1, told)
+        post(1, keys[62])
+    elif dsm.rank == 1:
+        _binding.take(told, 60)
+        early = take(keys[62], 0)
+        taken = sum(take(k, 60) for k in keys[:62])
+        print("fullbox early=%s taken=%d" % (early, taken + (early or take(keys[62], 60))))
+    dsm.barrier()
+
+
+def pingpong(dsm):
+    """Ranks 0 and 1 take turns through one Condition, argv[2] turns each:
+    a rank ends its turn with a notify and waits, still holding the lock,
+    so every turn but a rank's first follows a wait the other's notify
+    ended.  The waits, and the messages the job sent meanwhile (the
+    barriers' included)."""
+    rounds = int(sys.argv[2])
+    cond, turn = dsm.condition("pingpong"), dsm.array(1, "int64")
+    woken = 0
+    dsm.barrier()
+    sent = dsm.stats()["msgs_sent"]
+    if dsm.rank < 2:
+        with cond:
+            for _ in range(rounds):
+                while turn[0] % 2 != dsm.rank:
+                    woken += cond.wait(60)
+                turn[0] += 1
+                cond.notify()
+    dsm.barrier()
+    sent = dsm.stats()["msgs_sent"] - sent
+    if dsm.rank < 2:
+        print("turns %d woken %d msgs sent %d" % (turn[0], woken, sent))
 
 
 def barrier_timeout(dsm):

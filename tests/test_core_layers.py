@@ -22,7 +22,7 @@ LAYERS = {"ground": 0, "proto": 0, "wire": 0, "ring": 0, "reduce": 0, "dsm_api":
           "coherence": 2, "coh_app": 2, "coh_serve": 2, "coh_rc": 2, "coh_twin": 2, "coh_rchost": 2, "coh_pin": 2, "coh_place": 2,
           "coh": 2, "coh_sc": 2, "coh_host": 2,
           "coll": 2,
-          "locks": 2, "mbox": 2, "hostsync": 2, "hostcoll": 2, "hostlock": 2, "ops": 2, "ops_mode": 2, "fault": 3, "waitsig": 3,
+          "locks": 2, "mbox": 2, "hostsync": 2, "hostcoll": 2, "hostlock": 2, "hostmbox": 2, "ops": 2, "ops_mode": 2, "fault": 3, "waitsig": 3,
           "api": 4}
 
 

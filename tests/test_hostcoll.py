@@ -121,9 +121,11 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path, n
 # one host; and two virtual hosts (ranks 0-1 and 2), where rank 2 waits
 # among the hosts' leaders, rank 0 for rank 1 in shared memory
 # ("page": rank 1 mapped a page the others then write, so that its leader
-# must lower rank 1's mapping before the page can go)
+# must lower rank 1's mapping before the page can go; "event": the others
+# wait for an Event that rank 1 would set, on one host in their mailboxes;
+# "waiter": rank 1 dies waiting on the Event that the others then set)
 @pytest.mark.parametrize("vhosts", ["1", "2"])
-@pytest.mark.parametrize("where", ["barrier", "bcast", "lock", "page"])
+@pytest.mark.parametrize("where", ["barrier", "bcast", "lock", "page", "event", "waiter"])
 def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, where, vhosts):
     p = run(tmp_path, 3, PROG, "diecoll", where,
             env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "0", "DSM_VHOSTS": vhosts})
@@ -131,10 +133,13 @@ def test_a_rank_killed_while_others_wait_for_it_ends_the_job_named(tmp_path, whe
     rank_1_named(p, r"killed by signal 9")
 
 
-# rank 1 stops inside a barrier: the heartbeat finds it
+# rank 1 stops inside a barrier, or while the others wait on an Event: the
+# heartbeat finds it
 @pytest.mark.parametrize("vhosts", ["1", "2"])
-def test_a_rank_stopped_while_others_wait_for_it_is_declared_dead_named(tmp_path, vhosts):
-    p = run(tmp_path, 3, PROG, "diecoll", "barrier", "stop",
+@pytest.mark.parametrize("where", ["barrier", "event"])
+def test_a_rank_stopped_while_others_wait_for_it_is_declared_dead_named(tmp_path, where,
+                                                                        vhosts):
+    p = run(tmp_path, 3, PROG, "diecoll", where, "stop",
             env={"DSM_SHARE": "host", "DSM_HEARTBEAT_S": "2", "DSM_VHOSTS": vhosts})
     assert p.returncode != 0, p.stderr
     rank_1_named(p, r"declared dead by rank 0")

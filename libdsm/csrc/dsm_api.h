@@ -268,6 +268,11 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
 int dsm_host_lock_acquire(uint32_t lock, uint32_t timeout_ms, char *err);
 int dsm_host_lock_release(uint32_t lock, char *err);
 int dsm_host_lock_held(uint32_t lock);
+/* dsm_post and dsm_take through the shared control area (a job on one
+ * host), no message: the same counting, timeout and errors; a post waits
+ * while the rank's mailbox holds posts for 62 other keys not yet taken. */
+int dsm_host_post(int rank, uint64_t key, char *err);
+int dsm_host_take(uint64_t key, uint32_t timeout_ms, char *err);
 /* Before dsm_finalize in host-shared mode: the host collectives that this
  * rank will not join fail, naming it, instead of waiting for it. */
 void dsm_host_finalizing(void);

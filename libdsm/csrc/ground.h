@@ -27,10 +27,13 @@
  *   coll.c       layer 2: collectives by recursive doubling
  *   locks.c      layer 2: locks as distributed FIFO queues
  *   mbox.c       layer 2: counted mailboxes, the wake-ups of Condition (libdsm.sync)
- *   hostsync.c   layer 2: the barrier step and futex waits of a host's ranks, in their shared memory
+ *   hostsync.c   layer 2: the barrier step, futex waits and futex mutex of a host's ranks,
+ *                in their shared memory
  *   hostcoll.c   layer 2: the collectives in the host's shared memory (across hosts: two
  *                levels, the leaders' level through api.c's registered `across`)
  *   hostlock.c   layer 2: the locks of a one-host job, futexes in the host's shared memory
+ *   hostmbox.c   layer 2: the mailboxes of a one-host job (Condition's wake-ups), in its
+ *                shared memory
  *   ops.c        layer 2: the operations, each blocking call as a resumable step function
  *   ops_mode.c   layer 2: what the operations do in each consistency mode (struct op_mode)
  *   fault.c      layer 3: SIGSEGV entry: in the region or not

@@ -33,28 +33,10 @@ static int checked(struct hostmem *h, uint32_t lock, char *err)
 static int take(struct hostmem *h, struct host_lock *k, uint32_t lock, uint32_t timeout_ms,
                 char *err)
 {
-    uint32_t free_ = 0;
-    uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
-                        now_ns() + timeout_ms * 1000000ULL : 0;
-    int rc;
-    if (__atomic_compare_exchange_n(&k->word, &free_, 1, 0, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED))
-        return DSM_OK;
-    if (!timeout_ms) {
-        dsm_err(err, "lock %u is held elsewhere: busy", lock);
-        return DSM_ETIMEDOUT;
-    }
-    /* held: from now on it is marked slept on, so its release wakes us */
-    while (__atomic_exchange_n(&k->word, 2, __ATOMIC_ACQUIRE) != 0) {
-        rc = host_wait_word(h, &k->word, 2, NULL, NULL, deadline, err);
-        if (rc == DSM_ETIMEDOUT) {
-            dsm_err(err, "lock %u is held elsewhere: timed out", lock);
-            return rc;
-        }
-        if (rc)
-            return rc;
-    }
-    return DSM_OK;
+    int rc = host_mutex_take(h, &k->word, timeout_ms, err);
+    if (rc == DSM_ETIMEDOUT)
+        dsm_err(err, "lock %u is held elsewhere: %s", lock, timeout_ms ? "timed out" : "busy");
+    return rc;
 }
 
 int dsm_host_lock_acquire(uint32_t lock, uint32_t timeout_ms, char *err)
@@ -92,8 +74,7 @@ int dsm_host_lock_release(uint32_t lock, char *err)
         dsm_err(err, "lock %u is not held by rank %d", lock, h->c->rank);
         return DSM_ENOTHELD;
     }
-    if (__atomic_exchange_n(&k->word, 0, __ATOMIC_RELEASE) == 2)
-        host_wake(&k->word, 1);
+    host_mutex_give(&k->word);
     return DSM_OK;
 }
 

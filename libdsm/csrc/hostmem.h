@@ -1,7 +1,8 @@
 /* Layer 1: host-shared memory: the one memfd the ranks of a host map
  * (DSM_SHARE=host), and the control area after the region in it that the
  * ranks synchronise through: the barrier (hostsync.c), the locks
- * (hostlock.c) and the collectives' slots (hostcoll.c).  Pages of the
+ * (hostlock.c), the mailboxes (hostmbox.c) and the collectives' slots
+ * (hostcoll.c).  Pages of the
  * memfd cost memory only once touched, so the area is large. */
 #ifndef DSM_HOSTMEM_H
 #define DSM_HOSTMEM_H
@@ -12,6 +13,7 @@
  *   HOST_LOCKS_OFF  HOST_LOCKS struct host_lock, one per lock id below that
  *   HOST_SLOTS_OFF  2 x HOST_MAX_LOCAL struct host_slot: a collective's
  *                   header per rank, by the parity of the barrier step
+ *   HOST_MBOX_OFF   HOST_MAX_LOCAL struct host_mbox, one per rank
  *   HOST_DATA_OFF   the collectives' data: 2 x nlocal slots of equal size,
  *                   by parity and local rank, to the end of the area */
 #define HOST_CTRL_BYTES ((uint64_t)DSM_HOST_CTRL_BYTES)
@@ -19,7 +21,9 @@
 #define HOST_MAX_LOCAL 1024
 #define HOST_LOCKS_OFF 4096u
 #define HOST_SLOTS_OFF (HOST_LOCKS_OFF + DSM_HOST_LOCKS * 8u)
-#define HOST_DATA_OFF (HOST_SLOTS_OFF + 2u * HOST_MAX_LOCAL * 64u)
+#define HOST_MBOX_OFF (HOST_SLOTS_OFF + 2u * HOST_MAX_LOCAL * 64u)
+#define HOST_MBOX_SLOTS 62
+#define HOST_DATA_OFF (HOST_MBOX_OFF + HOST_MAX_LOCAL * 1024u)
 
 /* After the control area, with share=host on several hosts: one 64-bit
  * word per page of the region, the host's copy of it (coh_host.c), changed
@@ -79,7 +83,25 @@ struct host_slot {
     uint32_t rank;
     uint32_t pad[9];            /* to 64 bytes: one cache line each */
 };
-_Static_assert(sizeof(struct host_lock) == 8 && sizeof(struct host_slot) == 64,
+/* A rank's counted mailbox (mbox.h's, through memory): the keys with
+ * posts not yet taken, changed under `lock` (a futex mutex, as a host
+ * lock's word) by the posting ranks and this one.  seq counts the posts:
+ * the takers' futex word; freed counts the slots freed: the futex word of
+ * posters that found every slot taken. */
+struct host_mbox {
+    uint32_t lock;
+    uint32_t seq;
+    uint32_t sleepers;          /* takers asleep on seq: a wake is a syscall only then */
+    uint32_t n;                 /* slots in use, the first n */
+    uint32_t freed;
+    uint32_t full_sleepers;     /* posters asleep on freed */
+    uint32_t pad[2];
+    struct host_mbox_slot {
+        uint64_t key, count;
+    } slots[HOST_MBOX_SLOTS];
+};
+_Static_assert(sizeof(struct host_lock) == 8 && sizeof(struct host_slot) == 64 &&
+               sizeof(struct host_mbox) == 1024,
                "the control area's layout (HOST_SLOTS_OFF, HOST_DATA_OFF) counts on these sizes");
 
 struct coll_call;
@@ -130,6 +152,12 @@ int host_step(struct hostmem *h, uint32_t *gen, char *err);
 int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
                    const uint32_t *stop, uint64_t deadline, char *err);
 void host_wake(uint32_t *word, int n);
+/* A futex mutex in the area (0 free, 1 held, 2 held and maybe slept on):
+ * take it, waiting until `deadline` as host_wait_word (timeout_ms 0: a
+ * try only): DSM_OK, DSM_ETIMEDOUT (err not filled), or DSM_EPEER; give it
+ * back, waking a sleeper. */
+int host_mutex_take(struct hostmem *h, uint32_t *word, uint32_t timeout_ms, char *err);
+void host_mutex_give(uint32_t *word);
 /* The checks of every host entry point: DSM_OK, else DSM_ESTATE with err
  * filled (not in host-shared mode, or not running). */
 int host_running(struct hostmem *h, const char *what, char *err);

@@ -5,7 +5,8 @@
  * core for it (core.spin_ns), yields for a while, then sleeps on a futex,
  * waking at least every FAIL_POLL_NS to see whether the job failed: a dead
  * rank (found by the comm thread's connections and heartbeats, as for every
- * other wait) still ends the job, and is named. */
+ * other wait) still ends the job, and is named.  And the futex mutex of
+ * the host's locks and mailboxes. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -78,6 +79,29 @@ int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *s
 void host_wake(uint32_t *word, int n)
 {
     syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+int host_mutex_take(struct hostmem *h, uint32_t *word, uint32_t timeout_ms, char *err)
+{
+    uint32_t free_ = 0;
+    uint64_t deadline = timeout_ms && timeout_ms != UINT32_MAX ?
+                        now_ns() + timeout_ms * 1000000ULL : 0;
+    int rc;
+    if (__atomic_compare_exchange_n(word, &free_, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return DSM_OK;
+    if (!timeout_ms)
+        return DSM_ETIMEDOUT;
+    /* held: from now on it is marked slept on, so its release wakes us */
+    while (__atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE) != 0)
+        if ((rc = host_wait_word(h, word, 2, NULL, NULL, deadline, err)))
+            return rc;
+    return DSM_OK;
+}
+
+void host_mutex_give(uint32_t *word)
+{
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2)
+        host_wake(word, 1);
 }
 
 /* Every rank of the host has arrived.  Each arrival is a full fence
