@@ -5,7 +5,9 @@ different collectives are told so, as in per-rank mode; a rank that dies
 inside one ends the job, named.  On two virtual hosts (DSM_VHOSTS=2,
 sequential mode) the collectives run in two levels, within each host
 through its memory and between the hosts' leaders over their connections:
-the same results, errors and failures, and no message from the others."""
+the same results, errors and failures, and no message from the others;
+but a large reduce, which runs among all the ranks once the two levels
+checked that every rank called it."""
 import os
 import re
 
@@ -65,6 +67,26 @@ def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path,
     assert sorted(sent) == list(range(n)), p.stdout
     assert all(sent[r] == 0 for r in set(sent) - leaders), sent
     assert all(sent[r] > 0 for r in leaders), sent
+    # but in the large reduces (2.4 MB a rank), every rank is in the tree
+    large = {r: int(t.split()[-1])
+             for r, t in rank_lines(p.stdout, "large reduces sent").items()}
+    assert sorted(large) == list(range(n)) and all(large.values()), large
+
+
+# large reduces (and one rank below the size where they run among all the
+# ranks) that disagree: every rank fails as in per-rank mode, and goes on
+@pytest.mark.parametrize("n", [3, 5])
+def test_large_reduces_that_disagree_fail_as_per_rank_across_hosts(tmp_path, n):
+    outs = both(tmp_path, n, "bigmismatch", env={"DSM_VHOSTS": "2"})
+    got = {share: {r: [line for line in lines if "] mismatch " in line]
+                   for r, lines in by_rank(out).items() if r is not None}
+           for share, out in outs.items()}
+    assert got["host"] == got["rank"]
+    assert sorted(got["host"]) == list(range(n)), outs["host"]
+    assert all(len(lines) == 5 and all("CollectiveError" in line for line in lines)
+               for lines in got["host"].values()), got["host"]
+    assert rank_lines(outs["host"], "after") == {r: "after %r" % (
+        float(sum(range(n))) + n) for r in range(n)}
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -116,6 +138,22 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path, n
                             r"finalizing" % ("0" if n == 2 else "[02]"), got[share][1]), got
     if n == 2:
         assert got["host"] == got["rank"]
+
+
+# a large allreduce: across hosts it runs among all the ranks, after the
+# two levels checked that every rank called it
+@pytest.mark.parametrize("vhosts", ["1", "2"])
+def test_a_large_allreduce_while_another_rank_finalizes_fails_as_per_rank(tmp_path, vhosts):
+    got = {}
+    for share in ("rank", "host"):
+        p = run(tmp_path, 2, PROG, "finalizing", "big",
+                env={"DSM_SHARE": share, "DSM_VHOSTS": vhosts})
+        assert p.returncode == 3, p.stderr
+        got[share] = rank_lines(p.stdout, "CollectiveError")
+        assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
+                            r"allreduce\(op='sum'\) at hostshm_prog.py:\d+ while rank 0 was "
+                            r"finalizing", got[share].get(1, "")), got
+    assert got["host"] == got["rank"]
 
 
 # one host; and two virtual hosts (ranks 0-1 and 2), where rank 2 waits
