@@ -47,10 +47,10 @@ clean:
 # `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
 # that call different collectives (--mismatch), and 10,000 with ranks grouped
 # in hosts sharing memory (--hosts) in each mode, a page's word there with
-# one rank's bit (DSM_HOST_RANK_BITS=1: hostmem.h), so that every seed has
-# ranks beyond the bits, and a reduce of 4 numbers on its 4 to 6 ranks large
-# enough to run among all the ranks there, one of 2 not (COLL_HOST_GATHER=150:
-# coll.h); `make sim SEED=n`
+# one rank's bit (DSM_HOST_RANK_BITS=1: libdsm/csrc/hostmem.h), so that
+# every seed has ranks beyond the bits, and a reduce of 4 numbers on its 4
+# to 6 ranks large enough to run among all the ranks there, one of 2 not
+# (COLL_HOST_GATHER=150: libdsm/csrc/coll.h); `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc

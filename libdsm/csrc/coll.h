@@ -115,7 +115,7 @@ const char *coll_describe(char *buf, size_t n, const struct coll_sig *s);
  * COLL_HOST_GATHER bytes gathered (each contribution and its 8-byte tag);
  * the simulator sets a small one, so that its reduces go both ways. */
 #ifndef COLL_HOST_GATHER
-#define COLL_HOST_GATHER (1u << 20)
+#define COLL_HOST_GATHER (64u << 10)
 #endif
 int coll_reduce_among_all(uint64_t len, int nranks);
 struct coll_sig coll_identity(const struct coll_call *call);
