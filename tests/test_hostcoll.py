@@ -14,6 +14,7 @@ import re
 import pytest
 
 from dsmrun import ROOT, rank_lines, run
+from libdsm import hostshare
 from test_hostshm import by_rank
 
 PROG = os.path.join(ROOT, "tests", "hostshm_prog.py")
@@ -48,13 +49,21 @@ def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path, 
     assert set(rank_lines(outs["rank"], "msgs sent").values()) != {"msgs sent 0"}
 
 
-# 3 ranks: hosts of ranks 0-1 and 2; 5 ranks: 0-2 and 3-4 (neither the
-# hosts nor the job a power of two, so per-rank mode's order of combining
-# crosses the hosts)
-@pytest.mark.parametrize("n", [3, 5])
-def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path, n):
+def leaders(n, vhosts):
+    """The hosts' leaders (their lowest ranks) of n ranks on vhosts virtual hosts."""
+    keys = hostshare.host_keys(["localhost"] * n, int(vhosts))
+    return {keys.index(k) for k in keys}
+
+
+# on 2 virtual hosts, 3 ranks: hosts of ranks 0-1 and 2; 5 ranks: 0-2 and
+# 3-4; on 3, 3 ranks: one each; 5 ranks: 0-1, 2-3 and 4 (neither the hosts
+# nor the job a power of two, so per-rank mode's order of combining crosses
+# the hosts); the small collectives gathered by the leaders, the large
+# reduces (2.4 MB a rank) run among all the ranks
+@pytest.mark.parametrize("n,vhosts", [(3, "2"), (5, "2"), (3, "3"), (5, "3")])
+def test_collectives_across_virtual_hosts_give_per_rank_modes_bits(tmp_path, n, vhosts):
     ref = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "rank"})
-    p = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "host", "DSM_VHOSTS": "2"})
+    p = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "host", "DSM_VHOSTS": vhosts})
     assert ref.returncode == 0 and p.returncode == 0, ref.stderr + p.stderr
     got = results(p.stdout)
     assert got == results(ref.stdout)
@@ -62,11 +71,11 @@ def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path,
     if n == 3:
         assert set(rank_lines(p.stdout, "order matters").values()) == {"order matters True"}
     # only the hosts' leaders send: the others meet them in shared memory
-    leaders = {0, 2} if n == 3 else {0, 3}
+    lead = leaders(n, vhosts)
     sent = {r: int(t.split()[-1]) for r, t in rank_lines(p.stdout, "msgs sent").items()}
     assert sorted(sent) == list(range(n)), p.stdout
-    assert all(sent[r] == 0 for r in set(sent) - leaders), sent
-    assert all(sent[r] > 0 for r in leaders), sent
+    assert all(sent[r] == 0 for r in set(sent) - lead), sent
+    assert all(sent[r] > 0 for r in lead), sent
     # but in the large reduces (2.4 MB a rank), every rank is in the tree
     large = {r: int(t.split()[-1])
              for r, t in rank_lines(p.stdout, "large reduces sent").items()}
@@ -75,9 +84,9 @@ def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path,
 
 # large reduces (and one rank below the size where they run among all the
 # ranks) that disagree: every rank fails as in per-rank mode, and goes on
-@pytest.mark.parametrize("n", [3, 5])
-def test_large_reduces_that_disagree_fail_as_per_rank_across_hosts(tmp_path, n):
-    outs = both(tmp_path, n, "bigmismatch", env={"DSM_VHOSTS": "2"})
+@pytest.mark.parametrize("n,vhosts", [(3, "2"), (5, "2"), (5, "3")])
+def test_large_reduces_that_disagree_fail_as_per_rank_across_hosts(tmp_path, n, vhosts):
+    outs = both(tmp_path, n, "bigmismatch", env={"DSM_VHOSTS": vhosts})
     got = {share: {r: [line for line in lines if "] mismatch " in line]
                    for r, lines in by_rank(out).items() if r is not None}
            for share, out in outs.items()}
