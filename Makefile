@@ -47,8 +47,10 @@ clean:
 # `make sim` runs 10,000 seeds in each consistency mode, as many with ranks
 # that call different collectives (--mismatch), and 10,000 with ranks grouped
 # in hosts sharing memory (--hosts) in each mode, a page's word there with
-# one rank's bit (DSM_HOST_RANK_BITS=1: libdsm/csrc/hostmem.h), so that every seed has
-# ranks beyond the bits; `make sim SEED=n`
+# one rank's bit (DSM_HOST_RANK_BITS=1: libdsm/csrc/hostmem.h), so that
+# every seed has ranks beyond the bits, and a reduce of 4 numbers on its 4
+# to 6 ranks large enough to run among all the ranks there, one of 2 not
+# (COLL_HOST_GATHER=150: libdsm/csrc/coll.h); `make sim SEED=n`
 # replays one with its trace (SIMFLAGS="--release --drop" as the failure
 # printed).
 CSRC := libdsm/csrc
@@ -58,7 +60,8 @@ SIM_SOURCES := tests/sim/sim.c tests/sim/simapp.c tests/sim/simcheck.c tests/sim
 build/sim: $(SIM_SOURCES) $(wildcard $(CSRC)/*.h tests/sim/*.h)
 	mkdir -p build
 	$(CC) -O2 -g -Wall -Wextra -Wno-unused-parameter -DDSM_RING_CAP=2 -DDSM_LOCKCHECK \
-	  -DDSM_HOST_RANK_BITS=1 -I$(CSRC) -Itests/sim -o $@ $(SIM_SOURCES) -pthread
+	  -DDSM_HOST_RANK_BITS=1 -DCOLL_HOST_GATHER=150 -I$(CSRC) -Itests/sim -o $@ \
+	  $(SIM_SOURCES) -pthread
 
 # What libdsm.sync adds (lock tries, abandoned requests, mailboxes), with
 # the same channels and the real libdsm/csrc/locks.c and libdsm/csrc/mbox.c: `make simsync`.

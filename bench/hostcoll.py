@@ -17,6 +17,13 @@ routes through the leaders.
   bcast          root 0's small int (pickled: a few bytes)
   allreduce      one float64, op sum
   allreduce 1k   1024 float64, op sum
+  allreduce 4k, 1M
+                 4096 and 1048576 float64 (32 KiB and 8 MiB a rank), op
+                 sum, the second a hundredth of the iterations; on 2
+                 virtual hosts x 2 ranks only, where both are above the
+                 size (64 KiB of the 4 ranks' contributions: coll.h's
+                 COLL_HOST_GATHER) above which a reduce runs among all the
+                 ranks instead of gathered by the leaders, and 1k below
   lock pair      rank 0 takes and gives back lock 0 while the others wait
                  (one host only: across hosts locks go over the connections
                  in both modes)
@@ -37,6 +44,8 @@ import reference                   # noqa: E402
 from sync_latency import acquire_release, loop     # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# across hosts, the large allreduces: (float64 elements, 1 / the share of iterations)
+LARGE = {"allreduce 4k": (4096, 1), "allreduce 1M": (1 << 20, 100)}
 DSMEXEC = os.path.join(os.path.dirname(HERE), "dsmexec.py")
 
 
@@ -57,10 +66,14 @@ def one(iters):
              "bcast": lambda: dsm.bcast(7 if dsm.rank == 0 else None, root=0),
              "allreduce": lambda: dsm.allreduce(small, "sum"),
              "allreduce 1k": lambda: dsm.allreduce(block, "sum")}
+    if os.environ.get("DSM_VHOSTS", "1") != "1":
+        for name, (n, _) in LARGE.items():
+            calls[name] = (lambda a: lambda: dsm.allreduce(a, "sum"))(np.full(n, dsm.rank + 0.25))
     out = {}
     for name, call in calls.items():
-        loop(iters // 10, call)
-        out[name] = reference.summary(loop(iters, call))[0]
+        n = max(iters // LARGE.get(name, (0, 1))[1], 10)
+        loop(n // 10 + 1, call)
+        out[name] = reference.summary(loop(n, call))[0]
     lock = dsm.lock(0)
     dsm.barrier()
     if dsm.rank == 0 and os.environ.get("DSM_VHOSTS", "1") == "1":
@@ -93,7 +106,7 @@ def both(ranks, iters, vhosts):
     where = "one host" if vhosts == 1 else "%d virtual hosts" % vhosts
     print("%d ranks on %s, medians in us   per-rank   host-shared   ratio" % (ranks, where))
     for name in ("barrier", "bcast", "allreduce", "allreduce 1k") + \
-            (("lock pair", "condition round trip") if vhosts == 1 else ()):
+            (("lock pair", "condition round trip") if vhosts == 1 else tuple(LARGE)):
         r, h = got["rank"][name], got["host"][name]
         print("%-34s %10.2f %12.2f %8.1fx" % (name, r, h, r / h))
 

@@ -6,9 +6,13 @@
     hostshm_prog.py where      where the memory comes from, and what the hand-over left
     hostshm_prog.py ckpt       one checkpoint of a filled array
     hostshm_prog.py colls      every collective, each result's hash, and the messages sent
+                               (the large reduces' apart: across hosts every rank sends)
     hostshm_prog.py trylock    try-locks, timeouts and a release by a non-holder
     hostshm_prog.py mismatch   ranks call different collectives; then one more that agrees
-    hostshm_prog.py finalizing rank 0 finalizes while rank 1 calls bcast (then rank 1 exits)
+    hostshm_prog.py bigmismatch  ranks pass different shapes, types, ops or roots to large
+                               reduces (and a small one); then one more that agrees
+    hostshm_prog.py finalizing [big]  rank 0 finalizes while rank 1 calls bcast (or a
+                               large allreduce; then rank 1 exits)
     hostshm_prog.py diecoll W  rank 1 is SIGKILLed while the others wait for it in W
                                (a "barrier", its "bcast", or a "lock" it holds), or
                                ("page") once it mapped a page the others then write
@@ -122,26 +126,26 @@ def digest(value):
 def colls(dsm):
     """Every collective on values that differ by rank, with floats whose sum
     depends on the order (and arrays larger than a shared-memory slot);
-    each result as a hash, then the messages sent for all of them."""
+    each result as a hash, then the messages sent for all of them but the
+    large reduces (across hosts they run among all the ranks: hostcoll.c),
+    then those sent for the large reduces."""
     rng = np.random.default_rng(1000 + dsm.rank)
     small = rng.standard_normal(1000) * 10.0 ** rng.integers(-8, 8, 1000)
     big = rng.standard_normal(300_000) * 1e6            # 2.4 MB: several rounds
-    ints = rng.integers(-2**40, 2**40, 5000)
+    ints = rng.integers(-2**40, 2**40, 1500)       # small: each N x (8 + bytes) < 64 KiB
     sent = dsm.stats()["msgs_sent"]
     results = {
         "barrier": dsm.barrier(),
         "bcast-small": dsm.bcast("v%d" % dsm.rank if dsm.rank == 1 else None, root=1),
         "bcast-big": dsm.bcast(big if dsm.rank == 0 else None, root=0),
         "allreduce-small": dsm.allreduce(small, "sum"),
-        "allreduce-big": dsm.allreduce(big, "sum"),
         "allreduce-f32": dsm.allreduce(small.astype("float32"), "prod"),
         "allreduce-minmax": [dsm.allreduce(small, op) for op in ("min", "max")],
         "allreduce-ints": [dsm.allreduce(ints, op) for op in ("sum", "prod", "bxor", "land")],
         "allreduce-scalar": dsm.allreduce(dsm.rank + 0.1, "sum"),
-        "allreduce-complex": dsm.allreduce(small * (1 + 1j), "sum"),
+        "allreduce-complex": dsm.allreduce(small[:500] * (1 + 1j), "sum"),
         "allreduce-complex-prod": dsm.allreduce(small[:10] * (1 + 1j), "prod"),
         "allreduce-bool": dsm.allreduce(ints > 0, "lor"),
-        "reduce": dsm.reduce(big, "sum", root=dsm.size - 1),
         "gather": dsm.gather(b"x" * (dsm.rank * 700_000), root=0),
         "allgather": dsm.allgather(small[:dsm.rank + 1]),
         "scatter": dsm.scatter([r * 1.5 for r in range(dsm.size)] if dsm.rank == 0 else None),
@@ -151,9 +155,14 @@ def colls(dsm):
         "reduce_scatter": dsm.reduce_scatter(big[:999], "sum"),
     }
     sent = dsm.stats()["msgs_sent"] - sent
+    large_sent = dsm.stats()["msgs_sent"]
+    results["allreduce-big"] = dsm.allreduce(big, "sum")
+    results["reduce"] = dsm.reduce(big, "sum", root=dsm.size - 1)
+    large_sent = dsm.stats()["msgs_sent"] - large_sent
     for name, value in results.items():
         print("coll", name, digest(value))
     print("msgs sent", sent)
+    print("large reduces sent", large_sent)
     x = results["allgather"] and dsm.allgather(small)
     if dsm.size == 3:           # recursive doubling adds rank 2's to rank 0's first
         print("order matters", not np.array_equal((x[0] + x[1]) + x[2], (x[0] + x[2]) + x[1]))
@@ -198,10 +207,36 @@ def mismatch(dsm):
     print("after", dsm.allreduce(1, "sum"))
 
 
-def finalizing(dsm):
+def bigmismatch(dsm):
+    """Large reduces that disagree (a shape, a shape below the size where
+    across hosts a reduce runs among all the ranks, a dtype, an op, a
+    root), each a CollectiveError on every rank; then one that agrees."""
+    big = np.arange(300_000, dtype="float64") + dsm.rank       # 2.4 MB
+    odd = dsm.rank == 1
+    cases = {
+        "shape": lambda: dsm.allreduce(big[:-1] if odd else big, "sum"),
+        # rank 0, a leader, below the size, the others above
+        "straddling": lambda: dsm.allreduce(big[:100] if dsm.rank == 0 else big, "sum"),
+        "dtype": lambda: dsm.allreduce(big.astype("float32") if odd else big, "sum"),
+        "op": lambda: dsm.allreduce(big, "max" if odd else "sum"),
+        "root": lambda: dsm.reduce(big, "sum", root=1 if odd else 0),
+    }
+    for name, call in cases.items():
+        try:
+            call()
+            print("mismatch", name, "passed")
+        except libdsm.CollectiveError as e:
+            print("mismatch", name, "CollectiveError:", e)
+    print("after", dsm.allreduce(big, "sum")[1])
+
+
+def finalizing(dsm, big=None):
     if dsm.rank == 1:
         try:
-            dsm.bcast(5, root=1)
+            if big:
+                dsm.allreduce(np.ones(300_000), "sum")
+            else:
+                dsm.bcast(5, root=1)
         except libdsm.CollectiveError as e:
             print("CollectiveError:", e)
             sys.exit(3)
@@ -238,12 +273,12 @@ def diecoll(dsm, where, how="kill"):
 def main():
     dsm = libdsm.init(size="32M")
     what = sys.argv[1]
-    if what in ("locks", "diecoll"):
-        {"locks": locks, "diecoll": diecoll}[what](dsm, *sys.argv[2:])
+    if what in ("locks", "diecoll", "finalizing"):
+        {"locks": locks, "diecoll": diecoll, "finalizing": finalizing}[what](dsm, *sys.argv[2:])
     else:
         {"calls": calls, "fork": fork, "where": where, "ckpt": ckpt,
          "colls": colls, "trylock": trylock, "mismatch": mismatch,
-         "finalizing": finalizing}[what](dsm)
+         "bigmismatch": bigmismatch}[what](dsm)
     dsm.finalize()
 
 

@@ -5,13 +5,16 @@ different collectives are told so, as in per-rank mode; a rank that dies
 inside one ends the job, named.  On two virtual hosts (DSM_VHOSTS=2,
 sequential mode) the collectives run in two levels, within each host
 through its memory and between the hosts' leaders over their connections:
-the same results, errors and failures, and no message from the others."""
+the same results, errors and failures, and no message from the others;
+but a large reduce, which runs among all the ranks once the two levels
+checked that every rank called it."""
 import os
 import re
 
 import pytest
 
 from dsmrun import ROOT, rank_lines, run
+from libdsm import hostshare
 from test_hostshm import by_rank
 
 PROG = os.path.join(ROOT, "tests", "hostshm_prog.py")
@@ -46,13 +49,21 @@ def test_every_collective_gives_per_rank_modes_bits_and_sends_nothing(tmp_path, 
     assert set(rank_lines(outs["rank"], "msgs sent").values()) != {"msgs sent 0"}
 
 
-# 3 ranks: hosts of ranks 0-1 and 2; 5 ranks: 0-2 and 3-4 (neither the
-# hosts nor the job a power of two, so per-rank mode's order of combining
-# crosses the hosts)
-@pytest.mark.parametrize("n", [3, 5])
-def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path, n):
+def leaders(n, vhosts):
+    """The hosts' leaders (their lowest ranks) of n ranks on vhosts virtual hosts."""
+    keys = hostshare.host_keys(["localhost"] * n, int(vhosts))
+    return {keys.index(k) for k in keys}
+
+
+# on 2 virtual hosts, 3 ranks: hosts of ranks 0-1 and 2; 5 ranks: 0-2 and
+# 3-4; on 3, 3 ranks: one each; 5 ranks: 0-1, 2-3 and 4 (neither the hosts
+# nor the job a power of two, so per-rank mode's order of combining crosses
+# the hosts); the small collectives gathered by the leaders, the large
+# reduces (2.4 MB a rank) run among all the ranks
+@pytest.mark.parametrize("n,vhosts", [(3, "2"), (5, "2"), (3, "3"), (5, "3")])
+def test_collectives_across_virtual_hosts_give_per_rank_modes_bits(tmp_path, n, vhosts):
     ref = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "rank"})
-    p = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "host", "DSM_VHOSTS": "2"})
+    p = run(tmp_path, n, PROG, "colls", env={"DSM_SHARE": "host", "DSM_VHOSTS": vhosts})
     assert ref.returncode == 0 and p.returncode == 0, ref.stderr + p.stderr
     got = results(p.stdout)
     assert got == results(ref.stdout)
@@ -60,11 +71,31 @@ def test_collectives_across_two_virtual_hosts_give_per_rank_modes_bits(tmp_path,
     if n == 3:
         assert set(rank_lines(p.stdout, "order matters").values()) == {"order matters True"}
     # only the hosts' leaders send: the others meet them in shared memory
-    leaders = {0, 2} if n == 3 else {0, 3}
+    lead = leaders(n, vhosts)
     sent = {r: int(t.split()[-1]) for r, t in rank_lines(p.stdout, "msgs sent").items()}
     assert sorted(sent) == list(range(n)), p.stdout
-    assert all(sent[r] == 0 for r in set(sent) - leaders), sent
-    assert all(sent[r] > 0 for r in leaders), sent
+    assert all(sent[r] == 0 for r in set(sent) - lead), sent
+    assert all(sent[r] > 0 for r in lead), sent
+    # but in the large reduces (2.4 MB a rank), every rank is in the tree
+    large = {r: int(t.split()[-1])
+             for r, t in rank_lines(p.stdout, "large reduces sent").items()}
+    assert sorted(large) == list(range(n)) and all(large.values()), large
+
+
+# large reduces (and one rank below the size where they run among all the
+# ranks) that disagree: every rank fails as in per-rank mode, and goes on
+@pytest.mark.parametrize("n,vhosts", [(3, "2"), (5, "2"), (5, "3")])
+def test_large_reduces_that_disagree_fail_as_per_rank_across_hosts(tmp_path, n, vhosts):
+    outs = both(tmp_path, n, "bigmismatch", env={"DSM_VHOSTS": vhosts})
+    got = {share: {r: [line for line in lines if "] mismatch " in line]
+                   for r, lines in by_rank(out).items() if r is not None}
+           for share, out in outs.items()}
+    assert got["host"] == got["rank"]
+    assert sorted(got["host"]) == list(range(n)), outs["host"]
+    assert all(len(lines) == 5 and all("CollectiveError" in line for line in lines)
+               for lines in got["host"].values()), got["host"]
+    assert rank_lines(outs["host"], "after") == {r: "after %r" % (
+        float(sum(range(n))) + n) for r in range(n)}
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -116,6 +147,22 @@ def test_a_collective_while_another_rank_finalizes_fails_as_per_rank(tmp_path, n
                             r"finalizing" % ("0" if n == 2 else "[02]"), got[share][1]), got
     if n == 2:
         assert got["host"] == got["rank"]
+
+
+# a large allreduce: across hosts it runs among all the ranks, after the
+# two levels checked that every rank called it
+@pytest.mark.parametrize("vhosts", ["1", "2"])
+def test_a_large_allreduce_while_another_rank_finalizes_fails_as_per_rank(tmp_path, vhosts):
+    got = {}
+    for share in ("rank", "host"):
+        p = run(tmp_path, 2, PROG, "finalizing", "big",
+                env={"DSM_SHARE": share, "DSM_VHOSTS": vhosts})
+        assert p.returncode == 3, p.stderr
+        got[share] = rank_lines(p.stdout, "CollectiveError")
+        assert re.fullmatch(r"CollectiveError: rank 1 on host localhost: rank 1 called "
+                            r"allreduce\(op='sum'\) at hostshm_prog.py:\d+ while rank 0 was "
+                            r"finalizing", got[share].get(1, "")), got
+    assert got["host"] == got["rank"]
 
 
 # one host; and two virtual hosts (ranks 0-1 and 2), where rank 2 waits

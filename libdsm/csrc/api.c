@@ -72,8 +72,9 @@ static int check_config(const struct dsm_config *c, char *err)
 static int run(struct op *o);
 
 /* hostmem's `across` (share=host on several hosts, sequential mode): the
- * leaders' level of a host collective, run by the application thread of
- * hostcoll.c's collective; or, join 0, only counted. */
+ * leaders' level of a host collective, or a large reduce among all the
+ * ranks, run by the application thread of hostcoll.c's collective; or,
+ * join 0, only counted. */
 static int across_hosts(const struct coll_call *call, int join, void **out, uint64_t *len,
                         char *err)
 {

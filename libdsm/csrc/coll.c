@@ -323,6 +323,11 @@ struct coll_sig coll_identity(const struct coll_call *call)
     return s;
 }
 
+int coll_reduce_among_all(uint64_t len, int nranks)
+{
+    return (8 + len) * (uint64_t)nranks > COLL_HOST_GATHER;
+}
+
 /* This rank's contribution: the root's bytes (bcast), the array (reduce),
  * or (rank, len, bytes) (gather).  0 or -1 (out of memory). */
 static int contribute(struct coll *cl, const struct coll_call *call)

@@ -108,6 +108,16 @@ int coll_result(struct coll *cl, void **out, uint64_t *len, char *err);
  * wrote it ("bcast(root=0)", into buf); and the error text for ranks
  * lo_rank and hi_rank whose identities lo and hi differ. */
 const char *coll_describe(char *buf, size_t n, const struct coll_sig *s);
+/* share=host across hosts: does a reduce of len bytes a rank over nranks
+ * ranks run among all the ranks (this file's recursive doubling over the
+ * connections, after a two-level check of the identities) rather than
+ * with the leaders gathering every rank's contribution?  Above
+ * COLL_HOST_GATHER bytes gathered (each contribution and its 8-byte tag);
+ * the simulator sets a small one, so that its reduces go both ways. */
+#ifndef COLL_HOST_GATHER
+#define COLL_HOST_GATHER (64u << 10)
+#endif
+int coll_reduce_among_all(uint64_t len, int nranks);
 struct coll_sig coll_identity(const struct coll_call *call);
 int coll_sig_cmp(const struct coll_sig *a, const struct coll_sig *b);
 void coll_mismatch(char *text, size_t n, const struct coll_sig *lo, int lo_rank,

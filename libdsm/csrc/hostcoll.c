@@ -28,11 +28,16 @@
  * api.c), starting from those identities, so that a mismatch anywhere
  * fails on every host, naming the same two ranks as per-rank mode.  Out:
  * the leader hands the outcome (an error, or the bytes) to its host's
- * ranks through the slots.  A reduce moves every rank's contribution (the
- * leaders gather them) and each rank combines them in per-rank mode's
- * order over the whole job.  Every rank counts the collective once in
- * coll.c (a leader by running it), so the count a DSM_FINALIZE gives is
- * the same on every rank. */
+ * ranks through the slots.  A small reduce moves every rank's contribution
+ * (the leaders gather them) and each rank combines them in per-rank mode's
+ * order over the whole job.  A large one (coll_reduce_among_all: the same
+ * answer on every rank, from the call's size and the job's ranks) brings
+ * no bytes: the two levels only check that every rank called it, then
+ * every rank runs coll.c's reduce among all the ranks over the
+ * connections, per-rank mode's own.  Every rank counts each collective
+ * once in coll.c (a leader by running it), the large reduce's two (the
+ * check, the reduce), so the count a DSM_FINALIZE gives is the same on
+ * every rank. */
 #define _GNU_SOURCE
 #include <endian.h>
 #include <errno.h>
@@ -61,6 +66,7 @@ struct hc {
     unsigned char *out;             /* the result, or NULL for none here */
     uint64_t out_len;
     int gets;                       /* this rank has a result */
+    int among_all;                  /* across hosts: a reduce run among all the ranks */
 };
 
 static struct host_slot *header(struct hostmem *h, uint32_t gen, int i)
@@ -297,8 +303,10 @@ static int between(struct hc *x, unsigned char **b, uint64_t *blen, char *err)
 {
     const struct coll_call *c = &x->call;
     struct core *core = x->h->c;
-    /* a reduce's contributions are gathered: each rank combines them */
-    struct coll_call lc = { .kind = c->kind == DSM_COLL_REDUCE ? DSM_COLL_GATHER : c->kind,
+    /* a reduce's contributions are gathered, each rank combining them; a
+     * reduce among all the ranks is only checked here, as a barrier */
+    struct coll_call lc = { .kind = c->kind != DSM_COLL_REDUCE ? c->kind
+                                  : x->among_all ? DSM_COLL_BARRIER : DSM_COLL_GATHER,
                             .root = c->root, .before = c, .leaders = 1, .seed = &x->seed };
     struct outcome o = { 0, 0 };
     unsigned char *got = NULL, *p;
@@ -313,7 +321,7 @@ static int between(struct hc *x, unsigned char **b, uint64_t *blen, char *err)
             if (le32toh(tag[0]) == (uint32_t)c->root)
                 lc.data = x->out + at + 8, lc.len = tag[1];
         }
-    } else if (c->kind == DSM_COLL_GATHER || c->kind == DSM_COLL_REDUCE) {
+    } else if (lc.kind == DSM_COLL_GATHER) {
         lc.data = x->out, lc.len = x->out_len;
     }
     o.rc = x->h->across(&lc, 1, (void **)&got, &got_len, err);
@@ -333,7 +341,7 @@ static int between(struct hc *x, unsigned char **b, uint64_t *blen, char *err)
     p += sizeof o + o.text;
     if (c->kind == DSM_COLL_BCAST && !o.rc && got_len == 0 && payload)
         memcpy(p, lc.data, payload);
-    else if (c->kind == DSM_COLL_GATHER || c->kind == DSM_COLL_REDUCE) {
+    else if (lc.kind == DSM_COLL_GATHER) {
         /* the leaders' entries (leader, its host's entries): the hosts' entries */
         for (at = 0; at < got_len; at += 8 + tag[1]) {
             memcpy(tag, got + at, 8);
@@ -350,7 +358,8 @@ static int between(struct hc *x, unsigned char **b, uint64_t *blen, char *err)
 }
 
 /* This rank's result from the outcome's bytes (every rank's entries for a
- * reduce: combined here, in per-rank mode's order). */
+ * reduce: combined here, in per-rank mode's order); or, for a reduce among
+ * all the ranks, from coll.c's reduce, which every rank joins. */
 static int result(struct hc *x, const unsigned char *bytes, uint64_t len, char *err)
 {
     const struct coll_call *c = &x->call;
@@ -360,6 +369,8 @@ static int result(struct hc *x, const unsigned char *bytes, uint64_t len, char *
     int rc, n = x->h->c->nranks;
     x->out = NULL;
     x->out_len = 0;
+    if (x->among_all)
+        return x->h->across(c, 1, (void **)&x->out, &x->out_len, err);
     if (!gets(c, x->h->c->rank))
         return DSM_OK;
     if (c->kind != DSM_COLL_REDUCE) {
@@ -406,8 +417,10 @@ static int two_levels(struct hc *x, char *err)
     unsigned char *b = NULL, *none;
     uint64_t blen = 0, nlen;
     struct outcome o;
-    /* In: what the host's ranks bring, at the leader */
-    rc = level(x, DSM_COLL_GATHER, 0, leader, CHECK_NOTE, c->data, mine(c, h->c->rank), err);
+    /* In: what the host's ranks bring (nothing for a reduce among all), at the leader */
+    x->among_all = c->kind == DSM_COLL_REDUCE && coll_reduce_among_all(c->len, h->c->nranks);
+    rc = level(x, DSM_COLL_GATHER, 0, leader, CHECK_NOTE, c->data,
+               x->among_all ? 0 : mine(c, h->c->rank), err);
     if (rc || !leader) {
         free(x->out);
         h->across(c, 0, (void **)&none, &nlen, err);        /* count it */
@@ -465,13 +478,6 @@ static int checked(struct hostmem *h, const struct coll_call *c, char *err)
                 c->dtype);
         return DSM_EINVAL;
     }
-    if (c->kind == DSM_COLL_REDUCE && h->nhosts > 1 &&
-        (8 + c->len) * (uint64_t)h->c->nranks > DSM_MAX_COLL - 64) {
-        dsm_err(err, "a reduce of %llu bytes across hosts: the leaders gather every rank's "
-                "contribution, %u bytes in all at most", (unsigned long long)c->len,
-                DSM_MAX_COLL - 64);
-        return DSM_EINVAL;
-    }
     return DSM_OK;
 }
 
@@ -489,6 +495,7 @@ int dsm_host_collective(int kind, int root, int op, int dtype, uint64_t sig, con
                                  .sig = sig, .data = src, .len = len };
     x.out = NULL;
     x.out_len = 0;
+    x.among_all = 0;
     if ((rc = checked(h, &x.call, err)))
         return rc;
     if (__atomic_exchange_n(&h->busy, 1, __ATOMIC_ACQUIRE)) {

@@ -119,8 +119,9 @@ struct hostmem {
     /* Across hosts in sequential mode (registered by api.c at start; NULL:
      * host collectives are refused): the leaders' level of a host
      * collective (hostcoll.c), from the application thread running it.
-     * join 1: a leader runs coll.c's collective `call` among the leaders,
-     * *out its result (malloc'd, or NULL); join 0: only count it (a rank
+     * join 1: run coll.c's collective `call`, *out its result (malloc'd,
+     * or NULL): a leader among the leaders (call->leaders), or any rank
+     * among all the ranks (a large reduce); join 0: only count it (a rank
      * that takes part through its leader).  DSM_OK, or the error with err
      * filled. */
     int (*across)(const struct coll_call *call, int join, void **out, uint64_t *len,

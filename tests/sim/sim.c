@@ -418,7 +418,8 @@ int main(int argc, char **argv)
            "%llu page runs, %llu payloads received in two parts, %llu early read-aheads, "
            "%llu pages opened by their waiter, %llu steps while another thread dropped "
            "core.mu, %llu host copies checked, %llu host invalidations (%llu of ranks beyond "
-           "the bits), %llu faults a host's copy served, %llu pages sent home early\n",
+           "the bits), %llu faults a host's copy served, %llu pages sent home early, %llu large "
+           "reduces among all the ranks\n",
            (unsigned long long)W.cover.fanout, (unsigned long long)W.cover.ring_full,
            (unsigned long long)W.cover.handoffs, (unsigned long long)W.cover.collectives,
            (unsigned long long)W.cover.homes_moved, (unsigned long long)W.cover.runs,
@@ -426,7 +427,7 @@ int main(int argc, char **argv)
            (unsigned long long)W.cover.opened, (unsigned long long)W.cover.nested,
            (unsigned long long)W.cover.host_copies, (unsigned long long)W.cover.host_invs,
            (unsigned long long)W.cover.overflow_invs, (unsigned long long)W.cover.host_maps,
-           (unsigned long long)W.cover.early_flushes);
+           (unsigned long long)W.cover.early_flushes, (unsigned long long)W.cover.among_all);
     printf("%d seeds passed%s%s%s%s%s\n", i, W.release ? " (--release)" : "",
            W.mismatch ? " (--mismatch)" : "", W.hosts ? " (--hosts)" : "",
            drop ? " (--drop)" : "", corrupt ? " (--corrupt)" : "");

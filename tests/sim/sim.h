@@ -123,6 +123,7 @@ struct task {
 #define COLL_PLACE 100
 struct coll_spec {
     int kind, root, op;
+    int wide;                       /* a reduce of 4 numbers (32 bytes), else of 2 */
     uint32_t first, n;
     uint16_t homes[8];
 };
@@ -135,13 +136,13 @@ struct thread {
     struct op op;               /* the operation it runs (ops.h), if in_op */
     int in_op;
     char err[DSM_ERRLEN];       /* the op's error */
-    int64_t mine[2];            /* its contribution to the collective it runs */
+    int64_t mine[4];            /* its contribution to the collective it runs */
     int began;                  /* the collective task began its first collective */
     /* --hosts, sequential mode: a leader's collective among the leaders
      * (simapp.c's two levels): its call, the host's identities and bytes */
     struct coll_call level_call;
     struct coll_seed level_seed;
-    unsigned char level_in[SIM_MAX_RANKS * 24];
+    unsigned char level_in[SIM_MAX_RANKS * 40];
     uint32_t upto;              /* T_PIN: pages pinned so far */
     uint64_t epoch;
     int ended;                  /* stopped by the job's failure */
@@ -205,6 +206,7 @@ struct world {
         uint64_t overflow_invs; /* ... of them, to ranks beyond the bits (HOST_OVERFLOW) */
         uint64_t host_maps;     /* ... faults a host's copy served with no message */
         uint64_t early_flushes; /* pages sent home early to bound the twins */
+        uint64_t among_all;     /* ... large reduces a rank ran among all the ranks */
     } cover;
     int dropped;                /* rank killed, or -1 */
     int dropped_finalized;      /* it had told its peers DSM_FINALIZE */

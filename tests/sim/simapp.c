@@ -56,6 +56,7 @@ static void random_spec(struct coll_spec *c)
     c->kind = i == 5 ? COLL_PLACE : kinds[i];
     c->root = i == 2 || i == 4 ? DSM_ROOT_ALL : (int)below((uint64_t)W.s.n);
     c->op = i == 3 ? DSM_OP_MAX : DSM_OP_SUM;
+    c->wide = c->kind == DSM_COLL_REDUCE && below(2);
     if (c->kind == COLL_PLACE) {
         c->first = (uint32_t)below(W.npages);
         c->n = 1 + (uint32_t)below(W.npages - c->first);
@@ -88,7 +89,7 @@ static struct coll_call spec_call(const struct coll_spec *c, uint32_t idx)
     if (c->kind == COLL_PLACE)
         return (struct coll_call){ .kind = DSM_COLL_BARRIER, .sig = 7 + idx };
     return (struct coll_call){ .kind = c->kind, .root = c->root, .op = c->op,
-                               .dtype = DSM_DT_I64, .len = 16 };
+                               .dtype = DSM_DT_I64, .len = c->wide ? 32 : 16 };
 }
 
 /* What rank r calls as the job's collective idx. */
@@ -171,11 +172,14 @@ void make_scenario(void)
         }
 }
 
-/* Rank r's contribution to collective `idx`: two 64-bit numbers. */
-static void contribution(int r, uint32_t idx, int64_t out[2])
+/* Rank r's contribution to collective `idx`: four 64-bit numbers, the
+ * first two of them but for a wide reduce. */
+static void contribution(int r, uint32_t idx, int64_t out[4])
 {
     out[0] = r + 1;
     out[1] = (int64_t)(r + 1) * (idx + 3) - 5;
+    out[2] = 7 - (int64_t)r * (idx + 5);
+    out[3] = (int64_t)(r + 2) * (r + 2) - (int64_t)idx;
 }
 
 /* No rank ends collective idx before every rank began it. */
@@ -234,8 +238,8 @@ static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
     int gets = c->kind == DSM_COLL_BCAST ? r != c->root
              : c->kind != DSM_COLL_BARRIER && c->kind != COLL_PLACE &&
                (c->root == DSM_ROOT_ALL || c->root == r);
-    int64_t want[2] = { 0, 0 }, v[2];
-    int q;
+    int64_t want[4] = { 0, 0, 0, 0 }, v[4];
+    int q, i, words = c->kind == DSM_COLL_REDUCE && c->wide ? 4 : 2;
     check_began(r, idx);
     if (c->kind == COLL_PLACE)
         check_placed(r, c);
@@ -261,12 +265,11 @@ static void check_coll(int r, uint32_t idx, const void *out, uint64_t len)
         contribution(q, idx, v);
         if (c->kind == DSM_COLL_BCAST && q == c->root)
             memcpy(want, v, sizeof v);
-        else if (c->kind == DSM_COLL_REDUCE && c->op == DSM_OP_SUM)
-            want[0] += v[0], want[1] += v[1];
-        else if (c->kind == DSM_COLL_REDUCE)
-            want[0] = v[0] > want[0] ? v[0] : want[0], want[1] = v[1] > want[1] ? v[1] : want[1];
+        for (i = 0; c->kind == DSM_COLL_REDUCE && i < words; i++)
+            want[i] = c->op == DSM_OP_SUM ? want[i] + v[i] : !q || v[i] > want[i] ? v[i]
+                                                                                : want[i];
     }
-    if (len != 16 || memcmp(out, want, 16))
+    if (len != 8 * (uint64_t)words || memcmp(out, want, 8 * (size_t)words))
         sim_violation(&W.s, "rank %d: collective %u gave a wrong result", r, idx);
 }
 
@@ -290,8 +293,13 @@ static uint32_t counter_word(uint32_t lock)
  * collective among the leaders (call.leaders: the shipped code), starting
  * from the host's lowest and highest identity, with the host's bytes (a
  * reduce's contributions gathered); then it hands the outcome out, and
- * each rank takes its result from it. */
+ * each rank takes its result from it.  A large reduce (coll.c's
+ * coll_reduce_among_all, which a wide one is here) brings no bytes: the
+ * leaders' collective is a barrier that checks the identities, and once
+ * it handed out success every rank runs coll.c's reduce among all the
+ * ranks (phase 2 of the task). */
 static int mismatched(const struct task *o);
+static int op_steps(int r, struct thread *th, const struct task *o);
 static void next_task(struct thread *th);
 
 static int levels(void)
@@ -309,6 +317,13 @@ static int two_level(int r, const struct task *o)
 static int leader_of(int r)
 {
     return W.s.leaders[W.s.host[r]];
+}
+
+/* Does rank r's collective idx run among all the ranks after the check? */
+static int among_all(int r, uint32_t idx)
+{
+    struct coll_call c = spec_call(spec_of(r, idx), idx);
+    return c.kind == DSM_COLL_REDUCE && coll_reduce_among_all(c.len, W.s.n);
 }
 
 /* The call rank r makes as collective idx: its bytes only if it brings some. */
@@ -341,7 +356,7 @@ static void level_begin(int r, struct thread *th, uint32_t idx)
     struct coll_seed *d = &th->level_seed;
     uint64_t at = 0;
     uint32_t tag[2];
-    int64_t v[2];
+    int64_t v[4];
     contribution(r, idx, th->mine);
     for (i = 0; i < W.s.nlocal[h]; i++) {
         q = W.s.locals[h][i];
@@ -352,6 +367,8 @@ static void level_begin(int r, struct thread *th, uint32_t idx)
         if (!i || coll_sig_cmp(&sig, &d->hi) > 0)
             d->hi = sig, d->hi_rank = q;
         contribution(q, idx, v);
+        if (among_all(q, idx))
+            c.len = 0;                  /* it brings nothing */
         tag[0] = (uint32_t)q, tag[1] = (uint32_t)c.len;
         memcpy(th->level_in + at, tag, 8);
         memcpy(th->level_in + at + 8, v, c.len);
@@ -359,8 +376,9 @@ static void level_begin(int r, struct thread *th, uint32_t idx)
     }
     th->level_call = mine;
     th->op = (struct op){ .kind = OP_COLL, .bare = 1, .err = th->err,
-                          .call = { .kind = mine.kind == DSM_COLL_REDUCE ? DSM_COLL_GATHER
-                                                                          : mine.kind,
+                          .call = { .kind = mine.kind != DSM_COLL_REDUCE ? mine.kind
+                                          : among_all(r, idx) ? DSM_COLL_BARRIER
+                                                              : DSM_COLL_GATHER,
                                     .root = mine.root, .before = &th->level_call,
                                     .leaders = 1, .seed = d } };
     if (mine.kind != DSM_COLL_BARRIER && mine.root != DSM_ROOT_ALL)
@@ -369,7 +387,7 @@ static void level_begin(int r, struct thread *th, uint32_t idx)
         contribution(mine.root, idx, th->mine);
         th->op.call.data = th->mine;
         th->op.call.len = 16;
-    } else if (mine.kind == DSM_COLL_GATHER || mine.kind == DSM_COLL_REDUCE) {
+    } else if (th->op.call.kind == DSM_COLL_GATHER) {
         th->op.call.data = th->level_in;
         th->op.call.len = at;
     }
@@ -414,8 +432,9 @@ static void level_result(int r, uint32_t idx, const struct task *o)
     const unsigned char *b = W.level[h].bytes;
     int gets = c->kind == DSM_COLL_BCAST ? r != c->root
              : c->kind != DSM_COLL_BARRIER && (c->root == DSM_ROOT_ALL || c->root == r);
-    int64_t sum[2] = { 0, 0 }, v[2];
-    uint64_t at;
+    int64_t sum[4] = { 0, 0, 0, 0 }, v[4];
+    uint64_t at, len = spec_call(c, idx).len;
+    int i, words = (int)(len / 8);
     if (mismatched(o)) {
         check_mismatch(r, W.level[h].rc, W.level[h].err);
         return;
@@ -428,14 +447,12 @@ static void level_result(int r, uint32_t idx, const struct task *o)
         check_coll(r, idx, gets ? b : NULL, W.level[h].len);
         return;
     }
-    for (at = 0; at + 24 <= W.level[h].len; at += 24) {   /* as hostcoll.c's result() */
-        memcpy(v, b + at + 8, 16);
-        if (c->op == DSM_OP_SUM)
-            sum[0] += v[0], sum[1] += v[1];
-        else
-            sum[0] = v[0] > sum[0] ? v[0] : sum[0], sum[1] = v[1] > sum[1] ? v[1] : sum[1];
+    for (at = 0; at + 8 + len <= W.level[h].len; at += 8 + len) {  /* as hostcoll.c's result() */
+        memcpy(v, b + at + 8, len);
+        for (i = 0; i < words; i++)
+            sum[i] = c->op == DSM_OP_SUM ? sum[i] + v[i] : !at || v[i] > sum[i] ? v[i] : sum[i];
     }
-    check_coll(r, idx, sum, 16);
+    check_coll(r, idx, sum, len);
 }
 
 /* One step of thread 0's collective task in two levels (core.mu held). */
@@ -448,8 +465,20 @@ static void level_step(int r, struct thread *th, const struct task *o)
         if (!leader) {
             coll_skip(&sr->coll);
             W.began[r]++;
+            th->began = 1;
         }
         th->phase = 1;
+        return;
+    }
+    if (th->phase == 2) {               /* a large reduce among all the ranks */
+        if (!op_steps(r, th, o))
+            return;
+        check_coll(r, o->coll, th->op.out, th->op.out_len);
+        free(th->op.out);
+        th->op.out = NULL;
+        th->colls_done++;
+        W.cover.among_all++;
+        next_task(th);
         return;
     }
     if (leader) {
@@ -471,6 +500,10 @@ static void level_step(int r, struct thread *th, const struct task *o)
         op_end(&th->op);
         th->op.out = NULL;
         th->in_op = 0;
+    }
+    if (!W.level[W.s.host[r]].rc && !mismatched(o) && among_all(r, o->coll)) {
+        th->phase = 2;                  /* every rank called it: now among all */
+        return;
     }
     level_result(r, o->coll, o);
     th->colls_done++;
