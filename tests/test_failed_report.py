@@ -52,7 +52,9 @@ def test_a_rank_that_raised_and_the_one_it_took_down_both_report(tmp_path):
 
 
 def test_a_job_stopped_by_timeout_still_reports_every_rank(tag):
-    r = run_dsmexec("-n", "2", "--stats", "--timeout", "4", DEADLOCK, tag)
+    # --timeout counts from the launch: 8 s leaves a loaded machine time to
+    # start both ranks (at 4 s, rank 0 was once still importing numpy)
+    r = run_dsmexec("-n", "2", "--stats", "--timeout", "8", DEADLOCK, tag)
     assert r.returncode == 124, r.stderr
     assert "no --trace/--stats report" not in r.stderr, r.stderr
     assert sorted(stats_rows(r.stdout)) == ["0", "1", "all"], r.stdout
