@@ -40,7 +40,7 @@ def alternation(dsm, a):
     counter, turn = 0, 8
     for _ in range(a.rounds):
         while get(dsm, turn) % dsm.size != dsm.rank:
-            pass
+            os.sched_yield()    # not our turn: on a loaded machine, let the rank whose turn it is run
         put(dsm, counter, get(dsm, counter) + 1)
         put(dsm, turn, get(dsm, turn) + 1)
     dsm.barrier()
