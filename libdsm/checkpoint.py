@@ -198,8 +198,8 @@ class Checkpoints:
             self._keep_copies(store, gen, every)
         self._coll.barrier()            # every part (and copy) is in
         if self._keeps_manifest():
-            store.write_manifest(gen, ckptmanifest.make(gen, every, self._ps,
-                                                             self._npages, self._hosts))
+            store.write_manifest(gen, ckptmanifest.make(gen, every, self._ps, self._npages,
+                                                        self._hosts))
             store.drop({gen, self.kept}, background=True)
         self._coll.barrier()            # the generation is complete everywhere
         self.last = self.kept = gen

@@ -21,8 +21,9 @@ switches its table):
 With DSM_SHARE=host on several hosts only the hosts' leaders home pages:
 a page goes to the leader of the host of the rank named above (row_block:
 the host whose rank owns the rows; first_touch: the host that holds the
-page writable).  In release mode the homes stay put (the C core's
-placement is then a barrier); on one host nothing moves.
+page writable).  In release mode a placement moves no home (the C core's
+placement is then a barrier: homes follow the single writing host at each
+barrier instead); on one host nothing moves.
 """
 from libdsm import _binding
 from libdsm.errors import PlacementError

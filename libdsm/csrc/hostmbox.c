@@ -19,7 +19,6 @@
  * FAIL_POLL_NS, so a rank that dies holding the mutex, or that was to post,
  * ends the job, named. */
 #define _GNU_SOURCE
-#include <limits.h>
 #include "hostmem.h"
 
 static struct host_mbox *mbox_of(struct hostmem *h, int rank)
@@ -81,8 +80,7 @@ int dsm_host_post(int rank, uint64_t key, char *err)
     s->count++;
     __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);
     host_mutex_give(&b->lock);
-    if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST))
-        host_wake(&b->seq, INT_MAX);
+    host_wake_sleepers(&b->seq, &b->sleepers);
     return DSM_OK;
 }
 
@@ -108,8 +106,7 @@ int dsm_host_take(uint64_t key, uint32_t timeout_ms, char *err)
         }
         host_mutex_give(&b->lock);
         if (s) {
-            if (__atomic_load_n(&b->full_sleepers, __ATOMIC_SEQ_CST))
-                host_wake(&b->freed, INT_MAX);
+            host_wake_sleepers(&b->freed, &b->full_sleepers);
             return DSM_OK;
         }
         rc = host_wait_word(h, &b->seq, seen, &b->sleepers, NULL, deadline, err);

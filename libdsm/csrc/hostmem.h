@@ -153,6 +153,10 @@ int host_step(struct hostmem *h, uint32_t *gen, char *err);
 int host_wait_word(struct hostmem *h, uint32_t *word, uint32_t seen, uint32_t *sleepers,
                    const uint32_t *stop, uint64_t deadline, char *err);
 void host_wake(uint32_t *word, int n);
+/* After bumping *word (seq_cst): wake every waiter if *sleepers counts any
+ * (host_wait_word counts a sleeper before its futex checks the word, so
+ * one of the two sees the other). */
+void host_wake_sleepers(uint32_t *word, uint32_t *sleepers);
 /* A futex mutex in the area (0 free, 1 held, 2 held and maybe slept on):
  * take it, waiting until `deadline` as host_wait_word (timeout_ms 0: a
  * try only): DSM_OK, DSM_ETIMEDOUT (err not filled), or DSM_EPEER; give it

@@ -81,6 +81,12 @@ void host_wake(uint32_t *word, int n)
     syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+void host_wake_sleepers(uint32_t *word, uint32_t *sleepers)
+{
+    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST))
+        host_wake(word, INT_MAX);
+}
+
 int host_mutex_take(struct hostmem *h, uint32_t *word, uint32_t timeout_ms, char *err)
 {
     uint32_t free_ = 0;
@@ -121,8 +127,7 @@ int host_step(struct hostmem *h, uint32_t *gen, char *err)
         return host_wait_word(h, &k->gen, *gen, &k->sleepers, &k->finalized, 0, err);
     __atomic_store_n(&k->arrived, 0, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&k->gen, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&k->sleepers, __ATOMIC_SEQ_CST))
-        host_wake(&k->gen, INT_MAX);
+    host_wake_sleepers(&k->gen, &k->sleepers);
     return DSM_OK;
 }
 
